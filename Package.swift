@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "agentry",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "agentry", targets: ["agentry"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams", .upToNextMinor(from: "6.2.2")),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // libgit2 from the system (Debian: libgit2-dev).
+        .systemLibrary(
+            name: "CGit2",
+            pkgConfig: "libgit2",
+            providers: [.apt(["libgit2-dev"])]
+        ),
+        // A bounded YAML composer over libyaml events (the copy Yams vendors) with line:column marks.
+        .target(
+            name: "AgentryYAML",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        // The resource model, its schema, and validation. Pure: no I/O.
+        .target(
+            name: "AgentryModel",
+            dependencies: ["AgentryYAML"]
+        ),
+        // libgit2 access: repositories, refs, trees, blobs, commits.
+        .target(
+            name: "AgentryGit",
+            dependencies: ["CGit2"]
+        ),
+        // Loading an agent repository from a git commit or a folder; scaffolding.
+        .target(
+            name: "AgentryRepository",
+            dependencies: [
+                "AgentryModel", "AgentryGit",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "agentry",
+            dependencies: [
+                "AgentryRepository", "AgentryModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "AgentryYAMLTests", dependencies: ["AgentryYAML"]),
+        .testTarget(name: "AgentryModelTests", dependencies: ["AgentryModel"]),
+        .testTarget(name: "AgentryGitTests", dependencies: ["AgentryGit"]),
+        .testTarget(name: "AgentryRepositoryTests", dependencies: ["AgentryRepository", "AgentryGit"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["AgentryGit"]),
+    ]
+)

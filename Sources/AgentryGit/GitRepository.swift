@@ -1,0 +1,333 @@
+import CGit2
+
+/// A libgit2 failure, with the operation that failed and libgit2's own message.
+public struct GitError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        case notFound
+        case ambiguous
+        case exists
+        case conflict
+        case other(Int32)
+    }
+
+    public var code: Code
+    public var operation: String
+    public var message: String
+
+    public init(code: Code, operation: String, message: String) {
+        self.code = code
+        self.operation = operation
+        self.message = message
+    }
+
+    public var description: String { "\(operation): \(message)" }
+
+    /// Builds the error from libgit2's last error; call right after the failing call.
+    static func last(_ result: Int32, _ operation: String) -> GitError {
+        let detail = git_error_last().map { String(cString: $0.pointee.message) } ?? "libgit2 error \(result)"
+        let code: Code
+        switch result {
+        case GIT_ENOTFOUND.rawValue: code = .notFound
+        case GIT_EAMBIGUOUS.rawValue: code = .ambiguous
+        case GIT_EEXISTS.rawValue: code = .exists
+        case GIT_EMODIFIED.rawValue, GIT_ECONFLICT.rawValue: code = .conflict
+        default: code = .other(result)
+        }
+        return GitError(code: code, operation: operation, message: detail)
+    }
+}
+
+/// A 20-byte git object id.
+public struct ObjectID: Sendable, Hashable, CustomStringConvertible {
+    var raw: git_oid
+
+    init(_ raw: git_oid) { self.raw = raw }
+
+    public init?(hex: String) {
+        var oid = git_oid()
+        guard hex.utf8.count == 40, git_oid_fromstr(&oid, hex) == 0 else { return nil }
+        raw = oid
+    }
+
+    public var description: String {
+        var copy = raw
+        var buffer = [CChar](repeating: 0, count: 41)
+        git_oid_tostr(&buffer, 41, &copy)
+        return String(decoding: buffer.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public static func == (lhs: ObjectID, rhs: ObjectID) -> Bool {
+        var a = lhs.raw
+        var b = rhs.raw
+        return git_oid_equal(&a, &b) == 1
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        withUnsafeBytes(of: raw) { hasher.combine(bytes: $0) }
+    }
+}
+
+/// One entry of a recursive tree listing.
+public struct TreeEntry: Sendable {
+    public enum Kind: Sendable, Equatable {
+        case file(executable: Bool)
+        case symlink
+        case directory
+        case submodule
+    }
+
+    /// Path relative to the listed tree, `/`-separated.
+    public var path: String
+    public var kind: Kind
+    public var id: ObjectID
+}
+
+/// libgit2 is initialised once per process, with the user's global configuration blanked so
+/// agentry never picks up a `~/.gitconfig` it was not given.
+enum Library {
+    static let initialised: Bool = {
+        git_libgit2_init()
+        _ = agentry_git_blank_config_search_paths()
+        return true
+    }()
+}
+
+/// A git repository opened through libgit2. Not thread-safe: one instance per task.
+public final class GitRepository {
+    let handle: OpaquePointer
+
+    private init(handle: OpaquePointer) {
+        self.handle = handle
+    }
+
+    deinit {
+        git_repository_free(handle)
+    }
+
+    /// Opens the repository at `path` (a work tree, a `.git` folder or a bare repository), also from
+    /// a subfolder of a work tree.
+    public static func open(_ path: String) throws -> GitRepository {
+        _ = Library.initialised
+        var repository: OpaquePointer?
+        let result = git_repository_open_ext(&repository, path, 0, nil)
+        guard result == 0, let repository else {
+            var error = GitError.last(result, "open repository \(path)")
+            if error.code == .notFound {
+                error.message =
+                    "no git repository at \(path) (or any parent folder); if it exists but belongs to another user, git's safe.directory rule refuses it"
+            }
+            throw error
+        }
+        return GitRepository(handle: repository)
+    }
+
+    /// Creates a new repository with a work tree at `path`, whose first branch is `initialBranch`.
+    public static func create(at path: String, initialBranch: String = "main") throws -> GitRepository {
+        _ = Library.initialised
+        var options = git_repository_init_options()
+        git_repository_init_options_init(&options, UInt32(GIT_REPOSITORY_INIT_OPTIONS_VERSION))
+        options.flags = GIT_REPOSITORY_INIT_MKPATH.rawValue
+        var repository: OpaquePointer?
+        let result = initialBranch.withCString { branch in
+            options.initial_head = branch
+            return git_repository_init_ext(&repository, path, &options)
+        }
+        guard result == 0, let repository else { throw GitError.last(result, "create repository \(path)") }
+        return GitRepository(handle: repository)
+    }
+
+    /// The work tree folder, or nil for a bare repository.
+    public var workdir: String? {
+        git_repository_workdir(handle).map { String(cString: $0) }
+    }
+
+    /// The `.git` folder (or the bare repository itself).
+    public var gitDirectory: String {
+        String(cString: git_repository_path(handle))
+    }
+
+    /// Resolves a revision (`HEAD`, a branch, a tag, a commit id or any rev-parse expression) to a commit.
+    public func commit(for revision: String) throws -> ObjectID {
+        var object: OpaquePointer?
+        var result = git_revparse_single(&object, handle, revision)
+        guard result == 0, let object else {
+            var error = GitError.last(result, "resolve \(revision)")
+            if error.code == .notFound { error.message = "no commit, branch or tag named \"\(revision)\"" }
+            throw error
+        }
+        defer { git_object_free(object) }
+        var peeled: OpaquePointer?
+        result = git_object_peel(&peeled, object, GIT_OBJECT_COMMIT)
+        guard result == 0, let peeled else {
+            throw GitError(code: .notFound, operation: "resolve \(revision)", message: "\"\(revision)\" does not name a commit")
+        }
+        defer { git_object_free(peeled) }
+        return ObjectID(git_object_id(peeled).pointee)
+    }
+
+    /// Lists the tree of `commit` under `subpath` (empty for the root), recursively, in tree order.
+    public func listTree(commit: ObjectID, subpath: String = "") throws -> [TreeEntry] {
+        var commitOID = commit.raw
+        var commitObject: OpaquePointer?
+        var result = git_commit_lookup(&commitObject, handle, &commitOID)
+        guard result == 0, let commitObject else { throw GitError.last(result, "read commit \(commit)") }
+        defer { git_commit_free(commitObject) }
+        var root: OpaquePointer?
+        result = git_commit_tree(&root, commitObject)
+        guard result == 0, var tree = root else { throw GitError.last(result, "read tree of \(commit)") }
+        let trimmed = subpath.split(separator: "/").joined(separator: "/")
+        if !trimmed.isEmpty {
+            var entry: OpaquePointer?
+            result = git_tree_entry_bypath(&entry, tree, trimmed)
+            guard result == 0, let entry else {
+                git_tree_free(tree)
+                throw GitError(
+                    code: .notFound, operation: "read \(trimmed)", message: "commit \(commit) has no folder \(trimmed)")
+            }
+            defer { git_tree_entry_free(entry) }
+            guard git_tree_entry_type(entry) == GIT_OBJECT_TREE else {
+                git_tree_free(tree)
+                throw GitError(
+                    code: .notFound, operation: "read \(trimmed)", message: "\(trimmed) is not a folder in commit \(commit)")
+            }
+            var subtree: OpaquePointer?
+            result = git_tree_lookup(&subtree, handle, git_tree_entry_id(entry))
+            git_tree_free(tree)
+            guard result == 0, let subtree else { throw GitError.last(result, "read tree \(trimmed)") }
+            tree = subtree
+        }
+        defer { git_tree_free(tree) }
+        var entries: [TreeEntry] = []
+        try walk(tree, prefix: "", into: &entries)
+        return entries
+    }
+
+    private func walk(_ tree: OpaquePointer, prefix: String, into entries: inout [TreeEntry]) throws {
+        let count = git_tree_entrycount(tree)
+        for index in 0..<count {
+            guard let entry = git_tree_entry_byindex(tree, index) else { continue }
+            let name = String(cString: git_tree_entry_name(entry))
+            let path = prefix.isEmpty ? name : prefix + "/" + name
+            let id = ObjectID(git_tree_entry_id(entry).pointee)
+            switch git_tree_entry_filemode(entry) {
+            case GIT_FILEMODE_TREE:
+                entries.append(TreeEntry(path: path, kind: .directory, id: id))
+                var subtree: OpaquePointer?
+                let result = git_tree_lookup(&subtree, handle, git_tree_entry_id(entry))
+                guard result == 0, let subtree else { throw GitError.last(result, "read tree \(path)") }
+                defer { git_tree_free(subtree) }
+                try walk(subtree, prefix: path, into: &entries)
+            case GIT_FILEMODE_LINK:
+                entries.append(TreeEntry(path: path, kind: .symlink, id: id))
+            case GIT_FILEMODE_COMMIT:
+                entries.append(TreeEntry(path: path, kind: .submodule, id: id))
+            case GIT_FILEMODE_BLOB_EXECUTABLE:
+                entries.append(TreeEntry(path: path, kind: .file(executable: true), id: id))
+            default:
+                entries.append(TreeEntry(path: path, kind: .file(executable: false), id: id))
+            }
+        }
+    }
+
+    /// The size of an object, read from its header without inflating the content.
+    public func objectSize(_ id: ObjectID) throws -> Int {
+        var odb: OpaquePointer?
+        var result = git_repository_odb(&odb, handle)
+        guard result == 0, let odb else { throw GitError.last(result, "open object database") }
+        defer { git_odb_free(odb) }
+        var size = 0
+        var type = GIT_OBJECT_ANY
+        var oid = id.raw
+        result = git_odb_read_header(&size, &type, odb, &oid)
+        guard result == 0 else { throw GitError.last(result, "read object \(id)") }
+        return size
+    }
+
+    /// A blob's bytes.
+    public func blob(_ id: ObjectID) throws -> [UInt8] {
+        var oid = id.raw
+        var blob: OpaquePointer?
+        let result = git_blob_lookup(&blob, handle, &oid)
+        guard result == 0, let blob else { throw GitError.last(result, "read blob \(id)") }
+        defer { git_blob_free(blob) }
+        let size = Int(git_blob_rawsize(blob))
+        guard size > 0, let content = git_blob_rawcontent(blob) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: content, count: size))
+    }
+
+    /// Blobs with sizes, skipping those larger than `limit` (returned as nil with their size).
+    public func blobs(_ ids: [ObjectID], limit: Int) throws -> [(size: Int, content: [UInt8]?)] {
+        var odb: OpaquePointer?
+        let opened = git_repository_odb(&odb, handle)
+        guard opened == 0, let odb else { throw GitError.last(opened, "open object database") }
+        defer { git_odb_free(odb) }
+        return try ids.map { id in
+            var oid = id.raw
+            var object: OpaquePointer?
+            var size = 0
+            var type = GIT_OBJECT_ANY
+            var result = git_odb_read_header(&size, &type, odb, &oid)
+            guard result == 0 else { throw GitError.last(result, "read object \(id)") }
+            if size > limit { return (size, nil) }
+            result = git_odb_read(&object, odb, &oid)
+            guard result == 0, let object else { throw GitError.last(result, "read object \(id)") }
+            defer { git_odb_object_free(object) }
+            let length = git_odb_object_size(object)
+            guard length > 0, let data = git_odb_object_data(object) else { return (0, []) }
+            return (length, Array(UnsafeRawBufferPointer(start: data, count: length)))
+        }
+    }
+
+    /// Stages every file of the work tree and commits it on HEAD, like `git add -A && git commit`.
+    @discardableResult
+    public func commitWorkTree(message: String, author: Signature) throws -> ObjectID {
+        var index: OpaquePointer?
+        var result = git_repository_index(&index, handle)
+        guard result == 0, let index else { throw GitError.last(result, "open index") }
+        defer { git_index_free(index) }
+        var everything = git_strarray()
+        result = git_index_add_all(index, &everything, 0, nil, nil)
+        guard result == 0 else { throw GitError.last(result, "stage files") }
+        result = git_index_write(index)
+        guard result == 0 else { throw GitError.last(result, "write index") }
+        var treeOID = git_oid()
+        result = git_index_write_tree(&treeOID, index)
+        guard result == 0 else { throw GitError.last(result, "write tree") }
+        var tree: OpaquePointer?
+        result = git_tree_lookup(&tree, handle, &treeOID)
+        guard result == 0, let tree else { throw GitError.last(result, "read tree") }
+        defer { git_tree_free(tree) }
+
+        var parents: [OpaquePointer?] = []
+        var headOID = git_oid()
+        if git_reference_name_to_id(&headOID, handle, "HEAD") == 0 {
+            var parent: OpaquePointer?
+            if git_commit_lookup(&parent, handle, &headOID) == 0 { parents.append(parent) }
+        }
+        defer { parents.forEach { git_commit_free($0) } }
+
+        var signature: UnsafeMutablePointer<git_signature>?
+        result = git_signature_now(&signature, author.name, author.email)
+        guard result == 0, let signature else { throw GitError.last(result, "make signature") }
+        defer { git_signature_free(signature) }
+        var commitOID = git_oid()
+        result = parents.withUnsafeMutableBufferPointer { buffer in
+            git_commit_create(
+                &commitOID, handle, "HEAD", signature, signature, "UTF-8", message, tree, buffer.count,
+                buffer.baseAddress)
+        }
+        guard result == 0 else { throw GitError.last(result, "commit") }
+        return ObjectID(commitOID)
+    }
+}
+
+/// Who a commit is by.
+public struct Signature: Sendable {
+    public var name: String
+    public var email: String
+
+    public init(name: String, email: String) {
+        self.name = name
+        self.email = email
+    }
+}

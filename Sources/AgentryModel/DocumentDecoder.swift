@@ -1,0 +1,288 @@
+import AgentryYAML
+
+/// One decoded resource document.
+enum DecodedResource: Sendable {
+    case agent(Agent)
+    case harness(Harness)
+    case model(Model)
+    case environment(Environment)
+}
+
+/// What one file contributed: its diagnostics and the resources it declared.
+struct FileResult: Sendable {
+    var diagnostics: [Diagnostic] = []
+    var resources: [DecodedResource] = []
+}
+
+/// Turns the bytes of one file into resources and diagnostics. Everything here is per file, so
+/// files decode in parallel.
+enum DocumentDecoder {
+    /// The names a harness template may use.
+    static let templateVariables = [
+        "prompt", "agent.name", "agent.home", "agent.instructionsFile", "agent.skillsDir", "agent.outputDir",
+        "agent.memoryDir", "model.name", "model.provider", "model.api", "model.baseUrl", "model.apiKey",
+        "model.contextWindow", "model.maxOutputTokens", "harness.version", "run.id", "run.timeoutSeconds",
+    ]
+
+    static func decodeResourceFile(path: String, display: String, entry: SourceTree.Entry) -> FileResult {
+        var result = FileResult()
+        guard let bytes = readableText(display: display, entry: entry, into: &result.diagnostics) else {
+            return result
+        }
+        let composed = bytes.withUnsafeBufferPointer { YAMLComposer.compose($0) }
+        switch composed {
+        case .failure(let error):
+            result.diagnostics.append(syntaxDiagnostic(error, display: display, bytes: bytes))
+        case .success(let documents):
+            let roots = documents.compactMap(\.root)
+            if roots.isEmpty {
+                result.diagnostics.append(
+                    Diagnostic(.warning, .emptyFile, file: display, at: .start, "the file holds no YAML documents"))
+            }
+            for root in roots {
+                decodeDocument(root, display: display, into: &result)
+            }
+        }
+        return result
+    }
+
+    /// The file's bytes if it can be read as UTF-8 text; otherwise reports why not.
+    static func readableText(display: String, entry: SourceTree.Entry, into diagnostics: inout [Diagnostic])
+        -> [UInt8]?
+    {
+        guard case .file(let size, let content) = entry else { return nil }
+        guard let content else {
+            diagnostics.append(
+                Diagnostic(
+                    .error, .fileTooLarge, file: display, at: .start,
+                    "the file is \(size) bytes, over the \(SourceTree.maxFileSize)-byte limit for agentry files; it was not read"
+                ))
+            return nil
+        }
+        if let offset = TextScan.firstInvalidUTF8(content) {
+            diagnostics.append(
+                Diagnostic(
+                    .error, .notUTF8, file: display, at: TextScan.mark(ofByte: offset, in: content),
+                    "the file is not UTF-8 text (invalid byte 0x\(String(content[offset], radix: 16, uppercase: true)))"))
+            return nil
+        }
+        return content
+    }
+
+    static func syntaxDiagnostic(_ error: YAMLError, display: String, bytes: [UInt8]) -> Diagnostic {
+        switch error.kind {
+        case .limit:
+            return Diagnostic(.error, .yamlLimit, file: display, at: error.mark, error.message)
+        case .duplicateKey:
+            return Diagnostic(.error, .duplicateKey, file: display, at: error.mark, error.message)
+        case .syntax, .undefinedAlias:
+            if let tabLine = TextScan.tabIndentedLine(near: error.mark.line, in: bytes) {
+                return Diagnostic(
+                    .error, .tabIndent, file: display, at: SourceMark(line: tabLine, column: 1),
+                    "line \(tabLine) is indented with a tab; YAML indentation must use spaces")
+            }
+            return Diagnostic(.error, .yamlSyntax, file: display, at: error.mark, "invalid YAML: \(error.message)")
+        }
+    }
+
+    static func decodeDocument(_ root: YAMLNode, display: String, into result: inout FileResult) {
+        var checker = ShapeChecker(file: display)
+        defer { result.diagnostics += checker.diagnostics }
+        guard root.pairs != nil else {
+            checker.report(
+                .notAMapping, root.mark,
+                "expected a resource (a mapping with apiVersion, kind, metadata and spec), got \(ShapeChecker.describe(root))")
+            return
+        }
+        scanForCredentials(root, path: "", checker: &checker)
+        let kindNode = root["kind"]
+        guard let kindNode else {
+            checker.report(
+                .missingField, root.mark,
+                "document: missing required field \"kind\" (one of \(Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            if root["apiVersion"] == nil {
+                checker.report(.missingField, root.mark, "document: missing required field \"apiVersion\" (agentry/v1)")
+            }
+            return
+        }
+        guard let kindText = kindNode.stringValue, let kind = Kind(rawValue: kindText) else {
+            let text = kindNode.scalarText ?? ""
+            checker.report(
+                .unknownKind, kindNode.mark,
+                "kind: expected one of \(Kind.allCases.map(\.rawValue).joined(separator: ", ")), got \(ShapeChecker.describe(kindNode))"
+                    + Suggest.hint(text, Kind.allCases.map(\.rawValue)))
+            if let apiVersion = root["apiVersion"] {
+                checker.check(
+                    apiVersion, .string(.constant(Kind.apiVersion)), path: "apiVersion",
+                    invalidCode: .unsupportedAPIVersion)
+            }
+            return
+        }
+        checker.check(root, .object(kind.shape), path: "")
+        let origin = Origin(file: display, mark: root.mark)
+        switch kind {
+        case .agent:
+            result.resources.append(.agent(Extract.agent(root, origin: origin)))
+        case .harness:
+            checkTemplates(root["spec"], checker: &checker)
+            result.resources.append(.harness(Extract.harness(root, origin: origin)))
+        case .model:
+            result.resources.append(.model(Extract.model(root, origin: origin)))
+        case .environment:
+            result.resources.append(.environment(Extract.environment(root, origin: origin)))
+        }
+    }
+
+    /// Refuses any string value shaped like a credential, wherever it appears.
+    static func scanForCredentials(_ node: YAMLNode, path: String, checker: inout ShapeChecker) {
+        switch node.content {
+        case .scalar(let text, _):
+            if let what = CredentialScanner.match(text) {
+                checker.report(
+                    .credentialLike, node.mark,
+                    "\(path.isEmpty ? "value" : path): this looks like \(what); secrets never belong in git: store it with `agentry secret set KEY` and reference the key"
+                )
+            }
+        case .sequence(let items):
+            for (index, item) in items.enumerated() {
+                scanForCredentials(item, path: "\(path)[\(index)]", checker: &checker)
+            }
+        case .mapping(let pairs):
+            for pair in pairs {
+                scanForCredentials(pair.value, path: ShapeChecker.join(path, pair.key.scalarText ?? "?"), checker: &checker)
+            }
+        }
+    }
+
+    /// Every `{{name}}` in a harness's command, environment and config files must be a known variable.
+    static func checkTemplates(_ spec: YAMLNode?, checker: inout ShapeChecker) {
+        guard let spec else { return }
+        var strings: [(String, YAMLNode)] = []
+        for (index, item) in (spec["command"]?.sequence ?? []).enumerated() {
+            strings.append(("spec.command[\(index)]", item))
+        }
+        for field in ["env", "modelEnv"] {
+            for pair in spec[field]?.pairs ?? [] {
+                strings.append(("spec.\(field).\(pair.key.scalarText ?? "?")", pair.value))
+            }
+        }
+        for (index, item) in (spec["configFiles"]?.sequence ?? []).enumerated() {
+            if let content = item["content"] { strings.append(("spec.configFiles[\(index)].content", content)) }
+        }
+        for (path, node) in strings {
+            guard let text = node.stringValue else { continue }
+            let placeholders = Template.placeholders(in: text)
+            if placeholders.contains("model.apiKey"), !(path.hasPrefix("spec.env.") || path.hasPrefix("spec.modelEnv.")) {
+                checker.report(
+                    .secretInFile, node.mark,
+                    "\(path): {{model.apiKey}} may only be rendered into env or modelEnv, never into files or command arguments (which other processes can read)"
+                )
+            }
+            for name in placeholders where !templateVariables.contains(name) {
+                let hint = Suggest.hint(name, templateVariables)
+                checker.report(
+                    .unknownTemplateVariable, node.mark,
+                    "\(path): unknown template variable {{\(name)}}"
+                        + (hint.isEmpty ? "; known: " + templateVariables.joined(separator: ", ") : hint))
+            }
+        }
+    }
+}
+
+/// `{{ name }}` placeholders in harness templates.
+public enum Template {
+    public static func placeholders(in text: String) -> [String] {
+        var names: [String] = []
+        var rest = Substring(text)
+        while let open = rest.firstRange(of: "{{") {
+            guard let close = rest[open.upperBound...].firstRange(of: "}}") else { break }
+            names.append(rest[open.upperBound..<close.lowerBound].trimmingCharacters(in: " "))
+            rest = rest[close.upperBound...]
+        }
+        return names
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in character: Character) -> String {
+        var slice = self
+        while slice.first == character { slice = slice.dropFirst() }
+        while slice.last == character { slice = slice.dropLast() }
+        return String(slice)
+    }
+}
+
+/// Byte-level facts about text files.
+enum TextScan {
+    /// The offset of the first byte that breaks UTF-8, or nil for valid text.
+    static func firstInvalidUTF8(_ bytes: [UInt8]) -> Int? {
+        // Fast path: all ASCII.
+        if !bytes.contains(where: { $0 >= 0x80 }) { return nil }
+        var index = 0
+        let count = bytes.count
+        while index < count {
+            let byte = bytes[index]
+            let length: Int
+            var minimum: UInt32 = 0
+            if byte < 0x80 {
+                index += 1
+                continue
+            } else if byte & 0xE0 == 0xC0 {
+                length = 2
+                minimum = 0x80
+            } else if byte & 0xF0 == 0xE0 {
+                length = 3
+                minimum = 0x800
+            } else if byte & 0xF8 == 0xF0 {
+                length = 4
+                minimum = 0x10000
+            } else {
+                return index
+            }
+            guard index + length <= count else { return index }
+            var scalar = UInt32(byte) & (0xFF >> UInt32(length + 1))
+            for offset in 1..<length {
+                let next = bytes[index + offset]
+                guard next & 0xC0 == 0x80 else { return index }
+                scalar = scalar << 6 | UInt32(next & 0x3F)
+            }
+            if scalar < minimum || scalar > 0x10FFFF || (0xD800...0xDFFF).contains(scalar) { return index }
+            index += length
+        }
+        return nil
+    }
+
+    static func mark(ofByte offset: Int, in bytes: [UInt8]) -> SourceMark {
+        var line = 1
+        var lineStart = 0
+        for index in 0..<min(offset, bytes.count) where bytes[index] == UInt8(ascii: "\n") {
+            line += 1
+            lineStart = index + 1
+        }
+        return SourceMark(line: line, column: offset - lineStart + 1)
+    }
+
+    /// The line (at or just before `line`) whose indentation contains a tab, if any.
+    static func tabIndentedLine(near line: Int, in bytes: [UInt8]) -> Int? {
+        var current = 1
+        var atIndent = true
+        var found: Int?
+        for byte in bytes {
+            if current > line { break }
+            if byte == UInt8(ascii: "\n") {
+                current += 1
+                atIndent = true
+                continue
+            }
+            if atIndent {
+                if byte == UInt8(ascii: "\t") {
+                    if current >= line - 1 { found = current }
+                    atIndent = false
+                } else if byte != UInt8(ascii: " ") {
+                    atIndent = false
+                }
+            }
+        }
+        return found
+    }
+}

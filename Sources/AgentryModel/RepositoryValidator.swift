@@ -1,0 +1,225 @@
+import AgentryYAML
+import Dispatch
+
+/// The outcome of validating an agent repository.
+public struct ValidationReport: Sendable {
+    /// Sorted by file, then position.
+    public var diagnostics: [Diagnostic]
+    public var catalog: Catalog
+    /// Resource files and skill manifests read.
+    public var filesChecked: Int
+
+    public var errorCount: Int { diagnostics.lazy.filter { $0.severity == .error }.count }
+    public var warningCount: Int { diagnostics.lazy.filter { $0.severity == .warning }.count }
+    public var isValid: Bool { errorCount == 0 }
+}
+
+/// Validates a whole agent repository: every file against its schema, then everything across files.
+public enum RepositoryValidator {
+    /// Validates `tree`. Diagnostics name files as `displayPrefix + path` (the prefix is the agent
+    /// repository's folder inside a larger git repository, so paths are relative to the git root).
+    public static func validate(_ tree: SourceTree, displayPrefix: String = "") -> ValidationReport {
+        let resourcePaths = tree.entries.keys.filter { path in
+            guard SourceTree.isResourceFile(path), case .file? = tree.entries[path] else { return false }
+            return true
+        }.sorted()
+        let results = parallelMap(resourcePaths) { path in
+            DocumentDecoder.decodeResourceFile(
+                path: path, display: displayPrefix + path, entry: tree.entries[path]!)
+        }
+        var diagnostics: [Diagnostic] = []
+        var catalog = Catalog()
+        for result in results {
+            diagnostics += result.diagnostics
+            for resource in result.resources {
+                switch resource {
+                case .agent(let agent): catalog.agents.append(agent)
+                case .harness(let harness): catalog.harnesses.append(harness)
+                case .model(let model): catalog.models.append(model)
+                case .environment(let environment): catalog.environments.append(environment)
+                }
+            }
+        }
+        let skills = SkillReader.readAll(tree, displayPrefix: displayPrefix)
+        diagnostics += skills.diagnostics
+        catalog.skills = skills.skills
+        var cross = CrossChecker(tree: tree, catalog: catalog, displayPrefix: displayPrefix)
+        cross.run()
+        diagnostics += cross.diagnostics
+        return ValidationReport(
+            diagnostics: diagnostics.sorted(), catalog: catalog,
+            filesChecked: resourcePaths.count + skills.manifestsRead)
+    }
+}
+
+/// Maps in parallel over all cores, keeping order.
+func parallelMap<T: Sendable, R: Sendable>(_ items: [T], _ transform: @Sendable (T) -> R) -> [R] {
+    if items.count < 64 { return items.map(transform) }
+    let results = UnsafeMutableBufferPointer<R?>.allocate(capacity: items.count)
+    results.initialize(repeating: nil)
+    defer { results.deallocate() }
+    nonisolated(unsafe) let output = results
+    let chunk = 32
+    let chunks = (items.count + chunk - 1) / chunk
+    items.withUnsafeBufferPointer { input in
+        nonisolated(unsafe) let input = input
+        DispatchQueue.concurrentPerform(iterations: chunks) { index in
+            for position in (index * chunk)..<min(items.count, (index + 1) * chunk) {
+                output[position] = transform(input[position])
+            }
+        }
+    }
+    return results.map { $0! }
+}
+
+/// Checks that need the whole repository: names, references, files, skills, symlinks.
+struct CrossChecker {
+    let tree: SourceTree
+    let catalog: Catalog
+    let displayPrefix: String
+    var diagnostics: [Diagnostic] = []
+
+    init(tree: SourceTree, catalog: Catalog, displayPrefix: String) {
+        self.tree = tree
+        self.catalog = catalog
+        self.displayPrefix = displayPrefix
+    }
+
+    mutating func report(_ code: Diagnostic.Code, _ origin: Origin, _ message: String) {
+        diagnostics.append(Diagnostic(.error, code, file: origin.file, at: origin.mark, message))
+    }
+
+    mutating func run() {
+        let harnesses = index(catalog.harnesses.map { ($0.metadata.name, $0.origin) }, kind: .harness)
+        let models = index(catalog.models.map { ($0.metadata.name, $0.origin) }, kind: .model)
+        let environments = index(catalog.environments.map { ($0.metadata.name, $0.origin) }, kind: .environment)
+        _ = index(catalog.agents.map { ($0.metadata.name, $0.origin) }, kind: .agent)
+        let harnessByName = Dictionary(catalog.harnesses.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let modelByName = Dictionary(catalog.models.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let skillNames = Set(catalog.skills.map(\.name))
+        let sortedSkillNames = skillNames.sorted()
+
+        for agent in catalog.agents {
+            let file = agent.origin.file
+            if let harness = agent.harness { resolve(harness, in: harnesses, kind: .harness, field: "spec.harness", file: file) }
+            if let model = agent.model { resolve(model, in: models, kind: .model, field: "spec.model", file: file) }
+            for (index, fallback) in agent.fallbackModels.enumerated() {
+                resolve(fallback, in: models, kind: .model, field: "spec.fallbackModels[\(index)]", file: file)
+            }
+            if let environment = agent.environment {
+                resolve(environment, in: environments, kind: .environment, field: "spec.environment", file: file)
+            }
+            for (index, skill) in agent.skills.enumerated() where !skillNames.contains(skill.name) {
+                let hint = Suggest.hint(skill.name, sortedSkillNames)
+                report(
+                    .unresolvedReference, Origin(file: file, mark: skill.mark),
+                    "spec.skills[\(index)]: no skill named \"\(skill.name)\" (expected a folder skills/\(skill.name)/ with a SKILL.md)"
+                        + hint)
+            }
+            // The harness must speak every model's API.
+            if let harnessRef = agent.harness, let harness = harnessByName[harnessRef.name], !harness.apis.isEmpty {
+                let candidates = [agent.model].compactMap { $0 }.map { ("spec.model", $0) }
+                    + agent.fallbackModels.enumerated().map { ("spec.fallbackModels[\($0.offset)]", $0.element) }
+                for (field, reference) in candidates {
+                    guard let model = modelByName[reference.name], let api = model.api,
+                        !harness.apis.contains(api)
+                    else { continue }
+                    report(
+                        .unsupportedAPI, Origin(file: file, mark: reference.mark),
+                        "\(field): model \"\(model.metadata.name)\" speaks the \(api.rawValue) API, which harness \"\(harness.metadata.name)\" does not support (it supports \(harness.apis.map(\.rawValue).joined(separator: ", ")))"
+                    )
+                }
+            }
+            var boundEnv: [String: SourceMark] = [:]
+            for secret in agent.secrets {
+                if let first = boundEnv[secret.env] {
+                    report(
+                        .duplicateName, Origin(file: file, mark: secret.mark),
+                        "spec.secrets: \(secret.env) is bound twice (first at line \(first.line))")
+                }
+                boundEnv[secret.env] = secret.mark
+            }
+            if case .file(let path, let mark) = agent.instructions {
+                checkInstructions(path, mark: mark, agentFile: file)
+            }
+        }
+        checkSymlinks()
+    }
+
+    /// Records names per kind, reporting duplicates; returns the known names.
+    mutating func index(_ named: [(String, Origin)], kind: Kind) -> [String: Origin] {
+        var seen: [String: Origin] = [:]
+        for (name, origin) in named where !name.isEmpty {
+            if let first = seen[name] {
+                report(
+                    .duplicateName, origin,
+                    "\(kind.rawValue) \"\(name)\" is already defined at \(first.file):\(first.mark.line):\(first.mark.column); names must be unique per kind"
+                )
+            } else {
+                seen[name] = origin
+            }
+        }
+        return seen
+    }
+
+    mutating func resolve(_ reference: Reference, in names: [String: Origin], kind: Kind, field: String, file: String) {
+        guard names[reference.name] == nil else { return }
+        let known = names.keys.sorted()
+        var message = "\(field): no \(kind.rawValue) named \"\(reference.name)\""
+        if let suggestion = Suggest.closest(reference.name, known) {
+            message += "; did you mean \"\(suggestion)\"?"
+        } else if known.isEmpty {
+            message += "; the repository defines no \(kind.rawValue)"
+        } else if known.count <= 8 {
+            message += "; defined: " + known.joined(separator: ", ")
+        }
+        report(.unresolvedReference, Origin(file: file, mark: reference.mark), message)
+    }
+
+    func localPath(_ display: String) -> String {
+        String(display.dropFirst(displayPrefix.count))
+    }
+
+    mutating func checkInstructions(_ path: String, mark: SourceMark, agentFile: String) {
+        let origin = Origin(file: agentFile, mark: mark)
+        if path.hasPrefix("/") {
+            report(.pathEscape, origin, "spec.instructions.file: \"\(path)\" is absolute; expected a path relative to \(agentFile)")
+            return
+        }
+        let directory = localPath(agentFile).split(separator: "/").dropLast().joined(separator: "/")
+        let joined = directory.isEmpty ? path : directory + "/" + path
+        switch tree.resolve(joined) {
+        case .file:
+            return
+        case .escapes:
+            report(.pathEscape, origin, "spec.instructions.file: \"\(path)\" leads outside the repository")
+        case .loop:
+            report(.pathEscape, origin, "spec.instructions.file: \"\(path)\" goes through a symlink loop")
+        case .directory(let resolved):
+            report(
+                .instructionsMissing, origin,
+                "spec.instructions.file: \(displayPrefix + resolved) is a folder; expected a file")
+        case .missing:
+            let shown = SourceTree.normalize(joined).map { displayPrefix + $0 } ?? joined
+            report(
+                .instructionsMissing, origin,
+                "spec.instructions.file: \(shown) does not exist (paths are relative to the agent's YAML file)")
+        }
+    }
+
+    mutating func checkSymlinks() {
+        for (path, entry) in tree.entries {
+            guard case .symlink(let target) = entry else { continue }
+            switch tree.resolve(path) {
+            case .escapes:
+                report(
+                    .pathEscape, Origin(file: displayPrefix + path, mark: .start),
+                    "symlink to \"\(target)\" leads outside the repository; agentry never follows it")
+            case .loop:
+                report(.pathEscape, Origin(file: displayPrefix + path, mark: .start), "symlink loop through \"\(target)\"")
+            default:
+                continue
+            }
+        }
+    }
+}

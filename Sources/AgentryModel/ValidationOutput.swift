@@ -1,0 +1,113 @@
+/// Where a validated repository was read from, for reports.
+public enum SourceDescription: Sendable {
+    case git(repository: String, ref: String, commit: String, path: String)
+    case directory(path: String)
+}
+
+/// Renders a `ValidationReport` for people (`text`), machines (`json`) and GitHub Actions (`github`).
+public enum ValidationOutput {
+    /// Bumped only when a field is removed or changes meaning; new fields may appear at any time.
+    public static let formatVersion = 1
+
+    public static func text(_ report: ValidationReport) -> String {
+        var lines = report.diagnostics.map { diagnostic in
+            "\(diagnostic.file):\(diagnostic.mark.line):\(diagnostic.mark.column): \(diagnostic.severity.rawValue)[\(diagnostic.code.rawValue)]: \(diagnostic.message)"
+        }
+        lines.append(summary(report))
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public static func summary(_ report: ValidationReport) -> String {
+        let catalog = report.catalog
+        let counts =
+            "\(plural(catalog.agents.count, "agent")), \(plural(catalog.harnesses.count, "harness", "harnesses")), \(plural(catalog.models.count, "model")), \(plural(catalog.environments.count, "environment")), \(plural(catalog.skills.count, "skill"))"
+        if report.isValid {
+            let warnings = report.warningCount > 0 ? " with \(plural(report.warningCount, "warning"))" : ""
+            return "valid\(warnings): \(plural(report.filesChecked, "file")) (\(counts))"
+        }
+        return
+            "invalid: \(plural(report.errorCount, "error")), \(plural(report.warningCount, "warning")) in \(plural(report.filesChecked, "file")) (\(counts))"
+    }
+
+    static func plural(_ count: Int, _ singular: String, _ plural: String? = nil) -> String {
+        "\(count) \(count == 1 ? singular : (plural ?? singular + "s"))"
+    }
+
+    public static func json(_ report: ValidationReport, source: SourceDescription) -> String {
+        let sourceJSON: JSON
+        switch source {
+        case .git(let repository, let ref, let commit, let path):
+            sourceJSON = .object([
+                ("type", .string("git")), ("repository", .string(repository)), ("ref", .string(ref)),
+                ("commit", .string(commit)), ("path", .string(path)),
+            ])
+        case .directory(let path):
+            sourceJSON = .object([("type", .string("directory")), ("path", .string(path))])
+        }
+        let catalog = report.catalog
+        let document = JSON.object([
+            ("formatVersion", .int(formatVersion)),
+            ("valid", .bool(report.isValid)),
+            ("source", sourceJSON),
+            (
+                "summary",
+                .object([
+                    ("files", .int(report.filesChecked)),
+                    ("errors", .int(report.errorCount)),
+                    ("warnings", .int(report.warningCount)),
+                    ("agents", .int(catalog.agents.count)),
+                    ("harnesses", .int(catalog.harnesses.count)),
+                    ("models", .int(catalog.models.count)),
+                    ("environments", .int(catalog.environments.count)),
+                    ("skills", .int(catalog.skills.count)),
+                ])
+            ),
+            (
+                "diagnostics",
+                .array(
+                    report.diagnostics.map { diagnostic in
+                        .object([
+                            ("file", .string(diagnostic.file)),
+                            ("line", .int(diagnostic.mark.line)),
+                            ("column", .int(diagnostic.mark.column)),
+                            ("severity", .string(diagnostic.severity.rawValue)),
+                            ("code", .string(diagnostic.code.rawValue)),
+                            ("category", .string(diagnostic.category.rawValue)),
+                            ("message", .string(diagnostic.message)),
+                        ])
+                    })
+            ),
+        ])
+        return document.rendered() + "\n"
+    }
+
+    /// GitHub Actions workflow commands: each diagnostic becomes an annotation on the pull request.
+    public static func github(_ report: ValidationReport) -> String {
+        var lines = report.diagnostics.map { diagnostic in
+            let properties = [
+                "file=\(escapeProperty(diagnostic.file))",
+                "line=\(diagnostic.mark.line)",
+                "col=\(diagnostic.mark.column)",
+                "title=\(escapeProperty("agentry " + diagnostic.code.rawValue))",
+            ].joined(separator: ",")
+            return "::\(diagnostic.severity.rawValue) \(properties)::\(escapeData(diagnostic.message))"
+        }
+        lines.append(summary(report))
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func escapeData(_ text: String) -> String {
+        text.replacingAll("%", with: "%25").replacingAll("\r", with: "%0D").replacingAll("\n", with: "%0A")
+    }
+
+    static func escapeProperty(_ text: String) -> String {
+        escapeData(text).replacingAll(":", with: "%3A").replacingAll(",", with: "%2C")
+    }
+}
+
+extension String {
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        guard contains(target) else { return self }
+        return split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

@@ -1,0 +1,152 @@
+import AgentryGit
+import AgentryModel
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Why an agent repository could not be read at all (as opposed to being read and found invalid).
+public struct LoadError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// An agent repository read into memory, ready to validate.
+public struct LoadedRepository: Sendable {
+    public var tree: SourceTree
+    public var source: SourceDescription
+    /// Prefix that makes tree paths relative to the git repository root (`agents/` for `--path agents`).
+    public var displayPrefix: String
+}
+
+/// Reads agent repositories from a git commit (object database only: no checkout, bare
+/// repositories work) or from a plain folder. Both produce the same `SourceTree` for the same content.
+public enum RepositoryLoader {
+    /// Reads the tree of `ref` under `path` in the git repository at `repository`.
+    public static func fromGit(
+        repository: String, ref: String = "HEAD", path: String = "", logger: Logger = Logger(label: "agentry")
+    ) throws -> LoadedRepository {
+        let subpath = path.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
+        if subpath.split(separator: "/").contains("..") {
+            throw LoadError("--path \(path) must stay inside the repository")
+        }
+        do {
+            let git = try GitRepository.open(repository)
+            let commit = try git.commit(for: ref)
+            logger.debug("reading tree", metadata: ["commit": "\(commit)", "path": "\(subpath)"])
+            let listing = try git.listTree(commit: commit, subpath: subpath)
+            var entries: [String: SourceTree.Entry] = [:]
+            entries.reserveCapacity(listing.count)
+            var wanted: [(String, ObjectID)] = []
+            for entry in listing {
+                switch entry.kind {
+                case .directory: entries[entry.path] = .directory
+                case .submodule: entries[entry.path] = .other
+                case .symlink:
+                    let target = try git.blob(entry.id)
+                    entries[entry.path] = .symlink(target: String(decoding: target, as: UTF8.self))
+                case .file:
+                    if SourceTree.needsContent(entry.path) {
+                        wanted.append((entry.path, entry.id))
+                    } else {
+                        entries[entry.path] = .file(size: 0, content: nil)
+                    }
+                }
+            }
+            let blobs = try git.blobs(wanted.map(\.1), limit: SourceTree.maxFileSize)
+            for ((path, _), blob) in zip(wanted, blobs) {
+                entries[path] = .file(size: blob.size, content: blob.content)
+            }
+            logger.debug("read tree", metadata: ["entries": "\(entries.count)", "blobs": "\(wanted.count)"])
+            return LoadedRepository(
+                tree: SourceTree(entries: entries),
+                source: .git(repository: repository, ref: ref, commit: "\(commit)", path: subpath),
+                displayPrefix: subpath.isEmpty ? "" : subpath + "/")
+        } catch let error as GitError {
+            throw LoadError(error.description)
+        }
+    }
+
+    /// Reads the folder at `path`. Symlinks are recorded, never followed while walking; `.git` is skipped.
+    public static func fromDirectory(_ path: String, logger: Logger = Logger(label: "agentry")) throws
+        -> LoadedRepository
+    {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw LoadError("cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard status.st_mode & S_IFMT == S_IFDIR else { throw LoadError("\(path) is not a folder") }
+        var entries: [String: SourceTree.Entry] = [:]
+        try walk(root: path, relative: "", into: &entries)
+        logger.debug("read folder", metadata: ["entries": "\(entries.count)"])
+        return LoadedRepository(tree: SourceTree(entries: entries), source: .directory(path: path), displayPrefix: "")
+    }
+
+    private static func walk(root: String, relative: String, into entries: inout [String: SourceTree.Entry]) throws {
+        let folder = relative.isEmpty ? root : root + "/" + relative
+        guard let directory = opendir(folder) else {
+            throw LoadError("cannot read folder \(folder): \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let item = readdir(directory) {
+            let name = withUnsafePointer(to: item.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." || (relative.isEmpty && name == ".git") { continue }
+            names.append(name)
+        }
+        for name in names.sorted() {
+            let path = relative.isEmpty ? name : relative + "/" + name
+            let full = root + "/" + path
+            var status = stat()
+            guard lstat(full, &status) == 0 else { continue }
+            switch status.st_mode & S_IFMT {
+            case S_IFDIR:
+                entries[path] = .directory
+                try walk(root: root, relative: path, into: &entries)
+            case S_IFLNK:
+                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let length = readlink(full, &buffer, buffer.count - 1)
+                let target = length >= 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+                entries[path] = .symlink(target: target)
+            case S_IFREG:
+                let size = Int(status.st_size)
+                if SourceTree.needsContent(path) && size <= SourceTree.maxFileSize {
+                    entries[path] = .file(size: size, content: try readFile(full))
+                } else {
+                    entries[path] = .file(size: size, content: nil)
+                }
+            default:
+                entries[path] = .other
+            }
+        }
+    }
+
+    static func readFile(_ path: String) throws -> [UInt8] {
+        let descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { throw LoadError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = read(descriptor, &chunk, chunk.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw LoadError("cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            bytes += chunk[0..<count]
+            if bytes.count > SourceTree.maxFileSize { break }
+        }
+        return bytes
+    }
+}

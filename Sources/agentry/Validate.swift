@@ -1,0 +1,88 @@
+import AgentryModel
+import AgentryRepository
+import ArgumentParser
+
+/// Options that choose where an agent repository is read from.
+struct SourceOptions: ParsableArguments {
+    @Option(name: .long, help: "The git repository (work tree, .git folder or bare repository).")
+    var repo: String?
+
+    @Option(name: .long, help: "The commit, branch or tag to read. (default: HEAD)")
+    var ref: String?
+
+    @Option(name: .long, help: "The agent repository's folder inside the git repository. (default: the root)")
+    var path: String?
+
+    @Option(name: .long, help: "Read a plain folder instead of a git commit (for pre-commit hooks and editors).")
+    var dir: String?
+
+    func location() throws -> RepositoryLocation {
+        if let dir {
+            if repo != nil || ref != nil || path != nil {
+                throw ValidationError("--dir reads a folder; it cannot be combined with --repo, --ref or --path")
+            }
+            return .directory(dir)
+        }
+        return .git(repository: repo ?? ".", ref: ref ?? "HEAD", path: path ?? "")
+    }
+}
+
+enum ValidateFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json, github
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check an agent repository: schemas, references, instruction files, skills and secrets.",
+        discussion: """
+            Reads the repository at a git commit (default: HEAD of the repository in the current folder) \
+            or a plain folder (--dir), and reports every problem in one pass.
+
+            Exit codes: 0 valid (warnings allowed), 1 invalid, 2 could not run.
+            """)
+
+    @OptionGroup var source: SourceOptions
+
+    @Option(name: [.short, .customLong("output")], help: "Output format: text, json (stable, versioned) or github (workflow annotations).")
+    var output: ValidateFormat = .text
+
+    @Flag(name: .long, help: "Treat warnings as errors.")
+    var warningsAsErrors = false
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        let logger = try logging.makeLogger()
+        let outcome: Validation.Outcome
+        do {
+            outcome = try Validation.run(try source.location(), logger: logger)
+        } catch let error as LoadError {
+            throw CommandError(error.message)
+        }
+        switch output {
+        case .text: FileHandleOutput.standardOutput(ValidationOutput.text(outcome.report))
+        case .json: FileHandleOutput.standardOutput(ValidationOutput.json(outcome.report, source: outcome.source))
+        case .github: FileHandleOutput.standardOutput(ValidationOutput.github(outcome.report))
+        }
+        let failed = !outcome.report.isValid || (warningsAsErrors && outcome.report.warningCount > 0)
+        if failed { throw ExitCode(ExitStatus.invalid) }
+    }
+}
+
+struct Schema: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the JSON Schema (2020-12) of a kind, of SKILL.md front matter, or of any resource.",
+        discussion: "Names: \(JSONSchema.names.joined(separator: ", ")). The same schemas are in the schemas/ folder.")
+
+    @Argument(help: "agent, harness, model, environment, skill or resource.")
+    var name: String
+
+    func run() throws {
+        guard let document = JSONSchema.document(named: name.lowercased()) else {
+            throw ValidationError(
+                "no schema named \"\(name)\"\(Suggest.closest(name.lowercased(), JSONSchema.names).map { "; did you mean \"\($0)\"?" } ?? ""); expected one of \(JSONSchema.names.joined(separator: ", "))"
+            )
+        }
+        FileHandleOutput.standardOutput(document.rendered() + "\n")
+    }
+}
