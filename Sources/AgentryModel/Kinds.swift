@@ -107,7 +107,7 @@ enum Shapes {
             nameField,
             FieldShape(
                 "owner", .string(.text(maxLength: 253)), required: true, missingCode: .missingOwner,
-                doc: "Required: who answers for this agent, a team or a person (`platform-team`, `ana@example.com`)."),
+                doc: "Who answers for this agent, a team or a person (`platform-team`, `ana@example.com`)."),
             labelsField,
         ])
 

@@ -147,6 +147,7 @@ struct ShapeChecker {
             return
         }
         var present = Set<String>()
+        var likelyTypos = Set<String>()
         for pair in pairs {
             guard let key = checkedKey(pair.key, path: path) else { continue }
             present.insert(key)
@@ -157,6 +158,7 @@ struct ShapeChecker {
             }
             guard let field = object.field(key) else {
                 let names = object.fields.map(\.name)
+                if let meant = Suggest.closest(key, names) { likelyTypos.insert(meant) }
                 report(
                     unknownField.code, pair.key.mark,
                     "\(place): unknown field \"\(key)\" in \(object.title)" + Suggest.hint(key, names)
@@ -166,10 +168,12 @@ struct ShapeChecker {
             }
             check(pair.value, field.shape, path: place, invalidCode: field.invalidCode)
         }
-        for field in object.fields where field.required && !present.contains(field.name) {
+        // A misspelt required key is reported once, as the unknown field with its suggestion.
+        for field in object.fields
+        where field.required && !present.contains(field.name) && !likelyTypos.contains(field.name) {
             report(
                 field.missingCode, node.mark,
-                "\(path.isEmpty ? "document" : path): missing required field \"\(field.name)\" (\(field.doc))")
+                "\(path.isEmpty ? "document" : path): missing required field \"\(field.name)\": \(field.doc)")
         }
     }
 
@@ -264,7 +268,7 @@ public enum Suggest {
     public static func closest(_ word: String, _ candidates: [String]) -> String? {
         let lowered = word.lowercased()
         if let sameIgnoringCase = candidates.first(where: { $0.lowercased() == lowered }) { return sameIgnoringCase }
-        let limit = max(1, min(3, word.count / 3))
+        let limit = word.count <= 3 ? 1 : (word.count <= 6 ? 2 : 3)
         var best: (String, Int)?
         for candidate in candidates {
             let distance = editDistance(lowered, candidate.lowercased(), limit: limit)

@@ -127,7 +127,9 @@ private struct ComposerState {
         if let context = parser.context.map({ String(cString: $0) }) {
             message = "\(problem) \(context)"
         }
-        return YAMLError(kind: .syntax, message: message, mark: SourceMark(parser.problem_mark))
+        // libyaml's own nesting guard (yaml_set_max_nest_level) is a limit, not a syntax error.
+        let kind: YAMLError.Kind = problem.contains("nesting level") ? .limit : .syntax
+        return YAMLError(kind: kind, message: message, mark: SourceMark(parser.problem_mark))
     }
 
     mutating func count(_ added: Int, at mark: SourceMark) throws {
