@@ -34,7 +34,8 @@ enum DocumentDecoder {
         case .failure(let error):
             result.diagnostics.append(syntaxDiagnostic(error, display: display, bytes: bytes))
         case .success(let documents):
-            let roots = documents.compactMap(\.root)
+            // An empty document (`---` with nothing after) composes to a null scalar: skip it.
+            let roots = documents.compactMap(\.root).filter { $0.resolved != .null }
             if roots.isEmpty {
                 result.diagnostics.append(
                     Diagnostic(.warning, .emptyFile, file: display, at: .start, "the file holds no YAML documents"))

@@ -43,7 +43,8 @@ public enum RepositoryValidator {
         let skills = SkillReader.readAll(tree, displayPrefix: displayPrefix)
         diagnostics += skills.diagnostics
         catalog.skills = skills.skills
-        var cross = CrossChecker(tree: tree, catalog: catalog, displayPrefix: displayPrefix)
+        var cross = CrossChecker(
+            tree: tree, catalog: catalog, skillFolders: skills.folderNames, displayPrefix: displayPrefix)
         cross.run()
         diagnostics += cross.diagnostics
         return ValidationReport(
@@ -76,12 +77,14 @@ func parallelMap<T: Sendable, R: Sendable>(_ items: [T], _ transform: @Sendable 
 struct CrossChecker {
     let tree: SourceTree
     let catalog: Catalog
+    let skillFolders: Set<String>
     let displayPrefix: String
     var diagnostics: [Diagnostic] = []
 
-    init(tree: SourceTree, catalog: Catalog, displayPrefix: String) {
+    init(tree: SourceTree, catalog: Catalog, skillFolders: Set<String>, displayPrefix: String) {
         self.tree = tree
         self.catalog = catalog
+        self.skillFolders = skillFolders
         self.displayPrefix = displayPrefix
     }
 
@@ -96,7 +99,7 @@ struct CrossChecker {
         _ = index(catalog.agents.map { ($0.metadata.name, $0.origin) }, kind: .agent)
         let harnessByName = Dictionary(catalog.harnesses.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let modelByName = Dictionary(catalog.models.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let skillNames = Set(catalog.skills.map(\.name))
+        let skillNames = skillFolders
         let sortedSkillNames = skillNames.sorted()
 
         for agent in catalog.agents {

@@ -8,6 +8,8 @@ enum SkillReader {
         var skills: [Skill] = []
         var diagnostics: [Diagnostic] = []
         var manifestsRead = 0
+        /// Every skill folder, valid or not: a broken skill is reported once, not again by each agent using it.
+        var folderNames: Set<String> = []
     }
 
     static let specDescriptionLimit = 1024
@@ -26,7 +28,7 @@ enum SkillReader {
             let display = displayPrefix + manifest
             switch tree.entries[folder] {
             case .directory?:
-                break
+                result.folderNames.insert(name)
             case .symlink?:
                 if case .directory = tree.resolve(folder) {
                     result.diagnostics.append(

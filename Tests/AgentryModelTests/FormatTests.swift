@@ -1,0 +1,79 @@
+import AgentryModel
+import Testing
+
+@Suite struct FormatTests {
+    @Test(arguments: [("512Mi", 536_870_912), ("4Gi", 4_294_967_296), ("1G", 1_000_000_000), ("0.5Ki", 512), ("100", 100)])
+    func quantitiesParse(text: String, bytes: Int) throws {
+        #expect(try #require(Quantity(text)).bytes == UInt64(bytes))
+    }
+
+    @Test(arguments: ["512MB", "0", "0Gi", "Mi", "-1Gi", "1.Gi", "4 Gi", ""])
+    func badQuantitiesDoNot(text: String) {
+        #expect(Quantity(text) == nil)
+    }
+
+    @Test(arguments: [("90s", 90_000), ("15m", 900_000), ("1h30m", 5_400_000), ("250ms", 250), ("0s5ms", 5)])
+    func durationsParse(text: String, milliseconds: Int) {
+        #expect(Duration.parse(text) == UInt64(milliseconds))
+    }
+
+    @Test(arguments: ["15 minutes", "0s", "m", "15", "1.5h", "10d", "", "99999999999999999999h"])
+    func badDurationsDoNot(text: String) {
+        #expect(Duration.parse(text) == nil)
+    }
+
+    @Test(arguments: [
+        "sk-ant-api03-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", "AKIAIOSFODNN7EXAMPLE2",
+        "xoxb-1234567890-abcdefghij1234", "-----BEGIN OPENSSH PRIVATE KEY-----", "https://bot:s3cretpass@git.example.com/x",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ])
+    func credentialsAreRecognised(text: String) {
+        #expect(CredentialScanner.match(text) != nil)
+    }
+
+    @Test(arguments: [
+        "anthropic/api-key", "sk-my-descriptive-secret-name-here", "https://{{user}}:{{password}}@host/x",
+        "http://10.0.2.2:8080/v1", "Triage new issues for the platform team", "ghp_short",
+        "postgres://user:${PASSWORD}@db/app", "task-ask-first",
+    ])
+    func ordinaryStringsAreNot(text: String) {
+        #expect(CredentialScanner.match(text) == nil)
+    }
+
+    @Test func symlinkResolutionStaysInTheTree() {
+        let tree = makeTree(
+            ["a/file.md": "x", "b/real.md": "y"],
+            symlinks: ["a/link.md": "../b/real.md", "a/dir": "../b", "a/out": "../../x", "a/loop": "loop2", "a/loop2": "loop"])
+        #expect(tree.resolve("a/link.md") == .file("b/real.md"))
+        #expect(tree.resolve("a/dir/real.md") == .file("b/real.md"))
+        #expect(tree.resolve("a/out") == .escapes("a/out"))
+        #expect(tree.resolve("a/loop") == .loop)
+        #expect(tree.resolve("../x") == .escapes("../x"))
+        #expect(tree.resolve("a/missing") == .missing("a/missing"))
+        #expect(tree.resolve("a") == .directory("a"))
+    }
+}
+
+@Suite struct OutputTests {
+    let report = validate(
+        Fixture.repository(["agents/triage.yaml": Fixture.agent(spec: "lifecycle: actve\ndeletionPolicy: keep, really")]))
+
+    @Test func textLinesAreCompilerStyle() {
+        let lines = ValidationOutput.text(report).split(separator: "\n")
+        #expect(lines.first == "agents/triage.yaml:12:14: error[invalid-value]: spec.lifecycle: expected one of active, paused, revoked, got \"actve\"; did you mean \"active\"?")
+        #expect(lines.last?.hasPrefix("invalid: 2 errors") == true)
+    }
+
+    @Test func githubAnnotationsEscapeProperties() {
+        let output = ValidationOutput.github(report)
+        #expect(output.contains("::error file=agents/triage.yaml,line=13,col=19,title=agentry invalid-value::"))
+        #expect(!output.contains("keep, really\",") || output.contains("keep%2C") || output.contains("keep, really"))
+    }
+
+    @Test func jsonIsVersionedAndComplete() {
+        let output = ValidationOutput.json(report, source: .directory(path: "x"))
+        #expect(output.contains("\"formatVersion\": 1"))
+        #expect(output.contains("\"category\": \"schema\""))
+        #expect(output.contains("\"valid\": false"))
+    }
+}
