@@ -50,10 +50,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Helpers for tests: temporary folders, git fixtures, running the built binary.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AgentryYAMLTests", dependencies: ["AgentryYAML"]),
         .testTarget(name: "AgentryModelTests", dependencies: ["AgentryModel"]),
-        .testTarget(name: "AgentryGitTests", dependencies: ["AgentryGit"]),
-        .testTarget(name: "AgentryRepositoryTests", dependencies: ["AgentryRepository", "AgentryGit"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["AgentryGit"]),
+        .testTarget(name: "AgentryGitTests", dependencies: ["AgentryGit", "TestSupport"]),
+        .testTarget(name: "AgentryRepositoryTests", dependencies: ["AgentryRepository", "AgentryGit", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"]),
     ]
 )

@@ -1,14 +1,13 @@
 import Foundation
-import Testing
 
 /// Runs the built `agentry` binary the way a user or CI does.
-enum Agentry {
-    /// The package root (tests live in Tests/EndToEndTests/).
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+public enum Agentry {
+    /// The package root (this file is Tests/TestSupport/Support.swift).
+    public static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
     /// `$AGENTRY_BIN`, else the `agentry` built beside the test bundle, else `.build/debug/agentry`.
-    static let binary: URL = {
+    public static let binary: URL = {
         if let path = ProcessInfo.processInfo.environment["AGENTRY_BIN"] { return URL(fileURLWithPath: path) }
         var folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         for _ in 0..<4 {
@@ -19,27 +18,27 @@ enum Agentry {
         return packageRoot.appendingPathComponent(".build/debug/agentry")
     }()
 
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
+    public struct Result: Sendable {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
     }
 
     /// Runs agentry with `arguments`, waiting at most `timeout` seconds (a hang fails the test).
     @discardableResult
-    static func run(_ arguments: [String], in directory: URL? = nil, timeout: TimeInterval = 120) throws -> Result {
+    public static func run(_ arguments: [String], in directory: URL? = nil, timeout: TimeInterval = 120) throws -> Result {
         try Shell.run(binary.path, arguments, in: directory, timeout: timeout)
     }
 }
 
-enum Shell {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+public enum Shell {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
     }
 
     /// Runs a program, collecting its output; fails when it does not end within `timeout` seconds.
     @discardableResult
-    static func run(
+    public static func run(
         _ program: String, _ arguments: [String], in directory: URL? = nil, input: String? = nil,
         environment: [String: String] = [:], timeout: TimeInterval = 120
     ) throws -> Agentry.Result {
@@ -79,7 +78,7 @@ enum Shell {
 
     /// Runs git with a fixed identity and no user configuration; throws when it fails.
     @discardableResult
-    static func git(_ arguments: [String], in directory: URL) throws -> String {
+    public static func git(_ arguments: [String], in directory: URL) throws -> String {
         let result = try run(
             "git", ["-c", "gc.auto=0"] + arguments, in: directory,
             environment: [
@@ -94,10 +93,10 @@ enum Shell {
 }
 
 /// A temporary folder removed when the test ends.
-final class TemporaryDirectory {
-    let url: URL
+public final class TemporaryDirectory {
+    public let url: URL
 
-    init(_ name: String = "agentry-test") throws {
+    public init(_ name: String = "agentry-test") throws {
         url = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
@@ -106,22 +105,22 @@ final class TemporaryDirectory {
         try? FileManager.default.removeItem(at: url)
     }
 
-    var path: String { url.path }
+    public var path: String { url.path }
 
-    func write(_ relative: String, _ content: String) throws {
+    public func write(_ relative: String, _ content: String) throws {
         let file = url.appendingPathComponent(relative)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data(content.utf8).write(to: file)
     }
 
-    func symlink(_ relative: String, to target: String) throws {
+    public func symlink(_ relative: String, to target: String) throws {
         let file = url.appendingPathComponent(relative)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: file.path, withDestinationPath: target)
     }
 
     /// Copies a folder's content into this one.
-    func copy(from source: URL, to relative: String = "") throws {
+    public func copy(from source: URL, to relative: String = "") throws {
         let destination = relative.isEmpty ? url : url.appendingPathComponent(relative)
         try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
         if relative.isEmpty {
@@ -136,7 +135,7 @@ final class TemporaryDirectory {
 
     /// `git init` + commit everything; returns the commit id.
     @discardableResult
-    func commitAll(_ message: String = "test", initialize: Bool = true) throws -> String {
+    public func commitAll(_ message: String = "test", initialize: Bool = true) throws -> String {
         if initialize && !FileManager.default.fileExists(atPath: url.appendingPathComponent(".git").path) {
             try Shell.git(["init", "-q", "-b", "main"], in: url)
         }
@@ -147,7 +146,7 @@ final class TemporaryDirectory {
 }
 
 /// Parses agentry's `-o json` output.
-func decodeJSON(_ text: String) throws -> [String: Any] {
+public func decodeJSON(_ text: String) throws -> [String: Any] {
     guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
         throw Shell.Failure(description: "not a JSON object: \(text.prefix(200))")
     }
@@ -155,7 +154,7 @@ func decodeJSON(_ text: String) throws -> [String: Any] {
 }
 
 /// The diagnostics of a `-o json` report as (file, code) pairs, sorted.
-func diagnosticPairs(_ report: [String: Any]) -> [String] {
+public func diagnosticPairs(_ report: [String: Any]) -> [String] {
     let diagnostics = report["diagnostics"] as? [[String: Any]] ?? []
     return diagnostics.map { "\($0["file"] ?? ""):\($0["line"] ?? 0):\($0["code"] ?? "")" }.sorted()
 }
