@@ -75,9 +75,19 @@ struct Schema: ParsableCommand {
         discussion: "Names: \(JSONSchema.names.joined(separator: ", ")). The same schemas are in the schemas/ folder.")
 
     @Argument(help: "agent, harness, model, environment, skill or resource.")
-    var name: String
+    var name: String?
+
+    @Flag(name: .long, help: "Print the Markdown field reference of every kind instead (docs/reference.md).")
+    var reference = false
 
     func run() throws {
+        if reference {
+            FileHandleOutput.standardOutput(FieldReference.markdown())
+            return
+        }
+        guard let name else {
+            throw ValidationError("name a schema: \(JSONSchema.names.joined(separator: ", "))")
+        }
         guard let document = JSONSchema.document(named: name.lowercased()) else {
             throw ValidationError(
                 "no schema named \"\(name)\"\(Suggest.closest(name.lowercased(), JSONSchema.names).map { "; did you mean \"\($0)\"?" } ?? ""); expected one of \(JSONSchema.names.joined(separator: ", "))"

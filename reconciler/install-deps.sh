@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what agentry needs to build, test and run on Debian 12, and nothing when it is present.
+# Idempotent: safe to run on every CI job and before every quickstart.
+set -euo pipefail
+
+# Debian packages: libgit2 (git access), libyaml/libsqlite3 headers (YAML, state store), git (tests),
+# python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline).
+packages=(libgit2-dev libyaml-dev libsqlite3-dev pkg-config git python3 python3-yaml python3-jsonschema)
+
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "agentry: installing ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The python3 on PATH may not be Debian's (pyenv, a virtualenv): make sure it has the modules too.
+if ! python3 -c 'import yaml, jsonschema; assert yaml.__with_libyaml__' 2>/dev/null; then
+    echo "agentry: installing PyYAML and jsonschema for $(command -v python3)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check pyyaml jsonschema
+fi
+
+command -v swift >/dev/null || {
+    echo "agentry: the Swift toolchain (6.0 or later) is not on PATH; install it from swift.org first" >&2
+    exit 1
+}
