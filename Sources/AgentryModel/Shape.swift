@@ -249,13 +249,27 @@ enum Formats {
         guard let first = rest.utf8.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "?"),
             first != UInt8(ascii: "#")
         else { return false }
-        // ECMA \s also covers Unicode spaces; treat any whitespace scalar as a failure.
-        return !rest.unicodeScalars.contains { $0.properties.isWhitespace }
+        return !rest.unicodeScalars.contains(where: isECMAWhitespace)
+    }
+
+    /// ECMA-262 `\s`, which JSON Schema patterns use (not Unicode's White_Space list).
+    static func isECMAWhitespace(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09...0x0D, 0x20, 0xA0, 0x1680, 0x2000...0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// ECMA-262 `.` matches anything but these line terminators.
+    static func isECMALineTerminator(_ scalar: Unicode.Scalar) -> Bool {
+        scalar == "\n" || scalar == "\r" || scalar == "\u{2028}" || scalar == "\u{2029}"
     }
 
     static func isRelativePath(_ value: String) -> Bool {
         guard !value.isEmpty, !value.hasPrefix("/") else { return false }
-        guard !value.contains("\n") && !value.contains("\r") else { return false }
+        guard !value.unicodeScalars.contains(where: isECMALineTerminator) else { return false }
         return !value.split(separator: "/", omittingEmptySubsequences: false).contains("..")
     }
 
@@ -316,9 +330,9 @@ public struct Quantity: Sendable, Hashable, CustomStringConvertible {
             parts.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } }),
             let value = Double(number), value > 0
         else { return nil }
+        // Absurd sizes parse (saturating): whether they fit a host is apply's question, not the format's.
         let bytes = value * multiplier
-        guard bytes < 1.8e19 else { return nil }
-        self.bytes = UInt64(bytes.rounded(.up))
+        self.bytes = bytes >= 1.8e19 ? UInt64.max : UInt64(bytes.rounded(.up))
         self.text = text
     }
 
@@ -327,18 +341,19 @@ public struct Quantity: Sendable, Hashable, CustomStringConvertible {
 
 /// A span of time written as `90s`, `15m`, `1h30m` or `500ms`.
 public enum Duration {
-    /// Milliseconds, or nil when `text` does not parse or is zero.
+    /// Milliseconds, or nil when `text` does not parse or is zero. Absurdly long durations saturate.
     public static func parse(_ text: String) -> UInt64? {
         var total: UInt64 = 0
         var digits: UInt64 = 0
         var digitCount = 0
+        var nonZero = false
         var bytes = Array(text.utf8)[...]
         guard !bytes.isEmpty else { return nil }
         while let byte = bytes.first {
             if byte >= 48 && byte <= 57 {
-                let (product, overflow) = digits.multipliedReportingOverflow(by: 10)
-                guard !overflow else { return nil }
-                digits = product + UInt64(byte - 48)
+                digits = digits.multipliedReportingOverflow(by: 10).overflow ? .max : digits * 10
+                digits = digits.addingReportingOverflow(UInt64(byte - 48)).overflow ? .max : digits + UInt64(byte - 48)
+                if byte != 48 { nonZero = true }
                 digitCount += 1
                 bytes = bytes.dropFirst()
                 continue
@@ -361,14 +376,12 @@ public enum Duration {
                 return nil
             }
             let (part, overflow) = digits.multipliedReportingOverflow(by: factor)
-            guard !overflow else { return nil }
-            let (sum, overflow2) = total.addingReportingOverflow(part)
-            guard !overflow2 else { return nil }
-            total = sum
+            let (sum, overflow2) = total.addingReportingOverflow(overflow ? .max : part)
+            total = overflow || overflow2 ? .max : sum
             digits = 0
             digitCount = 0
         }
-        guard digitCount == 0, total > 0 else { return nil }
+        guard digitCount == 0, nonZero else { return nil }
         return total
     }
 }

@@ -81,10 +81,11 @@ enum SkillReader {
             root = documents.first?.root.map { shifted($0) }
         }
         guard let root, root.pairs != nil else {
+            let got = root.map(ShapeChecker.describe) ?? "nothing"
             diagnostics.append(
                 Diagnostic(
-                    .error, .skillFrontMatter, file: display, at: SourceMark(line: 2, column: 1),
-                    "SKILL.md front matter must be a mapping with name and description"))
+                    .error, .notAMapping, file: display, at: root?.mark ?? SourceMark(line: 2, column: 1),
+                    "front matter: expected a mapping with name and description, got \(got)"))
             return nil
         }
         var checker = ShapeChecker(file: display)

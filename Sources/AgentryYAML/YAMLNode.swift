@@ -153,8 +153,15 @@ public enum ResolvedScalar: Sendable, Equatable {
     }
 
     static func parseInteger(_ text: String) -> Int? {
-        if text.hasPrefix("0x") { return Int(text.dropFirst(2), radix: 16) }
-        if text.hasPrefix("0o") { return Int(text.dropFirst(2), radix: 8) }
+        if text.hasPrefix("0x") || text.hasPrefix("0o") {
+            let digits = text.dropFirst(2)
+            let radix = text.hasPrefix("0x") ? 16 : 8
+            // Int(_:radix:) would accept a sign after the prefix; YAML does not.
+            guard !digits.isEmpty, digits.allSatisfy({ $0.isHexDigit && Int(String($0), radix: radix) != nil }) else {
+                return nil
+            }
+            return Int(digits, radix: radix)
+        }
         var digits = Substring(text)
         if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
         guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
