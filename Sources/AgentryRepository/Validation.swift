@@ -15,6 +15,8 @@ public enum Validation {
     }
 
     public static func run(_ location: RepositoryLocation, logger: Logger) throws -> Outcome {
+        let clock = ContinuousClock()
+        let start = clock.now
         let loaded: LoadedRepository
         switch location {
         case .git(let repository, let ref, let path):
@@ -22,10 +24,14 @@ public enum Validation {
         case .directory(let path):
             loaded = try RepositoryLoader.fromDirectory(path, logger: logger)
         }
+        let loadedAt = clock.now
         let report = RepositoryValidator.validate(loaded.tree, displayPrefix: loaded.displayPrefix)
         logger.debug(
             "validated",
-            metadata: ["errors": "\(report.errorCount)", "warnings": "\(report.warningCount)", "files": "\(report.filesChecked)"])
+            metadata: [
+                "errors": "\(report.errorCount)", "warnings": "\(report.warningCount)", "files": "\(report.filesChecked)",
+                "load": "\(loadedAt - start)", "validate": "\(clock.now - loadedAt)",
+            ])
         return Outcome(report: report, source: loaded.source)
     }
 }
