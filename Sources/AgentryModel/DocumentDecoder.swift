@@ -8,12 +8,6 @@ enum DecodedResource: Sendable {
     case environment(Environment)
 }
 
-/// What one file contributed: its diagnostics and the resources it declared.
-struct FileResult: Sendable {
-    var diagnostics: [Diagnostic] = []
-    var resources: [DecodedResource] = []
-}
-
 /// Turns the bytes of one file into resources and diagnostics. Everything here is per file, so
 /// files decode in parallel.
 enum DocumentDecoder {
@@ -51,7 +45,7 @@ enum DocumentDecoder {
     static func readableText(display: String, entry: SourceTree.Entry, into diagnostics: inout [Diagnostic])
         -> [UInt8]?
     {
-        guard case .file(let size, let content) = entry else { return nil }
+        guard case .file(let size, let content, _) = entry else { return nil }
         guard let content else {
             diagnostics.append(
                 Diagnostic(
@@ -123,14 +117,44 @@ enum DocumentDecoder {
         let origin = Origin(file: display, mark: root.mark)
         switch kind {
         case .agent:
-            result.resources.append(.agent(Extract.agent(root, origin: origin)))
+            let agent = Extract.agent(root, origin: origin)
+            checkSecretBindings(agent, checker: &checker)
+            result.decoded.append(.agent(agent))
+            result.agents.append(AgentSummary(agent))
         case .harness:
             checkTemplates(root["spec"], checker: &checker)
-            result.resources.append(.harness(Extract.harness(root, origin: origin)))
+            let harness = Extract.harness(root, origin: origin)
+            result.decoded.append(.harness(harness))
+            result.resources.append(
+                ResourceSummary(
+                    kind: .harness, name: harness.metadata.name, origin: origin,
+                    digest: Canonical.digest(harness.fields), apis: harness.apis))
         case .model:
-            result.resources.append(.model(Extract.model(root, origin: origin)))
+            let model = Extract.model(root, origin: origin)
+            result.decoded.append(.model(model))
+            result.resources.append(
+                ResourceSummary(
+                    kind: .model, name: model.metadata.name, origin: origin, digest: Canonical.digest(model.fields),
+                    api: model.api))
         case .environment:
-            result.resources.append(.environment(Extract.environment(root, origin: origin)))
+            let environment = Extract.environment(root, origin: origin)
+            result.decoded.append(.environment(environment))
+            result.resources.append(
+                ResourceSummary(
+                    kind: .environment, name: environment.metadata.name, origin: origin,
+                    digest: Canonical.digest(environment.fields)))
+        }
+    }
+
+    /// One environment variable, one secret.
+    static func checkSecretBindings(_ agent: Agent, checker: inout ShapeChecker) {
+        var bound: [String: SourceMark] = [:]
+        for secret in agent.secrets {
+            if let first = bound[secret.env] {
+                checker.report(
+                    .duplicateName, secret.mark, "spec.secrets: \(secret.env) is bound twice (first at line \(first.line))")
+            }
+            bound[secret.env] = secret.mark
         }
     }
 

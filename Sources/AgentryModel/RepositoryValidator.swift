@@ -5,9 +5,14 @@ import Dispatch
 public struct ValidationReport: Sendable {
     /// Sorted by file, then position.
     public var diagnostics: [Diagnostic]
+    /// Every resource, summarised: what cross-file checks and revisions use.
+    public var index: RepositoryIndex
+    /// The full resources of the files parsed in this run; files served from a `FileCache` are only in `index`.
     public var catalog: Catalog
-    /// Resource files and skill manifests read.
+    /// Resource files and skill manifests checked.
     public var filesChecked: Int
+    /// Per-file results by path, to cache for the next run.
+    public var fileResults: [String: FileResult]
 
     public var errorCount: Int { diagnostics.lazy.filter { $0.severity == .error }.count }
     public var warningCount: Int { diagnostics.lazy.filter { $0.severity == .warning }.count }
@@ -18,20 +23,36 @@ public struct ValidationReport: Sendable {
 public enum RepositoryValidator {
     /// Validates `tree`. Diagnostics name files as `displayPrefix + path` (the prefix is the agent
     /// repository's folder inside a larger git repository, so paths are relative to the git root).
-    public static func validate(_ tree: SourceTree, displayPrefix: String = "") -> ValidationReport {
+    /// Files whose blob id matches an entry of `cache` are not parsed again.
+    public static func validate(_ tree: SourceTree, displayPrefix: String = "", cache: FileCache? = nil)
+        -> ValidationReport
+    {
         let resourcePaths = tree.entries.keys.filter { path in
             guard SourceTree.isResourceFile(path), case .file? = tree.entries[path] else { return false }
             return true
         }.sorted()
         let results = parallelMap(resourcePaths) { path in
-            DocumentDecoder.decodeResourceFile(
-                path: path, display: displayPrefix + path, entry: tree.entries[path]!)
+            cache?.result(for: path, in: tree)
+                ?? DocumentDecoder.decodeResourceFile(
+                    path: path, display: displayPrefix + path, entry: tree.entries[path]!)
         }
         var diagnostics: [Diagnostic] = []
         var catalog = Catalog()
-        for result in results {
+        var index = RepositoryIndex()
+        var fileResults: [String: FileResult] = [:]
+        fileResults.reserveCapacity(resourcePaths.count)
+        for (path, result) in zip(resourcePaths, results) {
             diagnostics += result.diagnostics
+            index.agents += result.agents
             for resource in result.resources {
+                switch resource.kind {
+                case .harness: index.harnesses.append(resource)
+                case .model: index.models.append(resource)
+                case .environment: index.environments.append(resource)
+                case .agent: break
+                }
+            }
+            for resource in result.decoded {
                 switch resource {
                 case .agent(let agent): catalog.agents.append(agent)
                 case .harness(let harness): catalog.harnesses.append(harness)
@@ -39,17 +60,19 @@ public enum RepositoryValidator {
                 case .environment(let environment): catalog.environments.append(environment)
                 }
             }
+            fileResults[path] = result
         }
-        let skills = SkillReader.readAll(tree, displayPrefix: displayPrefix)
+        let skills = SkillReader.readAll(tree, displayPrefix: displayPrefix, cache: cache)
         diagnostics += skills.diagnostics
         catalog.skills = skills.skills
-        var cross = CrossChecker(
-            tree: tree, catalog: catalog, skillFolders: skills.folderNames, displayPrefix: displayPrefix)
+        index.skills = skills.skillNames
+        fileResults.merge(skills.manifests) { _, new in new }
+        var cross = CrossChecker(tree: tree, index: index, skillFolders: skills.folderNames, displayPrefix: displayPrefix)
         cross.run()
         diagnostics += cross.diagnostics
         return ValidationReport(
-            diagnostics: diagnostics.sorted(), catalog: catalog,
-            filesChecked: resourcePaths.count + skills.manifestsRead)
+            diagnostics: diagnostics.sorted(), index: index, catalog: catalog,
+            filesChecked: resourcePaths.count + skills.manifests.count, fileResults: fileResults)
     }
 }
 
@@ -76,14 +99,14 @@ func parallelMap<T: Sendable, R: Sendable>(_ items: [T], _ transform: @Sendable 
 /// Checks that need the whole repository: names, references, files, skills, symlinks.
 struct CrossChecker {
     let tree: SourceTree
-    let catalog: Catalog
+    let index: RepositoryIndex
     let skillFolders: Set<String>
     let displayPrefix: String
     var diagnostics: [Diagnostic] = []
 
-    init(tree: SourceTree, catalog: Catalog, skillFolders: Set<String>, displayPrefix: String) {
+    init(tree: SourceTree, index: RepositoryIndex, skillFolders: Set<String>, displayPrefix: String) {
         self.tree = tree
-        self.catalog = catalog
+        self.index = index
         self.skillFolders = skillFolders
         self.displayPrefix = displayPrefix
     }
@@ -93,16 +116,16 @@ struct CrossChecker {
     }
 
     mutating func run() {
-        let harnesses = index(catalog.harnesses.map { ($0.metadata.name, $0.origin) }, kind: .harness)
-        let models = index(catalog.models.map { ($0.metadata.name, $0.origin) }, kind: .model)
-        let environments = index(catalog.environments.map { ($0.metadata.name, $0.origin) }, kind: .environment)
-        _ = index(catalog.agents.map { ($0.metadata.name, $0.origin) }, kind: .agent)
-        let harnessByName = Dictionary(catalog.harnesses.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let modelByName = Dictionary(catalog.models.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let harnesses = names(index.harnesses.map { ($0.name, $0.origin) }, kind: .harness)
+        let models = names(index.models.map { ($0.name, $0.origin) }, kind: .model)
+        let environments = names(index.environments.map { ($0.name, $0.origin) }, kind: .environment)
+        _ = names(index.agents.map { ($0.name, $0.origin) }, kind: .agent)
+        let harnessByName = Dictionary(index.harnesses.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let modelByName = Dictionary(index.models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let skillNames = skillFolders
         let sortedSkillNames = skillNames.sorted()
 
-        for agent in catalog.agents {
+        for agent in index.agents {
             let file = agent.origin.file
             if let harness = agent.harness { resolve(harness, in: harnesses, kind: .harness, field: "spec.harness", file: file) }
             if let model = agent.model { resolve(model, in: models, kind: .model, field: "spec.model", file: file) }
@@ -129,28 +152,19 @@ struct CrossChecker {
                     else { continue }
                     report(
                         .unsupportedAPI, Origin(file: file, mark: reference.mark),
-                        "\(field): model \"\(model.metadata.name)\" speaks the \(api.rawValue) API, which harness \"\(harness.metadata.name)\" does not support (it supports \(harness.apis.map(\.rawValue).joined(separator: ", ")))"
+                        "\(field): model \"\(model.name)\" speaks the \(api.rawValue) API, which harness \"\(harness.name)\" does not support (it supports \(harness.apis.map(\.rawValue).joined(separator: ", ")))"
                     )
                 }
             }
-            var boundEnv: [String: SourceMark] = [:]
-            for secret in agent.secrets {
-                if let first = boundEnv[secret.env] {
-                    report(
-                        .duplicateName, Origin(file: file, mark: secret.mark),
-                        "spec.secrets: \(secret.env) is bound twice (first at line \(first.line))")
-                }
-                boundEnv[secret.env] = secret.mark
-            }
-            if case .file(let path, let mark) = agent.instructions {
-                checkInstructions(path, mark: mark, agentFile: file)
+            if let instructions = agent.instructionsFile {
+                checkInstructions(instructions.name, mark: instructions.mark, agentFile: file)
             }
         }
         checkSymlinks()
     }
 
     /// Records names per kind, reporting duplicates; returns the known names.
-    mutating func index(_ named: [(String, Origin)], kind: Kind) -> [String: Origin] {
+    mutating func names(_ named: [(String, Origin)], kind: Kind) -> [String: Origin] {
         var seen: [String: Origin] = [:]
         for (name, origin) in named where !name.isEmpty {
             if let first = seen[name] {

@@ -6,8 +6,9 @@ import AgentryYAML
 enum SkillReader {
     struct Result {
         var skills: [Skill] = []
+        var skillNames: [String] = []
         var diagnostics: [Diagnostic] = []
-        var manifestsRead = 0
+        var manifests: [String: FileResult] = [:]
         /// Every skill folder, valid or not: a broken skill is reported once, not again by each agent using it.
         var folderNames: Set<String> = []
     }
@@ -15,7 +16,7 @@ enum SkillReader {
     static let specDescriptionLimit = 1024
     static let specCompatibilityLimit = 500
 
-    static func readAll(_ tree: SourceTree, displayPrefix: String) -> Result {
+    static func readAll(_ tree: SourceTree, displayPrefix: String, cache: FileCache?) -> Result {
         var result = Result()
         let folders = tree.entries.keys.filter { path in
             guard path.hasPrefix("skills/") else { return false }
@@ -48,10 +49,22 @@ enum SkillReader {
                     ))
                 continue
             }
-            result.manifestsRead += 1
-            if let skill = read(name: name, folder: folder, display: display, entry: entry, into: &result.diagnostics) {
-                result.skills.append(skill)
+            var manifestResult: FileResult
+            if let cached = cache?.result(for: manifest, in: tree) {
+                manifestResult = cached
+            } else {
+                manifestResult = FileResult()
+                if let skill = read(
+                    name: name, folder: folder, display: display, entry: entry, into: &manifestResult.diagnostics)
+                {
+                    manifestResult.skill = skill
+                    manifestResult.skillName = skill.name
+                }
             }
+            result.diagnostics += manifestResult.diagnostics
+            if let skill = manifestResult.skill { result.skills.append(skill) }
+            if let skillName = manifestResult.skillName { result.skillNames.append(skillName) }
+            result.manifests[manifest] = manifestResult
         }
         return result
     }

@@ -4,8 +4,9 @@
 public struct SourceTree: Sendable {
     public enum Entry: Sendable {
         /// A regular file. `content` is loaded for the files the validator reads (see
-        /// `SourceTree.needsContent`) when they are within `SourceTree.maxFileSize`.
-        case file(size: Int, content: [UInt8]?)
+        /// `SourceTree.needsContent`) when they are within `SourceTree.maxFileSize` and not already
+        /// known by `id`, the git blob id of the content (nil when it could not be computed).
+        case file(size: Int, content: [UInt8]?, id: String? = nil)
         case symlink(target: String)
         case directory
         /// Anything else: a submodule, a socket, a device.
@@ -99,7 +100,13 @@ public struct SourceTree: Sendable {
 
     /// The content of a file entry, if it was loaded.
     public func content(_ path: String) -> [UInt8]? {
-        if case .file(_, let content)? = entries[path] { return content }
+        if case .file(_, let content, _)? = entries[path] { return content }
+        return nil
+    }
+
+    /// The git blob id of a file entry, if known.
+    public func blobID(_ path: String) -> String? {
+        if case .file(_, _, let id)? = entries[path] { return id }
         return nil
     }
 }

@@ -18,9 +18,9 @@ public enum ValidationOutput {
     }
 
     public static func summary(_ report: ValidationReport) -> String {
-        let catalog = report.catalog
+        let index = report.index
         let counts =
-            "\(plural(catalog.agents.count, "agent")), \(plural(catalog.harnesses.count, "harness", "harnesses")), \(plural(catalog.models.count, "model")), \(plural(catalog.environments.count, "environment")), \(plural(catalog.skills.count, "skill"))"
+            "\(plural(index.agents.count, "agent")), \(plural(index.harnesses.count, "harness", "harnesses")), \(plural(index.models.count, "model")), \(plural(index.environments.count, "environment")), \(plural(index.skills.count, "skill"))"
         if report.isValid {
             let warnings = report.warningCount > 0 ? " with \(plural(report.warningCount, "warning"))" : ""
             return "valid\(warnings): \(plural(report.filesChecked, "file")) (\(counts))"
@@ -44,7 +44,7 @@ public enum ValidationOutput {
         case .directory(let path):
             sourceJSON = .object([("type", .string("directory")), ("path", .string(path))])
         }
-        let catalog = report.catalog
+        let index = report.index
         let document = JSON.object([
             ("formatVersion", .int(formatVersion)),
             ("valid", .bool(report.isValid)),
@@ -55,11 +55,11 @@ public enum ValidationOutput {
                     ("files", .int(report.filesChecked)),
                     ("errors", .int(report.errorCount)),
                     ("warnings", .int(report.warningCount)),
-                    ("agents", .int(catalog.agents.count)),
-                    ("harnesses", .int(catalog.harnesses.count)),
-                    ("models", .int(catalog.models.count)),
-                    ("environments", .int(catalog.environments.count)),
-                    ("skills", .int(catalog.skills.count)),
+                    ("agents", .int(index.agents.count)),
+                    ("harnesses", .int(index.harnesses.count)),
+                    ("models", .int(index.models.count)),
+                    ("environments", .int(index.environments.count)),
+                    ("skills", .int(index.skills.count)),
                 ])
             ),
             (

@@ -42,7 +42,10 @@ public enum RepositoryLoader {
             let git = try GitRepository.open(repository)
             let commit = try git.commit(for: ref)
             logger.debug("reading tree", metadata: ["commit": "\(commit)", "path": "\(subpath)"])
+            let clock = ContinuousClock()
+            let started = clock.now
             let listing = try git.listTree(commit: commit, subpath: subpath)
+            logger.debug("listed tree", metadata: ["entries": "\(listing.count)", "time": "\(clock.now - started)"])
             var entries: [String: SourceTree.Entry] = [:]
             entries.reserveCapacity(listing.count)
             var wanted: [(String, ObjectID)] = []
@@ -57,13 +60,13 @@ public enum RepositoryLoader {
                     if SourceTree.needsContent(entry.path) {
                         wanted.append((entry.path, entry.id))
                     } else {
-                        entries[entry.path] = .file(size: 0, content: nil)
+                        entries[entry.path] = .file(size: 0, content: nil, id: "\(entry.id)")
                     }
                 }
             }
             let blobs = try git.blobs(wanted.map(\.1), limit: SourceTree.maxFileSize)
-            for ((path, _), blob) in zip(wanted, blobs) {
-                entries[path] = .file(size: blob.size, content: blob.content)
+            for ((path, id), blob) in zip(wanted, blobs) {
+                entries[path] = .file(size: blob.size, content: blob.content, id: "\(id)")
             }
             logger.debug("read tree", metadata: ["entries": "\(entries.count)", "blobs": "\(wanted.count)"])
             return LoadedRepository(
@@ -119,9 +122,11 @@ public enum RepositoryLoader {
                 let target = length >= 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
                 entries[path] = .symlink(target: target)
             case S_IFREG:
+                // Content is identified by its git blob id, as in a commit; very large files are not hashed.
                 let size = Int(status.st_size)
-                if SourceTree.needsContent(path) && size <= SourceTree.maxFileSize {
-                    entries[path] = .file(size: size, content: try readFile(full))
+                if size <= maxHashedFileSize, let bytes = try? readFile(full, limit: maxHashedFileSize) {
+                    let content = SourceTree.needsContent(path) && size <= SourceTree.maxFileSize ? bytes : nil
+                    entries[path] = .file(size: size, content: content, id: GitBlobID.of(bytes))
                 } else {
                     entries[path] = .file(size: size, content: nil)
                 }
@@ -131,7 +136,10 @@ public enum RepositoryLoader {
         }
     }
 
-    static func readFile(_ path: String) throws -> [UInt8] {
+    /// Folder files above this size get no blob id (their content never matters to agentry).
+    static let maxHashedFileSize = 16 << 20
+
+    static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
         let descriptor = open(path, O_RDONLY)
         guard descriptor >= 0 else { throw LoadError("cannot read \(path): \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
@@ -145,7 +153,7 @@ public enum RepositoryLoader {
             }
             if count == 0 { break }
             bytes += chunk[0..<count]
-            if bytes.count > SourceTree.maxFileSize { break }
+            if bytes.count > limit { break }
         }
         return bytes
     }

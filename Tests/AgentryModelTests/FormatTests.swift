@@ -83,3 +83,25 @@ import Testing
         #expect(output.contains("\"valid\": false"))
     }
 }
+
+@Suite struct DigestTests {
+    @Test func sha256KnownVectors() {
+        #expect(SHA256.hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            SHA256.hex(String(repeating: "a", count: 1000))
+                == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+    }
+
+    @Test func gitBlobIDsMatchGit() {
+        #expect(GitBlobID.of([]) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391")
+        #expect(GitBlobID.of(Array("hello\n".utf8)) == "ce013625030ba8dba906f756967f9e9ca394464a")
+    }
+
+    @Test func canonicalNormalisesDurationsAndSizes() {
+        #expect(Canonical.duration(5_400_000) == "1h30m")
+        #expect(Canonical.duration(90_000) == "1m30s")
+        #expect(Canonical.size(536_870_912) == "512Mi")
+        #expect(Canonical.size(1_000_000_000) == "1000000000")
+    }
+}
