@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let package = Package(
@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", .upToNextMinor(from: "6.2.2")),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // libgit2 from the system (Debian: libgit2-dev).
@@ -29,23 +30,33 @@ let package = Package(
             name: "AgentryModel",
             dependencies: ["AgentryYAML"]
         ),
+        // Desired state, actual state and the planner between them. Pure: no I/O.
+        .target(
+            name: "AgentryPlan",
+            dependencies: ["AgentryModel"]
+        ),
         // libgit2 access: repositories, refs, trees, blobs, commits.
         .target(
             name: "AgentryGit",
             dependencies: ["CGit2"]
         ),
+        // The actual-state database: SQLite through GRDB, WAL, versioned migrations, one writer.
+        .target(
+            name: "AgentryState",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+        ),
         // Loading an agent repository from a git commit or a folder; scaffolding.
         .target(
             name: "AgentryRepository",
             dependencies: [
-                "AgentryModel", "AgentryGit",
+                "AgentryModel", "AgentryGit", "AgentryPlan", "AgentryState",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "agentry",
             dependencies: [
-                "AgentryRepository", "AgentryModel",
+                "AgentryRepository", "AgentryModel", "AgentryPlan", "AgentryState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -54,6 +65,8 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AgentryYAMLTests", dependencies: ["AgentryYAML"]),
         .testTarget(name: "AgentryModelTests", dependencies: ["AgentryModel"]),
+        .testTarget(name: "AgentryPlanTests", dependencies: ["AgentryPlan", "AgentryModel"]),
+        .testTarget(name: "AgentryStateTests", dependencies: ["AgentryState", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "AgentryGitTests", dependencies: ["AgentryGit", "TestSupport"]),
         .testTarget(name: "AgentryRepositoryTests", dependencies: ["AgentryRepository", "AgentryGit", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"]),

@@ -37,6 +37,13 @@ public struct GitError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// A file that differs between two trees: its new kind and id, or nil for both when it was removed.
+public struct TreeChange: Sendable {
+    public var path: String
+    public var kind: TreeEntry.Kind?
+    public var id: ObjectID?
+}
+
 /// A 20-byte git object id.
 public struct ObjectID: Sendable, Hashable, CustomStringConvertible {
     var raw: git_oid
@@ -227,6 +234,49 @@ public final class GitRepository {
                 entries.append(TreeEntry(path: path, kind: .file(executable: false), id: id))
             }
         }
+    }
+
+    /// The files that differ between two commits' trees. libgit2 compares tree ids first, so folders
+    /// that did not change are skipped without being read.
+    public func changes(from old: ObjectID, to new: ObjectID) throws -> [TreeChange] {
+        func tree(_ commit: ObjectID) throws -> OpaquePointer {
+            var oid = commit.raw
+            var commitObject: OpaquePointer?
+            var result = git_commit_lookup(&commitObject, handle, &oid)
+            guard result == 0, let commitObject else { throw GitError.last(result, "read commit \(commit)") }
+            defer { git_commit_free(commitObject) }
+            var tree: OpaquePointer?
+            result = git_commit_tree(&tree, commitObject)
+            guard result == 0, let tree else { throw GitError.last(result, "read tree of \(commit)") }
+            return tree
+        }
+        let oldTree = try tree(old)
+        defer { git_tree_free(oldTree) }
+        let newTree = try tree(new)
+        defer { git_tree_free(newTree) }
+        var options = git_diff_options()
+        git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION))
+        options.flags |= GIT_DIFF_INCLUDE_TYPECHANGE.rawValue
+        var diff: OpaquePointer?
+        let result = git_diff_tree_to_tree(&diff, handle, oldTree, newTree, &options)
+        guard result == 0, let diff else { throw GitError.last(result, "diff \(old)..\(new)") }
+        defer { git_diff_free(diff) }
+        var changes: [TreeChange] = []
+        for index in 0..<git_diff_num_deltas(diff) {
+            guard let delta = git_diff_get_delta(diff, index)?.pointee else { continue }
+            let path = String(cString: delta.new_file.path ?? delta.old_file.path)
+            let kind: TreeEntry.Kind?
+            switch UInt32(delta.new_file.mode) {
+            case GIT_FILEMODE_LINK.rawValue: kind = .symlink
+            case GIT_FILEMODE_COMMIT.rawValue: kind = .submodule
+            case GIT_FILEMODE_BLOB_EXECUTABLE.rawValue: kind = .file(executable: true)
+            case GIT_FILEMODE_BLOB.rawValue: kind = .file(executable: false)
+            default: kind = nil
+            }
+            let removed = delta.status == GIT_DELTA_DELETED
+            changes.append(TreeChange(path: path, kind: removed ? nil : kind, id: removed ? nil : ObjectID(delta.new_file.id)))
+        }
+        return changes
     }
 
     /// The size of an object, read from its header without inflating the content.

@@ -27,13 +27,21 @@ public struct SHA256: Sendable {
         if buffer.count >= 64 {
             let whole = buffer.count - buffer.count % 64
             buffer.withUnsafeBufferPointer { pointer in
-                var offset = 0
-                while offset < whole {
-                    Self.compress(&state, pointer, offset)
-                    offset += 64
+                state.withUnsafeMutableBufferPointer { state in
+                    withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { schedule in
+                        var offset = 0
+                        while offset < whole {
+                            Self.compress(state, schedule, pointer, offset)
+                            offset += 64
+                        }
+                    }
                 }
             }
-            buffer.removeFirst(whole)
+            if whole == buffer.count {
+                buffer.removeAll(keepingCapacity: true)
+            } else {
+                buffer.removeFirst(whole)
+            }
         }
     }
 
@@ -64,8 +72,10 @@ public struct SHA256: Sendable {
 
     public static func hex(_ text: String) -> String { hex(Array(text.utf8)) }
 
-    private static func compress(_ state: inout [UInt32], _ block: UnsafeBufferPointer<UInt8>, _ offset: Int) {
-        var w = [UInt32](repeating: 0, count: 64)
+    private static func compress(
+        _ state: UnsafeMutableBufferPointer<UInt32>, _ w: UnsafeMutableBufferPointer<UInt32>,
+        _ block: UnsafeBufferPointer<UInt8>, _ offset: Int
+    ) {
         for i in 0..<16 {
             let j = offset + i * 4
             w[i] = UInt32(block[j]) << 24 | UInt32(block[j + 1]) << 16 | UInt32(block[j + 2]) << 8 | UInt32(block[j + 3])
@@ -79,8 +89,9 @@ public struct SHA256: Sendable {
         var e = state[4], f = state[5], g = state[6], h = state[7]
         for i in 0..<64 {
             let s1 = e.rotatedRight(6) ^ e.rotatedRight(11) ^ e.rotatedRight(25)
+            let k = Self.k[i]
             let choice = (e & f) ^ (~e & g)
-            let t1 = h &+ s1 &+ choice &+ k[i] &+ w[i]
+            let t1 = h &+ s1 &+ choice &+ k &+ w[i]
             let s0 = a.rotatedRight(2) ^ a.rotatedRight(13) ^ a.rotatedRight(22)
             let majority = (a & b) ^ (a & c) ^ (b & c)
             let t2 = s0 &+ majority

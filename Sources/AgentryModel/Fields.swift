@@ -7,15 +7,27 @@ public typealias Fields = [(String, String)]
 public enum Canonical {
     /// SHA-256 over length-prefixed pairs (so no value can forge a field boundary).
     public static func digest(_ fields: Fields) -> String {
-        var hasher = SHA256()
-        for (key, value) in fields {
-            hasher.update("\(key.utf8.count):")
-            hasher.update(key)
-            hasher.update("=\(value.utf8.count):")
-            hasher.update(value)
-            hasher.update("\n")
+        var message: [UInt8] = []
+        message.reserveCapacity(fields.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 24 })
+        func append(_ text: String) {
+            appendDecimal(text.utf8.count, to: &message)
+            message.append(UInt8(ascii: ":"))
+            message += text.utf8
         }
+        for (key, value) in fields {
+            append(key)
+            message.append(UInt8(ascii: "="))
+            append(value)
+            message.append(UInt8(ascii: "\n"))
+        }
+        var hasher = SHA256()
+        hasher.update(message)
         return hexString(hasher.finalize())
+    }
+
+    static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        if value >= 10 { appendDecimal(value / 10, to: &bytes) }
+        bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
     }
 
     static func list(_ items: [String]) -> String {

@@ -76,6 +76,26 @@ public enum RepositoryValidator {
     }
 }
 
+extension RepositoryValidator {
+    /// The full resources declared in the given files (whose content must be loaded in `tree`).
+    public static func decode(_ paths: [String], in tree: SourceTree, displayPrefix: String) -> Catalog {
+        var catalog = Catalog()
+        for path in paths.sorted() {
+            guard let entry = tree.entries[path] else { continue }
+            let result = DocumentDecoder.decodeResourceFile(path: path, display: displayPrefix + path, entry: entry)
+            for resource in result.decoded {
+                switch resource {
+                case .agent(let agent): catalog.agents.append(agent)
+                case .harness(let harness): catalog.harnesses.append(harness)
+                case .model(let model): catalog.models.append(model)
+                case .environment(let environment): catalog.environments.append(environment)
+                }
+            }
+        }
+        return catalog
+    }
+}
+
 /// Maps in parallel over all cores, keeping order.
 func parallelMap<T: Sendable, R: Sendable>(_ items: [T], _ transform: @Sendable (T) -> R) -> [R] {
     if items.count < 64 { return items.map(transform) }

@@ -24,9 +24,17 @@ public struct SourceTree: Sendable {
 
     /// Whether a path is a resource file: `*.yaml`/`*.yml` outside dot-folders and `skills/`.
     public static func isResourceFile(_ path: String) -> Bool {
+        // Byte-level: this runs for every path of the tree.
+        let bytes = path.utf8
+        guard bytes.last == UInt8(ascii: "l") || bytes.last == UInt8(ascii: "f") else { return false }
         guard path.hasSuffix(".yaml") || path.hasSuffix(".yml") else { return false }
         if path.hasPrefix("skills/") { return false }
-        return !path.split(separator: "/").contains { $0.hasPrefix(".") }
+        var atComponentStart = true
+        for byte in bytes {
+            if atComponentStart && byte == UInt8(ascii: ".") { return false }
+            atComponentStart = byte == UInt8(ascii: "/")
+        }
+        return true
     }
 
     /// Whether a path is a skill's manifest, `skills/<name>/SKILL.md`.
@@ -50,6 +58,23 @@ public struct SourceTree: Sendable {
         case loop
     }
 
+    /// Whether `path` has no empty, `.` or `..` component (so `normalize` would return it unchanged).
+    static func isNormalized(_ path: String) -> Bool {
+        var componentLength = 0
+        var dots = 0
+        for byte in path.utf8 {
+            if byte == UInt8(ascii: "/") {
+                if componentLength == 0 || componentLength == dots && dots <= 2 { return false }
+                componentLength = 0
+                dots = 0
+            } else {
+                componentLength += 1
+                if byte == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        return componentLength > 0 && !(componentLength == dots && dots <= 2)
+    }
+
     /// Normalises `path` against the root: nil when `..` climbs above it.
     public static func normalize(_ path: String) -> String? {
         var parts: [Substring] = []
@@ -68,6 +93,19 @@ public struct SourceTree: Sendable {
     /// Resolves a repository-relative path through symlinks, never leaving the tree.
     public func resolve(_ path: String) -> Resolution {
         if path.hasPrefix("/") { return .escapes(path) }
+        // Fast path: a plain path to a file whose folders are all real folders.
+        if case .file? = entries[path], Self.isNormalized(path) {
+            var folder = Substring(path)
+            var plain = true
+            while let slash = folder.lastIndex(of: "/") {
+                folder = folder[..<slash]
+                guard case .directory? = entries[String(folder)] else {
+                    plain = false
+                    break
+                }
+            }
+            if plain { return .file(path) }
+        }
         guard var current = Self.normalize(path) else { return .escapes(path) }
         var hops = 0
         restart: while true {

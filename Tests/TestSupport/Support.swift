@@ -34,6 +34,10 @@ public enum Agentry {
 public enum Shell {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+
+        public init(description: String) {
+            self.description = description
+        }
     }
 
     /// Runs a program, collecting its output; fails when it does not end within `timeout` seconds.

@@ -1,0 +1,212 @@
+import AgentryModel
+
+/// A plan with what it was computed from, as printed and as saved by `plan --out`.
+public struct PlanDocument: Sendable {
+    public enum Kind: String, Sendable {
+        /// Desired state at a commit against the actual state.
+        case plan
+        /// One commit's desired state against another's, with no actual state.
+        case diff
+    }
+
+    public var kind: Kind
+    public var plan: Plan
+    /// The desired commit (HEAD of a diff).
+    public var commit: String
+    /// The base commit of a diff.
+    public var baseCommit: String?
+    public var repository: String
+    public var ref: String
+    public var path: String
+    /// Digest of the actual state the plan was computed against (plans only).
+    public var actualDigest: String?
+
+    public init(
+        kind: Kind, plan: Plan, commit: String, baseCommit: String? = nil, repository: String, ref: String,
+        path: String, actualDigest: String? = nil
+    ) {
+        self.kind = kind
+        self.plan = plan
+        self.commit = commit
+        self.baseCommit = baseCommit
+        self.repository = repository
+        self.ref = ref
+        self.path = path
+        self.actualDigest = actualDigest
+    }
+}
+
+/// Renders plans for a terminal (`text`), a pull-request comment (`markdown`) and machines (`json`).
+public enum PlanOutput {
+    /// Bumped only when a field is removed or changes meaning.
+    public static let formatVersion = 1
+
+    static let order: [Action] = [.create, .update, .restart, .reinstall, .replace, .pause, .resume, .revoke, .delete]
+
+    /// "2 to create, 1 to update, 1 to delete, 5 unchanged" (or "no changes, 5 unchanged").
+    public static func summary(_ plan: Plan) -> String {
+        let parts = order.compactMap { action -> String? in
+            let count = plan.count(action)
+            return count > 0 ? "\(count) to \(action.rawValue)" : nil
+        }
+        let unchanged = plan.count(.noop)
+        let changes = parts.isEmpty ? "no changes" : parts.joined(separator: ", ")
+        return changes + (unchanged > 0 ? ", \(unchanged) unchanged" : "")
+    }
+
+    static func symbol(_ action: Action) -> String {
+        switch action {
+        case .create: return "+"
+        case .delete: return "-"
+        case .replace: return "-/+"
+        case .noop: return " "
+        case .pause, .revoke: return "‖"
+        case .resume: return "▶"
+        case .update, .restart, .reinstall: return "~"
+        }
+    }
+
+    static func color(_ action: Action) -> String {
+        switch action {
+        case .create, .resume: return "\u{1B}[32m"
+        case .delete, .replace, .revoke: return "\u{1B}[31m"
+        default: return "\u{1B}[33m"
+        }
+    }
+
+    /// Shortens digests and blob ids so reasons stay readable.
+    static func display(_ value: String?) -> String {
+        guard let value else { return "(none)" }
+        let isDigest = (value.count == 64 || value.count == 40) && value.allSatisfy(\.isHexDigit)
+        if isDigest { return String(value.prefix(12)) }
+        let oneLine = value.contains("\n") ? value.split(separator: "\n").first.map(String.init)! + " …" : value
+        return oneLine.count > 80 ? String(oneLine.prefix(77)) + "…" : oneLine
+    }
+
+    static func reason(_ change: Change) -> String {
+        switch (change.old, change.new) {
+        case (nil, let new?): return "\(change.field): → \(display(new))"
+        case (let old?, nil): return "\(change.field): \(display(old)) → (removed)"
+        default: return "\(change.field): \(display(change.old)) → \(display(change.new))"
+        }
+    }
+
+    public static func text(_ document: PlanDocument, color: Bool) -> String {
+        let plan = document.plan
+        let reset = color ? "\u{1B}[0m" : ""
+        let bold = color ? "\u{1B}[1m" : ""
+        var lines: [String] = []
+        switch document.kind {
+        case .plan:
+            lines.append("\(bold)Plan\(reset) for \(String(document.commit.prefix(12))) (\(document.ref)): \(summary(plan))")
+        case .diff:
+            lines.append(
+                "\(bold)Diff\(reset) \(String((document.baseCommit ?? "").prefix(12)))..\(String(document.commit.prefix(12))): \(summary(plan))"
+            )
+        }
+        for action in plan.changes {
+            let tint = color ? self.color(action.action) : ""
+            let verb = action.action.rawValue.padding(toLength: 9)
+            lines.append("  \(tint)\(symbol(action.action).padding(toLength: 3)) \(verb)\(reset) \(bold)\(action.agent)\(reset)")
+            for note in action.notes { lines.append("        " + note) }
+            for change in action.reasons { lines.append("        " + reason(change)) }
+        }
+        if !plan.hasChanges { lines.append("  Nothing to do: every agent matches the repository.") }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public static func markdown(_ document: PlanDocument) -> String {
+        let plan = document.plan
+        let title = document.kind == .plan ? "agentry plan" : "agentry diff"
+        var lines = ["### \(title): \(summary(plan))", ""]
+        switch document.kind {
+        case .plan:
+            lines.append("Desired state at `\(document.commit.prefix(12))`\(document.path.isEmpty ? "" : " (`\(document.path)`)") against the actual state.")
+        case .diff:
+            lines.append(
+                "`\((document.baseCommit ?? "").prefix(12))` → `\(document.commit.prefix(12))`\(document.path.isEmpty ? "" : " (`\(document.path)`)").")
+        }
+        lines.append("")
+        guard plan.hasChanges else {
+            lines.append("No agent changes.")
+            return lines.joined(separator: "\n") + "\n"
+        }
+        lines += ["| Agent | Action | Why |", "|---|---|---|"]
+        for action in plan.changes {
+            var why = action.notes.first.map { [$0] } ?? []
+            why += action.reasons.prefix(3).map { "`\(escape(reason($0)))`" }
+            if action.reasons.count > 3 { why.append("and \(action.reasons.count - 3) more") }
+            lines.append("| `\(action.agent)` | **\(action.action.rawValue)** | \(why.joined(separator: "<br>")) |")
+        }
+        lines += ["", "<details><summary>Details</summary>", ""]
+        for action in plan.changes {
+            lines.append("#### `\(action.agent)`: \(action.action.rawValue)")
+            lines.append("")
+            for note in action.notes { lines.append("- \(note)") }
+            for change in action.reasons {
+                lines.append("- `\(change.field)`: \(change.old.map { "`\(escape(display($0)))`" } ?? "(none)") → \(change.new.map { "`\(escape(display($0)))`" } ?? "(removed)")")
+            }
+            if let from = action.fromRevision, let to = action.toRevision, from != to {
+                lines.append("- revision `\(from.prefix(12))` → `\(to.prefix(12))`")
+            }
+            lines.append("")
+        }
+        lines.append("</details>")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingAll("|", with: "\\|").replacingAll("`", with: "'")
+    }
+
+    public static func json(_ document: PlanDocument) -> String {
+        let plan = document.plan
+        var pairs: [(String, JSON)] = [
+            ("formatVersion", .int(formatVersion)),
+            ("kind", .string(document.kind.rawValue)),
+            ("repository", .string(document.repository)),
+            ("ref", .string(document.ref)),
+            ("path", .string(document.path)),
+            ("commit", .string(document.commit)),
+        ]
+        if let base = document.baseCommit { pairs.append(("baseCommit", .string(base))) }
+        if let digest = document.actualDigest { pairs.append(("actualDigest", .string(digest))) }
+        pairs.append(("hasChanges", .bool(plan.hasChanges)))
+        pairs.append(
+            ("summary", .object(([.noop] + order).map { ($0.rawValue, JSON.int(plan.count($0))) })))
+        pairs.append(
+            (
+                "actions",
+                .array(
+                    plan.actions.map { action in
+                        var item: [(String, JSON)] = [
+                            ("agent", .string(action.agent)),
+                            ("action", .string(action.action.rawValue)),
+                            ("fromRevision", action.fromRevision.map(JSON.string) ?? .null),
+                            ("toRevision", action.toRevision.map(JSON.string) ?? .null),
+                            ("notes", .array(action.notes.map(JSON.string))),
+                        ]
+                        item.append(
+                            (
+                                "reasons",
+                                .array(
+                                    action.reasons.map { change in
+                                        .object([
+                                            ("field", .string(change.field)),
+                                            ("old", change.old.map(JSON.string) ?? .null),
+                                            ("new", change.new.map(JSON.string) ?? .null),
+                                        ])
+                                    })
+                            ))
+                        return .object(item)
+                    })
+            ))
+        return JSON.object(pairs).rendered() + "\n"
+    }
+}
+
+extension String {
+    func padding(toLength length: Int) -> String {
+        count >= length ? self : self + String(repeating: " ", count: length - count)
+    }
+}
