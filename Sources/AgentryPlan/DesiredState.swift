@@ -16,6 +16,19 @@ public struct DesiredAgent: Sendable, Hashable {
     /// The names it references, for summaries: `harness`, `model`, `environment`.
     public var references: Fields
 
+    public init(
+        name: String, revision: String, lifecycle: Lifecycle, deletionPolicy: DeletionPolicy, origin: Origin,
+        parts: Fields, references: Fields
+    ) {
+        self.name = name
+        self.revision = revision
+        self.lifecycle = lifecycle
+        self.deletionPolicy = deletionPolicy
+        self.origin = origin
+        self.parts = parts
+        self.references = references
+    }
+
     public static func == (lhs: DesiredAgent, rhs: DesiredAgent) -> Bool {
         lhs.name == rhs.name && lhs.revision == rhs.revision && lhs.lifecycle == rhs.lifecycle
     }

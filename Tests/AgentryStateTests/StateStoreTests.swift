@@ -1,0 +1,119 @@
+import AgentryState
+import Foundation
+import GRDB
+import Testing
+import TestSupport
+
+@Suite struct StateStoreTests {
+    func record(_ name: String) -> AgentRecord {
+        AgentRecord(
+            name: name, appliedRevision: "r1", appliedFields: [("model", "sonnet"), ("secrets.T", "ref a/b")],
+            appliedCommit: "c1", lifecycle: "active", deletionPolicy: "retain")
+    }
+
+    @Test func storesAgentsAndEventsInAWALDatabase() throws {
+        let directory = try TemporaryDirectory()
+        let store = try StateStore.openForWriting(directory.path)
+        try store.save(record("triage"))
+        try store.append(EventRecord(agent: "triage", kind: "kill", actor: "ana", message: "leaking tokens"))
+        try store.append(EventRecord(agent: nil, kind: "apply", actor: "ci", message: "applied c1"))
+        #expect(try store.agents().map(\.name) == ["triage"])
+        #expect(try store.agent("triage")?.fields.first?.1 == "sonnet")
+        #expect(try store.events().map(\.kind) == ["apply", "kill"], "newest first")
+        #expect(try store.events(agent: "triage").map(\.actor) == ["ana"])
+
+        let mode = try DatabaseQueue(path: directory.path + "/state.sqlite").read { db in
+            try String.fetchOne(db, sql: "PRAGMA journal_mode")
+        }
+        #expect(mode == "wal")
+    }
+
+    @Test func aSecondWriterFailsAtOnceNamingTheHolder() throws {
+        let directory = try TemporaryDirectory()
+        _ = try StateStore.openCreating(directory.path)
+        // Another process takes the writer lock the way agentry does (flock, pid in the file).
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = [
+            "python3", "-c",
+            """
+            import fcntl, os, sys, time
+            f = open(sys.argv[1], "a+"); fcntl.flock(f, fcntl.LOCK_EX)
+            f.truncate(0); f.write(str(os.getpid()) + "\\n"); f.flush()
+            print("locked", flush=True); time.sleep(30)
+            """,
+            directory.path + "/state.lock",
+        ]
+        let output = Pipe()
+        holder.standardOutput = output
+        try holder.run()
+        defer { holder.terminate() }
+        _ = output.fileHandleForReading.availableData  // "locked": the lock is held from here on
+
+        let started = Date()
+        #expect {
+            try StateStore.openForWriting(directory.path)
+        } throws: { error in
+            guard let error = error as? StateError, case .locked(let pid) = error.code else { return false }
+            return pid == holder.processIdentifier && error.message.contains("process \(holder.processIdentifier)")
+        }
+        #expect(Date().timeIntervalSince(started) < 2, "fails at once, never waits")
+
+        // Readers are never blocked by the writer.
+        let reader = try #require(try StateStore.openForReading(directory.path))
+        #expect(try reader.agents().isEmpty)
+        #expect(reader.withWriterLockIfFree {} == false)
+    }
+
+    @Test func aDatabaseFromANewerAgentryIsRefused() throws {
+        let directory = try TemporaryDirectory()
+        _ = try StateStore.openCreating(directory.path)
+        try DatabaseQueue(path: directory.path + "/state.sqlite").write { db in
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')")
+        }
+        #expect {
+            try StateStore.openForReading(directory.path)
+        } throws: { error in
+            guard let error = error as? StateError, error.code == .newerSchema else { return false }
+            return error.message.contains("newer agentry")
+        }
+    }
+
+    @Test func aCorruptFileIsAClearError() throws {
+        let directory = try TemporaryDirectory()
+        try directory.write("state.sqlite", String(repeating: "this is not sqlite ", count: 500))
+        #expect {
+            try StateStore.openForReading(directory.path)
+        } throws: { error in
+            guard let error = error as? StateError, error.code == .corrupt else { return false }
+            return error.message.contains("not a readable agentry state database")
+        }
+    }
+
+    /// A database written by the first schema (v1) migrates forward and keeps its rows.
+    @Test func migratesFromTheFirstSchema() throws {
+        let directory = try TemporaryDirectory()
+        let fixture = Agentry.packageRoot.appendingPathComponent("Tests/AgentryStateTests/Fixtures/state-v1.sql")
+        let sql = try String(contentsOf: fixture, encoding: .utf8)
+        try DatabaseQueue(path: directory.path + "/state.sqlite").write { db in try db.execute(sql: sql) }
+
+        let store = try #require(try StateStore.openForReading(directory.path))
+        let agent = try #require(try store.agent("triage"))
+        #expect(agent.appliedRevision == "0f1e2d")
+        #expect(agent.accelerator == nil)
+        #expect(try store.events().first?.message == "applied")
+        let applied = try DatabaseQueue(path: directory.path + "/state.sqlite").read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier")
+        }
+        #expect(applied == StateStore.schemaVersions)
+    }
+
+    @Test func defaultDirectoryFollowsTheEnvironment() {
+        #expect(StateStore.defaultDirectory(environment: ["AGENTRY_STATE_DIR": "/srv/agentry"]) == "/srv/agentry")
+        if getuid() == 0 {
+            #expect(StateStore.defaultDirectory(environment: [:]) == "/var/lib/agentry")
+        } else {
+            #expect(StateStore.defaultDirectory(environment: ["XDG_STATE_HOME": "/x"]) == "/x/agentry")
+        }
+    }
+}
