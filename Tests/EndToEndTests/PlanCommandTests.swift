@@ -1,0 +1,92 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `agentry diff`, `plan` and `status` on the built binary, as CI runs them on a pull request.
+@Suite struct PlanCommandTests {
+    let quickstart = Agentry.packageRoot.appendingPathComponent("examples/quickstart")
+
+    /// A repository with two commits: the quickstart, then a model swap, a harness bump and a removal.
+    func pullRequest() throws -> TemporaryDirectory {
+        let directory = try TemporaryDirectory()
+        try directory.copy(from: quickstart)
+        try directory.commitAll("base")
+        let triage = directory.url.appendingPathComponent("agents/triage.yaml")
+        try directory.write(
+            "agents/triage.yaml",
+            try String(contentsOf: triage, encoding: .utf8).replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama"))
+        let hermes = directory.url.appendingPathComponent("harnesses/hermes.yaml")
+        try directory.write(
+            "harnesses/hermes.yaml",
+            try String(contentsOf: hermes, encoding: .utf8).replacingOccurrences(of: "version: \"0.19.0\"", with: "version: \"0.20.0\""))
+        try FileManager.default.removeItem(at: directory.url.appendingPathComponent("agents/docs-writer.yaml"))
+        try directory.commitAll("head")
+        return directory
+    }
+
+    @Test func diffInAllThreeFormats() throws {
+        let directory = try pullRequest()
+        let text = try Agentry.run(["diff", "HEAD~1", "HEAD"], in: directory.url)
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("1 to reinstall, 1 to delete, 1 unchanged"))
+        #expect(text.stdout.contains("reinstall triage"))
+        #expect(text.stdout.contains("harness.version: 0.19.0 → 0.20.0"))
+        #expect(text.stdout.contains("model.credentials: ref anthropic/api-key → (removed)"))
+        #expect(!text.stdout.contains("\u{1B}["), "no colour when not on a terminal")
+
+        let markdown = try Agentry.run(["diff", "HEAD~1", "HEAD", "-o", "markdown"], in: directory.url)
+        #expect(markdown.stdout.hasPrefix("### agentry diff: 1 to reinstall, 1 to delete, 1 unchanged"))
+        #expect(markdown.stdout.contains("| `triage` | **reinstall** |"))
+        #expect(markdown.stdout.contains("<details><summary>Details</summary>"))
+
+        let json = try decodeJSON(try Agentry.run(["diff", "HEAD~1", "HEAD", "-o", "json"], in: directory.url).stdout)
+        #expect(json["formatVersion"] as? Int == 1)
+        #expect(json["kind"] as? String == "diff")
+        let actions = try #require(json["actions"] as? [[String: Any]])
+        #expect(actions.map { $0["action"] as? String } == ["delete", "noop", "reinstall"])
+        let reasons = try #require(actions[2]["reasons"] as? [[String: Any]])
+        #expect(reasons.contains { $0["field"] as? String == "model" && $0["old"] as? String == "sonnet" && $0["new"] as? String == "local-llama" })
+    }
+
+    @Test func detailedExitCodes() throws {
+        let directory = try pullRequest()
+        #expect(try Agentry.run(["diff", "HEAD~1", "HEAD", "--detailed-exitcode"], in: directory.url).status == 2)
+        #expect(try Agentry.run(["diff", "HEAD", "HEAD", "--detailed-exitcode"], in: directory.url).status == 0)
+        #expect(try Agentry.run(["diff", "HEAD", "nope", "--detailed-exitcode"], in: directory.url).status == 1)
+        #expect(try Agentry.run(["diff", "HEAD", "nope"], in: directory.url).status == 2)
+    }
+
+    @Test func planSavesAPlanAndStatusShowsAgents() throws {
+        let directory = try pullRequest()
+        let state = try TemporaryDirectory("agentry-state")
+        let planFile = state.url.appendingPathComponent("plan.json").path
+        let plan = try Agentry.run(
+            ["plan", "--state-dir", state.path, "--out", planFile, "--detailed-exitcode"], in: directory.url)
+        #expect(plan.status == 2, "\(plan.stderr)")
+        #expect(plan.stdout.contains("2 to create"))
+        let saved = try decodeJSON(try String(contentsOfFile: planFile, encoding: .utf8))
+        #expect(saved["commit"] as? String == (try Shell.git(["rev-parse", "HEAD"], in: directory.url)).trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect((saved["actualDigest"] as? String)?.count == 64)
+
+        let status = try Agentry.run(["status", "--state-dir", state.path], in: directory.url)
+        #expect(status.status == 0)
+        #expect(status.stdout.hasPrefix("AGENT"))
+        #expect(status.stdout.contains("triage"))
+        #expect(status.stdout.contains("not applied"))
+        let json = try decodeJSON(try Agentry.run(["status", "--state-dir", state.path, "-o", "json"], in: directory.url).stdout)
+        #expect((json["agents"] as? [[String: Any]])?.count == 2)
+    }
+
+    @Test func invalidRepositoriesAreNotPlanned() throws {
+        let directory = try TemporaryDirectory()
+        try directory.copy(from: quickstart)
+        try directory.write("agents/bad.yaml", "apiVersion: agentry/v1\nkind: Agent\n")
+        try directory.commitAll()
+        let state = try TemporaryDirectory("agentry-state")
+        let result = try Agentry.run(["plan", "--state-dir", state.path], in: directory.url)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("agents/bad.yaml:"))
+        #expect(result.stderr.contains("nothing was planned"))
+        #expect(result.stdout.isEmpty)
+    }
+}
