@@ -37,11 +37,13 @@ public struct GitError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// A file that differs between two trees: its new kind and id, or nil for both when it was removed.
+/// A file that differs between two trees: its old and new kind and id (nil where it is absent).
 public struct TreeChange: Sendable {
     public var path: String
     public var kind: TreeEntry.Kind?
     public var id: ObjectID?
+    public var oldKind: TreeEntry.Kind?
+    public var oldID: ObjectID?
 }
 
 /// A 20-byte git object id.
@@ -236,47 +238,147 @@ public final class GitRepository {
         }
     }
 
-    /// The files that differ between two commits' trees. libgit2 compares tree ids first, so folders
-    /// that did not change are skipped without being read.
+    /// The files that differ between two commits' trees. Trees are walked side by side and a
+    /// folder whose tree id is the same on both sides is skipped without being read.
     public func changes(from old: ObjectID, to new: ObjectID) throws -> [TreeChange] {
-        func tree(_ commit: ObjectID) throws -> OpaquePointer {
-            var oid = commit.raw
-            var commitObject: OpaquePointer?
-            var result = git_commit_lookup(&commitObject, handle, &oid)
-            guard result == 0, let commitObject else { throw GitError.last(result, "read commit \(commit)") }
-            defer { git_commit_free(commitObject) }
-            var tree: OpaquePointer?
-            result = git_commit_tree(&tree, commitObject)
-            guard result == 0, let tree else { throw GitError.last(result, "read tree of \(commit)") }
-            return tree
-        }
-        let oldTree = try tree(old)
+        let oldTree = try rootTree(old)
         defer { git_tree_free(oldTree) }
-        let newTree = try tree(new)
+        let newTree = try rootTree(new)
         defer { git_tree_free(newTree) }
-        var options = git_diff_options()
-        git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION))
-        options.flags |= GIT_DIFF_INCLUDE_TYPECHANGE.rawValue
-        var diff: OpaquePointer?
-        let result = git_diff_tree_to_tree(&diff, handle, oldTree, newTree, &options)
-        guard result == 0, let diff else { throw GitError.last(result, "diff \(old)..\(new)") }
-        defer { git_diff_free(diff) }
         var changes: [TreeChange] = []
-        for index in 0..<git_diff_num_deltas(diff) {
-            guard let delta = git_diff_get_delta(diff, index)?.pointee else { continue }
-            let path = String(cString: delta.new_file.path ?? delta.old_file.path)
-            let kind: TreeEntry.Kind?
-            switch UInt32(delta.new_file.mode) {
-            case GIT_FILEMODE_LINK.rawValue: kind = .symlink
-            case GIT_FILEMODE_COMMIT.rawValue: kind = .submodule
-            case GIT_FILEMODE_BLOB_EXECUTABLE.rawValue: kind = .file(executable: true)
-            case GIT_FILEMODE_BLOB.rawValue: kind = .file(executable: false)
-            default: kind = nil
-            }
-            let removed = delta.status == GIT_DELTA_DELETED
-            changes.append(TreeChange(path: path, kind: removed ? nil : kind, id: removed ? nil : ObjectID(delta.new_file.id)))
-        }
+        try compare(oldTree, newTree, prefix: "", into: &changes)
         return changes
+    }
+
+    private func rootTree(_ commit: ObjectID) throws -> OpaquePointer {
+        var oid = commit.raw
+        var commitObject: OpaquePointer?
+        var result = git_commit_lookup(&commitObject, handle, &oid)
+        guard result == 0, let commitObject else { throw GitError.last(result, "read commit \(commit)") }
+        defer { git_commit_free(commitObject) }
+        var tree: OpaquePointer?
+        result = git_commit_tree(&tree, commitObject)
+        guard result == 0, let tree else { throw GitError.last(result, "read tree of \(commit)") }
+        return tree
+    }
+
+    private func subtree(_ entry: OpaquePointer) throws -> OpaquePointer {
+        var tree: OpaquePointer?
+        let result = git_tree_lookup(&tree, handle, git_tree_entry_id(entry))
+        guard result == 0, let tree else { throw GitError.last(result, "read tree") }
+        return tree
+    }
+
+    /// Merge-walks two sorted trees (either may be absent), recording every blob-level difference.
+    private func compare(_ old: OpaquePointer?, _ new: OpaquePointer?, prefix: String, into changes: inout [TreeChange])
+        throws
+    {
+        let oldCount = old.map { git_tree_entrycount($0) } ?? 0
+        let newCount = new.map { git_tree_entrycount($0) } ?? 0
+        var i = 0
+        var j = 0
+        while i < oldCount || j < newCount {
+            let a = i < oldCount ? git_tree_entry_byindex(old, i) : nil
+            let b = j < newCount ? git_tree_entry_byindex(new, j) : nil
+            let order: Int32
+            if let a, let b {
+                order = git_tree_entry_cmp(a, b)
+            } else {
+                order = a == nil ? 1 : -1
+            }
+            if order == 0, let a, let b {
+                i += 1
+                j += 1
+                if git_oid_equal(git_tree_entry_id(a), git_tree_entry_id(b)) == 1
+                    && git_tree_entry_filemode(a) == git_tree_entry_filemode(b)
+                {
+                    continue
+                }
+                let path = prefix + String(cString: git_tree_entry_name(b))
+                let aIsTree = git_tree_entry_type(a) == GIT_OBJECT_TREE
+                let bIsTree = git_tree_entry_type(b) == GIT_OBJECT_TREE
+                if aIsTree && bIsTree {
+                    let left = try subtree(a)
+                    defer { git_tree_free(left) }
+                    let right = try subtree(b)
+                    defer { git_tree_free(right) }
+                    try compare(left, right, prefix: path + "/", into: &changes)
+                } else if aIsTree || bIsTree {
+                    try removed(a, path: path, into: &changes)
+                    try added(b, path: path, into: &changes)
+                } else {
+                    changes.append(
+                        TreeChange(
+                            path: path, kind: Self.kind(git_tree_entry_filemode(b).rawValue),
+                            id: ObjectID(git_tree_entry_id(b).pointee),
+                            oldKind: Self.kind(git_tree_entry_filemode(a).rawValue),
+                            oldID: ObjectID(git_tree_entry_id(a).pointee)))
+                }
+            } else if order < 0, let a {
+                i += 1
+                try removed(a, path: prefix + String(cString: git_tree_entry_name(a)), into: &changes)
+            } else if let b {
+                j += 1
+                try added(b, path: prefix + String(cString: git_tree_entry_name(b)), into: &changes)
+            }
+        }
+    }
+
+    private func removed(_ entry: OpaquePointer, path: String, into changes: inout [TreeChange]) throws {
+        if git_tree_entry_type(entry) == GIT_OBJECT_TREE {
+            let tree = try subtree(entry)
+            defer { git_tree_free(tree) }
+            try compare(tree, nil, prefix: path + "/", into: &changes)
+        } else {
+            changes.append(
+                TreeChange(
+                    path: path, kind: nil, id: nil, oldKind: Self.kind(git_tree_entry_filemode(entry).rawValue),
+                    oldID: ObjectID(git_tree_entry_id(entry).pointee)))
+        }
+    }
+
+    private func added(_ entry: OpaquePointer, path: String, into changes: inout [TreeChange]) throws {
+        if git_tree_entry_type(entry) == GIT_OBJECT_TREE {
+            let tree = try subtree(entry)
+            defer { git_tree_free(tree) }
+            try compare(nil, tree, prefix: path + "/", into: &changes)
+        } else {
+            changes.append(
+                TreeChange(
+                    path: path, kind: Self.kind(git_tree_entry_filemode(entry).rawValue),
+                    id: ObjectID(git_tree_entry_id(entry).pointee), oldKind: nil, oldID: nil))
+        }
+    }
+
+    static func kind(_ mode: UInt32) -> TreeEntry.Kind? {
+        switch mode {
+        case GIT_FILEMODE_LINK.rawValue: return .symlink
+        case GIT_FILEMODE_COMMIT.rawValue: return .submodule
+        case GIT_FILEMODE_BLOB_EXECUTABLE.rawValue: return .file(executable: true)
+        case GIT_FILEMODE_BLOB.rawValue: return .file(executable: false)
+        case GIT_FILEMODE_TREE.rawValue: return .directory
+        default: return nil
+        }
+    }
+
+    /// The entry at `path` in a commit's tree, or nil when there is none.
+    public func entry(commit: ObjectID, path: String) throws -> (kind: TreeEntry.Kind, id: ObjectID)? {
+        var oid = commit.raw
+        var commitObject: OpaquePointer?
+        var result = git_commit_lookup(&commitObject, handle, &oid)
+        guard result == 0, let commitObject else { throw GitError.last(result, "read commit \(commit)") }
+        defer { git_commit_free(commitObject) }
+        var tree: OpaquePointer?
+        result = git_commit_tree(&tree, commitObject)
+        guard result == 0, let tree else { throw GitError.last(result, "read tree of \(commit)") }
+        defer { git_tree_free(tree) }
+        var entry: OpaquePointer?
+        result = git_tree_entry_bypath(&entry, tree, path)
+        if result == GIT_ENOTFOUND.rawValue { return nil }
+        guard result == 0, let entry else { throw GitError.last(result, "read \(path)") }
+        defer { git_tree_entry_free(entry) }
+        guard let kind = Self.kind(git_tree_entry_filemode(entry).rawValue) else { return nil }
+        return (kind, ObjectID(git_tree_entry_id(entry).pointee))
     }
 
     /// The size of an object, read from its header without inflating the content.

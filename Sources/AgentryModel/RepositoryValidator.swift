@@ -14,6 +14,17 @@ public struct ValidationReport: Sendable {
     /// Per-file results by path, to cache for the next run.
     public var fileResults: [String: FileResult]
 
+    public init(
+        diagnostics: [Diagnostic], index: RepositoryIndex, catalog: Catalog, filesChecked: Int,
+        fileResults: [String: FileResult]
+    ) {
+        self.diagnostics = diagnostics
+        self.index = index
+        self.catalog = catalog
+        self.filesChecked = filesChecked
+        self.fileResults = fileResults
+    }
+
     public var errorCount: Int { diagnostics.lazy.filter { $0.severity == .error }.count }
     public var warningCount: Int { diagnostics.lazy.filter { $0.severity == .warning }.count }
     public var isValid: Bool { errorCount == 0 }
@@ -77,6 +88,11 @@ public enum RepositoryValidator {
 }
 
 extension RepositoryValidator {
+    /// One resource file's parse result (its content must be loaded in `entry`).
+    public static func decodeFile(_ path: String, entry: SourceTree.Entry, displayPrefix: String) -> FileResult {
+        DocumentDecoder.decodeResourceFile(path: path, display: displayPrefix + path, entry: entry)
+    }
+
     /// The full resources declared in the given files (whose content must be loaded in `tree`).
     public static func decode(_ paths: [String], in tree: SourceTree, displayPrefix: String) -> Catalog {
         var catalog = Catalog()

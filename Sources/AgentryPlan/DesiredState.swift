@@ -5,13 +5,14 @@ import AgentryModel
 /// references), plus what the planner needs besides.
 public struct DesiredAgent: Sendable, Hashable {
     public var name: String
-    /// SHA-256 over the digests of every part (see `parts`).
+    /// SHA-256 over the digests of everything the agent uses: its own fields, its harness, models
+    /// and environment (by name and digest), its skills' contents and its instruction text.
     public var revision: String
     public var lifecycle: Lifecycle
     public var deletionPolicy: DeletionPolicy
     public var origin: Origin
-    /// What the revision is made of: `agent`, `harness`, `model`, `fallbackModels[i]`,
-    /// `environment`, `skills.<name>`, `instructions`, each `name digest` or a blob id.
+    /// The content parts of the revision, for reasons: `skills.<name>` (a folder digest) and
+    /// `instructions` (the text's blob id).
     public var parts: Fields
     /// The names it references, for summaries: `harness`, `model`, `environment`.
     public var references: Fields
@@ -53,52 +54,87 @@ public struct DesiredState: Sendable {
     /// Compiles a validated repository into revisions. Call only when validation found no errors:
     /// unresolved references compile to empty parts.
     public static func compile(_ index: RepositoryIndex, tree: SourceTree, commit: String? = nil) -> DesiredState {
-        let harnesses = Dictionary(index.harnesses.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let models = Dictionary(index.models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let environments = Dictionary(index.environments.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let resources = ResourceTable(index.harnesses + index.models + index.environments)
         let skillDigests = SkillDigests(tree: tree, wanted: Set(index.agents.flatMap { $0.skills.map(\.name) }))
         var agents: [String: DesiredAgent] = [:]
         agents.reserveCapacity(index.agents.count)
         for agent in index.agents {
-            var parts: Fields = [("agent", agent.digest)]
-            func part(_ label: String, _ summary: ResourceSummary?) {
-                parts.append((label, summary.map { "\($0.name) \($0.digest)" } ?? ""))
-            }
-            part("harness", agent.harness.flatMap { harnesses[$0.name] })
-            part("model", agent.model.flatMap { models[$0.name] })
-            for (position, fallback) in agent.fallbackModels.enumerated() {
-                part("fallbackModels[\(position)]", models[fallback.name])
-            }
-            part("environment", agent.environment.flatMap { environments[$0.name] })
-            for skill in agent.skills {
-                parts.append(("skills.\(skill.name)", skillDigests.digest(of: skill.name)))
-            }
+            var instructions: String?
             if let path = agent.instructionsPath, case .file(let resolved) = tree.resolve(path) {
-                parts.append(("instructions", tree.blobID(resolved) ?? ""))
+                instructions = tree.blobID(resolved) ?? ""
             }
-            let references: Fields = [
-                ("harness", agent.harness?.name ?? ""), ("model", agent.model?.name ?? ""),
-                ("environment", agent.environment?.name ?? ""),
-            ]
-            agents[agent.name] = DesiredAgent(
-                name: agent.name, revision: Canonical.digest(parts), lifecycle: agent.lifecycle,
-                deletionPolicy: agent.deletionPolicy, origin: agent.origin, parts: parts, references: references)
+            agents[agent.name] = DesiredAgent.compile(
+                agent, resources: resources, skillDigest: skillDigests.digest(of:), instructionsBlob: instructions)
         }
         return DesiredState(agents: agents, commit: commit)
     }
 }
 
-/// Content digests of skill folders: every file's path and blob id (and every symlink's target).
-struct SkillDigests {
-    let digests: [String: String]
+/// Harnesses, models and environments by kind and name.
+public struct ResourceTable: Sendable {
+    public var byKey: [String: ResourceSummary]
 
-    init(tree: SourceTree, wanted: Set<String>) {
+    public init(_ resources: [ResourceSummary]) {
+        byKey = Dictionary(resources.map { (Self.key($0.kind, $0.name), $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// A table already keyed by `key(kind, name)`.
+    public init(byKey: [String: ResourceSummary]) {
+        self.byKey = byKey
+    }
+
+    public static func key(_ kind: Kind, _ name: String) -> String { kind.rawValue + ":" + name }
+
+    public subscript(kind: Kind, name: String) -> ResourceSummary? { byKey[Self.key(kind, name)] }
+}
+
+extension DesiredAgent {
+    /// One agent's revision from the digests of everything it uses.
+    public static func compile(
+        _ agent: AgentSummary, resources: ResourceTable, skillDigest: (String) -> String, instructionsBlob: String?
+    ) -> DesiredAgent {
+        var parts: Fields = [("agent", agent.digest)]
+        func part(_ label: String, _ summary: ResourceSummary?) {
+            parts.append((label, summary.map { "\($0.name) \($0.digest)" } ?? ""))
+        }
+        part("harness", agent.harness.flatMap { resources[.harness, $0.name] })
+        part("model", agent.model.flatMap { resources[.model, $0.name] })
+        for (position, fallback) in agent.fallbackModels.enumerated() {
+            part("fallbackModels[\(position)]", resources[.model, fallback.name])
+        }
+        part("environment", agent.environment.flatMap { resources[.environment, $0.name] })
+        for skill in agent.skills {
+            parts.append(("skills.\(skill.name)", skillDigest(skill.name)))
+        }
+        if let instructionsBlob { parts.append(("instructions", instructionsBlob)) }
+        let content = parts.filter { $0.0.hasPrefix("skills.") || $0.0 == "instructions" }
+        return DesiredAgent(agent, revision: Canonical.digest(parts), parts: content)
+    }
+
+    /// An agent whose revision is already known.
+    public init(_ agent: AgentSummary, revision: String, parts: Fields) {
+        self.init(
+            name: agent.name, revision: revision, lifecycle: agent.lifecycle, deletionPolicy: agent.deletionPolicy,
+            origin: agent.origin, parts: parts,
+            references: [
+                ("harness", agent.harness?.name ?? ""), ("model", agent.model?.name ?? ""),
+                ("environment", agent.environment?.name ?? ""),
+            ])
+    }
+}
+
+/// Content digests of skill folders: every file's path and blob id (and every symlink's target).
+public struct SkillDigests: Sendable {
+    public let digests: [String: String]
+
+    /// Digests of the `wanted` folders under `skills/` (all of them when nil).
+    public init(tree: SourceTree, wanted: Set<String>?) {
         var byFolder: [String: Fields] = [:]
         for (path, entry) in tree.entries where path.utf8.starts(with: "skills/".utf8) {
             let rest = path.dropFirst("skills/".count)
             guard let slash = rest.firstIndex(of: "/") else { continue }
             let folder = String(rest[..<slash])
-            guard wanted.contains(folder) else { continue }
+            if let wanted, !wanted.contains(folder) { continue }
             let relative = String(rest[rest.index(after: slash)...])
             switch entry {
             case .file(_, _, let id): byFolder[folder, default: []].append((relative, "blob " + (id ?? "?")))
@@ -109,7 +145,7 @@ struct SkillDigests {
         digests = byFolder.mapValues { Canonical.digest($0.sorted { $0.0 < $1.0 }) }
     }
 
-    func digest(of name: String) -> String {
+    public func digest(of name: String) -> String {
         digests[name] ?? ""
     }
 }
@@ -131,9 +167,7 @@ public enum ResolvedFields {
             }
         }
         if let environment { fields += environment.fields.map { ("environment." + $0.0, $0.1) } }
-        for (label, value) in parts where label.hasPrefix("skills.") || label == "instructions" {
-            fields.append((label, value))
-        }
+        fields += parts
         return fields
     }
 }

@@ -36,7 +36,7 @@ public struct AgentStatus: Sendable {
             let reader = try CommitReader(repository: location, path: path, store: store, logger: logger)
             let loaded = try reader.load(ref)
             if loaded.report.isValid {
-                desired = DesiredState.compile(loaded.report.index, tree: loaded.tree, commit: loaded.commit).agents
+                desired = loaded.desired.agents
             } else {
                 logger.warning("the repository is invalid; desired revisions are not shown")
             }

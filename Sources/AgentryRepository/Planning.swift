@@ -13,17 +13,21 @@ public enum Planning {
         case planned(PlanDocument)
     }
 
-    /// The actual state recorded in the state database (empty when there is none yet).
-    public static func actualState(_ store: StateStore?) throws -> ActualState {
+    /// The actual state recorded in the state database (empty when there is none yet). Applied
+    /// fields are decoded only for the agents `needingFields` says (the others' are not read).
+    public static func actualState(
+        _ store: StateStore?, needingFields: (_ name: String, _ revision: String, _ lifecycle: String) -> Bool = { _, _, _ in true }
+    ) throws -> ActualState {
         guard let store else { return ActualState() }
         var agents: [String: ActualAgent] = [:]
-        for record in try store.agents() {
-            agents[record.name] = ActualAgent(
-                name: record.name, appliedRevision: record.appliedRevision,
-                appliedFields: Dictionary(record.fields, uniquingKeysWith: { a, _ in a }),
-                lifecycle: Lifecycle(rawValue: record.lifecycle) ?? .active,
-                deletionPolicy: DeletionPolicy(rawValue: record.deletionPolicy) ?? .retain,
-                machineState: record.machineState)
+        for row in try store.appliedAgents() {
+            let fields = needingFields(row.name, row.revision, row.lifecycle) ? AgentRecord.decodeFields(row.fieldsJSON) : []
+            agents[row.name] = ActualAgent(
+                name: row.name, appliedRevision: row.revision,
+                appliedFields: Dictionary(fields, uniquingKeysWith: { a, _ in a }),
+                lifecycle: Lifecycle(rawValue: row.lifecycle) ?? .active,
+                deletionPolicy: DeletionPolicy(rawValue: row.deletionPolicy) ?? .retain,
+                machineState: row.machineState)
         }
         return ActualState(agents: agents)
     }
@@ -59,18 +63,17 @@ public enum Planning {
         let reader = try CommitReader(repository: repository, path: path, store: store, logger: logger)
         let loaded = try reader.load(ref)
         guard loaded.report.isValid else { return .invalid(loaded.report) }
-        let clock = ContinuousClock()
-        let started = clock.now
-        let desired = DesiredState.compile(loaded.report.index, tree: loaded.tree, commit: loaded.commit)
-        let compiled = clock.now
-        let actual = try actualState(store)
-        logger.debug("compiled", metadata: ["compile": "\(compiled - started)", "actual": "\(clock.now - compiled)"])
+        let desired = loaded.desired
+        let actual = try actualState(store) { name, revision, lifecycle in
+            guard let wanted = desired.agents[name] else { return false }
+            return wanted.revision != revision || wanted.lifecycle.rawValue != lifecycle
+        }
         // Full fields (parsing the files involved) only for agents that exist and changed.
         let changed = Set(desired.agents.values.filter { wanted in
             guard let existing = actual.agents[wanted.name] else { return false }
             return existing.appliedRevision != wanted.revision || existing.lifecycle != wanted.lifecycle
         }.map(\.name))
-        let fields = try reader.resolvedFields(of: changed, in: loaded, desired: desired)
+        let fields = try reader.resolvedFields(of: changed, in: loaded)
         switch Planner.plan(desired: desired, actual: actual, options: options, fields: { fields[$0.name] }) {
         case .failure(let refusal):
             return .refused(refusal)
@@ -88,14 +91,14 @@ public enum Planning {
     ) throws -> Outcome {
         let store = try stateDirectory.flatMap { try openCachingStore($0, logger: logger) }
         let reader = try CommitReader(repository: repository, path: path, store: store, logger: logger)
-        let before = try reader.load(base)
+        let before = try reader.load(base, remember: false)
         let after = try reader.load(head)
         guard after.report.isValid else { return .invalid(after.report) }
-        let old = DesiredState.compile(before.report.index, tree: before.tree, commit: before.commit)
-        let new = DesiredState.compile(after.report.index, tree: after.tree, commit: after.commit)
+        let old = before.desired
+        let new = after.desired
         let changed = Set(new.agents.values.filter { old.agents[$0.name] != nil && $0 != old.agents[$0.name] }.map(\.name))
-        let oldFields = try reader.resolvedFields(of: changed, in: before, desired: old)
-        let newFields = try reader.resolvedFields(of: changed, in: after, desired: new)
+        let oldFields = try reader.resolvedFields(of: changed, in: before)
+        let newFields = try reader.resolvedFields(of: changed, in: after)
         var actual = ActualState()
         for agent in old.agents.values {
             actual.agents[agent.name] = ActualAgent(
@@ -125,9 +128,9 @@ extension Planning {
         let reader = try CommitReader(repository: repository, path: path, store: store, logger: logger)
         let loaded = try reader.load(ref)
         guard loaded.report.isValid else { throw LoadError("the repository at \(ref) is invalid") }
-        let desired = DesiredState.compile(loaded.report.index, tree: loaded.tree, commit: loaded.commit)
+        let desired = loaded.desired
         let wanted = names ?? Set(desired.agents.keys)
-        let fields = try reader.resolvedFields(of: wanted, in: loaded, desired: desired)
+        let fields = try reader.resolvedFields(of: wanted, in: loaded)
         for name in wanted.sorted() {
             guard let agent = desired.agents[name] else { continue }
             let existing = try store.agent(name)

@@ -1,157 +1,235 @@
 import AgentryModel
+import AgentryPlan
 import AgentryYAML
+import Foundation
 
-/// What the loader remembers of one commit of an agent repository: its tree (paths, kinds, blob ids)
-/// and the per-file parse results, so the next load reads and parses only what git says changed.
-struct Snapshot {
+/// What the loader remembers of the last commit it read of an agent repository: everything derived
+/// from it (summaries, revisions, skill digests, warnings), so the next commit costs only what git
+/// says changed. Per-file parse results live beside it, one row per file.
+struct DerivedSnapshot {
+    struct SkillState {
+        var name: String
+        var digest: String
+        /// Whether its SKILL.md front matter was readable (the skill can be used).
+        var usable: Bool
+    }
+
     var commit: String
-    var entries: [String: SourceTree.Entry]
-    var results: [String: (blobID: String, result: FileResult)]
+    var filesChecked: Int
+    var hasSymlinks: Bool
+    var diagnostics: [Diagnostic]
+    var agents: [AgentSummary]
+    var desired: [DesiredAgent]
+    var resources: [ResourceSummary]
+    var skills: [SkillState]
+
+    var isValid: Bool { !diagnostics.contains { $0.severity == .error } }
 }
 
-/// A compact binary form of `Snapshot`. Decoding is defensive: anything unexpected means "no cache".
+/// Compact binary forms of `DerivedSnapshot` and `FileResult`. Decoding is defensive: anything
+/// unexpected means "no cache", never a wrong answer.
 enum SnapshotCodec {
-    static let magic = Array("agentry-snapshot-2\n".utf8)
+    static let snapshotMagic = Array("agentry-derived-1\n".utf8)
+    static let fileMagic: UInt8 = 1
 
-    static func encode(_ snapshot: Snapshot) -> [UInt8] {
+    static func encode(_ snapshot: DerivedSnapshot) -> [UInt8] {
         var writer = ByteWriter()
-        writer.bytes += magic
+        writer.bytes += snapshotMagic
         writer.string(snapshot.commit)
-        writer.int(snapshot.entries.count)
-        for (path, entry) in snapshot.entries {
-            writer.string(path)
-            switch entry {
-            case .file(let size, _, let id):
-                writer.byte(0)
-                writer.int(size)
-                writer.string(id ?? "")
-            case .symlink(let target):
-                writer.byte(1)
-                writer.string(target)
-            case .directory:
-                writer.byte(2)
-            case .other:
-                writer.byte(3)
-            }
+        writer.int(snapshot.filesChecked)
+        writer.byte(snapshot.hasSymlinks ? 1 : 0)
+        writer.diagnostics(snapshot.diagnostics)
+        writer.int(snapshot.agents.count)
+        for agent in snapshot.agents { writer.agent(agent) }
+        // Desired agents are their summaries (above) plus a revision and content parts.
+        writer.int(snapshot.desired.count)
+        for agent in snapshot.desired {
+            writer.string(agent.name)
+            writer.string(agent.revision)
+            writer.fields(agent.parts)
         }
-        writer.int(snapshot.results.count)
-        for (path, cached) in snapshot.results {
-            writer.string(path)
-            writer.string(cached.blobID)
-            encode(cached.result, into: &writer)
+        writer.resources(snapshot.resources)
+        writer.int(snapshot.skills.count)
+        for skill in snapshot.skills {
+            writer.string(skill.name)
+            writer.string(skill.digest)
+            writer.byte(skill.usable ? 1 : 0)
         }
         return writer.bytes
     }
 
-    static func encode(_ result: FileResult, into writer: inout ByteWriter) {
-        writer.int(result.diagnostics.count)
-        for diagnostic in result.diagnostics {
-            writer.byte(diagnostic.severity == .error ? 0 : 1)
-            writer.string(diagnostic.code.rawValue)
-            writer.string(diagnostic.file)
-            writer.mark(diagnostic.mark)
-            writer.string(diagnostic.message)
-        }
-        writer.int(result.agents.count)
-        for agent in result.agents {
-            writer.string(agent.name)
-            writer.origin(agent.origin)
-            writer.string(agent.digest)
-            writer.optionalReference(agent.harness)
-            writer.optionalReference(agent.model)
-            writer.references(agent.fallbackModels)
-            writer.optionalReference(agent.environment)
-            writer.references(agent.skills)
-            writer.optionalReference(agent.instructionsFile)
-            writer.string(agent.lifecycle.rawValue)
-            writer.string(agent.deletionPolicy.rawValue)
-        }
-        writer.int(result.resources.count)
-        for resource in result.resources {
-            writer.string(resource.kind.rawValue)
-            writer.string(resource.name)
-            writer.origin(resource.origin)
-            writer.string(resource.digest)
-            writer.int(resource.apis.count)
-            for api in resource.apis { writer.string(api.rawValue) }
-            writer.string(resource.api?.rawValue ?? "")
-        }
-        writer.string(result.skillName ?? "")
+    static func decodeSnapshot(_ data: Data) -> DerivedSnapshot? {
+        data.withUnsafeBytes { raw in decodeSnapshot(raw.bindMemory(to: UInt8.self)) }
     }
 
-    static func decode(_ bytes: [UInt8]) -> Snapshot? {
+    static func decodeSnapshot(_ bytes: UnsafeBufferPointer<UInt8>) -> DerivedSnapshot? {
         var reader = ByteReader(bytes: bytes)
-        guard reader.expect(magic), let commit = reader.string(), let count = reader.int() else { return nil }
-        var entries: [String: SourceTree.Entry] = [:]
-        entries.reserveCapacity(count)
-        for _ in 0..<count {
-            guard let path = reader.string(), let tag = reader.byte() else { return nil }
-            switch tag {
-            case 0:
-                guard let size = reader.int(), let id = reader.string() else { return nil }
-                entries[path] = .file(size: size, content: nil, id: id.isEmpty ? nil : id)
-            case 1:
-                guard let target = reader.string() else { return nil }
-                entries[path] = .symlink(target: target)
-            case 2: entries[path] = .directory
-            case 3: entries[path] = .other
-            default: return nil
-            }
+        guard reader.expect(snapshotMagic), let commit = reader.string(), let filesChecked = reader.int(),
+            let symlinks = reader.byte(), let diagnostics = reader.diagnostics(), let agentCount = reader.int()
+        else { return nil }
+        var agents: [AgentSummary] = []
+        agents.reserveCapacity(agentCount)
+        for _ in 0..<agentCount {
+            guard let agent = reader.agent() else { return nil }
+            agents.append(agent)
         }
-        guard let resultCount = reader.int() else { return nil }
-        var results: [String: (blobID: String, result: FileResult)] = [:]
-        results.reserveCapacity(resultCount)
-        for _ in 0..<resultCount {
-            guard let path = reader.string(), let blobID = reader.string(), let result = decodeResult(&reader)
+        guard let desiredCount = reader.int() else { return nil }
+        let summaries = Dictionary(agents.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var desired: [DesiredAgent] = []
+        desired.reserveCapacity(desiredCount)
+        for _ in 0..<desiredCount {
+            guard let name = reader.string(), let revision = reader.string(), let parts = reader.fields(),
+                let summary = summaries[name]
             else { return nil }
-            results[path] = (blobID, result)
+            desired.append(DesiredAgent(summary, revision: revision, parts: parts))
+        }
+        guard let resources = reader.resources(), let skillCount = reader.int() else { return nil }
+        var skills: [DerivedSnapshot.SkillState] = []
+        for _ in 0..<skillCount {
+            guard let name = reader.string(), let digest = reader.string(), let usable = reader.byte() else { return nil }
+            skills.append(DerivedSnapshot.SkillState(name: name, digest: digest, usable: usable == 1))
         }
         guard reader.atEnd else { return nil }
-        return Snapshot(commit: commit, entries: entries, results: results)
+        return DerivedSnapshot(
+            commit: commit, filesChecked: filesChecked, hasSymlinks: symlinks == 1, diagnostics: diagnostics,
+            agents: agents, desired: desired, resources: resources, skills: skills)
     }
 
-    static func decodeResult(_ reader: inout ByteReader) -> FileResult? {
-        var result = FileResult()
-        guard let diagnosticCount = reader.int() else { return nil }
-        for _ in 0..<diagnosticCount {
-            guard let severity = reader.byte(), let codeText = reader.string(),
-                let code = Diagnostic.Code(rawValue: codeText), let file = reader.string(), let mark = reader.mark(),
-                let message = reader.string()
-            else { return nil }
-            result.diagnostics.append(Diagnostic(severity == 0 ? .error : .warning, code, file: file, at: mark, message))
+    static func encode(_ result: FileResult) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.byte(fileMagic)
+        writer.diagnostics(result.diagnostics)
+        writer.int(result.agents.count)
+        for agent in result.agents { writer.agent(agent) }
+        writer.resources(result.resources)
+        writer.string(result.skillName ?? "")
+        return writer.bytes
+    }
+
+    static func decodeFile(_ data: Data) -> FileResult? {
+        data.withUnsafeBytes { raw in decodeFile(raw.bindMemory(to: UInt8.self)) }
+    }
+
+    static func decodeFile(_ bytes: UnsafeBufferPointer<UInt8>) -> FileResult? {
+        var reader = ByteReader(bytes: bytes)
+        guard reader.byte() == fileMagic, let diagnostics = reader.diagnostics(), let agentCount = reader.int() else {
+            return nil
         }
-        guard let agentCount = reader.int() else { return nil }
+        var result = FileResult(diagnostics: diagnostics)
         for _ in 0..<agentCount {
-            guard let name = reader.string(), let origin = reader.origin(), let digest = reader.string(),
-                let harness = reader.optionalReference(), let model = reader.optionalReference(),
-                let fallbacks = reader.references(), let environment = reader.optionalReference(),
-                let skills = reader.references(), let instructions = reader.optionalReference(),
-                let lifecycle = reader.string().flatMap(Lifecycle.init(rawValue:)),
-                let deletionPolicy = reader.string().flatMap(DeletionPolicy.init(rawValue:))
-            else { return nil }
-            result.agents.append(
-                AgentSummary(
-                    name: name, origin: origin, digest: digest, harness: harness, model: model, fallbackModels: fallbacks,
-                    environment: environment, skills: skills, instructionsFile: instructions, lifecycle: lifecycle,
-                    deletionPolicy: deletionPolicy))
+            guard let agent = reader.agent() else { return nil }
+            result.agents.append(agent)
         }
-        guard let resourceCount = reader.int() else { return nil }
-        for _ in 0..<resourceCount {
-            guard let kind = reader.string().flatMap(Kind.init(rawValue:)), let name = reader.string(),
-                let origin = reader.origin(), let digest = reader.string(), let apiCount = reader.int()
+        guard let resources = reader.resources(), let skillName = reader.string(), reader.atEnd else { return nil }
+        result.resources = resources
+        result.skillName = skillName.isEmpty ? nil : skillName
+        return result
+    }
+}
+
+extension ByteWriter {
+    mutating func diagnostics(_ diagnostics: [Diagnostic]) {
+        int(diagnostics.count)
+        for diagnostic in diagnostics {
+            byte(diagnostic.severity == .error ? 0 : 1)
+            string(diagnostic.code.rawValue)
+            string(diagnostic.file)
+            mark(diagnostic.mark)
+            string(diagnostic.message)
+        }
+    }
+
+    mutating func agent(_ agent: AgentSummary) {
+        string(agent.name)
+        origin(agent.origin)
+        string(agent.digest)
+        optionalReference(agent.harness)
+        optionalReference(agent.model)
+        references(agent.fallbackModels)
+        optionalReference(agent.environment)
+        references(agent.skills)
+        optionalReference(agent.instructionsFile)
+        string(agent.lifecycle.rawValue)
+        string(agent.deletionPolicy.rawValue)
+    }
+
+    mutating func resources(_ resources: [ResourceSummary]) {
+        int(resources.count)
+        for resource in resources {
+            string(resource.kind.rawValue)
+            string(resource.name)
+            origin(resource.origin)
+            string(resource.digest)
+            int(resource.apis.count)
+            for api in resource.apis { string(api.rawValue) }
+            string(resource.api?.rawValue ?? "")
+        }
+    }
+
+    mutating func fields(_ fields: Fields) {
+        int(fields.count)
+        for (key, value) in fields {
+            string(key)
+            string(value)
+        }
+    }
+}
+
+extension ByteReader {
+    mutating func diagnostics() -> [Diagnostic]? {
+        guard let count = int() else { return nil }
+        var diagnostics: [Diagnostic] = []
+        for _ in 0..<count {
+            guard let severity = byte(), let code = string().flatMap(Diagnostic.Code.init(rawValue:)),
+                let file = string(), let mark = mark(), let message = string()
+            else { return nil }
+            diagnostics.append(Diagnostic(severity == 0 ? .error : .warning, code, file: file, at: mark, message))
+        }
+        return diagnostics
+    }
+
+    mutating func agent() -> AgentSummary? {
+        guard let name = string(), let origin = origin(), let digest = string(),
+            let harness = optionalReference(), let model = optionalReference(), let fallbacks = references(),
+            let environment = optionalReference(), let skills = references(), let instructions = optionalReference(),
+            let lifecycle = string().flatMap(Lifecycle.init(rawValue:)),
+            let deletionPolicy = string().flatMap(DeletionPolicy.init(rawValue:))
+        else { return nil }
+        return AgentSummary(
+            name: name, origin: origin, digest: digest, harness: harness, model: model, fallbackModels: fallbacks,
+            environment: environment, skills: skills, instructionsFile: instructions, lifecycle: lifecycle,
+            deletionPolicy: deletionPolicy)
+    }
+
+    mutating func resources() -> [ResourceSummary]? {
+        guard let count = int() else { return nil }
+        var resources: [ResourceSummary] = []
+        resources.reserveCapacity(count)
+        for _ in 0..<count {
+            guard let kind = string().flatMap(Kind.init(rawValue:)), let name = string(), let origin = origin(),
+                let digest = string(), let apiCount = int()
             else { return nil }
             var apis: [ModelAPI] = []
             for _ in 0..<apiCount {
-                guard let api = reader.string().flatMap(ModelAPI.init(rawValue:)) else { return nil }
+                guard let api = string().flatMap(ModelAPI.init(rawValue:)) else { return nil }
                 apis.append(api)
             }
-            guard let api = reader.string() else { return nil }
-            result.resources.append(
+            guard let api = string() else { return nil }
+            resources.append(
                 ResourceSummary(kind: kind, name: name, origin: origin, digest: digest, apis: apis, api: ModelAPI(rawValue: api)))
         }
-        guard let skillName = reader.string() else { return nil }
-        result.skillName = skillName.isEmpty ? nil : skillName
-        return result
+        return resources
+    }
+
+    mutating func fields() -> Fields? {
+        guard let count = int() else { return nil }
+        var fields: Fields = []
+        fields.reserveCapacity(count)
+        for _ in 0..<count {
+            guard let key = string(), let value = string() else { return nil }
+            fields.append((key, value))
+        }
+        return fields
     }
 }
 
@@ -201,13 +279,17 @@ struct ByteWriter {
 }
 
 struct ByteReader {
-    let bytes: [UInt8]
+    let bytes: UnsafeBufferPointer<UInt8>
     var offset = 0
+
+    init(bytes: UnsafeBufferPointer<UInt8>) {
+        self.bytes = bytes
+    }
 
     var atEnd: Bool { offset == bytes.count }
 
     mutating func expect(_ prefix: [UInt8]) -> Bool {
-        guard bytes.count >= prefix.count, Array(bytes[0..<prefix.count]) == prefix else { return false }
+        guard bytes.count >= prefix.count, bytes.prefix(prefix.count).elementsEqual(prefix) else { return false }
         offset = prefix.count
         return true
     }
@@ -233,9 +315,7 @@ struct ByteReader {
     mutating func string() -> String? {
         guard let count = int(), count <= bytes.count - offset else { return nil }
         defer { offset += count }
-        return bytes.withUnsafeBufferPointer { buffer in
-            String(decoding: UnsafeBufferPointer(rebasing: buffer[offset..<(offset + count)]), as: UTF8.self)
-        }
+        return String(decoding: UnsafeBufferPointer(rebasing: bytes[offset..<(offset + count)]), as: UTF8.self)
     }
 
     mutating func mark() -> SourceMark? {

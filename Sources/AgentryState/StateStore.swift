@@ -73,18 +73,19 @@ public struct AgentRecord: Sendable, Hashable, Codable, FetchableRecord, Persist
         case lastRunAt = "last_run_at"
     }
 
+    /// Decodes applied fields stored by `AgentRecord`.
+    public static func decodeFields(_ json: String) -> [(String, String)] {
+        guard let pairs = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String]] else { return [] }
+        return pairs.compactMap { $0.count == 2 ? ($0[0], $0[1]) : nil }
+    }
+
     static func encode(_ fields: [(String, String)]) -> String {
         let data = (try? JSONSerialization.data(withJSONObject: fields.map { [$0.0, $0.1] })) ?? Data("[]".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 
     /// The applied fields, decoded.
-    public var fields: [(String, String)] {
-        guard let pairs = try? JSONSerialization.jsonObject(with: Data(appliedFields.utf8)) as? [[String]] else {
-            return []
-        }
-        return pairs.compactMap { $0.count == 2 ? ($0[0], $0[1]) : nil }
-    }
+    public var fields: [(String, String)] { Self.decodeFields(appliedFields) }
 }
 
 /// An entry of the event log: who did what to which agent, and why.
@@ -309,6 +310,19 @@ public final class StateStore: @unchecked Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v3") { db in
+            // Per-file parse results, consistent with the repository's derived snapshot.
+            try db.execute(
+                sql: """
+                    CREATE TABLE parse_cache (
+                        repository TEXT NOT NULL,
+                        path TEXT NOT NULL,
+                        blob_id TEXT NOT NULL,
+                        result BLOB NOT NULL,
+                        PRIMARY KEY (repository, path)
+                    );
+                    """)
+        }
         return migrator
     }()
 
@@ -325,6 +339,19 @@ public final class StateStore: @unchecked Sendable {
 
     public func agents() throws -> [AgentRecord] {
         try pool.read { db in try AgentRecord.order(Column("name")).fetchAll(db) }
+    }
+
+    /// What planning reads of every agent, without decoding whole records: name, applied revision,
+    /// lifecycle, deletion policy, machine state, and the applied fields as stored (JSON).
+    public func appliedAgents() throws -> [(name: String, revision: String, lifecycle: String, deletionPolicy: String, machineState: String?, fieldsJSON: String)] {
+        try pool.read { db in
+            let cursor = try Row.fetchCursor(
+                db,
+                sql: "SELECT name, applied_revision, lifecycle, deletion_policy, machine_state, applied_fields FROM agents")
+            var rows: [(String, String, String, String, String?, String)] = []
+            while let row = try cursor.next() { rows.append((row[0], row[1], row[2], row[3], row[4], row[5])) }
+            return rows
+        }
     }
 
     public func agent(_ name: String) throws -> AgentRecord? {
@@ -371,13 +398,50 @@ public final class StateStore: @unchecked Sendable {
         }
     }
 
-    /// Stores a snapshot; needs the writer lock (callers skip caching when another writer holds it).
-    public func saveSnapshot(key: String, source: String, data: Data) throws {
+    /// Stores a snapshot with the per-file results that changed since the last one (`removed` paths
+    /// are dropped; `replaceAll` first clears the repository's rows), in one transaction. Needs the
+    /// writer lock: callers skip caching when another writer holds it.
+    public func saveSnapshot(
+        key: String, source: String, data: Data, files: [(path: String, blobID: String, result: Data)],
+        removed: [String] = [], replaceAll: Bool = false
+    ) throws {
         try requireWriter()
         try pool.write { db in
             try db.execute(
                 sql: "INSERT OR REPLACE INTO parse_snapshots (key, source, created_at, data) VALUES (?, ?, ?, ?)",
                 arguments: [key, source, Date(), data])
+            if replaceAll {
+                try db.execute(sql: "DELETE FROM parse_cache WHERE repository = ?", arguments: [key])
+            }
+            for path in removed {
+                try db.execute(sql: "DELETE FROM parse_cache WHERE repository = ? AND path = ?", arguments: [key, path])
+            }
+            let insert = try db.makeStatement(
+                sql: "INSERT OR REPLACE INTO parse_cache (repository, path, blob_id, result) VALUES (?, ?, ?, ?)")
+            for file in files {
+                try insert.execute(arguments: [key, file.path, file.blobID, file.result])
+            }
+        }
+    }
+
+    /// Per-file parse results of a repository: all of them, or those of `paths`.
+    public func cachedFiles(key: String, paths: [String]? = nil) throws -> [(path: String, blobID: String, result: Data)] {
+        try pool.read { db in
+            var rows: [(String, String, Data)] = []
+            if let paths {
+                let select = try db.makeStatement(
+                    sql: "SELECT path, blob_id, result FROM parse_cache WHERE repository = ? AND path = ?")
+                for path in paths {
+                    if let row = try Row.fetchOne(select, arguments: [key, path]) {
+                        rows.append((row[0], row[1], row[2]))
+                    }
+                }
+            } else {
+                let cursor = try Row.fetchCursor(
+                    db, sql: "SELECT path, blob_id, result FROM parse_cache WHERE repository = ?", arguments: [key])
+                while let row = try cursor.next() { rows.append((row[0], row[1], row[2])) }
+            }
+            return rows
         }
     }
 }

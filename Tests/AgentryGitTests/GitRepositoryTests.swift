@@ -95,3 +95,37 @@ import TestSupport
         #expect(fsck.status == 0, "\(fsck.stderr)")
     }
 }
+
+@Suite struct TreeChangeTests {
+    @Test func changesMatchGitDiffTree() throws {
+        let directory = try TemporaryDirectory()
+        try directory.write("a/one.yaml", "1\n")
+        try directory.write("a/two.yaml", "2\n")
+        try directory.write("b/deep/three.md", "3\n")
+        try directory.write("c", "file that becomes a folder\n")
+        try directory.write("z.txt", "z\n")
+        let first = try directory.commitAll("first")
+        try directory.write("a/one.yaml", "1 changed\n")
+        try FileManager.default.removeItem(at: directory.url.appendingPathComponent("a/two.yaml"))
+        try FileManager.default.removeItem(at: directory.url.appendingPathComponent("b"))
+        try FileManager.default.removeItem(at: directory.url.appendingPathComponent("c"))
+        try directory.write("c/inside.yaml", "now a folder\n")
+        try directory.write("new/file.md", "new\n")
+        try Shell.run("chmod", ["+x", directory.url.appendingPathComponent("z.txt").path])
+        let second = try directory.commitAll("second")
+
+        let repository = try GitRepository.open(directory.path)
+        let changes = try repository.changes(from: try #require(ObjectID(hex: first)), to: try #require(ObjectID(hex: second)))
+        let ours = changes.map { change in
+            "\(change.oldID == nil ? "A" : change.id == nil ? "D" : "M") \(change.path)"
+        }.sorted()
+        let git = try Shell.git(["diff-tree", "-r", "--no-renames", "--name-status", first, second], in: directory.url)
+            .split(separator: "\n").map { line in
+                let parts = line.split(separator: "\t")
+                return "\(parts[0]) \(parts[1])"
+            }.sorted()
+        #expect(ours == git)
+        #expect(changes.first { $0.path == "z.txt" }?.kind == .file(executable: true))
+        #expect(try repository.changes(from: try #require(ObjectID(hex: second)), to: try #require(ObjectID(hex: second))).isEmpty)
+    }
+}
