@@ -176,14 +176,8 @@ public final class GitRepository {
 
     /// Lists the tree of `commit` under `subpath` (empty for the root), recursively, in tree order.
     public func listTree(commit: ObjectID, subpath: String = "") throws -> [TreeEntry] {
-        var commitOID = commit.raw
-        var commitObject: OpaquePointer?
-        var result = git_commit_lookup(&commitObject, handle, &commitOID)
-        guard result == 0, let commitObject else { throw GitError.last(result, "read commit \(commit)") }
-        defer { git_commit_free(commitObject) }
-        var root: OpaquePointer?
-        result = git_commit_tree(&root, commitObject)
-        guard result == 0, var tree = root else { throw GitError.last(result, "read tree of \(commit)") }
+        var tree = try rootTree(commit)
+        var result: Int32 = 0
         let trimmed = subpath.split(separator: "/").joined(separator: "/")
         if !trimmed.isEmpty {
             var entry: OpaquePointer?
@@ -363,17 +357,10 @@ public final class GitRepository {
 
     /// The entry at `path` in a commit's tree, or nil when there is none.
     public func entry(commit: ObjectID, path: String) throws -> (kind: TreeEntry.Kind, id: ObjectID)? {
-        var oid = commit.raw
-        var commitObject: OpaquePointer?
-        var result = git_commit_lookup(&commitObject, handle, &oid)
-        guard result == 0, let commitObject else { throw GitError.last(result, "read commit \(commit)") }
-        defer { git_commit_free(commitObject) }
-        var tree: OpaquePointer?
-        result = git_commit_tree(&tree, commitObject)
-        guard result == 0, let tree else { throw GitError.last(result, "read tree of \(commit)") }
+        let tree = try rootTree(commit)
         defer { git_tree_free(tree) }
         var entry: OpaquePointer?
-        result = git_tree_entry_bypath(&entry, tree, path)
+        let result = git_tree_entry_bypath(&entry, tree, path)
         if result == GIT_ENOTFOUND.rawValue { return nil }
         guard result == 0, let entry else { throw GitError.last(result, "read \(path)") }
         defer { git_tree_entry_free(entry) }

@@ -55,22 +55,8 @@ public enum RepositoryValidator {
         for (path, result) in zip(resourcePaths, results) {
             diagnostics += result.diagnostics
             index.agents += result.agents
-            for resource in result.resources {
-                switch resource.kind {
-                case .harness: index.harnesses.append(resource)
-                case .model: index.models.append(resource)
-                case .environment: index.environments.append(resource)
-                case .agent: break
-                }
-            }
-            for resource in result.decoded {
-                switch resource {
-                case .agent(let agent): catalog.agents.append(agent)
-                case .harness(let harness): catalog.harnesses.append(harness)
-                case .model(let model): catalog.models.append(model)
-                case .environment(let environment): catalog.environments.append(environment)
-                }
-            }
+            index.add(result.resources)
+            catalog.add(result.decoded)
             fileResults[path] = result
         }
         let skills = SkillReader.readAll(tree, displayPrefix: displayPrefix, cache: cache)
@@ -99,16 +85,22 @@ extension RepositoryValidator {
         for path in paths.sorted() {
             guard let entry = tree.entries[path] else { continue }
             let result = DocumentDecoder.decodeResourceFile(path: path, display: displayPrefix + path, entry: entry)
-            for resource in result.decoded {
-                switch resource {
-                case .agent(let agent): catalog.agents.append(agent)
-                case .harness(let harness): catalog.harnesses.append(harness)
-                case .model(let model): catalog.models.append(model)
-                case .environment(let environment): catalog.environments.append(environment)
-                }
-            }
+            catalog.add(result.decoded)
         }
         return catalog
+    }
+}
+
+extension Catalog {
+    mutating func add(_ resources: [DecodedResource]) {
+        for resource in resources {
+            switch resource {
+            case .agent(let agent): agents.append(agent)
+            case .harness(let harness): harnesses.append(harness)
+            case .model(let model): models.append(model)
+            case .environment(let environment): environments.append(environment)
+            }
+        }
     }
 }
 

@@ -124,4 +124,16 @@ public struct RepositoryIndex: Sendable {
     public var skills: [String] = []
 
     public init() {}
+
+    /// Files each resource under its kind.
+    public mutating func add<S: Sequence>(_ resources: S) where S.Element == ResourceSummary {
+        for resource in resources {
+            switch resource.kind {
+            case .harness: harnesses.append(resource)
+            case .model: models.append(resource)
+            case .environment: environments.append(resource)
+            case .agent: break
+            }
+        }
+    }
 }

@@ -117,14 +117,7 @@ public final class CommitReader {
     private func fromSnapshot(_ snapshot: DerivedSnapshot) -> LoadedCommit {
         var index = RepositoryIndex()
         index.agents = snapshot.agents
-        for resource in snapshot.resources {
-            switch resource.kind {
-            case .harness: index.harnesses.append(resource)
-            case .model: index.models.append(resource)
-            case .environment: index.environments.append(resource)
-            case .agent: break
-            }
-        }
+        index.add(snapshot.resources)
         index.skills = snapshot.skills.filter(\.usable).map(\.name)
         let report = ValidationReport(
             diagnostics: snapshot.diagnostics, index: index, catalog: Catalog(), filesChecked: snapshot.filesChecked,
@@ -422,14 +415,7 @@ public final class CommitReader {
         diagnostics += newDiagnostics
         var index = RepositoryIndex()
         index.agents = Array(agents.values)
-        for resource in resources.values {
-            switch resource.kind {
-            case .harness: index.harnesses.append(resource)
-            case .model: index.models.append(resource)
-            case .environment: index.environments.append(resource)
-            case .agent: break
-            }
-        }
+        index.add(resources.values)
         index.skills = skills.values.filter(\.usable).map(\.name).sorted()
         let report = ValidationReport(
             diagnostics: diagnostics.sorted(), index: index, catalog: Catalog(), filesChecked: filesChecked,
