@@ -5,7 +5,8 @@ let package = Package(
     name: "agentry",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "agentry", targets: ["agentry"])
+        .executable(name: "agentry", targets: ["agentry"]),
+        .executable(name: "agentry-guest", targets: ["agentry-guest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", .upToNextMinor(from: "6.2.2")),
@@ -19,6 +20,16 @@ let package = Package(
             name: "CGit2",
             pkgConfig: "libgit2",
             providers: [.apt(["libgit2-dev"])]
+        ),
+        // The host/guest control protocol. Imports no Foundation: the guest agent is a static executable.
+        .target(name: "AgentryWire"),
+        // The in-VM guest agent: static, Glibc only, so the initramfs needs no libraries.
+        .target(name: "CGuestSupport"),
+        .executableTarget(
+            name: "agentry-guest",
+            dependencies: ["AgentryWire", "CGuestSupport"],
+            swiftSettings: [.unsafeFlags(["-Osize"])],
+            linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // A bounded YAML composer over libyaml events (the copy Yams vendors) with line:column marks.
         .target(
@@ -49,7 +60,7 @@ let package = Package(
         .target(
             name: "AgentryRepository",
             dependencies: [
-                "AgentryModel", "AgentryGit", "AgentryPlan", "AgentryState",
+                "AgentryModel", "AgentryGit", "AgentryPlan", "AgentryState", "AgentryWire",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -66,7 +77,11 @@ let package = Package(
         .testTarget(name: "AgentryYAMLTests", dependencies: ["AgentryYAML"]),
         .testTarget(name: "AgentryModelTests", dependencies: ["AgentryModel"]),
         .testTarget(name: "AgentryPlanTests", dependencies: ["AgentryPlan", "AgentryModel"]),
-        .testTarget(name: "AgentryStateTests", dependencies: ["AgentryState", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(
+            name: "AgentryStateTests",
+            dependencies: ["AgentryState", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            exclude: ["Fixtures"]
+        ),
         .testTarget(name: "AgentryGitTests", dependencies: ["AgentryGit", "TestSupport"]),
         .testTarget(name: "AgentryRepositoryTests", dependencies: ["AgentryRepository", "AgentryGit", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"]),

@@ -1,5 +1,6 @@
 import AgentryModel
 import AgentryPlan
+import AgentryWire
 import AgentryYAML
 import Foundation
 
@@ -233,25 +234,7 @@ extension ByteReader {
     }
 }
 
-struct ByteWriter {
-    var bytes: [UInt8] = []
-
-    mutating func byte(_ value: UInt8) { bytes.append(value) }
-
-    mutating func int(_ value: Int) {
-        var rest = UInt64(max(0, value))
-        while rest >= 0x80 {
-            bytes.append(UInt8(rest & 0x7F) | 0x80)
-            rest >>= 7
-        }
-        bytes.append(UInt8(rest))
-    }
-
-    mutating func string(_ value: String) {
-        int(value.utf8.count)
-        bytes += value.utf8
-    }
-
+extension ByteWriter {
     mutating func mark(_ mark: SourceMark) {
         int(mark.line)
         int(mark.column)
@@ -278,46 +261,7 @@ struct ByteWriter {
     }
 }
 
-struct ByteReader {
-    let bytes: UnsafeBufferPointer<UInt8>
-    var offset = 0
-
-    init(bytes: UnsafeBufferPointer<UInt8>) {
-        self.bytes = bytes
-    }
-
-    var atEnd: Bool { offset == bytes.count }
-
-    mutating func expect(_ prefix: [UInt8]) -> Bool {
-        guard bytes.count >= prefix.count, bytes.prefix(prefix.count).elementsEqual(prefix) else { return false }
-        offset = prefix.count
-        return true
-    }
-
-    mutating func byte() -> UInt8? {
-        guard offset < bytes.count else { return nil }
-        defer { offset += 1 }
-        return bytes[offset]
-    }
-
-    mutating func int() -> Int? {
-        var value: UInt64 = 0
-        var shift: UInt64 = 0
-        while let next = byte() {
-            value |= UInt64(next & 0x7F) << shift
-            if next & 0x80 == 0 { return value <= UInt64(Int.max) ? Int(value) : nil }
-            shift += 7
-            if shift > 63 { return nil }
-        }
-        return nil
-    }
-
-    mutating func string() -> String? {
-        guard let count = int(), count <= bytes.count - offset else { return nil }
-        defer { offset += count }
-        return String(decoding: UnsafeBufferPointer(rebasing: bytes[offset..<(offset + count)]), as: UTF8.self)
-    }
-
+extension ByteReader {
     mutating func mark() -> SourceMark? {
         guard let line = int(), let column = int() else { return nil }
         return SourceMark(line: line, column: column)

@@ -1,0 +1,365 @@
+// The guest agent: runs inside each agent's microVM (started by /init), speaks the control protocol
+// (AgentryWire) with the host over the virtio-serial port `agentry.ctl`, runs commands with their
+// output streamed and their status returned, moves files, and powers the machine off on request.
+// Built as a static executable importing only Glibc: the initramfs has no libraries.
+
+import AgentryWire
+import CGuestSupport
+import Glibc
+
+let agentVersion = "0.1.0"
+
+/// Writes a line to the serial console (the host keeps it as serial.log).
+func log(_ text: String) {
+    var line = "agentry-guest: " + text + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+func readWholeFile(_ path: String, limit: Int = Wire.maxFrame - 1024) -> [UInt8]? {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while bytes.count <= limit {
+        let count = read(descriptor, &chunk, chunk.count)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { break }
+        bytes += chunk[0..<count]
+    }
+    return bytes.count <= limit ? bytes : nil
+}
+
+func text(_ path: String) -> String {
+    readWholeFile(path).map { String(decoding: $0, as: UTF8.self).trimmingNewlines() } ?? ""
+}
+
+extension String {
+    func trimmingNewlines() -> String {
+        var copy = Substring(self)
+        while copy.last == "\n" || copy.last == " " { copy = copy.dropLast() }
+        return String(copy)
+    }
+}
+
+/// The control port's device: the virtio port whose name is `agentry.ctl` (no udev in the guest).
+func findControlPort() -> String? {
+    guard let directory = opendir("/sys/class/virtio-ports") else { return nil }
+    defer { closedir(directory) }
+    while let entry = readdir(directory) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+        if name.hasPrefix(".") { continue }
+        if text("/sys/class/virtio-ports/\(name)/name") == Wire.portName { return "/dev/\(name)" }
+    }
+    return nil
+}
+
+func makeParents(_ path: String) {
+    var current = ""
+    for component in path.split(separator: "/").dropLast() {
+        current += "/" + component
+        mkdir(current, 0o755)
+    }
+}
+
+/// One running command.
+final class Job {
+    let id: UInt32
+    let pid: pid_t
+    var stdout: Int32
+    var stderr: Int32
+    let deadline: Double?
+    var timedOut = false
+    var status: Int32?
+
+    init(id: UInt32, pid: pid_t, stdout: Int32, stderr: Int32, deadline: Double?) {
+        self.id = id
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.deadline = deadline
+    }
+
+    var finished: Bool { status != nil && stdout < 0 && stderr < 0 }
+}
+
+func now() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+final class Agent {
+    let port: Int32
+    var decoder = FrameDecoder()
+    var jobs: [UInt32: Job] = [:]
+    var jobsByPID: [pid_t: Job] = [:]
+
+    init(port: Int32) {
+        self.port = port
+    }
+
+    func send(_ message: Message) {
+        let frame = message.frame()
+        frame.withUnsafeBufferPointer { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(port, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 {
+                    if errno == EINTR || errno == EAGAIN {
+                        usleep(1000)
+                        continue
+                    }
+                    return
+                }
+                offset += written
+            }
+        }
+    }
+
+    func hello() {
+        var names = utsname()
+        uname(&names)
+        let release = withUnsafePointer(to: names.release) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 65) { String(cString: $0) }
+        }
+        let uptime = Double(text("/proc/uptime").split(separator: " ").first ?? "0") ?? 0
+        let disk = text("/run/agentry-disk")
+        send(
+            .hello(
+                protocolVersion: Wire.protocolVersion, agentVersion: agentVersion, kernel: release,
+                uptimeMillis: Int(uptime * 1000), disk: disk.isEmpty ? "none" : disk))
+    }
+
+    func handle(_ message: Message) {
+        switch message {
+        case .ping(let id):
+            send(.pong(id: id))
+        case .exec(let id, let argv, let environment, let directory, let stdin, let timeout):
+            start(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout)
+        case .putFile(let id, let path, let mode, let data):
+            makeParents(path)
+            let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(mode))
+            guard descriptor >= 0 else {
+                send(.failure(id: id, message: "cannot write \(path): \(String(cString: strerror(errno)))"))
+                return
+            }
+            var offset = 0
+            var failed = false
+            data.withUnsafeBufferPointer { buffer in
+                while offset < buffer.count {
+                    let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                    if written < 0 {
+                        if errno == EINTR { continue }
+                        failed = true
+                        return
+                    }
+                    offset += written
+                }
+            }
+            fchmod(descriptor, mode_t(mode))
+            fsync(descriptor)
+            close(descriptor)
+            send(failed ? .failure(id: id, message: "cannot write \(path): \(String(cString: strerror(errno)))") : .ok(id: id))
+        case .getFile(let id, let path):
+            if let data = readWholeFile(path) {
+                send(.fileData(id: id, data: data))
+            } else {
+                send(.failure(id: id, message: "cannot read \(path): \(String(cString: strerror(errno)))"))
+            }
+        case .signal(let id, let target, let signal):
+            if let job = jobs[target] {
+                kill(-job.pid, Int32(signal))
+                send(.ok(id: id))
+            } else {
+                send(.failure(id: id, message: "no running command \(target)"))
+            }
+        case .shutdown(let id):
+            for job in jobs.values { kill(-job.pid, SIGKILL) }
+            sync()
+            send(.ok(id: id))
+            usleep(100_000)
+            if getpid() == 1 {
+                umount2("/agent", 0)
+                agentry_power_off()
+            }
+            exit(0)
+        default:
+            log("ignoring a message the host should not send")
+        }
+    }
+
+    func start(id: UInt32, argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Int) {
+        guard !argv.isEmpty else {
+            send(.failure(id: id, message: "empty command"))
+            return
+        }
+        var input: [Int32] = [0, 0]
+        var output: [Int32] = [0, 0]
+        var errors: [Int32] = [0, 0]
+        guard agentry_pipe_cloexec(&input) == 0, agentry_pipe_cloexec(&output) == 0, agentry_pipe_cloexec(&errors) == 0 else {
+            send(.failure(id: id, message: "cannot make pipes: \(String(cString: strerror(errno)))"))
+            return
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
+        if !directory.isEmpty { agentry_spawn_chdir(&actions, directory) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+
+        let cArgv = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup($0) } + [nil]
+        defer {
+            cArgv.forEach { free($0) }
+            cEnv.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, argv[0], &actions, &attributes, cArgv, cEnv)
+        close(input[0])
+        close(output[1])
+        close(errors[1])
+        guard result == 0 else {
+            close(input[1])
+            close(output[0])
+            close(errors[0])
+            send(.failure(id: id, message: "cannot run \(argv[0]): \(String(cString: strerror(result)))"))
+            return
+        }
+        // Small inputs: write and close; the command sees end of file after it.
+        stdin.withUnsafeBufferPointer { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(input[1], buffer.baseAddress! + offset, buffer.count - offset)
+                if written <= 0 {
+                    if written < 0 && errno == EINTR { continue }
+                    break
+                }
+                offset += written
+            }
+        }
+        close(input[1])
+        let job = Job(
+            id: id, pid: pid, stdout: output[0], stderr: errors[0],
+            deadline: timeout > 0 ? now() + Double(timeout) / 1000 : nil)
+        jobs[id] = job
+        jobsByPID[pid] = job
+    }
+
+    /// Reads a job's pipe; closes it at end of file.
+    func drain(_ job: Job, stream: OutputStream) {
+        let descriptor = stream == .stdout ? job.stdout : job.stderr
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let count = read(descriptor, &chunk, chunk.count)
+        if count > 0 {
+            send(.output(id: job.id, stream: stream, data: Array(chunk[0..<count])))
+        } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+            close(descriptor)
+            if stream == .stdout { job.stdout = -1 } else { job.stderr = -1 }
+        }
+    }
+
+    func reap() {
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { break }
+            guard let job = jobsByPID[pid] else { continue }  // an orphan adopted by PID 1
+            job.status = status
+            // The process group may still hold the pipes open; end it with its leader.
+            kill(-pid, SIGKILL)
+        }
+        for job in jobs.values where job.finished {
+            let raw = job.status!
+            let signal = raw & 0x7F
+            let code = signal == 0 ? Int((raw >> 8) & 0xFF) : 128 + Int(signal)
+            send(.exited(id: job.id, status: code, signal: Int(signal), timedOut: job.timedOut))
+            jobs[job.id] = nil
+            jobsByPID[job.pid] = nil
+        }
+    }
+
+    func enforceDeadlines() {
+        let current = now()
+        for job in jobs.values where job.status == nil && !job.timedOut {
+            if let deadline = job.deadline, current >= deadline {
+                job.timedOut = true
+                kill(-job.pid, SIGKILL)
+            }
+        }
+    }
+
+    func run() -> Never {
+        hello()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            var descriptors = [pollfd(fd: port, events: Int16(POLLIN), revents: 0)]
+            var owners: [(Job, OutputStream)] = []
+            for job in jobs.values {
+                if job.stdout >= 0 {
+                    descriptors.append(pollfd(fd: job.stdout, events: Int16(POLLIN), revents: 0))
+                    owners.append((job, .stdout))
+                }
+                if job.stderr >= 0 {
+                    descriptors.append(pollfd(fd: job.stderr, events: Int16(POLLIN), revents: 0))
+                    owners.append((job, .stderr))
+                }
+            }
+            _ = poll(&descriptors, nfds_t(descriptors.count), 50)
+            if descriptors[0].revents & Int16(POLLIN | POLLHUP) != 0 {
+                let count = read(port, &buffer, buffer.count)
+                if count > 0 {
+                    decoder.append(buffer[0..<count])
+                    do {
+                        while let message = try decoder.next() { handle(message) }
+                    } catch {
+                        log("dropping a malformed frame stream: \(error)")
+                        decoder = FrameDecoder()
+                    }
+                } else {
+                    // No host connected: the port reads as end of file. Keep it open and wait.
+                    usleep(20_000)
+                }
+            }
+            for (index, (job, stream)) in owners.enumerated() where descriptors[index + 1].revents != 0 {
+                drain(job, stream: stream)
+            }
+            enforceDeadlines()
+            reap()
+        }
+    }
+}
+
+signal(SIGPIPE, SIG_IGN)
+setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1)
+var portPath: String?
+for _ in 0..<500 {
+    portPath = findControlPort()
+    if portPath != nil { break }
+    usleep(10_000)
+}
+guard let portPath else {
+    log("no virtio port named \(Wire.portName); is virtio_console loaded?")
+    exit(1)
+}
+let port = open(portPath, O_RDWR | O_CLOEXEC)
+guard port >= 0 else {
+    log("cannot open \(portPath): \(String(cString: strerror(errno)))")
+    exit(1)
+}
+log("control port \(portPath)")
+Agent(port: port).run()
