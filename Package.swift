@@ -56,18 +56,23 @@ let package = Package(
             name: "AgentryState",
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
         ),
+        // The machine backend: guest images and QEMU microVMs with their control channel.
+        .target(
+            name: "AgentryMachine",
+            dependencies: ["AgentryWire", "AgentryModel"]
+        ),
         // Loading an agent repository from a git commit or a folder; scaffolding.
         .target(
             name: "AgentryRepository",
             dependencies: [
-                "AgentryModel", "AgentryGit", "AgentryPlan", "AgentryState", "AgentryWire",
+                "AgentryModel", "AgentryGit", "AgentryPlan", "AgentryState", "AgentryWire", "AgentryMachine",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "agentry",
             dependencies: [
-                "AgentryRepository", "AgentryModel", "AgentryPlan", "AgentryState",
+                "AgentryRepository", "AgentryModel", "AgentryPlan", "AgentryState", "AgentryMachine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -84,6 +89,7 @@ let package = Package(
         ),
         .testTarget(name: "AgentryGitTests", dependencies: ["AgentryGit", "TestSupport"]),
         .testTarget(name: "AgentryRepositoryTests", dependencies: ["AgentryRepository", "AgentryGit", "TestSupport"]),
+        .testTarget(name: "AgentryMachineTests", dependencies: ["AgentryMachine", "AgentryWire", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"]),
     ]
 )

@@ -15,7 +15,7 @@ public enum Wire {
     public static let portName = "agentry.ctl"
 }
 
-public enum OutputStream: UInt8, Sendable, Equatable {
+public enum ProcessStream: UInt8, Sendable, Equatable {
     case stdout = 1, stderr = 2
 }
 
@@ -24,7 +24,7 @@ public enum Message: Sendable, Equatable {
     /// The guest agent is up: its protocol version, its own version, the kernel, milliseconds since
     /// boot, and the state of the environment disk (`mounted`, `formatted`, `none`).
     case hello(protocolVersion: Int, agentVersion: String, kernel: String, uptimeMillis: Int, disk: String)
-    case output(id: UInt32, stream: OutputStream, data: [UInt8])
+    case output(id: UInt32, stream: ProcessStream, data: [UInt8])
     /// A process ended: its exit status, or the signal that killed it (`status` is then 128 + signal).
     case exited(id: UInt32, status: Int, signal: Int, timedOut: Bool)
     case fileData(id: UInt32, data: [UInt8])
@@ -146,7 +146,7 @@ public enum Message: Sendable, Equatable {
             else { return nil }
             message = .hello(protocolVersion: version, agentVersion: agentVersion, kernel: kernel, uptimeMillis: uptime, disk: disk)
         case .output:
-            guard let id = id(), let stream = reader.byte().flatMap(OutputStream.init(rawValue:)), let data = reader.data()
+            guard let id = id(), let stream = reader.byte().flatMap(ProcessStream.init(rawValue:)), let data = reader.data()
             else { return nil }
             message = .output(id: id, stream: stream, data: data)
         case .exited:

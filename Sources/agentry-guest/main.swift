@@ -261,7 +261,7 @@ final class Agent {
     }
 
     /// Reads a job's pipe; closes it at end of file.
-    func drain(_ job: Job, stream: OutputStream) {
+    func drain(_ job: Job, stream: ProcessStream) {
         let descriptor = stream == .stdout ? job.stdout : job.stderr
         var chunk = [UInt8](repeating: 0, count: 65536)
         let count = read(descriptor, &chunk, chunk.count)
@@ -308,7 +308,7 @@ final class Agent {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             var descriptors = [pollfd(fd: port, events: Int16(POLLIN), revents: 0)]
-            var owners: [(Job, OutputStream)] = []
+            var owners: [(Job, ProcessStream)] = []
             for job in jobs.values {
                 if job.stdout >= 0 {
                     descriptors.append(pollfd(fd: job.stdout, events: Int16(POLLIN), revents: 0))

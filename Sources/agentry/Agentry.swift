@@ -24,7 +24,10 @@ struct Agentry: ParsableCommand {
             no such repository, ref or folder).
             """,
         version: AgentryVersion.current,
-        subcommands: [Validate.self, PlanCommand.self, DiffCommand.self, StatusCommand.self, Schema.self, Init.self]
+        subcommands: [
+            Validate.self, PlanCommand.self, DiffCommand.self, StatusCommand.self, ImageCommand.self, Schema.self,
+            Init.self,
+        ]
     )
 
     /// Runs the command line, mapping every failure to exit code 2 with a one-line message.

@@ -97,7 +97,7 @@ public enum Shell {
 }
 
 /// A temporary folder removed when the test ends.
-public final class TemporaryDirectory {
+public final class TemporaryDirectory: Sendable {
     public let url: URL
 
     public init(_ name: String = "agentry-test") throws {

@@ -1,0 +1,178 @@
+import AgentryWire
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The host end of a guest's control port: a unix socket QEMU serves for the virtio-serial port.
+/// Not thread-safe: one channel per operation.
+public final class ControlChannel {
+    let descriptor: Int32
+    var decoder = FrameDecoder()
+    var nextID: UInt32 = 1
+    /// Frames read ahead of the one a caller waited for.
+    var pending: [Message] = []
+
+    /// What the guest said when it came up (or nil when the channel resynchronised with a guest
+    /// that was already running).
+    public private(set) var hello: Message?
+
+    init(descriptor: Int32) {
+        self.descriptor = descriptor
+    }
+
+    deinit {
+        close(descriptor)
+    }
+
+    /// Connects to the socket at `path`, retrying until `deadline` (QEMU creates it as it starts).
+    public static func connect(_ path: String, deadline: ContinuousClock.Instant) throws -> ControlChannel {
+        guard path.utf8.count < 108 else {
+            throw MachineError("the socket path \(path) is longer than the 107 bytes unix sockets allow; use a shorter --state-dir")
+        }
+        while true {
+            let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard descriptor >= 0 else { throw MachineError("socket: \(String(cString: strerror(errno)))") }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+                for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+            }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            if connected == 0 { return ControlChannel(descriptor: descriptor) }
+            close(descriptor)
+            if ContinuousClock.now >= deadline {
+                throw MachineError("cannot connect to \(path): \(String(cString: strerror(errno)))")
+            }
+            usleep(10_000)
+        }
+    }
+
+    func send(_ message: Message) throws {
+        let frame = message.frame()
+        try frame.withUnsafeBufferPointer { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = Glibc.send(descriptor, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw MachineError("the control channel closed: \(String(cString: strerror(errno)))")
+                }
+                offset += written
+            }
+        }
+    }
+
+    /// The next message, or nil when `deadline` passes first.
+    func receive(until deadline: ContinuousClock.Instant) throws -> Message? {
+        if !pending.isEmpty { return pending.removeFirst() }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let message = try decoder.next() { return message }
+            let remaining = deadline - ContinuousClock.now
+            if remaining <= .zero { return nil }
+            var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]
+            let milliseconds = Int32(min(1000, max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)))
+            let ready = poll(&descriptors, 1, milliseconds)
+            if ready < 0 && errno != EINTR { throw MachineError("poll: \(String(cString: strerror(errno)))") }
+            if ready <= 0 { continue }
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            if count == 0 { throw MachineError("the machine closed the control channel (it stopped or crashed)") }
+            if count < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                throw MachineError("the control channel failed: \(String(cString: strerror(errno)))")
+            }
+            decoder.append(buffer[0..<count])
+        }
+    }
+
+    func newID() -> UInt32 {
+        defer { nextID &+= 1 }
+        return nextID
+    }
+
+    /// Waits until the guest agent answers: its hello if it is just booting, or a pong to a ping if
+    /// it was already running. Pings every 200 ms (a hello sent before the host connected is lost).
+    public func waitUntilReady(deadline: ContinuousClock.Instant) throws -> Message? {
+        var pinged: Set<UInt32> = []
+        var lastPing = ContinuousClock.now - .seconds(1)
+        while ContinuousClock.now < deadline {
+            if ContinuousClock.now - lastPing >= .milliseconds(200) {
+                let id = newID()
+                pinged.insert(id)
+                try send(.ping(id: id))
+                lastPing = .now
+            }
+            guard let message = try receive(until: min(deadline, lastPing + .milliseconds(200))) else { continue }
+            switch message {
+            case .hello(let version, _, _, _, _):
+                guard version == Wire.protocolVersion else {
+                    throw MachineError("the guest agent speaks protocol \(version), this agentry \(Wire.protocolVersion); rebuild the image")
+                }
+                hello = message
+                // Drain the pongs of our pings so they do not surprise the next request.
+                return message
+            case .pong(let id) where pinged.contains(id):
+                return message
+            default:
+                continue  // output of commands from before a reconnect
+            }
+        }
+        return nil
+    }
+
+    /// Sends a request and returns its one reply (ok, failure or file data).
+    func request(_ make: (UInt32) -> Message, timeout: Duration = .seconds(30)) throws -> Message {
+        let id = newID()
+        try send(make(id))
+        let deadline = ContinuousClock.now + timeout
+        while let message = try receive(until: deadline) {
+            if message.id == id { return message }
+        }
+        throw MachineError("the guest agent did not answer within \(timeout)")
+    }
+
+    /// Runs a command in the guest, streaming its output to `output`; returns its exit status.
+    public func exec(
+        _ argv: [String], environment: [String] = [], directory: String = "/agent", stdin: [UInt8] = [],
+        timeout: Duration? = nil, output: (ProcessStream, [UInt8]) -> Void
+    ) throws -> (status: Int, timedOut: Bool) {
+        let id = newID()
+        let milliseconds = timeout.map { Int($0.components.seconds * 1000) } ?? 0
+        try send(.exec(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeoutMillis: milliseconds))
+        // The guest enforces the timeout; the host allows a margin before it gives up on the guest.
+        let hostDeadline = ContinuousClock.now + (timeout.map { $0 + .seconds(30) } ?? .seconds(86_400 * 365))
+        while let message = try receive(until: hostDeadline) {
+            switch message {
+            case .output(id, let stream, let data): output(stream, data)
+            case .exited(id, let status, _, let timedOut): return (status, timedOut)
+            case .failure(id, let text): throw MachineError(text)
+            default: continue
+            }
+        }
+        throw MachineError("the guest agent stopped answering while running \(argv.first ?? "")")
+    }
+
+    public func putFile(_ path: String, _ data: [UInt8], mode: Int = 0o644) throws {
+        let reply = try request { .putFile(id: $0, path: path, mode: mode, data: data) }
+        if case .failure(_, let text) = reply { throw MachineError(text) }
+    }
+
+    public func getFile(_ path: String) throws -> [UInt8] {
+        switch try request({ .getFile(id: $0, path: path) }) {
+        case .fileData(_, let data): return data
+        case .failure(_, let text): throw MachineError(text)
+        default: throw MachineError("unexpected reply to a file read")
+        }
+    }
+
+    /// Asks the guest to sync its disks and power off.
+    public func shutdown() throws {
+        _ = try request({ .shutdown(id: $0) }, timeout: .seconds(10))
+    }
+}

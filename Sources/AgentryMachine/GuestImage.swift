@@ -1,0 +1,305 @@
+import AgentryModel
+import Foundation
+
+/// A bootable guest: a kernel and an initramfs holding busybox, the virtio modules and the guest agent.
+public struct GuestImage: Sendable, Equatable {
+    public var base: String
+    public var directory: String
+    public var kernelVersion: String
+    /// Content digest of everything that went into the image.
+    public var digest: String
+
+    public var kernel: String { directory + "/vmlinuz" }
+    public var initrd: String { directory + "/initrd.img" }
+}
+
+/// Builds guest images from Debian's packages into `<state>/images`, cached by content.
+///
+/// The `minimal` recipe: Debian's cloud kernel (`linux-image-cloud-amd64`, downloaded with
+/// `apt-get download` and unpacked, never installed on the host), the virtio modules it builds as
+/// modules (virtio, virtio_ring, virtio_mmio, virtio_blk, virtio_console, and virtio_net with its
+/// failover helpers), `busybox-static`, the guest agent, and `/init` below, packed as an uncompressed
+/// newc cpio (under TCG, decompressing the initramfs is emulated work on every boot).
+public enum ImageBuilder {
+    /// Bumped when the recipe changes, so cached images are rebuilt.
+    static let recipeVersion = "minimal-4"
+
+    static let modules = [
+        "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio_mmio.ko",
+        "drivers/block/virtio_blk.ko", "drivers/char/virtio_console.ko", "net/core/failover.ko",
+        "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
+    ]
+
+    /// PID 1 of the guest: mounts, loads the virtio modules in dependency order, mounts (formatting
+    /// on first boot) the environment disk at /agent, a tmpfs for secrets, brings up the network when
+    /// the machine has one, and hands over to the guest agent.
+    static let initScript = """
+        #!/bin/busybox sh
+        /bin/busybox mkdir -p /proc /sys /dev /run /tmp /agent /usr/bin /usr/sbin /sbin
+        /bin/busybox --install -s /bin
+        mount -t proc proc /proc
+        mount -t sysfs sysfs /sys
+        mount -t devtmpfs devtmpfs /dev
+        mount -t tmpfs -o mode=0755 run /run
+        mount -t tmpfs -o mode=1777 tmp /tmp
+        for module in $(cat /lib/modules/order); do
+            insmod /lib/modules/$module.ko || echo "agentry-init: cannot load $module"
+        done
+        name=$(sed -n 's/.*agentry.name=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+        [ -n "$name" ] && hostname "$name"
+        if [ -b /dev/vda ]; then
+            if mount -t ext4 /dev/vda /agent 2>/dev/null; then
+                echo mounted > /run/agentry-disk
+            elif mke2fs -q -F -L agent /dev/vda >/dev/null && mount -t ext2 /dev/vda /agent; then
+                echo formatted > /run/agentry-disk
+            else
+                echo failed > /run/agentry-disk
+            fi
+        fi
+        mkdir -p /run/secrets && mount -t tmpfs -o mode=0700,size=8m secrets /run/secrets
+        if grep -q agentry.net=1 /proc/cmdline; then
+            for module in $(cat /lib/modules/order.net); do insmod /lib/modules/$module.ko; done
+            ip link set lo up; ip link set eth0 up && udhcpc -q -n -i eth0 -s /bin/udhcpc.script >/dev/null 2>&1
+        fi
+        export HOME=/agent
+        exec /sbin/agentry-guest
+        """
+
+    static let dhcpScript = """
+        #!/bin/sh
+        [ "$1" = bound ] || [ "$1" = renew ] || exit 0
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route add default via "$router"
+        for server in $dns; do echo "nameserver $server"; done > /etc/resolv.conf
+        """
+
+    /// The image already built for `base`, if any.
+    public static func current(_ base: String, imagesDirectory: String) -> GuestImage? {
+        let marker = imagesDirectory + "/\(base).current"
+        guard let name = try? String(contentsOfFile: marker, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+            !name.isEmpty
+        else { return nil }
+        let directory = imagesDirectory + "/" + name
+        guard let manifest = try? String(contentsOfFile: directory + "/manifest", encoding: .utf8) else { return nil }
+        let fields = Dictionary(
+            manifest.split(separator: "\n").compactMap { line -> (String, String)? in
+                let parts = line.split(separator: "=", maxSplits: 1)
+                return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+            }, uniquingKeysWith: { a, _ in a })
+        let image = GuestImage(
+            base: base, directory: directory, kernelVersion: fields["kernel"] ?? "", digest: fields["digest"] ?? "")
+        guard FileManager.default.fileExists(atPath: image.kernel), FileManager.default.fileExists(atPath: image.initrd)
+        else { return nil }
+        return image
+    }
+
+    /// Builds (or finds, by content) the image for `base`. `progress` gets one line per step.
+    public static func build(
+        _ base: String, imagesDirectory: String, guestAgent: String, progress: (String) -> Void
+    ) throws -> GuestImage {
+        guard base == EnvironmentBase.minimal.rawValue else {
+            throw MachineError(
+                "the \(base) image is not built by this agentry yet; environments can use base: minimal (busybox)")
+        }
+        let manager = FileManager.default
+        let cache = imagesDirectory + "/cache"
+        try manager.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        guard manager.isExecutableFile(atPath: guestAgent) else {
+            throw MachineError("the guest agent \(guestAgent) is missing; build it with `swift build --product agentry-guest`")
+        }
+        guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: manager.isExecutableFile(atPath:)) else {
+            throw MachineError("busybox is not installed (apt-get install busybox-static)")
+        }
+
+        progress("resolving the kernel package (linux-image-cloud-amd64)")
+        let kernelPackage = try resolveKernelPackage()
+        let deb = try downloadedPackage(kernelPackage, into: cache, progress: progress)
+
+        let busyboxBytes = try Data(contentsOf: URL(fileURLWithPath: busybox))
+        let guestBytes = try Data(contentsOf: URL(fileURLWithPath: guestAgent))
+        var hasher = SHA256()
+        hasher.update(recipeVersion)
+        hasher.update(kernelPackage)
+        hasher.update(initScript)
+        hasher.update(dhcpScript)
+        hasher.update(Array(busyboxBytes))
+        hasher.update(Array(guestBytes))
+        let digest = SHA256.hexString(hasher.finalize())
+        let name = "\(base)-\(digest.prefix(16))"
+        let directory = imagesDirectory + "/" + name
+        if let image = current(base, imagesDirectory: imagesDirectory), image.digest == digest {
+            progress("image \(name) is up to date")
+            return image
+        }
+
+        progress("unpacking \(kernelPackage)")
+        let work = imagesDirectory + "/.build-\(UUID().uuidString)"
+        defer { try? manager.removeItem(atPath: work) }
+        try manager.createDirectory(atPath: work + "/kernel", withIntermediateDirectories: true)
+        try HostCommand.check("dpkg-deb", ["-x", deb, work + "/kernel"], package: "dpkg", what: "unpacking \(kernelPackage)")
+        let modulesRoot = work + "/kernel/lib/modules"
+        guard let version = try manager.contentsOfDirectory(atPath: modulesRoot).first else {
+            throw MachineError("\(kernelPackage) holds no kernel modules")
+        }
+        let vmlinuz = work + "/kernel/boot/vmlinuz-\(version)"
+        guard manager.fileExists(atPath: vmlinuz) else { throw MachineError("\(kernelPackage) holds no vmlinuz") }
+
+        progress("packing the initramfs (busybox, virtio modules, agentry-guest)")
+        var archive = CPIOWriter()
+        for folder in ["bin", "sbin", "lib", "lib/modules", "dev", "proc", "sys", "run", "tmp", "agent", "etc"] {
+            archive.directory(folder)
+        }
+        archive.file("init", Array(initScript.utf8) + [0x0A], mode: 0o755)
+        archive.file("bin/busybox", Array(busyboxBytes), mode: 0o755)
+        archive.file("bin/udhcpc.script", Array(dhcpScript.utf8) + [0x0A], mode: 0o755)
+        archive.file("sbin/agentry-guest", Array(guestBytes), mode: 0o755)
+        var dependencies: [String: [String]] = [:]
+        for module in modules {
+            let path = "\(modulesRoot)/\(version)/kernel/\(module)"
+            guard let bytes = manager.contents(atPath: path) else {
+                throw MachineError("\(kernelPackage) has no \(module); the image recipe needs it")
+            }
+            let name = String((module as NSString).lastPathComponent.dropLast(3))
+            dependencies[name] = moduleDependencies(Array(bytes))
+            archive.file("lib/modules/\(name).ko", Array(bytes), mode: 0o644)
+        }
+        // Load order from each module's own `depends=`, so it holds for any kernel version.
+        let disk = try loadOrder(["virtio_blk", "virtio_console", "virtio_mmio"], dependencies)
+        let network = try loadOrder(["virtio_net"], dependencies).filter { !disk.contains($0) }
+        archive.file("lib/modules/order", Array((disk.joined(separator: "\n") + "\n").utf8), mode: 0o644)
+        archive.file("lib/modules/order.net", Array((network.joined(separator: "\n") + "\n").utf8), mode: 0o644)
+        archive.device("dev/console", major: 5, minor: 1)
+
+        let staged = work + "/image"
+        try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
+        try Data(archive.finish()).write(to: URL(fileURLWithPath: staged + "/initrd.img"))
+        try manager.copyItem(atPath: vmlinuz, toPath: staged + "/vmlinuz")
+        try "digest=\(digest)\nkernel=\(version)\npackage=\(kernelPackage)\nrecipe=\(recipeVersion)\n"
+            .write(toFile: staged + "/manifest", atomically: true, encoding: .utf8)
+        if manager.fileExists(atPath: directory) { try manager.removeItem(atPath: directory) }
+        try manager.moveItem(atPath: staged, toPath: directory)
+        try "\(name)\n".write(toFile: imagesDirectory + "/\(base).current", atomically: true, encoding: .utf8)
+        progress("built \(name) (kernel \(version))")
+        return GuestImage(base: base, directory: directory, kernelVersion: version, digest: digest)
+    }
+
+    /// The `depends=` entry of a kernel module's modinfo section.
+    static func moduleDependencies(_ bytes: [UInt8]) -> [String] {
+        let marker = Array("depends=".utf8)
+        var index = 0
+        while index + marker.count < bytes.count {
+            if bytes[index] == marker[0], Array(bytes[index..<(index + marker.count)]) == marker,
+                index == 0 || bytes[index - 1] == 0
+            {
+                var end = index + marker.count
+                while end < bytes.count, bytes[end] != 0 { end += 1 }
+                let list = String(decoding: bytes[(index + marker.count)..<end], as: UTF8.self)
+                return list.split(separator: ",").map(String.init)
+            }
+            index += 1
+        }
+        return []
+    }
+
+    /// Dependencies first, each module once.
+    static func loadOrder(_ wanted: [String], _ dependencies: [String: [String]]) throws -> [String] {
+        var order: [String] = []
+        func visit(_ name: String, _ path: [String]) throws {
+            if order.contains(name) { return }
+            guard !path.contains(name) else { throw MachineError("kernel modules depend on each other in a cycle: \(path)") }
+            guard let needs = dependencies[name] else {
+                throw MachineError("kernel module \(name) is needed (by \(path.last ?? "the image")) but not packed")
+            }
+            for need in needs { try visit(need, path + [name]) }
+            order.append(name)
+        }
+        for name in wanted { try visit(name, []) }
+        return order
+    }
+
+    /// `linux-image-cloud-amd64` is a metapackage: the real package is its dependency.
+    static func resolveKernelPackage() throws -> String {
+        let output = try HostCommand.run("apt-cache", ["depends", "linux-image-cloud-amd64"], package: "apt")
+        let dependency = output.output.split(separator: "\n").lazy.compactMap { line -> String? in
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard trimmed.hasPrefix("Depends: linux-image-") else { return nil }
+            return String(trimmed.dropFirst("Depends: ".count))
+        }.first
+        guard let dependency else {
+            throw MachineError(
+                "cannot find the package linux-image-cloud-amd64 in the apt lists; run `apt-get update` (as root) and try again")
+        }
+        return dependency
+    }
+
+    static func downloadedPackage(_ package: String, into cache: String, progress: (String) -> Void) throws -> String {
+        let manager = FileManager.default
+        if let existing = try manager.contentsOfDirectory(atPath: cache).first(where: {
+            $0.hasPrefix(package + "_") && $0.hasSuffix(".deb")
+        }) {
+            return cache + "/" + existing
+        }
+        progress("downloading \(package)")
+        let result = try HostCommand.run("apt-get", ["download", package], package: "apt", timeout: 600, directory: cache)
+        guard result.status == 0,
+            let file = try manager.contentsOfDirectory(atPath: cache).first(where: {
+                $0.hasPrefix(package + "_") && $0.hasSuffix(".deb")
+            })
+        else {
+            let tail = result.output.split(separator: "\n").suffix(4).joined(separator: "\n")
+            throw MachineError("cannot download the package \(package) (apt-get download):\n\(tail)")
+        }
+        return cache + "/" + file
+    }
+}
+
+extension SHA256 {
+    static func hexString(_ bytes: [UInt8]) -> String {
+        bytes.map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+}
+
+/// Writes a cpio archive in the "newc" format the kernel unpacks as an initramfs.
+struct CPIOWriter {
+    private var bytes: [UInt8] = []
+    private var inode = 1
+
+    mutating func directory(_ path: String) {
+        entry(path, mode: 0o040755, data: [])
+    }
+
+    mutating func file(_ path: String, _ data: [UInt8], mode: Int) {
+        entry(path, mode: 0o100000 | mode, data: data)
+    }
+
+    mutating func device(_ path: String, major: Int, minor: Int) {
+        entry(path, mode: 0o020600, data: [], rdevMajor: major, rdevMinor: minor)
+    }
+
+    mutating func entry(_ path: String, mode: Int, data: [UInt8], rdevMajor: Int = 0, rdevMinor: Int = 0) {
+        let name = Array(path.utf8) + [0]
+        let fields = [inode, mode, 0, 0, 1, 0, data.count, 0, 0, rdevMajor, rdevMinor, name.count, 0]
+        inode += 1
+        bytes += Array("070701".utf8)
+        for field in fields {
+            let hex = String(field, radix: 16, uppercase: true)
+            bytes += Array((String(repeating: "0", count: 8 - hex.count) + hex).utf8)
+        }
+        bytes += name
+        pad()
+        bytes += data
+        pad()
+    }
+
+    private mutating func pad() {
+        while bytes.count % 4 != 0 { bytes.append(0) }
+    }
+
+    mutating func finish() -> [UInt8] {
+        entry("TRAILER!!!", mode: 0, data: [])
+        return bytes
+    }
+}

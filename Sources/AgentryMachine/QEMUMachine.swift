@@ -1,0 +1,233 @@
+import AgentryWire
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+public enum Accelerator: String, Sendable, Codable {
+    case kvm, tcg
+}
+
+/// What a machine is made of.
+public struct MachineConfiguration: Sendable {
+    public var name: String
+    /// The agent's folder in the state directory: disk, sockets, pidfile, serial log.
+    public var directory: String
+    public var image: GuestImage
+    public var cpus: Int
+    public var memoryMiB: Int
+    public var diskBytes: UInt64
+    /// User-mode networking (`egress: all`); no network device otherwise.
+    public var network: Bool
+    public var accelerator: Accelerator
+
+    public init(
+        name: String, directory: String, image: GuestImage, cpus: Int, memoryMiB: Int, diskBytes: UInt64, network: Bool,
+        accelerator: Accelerator
+    ) {
+        self.name = name
+        self.directory = directory
+        self.image = image
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.diskBytes = diskBytes
+        self.network = network
+        self.accelerator = accelerator
+    }
+}
+
+/// A persistent QEMU microVM per agent: `microvm` machine type, virtio-mmio devices, the environment
+/// disk as a qcow2 file that survives restarts, the control port and QMP as unix sockets, the serial
+/// console to a file. QEMU runs detached (`-daemonize`) so agentry can exit and re-adopt it by pidfile.
+public enum QEMUMachine {
+    public static func disk(_ directory: String) -> String { directory + "/env.qcow2" }
+    public static func controlSocket(_ directory: String) -> String { directory + "/ctl.sock" }
+    public static func qmpSocket(_ directory: String) -> String { directory + "/qmp.sock" }
+    public static func serialLog(_ directory: String) -> String { directory + "/serial.log" }
+    static func pidFile(_ directory: String) -> String { directory + "/vm.pid" }
+    static func qemuLog(_ directory: String) -> String { directory + "/qemu.log" }
+
+    /// The QEMU process serving this folder, if it is alive (by pidfile, checked against its command line).
+    public static func runningPID(_ directory: String) -> Int32? {
+        guard let text = try? String(contentsOfFile: pidFile(directory), encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0
+        else { return nil }
+        let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+        let arguments = String(decoding: cmdline, as: UTF8.self)
+        return arguments.contains(controlSocket(directory)) ? pid : nil
+    }
+
+    /// Creates the environment disk if it does not exist; checks it if it does.
+    public static func ensureDisk(_ configuration: MachineConfiguration) throws -> Bool {
+        let path = disk(configuration.directory)
+        try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
+        if FileManager.default.fileExists(atPath: path) {
+            let check = try HostCommand.run("qemu-img", ["check", "-q", path], package: "qemu-utils", timeout: 60)
+            guard check.status == 0 else {
+                throw MachineError(
+                    "the environment disk \(path) is corrupt (qemu-img check: \(check.output.split(separator: "\n").first ?? "")); repair it with `qemu-img check -r all \(path)` or move it aside to start with an empty disk")
+            }
+            return false
+        }
+        try HostCommand.check(
+            "qemu-img", ["create", "-q", "-f", "qcow2", path, String(configuration.diskBytes)], package: "qemu-utils",
+            timeout: 60, what: "creating the environment disk")
+        return true
+    }
+
+    public static func arguments(_ configuration: MachineConfiguration) -> [String] {
+        let directory = configuration.directory
+        var append = "console=ttyS0 reboot=t panic=-1 quiet agentry.name=\(configuration.name)"
+        if configuration.network { append += " agentry.net=1" }
+        var arguments = ["-M", "microvm"]
+        switch configuration.accelerator {
+        case .kvm:
+            arguments += ["-accel", "kvm", "-cpu", "host"]
+        case .tcg:
+            arguments += ["-accel", "tcg,tb-size=64", "-cpu", "max"]
+        }
+        arguments += [
+            "-m", "\(configuration.memoryMiB)M", "-smp", "\(configuration.cpus)",
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-kernel", configuration.image.kernel, "-initrd", configuration.image.initrd, "-append", append,
+            "-serial", "file:" + serialLog(directory),
+            "-qmp", "unix:\(qmpSocket(directory)),server=on,wait=off",
+            "-drive", "id=env,file=\(disk(directory)),format=qcow2,if=none,cache=writeback",
+            "-device", "virtio-blk-device,drive=env",
+            "-device", "virtio-serial-device",
+            "-chardev", "socket,id=ctl,path=\(controlSocket(directory)),server=on,wait=off",
+            "-device", "virtserialport,chardev=ctl,name=\(Wire.portName)",
+            "-pidfile", pidFile(directory), "-daemonize",
+        ]
+        if configuration.network {
+            arguments += ["-netdev", "user,id=net", "-device", "virtio-net-device,netdev=net"]
+        }
+        return arguments
+    }
+
+    /// Starts the machine detached and returns its pid. The guest is not yet ready: see `connect`.
+    public static func start(_ configuration: MachineConfiguration) throws -> Int32 {
+        let directory = configuration.directory
+        if let pid = runningPID(directory) { return pid }
+        for path in [controlSocket(directory), qmpSocket(directory), pidFile(directory)] {
+            try? FileManager.default.removeItem(atPath: path)
+        }
+        // A fresh serial log per boot, so errors quote this boot only.
+        _ = FileManager.default.createFile(atPath: serialLog(directory), contents: nil)
+        let result = try HostCommand.run(
+            "qemu-system-x86_64", arguments(configuration), package: "qemu-system-x86", timeout: 60)
+        guard result.status == 0, let pid = runningPID(directory) else {
+            let tail = result.output.split(separator: "\n").suffix(6).joined(separator: "\n")
+            throw MachineError("QEMU did not start the machine \(configuration.name):\n\(tail)")
+        }
+        return pid
+    }
+
+    /// Connects to the guest agent and waits for it to answer, or fails quoting the serial log.
+    public static func connect(_ directory: String, name: String, timeout: Duration) throws -> ControlChannel {
+        let deadline = ContinuousClock.now + timeout
+        let channel = try ControlChannel.connect(controlSocket(directory), deadline: deadline)
+        guard try channel.waitUntilReady(deadline: deadline) != nil else {
+            throw MachineError(
+                "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(serialTail(directory))")
+        }
+        return channel
+    }
+
+    public static func serialTail(_ directory: String, lines: Int = 15) -> String {
+        let text = (try? String(contentsOfFile: serialLog(directory), encoding: .utf8)) ?? ""
+        let tail = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines)
+        return tail.map { "  | " + $0 }.joined(separator: "\n")
+    }
+
+    /// Stops the machine: a clean power-off through the guest agent when `graceful`, then QMP `quit`,
+    /// then SIGKILL, each with a deadline. Returns when the QEMU process is gone.
+    public static func stop(_ directory: String, graceful: Bool) {
+        guard let pid = runningPID(directory) else { return }
+        if graceful, let channel = try? ControlChannel.connect(controlSocket(directory), deadline: .now + .seconds(2)),
+            (try? channel.waitUntilReady(deadline: .now + .seconds(3))) != nil
+        {
+            try? channel.shutdown()
+            if waitForExit(pid, within: .seconds(10)) { return cleanUp(directory) }
+        }
+        try? QMP.quit(qmpSocket(directory))
+        if waitForExit(pid, within: .seconds(5)) { return cleanUp(directory) }
+        kill(pid, SIGKILL)
+        _ = waitForExit(pid, within: .seconds(5))
+        cleanUp(directory)
+    }
+
+    static func cleanUp(_ directory: String) {
+        for path in [controlSocket(directory), qmpSocket(directory), pidFile(directory)] {
+            try? FileManager.default.removeItem(atPath: path)
+        }
+    }
+
+    static func waitForExit(_ pid: Int32, within timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if kill(pid, 0) != 0 { return true }
+            // A zombie of ours (never, with -daemonize) or of init still answers kill(0): check state.
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                stat.split(separator: " ").dropFirst(2).first == "Z"
+            {
+                return true
+            }
+            usleep(20_000)
+        }
+        return kill(pid, 0) != 0
+    }
+}
+
+/// A minimal QMP client: capabilities negotiation and one command.
+enum QMP {
+    static func quit(_ path: String) throws {
+        _ = try command(path, "quit")
+    }
+
+    static func status(_ path: String) throws -> String {
+        let reply = try command(path, "query-status")
+        let object = try? JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any]
+        return ((object?["return"] as? [String: Any])?["status"] as? String) ?? "unknown"
+    }
+
+    static func command(_ path: String, _ name: String) throws -> String {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw MachineError("socket failed") }
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.prefix(107).enumerated() { buffer[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard connected == 0 else { throw MachineError("cannot connect to QMP at \(path)") }
+        var timeout = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        func line() -> String {
+            var bytes: [UInt8] = []
+            var byte: UInt8 = 0
+            while recv(descriptor, &byte, 1, 0) == 1 {
+                if byte == 0x0A { break }
+                bytes.append(byte)
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        func write(_ text: String) {
+            var text = text + "\n"
+            text.withUTF8 { _ = Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+        _ = line()  // greeting
+        write(#"{"execute":"qmp_capabilities"}"#)
+        _ = line()
+        write(#"{"execute":"\#(name)"}"#)
+        var reply = line()
+        while reply.contains("\"event\"") { reply = line() }
+        return reply
+    }
+}
