@@ -54,17 +54,17 @@ enum HostCommand {
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         var environmentPairs = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         environmentPairs["LC_ALL"] = environmentPairs["LC_ALL"] ?? "C"
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        // posix_spawn has no portable chdir: a shell changes folder, then becomes the program.
+        let command = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0, executable] + arguments }
+            ?? [executable] + arguments
+        let argv = command.map { strdup($0) } + [nil]
         let envp = environmentPairs.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
-        let previous = FileManager.default.currentDirectoryPath
-        if let directory { FileManager.default.changeCurrentDirectoryPath(directory) }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        if directory != nil { FileManager.default.changeCurrentDirectoryPath(previous) }
+        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
         guard spawned == 0 else { throw MachineError("cannot run \(program): \(String(cString: strerror(spawned)))") }
         let deadline = Date().addingTimeInterval(timeout)
         var status: Int32 = 0

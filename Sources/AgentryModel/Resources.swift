@@ -231,7 +231,7 @@ enum Extract {
             env: spec?["env"]?.stringMap ?? [:],
             run: RunDefaults(
                 prompt: spec?["run", "prompt"]?.stringValue,
-                timeoutMilliseconds: spec?["run", "timeout"]?.stringValue.flatMap(Duration.parse) ?? 15 * 60_000,
+                timeoutMilliseconds: spec?["run", "timeout"]?.stringValue.flatMap(DurationText.parse) ?? 15 * 60_000,
                 output: spec?["run", "output"]?.stringValue ?? "out/"),
             memory: MemorySettings(
                 path: spec?["memory", "path"]?.stringValue ?? "memory/",

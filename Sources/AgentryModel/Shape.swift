@@ -170,7 +170,7 @@ public enum StringFormat: Sendable {
         case .dnsLabel: return Formats.isDNSLabel(value.utf8)
         case .skillName: return Formats.isSkillName(value)
         case .quantity: return Quantity(value) != nil
-        case .duration: return Duration.parse(value) != nil
+        case .duration: return DurationText.parse(value) != nil
         case .envName: return Formats.isEnvName(value)
         case .secretRef: return Formats.isSecretRef(value)
         case .url: return Formats.isURL(value)
@@ -340,7 +340,7 @@ public struct Quantity: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A span of time written as `90s`, `15m`, `1h30m` or `500ms`.
-public enum Duration {
+public enum DurationText {
     /// Milliseconds, or nil when `text` does not parse or is zero. Absurdly long durations saturate.
     public static func parse(_ text: String) -> UInt64? {
         var total: UInt64 = 0

@@ -1,4 +1,5 @@
 import AgentryGit
+import AgentryMachine
 import AgentryModel
 import AgentryPlan
 import AgentryState
@@ -43,12 +44,25 @@ public struct AgentStatus: Sendable {
         }
         var records: [String: AgentRecord] = [:]
         for record in try store?.agents() ?? [] { records[record.name] = record }
+        let killed = try store?.killedAgents() ?? []
         return Set(desired.keys).union(records.keys).sorted().map { name in
             let record = records[name]
+            // What the machine is doing now, not only what was last recorded: a VM that died shows.
+            var machine = record?.machineState
+            if let store, record != nil {
+                let running = QEMUMachine.runningPID(store.directory + "/agents/" + name) != nil
+                if killed.contains(name) {
+                    machine = "killed"
+                } else if machine == "running" && !running {
+                    machine = "died"
+                } else if running && machine != "running" {
+                    machine = "running"
+                }
+            }
             return AgentStatus(
                 name: name, desiredRevision: desired[name]?.revision, appliedRevision: record?.appliedRevision,
                 lifecycle: record?.lifecycle ?? desired[name]?.lifecycle.rawValue ?? "-",
-                machineState: record?.machineState, accelerator: record?.accelerator, lastRun: record?.lastRunAt)
+                machineState: machine, accelerator: record?.accelerator, lastRun: record?.lastRunAt)
         }
     }
 

@@ -64,6 +64,15 @@ public final class CommitReader {
     }
 
     var displayPrefix: String { subpath.isEmpty ? "" : subpath + "/" }
+
+    /// Resolves a ref to a commit id.
+    public func commit(for ref: String) throws -> String {
+        do {
+            return "\(try git.commit(for: ref))"
+        } catch let error as GitError {
+            throw LoadError(error.description)
+        }
+    }
     var snapshotKey: String { git.gitDirectory + "\n" + subpath }
 
     /// Reads, validates and compiles the agent repository at `ref`. With `remember`, the result

@@ -323,6 +323,19 @@ public final class StateStore: @unchecked Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v4") { db in
+            // The operator's kill switch: an agent listed here is stopped and never started again
+            // until it is removed (agentry unkill).
+            try db.execute(
+                sql: """
+                    CREATE TABLE kill_switch (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        reason TEXT NOT NULL,
+                        actor TEXT NOT NULL,
+                        time DATETIME NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }()
 
@@ -366,6 +379,40 @@ public final class StateStore: @unchecked Sendable {
     public func removeAgent(_ name: String) throws {
         try requireWriter()
         _ = try pool.write { db in try AgentRecord.deleteOne(db, key: name) }
+    }
+
+    // MARK: - Kill switch
+
+    /// Why an agent is killed, when it is.
+    public func killSwitch(_ name: String) throws -> (reason: String, actor: String, time: Date)? {
+        try pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT reason, actor, time FROM kill_switch WHERE name = ?", arguments: [name])
+            else { return nil }
+            return (row["reason"], row["actor"], row["time"])
+        }
+    }
+
+    public func killedAgents() throws -> Set<String> {
+        try pool.read { db in Set(try String.fetchAll(db, sql: "SELECT name FROM kill_switch")) }
+    }
+
+    /// Sets or clears the kill switch, with an event saying who and why. Deliberately not behind the
+    /// writer lock: an operator stops an agent at once, even while an apply runs (SQLite serialises
+    /// the two writes; apply reads the switch before it starts any machine).
+    public func setKillSwitch(_ name: String, reason: String?, actor: String) throws {
+        try pool.write { db in
+            if let reason {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO kill_switch (name, reason, actor, time) VALUES (?, ?, ?, ?)",
+                    arguments: [name, reason, actor, Date()])
+            } else {
+                try db.execute(sql: "DELETE FROM kill_switch WHERE name = ?", arguments: [name])
+            }
+            var event = EventRecord(
+                agent: name, kind: reason == nil ? "unkill" : "kill", actor: actor,
+                message: reason.map { "killed: \($0)" } ?? "kill switch lifted")
+            try event.insert(db)
+        }
     }
 
     // MARK: - Events

@@ -284,6 +284,9 @@ final class Agent {
             kill(-pid, SIGKILL)
         }
         for job in jobs.values where job.finished {
+            // What the command wrote reaches the disk before anyone is told it finished: a machine
+            // killed right after keeps it.
+            sync()
             let raw = job.status!
             let signal = raw & 0x7F
             let code = signal == 0 ? Int((raw >> 8) & 0xFF) : 128 + Int(signal)

@@ -25,8 +25,8 @@ struct Agentry: ParsableCommand {
             """,
         version: AgentryVersion.current,
         subcommands: [
-            Validate.self, PlanCommand.self, DiffCommand.self, StatusCommand.self, ImageCommand.self, Schema.self,
-            Init.self,
+            Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
+            ExecCommand.self, KillCommand.self, UnkillCommand.self, ImageCommand.self, Schema.self, Init.self,
         ]
     )
 
@@ -38,6 +38,9 @@ struct Agentry: ParsableCommand {
             try command.run()
         } catch let exit as ExitCode {
             Glibc.exit(exit.rawValue)
+        } catch let error as CommandError {
+            FileHandleOutput.standardError("error: \(error.description)")
+            Glibc.exit(ExitStatus.couldNotRun)
         } catch {
             let code = exitCode(for: error)
             if code == .success {

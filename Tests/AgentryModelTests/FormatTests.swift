@@ -14,17 +14,17 @@ import Testing
 
     @Test(arguments: [("90s", 90_000), ("15m", 900_000), ("1h30m", 5_400_000), ("250ms", 250), ("0s5ms", 5)])
     func durationsParse(text: String, milliseconds: Int) {
-        #expect(Duration.parse(text) == UInt64(milliseconds))
+        #expect(DurationText.parse(text) == UInt64(milliseconds))
     }
 
     @Test(arguments: ["15 minutes", "0s", "m", "15", "1.5h", "10d", "", "0h0m", "5m s"])
     func badDurationsDoNot(text: String) {
-        #expect(Duration.parse(text) == nil)
+        #expect(DurationText.parse(text) == nil)
     }
 
     /// The JSON Schema pattern accepts them, so the validator does too; they saturate instead of wrapping.
     @Test func absurdSizesSaturate() {
-        #expect(Duration.parse("99999999999999999999h") == UInt64.max)
+        #expect(DurationText.parse("99999999999999999999h") == UInt64.max)
         #expect(Quantity("99999999999Ti")?.bytes == UInt64.max)
     }
 
