@@ -24,6 +24,7 @@ let package = Package(
         // The host/guest control protocol. Imports no Foundation: the guest agent is a static executable.
         .target(name: "AgentryWire"),
         // The in-VM guest agent: static, Glibc only, so the initramfs needs no libraries.
+        // System calls and CPU instructions Swift's Glibc module does not expose (guest and host).
         .target(name: "CGuestSupport"),
         .executableTarget(
             name: "agentry-guest",
@@ -59,7 +60,7 @@ let package = Package(
         // The machine backend: guest images and QEMU microVMs with their control channel.
         .target(
             name: "AgentryMachine",
-            dependencies: ["AgentryWire", "AgentryModel"]
+            dependencies: ["AgentryWire", "AgentryModel", "CGuestSupport"]
         ),
         // Loading an agent repository from a git commit or a folder; scaffolding.
         .target(

@@ -34,7 +34,9 @@ public enum AcceleratorProbe {
                 network: false, accelerator: .kvm)
             _ = try QEMUMachine.ensureDisk(configuration)
             _ = try QEMUMachine.start(configuration)
-            if (try? QEMUMachine.connect(directory, name: "probe", timeout: .seconds(20))) != nil { result = .kvm }
+            if (try? QEMUMachine.connect(directory, name: "probe", timeout: .seconds(20), booting: true)) != nil {
+                result = .kvm
+            }
         } catch {
             log("KVM probe failed: \(error)")
         }

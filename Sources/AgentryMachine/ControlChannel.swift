@@ -53,6 +53,14 @@ public final class ControlChannel {
         }
     }
 
+    /// Sends without blocking; false when the socket would block (the guest is not reading).
+    func trySend(_ message: Message) -> Bool {
+        let frame = message.frame()
+        return frame.withUnsafeBufferPointer { buffer in
+            Glibc.send(descriptor, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) == buffer.count
+        }
+    }
+
     func send(_ message: Message) throws {
         let frame = message.frame()
         try frame.withUnsafeBufferPointer { buffer in
@@ -96,19 +104,20 @@ public final class ControlChannel {
         return nextID
     }
 
-    /// Waits until the guest agent answers: its hello if it is just booting, or a pong to a ping if
-    /// it was already running. Pings every 200 ms (a hello sent before the host connected is lost).
-    public func waitUntilReady(deadline: ContinuousClock.Instant) throws -> Message? {
+    /// Waits until the guest agent answers. A machine that was just started (`booting`) is waited
+    /// for passively until it says hello: bytes queued for a port the guest has not opened yet make
+    /// QEMU spin and starve the boot. A machine that was already running is pinged (once a second,
+    /// never blocking) and answers with a pong.
+    public func waitUntilReady(deadline: ContinuousClock.Instant, booting: Bool = false) throws -> Message? {
         var pinged: Set<UInt32> = []
-        var lastPing = ContinuousClock.now - .seconds(1)
+        var lastPing = ContinuousClock.now - .seconds(2)
         while ContinuousClock.now < deadline {
-            if ContinuousClock.now - lastPing >= .milliseconds(200) {
+            if !booting && ContinuousClock.now - lastPing >= .seconds(1) {
                 let id = newID()
-                pinged.insert(id)
-                try send(.ping(id: id))
+                if trySend(.ping(id: id)) { pinged.insert(id) }
                 lastPing = .now
             }
-            guard let message = try receive(until: min(deadline, lastPing + .milliseconds(200))) else { continue }
+            guard let message = try receive(until: min(deadline, .now + .milliseconds(250))) else { continue }
             switch message {
             case .hello(let version, _, _, _, _):
                 guard version == Wire.protocolVersion else {

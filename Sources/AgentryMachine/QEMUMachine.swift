@@ -1,4 +1,5 @@
 import AgentryWire
+import CGuestSupport
 import Foundation
 
 #if canImport(Glibc)
@@ -86,6 +87,10 @@ public enum QEMUMachine {
             arguments += ["-accel", "kvm", "-cpu", "host"]
         case .tcg:
             arguments += ["-accel", "tcg,tb-size=64", "-cpu", "max"]
+            // Under TCG the guest's TSC is the host's, but the kernel's quick PIT calibration is
+            // timing-sensitive under emulation: when it fails the guest has no other reference and
+            // hangs in early boot (seen in about one boot in six on a loaded host). Tell it the rate.
+            if let khz = HostTSC.kilohertz { append += " tsc_early_khz=\(khz)" }
         }
         arguments += [
             "-m", "\(configuration.memoryMiB)M", "-smp", "\(configuration.cpus)",
@@ -125,10 +130,13 @@ public enum QEMUMachine {
     }
 
     /// Connects to the guest agent and waits for it to answer, or fails quoting the serial log.
-    public static func connect(_ directory: String, name: String, timeout: Duration) throws -> ControlChannel {
+    /// `booting`: the machine was just started (connect right after `start`, before the guest is up).
+    public static func connect(_ directory: String, name: String, timeout: Duration, booting: Bool = false) throws
+        -> ControlChannel
+    {
         let deadline = ContinuousClock.now + timeout
         let channel = try ControlChannel.connect(controlSocket(directory), deadline: deadline)
-        guard try channel.waitUntilReady(deadline: deadline) != nil else {
+        guard try channel.waitUntilReady(deadline: deadline, booting: booting) != nil else {
             throw MachineError(
                 "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(serialTail(directory))")
         }
@@ -178,6 +186,23 @@ public enum QEMUMachine {
         }
         return kill(pid, 0) != 0
     }
+}
+
+/// The host's TSC rate, measured once against the monotonic clock.
+enum HostTSC {
+    static let kilohertz: Int? = {
+        var start = timespec()
+        var end = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        let ticksStart = agentry_rdtsc()
+        usleep(20_000)
+        clock_gettime(CLOCK_MONOTONIC, &end)
+        let ticksEnd = agentry_rdtsc()
+        let nanoseconds = Double(end.tv_sec - start.tv_sec) * 1e9 + Double(end.tv_nsec - start.tv_nsec)
+        guard nanoseconds > 0, ticksEnd > ticksStart else { return nil }
+        let khz = Double(ticksEnd - ticksStart) / nanoseconds * 1e6
+        return khz > 100_000 ? Int(khz.rounded()) : nil
+    }()
 }
 
 /// A minimal QMP client: capabilities negotiation and one command.

@@ -63,8 +63,20 @@ enum HostCommand {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
+        // The child starts with default signal handling and nothing blocked, whatever this process
+        // (its threads, its ignored SIGPIPE) had: QEMU relies on its own signals.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
+        let spawned = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
         guard spawned == 0 else { throw MachineError("cannot run \(program): \(String(cString: strerror(spawned)))") }
         let deadline = Date().addingTimeInterval(timeout)
         var status: Int32 = 0

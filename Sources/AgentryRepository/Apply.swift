@@ -2,6 +2,7 @@ import AgentryMachine
 import AgentryModel
 import AgentryPlan
 import AgentryState
+import AgentryWire
 import Foundation
 import Logging
 
@@ -12,12 +13,18 @@ public struct ApplyOptions: Sendable {
     public var bootTimeout: Duration
     public var actor: String
     public var planOptions: PlanOptions
+    /// Start afresh with an empty disk where an existing agent's disk file has gone missing.
+    public var recreateMissingDisks: Bool
 
-    public init(guestAgent: String, bootTimeout: Duration = .seconds(90), actor: String, planOptions: PlanOptions = PlanOptions()) {
+    public init(
+        guestAgent: String, bootTimeout: Duration = .seconds(90), actor: String, planOptions: PlanOptions = PlanOptions(),
+        recreateMissingDisks: Bool = false
+    ) {
         self.guestAgent = guestAgent
         self.bootTimeout = bootTimeout
         self.actor = actor
         self.planOptions = planOptions
+        self.recreateMissingDisks = recreateMissingDisks
     }
 }
 
@@ -61,7 +68,9 @@ public final class Applier {
         let needFields = Set(plan.actions.filter { $0.action != .delete }.map(\.agent))
         let fields = try reader.resolvedFields(of: needFields, in: loaded)
         var steps: [AppliedStep] = []
-        var booting: [(name: String, action: Action)] = []
+        // Each machine's control channel is opened right after QEMU starts, before the guest is up,
+        // so its hello cannot be missed.
+        var booting: [(name: String, action: Action, channel: ControlChannel?)] = []
 
         for planned in plan.actions {
             let name = planned.agent
@@ -104,16 +113,26 @@ public final class Applier {
                     throw MachineError("internal: no desired state for \(name)")
                 }
                 let configuration = try machineConfiguration(name, fields: agentFields)
+                let diskPath = QEMUMachine.disk(configuration.directory)
+                if records[name]?.machineState != nil, action != .replace, !options.recreateMissingDisks,
+                    !FileManager.default.fileExists(atPath: diskPath)
+                {
+                    throw MachineError(
+                        "the environment disk \(diskPath) of \(name) is missing (deleted?), so its files are gone; `agentry apply --recreate-missing-disks` starts it with an empty disk")
+                }
                 _ = try QEMUMachine.ensureDisk(configuration)
                 if wanted.lifecycle != .active {
                     try record(name, wanted: wanted, fields: agentFields, commit: loaded.commit, machineState: "stopped")
                     steps.append(AppliedStep(agent: name, action: action, detail: "disk ready; not started (\(wanted.lifecycle.rawValue))", failed: false))
                     continue
                 }
+                var channel: ControlChannel?
                 if QEMUMachine.runningPID(configuration.directory) == nil {
                     _ = try QEMUMachine.start(configuration)
+                    channel = try ControlChannel.connect(
+                        QEMUMachine.controlSocket(configuration.directory), deadline: .now + .seconds(10))
                 }
-                booting.append((name, action))
+                booting.append((name, action, channel))
                 try record(name, wanted: wanted, fields: agentFields, commit: loaded.commit, machineState: "starting")
             } catch {
                 steps.append(fail(name, action, error))
@@ -121,10 +140,19 @@ public final class Applier {
         }
 
         // Machines boot in parallel; wait for each to report in.
-        for (name, action) in booting {
+        for (name, action, opened) in booting {
             let directory = machineDirectory(name)
             do {
-                let channel = try QEMUMachine.connect(directory, name: name, timeout: options.bootTimeout)
+                let channel: ControlChannel
+                if let opened {
+                    guard try opened.waitUntilReady(deadline: .now + options.bootTimeout, booting: true) != nil else {
+                        throw MachineError(
+                            "the machine \(name) did not report in within \(options.bootTimeout); the end of its serial log:\n\(QEMUMachine.serialTail(directory))")
+                    }
+                    channel = opened
+                } else {
+                    channel = try QEMUMachine.connect(directory, name: name, timeout: options.bootTimeout)
+                }
                 // An operator may have pulled the kill switch while the machine booted.
                 if try store.killSwitch(name) != nil {
                     QEMUMachine.stop(directory, graceful: false)

@@ -3,6 +3,7 @@
 #include <sys/reboot.h>
 #include <spawn.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include "guest_support.h"
 
@@ -16,4 +17,8 @@ int agentry_power_off(void) {
 
 int agentry_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path) {
     return posix_spawn_file_actions_addchdir_np(actions, path);
+}
+
+unsigned long long agentry_rdtsc(void) {
+    return __rdtsc();
 }

@@ -47,6 +47,9 @@ struct ApplyCommand: ParsableCommand {
     @Flag(name: .long, help: "Allow deleting more than half of the running agents at once.")
     var allowMassDelete = false
 
+    @Flag(name: .long, help: "Where an agent's environment disk file has gone missing, start it with an empty one.")
+    var recreateMissingDisks = false
+
     @OptionGroup var state: StateOptions
     @OptionGroup var format: PlanOutputOptions
     @OptionGroup var logging: LoggingOptions
@@ -60,7 +63,8 @@ struct ApplyCommand: ParsableCommand {
                 repository: repo, ref: ref, path: path, stateDirectory: state.directory, savedPlan: saved,
                 options: ApplyOptions(
                     guestAgent: GuestAgentLocation.path, bootTimeout: .seconds(bootTimeout), actor: currentActor(actor),
-                    planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete)),
+                    planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete),
+                    recreateMissingDisks: recreateMissingDisks),
                 logger: logger, progress: { FileHandleOutput.standardError("agentry: \($0)") })
             var exitForChanges = false
             do {

@@ -25,7 +25,7 @@ import TestSupport
         defer { QEMUMachine.stop(machine.directory, graceful: false) }
         #expect(try QEMUMachine.ensureDisk(machine))
         _ = try QEMUMachine.start(machine)
-        let channel = try QEMUMachine.connect(machine.directory, name: machine.name, timeout: .seconds(60))
+        let channel = try QEMUMachine.connect(machine.directory, name: machine.name, timeout: .seconds(60), booting: true)
         guard case .hello(_, _, let kernel, _, let disk)? = channel.hello else {
             Issue.record("no hello: \(String(describing: channel.hello))")
             return
@@ -48,7 +48,7 @@ import TestSupport
         #expect(QEMUMachine.runningPID(machine.directory) == nil)
         #expect(try !QEMUMachine.ensureDisk(machine))
         _ = try QEMUMachine.start(machine)
-        let again = try QEMUMachine.connect(machine.directory, name: machine.name, timeout: .seconds(60))
+        let again = try QEMUMachine.connect(machine.directory, name: machine.name, timeout: .seconds(60), booting: true)
         guard case .hello(_, _, _, _, let disk2)? = again.hello else {
             Issue.record("no hello after restart")
             return

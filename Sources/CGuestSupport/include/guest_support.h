@@ -13,4 +13,7 @@ int agentry_power_off(void);
 #include <spawn.h>
 int agentry_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path);
 
+/* The host's time-stamp counter (for telling a TCG guest its TSC frequency). */
+unsigned long long agentry_rdtsc(void);
+
 #endif

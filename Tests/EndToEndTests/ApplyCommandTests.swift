@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `agentry apply`, `exec`, `kill`, `unkill` and `status` on real microVMs (TCG in CI).
+@Suite(.serialized) struct ApplyCommandTests {
+    /// One state directory for the suite, so the image is built once.
+    static let state = try! TemporaryDirectory("agentry-apply")
+
+    /// A repository of `agents` agents on the minimal image (no network, small machines).
+    func repository(agents names: [String], cpus: Int = 1, memory: String = "192Mi", deletionPolicy: String = "delete")
+        throws -> TemporaryDirectory
+    {
+        let directory = try TemporaryDirectory("agentry-apply-repo")
+        try directory.write(
+            "harnesses/shell.yaml",
+            """
+            apiVersion: agentry/v1
+            kind: Harness
+            metadata: {name: shell}
+            spec:
+              type: shell
+              command: ["/bin/sh", "-c", "echo {{prompt}}"]
+              supports: {apis: [chat-completions]}
+
+            """)
+        try directory.write(
+            "models/local.yaml",
+            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local}\nspec: {provider: local, name: m, api: chat-completions, baseUrl: 'http://127.0.0.1:8080/v1'}\n")
+        try environment(directory, cpus: cpus, memory: memory)
+        for name in names {
+            try directory.write(
+                "agents/\(name).yaml",
+                """
+                apiVersion: agentry/v1
+                kind: Agent
+                metadata: {name: \(name), owner: test}
+                spec:
+                  harness: shell
+                  model: local
+                  environment: tiny
+                  deletionPolicy: \(deletionPolicy)
+
+                """)
+        }
+        try directory.commitAll("agents")
+        return directory
+    }
+
+    func environment(_ directory: TemporaryDirectory, cpus: Int, memory: String) throws {
+        try directory.write(
+            "environments/tiny.yaml",
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: minimal, resources: {cpus: \(cpus), memory: \(memory), disk: 256Mi}}\n")
+    }
+
+    /// Stops every machine of the suite's state directory (tests end with their machines stopped).
+    func stopMachines() {
+        _ = try? Shell.run("pkill", ["-9", "-f", Self.state.path + "/agents/"])
+    }
+
+    func agentry(_ arguments: [String], in directory: TemporaryDirectory, timeout: TimeInterval = 240) throws -> Agentry.Result {
+        try Shell.run(
+            Agentry.binary.path, arguments + ["--state-dir", Self.state.path], in: directory.url,
+            environment: ["AGENTRY_ACCELERATOR": "tcg"], timeout: timeout)
+    }
+
+    func setLifecycle(_ directory: TemporaryDirectory, _ agent: String, _ lifecycle: String) throws {
+        let file = directory.url.appendingPathComponent("agents/\(agent).yaml")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        try directory.write("agents/\(agent).yaml", text + "  lifecycle: \(lifecycle)\n")
+    }
+
+    @Test func aKilledMachineIsRestartedWithItsDiskIntact() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["keeper"])
+        let applied = try agentry(["apply"], in: repo)
+        #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        #expect(applied.stderr.contains("done   create keeper: running"))
+
+        let write = try agentry(["exec", "keeper", "--", "sh", "-c", "echo remembered > /agent/note.txt; echo wrote"], in: repo)
+        #expect(write.status == 0)
+        #expect(write.stdout == "wrote\n")
+
+        // Kill QEMU the hard way; status notices, apply restarts it, the file is still there.
+        let pid = try String(contentsOfFile: Self.state.path + "/agents/keeper/vm.pid", encoding: .utf8)
+        try Shell.run("kill", ["-9", pid.trimmingCharacters(in: .whitespacesAndNewlines)])
+        try waitUntil { try agentry(["status"], in: repo).stdout.contains("died") }
+        let again = try agentry(["apply"], in: repo)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("restart keeper: running"))
+        let read = try agentry(["exec", "keeper", "--", "cat", "/agent/note.txt"], in: repo)
+        #expect(read.stdout == "remembered\n")
+
+        // A second apply is a no-op and starts no second machine.
+        #expect(try agentry(["apply"], in: repo).stdout.contains("no changes"))
+        let machines = try Shell.run("pgrep", ["-f", Self.state.path + "/agents/keeper/ctl.sock"])
+        #expect(machines.stdout.split(separator: "\n").count == 1)
+    }
+
+    @Test func execPassesStatusOutputAndTimeouts() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["runner"])
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        let failing = try agentry(["exec", "runner", "--", "sh", "-c", "echo to-err >&2; exit 7"], in: repo)
+        #expect(failing.status == 7)
+        #expect(failing.stderr == "to-err\n")
+        let slow = try agentry(["exec", "runner", "--timeout", "1", "--", "sleep", "30"], in: repo)
+        #expect(slow.status == 137)
+        #expect(slow.stderr.contains("timed out"))
+        let missing = try agentry(["exec", "nobody", "--", "true"], in: repo)
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("no agent nobody has been applied"))
+    }
+
+    @Test func killSwitchBlocksApplyAndExecUntilLifted() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["rogue"])
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        let killed = try agentry(["kill", "rogue", "--reason", "leaking tokens", "--actor", "ana"], in: repo)
+        #expect(killed.status == 0)
+        #expect(try agentry(["status"], in: repo).stdout.contains("killed"))
+        let blocked = try agentry(["apply"], in: repo)
+        #expect(blocked.stderr.contains("blocked by the kill switch"))
+        let exec = try agentry(["exec", "rogue", "--", "true"], in: repo)
+        #expect(exec.status == 2)
+        #expect(exec.stderr.contains("leaking tokens, by ana"))
+        #expect(try agentry(["unkill", "rogue", "--actor", "ana"], in: repo).status == 0)
+        #expect(try agentry(["apply"], in: repo).stderr.contains("rogue: running"))
+        #expect(try agentry(["exec", "rogue", "--", "true"], in: repo).status == 0)
+    }
+
+    @Test func lifecycleResourcesAndDeletion() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["alpha", "beta"], deletionPolicy: "retain")
+        #expect(try agentry(["apply"], in: repo).status == 0)
+
+        // More CPUs: a restart, visible inside the machine.
+        try environment(repo, cpus: 2, memory: "192Mi")
+        try repo.commitAll("two cpus")
+        let restart = try agentry(["apply"], in: repo)
+        #expect(restart.stdout.contains("2 to restart"), "\(restart.stdout)")
+        #expect(try agentry(["exec", "alpha", "--", "nproc"], in: repo).stdout == "2\n")
+
+        // Pause stops the machine and keeps everything; resume starts it again.
+        try setLifecycle(repo, "beta", "paused")
+        try repo.commitAll("pause")
+        #expect(try agentry(["apply"], in: repo).stdout.contains("1 to pause"))
+        #expect(try agentry(["exec", "beta", "--", "true"], in: repo).stderr.contains("paused"))
+        let status = try agentry(["status", "-o", "json"], in: repo).stdout
+        #expect(status.contains("\"machineState\": \"stopped\""))
+
+        // Deleting an agent with deletionPolicy: retain keeps its disk.
+        try FileManager.default.removeItem(at: repo.url.appendingPathComponent("agents/beta.yaml"))
+        try repo.commitAll("beta leaves")
+        #expect(try agentry(["apply"], in: repo).stdout.contains("1 to delete"))
+        #expect(FileManager.default.fileExists(atPath: Self.state.path + "/agents/beta/env.qcow2"))
+    }
+
+    @Test func brokenMachinesFailAloneWithAClearError() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["healthy", "corrupt", "unlucky"])
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        for agent in ["corrupt", "unlucky"] {
+            let pid = try String(contentsOfFile: Self.state.path + "/agents/\(agent)/vm.pid", encoding: .utf8)
+            try Shell.run("kill", ["-9", pid.trimmingCharacters(in: .whitespacesAndNewlines)])
+        }
+        try Data(String(repeating: "garbage ", count: 4096).utf8)
+            .write(to: URL(fileURLWithPath: Self.state.path + "/agents/corrupt/env.qcow2"))
+        try FileManager.default.removeItem(atPath: Self.state.path + "/agents/unlucky/env.qcow2")
+        let result = try agentry(["apply"], in: repo)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("FAILED restart corrupt: the environment disk"))
+        #expect(result.stderr.contains("is corrupt"))
+        #expect(result.stderr.contains("FAILED restart unlucky: the environment disk"))
+        #expect(result.stderr.contains("is missing"))
+        #expect(try agentry(["exec", "healthy", "--", "true"], in: repo).status == 0, "the others are untouched")
+        let recreated = try agentry(["apply", "--recreate-missing-disks"], in: repo)
+        #expect(recreated.stderr.contains("restart unlucky: running"))
+    }
+
+    @Test func aMachineThatNeverReportsInIsMarkedFailedQuotingItsSerialLog() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["slowpoke"])
+        let result = try agentry(["apply", "--boot-timeout", "0"], in: repo)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("did not report in"))
+        #expect(result.stderr.contains("  | "), "quotes the serial log")
+        #expect(try agentry(["status"], in: repo).stdout.contains("failed"))
+    }
+
+    @Test func aSecondApplyIsRefusedNamingTheHolder() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["solo"])
+        _ = try agentry(["status"], in: repo)  // make sure the state directory exists
+        try FileManager.default.createDirectory(atPath: Self.state.path, withIntermediateDirectories: true)
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = [
+            "python3", "-c",
+            "import fcntl, os, sys, time\nf = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\nf.truncate(0); f.write(str(os.getpid()) + '\\n'); f.flush()\nprint('locked', flush=True); time.sleep(60)",
+            Self.state.path + "/state.lock",
+        ]
+        let output = Pipe()
+        holder.standardOutput = output
+        try holder.run()
+        defer { holder.terminate() }
+        _ = output.fileHandleForReading.availableData
+        let result = try agentry(["apply"], in: repo)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("locked by process \(holder.processIdentifier)"))
+    }
+
+    @Test func aSavedPlanIsRefusedOnceStale() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["planned"])
+        let planFile = repo.url.appendingPathComponent("plan.json").path
+        #expect(try agentry(["plan", "--out", planFile], in: repo).status == 0)
+        try setLifecycle(repo, "planned", "paused")
+        try repo.commitAll("moved on")
+        let stale = try agentry(["apply", planFile], in: repo)
+        #expect(stale.status == 2)
+        #expect(stale.stderr.contains("plan again"))
+    }
+
+    /// Polls `condition` until it holds, failing after `seconds`.
+    func waitUntil(seconds: Double = 20, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        Issue.record("condition not met within \(seconds)s")
+    }
+}
