@@ -4,8 +4,10 @@
 set -euo pipefail
 
 # Debian packages: libgit2 (git access), libyaml/libsqlite3 headers (YAML, state store), git (tests),
-# python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline).
-packages=(libgit2-dev libyaml-dev libsqlite3-dev pkg-config git python3 python3-yaml python3-jsonschema)
+# python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline), QEMU and
+# qemu-img (the microVMs), busybox-static (the guest image), procps (pgrep/pkill in tests).
+packages=(libgit2-dev libyaml-dev libsqlite3-dev pkg-config git python3 python3-yaml python3-jsonschema
+    qemu-system-x86 qemu-utils busybox-static procps)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -1,3 +1,4 @@
+import CGuestSupport
 import Foundation
 
 #if canImport(Glibc)
@@ -52,6 +53,9 @@ enum HostCommand {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else is inherited: a daemonizing child (QEMU) would otherwise keep our caller's
+        // pipes open for as long as the machine runs.
+        agentry_spawn_closefrom(&actions, 3)
         var environmentPairs = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         environmentPairs["LC_ALL"] = environmentPairs["LC_ALL"] ?? "C"
         // posix_spawn has no portable chdir: a shell changes folder, then becomes the program.

@@ -22,3 +22,7 @@ int agentry_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path) {
 unsigned long long agentry_rdtsc(void) {
     return __rdtsc();
 }
+
+int agentry_spawn_closefrom(posix_spawn_file_actions_t *actions, int low) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, low);
+}

@@ -4,8 +4,14 @@ import TestSupport
 
 /// `agentry apply`, `exec`, `kill`, `unkill` and `status` on real microVMs (TCG in CI).
 @Suite(.serialized) struct ApplyCommandTests {
-    /// One state directory for the suite, so the image is built once.
-    static let state = try! TemporaryDirectory("agentry-apply")
+    /// Images are built once for the suite; each test has its own state directory sharing them.
+    static let images = try! TemporaryDirectory("agentry-apply-images")
+    let state: TemporaryDirectory
+
+    init() throws {
+        state = try TemporaryDirectory("agentry-apply")
+        try FileManager.default.createSymbolicLink(atPath: state.path + "/images", withDestinationPath: Self.images.path)
+    }
 
     /// A repository of `agents` agents on the minimal image (no network, small machines).
     func repository(agents names: [String], cpus: Int = 1, memory: String = "192Mi", deletionPolicy: String = "delete")
@@ -55,12 +61,14 @@ import TestSupport
 
     /// Stops every machine of the suite's state directory (tests end with their machines stopped).
     func stopMachines() {
-        _ = try? Shell.run("pkill", ["-9", "-f", Self.state.path + "/agents/"])
+        _ = try? Shell.run("pkill", ["-9", "-f", state.path + "/agents/"])
     }
 
     func agentry(_ arguments: [String], in directory: TemporaryDirectory, timeout: TimeInterval = 240) throws -> Agentry.Result {
-        try Shell.run(
-            Agentry.binary.path, arguments + ["--state-dir", Self.state.path], in: directory.url,
+        // Options go before any `--`, after which everything is the command to run.
+        let withState = [arguments[0], "--state-dir", state.path] + arguments.dropFirst()
+        return try Shell.run(
+            Agentry.binary.path, withState, in: directory.url,
             environment: ["AGENTRY_ACCELERATOR": "tcg"], timeout: timeout)
     }
 
@@ -82,7 +90,7 @@ import TestSupport
         #expect(write.stdout == "wrote\n")
 
         // Kill QEMU the hard way; status notices, apply restarts it, the file is still there.
-        let pid = try String(contentsOfFile: Self.state.path + "/agents/keeper/vm.pid", encoding: .utf8)
+        let pid = try String(contentsOfFile: state.path + "/agents/keeper/vm.pid", encoding: .utf8)
         try Shell.run("kill", ["-9", pid.trimmingCharacters(in: .whitespacesAndNewlines)])
         try waitUntil { try agentry(["status"], in: repo).stdout.contains("died") }
         let again = try agentry(["apply"], in: repo)
@@ -93,7 +101,7 @@ import TestSupport
 
         // A second apply is a no-op and starts no second machine.
         #expect(try agentry(["apply"], in: repo).stdout.contains("no changes"))
-        let machines = try Shell.run("pgrep", ["-f", Self.state.path + "/agents/keeper/ctl.sock"])
+        let machines = try Shell.run("pgrep", ["-f", state.path + "/agents/keeper/ctl.sock"])
         #expect(machines.stdout.split(separator: "\n").count == 1)
     }
 
@@ -153,7 +161,7 @@ import TestSupport
         try FileManager.default.removeItem(at: repo.url.appendingPathComponent("agents/beta.yaml"))
         try repo.commitAll("beta leaves")
         #expect(try agentry(["apply"], in: repo).stdout.contains("1 to delete"))
-        #expect(FileManager.default.fileExists(atPath: Self.state.path + "/agents/beta/env.qcow2"))
+        #expect(FileManager.default.fileExists(atPath: state.path + "/agents/beta/env.qcow2"))
     }
 
     @Test func brokenMachinesFailAloneWithAClearError() throws {
@@ -161,12 +169,12 @@ import TestSupport
         let repo = try repository(agents: ["healthy", "corrupt", "unlucky"])
         #expect(try agentry(["apply"], in: repo).status == 0)
         for agent in ["corrupt", "unlucky"] {
-            let pid = try String(contentsOfFile: Self.state.path + "/agents/\(agent)/vm.pid", encoding: .utf8)
+            let pid = try String(contentsOfFile: state.path + "/agents/\(agent)/vm.pid", encoding: .utf8)
             try Shell.run("kill", ["-9", pid.trimmingCharacters(in: .whitespacesAndNewlines)])
         }
         try Data(String(repeating: "garbage ", count: 4096).utf8)
-            .write(to: URL(fileURLWithPath: Self.state.path + "/agents/corrupt/env.qcow2"))
-        try FileManager.default.removeItem(atPath: Self.state.path + "/agents/unlucky/env.qcow2")
+            .write(to: URL(fileURLWithPath: state.path + "/agents/corrupt/env.qcow2"))
+        try FileManager.default.removeItem(atPath: state.path + "/agents/unlucky/env.qcow2")
         let result = try agentry(["apply"], in: repo)
         #expect(result.status == 1)
         #expect(result.stderr.contains("FAILED restart corrupt: the environment disk"))
@@ -192,13 +200,13 @@ import TestSupport
         defer { stopMachines() }
         let repo = try repository(agents: ["solo"])
         _ = try agentry(["status"], in: repo)  // make sure the state directory exists
-        try FileManager.default.createDirectory(atPath: Self.state.path, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: state.path, withIntermediateDirectories: true)
         let holder = Process()
         holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         holder.arguments = [
             "python3", "-c",
             "import fcntl, os, sys, time\nf = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\nf.truncate(0); f.write(str(os.getpid()) + '\\n'); f.flush()\nprint('locked', flush=True); time.sleep(60)",
-            Self.state.path + "/state.lock",
+            state.path + "/state.lock",
         ]
         let output = Pipe()
         holder.standardOutput = output

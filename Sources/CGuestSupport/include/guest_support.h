@@ -13,6 +13,9 @@ int agentry_power_off(void);
 #include <spawn.h>
 int agentry_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path);
 
+/* posix_spawn_file_actions_addclosefrom_np: the child closes every descriptor from `low` up. */
+int agentry_spawn_closefrom(posix_spawn_file_actions_t *actions, int low);
+
 /* The host's time-stamp counter (for telling a TCG guest its TSC frequency). */
 unsigned long long agentry_rdtsc(void);
 
