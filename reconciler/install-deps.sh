@@ -7,7 +7,7 @@ set -euo pipefail
 # python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline), QEMU and
 # qemu-img (the microVMs), busybox-static (the guest image), procps (pgrep/pkill in tests).
 packages=(libgit2-dev libyaml-dev libsqlite3-dev pkg-config git python3 python3-yaml python3-jsonschema
-    qemu-system-x86 qemu-utils busybox-static procps)
+    qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -1,6 +1,10 @@
 import AgentryModel
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A bootable guest: a kernel and an initramfs holding busybox, the virtio modules and the guest agent.
 public struct GuestImage: Sendable, Equatable {
     public var base: String
@@ -22,7 +26,7 @@ public struct GuestImage: Sendable, Equatable {
 /// newc cpio (under TCG, decompressing the initramfs is emulated work on every boot).
 public enum ImageBuilder {
     /// Bumped when the recipe changes, so cached images are rebuilt.
-    static let recipeVersion = "minimal-4"
+    static let recipeVersion = "minimal-5"
 
     static let modules = [
         "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio_mmio.ko",
@@ -93,9 +97,12 @@ public enum ImageBuilder {
         return image
     }
 
-    /// Builds (or finds, by content) the image for `base`. `progress` gets one line per step.
+    /// Builds (or finds, by content) the image for `base`. `progress` gets one line per step. With
+    /// `refresh`, asks apt for the current kernel package even when the local inputs did not change
+    /// (`agentry image build` does; apply only builds what is missing or stale).
     public static func build(
-        _ base: String, imagesDirectory: String, guestAgent: String, progress: (String) -> Void
+        _ base: String, imagesDirectory: String, guestAgent: String, refresh: Bool = false,
+        progress: (String) -> Void
     ) throws -> GuestImage {
         guard base == EnvironmentBase.minimal.rawValue else {
             throw MachineError(
@@ -111,12 +118,19 @@ public enum ImageBuilder {
             throw MachineError("busybox is not installed (apt-get install busybox-static)")
         }
 
+        // Hashing the inputs (and asking apt) costs more than a boot: skip both while the local
+        // inputs are the files seen last time.
+        let stamp = [busybox, guestAgent].map(fileStamp).joined(separator: " ") + " \(recipeVersion)"
+        if !refresh, let image = current(base, imagesDirectory: imagesDirectory),
+            (try? String(contentsOfFile: image.directory + "/stamp", encoding: .utf8)) == stamp
+        {
+            return image
+        }
         progress("resolving the kernel package (linux-image-cloud-amd64)")
         let kernelPackage = try resolveKernelPackage()
         let deb = try downloadedPackage(kernelPackage, into: cache, progress: progress)
-
         let busyboxBytes = try Data(contentsOf: URL(fileURLWithPath: busybox))
-        let guestBytes = try Data(contentsOf: URL(fileURLWithPath: guestAgent))
+        let guestBytes = try strippedCopy(of: guestAgent, in: cache)
         var hasher = SHA256()
         hasher.update(recipeVersion)
         hasher.update(kernelPackage)
@@ -128,6 +142,7 @@ public enum ImageBuilder {
         let name = "\(base)-\(digest.prefix(16))"
         let directory = imagesDirectory + "/" + name
         if let image = current(base, imagesDirectory: imagesDirectory), image.digest == digest {
+            try? stamp.write(toFile: image.directory + "/stamp", atomically: true, encoding: .utf8)
             progress("image \(name) is up to date")
             return image
         }
@@ -176,11 +191,31 @@ public enum ImageBuilder {
         try manager.copyItem(atPath: vmlinuz, toPath: staged + "/vmlinuz")
         try "digest=\(digest)\nkernel=\(version)\npackage=\(kernelPackage)\nrecipe=\(recipeVersion)\n"
             .write(toFile: staged + "/manifest", atomically: true, encoding: .utf8)
+        try stamp.write(toFile: staged + "/stamp", atomically: true, encoding: .utf8)
         if manager.fileExists(atPath: directory) { try manager.removeItem(atPath: directory) }
         try manager.moveItem(atPath: staged, toPath: directory)
         try "\(name)\n".write(toFile: imagesDirectory + "/\(base).current", atomically: true, encoding: .utf8)
         progress("built \(name) (kernel \(version))")
         return GuestImage(base: base, directory: directory, kernelVersion: version, digest: digest)
+    }
+
+    /// Identity of a file without reading it: path, size, modification time, inode.
+    static func fileStamp(_ path: String) -> String {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return path + ":missing" }
+        return "\(path):\(status.st_size):\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec):\(status.st_ino)"
+    }
+
+    /// The guest agent without its symbols (a debug build carries megabytes of them into every boot).
+    static func strippedCopy(of path: String, in folder: String) throws -> Data {
+        let copy = folder + "/agentry-guest.stripped"
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        if HostCommand.locate("strip") != nil {
+            _ = try? HostCommand.run("strip", ["--strip-all", copy], timeout: 60)
+        }
+        return try Data(contentsOf: URL(fileURLWithPath: copy))
     }
 
     /// The `depends=` entry of a kernel module's modinfo section.

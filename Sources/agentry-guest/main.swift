@@ -322,7 +322,9 @@ final class Agent {
                     owners.append((job, .stderr))
                 }
             }
-            _ = poll(&descriptors, nfds_t(descriptors.count), 50)
+            // A command whose pipes closed is exiting: look again in a moment, not a whole tick.
+            let exiting = jobs.values.contains { $0.stdout < 0 && $0.stderr < 0 && $0.status == nil }
+            _ = poll(&descriptors, nfds_t(descriptors.count), exiting ? 1 : 50)
             if descriptors[0].revents & Int16(POLLIN | POLLHUP) != 0 {
                 let count = read(port, &buffer, buffer.count)
                 if count > 0 {

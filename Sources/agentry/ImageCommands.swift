@@ -38,7 +38,7 @@ struct ImageBuild: ParsableCommand {
         _ = try logging.makeLogger()
         do {
             let image = try ImageBuilder.build(
-                base, imagesDirectory: state.directory + "/images", guestAgent: GuestAgentLocation.path,
+                base, imagesDirectory: state.directory + "/images", guestAgent: GuestAgentLocation.path, refresh: true,
                 progress: { FileHandleOutput.standardError("image: \($0)") })
             FileHandleOutput.standardOutput("\(image.directory)\n")
         } catch let error as MachineError {

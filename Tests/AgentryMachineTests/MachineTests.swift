@@ -31,7 +31,7 @@ import TestSupport
             return
         }
         #expect(kernel.hasSuffix("cloud-amd64"))
-        #expect(disk == "formatted", "the first boot formats the environment disk")
+        #expect(disk == "mounted", "the host formats the environment disk; the guest mounts it")
 
         var output: [UInt8] = []
         let result = try channel.exec(["sh", "-c", "echo out; echo err >&2; exit 3"]) { _, data in output += data }

@@ -149,6 +149,19 @@ import TestSupport
         #expect(restart.stdout.contains("2 to restart"), "\(restart.stdout)")
         #expect(try agentry(["exec", "alpha", "--", "nproc"], in: repo).stdout == "2\n")
 
+        // A configuration change is an update: the machine keeps running, the same process.
+        let pidBefore = try String(contentsOfFile: state.path + "/agents/alpha/vm.pid", encoding: .utf8)
+        try setLifecycle(repo, "alpha", "active")
+        let alpha = repo.url.appendingPathComponent("agents/alpha.yaml")
+        try repo.write(
+            "agents/alpha.yaml",
+            try String(contentsOf: alpha, encoding: .utf8).replacingOccurrences(of: "owner: test", with: "owner: other-team"))
+        try repo.commitAll("new owner")
+        let update = try agentry(["apply"], in: repo)
+        #expect(update.status == 0, "\(update.stderr)")
+        #expect(update.stdout.contains("1 to update"))
+        #expect(try String(contentsOfFile: state.path + "/agents/alpha/vm.pid", encoding: .utf8) == pidBefore)
+
         // Pause stops the machine and keeps everything; resume starts it again.
         try setLifecycle(repo, "beta", "paused")
         try repo.commitAll("pause")
