@@ -71,11 +71,13 @@ def repository(root, names):
     subprocess.run(["git", "-C", root, "commit", "-q", "-m", "agents"], check=True, env=env)
 
 
-def bare_boot(image):
-    command = ["qemu-system-x86_64", "-M", "microvm", "-accel", "tcg,tb-size=64", "-cpu", "max", "-m", "256M",
-               "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+def bare_boot(image, tsc):
+    # The same kernel parameters agentry passes (tsc_early_khz included: without it a TCG boot can
+    # hang in early boot), and init powering off at once.
+    command = ["timeout", "120", "qemu-system-x86_64", "-M", "microvm", "-accel", "tcg,tb-size=64", "-cpu", "max",
+               "-m", "256M", "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
                "-kernel", f"{image}/vmlinuz", "-initrd", f"{image}/initrd.img",
-               "-append", "console=ttyS0 reboot=t panic=-1 quiet rdinit=/bin/busybox -- poweroff -f"]
+               "-append", f"console=ttyS0 reboot=t panic=-1 quiet {tsc} rdinit=/bin/busybox -- poweroff -f"]
     return run(command)[0]
 
 
@@ -90,7 +92,6 @@ def main():
     try:
         _, built = run([agentry, "image", "build", "minimal"], env)
         image = built.stdout.decode().strip()
-        bare = min(bare_boot(image) for _ in range(args.repeat))
 
         ours = None
         for attempt in range(args.repeat):
@@ -102,6 +103,9 @@ def main():
 
         exec_times = [run([agentry, "exec", last_agent, "--", "true"], env)[0] for _ in range(20)]
         pid = open(f"{state}/agents/{last_agent}/vm.pid").read().strip()
+        cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+        tsc = next((word for word in cmdline.split() if word.startswith("tsc_early_khz=")), "")
+        bare = min(bare_boot(image, tsc) for _ in range(args.repeat))
         time.sleep(2)
         rss = int(open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0]) // 1024
 
