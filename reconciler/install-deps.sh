@@ -14,12 +14,18 @@ for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "agentry: installing ${missing[*]}" >&2
+# The guest image downloads Debian's cloud kernel package: the apt lists must know it.
+lists_ok=true
+apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 || lists_ok=false
+
+if [ "${#missing[@]}" -gt 0 ] || [ "$lists_ok" = false ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "agentry: installing ${missing[*]}" >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
 fi
 
 # The python3 on PATH may not be Debian's (pyenv, a virtualenv): make sure it has the modules too.
