@@ -287,27 +287,17 @@ extension Planning {
         }
         let loaded = try reader.load(target)
         guard loaded.report.isValid else { return (.invalid(loaded.report), []) }
-        let desired = loaded.desired
-        let actual = try actualState(store) { name, revision, lifecycle in
-            guard let wanted = desired.agents[name] else { return false }
-            return wanted.revision != revision || wanted.lifecycle.rawValue != lifecycle
-        }
-        if let savedPlan, savedPlan.actualDigest != actual.digest {
-            throw LoadError("the actual state changed since the plan was made (another apply, a kill, a drift); plan again")
-        }
-        let changed = Set(desired.agents.values.filter { wanted in
-            guard let existing = actual.agents[wanted.name] else { return false }
-            return existing.appliedRevision != wanted.revision || existing.lifecycle != wanted.lifecycle
-        }.map(\.name))
-        let fields = try reader.resolvedFields(of: changed, in: loaded)
-        let plan: Plan
-        switch Planner.plan(desired: desired, actual: actual, options: options.planOptions, fields: { fields[$0.name] }) {
-        case .failure(let refusal): return (.refused(refusal), [])
-        case .success(let made): plan = made
-        }
-        let document = PlanDocument(
-            kind: .plan, plan: plan, commit: loaded.commit, repository: repository, ref: ref, path: path,
-            actualDigest: actual.digest)
+        let outcome = try plan(
+            loaded, reader: reader, store: store, options: options.planOptions, repository: repository, ref: ref,
+            path: path,
+            checkActual: { actual in
+                if let savedPlan, savedPlan.actualDigest != actual.digest {
+                    throw LoadError(
+                        "the actual state changed since the plan was made (another apply, a kill, a drift); plan again")
+                }
+            })
+        guard case .planned(let document) = outcome else { return (outcome, []) }
+        let plan = document.plan
         let applier = Applier(store: store, options: options, logger: logger, progress: progress)
         let steps = try applier.apply(plan, loaded: loaded, reader: reader)
         if plan.hasChanges || !steps.isEmpty {

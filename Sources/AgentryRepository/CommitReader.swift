@@ -171,6 +171,18 @@ public final class CommitReader {
 
     // MARK: - Full
 
+    /// The tree of `commit` under the agent repository's folder, with the content the validator reads.
+    public func sourceTree(_ commit: String) throws -> SourceTree {
+        guard let id = ObjectID(hex: commit) else { throw LoadError("\(commit) is not a commit id") }
+        do {
+            var entries = try listing(id)
+            try loadContent(&entries, except: nil)
+            return SourceTree(entries: entries)
+        } catch let error as GitError {
+            throw LoadError(error.description)
+        }
+    }
+
     private func full(_ commit: ObjectID) throws -> (LoadedCommit, (files: [(path: String, blobID: String, result: FileResult)], replaceAll: Bool)) {
         var entries = try listing(commit)
         var cache: FileCache?

@@ -63,11 +63,21 @@ public enum Planning {
         let reader = try CommitReader(repository: repository, path: path, store: store, logger: logger)
         let loaded = try reader.load(ref)
         guard loaded.report.isValid else { return .invalid(loaded.report) }
+        return try plan(loaded, reader: reader, store: store, options: options, repository: repository, ref: ref, path: path)
+    }
+
+    /// Plans a loaded, valid commit against the actual state in `store`; `checkActual` may refuse
+    /// that state first (a saved plan gone stale).
+    static func plan(
+        _ loaded: LoadedCommit, reader: CommitReader, store: StateStore?, options: PlanOptions, repository: String,
+        ref: String, path: String, checkActual: (ActualState) throws -> Void = { _ in }
+    ) throws -> Outcome {
         let desired = loaded.desired
         let actual = try actualState(store) { name, revision, lifecycle in
             guard let wanted = desired.agents[name] else { return false }
             return wanted.revision != revision || wanted.lifecycle.rawValue != lifecycle
         }
+        try checkActual(actual)
         // Full fields (parsing the files involved) only for agents that exist and changed.
         let changed = Set(desired.agents.values.filter { wanted in
             guard let existing = actual.agents[wanted.name] else { return false }

@@ -34,48 +34,12 @@ public enum RepositoryLoader {
     public static func fromGit(
         repository: String, ref: String = "HEAD", path: String = "", logger: Logger = Logger(label: "agentry")
     ) throws -> LoadedRepository {
-        let subpath = path.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
-        if subpath.split(separator: "/").contains("..") {
-            throw LoadError("--path \(path) must stay inside the repository")
-        }
-        do {
-            let git = try GitRepository.open(repository)
-            let commit = try git.commit(for: ref)
-            logger.debug("reading tree", metadata: ["commit": "\(commit)", "path": "\(subpath)"])
-            let clock = ContinuousClock()
-            let started = clock.now
-            let listing = try git.listTree(commit: commit, subpath: subpath)
-            logger.debug("listed tree", metadata: ["entries": "\(listing.count)", "time": "\(clock.now - started)"])
-            var entries: [String: SourceTree.Entry] = [:]
-            entries.reserveCapacity(listing.count)
-            var wanted: [(String, ObjectID)] = []
-            for entry in listing {
-                switch entry.kind {
-                case .directory: entries[entry.path] = .directory
-                case .submodule: entries[entry.path] = .other
-                case .symlink:
-                    let target = try git.blob(entry.id)
-                    entries[entry.path] = .symlink(target: String(decoding: target, as: UTF8.self))
-                case .file:
-                    if SourceTree.needsContent(entry.path) {
-                        wanted.append((entry.path, entry.id))
-                    } else {
-                        entries[entry.path] = .file(size: 0, content: nil, id: "\(entry.id)")
-                    }
-                }
-            }
-            let blobs = try git.blobs(wanted.map(\.1), limit: SourceTree.maxFileSize)
-            for ((path, id), blob) in zip(wanted, blobs) {
-                entries[path] = .file(size: blob.size, content: blob.content, id: "\(id)")
-            }
-            logger.debug("read tree", metadata: ["entries": "\(entries.count)", "blobs": "\(wanted.count)"])
-            return LoadedRepository(
-                tree: SourceTree(entries: entries),
-                source: .git(repository: repository, ref: ref, commit: "\(commit)", path: subpath),
-                displayPrefix: subpath.isEmpty ? "" : subpath + "/")
-        } catch let error as GitError {
-            throw LoadError(error.description)
-        }
+        let reader = try CommitReader(repository: repository, path: path, store: nil, logger: logger)
+        let commit = try reader.commit(for: ref)
+        return LoadedRepository(
+            tree: try reader.sourceTree(commit),
+            source: .git(repository: repository, ref: ref, commit: commit, path: reader.subpath),
+            displayPrefix: reader.displayPrefix)
     }
 
     /// Reads the folder at `path`. Symlinks are recorded, never followed while walking; `.git` is skipped.
