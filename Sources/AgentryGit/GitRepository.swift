@@ -368,20 +368,6 @@ public final class GitRepository {
         return (kind, ObjectID(git_tree_entry_id(entry).pointee))
     }
 
-    /// The size of an object, read from its header without inflating the content.
-    public func objectSize(_ id: ObjectID) throws -> Int {
-        var odb: OpaquePointer?
-        var result = git_repository_odb(&odb, handle)
-        guard result == 0, let odb else { throw GitError.last(result, "open object database") }
-        defer { git_odb_free(odb) }
-        var size = 0
-        var type = GIT_OBJECT_ANY
-        var oid = id.raw
-        result = git_odb_read_header(&size, &type, odb, &oid)
-        guard result == 0 else { throw GitError.last(result, "read object \(id)") }
-        return size
-    }
-
     /// A blob's bytes.
     public func blob(_ id: ObjectID) throws -> [UInt8] {
         var oid = id.raw

@@ -226,12 +226,6 @@ enum QMP {
         _ = try command(path, "quit")
     }
 
-    static func status(_ path: String) throws -> String {
-        let reply = try command(path, "query-status")
-        let object = try? JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any]
-        return ((object?["return"] as? [String: Any])?["status"] as? String) ?? "unknown"
-    }
-
     static func command(_ path: String, _ name: String) throws -> String {
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { throw MachineError("socket failed") }

@@ -136,12 +136,6 @@ public struct SourceTree: Sendable {
         }
     }
 
-    /// The content of a file entry, if it was loaded.
-    public func content(_ path: String) -> [UInt8]? {
-        if case .file(_, let content, _)? = entries[path] { return content }
-        return nil
-    }
-
     /// The git blob id of a file entry, if known.
     public func blobID(_ path: String) -> String? {
         if case .file(_, _, let id)? = entries[path] { return id }

@@ -173,9 +173,6 @@ public final class StateStore: @unchecked Sendable {
         }
     }
 
-    /// Whether this store holds the writer lock.
-    public var holdsWriterLock: Bool { lockDescriptor != nil }
-
     func releasingWriterLock() -> StateStore {
         if let lockDescriptor { close(lockDescriptor) }
         lockDescriptor = nil
