@@ -3,11 +3,12 @@
 # Idempotent: safe to run on every CI job and before every quickstart.
 set -euo pipefail
 
-# Debian packages: libgit2 (git access), libyaml/libsqlite3 headers (YAML, state store), git (tests),
+# Debian packages: libgit2 (git access), libyaml/libsqlite3 headers (YAML, state store), libsodium
+# (the secret store's encryption), git (tests),
 # python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline), QEMU and
-# qemu-img (the microVMs), busybox-static (the guest image), procps (pgrep/pkill in tests).
-packages=(libgit2-dev libyaml-dev libsqlite3-dev pkg-config git python3 python3-yaml python3-jsonschema
-    qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils)
+# qemu-img (the microVMs), busybox-static and debootstrap (the guest images), procps (pgrep/pkill in tests).
+packages=(libgit2-dev libyaml-dev libsqlite3-dev libsodium-dev pkg-config git python3 python3-yaml python3-jsonschema
+    qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils debootstrap)
 
 missing=()
 for package in "${packages[@]}"; do

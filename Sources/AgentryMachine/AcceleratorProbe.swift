@@ -9,6 +9,9 @@ import Foundation
 /// host boot and image in `<state>/accelerator`; `AGENTRY_ACCELERATOR=kvm|tcg` overrides it.
 public enum AcceleratorProbe {
     public static func detect(image: GuestImage, stateDirectory: String, log: (String) -> Void) -> Accelerator {
+        // The probe boots the kernel and initramfs alone, whatever root filesystem the agent uses.
+        var image = image
+        image.rootfs = nil
         if let forced = ProcessInfo.processInfo.environment["AGENTRY_ACCELERATOR"].flatMap(Accelerator.init(rawValue:)) {
             return forced
         }
@@ -38,7 +41,9 @@ public enum AcceleratorProbe {
                 result = .kvm
             }
         } catch {
-            log("KVM probe failed: \(error)")
+            // QEMU's own words are in the message; its last line says the most.
+            let lines = "\(error)".split(separator: "\n")
+            log("KVM does not work here (\(lines.last.map { $0.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "| ", with: "") } ?? "")); using TCG")
         }
         QEMUMachine.stop(directory, graceful: false)
         try? FileManager.default.removeItem(atPath: directory)

@@ -5,16 +5,28 @@ import Foundation
     import Glibc
 #endif
 
-/// A bootable guest: a kernel and an initramfs holding busybox, the virtio modules and the guest agent.
+/// A bootable guest: a kernel and an initramfs holding busybox, the virtio modules and the guest
+/// agent; for `debian-12`, also a root filesystem image that each agent's environment disk overlays.
 public struct GuestImage: Sendable, Equatable {
     public var base: String
     public var directory: String
     public var kernelVersion: String
     /// Content digest of everything that went into the image.
     public var digest: String
+    public var kernel: String
+    public var initrd: String
+    /// A raw ext4 image of a Debian root filesystem; nil for `minimal`, whose root is the initramfs.
+    public var rootfs: String?
 
-    public var kernel: String { directory + "/vmlinuz" }
-    public var initrd: String { directory + "/initrd.img" }
+    public init(base: String, directory: String, kernelVersion: String, digest: String, rootfs: String? = nil) {
+        self.base = base
+        self.directory = directory
+        self.kernelVersion = kernelVersion
+        self.digest = digest
+        self.kernel = directory + "/vmlinuz"
+        self.initrd = directory + "/initrd.img"
+        self.rootfs = rootfs
+    }
 }
 
 /// Builds guest images from Debian's packages into `<state>/images`, cached by content.
@@ -26,7 +38,7 @@ public struct GuestImage: Sendable, Equatable {
 /// newc cpio (under TCG, decompressing the initramfs is emulated work on every boot).
 public enum ImageBuilder {
     /// Bumped when the recipe changes, so cached images are rebuilt.
-    static let recipeVersion = "minimal-5"
+    static let recipeVersion = "minimal-6"
 
     static let modules = [
         "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio_mmio.ko",
@@ -51,7 +63,10 @@ public enum ImageBuilder {
         done
         name=$(sed -n 's/.*agentry.name=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
         [ -n "$name" ] && hostname "$name"
-        if [ -b /dev/vda ]; then
+        root=0; grep -q agentry.root=1 /proc/cmdline && root=1
+        if [ -b /dev/vda ] && [ $root = 1 ]; then
+            if mount -t ext4 /dev/vda /newroot; then echo root > /run/agentry-disk; else echo failed > /run/agentry-disk; root=0; fi
+        elif [ -b /dev/vda ]; then
             if mount -t ext4 /dev/vda /agent 2>/dev/null; then
                 echo mounted > /run/agentry-disk
             elif mke2fs -q -F -L agent /dev/vda >/dev/null && mount -t ext2 /dev/vda /agent; then
@@ -66,6 +81,15 @@ public enum ImageBuilder {
             ip link set lo up; ip link set eth0 up && udhcpc -q -n -i eth0 -s /bin/udhcpc.script >/dev/null 2>&1
         fi
         export HOME=/agent
+        if [ $root = 1 ]; then
+            # debian-12: the environment disk is a Debian root filesystem; grow it to the disk's
+            # size (online, a no-op once done) and hand PID 1 over to the guest agent inside it.
+            cp /sbin/agentry-guest /run/agentry-guest
+            mkdir -p /newroot/agent
+            for folder in dev proc sys run tmp; do mkdir -p /newroot/$folder; mount --move /$folder /newroot/$folder; done
+            [ -x /newroot/sbin/resize2fs ] && chroot /newroot /sbin/resize2fs /dev/vda >/dev/null 2>&1
+            exec switch_root /newroot /run/agentry-guest
+        fi
         exec /sbin/agentry-guest
         """
 
@@ -74,7 +98,7 @@ public enum ImageBuilder {
         [ "$1" = bound ] || [ "$1" = renew ] || exit 0
         ip addr add "$ip/${mask:-24}" dev "$interface"
         [ -n "$router" ] && ip route add default via "$router"
-        for server in $dns; do echo "nameserver $server"; done > /etc/resolv.conf
+        for server in $dns; do echo "nameserver $server"; done > /run/resolv.conf
         """
 
     /// The image already built for `base`, if any.
@@ -104,9 +128,12 @@ public enum ImageBuilder {
         _ base: String, imagesDirectory: String, guestAgent: String, refresh: Bool = false,
         progress: (String) -> Void
     ) throws -> GuestImage {
+        if base == EnvironmentBase.debian12.rawValue {
+            return try DebianImage.build(
+                packages: [], imagesDirectory: imagesDirectory, guestAgent: guestAgent, refresh: refresh, progress: progress)
+        }
         guard base == EnvironmentBase.minimal.rawValue else {
-            throw MachineError(
-                "the \(base) image is not built by this agentry yet; environments can use base: minimal (busybox)")
+            throw MachineError("unknown image base \(base); the bases are minimal and debian-12")
         }
         let manager = FileManager.default
         let cache = imagesDirectory + "/cache"
@@ -161,9 +188,10 @@ public enum ImageBuilder {
 
         progress("packing the initramfs (busybox, virtio modules, agentry-guest)")
         var archive = CPIOWriter()
-        for folder in ["bin", "sbin", "lib", "lib/modules", "dev", "proc", "sys", "run", "tmp", "agent", "etc"] {
+        for folder in ["bin", "sbin", "lib", "lib/modules", "dev", "proc", "sys", "run", "tmp", "agent", "etc", "newroot"] {
             archive.directory(folder)
         }
+        archive.symlink("etc/resolv.conf", target: "/run/resolv.conf")
         archive.file("init", Array(initScript.utf8) + [0x0A], mode: 0o755)
         archive.file("bin/busybox", Array(busyboxBytes), mode: 0o755)
         archive.file("bin/udhcpc.script", Array(dhcpScript.utf8) + [0x0A], mode: 0o755)
@@ -308,6 +336,10 @@ struct CPIOWriter {
 
     mutating func file(_ path: String, _ data: [UInt8], mode: Int) {
         entry(path, mode: 0o100000 | mode, data: data)
+    }
+
+    mutating func symlink(_ path: String, target: String) {
+        entry(path, mode: 0o120777, data: Array(target.utf8))
     }
 
     mutating func device(_ path: String, major: Int, minor: Int) {

@@ -73,6 +73,16 @@ public enum QEMUMachine {
             }
             return false
         }
+        if let rootfs = configuration.image.rootfs {
+            // debian-12: a copy-on-write overlay of the image's root filesystem (instant, shared base),
+            // as large as the Environment asks; the guest grows the filesystem on boot.
+            var status = stat()
+            let baseSize = stat(rootfs, &status) == 0 ? UInt64(status.st_size) : 0
+            try HostCommand.check(
+                "qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs, path, "\(max(baseSize, configuration.diskBytes))"],
+                package: "qemu-utils", timeout: 60, what: "creating the environment disk")
+            return true
+        }
         // Formatted on the host (mkfs.ext4 is native there, emulated in a TCG guest), as a sparse raw
         // file converted to qcow2: only the filesystem's metadata takes space.
         let raw = configuration.directory + "/env.raw"
@@ -96,6 +106,7 @@ public enum QEMUMachine {
         let directory = configuration.directory
         var append = "console=ttyS0 reboot=t panic=-1 quiet agentry.name=\(configuration.name)"
         if configuration.network { append += " agentry.net=1" }
+        if configuration.image.rootfs != nil { append += " agentry.root=1" }
         var arguments = ["-M", "microvm"]
         switch configuration.accelerator {
         case .kvm:

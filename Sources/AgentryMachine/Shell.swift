@@ -39,7 +39,7 @@ enum HostCommand {
     @discardableResult
     static func run(
         _ program: String, _ arguments: [String], package: String? = nil, timeout: TimeInterval = 300,
-        directory: String? = nil, environment: [String: String] = [:]
+        directory: String? = nil, environment: [String: String] = [:], lines: (String) -> Void = { _ in }
     ) throws -> Result {
         guard let executable = program.hasPrefix("/") ? program : locate(program) else {
             let hint = package.map { " (install it: apt-get install \($0))" } ?? ""
@@ -84,7 +84,25 @@ enum HostCommand {
         guard spawned == 0 else { throw MachineError("cannot run \(program): \(String(cString: strerror(spawned)))") }
         let deadline = Date().addingTimeInterval(timeout)
         var status: Int32 = 0
+        // `lines` sees the output as it comes (a long build shows its progress), a line at a time.
+        var seen = 0
+        var pending = ""
+        var polls = 0
+        func follow() {
+            guard let handle = FileHandle(forReadingAtPath: log) else { return }
+            defer { try? handle.close() }
+            try? handle.seek(toOffset: UInt64(seen))
+            guard let data = try? handle.readToEnd(), !data.isEmpty else { return }
+            seen += data.count
+            pending += String(decoding: data, as: UTF8.self)
+            while let newline = pending.firstIndex(of: "\n") {
+                lines(String(pending[..<newline]))
+                pending = String(pending[pending.index(after: newline)...])
+            }
+        }
         while waitpid(pid, &status, WNOHANG) == 0 {
+            polls += 1
+            if polls % 40 == 0 { follow() }
             if Date() >= deadline {
                 kill(pid, SIGKILL)
                 waitpid(pid, &status, 0)
@@ -92,6 +110,7 @@ enum HostCommand {
             }
             usleep(5_000)
         }
+        follow()
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
         return Result(status: code, output: output)

@@ -163,6 +163,11 @@ public final class Applier {
                 if case .hello(_, _, _, let uptime, let disk)? = channel.hello {
                     detail = "running (booted in \(uptime) ms, disk \(disk))"
                 }
+                // The agent's configuration (instructions, skills, rendered harness files) goes in
+                // over the control channel: an update needs no reboot.
+                let rendered = Rendering.render(try reader.bundle(name, in: loaded), run: .none)
+                try Provisioner.push(rendered, over: channel)
+                detail += action == .update ? ", configuration pushed (\(rendered.files.count) files)" : ""
                 try record(name, wanted: nil, fields: nil, commit: nil, machineState: "running")
                 steps.append(AppliedStep(agent: name, action: action, detail: detail, failed: false))
                 try event(name, "step", "\(action.rawValue): done, \(detail)")
@@ -218,7 +223,8 @@ public final class Applier {
     func machineConfiguration(_ name: String, fields: Fields) throws -> MachineConfiguration {
         let values = Dictionary(fields, uniquingKeysWith: { a, _ in a })
         let base = values["environment.base"] ?? "minimal"
-        let image = try image(for: base)
+        let packages = fields.filter { $0.0 == "environment.packages.apt" }.flatMap { Self.listValue($0.1) }
+        let image = try image(for: base, packages: packages)
         let cpus = Int(values["environment.resources.cpus"] ?? "1") ?? 1
         let memory = Quantity(values["environment.resources.memory"] ?? "512Mi")?.bytes ?? 512 << 20
         let disk = Quantity(values["environment.resources.disk"] ?? "4Gi")?.bytes ?? 4 << 30
@@ -232,12 +238,26 @@ public final class Applier {
             accelerator: accelerator ?? .tcg)
     }
 
-    func image(for base: String) throws -> GuestImage {
-        if let image = images[base] { return image }
-        let image = try ImageBuilder.build(
-            base, imagesDirectory: store.directory + "/images", guestAgent: options.guestAgent, progress: progress)
-        images[base] = image
+    func image(for base: String, packages: [String]) throws -> GuestImage {
+        let key = base + " " + packages.joined(separator: ",")
+        if let image = images[key] { return image }
+        let image: GuestImage
+        if base == EnvironmentBase.debian12.rawValue {
+            image = try DebianImage.build(
+                packages: packages, imagesDirectory: store.directory + "/images", guestAgent: options.guestAgent,
+                progress: progress)
+        } else {
+            image = try ImageBuilder.build(
+                base, imagesDirectory: store.directory + "/images", guestAgent: options.guestAgent, progress: progress)
+        }
+        images[key] = image
         return image
+    }
+
+    /// A list field's value (`["git", "curl"]`, as `Canonical.list` writes it).
+    static func listValue(_ text: String) -> [String] {
+        guard let data = text.data(using: .utf8), let list = try? JSONSerialization.jsonObject(with: data) as? [String] else { return [] }
+        return list
     }
 }
 

@@ -26,9 +26,13 @@ struct ImageBuild: ParsableCommand {
         discussion: """
             minimal: Debian's cloud kernel with its virtio modules and an initramfs of busybox-static and \
             the guest agent. Needs apt (to download linux-image-cloud-amd64), dpkg-deb and busybox-static.
+
+            debian-12: a Debian bookworm root filesystem (debootstrap --variant=minbase, as root) packed \
+            as an ext4 image, booted with the minimal image's kernel and initramfs. Environments with \
+            packages.apt get their own image with those packages, built by apply when first needed.
             """)
 
-    @Argument(help: "The base: minimal.")
+    @Argument(help: "The base: minimal or debian-12.")
     var base: String = "minimal"
 
     @OptionGroup var state: StateOptions
