@@ -57,7 +57,7 @@ public indirect enum JSON: Sendable, Equatable {
         }
     }
 
-    static func quote(_ text: String, into output: inout String) {
+    public static func quote(_ text: String, into output: inout String) {
         // Fast path: nothing to escape (the common case), appended whole.
         if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
             output += "\""

@@ -483,30 +483,7 @@ public final class CommitReader {
     /// The resolved fields (for plan reasons) of the named agents, parsing just the files they and
     /// the resources they use are declared in.
     public func resolvedFields(of names: Set<String>, in loaded: LoadedCommit) throws -> [String: Fields] {
-        guard !names.isEmpty, let commit = ObjectID(hex: loaded.commit) else { return [:] }
-        let index = loaded.report.index
-        let agents = index.agents.filter { names.contains($0.name) }
-        var files = Set(agents.map(\.origin.file))
-        let wantedResources = Set(agents.flatMap { agent in
-            [agent.harness, agent.model, agent.environment].compactMap { $0?.name } + agent.fallbackModels.map(\.name)
-        })
-        for resource in index.harnesses + index.models + index.environments where wantedResources.contains(resource.name) {
-            files.insert(resource.origin.file)
-        }
-        var entries: [String: SourceTree.Entry] = [:]
-        var paths: [String] = []
-        do {
-            for file in files {
-                guard let entry = try git.entry(commit: commit, path: file), case .file = entry.kind else { continue }
-                let blob = try git.blobs([entry.id], limit: SourceTree.maxFileSize)[0]
-                let path = String(file.dropFirst(loaded.displayPrefix.count))
-                entries[path] = .file(size: blob.size, content: blob.content, id: "\(entry.id)")
-                paths.append(path)
-            }
-        } catch let error as GitError {
-            throw LoadError(error.description)
-        }
-        let catalog = RepositoryValidator.decode(paths, in: SourceTree(entries: entries), displayPrefix: loaded.displayPrefix)
+        guard let catalog = try catalog(of: names, in: loaded) else { return [:] }
         let harnesses = Dictionary(catalog.harnesses.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let models = Dictionary(catalog.models.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let environments = Dictionary(catalog.environments.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })

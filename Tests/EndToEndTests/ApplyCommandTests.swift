@@ -105,6 +105,79 @@ import TestSupport
         #expect(machines.stdout.split(separator: "\n").count == 1)
     }
 
+    /// `debian-12`: debootstrap'd root filesystem with the Environment's packages, the agent's disk a
+    /// copy-on-write overlay grown to `resources.disk`; what an agent installs or writes survives a
+    /// hard kill of its machine.
+    @Test func aDebianAgentGetsItsPackagesAndKeepsItsRootAcrossRestarts() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["workbench"])
+        try repo.write(
+            "environments/tiny.yaml",
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: debian-12, packages: {apt: [jq]}, resources: {cpus: 1, memory: 256Mi, disk: 3Gi}}\n")
+        try repo.commitAll("debian")
+        let applied = try agentry(["apply"], in: repo, timeout: 900)
+        #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        #expect(applied.stderr.contains("done   create workbench: running"), "\(applied.stderr)")
+        let probe = try agentry(
+            ["exec", "workbench", "--", "sh", "-c",
+             "cat /etc/debian_version; echo '{\"a\":1}' | jq .a; df -B1G --output=size / | tail -1 | tr -d ' '; echo kept > /usr/local/kept; echo home > /agent/h"],
+            in: repo)
+        #expect(probe.status == 0, "\(probe.stderr)")
+        let lines = probe.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("12.") == true, "\(probe.stdout)")
+        #expect(lines.dropFirst().first == "1")
+        // Grown from the image's 1 GiB to the Environment's 3 GiB.
+        #expect(Int(lines.dropFirst(2).first ?? "") ?? 0 >= 2, "\(probe.stdout)")
+
+        let pid = try String(contentsOfFile: state.path + "/agents/workbench/vm.pid", encoding: .utf8)
+        try Shell.run("kill", ["-9", pid.trimmingCharacters(in: .whitespacesAndNewlines)])
+        try waitUntil { try agentry(["status"], in: repo).stdout.contains("died") }
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        let read = try agentry(["exec", "workbench", "--", "cat", "/usr/local/kept", "/agent/h"], in: repo)
+        #expect(read.stdout == "kept\nhome\n", "\(read.stderr)")
+    }
+
+    /// An update (instructions, skills) is pushed into the running machine without a reboot, and
+    /// what the previous revision put there and this one dropped is gone.
+    @Test func anUpdatePushesConfigurationWithoutARestart() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["scribe"])
+        func declare(instructions: String, skills: [String]) throws {
+            try repo.write(
+                "agents/scribe.yaml",
+                """
+                apiVersion: agentry/v1
+                kind: Agent
+                metadata: {name: scribe, owner: test}
+                spec:
+                  instructions: "\(instructions)"
+                  harness: shell
+                  model: local
+                  environment: tiny
+                  skills: [\(skills.joined(separator: ", "))]
+
+                """)
+        }
+        for skill in ["notes", "tidy"] {
+            try repo.write("skills/\(skill)/SKILL.md", "---\nname: \(skill)\ndescription: The \(skill) skill.\n---\nDo \(skill).\n")
+        }
+        try declare(instructions: "Write notes.", skills: ["notes", "tidy"])
+        try repo.commitAll("scribe with two skills")
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        let listing = ["exec", "scribe", "--", "sh", "-c", "cat AGENTS.md; echo; ls skills"]
+        #expect(try agentry(listing, in: repo).stdout == "Write notes.\nnotes\ntidy\n")
+        let pid = try String(contentsOfFile: state.path + "/agents/scribe/vm.pid", encoding: .utf8)
+
+        try declare(instructions: "Write shorter notes.", skills: ["notes"])
+        try repo.commitAll("one skill, new instructions")
+        let updated = try agentry(["apply"], in: repo)
+        #expect(updated.status == 0, "\(updated.stderr)")
+        #expect(updated.stdout.contains("update    scribe"), "\(updated.stdout)")
+        #expect(updated.stderr.contains("configuration pushed"), "\(updated.stderr)")
+        #expect(try agentry(listing, in: repo).stdout == "Write shorter notes.\nnotes\n")
+        #expect(try String(contentsOfFile: state.path + "/agents/scribe/vm.pid", encoding: .utf8) == pid)
+    }
+
     @Test func execPassesStatusOutputAndTimeouts() throws {
         defer { stopMachines() }
         let repo = try repository(agents: ["runner"])
@@ -218,13 +291,18 @@ import TestSupport
         holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         holder.arguments = [
             "python3", "-c",
-            "import fcntl, os, sys, time\nf = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\nf.truncate(0); f.write(str(os.getpid()) + '\\n'); f.flush()\nprint('locked', flush=True); time.sleep(60)",
+            "import fcntl, os, signal, sys, time\nsignal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM]); signal.signal(signal.SIGTERM, signal.SIG_DFL)\nf = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\nf.truncate(0); f.write(str(os.getpid()) + '\\n'); f.flush()\nprint('locked', flush=True); time.sleep(60)",
             state.path + "/state.lock",
         ]
         let output = Pipe()
         holder.standardOutput = output
+        // Nothing of the test's own output is inherited: a holder left behind would keep it open.
+        holder.standardError = FileHandle.nullDevice
         try holder.run()
-        defer { holder.terminate() }
+        defer {
+            kill(holder.processIdentifier, SIGKILL)
+            holder.waitUntilExit()
+        }
         _ = output.fileHandleForReading.availableData
         let result = try agentry(["apply"], in: repo)
         #expect(result.status == 2)
