@@ -1,22 +1,37 @@
 #!/usr/bin/env bash
 # The quickstart's first command: install what is missing, build agentry, and run the main job on
-# the bundled example: validate examples/quickstart from a folder and from a git commit.
+# the bundled example: validate examples/quickstart, put it in a git repository, build the guest
+# images and apply it (one microVM per active agent), then show the agents' status.
+#
+# State goes to $AGENTRY_STATE_DIR (default: .agentry-quickstart in this checkout). The machines
+# keep running afterwards; stop them with `agentry kill AGENT --reason done` or by deleting the
+# agents from the repository and applying again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 reconciler/install-deps.sh
 swift build -c release --product agentry
+swift build -c release --product agentry-guest
 agentry=.build/release/agentry
+export AGENTRY_STATE_DIR=${AGENTRY_STATE_DIR:-$PWD/.agentry-quickstart}
 
 echo "== agentry validate --dir examples/quickstart"
 "$agentry" validate --dir examples/quickstart
 
-# The same example as a git repository, read from the commit (no work tree needed).
-repository=$(mktemp -d)
-trap 'rm -rf "$repository"' EXIT
-cp -R examples/quickstart/. "$repository"
-git -C "$repository" init -q -b main
+# The example as a git repository, read from the commit (no work tree needed). It is kept beside
+# the state, so later `agentry plan/apply --repo` calls can use it.
+repository="$AGENTRY_STATE_DIR/quickstart-repo"
+mkdir -p "$repository"
+rsync -a --delete --exclude .git examples/quickstart/ "$repository"/ 2>/dev/null || cp -R examples/quickstart/. "$repository"
+git -C "$repository" init -q -b main 2>/dev/null || true
 git -C "$repository" add -A
-git -C "$repository" -c user.name=quickstart -c user.email=quickstart@localhost commit -q -m "Quickstart agents"
-echo "== agentry validate --repo <a git copy of examples/quickstart>"
+git -C "$repository" -c user.name=quickstart -c user.email=quickstart@localhost commit -q -m "Quickstart agents" || true
+echo "== agentry validate --repo $repository"
 "$agentry" validate --repo "$repository"
+
+echo "== agentry image build minimal"
+"$agentry" image build minimal
+echo "== agentry apply --repo $repository"
+"$agentry" apply --repo "$repository"
+echo "== agentry status --repo $repository"
+"$agentry" status --repo "$repository"
