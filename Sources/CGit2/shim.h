@@ -2,6 +2,7 @@
 #define AGENTRY_CGIT2_SHIM_H
 
 #include <git2.h>
+#include <stdio.h>
 
 /* git_libgit2_opts is variadic and cannot be called from Swift: one wrapper per option used. */
 
@@ -22,6 +23,40 @@ static inline int agentry_git_disable_strict_hash_verification(void) {
 /* Do not refuse repositories owned by another user (a service reading a repo a CI user checked out). */
 static inline int agentry_git_set_owner_validation(int enabled) {
     return git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, enabled);
+}
+
+/* Push and fetch need callbacks (C function pointers with a payload); kept here in C.
+ * A remote-side rejection does not fail git_remote_push: it only shows in the
+ * push_update_reference callback, which records it in `rejection`. */
+typedef struct {
+    char rejection[512];
+} agentry_push_status;
+
+static inline int agentry_push_update_reference(const char *refname, const char *status, void *payload) {
+    agentry_push_status *result = (agentry_push_status *)payload;
+    if (status != NULL && result->rejection[0] == 0) {
+        snprintf(result->rejection, sizeof(result->rejection), "%s: %s", refname, status);
+    }
+    return 0;
+}
+
+static inline int agentry_git_push(git_remote *remote, const char *refspec, agentry_push_status *status) {
+    git_push_options options;
+    git_push_options_init(&options, GIT_PUSH_OPTIONS_VERSION);
+    options.callbacks.push_update_reference = agentry_push_update_reference;
+    options.callbacks.payload = status;
+    char *specs[1] = {(char *)refspec};
+    git_strarray array = {specs, 1};
+    return git_remote_push(remote, &array, &options);
+}
+
+static inline int agentry_git_fetch(git_remote *remote, const char *refspec) {
+    git_fetch_options options;
+    git_fetch_options_init(&options, GIT_FETCH_OPTIONS_VERSION);
+    options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+    char *specs[1] = {(char *)refspec};
+    git_strarray array = {specs, 1};
+    return git_remote_fetch(remote, &array, &options, NULL);
 }
 
 #endif

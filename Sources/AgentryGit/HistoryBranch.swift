@@ -1,0 +1,253 @@
+import CGit2
+import Foundation
+
+/// A file to record: a path in the history tree and its bytes.
+public struct RecordFile: Sendable {
+    public var path: String
+    public var bytes: [UInt8]
+
+    public init(path: String, bytes: [UInt8]) {
+        self.path = path
+        self.bytes = bytes
+    }
+}
+
+/// Appends record commits to a branch of a repository without a work tree (blobs, an updated tree,
+/// a commit, a compare-and-swap move of the branch), and pushes the branch to `origin` when the
+/// repository has one. A push that loses a race fetches the remote branch, replays the commits it
+/// does not have on top (record paths are unique, so replaying never conflicts) and tries again:
+/// no record is lost or written twice.
+public final class HistoryBranch {
+    public let repository: GitRepository
+    public let branch: String
+    var reference: String { "refs/heads/" + branch }
+    var remoteTracking: String { "refs/remotes/origin/" + branch }
+
+    public init(repository: GitRepository, branch: String = "agentry/history") {
+        self.repository = repository
+        self.branch = branch
+    }
+
+    var handle: OpaquePointer { repository.handle }
+
+    /// The branch's tip, if it exists.
+    public func tip() throws -> ObjectID? {
+        try referenceTarget(reference)
+    }
+
+    func referenceTarget(_ name: String) throws -> ObjectID? {
+        var oid = git_oid()
+        let result = git_reference_name_to_id(&oid, handle, name)
+        if result == GIT_ENOTFOUND.rawValue { return nil }
+        guard result == 0 else { throw GitError.last(result, "read \(name)") }
+        return ObjectID(oid)
+    }
+
+    /// Commits `files` on top of the branch (creating it) and returns the new commit. Retries when
+    /// another writer on this host moved the branch in between.
+    @discardableResult
+    public func append(_ files: [RecordFile], message: String, author: Signature, at date: Date = Date()) throws -> ObjectID {
+        var blobs: [(String, git_oid)] = []
+        for file in files {
+            var oid = git_oid()
+            let result = file.bytes.withUnsafeBytes { git_blob_create_from_buffer(&oid, handle, $0.baseAddress, $0.count) }
+            guard result == 0 else { throw GitError.last(result, "write \(file.path)") }
+            blobs.append((file.path, oid))
+        }
+        for _ in 0..<50 {
+            let parent = try tip()
+            let commit = try makeCommit(blobs, parent: parent, message: message, author: author, date: date)
+            if try moveBranch(reference, to: commit, from: parent) { return commit }
+        }
+        throw GitError(code: .conflict, operation: "record", message: "\(branch) kept moving under 50 attempts to record")
+    }
+
+    func makeCommit(_ blobs: [(String, git_oid)], parent: ObjectID?, message: String, author: Signature, date: Date) throws
+        -> ObjectID
+    {
+        var baseTree: OpaquePointer?
+        var parentCommit: OpaquePointer?
+        defer {
+            if let baseTree { git_tree_free(baseTree) }
+            if let parentCommit { git_commit_free(parentCommit) }
+        }
+        if let parent {
+            var oid = parent.raw
+            var result = git_commit_lookup(&parentCommit, handle, &oid)
+            guard result == 0 else { throw GitError.last(result, "read \(parent)") }
+            result = git_commit_tree(&baseTree, parentCommit)
+            guard result == 0 else { throw GitError.last(result, "read the tree of \(parent)") }
+        }
+        // No baseline for the first record: libgit2 builds the tree from the updates alone.
+        var updates = blobs.map { path, oid -> git_tree_update in
+            var update = git_tree_update()
+            update.action = GIT_TREE_UPDATE_UPSERT
+            update.id = oid
+            update.filemode = GIT_FILEMODE_BLOB
+            update.path = UnsafePointer(strdup(path))
+            return update
+        }
+        defer { updates.forEach { free(UnsafeMutablePointer(mutating: $0.path)) } }
+        var treeOID = git_oid()
+        var result = git_tree_create_updated(&treeOID, handle, baseTree, updates.count, &updates)
+        guard result == 0 else { throw GitError.last(result, "build the record tree") }
+        var tree: OpaquePointer?
+        result = git_tree_lookup(&tree, handle, &treeOID)
+        guard result == 0, let tree else { throw GitError.last(result, "read the record tree") }
+        defer { git_tree_free(tree) }
+        var signature: UnsafeMutablePointer<git_signature>?
+        result = git_signature_new(&signature, author.name, author.email, git_time_t(date.timeIntervalSince1970), 0)
+        guard result == 0, let signature else { throw GitError.last(result, "make signature") }
+        defer { git_signature_free(signature) }
+        var commitOID = git_oid()
+        var parents: [OpaquePointer?] = parentCommit.map { [$0] } ?? []
+        result = parents.withUnsafeMutableBufferPointer { buffer in
+            git_commit_create(&commitOID, handle, nil, signature, signature, "UTF-8", message, tree, buffer.count, buffer.baseAddress)
+        }
+        guard result == 0 else { throw GitError.last(result, "commit the record") }
+        return ObjectID(commitOID)
+    }
+
+    /// Moves `name` from `old` (nil: it must not exist) to `new`; false when someone else moved it first.
+    func moveBranch(_ name: String, to new: ObjectID, from old: ObjectID?) throws -> Bool {
+        var target = new.raw
+        var created: OpaquePointer?
+        let result: Int32
+        if var current = old?.raw {
+            result = git_reference_create_matching(&created, handle, name, &target, 1, &current, "agentry: record")
+        } else {
+            result = git_reference_create(&created, handle, name, &target, 0, "agentry: record")
+        }
+        if let created { git_reference_free(created) }
+        if result == GIT_EMODIFIED.rawValue || result == GIT_EEXISTS.rawValue || result == GIT_ELOCKED.rawValue { return false }
+        guard result == 0 else { throw GitError.last(result, "move \(name)") }
+        return true
+    }
+
+    // MARK: - Remote
+
+    /// Whether the repository has an `origin` remote.
+    public var hasOrigin: Bool {
+        var remote: OpaquePointer?
+        let result = git_remote_lookup(&remote, handle, "origin")
+        if let remote { git_remote_free(remote) }
+        return result == 0
+    }
+
+    /// Pushes the branch to `origin`. When the remote moved on (another host recorded), fetches it,
+    /// replays the local records it lacks on top, and pushes again. Returns the number of attempts.
+    @discardableResult
+    public func push(maxAttempts: Int = 20) throws -> Int {
+        var remote: OpaquePointer?
+        var result = git_remote_lookup(&remote, handle, "origin")
+        guard result == 0, let remote else { throw GitError.last(result, "find the remote origin") }
+        defer { git_remote_free(remote) }
+        var lastError = ""
+        for attempt in 1...maxAttempts {
+            guard let local = try tip() else { return attempt }
+            var status = agentry_push_status()
+            result = agentry_git_push(remote, "\(reference):\(reference)", &status)
+            let rejection = withUnsafeBytes(of: status.rejection) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if result == 0, rejection.isEmpty {
+                // Remember what the remote has, so the next replay starts from there.
+                _ = try? moveBranch(remoteTracking, to: local, from: try referenceTarget(remoteTracking))
+                return attempt
+            }
+            lastError = rejection.isEmpty ? GitError.last(result, "push").message : rejection
+            // Lost a race (or the remote refused a non-fast-forward): fetch and replay.
+            result = agentry_git_fetch(remote, "+\(reference):\(remoteTracking)")
+            guard result == 0 else { throw GitError.last(result, "fetch \(branch) from origin") }
+            guard let remoteTip = try referenceTarget(remoteTracking) else { continue }
+            try replay(onto: remoteTip, local: local)
+            usleep(UInt32.random(in: 5_000...(20_000 * UInt32(min(attempt, 10)))))
+        }
+        throw GitError(
+            code: .conflict, operation: "push \(branch)",
+            message: "origin kept refusing \(branch) after \(maxAttempts) attempts (last: \(lastError)); the records are kept locally and go with the next push")
+    }
+
+    /// Rewrites the local commits that `remoteTip` lacks as children of it, each with the files it
+    /// added, its message and author, and moves the local branch there.
+    func replay(onto remoteTip: ObjectID, local: ObjectID) throws {
+        var base = git_oid()
+        var one = local.raw
+        var two = remoteTip.raw
+        let found = git_merge_base(&base, handle, &one, &two)
+        let mergeBase: ObjectID? = found == 0 ? ObjectID(base) : nil
+        if mergeBase == local { _ = try moveBranch(reference, to: remoteTip, from: local); return }  // nothing of ours is missing
+        // Our commits since the merge base, oldest first (history is a single line per host).
+        var ours: [ObjectID] = []
+        var cursor: ObjectID? = local
+        while let current = cursor, current != mergeBase {
+            ours.append(current)
+            cursor = try parent(of: current)
+        }
+        var newTip = remoteTip
+        for commit in ours.reversed() {
+            let added = try changes(from: try parent(of: commit), to: commit)
+            let (message, author, date) = try details(commit)
+            newTip = try makeCommit(added, parent: newTip, message: message, author: author, date: date)
+        }
+        guard try moveBranch(reference, to: newTip, from: local) else {
+            throw GitError(code: .conflict, operation: "replay", message: "\(branch) moved while replaying; try again")
+        }
+    }
+
+    func parent(of commit: ObjectID) throws -> ObjectID? {
+        var pointer: OpaquePointer?
+        var oid = commit.raw
+        let result = git_commit_lookup(&pointer, handle, &oid)
+        guard result == 0, let pointer else { throw GitError.last(result, "read \(commit)") }
+        defer { git_commit_free(pointer) }
+        guard git_commit_parentcount(pointer) > 0, let id = git_commit_parent_id(pointer, 0) else { return nil }
+        return ObjectID(id.pointee)
+    }
+
+    func details(_ commit: ObjectID) throws -> (String, Signature, Date) {
+        var pointer: OpaquePointer?
+        var oid = commit.raw
+        let result = git_commit_lookup(&pointer, handle, &oid)
+        guard result == 0, let pointer else { throw GitError.last(result, "read \(commit)") }
+        defer { git_commit_free(pointer) }
+        let message = String(cString: git_commit_message(pointer))
+        let author = git_commit_author(pointer)!.pointee
+        return (
+            message, Signature(name: String(cString: author.name), email: String(cString: author.email)),
+            Date(timeIntervalSince1970: TimeInterval(author.when.time))
+        )
+    }
+
+    /// The blobs a commit added or changed relative to `parent` (records only ever add files).
+    /// Unchanged folders are skipped without being read, so this stays fast on a long history.
+    func changes(from parent: ObjectID?, to commit: ObjectID) throws -> [(String, git_oid)] {
+        guard let parent else {
+            return try repository.listTree(commit: commit).compactMap { entry in
+                guard case .file = entry.kind else { return nil }
+                return (entry.path, entry.id.raw)
+            }
+        }
+        return try repository.changes(from: parent, to: commit).compactMap { change in
+            guard case .file? = change.kind, let id = change.id else { return nil }
+            return (change.path, id.raw)
+        }
+    }
+
+    // MARK: - Reading
+
+    /// The files under `folder` at the branch tip (paths relative to the tree root), or nil without a branch.
+    public func files(under folder: String) throws -> [TreeEntry]? {
+        guard let tip = try tip() else { return nil }
+        do {
+            return try repository.listTree(commit: tip, subpath: folder).map {
+                TreeEntry(path: folder + "/" + $0.path, kind: $0.kind, id: $0.id)
+            }
+        } catch let error as GitError where error.code == .notFound {
+            return []
+        }
+    }
+
+    public func read(_ path: String) throws -> [UInt8]? {
+        guard let tip = try tip(), let entry = try repository.entry(commit: tip, path: path) else { return nil }
+        return try repository.blob(entry.id)
+    }
+}
