@@ -21,6 +21,12 @@ let package = Package(
             pkgConfig: "libgit2",
             providers: [.apt(["libgit2-dev"])]
         ),
+        // libsodium from the system (Debian: libsodium-dev): the secret store's encryption.
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
         // The host/guest control protocol. Imports no Foundation: the guest agent is a static executable.
         .target(name: "AgentryWire"),
         // The in-VM guest agent: static, Glibc only, so the initramfs needs no libraries.
@@ -52,10 +58,11 @@ let package = Package(
             name: "AgentryGit",
             dependencies: ["CGit2"]
         ),
-        // The actual-state database: SQLite through GRDB, WAL, versioned migrations, one writer.
+        // The actual-state database: SQLite through GRDB, WAL, versioned migrations, one writer;
+        // and the host's encrypted secret store.
         .target(
             name: "AgentryState",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CSodium", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // The machine backend: guest images and QEMU microVMs with their control channel.
         .target(
@@ -66,8 +73,8 @@ let package = Package(
         .target(
             name: "AgentryRepository",
             dependencies: [
-                "AgentryModel", "AgentryGit", "AgentryPlan", "AgentryState", "AgentryWire", "AgentryMachine",
-                .product(name: "Logging", package: "swift-log"),
+                "AgentryModel", "AgentryYAML", "AgentryGit", "AgentryPlan", "AgentryState", "AgentryWire",
+                "AgentryMachine", .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(

@@ -15,11 +15,15 @@ public struct ApplyOptions: Sendable {
     public var planOptions: PlanOptions
     /// Start afresh with an empty disk where an existing agent's disk file has gone missing.
     public var recreateMissingDisks: Bool
+    /// Carry out only these agents' steps (`agentry run` brings up its own agent); nil: all.
+    public var only: Set<String>?
+    public var historyBranch: String = History.defaultBranch
 
     public init(
         guestAgent: String, bootTimeout: Duration = .seconds(90), actor: String, planOptions: PlanOptions = PlanOptions(),
-        recreateMissingDisks: Bool = false
+        recreateMissingDisks: Bool = false, only: Set<String>? = nil
     ) {
+        self.only = only
         self.guestAgent = guestAgent
         self.bootTimeout = bootTimeout
         self.actor = actor
@@ -48,6 +52,10 @@ public final class Applier {
     let progress: (String) -> Void
     var images: [String: GuestImage] = [:]
     var accelerator: Accelerator?
+    /// Agents whose environment disk this apply made: their memory comes back from history.
+    var freshDisks: Set<String> = []
+    /// The repository whose history branch holds memory snapshots.
+    public var historyRepository: String?
 
     public init(store: StateStore, options: ApplyOptions, logger: Logger, progress: @escaping (String) -> Void) {
         self.store = store
@@ -65,14 +73,14 @@ public final class Applier {
     public func apply(_ plan: Plan, loaded: LoadedCommit, reader: CommitReader) throws -> [AppliedStep] {
         let killed = try store.killedAgents()
         let records = Dictionary(try store.agents().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let needFields = Set(plan.actions.filter { $0.action != .delete }.map(\.agent))
+        let needFields = Set(plan.actions.filter { $0.action != .delete && (options.only?.contains($0.agent) ?? true) }.map(\.agent))
         let fields = try reader.resolvedFields(of: needFields, in: loaded)
         var steps: [AppliedStep] = []
         // Each machine's control channel is opened right after QEMU starts, before the guest is up,
         // so its hello cannot be missed.
         var booting: [(name: String, action: Action, channel: ControlChannel?)] = []
 
-        for planned in plan.actions {
+        for planned in plan.actions where options.only?.contains(planned.agent) ?? true {
             let name = planned.agent
             let wanted = loaded.desired.agents[name]
             if killed.contains(name) {
@@ -120,7 +128,7 @@ public final class Applier {
                     throw MachineError(
                         "the environment disk \(diskPath) of \(name) is missing (deleted?), so its files are gone; `agentry apply --recreate-missing-disks` starts it with an empty disk")
                 }
-                _ = try QEMUMachine.ensureDisk(configuration)
+                if try QEMUMachine.ensureDisk(configuration) { freshDisks.insert(name) }
                 if wanted.lifecycle != .active {
                     try record(name, wanted: wanted, fields: agentFields, commit: loaded.commit, machineState: "stopped")
                     steps.append(AppliedStep(agent: name, action: action, detail: "disk ready; not started (\(wanted.lifecycle.rawValue))", failed: false))
@@ -165,8 +173,12 @@ public final class Applier {
                 }
                 // The agent's configuration (instructions, skills, rendered harness files) goes in
                 // over the control channel: an update needs no reboot.
-                let rendered = Rendering.render(try reader.bundle(name, in: loaded), run: .none)
+                let bundle = try reader.bundle(name, in: loaded)
+                let rendered = Rendering.render(bundle, run: .none)
                 try Provisioner.push(rendered, over: channel)
+                if freshDisks.contains(name), let historyRepository {
+                    detail += try restoreMemory(bundle, channel: channel, repository: historyRepository)
+                }
                 detail += action == .update ? ", configuration pushed (\(rendered.files.count) files)" : ""
                 try record(name, wanted: nil, fields: nil, commit: nil, machineState: "running")
                 steps.append(AppliedStep(agent: name, action: action, detail: detail, failed: false))
@@ -178,6 +190,31 @@ public final class Applier {
             }
         }
         return steps
+    }
+
+    /// Memory survives the machine: a new environment disk gets the agent's memory folder back from
+    /// the latest snapshot in history.
+    func restoreMemory(_ bundle: AgentBundle, channel: ControlChannel, repository: String) throws -> String {
+        guard let (runID, files) = try History.latestMemory(agent: bundle.name, repository: repository, branch: options.historyBranch),
+            !files.isEmpty
+        else { return "" }
+        let folder = AgentLayout.memoryDirectory(bundle.agent)
+        var archive = TarWriter()
+        for file in files {
+            var copy = file
+            copy.path = folder + "/" + file.path
+            try archive.add(copy)
+        }
+        try channel.putFile("/run/agentry-memory.tar", archive.finish(), mode: 0o600)
+        var errors: [UInt8] = []
+        let result = try channel.exec(
+            ["/bin/sh", "-c", "cd \(AgentLayout.home) && tar -xf /run/agentry-memory.tar && rm -f /run/agentry-memory.tar"],
+            environment: [Provisioner.shellPath], timeout: .seconds(60), output: { _, bytes in errors += bytes })
+        guard result.status == 0 else {
+            throw MachineError("could not restore the memory of \(bundle.name): \(String(decoding: errors, as: UTF8.self))")
+        }
+        try event(bundle.name, "memory", "restored \(files.count) memory files from run \(runID)")
+        return ", memory restored from run \(runID) (\(files.count) files)"
     }
 
     func fail(_ name: String, _ action: Action, _ error: Error) -> AppliedStep {
@@ -319,12 +356,28 @@ extension Planning {
         guard case .planned(let document) = outcome else { return (outcome, []) }
         let plan = document.plan
         let applier = Applier(store: store, options: options, logger: logger, progress: progress)
+        applier.historyRepository = savedPlan?.repository ?? repository
         let steps = try applier.apply(plan, loaded: loaded, reader: reader)
         if plan.hasChanges || !steps.isEmpty {
             try store.append(
                 EventRecord(
                     agent: nil, kind: "apply", actor: options.actor,
                     message: "applied \(loaded.commit.prefix(12)): \(PlanOutput.summary(plan))\(steps.contains(where: \.failed) ? " (with failures)" : "")"))
+        }
+        History.rememberRepository(savedPlan?.repository ?? repository, stateDirectory: store.directory)
+        if !steps.isEmpty {
+            // The audit trail in git: what was applied, from which commit, by whom.
+            do {
+                let warning = try History.audit(
+                    kind: "apply",
+                    fields: [("desiredCommit", loaded.commit), ("ref", savedPlan?.ref ?? ref), ("summary", PlanOutput.summary(plan))],
+                    lists: [("actions", steps.map { "\($0.action.rawValue) \($0.agent): \($0.failed ? "failed" : "done")" })],
+                    actor: options.actor, repository: savedPlan?.repository ?? repository, subject: String(loaded.commit.prefix(12)),
+                    branch: options.historyBranch)
+                if let warning { progress("warning: \(warning)") }
+            } catch let error as LoadError {
+                progress("warning: \(error.message)")
+            }
         }
         return (.planned(document), steps)
     }

@@ -45,7 +45,10 @@ public enum Operations {
 
     /// The kill switch: stops the machine at once and keeps apply and runs from starting it until
     /// `unkill`. Recorded in the event log with who and why.
-    public static func kill(agent: String, reason: String, actor: String, stateDirectory: String) throws {
+    public static func kill(
+        agent: String, reason: String, actor: String, stateDirectory: String, repository: String? = nil,
+        warn: (String) -> Void = { _ in }
+    ) throws {
         let store: StateStore
         do {
             store = try StateStore.openCreating(stateDirectory)
@@ -58,11 +61,35 @@ public enum Operations {
             record.machineState = "killed"
             _ = try? store.withWriterLockIfFree { try store.save(record) }
         }
+        recordEvent("kill", agent: agent, reason: reason, actor: actor, store: store, repository: repository, warn: warn)
     }
 
-    public static func unkill(agent: String, actor: String, stateDirectory: String) throws {
+    /// Kill and unkill go to the history branch too, when agentry knows the repository.
+    static func recordEvent(
+        _ kind: String, agent: String, reason: String?, actor: String, store: StateStore, repository: String?,
+        warn: (String) -> Void
+    ) {
+        guard let repository = repository ?? History.rememberedRepository(stateDirectory: store.directory) else { return }
+        do {
+            if let warning = try History.audit(
+                kind: kind, fields: [("agent", agent)] + (reason.map { [("reason", $0)] } ?? []), actor: actor,
+                repository: repository, subject: "\(agent)-\(kind)")
+            {
+                warn(warning)
+            }
+        } catch let error as LoadError {
+            warn(error.message)
+        } catch {
+            warn("\(error)")
+        }
+    }
+
+    public static func unkill(
+        agent: String, actor: String, stateDirectory: String, repository: String? = nil, warn: (String) -> Void = { _ in }
+    ) throws {
         let store = try existingStore(stateDirectory)
         guard try store.killSwitch(agent) != nil else { throw LoadError("\(agent) is not killed") }
         try store.setKillSwitch(agent, reason: nil, actor: actor)
+        recordEvent("unkill", agent: agent, reason: nil, actor: actor, store: store, repository: repository, warn: warn)
     }
 }

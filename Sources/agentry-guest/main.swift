@@ -85,6 +85,25 @@ final class Job {
     var finished: Bool { status != nil && stdout < 0 && stderr < 0 }
 }
 
+/// Kills a command's whole process tree: its process group, and every process still in its
+/// session (children that started process groups of their own).
+func killTree(_ leader: pid_t) {
+    kill(-leader, SIGKILL)
+    guard let directory = opendir("/proc") else { return }
+    defer { closedir(directory) }
+    while let entry = readdir(directory) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+        guard let pid = pid_t(name), pid > 1 else { continue }
+        // /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces.
+        let stat = text("/proc/\(pid)/stat")
+        guard let close = stat.lastIndex(of: ")") else { continue }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 3, let session = pid_t(fields[3]), session == leader { kill(pid, SIGKILL) }
+    }
+}
+
 func now() -> Double {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
@@ -171,13 +190,13 @@ final class Agent {
             }
         case .signal(let id, let target, let signal):
             if let job = jobs[target] {
-                kill(-job.pid, Int32(signal))
+                if Int32(signal) == SIGKILL { killTree(job.pid) } else { kill(-job.pid, Int32(signal)) }
                 send(.ok(id: id))
             } else {
                 send(.failure(id: id, message: "no running command \(target)"))
             }
         case .shutdown(let id):
-            for job in jobs.values { kill(-job.pid, SIGKILL) }
+            for job in jobs.values { killTree(job.pid) }
             sync()
             send(.ok(id: id))
             usleep(100_000)
@@ -213,8 +232,9 @@ final class Agent {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        posix_spawnattr_setpgroup(&attributes, 0)
+        // Each command leads a new session (and process group): a timeout or a kill ends all of it.
+        let setsid: Int32 = 0x80  // POSIX_SPAWN_SETSID (glibc 2.26+)
+        posix_spawnattr_setflags(&attributes, Int16(setsid | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attributes, &empty)
@@ -301,7 +321,7 @@ final class Agent {
         for job in jobs.values where job.status == nil && !job.timedOut {
             if let deadline = job.deadline, current >= deadline {
                 job.timedOut = true
-                kill(-job.pid, SIGKILL)
+                killTree(job.pid)
             }
         }
     }

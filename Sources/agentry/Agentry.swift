@@ -26,7 +26,8 @@ struct Agentry: ParsableCommand {
         version: AgentryVersion.current,
         subcommands: [
             Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
-            ExecCommand.self, KillCommand.self, UnkillCommand.self, ImageCommand.self, Schema.self, Init.self,
+            RunCommand.self, ExecCommand.self, KillCommand.self, UnkillCommand.self, SecretCommand.self,
+            HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, Schema.self, Init.self,
         ]
     )
 

@@ -129,11 +129,16 @@ struct KillCommand: ParsableCommand {
     @Option(name: .long, help: "Who, for the event log. (default: $AGENTRY_ACTOR or the login name)")
     var actor: String?
 
+    @Option(name: .long, help: "The git repository whose history branch records the event. (default: the one the last apply read)")
+    var repo: String?
+
     @OptionGroup var state: StateOptions
 
     func run() throws {
         do {
-            try Operations.kill(agent: agent, reason: reason, actor: currentActor(actor), stateDirectory: state.directory)
+            try Operations.kill(
+                agent: agent, reason: reason, actor: currentActor(actor), stateDirectory: state.directory, repository: repo,
+                warn: { FileHandleOutput.standardError("agentry: warning: \($0)") })
             FileHandleOutput.standardOutput("\(agent) is killed; `agentry unkill \(agent)` lifts the switch.\n")
         } catch let error as LoadError {
             throw CommandError(error.message)
@@ -151,11 +156,16 @@ struct UnkillCommand: ParsableCommand {
     @Option(name: .long, help: "Who, for the event log.")
     var actor: String?
 
+    @Option(name: .long, help: "The git repository whose history branch records the event. (default: the one the last apply read)")
+    var repo: String?
+
     @OptionGroup var state: StateOptions
 
     func run() throws {
         do {
-            try Operations.unkill(agent: agent, actor: currentActor(actor), stateDirectory: state.directory)
+            try Operations.unkill(
+                agent: agent, actor: currentActor(actor), stateDirectory: state.directory, repository: repo,
+                warn: { FileHandleOutput.standardError("agentry: warning: \($0)") })
             FileHandleOutput.standardOutput("\(agent): kill switch lifted; run `agentry apply` to start it.\n")
         } catch let error as LoadError {
             throw CommandError(error.message)

@@ -1,0 +1,383 @@
+import AgentryGit
+import AgentryMachine
+import AgentryModel
+import AgentryPlan
+import AgentryState
+import AgentryWire
+import Foundation
+import Logging
+
+/// What `agentry run` is asked to do.
+public struct RunRequest: Sendable {
+    public var agent: String
+    public var repository: String
+    public var ref: String
+    public var path: String
+    public var stateDirectory: String
+    public var prompt: String?
+    public var timeout: Duration?
+    public var actor: String
+    public var trigger: String
+    public var guestAgent: String
+    public var historyBranch: String
+
+    public init(
+        agent: String, repository: String, ref: String, path: String, stateDirectory: String, prompt: String?,
+        timeout: Duration?, actor: String, trigger: String = "manual", guestAgent: String,
+        historyBranch: String = History.defaultBranch
+    ) {
+        self.agent = agent
+        self.repository = repository
+        self.ref = ref
+        self.path = path
+        self.stateDirectory = stateDirectory
+        self.prompt = prompt
+        self.timeout = timeout
+        self.actor = actor
+        self.trigger = trigger
+        self.guestAgent = guestAgent
+        self.historyBranch = historyBranch
+    }
+}
+
+public struct RunOutcome: Sendable {
+    public var record: RunRecord
+    public var historyCommit: String
+    public var pushWarning: String?
+}
+
+/// Limits on what a run keeps in history.
+public enum RunLimits {
+    /// The log kept in history: its head and tail around a marker past this many bytes.
+    public static let logBytes = 1 << 20
+    /// Artifacts up to this size are committed; larger ones are recorded by digest only.
+    public static let storedArtifactBytes = 256 << 10
+    /// All committed artifacts of one run together.
+    public static let storedArtifactsTotal = 4 << 20
+    /// The memory snapshot: files up to this size, at most `memoryTotal` together.
+    public static let memoryFileBytes = 1 << 20
+    public static let memoryTotal = 8 << 20
+}
+
+/// Replaces every secret value in `bytes` with `***`.
+public struct Redactor: Sendable {
+    let secrets: [[UInt8]]
+
+    public init(_ values: [[UInt8]]) {
+        // Longest first, so a value containing another is replaced whole.
+        secrets = values.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
+    }
+
+    public func redact(_ bytes: [UInt8]) -> [UInt8] {
+        guard !secrets.isEmpty else { return bytes }
+        var output: [UInt8] = []
+        output.reserveCapacity(bytes.count)
+        var index = 0
+        let mask = Array("***".utf8)
+        outer: while index < bytes.count {
+            for secret in secrets where bytes[index] == secret[0] && index + secret.count <= bytes.count {
+                if bytes[index..<(index + secret.count)].elementsEqual(secret) {
+                    output += mask
+                    index += secret.count
+                    continue outer
+                }
+            }
+            output.append(bytes[index])
+            index += 1
+        }
+        return output
+    }
+}
+
+/// `agentry run`: makes sure the agent's machine is up and current (apply's rules, for this agent
+/// only), pushes its configuration, installs its harness once per environment and harness revision,
+/// projects its secrets into a tmpfs for this run only, runs the harness command in its home with
+/// output streamed and the timeout enforced, collects artifacts and the memory snapshot, and commits
+/// the record to the history branch (pushed when there is an `origin`).
+public enum Runner {
+    static let path = "/opt/agentry/venv/bin:/opt/agentry/npm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    public static func run(
+        _ request: RunRequest, logger: Logger, progress: @escaping (String) -> Void,
+        output: @escaping (ProcessStream, [UInt8]) -> Void
+    ) throws -> RunOutcome {
+        // 1. The machine, as apply would leave it (this agent only). Waits briefly for another apply.
+        var options = ApplyOptions(guestAgent: request.guestAgent, actor: request.actor, only: [request.agent])
+        options.historyBranch = request.historyBranch
+        var applied: (Planning.Outcome, [AppliedStep])?
+        let deadline = Date().addingTimeInterval(60)
+        while applied == nil {
+            do {
+                applied = try Planning.apply(
+                    repository: request.repository, ref: request.ref, path: request.path,
+                    stateDirectory: request.stateDirectory, savedPlan: nil, options: options, logger: logger,
+                    progress: progress)
+            } catch let error as LoadError where error.message.contains("locked by process") && Date() < deadline {
+                usleep(250_000)
+            }
+        }
+        guard let (outcome, steps) = applied else { throw LoadError("internal: no apply outcome") }
+        switch outcome {
+        case .invalid(let report):
+            throw LoadError("the repository at \(request.ref) is invalid (\(report.errorCount) errors); `agentry validate` shows them")
+        case .refused(let refusal):
+            throw LoadError("apply refused: \(refusal)")
+        default:
+            break
+        }
+        for step in steps where step.failed { throw LoadError("\(request.agent): \(step.action.rawValue) failed: \(step.detail)") }
+
+        guard let store = try Planning.openStore(request.stateDirectory) else { throw LoadError("no state in \(request.stateDirectory)") }
+        if let kill = try store.killSwitch(request.agent) {
+            throw LoadError("\(request.agent) is killed (\(kill.reason), by \(kill.actor)); it does not run until `agentry unkill \(request.agent)`")
+        }
+        let reader = try CommitReader(repository: request.repository, path: request.path, store: store, logger: logger)
+        let loaded = try reader.load(request.ref)
+        guard let wanted = loaded.desired.agents[request.agent] else {
+            throw LoadError("the repository at \(request.ref) has no agent \(request.agent)")
+        }
+        guard wanted.lifecycle == .active else {
+            throw LoadError("\(request.agent) is \(wanted.lifecycle.rawValue) (lifecycle in \(wanted.origin.file)); it does not run")
+        }
+        let bundle = try reader.bundle(request.agent, in: loaded)
+        let directory = store.directory + "/agents/" + request.agent
+        let channel: ControlChannel
+        do {
+            channel = try QEMUMachine.connect(directory, name: request.agent, timeout: .seconds(30))
+        } catch let error as MachineError {
+            throw LoadError(error.message)
+        }
+
+        // 2. Secrets, resolved before anything starts: a missing one fails the run, naming it.
+        let secrets = SecretStore(stateDirectory: store.directory)
+        var secretValues: [String: [UInt8]] = [:]
+        var missing: [String] = []
+        let rendered0 = Rendering.render(bundle, run: .none)
+        var needed = bundle.agent.secrets.map { ($0.ref, $0.optional) }
+        needed += rendered0.secretEnvironment.values.map { ($0.secret, false) }.filter { !$0.0.isEmpty }
+        for (reference, optional) in needed where secretValues[reference] == nil {
+            do {
+                if let value = try secrets.value(reference) {
+                    secretValues[reference] = value
+                } else if !optional {
+                    missing.append(reference)
+                }
+            } catch let error as SecretError {
+                throw LoadError(error.message)
+            }
+        }
+        if rendered0.secretEnvironment.values.contains(where: { $0.secret.isEmpty }) {
+            throw LoadError("the harness \(bundle.harness.metadata.name) uses {{model.apiKey}} but the model \(bundle.model?.metadata.name ?? "-") has no credentials.ref")
+        }
+        guard missing.isEmpty else {
+            throw LoadError(
+                "the run of \(request.agent) needs the secret\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), which the store does not hold; `agentry secret set \(missing[0])` (value on stdin)")
+        }
+        let redactor = Redactor(Array(secretValues.values))
+
+        let started = Date()
+        let runID = RunID.make(started)
+        let timeoutMilliseconds = request.timeout.map { Int($0.components.seconds * 1000) } ?? Int(min(bundle.agent.run.timeoutMilliseconds, UInt64(Int.max)))
+        let context = RunContext(
+            prompt: request.prompt ?? bundle.agent.run.prompt ?? "", runID: runID, timeoutSeconds: timeoutMilliseconds / 1000)
+        let rendered = Rendering.render(bundle, run: context)
+
+        do {
+            // 3. Configuration and harness.
+            try Provisioner.push(rendered, over: channel)
+            try install(bundle, channel: channel, store: store, actor: request.actor, progress: progress)
+
+            // 4. Secrets into a tmpfs folder of this run; the output folder emptied.
+            let secretFolder = "/run/secrets/\(runID)"
+            let outputFolder = AgentLayout.outputDirectory(bundle.agent)
+            let memory = AgentLayout.memoryDirectory(bundle.agent)
+            try shell(
+                channel, "umask 077; mkdir -p \(secretFolder) && cd \(AgentLayout.home) && rm -rf -- \(quoted(outputFolder)) && mkdir -p -- \(quoted(outputFolder)) \(quoted(memory))")
+            var environment = rendered.environment
+            environment["PATH"] = path
+            environment["AGENTRY_SECRETS_DIR"] = secretFolder
+            for binding in bundle.agent.secrets {
+                guard let value = secretValues[binding.ref] else { continue }
+                try channel.putFile(secretFolder + "/" + binding.env, value, mode: 0o400)
+                environment[binding.env] = String(decoding: value, as: UTF8.self)
+            }
+            for (variable, entry) in rendered.secretEnvironment {
+                guard let value = secretValues[entry.secret] else { continue }
+                var values = Rendering.values(bundle, run: context)
+                values["model.apiKey"] = String(decoding: value, as: UTF8.self)
+                environment[variable] = Rendering.render(entry.template, values)
+            }
+            defer { try? shell(channel, "rm -rf -- \(secretFolder)") }
+
+            // 5. The harness command, streamed; the log kept redacted.
+            guard !rendered.command.isEmpty else { throw LoadError("the harness \(bundle.harness.metadata.name) has no command") }
+            progress("run \(runID): \(bundle.harness.metadata.name) for \(request.agent)")
+            var log: [UInt8] = []
+            var dropped = 0
+            let result = try channel.exec(
+                rendered.command, environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
+                directory: AgentLayout.home, timeout: .milliseconds(timeoutMilliseconds),
+                output: { stream, bytes in
+                    let clean = redactor.redact(bytes)
+                    output(stream, clean)
+                    if log.count < RunLimits.logBytes * 4 { log += clean } else { dropped += clean.count }
+                })
+            let ended = Date()
+            // Secrets are gone from the guest before anything is collected.
+            try? shell(channel, "rm -rf -- \(secretFolder)")
+
+            // 6. Artifacts and the memory snapshot.
+            let artifacts = try collect(channel, folder: outputFolder, redactor: redactor, storeLimit: RunLimits.storedArtifactBytes, totalLimit: RunLimits.storedArtifactsTotal)
+            let memoryFiles = bundle.agent.memory.snapshot
+                ? try collect(channel, folder: memory, redactor: redactor, storeLimit: RunLimits.memoryFileBytes, totalLimit: RunLimits.memoryTotal)
+                : []
+            var logText = redactor.redact(log)
+            var truncated = dropped > 0
+            if logText.count > RunLimits.logBytes {
+                let head = RunLimits.logBytes / 4
+                let tail = RunLimits.logBytes - head
+                let skipped = logText.count - head - tail + dropped
+                logText = Array(logText.prefix(head)) + Array("\n[agentry: \(skipped) bytes of output not kept]\n".utf8) + Array(logText.suffix(tail))
+                truncated = true
+            } else if dropped > 0 {
+                logText += Array("\n[agentry: \(dropped) bytes of output not kept]\n".utf8)
+            }
+            if result.timedOut {
+                logText += Array("\n[agentry: timed out after \(Canonical.duration(UInt64(timeoutMilliseconds))); the process tree was killed]\n".utf8)
+            }
+
+            let record = RunRecord(
+                runID: runID, agent: request.agent, desiredCommit: loaded.commit, agentRevision: bundle.revision,
+                harnessName: bundle.harness.metadata.name, harnessType: bundle.harness.type?.rawValue ?? "custom",
+                harnessVersion: bundle.harness.version ?? "", modelName: bundle.model?.metadata.name ?? "",
+                modelProvider: bundle.model?.provider ?? "", model: bundle.model?.name ?? "", trigger: request.trigger,
+                triggeredBy: request.actor, host: History.hostName(), startedAt: started, endedAt: ended,
+                exitStatus: result.status, timedOut: result.timedOut,
+                artifacts: artifacts.map { RunRecord.Artifact(path: $0.path, size: $0.size, sha256: $0.sha256, stored: $0.bytes != nil) },
+                logBytes: logText.count, logSHA256: SHA256.hex(logText), logTruncated: truncated,
+                memoryFiles: memoryFiles.filter { $0.bytes != nil }.count)
+
+            // 7. History.
+            var files = [
+                RecordFile(path: record.folder + "/record.yaml", bytes: Array(record.yaml.utf8)),
+                RecordFile(path: record.folder + "/log.txt", bytes: logText),
+            ]
+            for artifact in artifacts { if let bytes = artifact.bytes { files.append(RecordFile(path: record.folder + "/artifacts/" + artifact.relative, bytes: bytes)) } }
+            for file in memoryFiles { if let bytes = file.bytes { files.append(RecordFile(path: record.folder + "/memory/" + file.relative, bytes: bytes)) } }
+            let committed = try History.record(
+                files, message: record.commitMessage, actor: request.actor, repository: request.repository,
+                branch: request.historyBranch, at: ended)
+            _ = store.withWriterLockIfFree {
+                if var agent = try? store.agent(request.agent) {
+                    agent.lastRunAt = ended
+                    try? store.save(agent)
+                }
+                try? store.append(
+                    EventRecord(
+                        agent: request.agent, kind: "run", actor: request.actor,
+                        message: "run \(runID): \(result.timedOut ? "timed out" : "exit \(result.status)"), recorded in \(committed.commit.prefix(12))"))
+            }
+            return RunOutcome(record: record, historyCommit: committed.commit, pushWarning: committed.pushWarning)
+        } catch let error as MachineError {
+            throw LoadError("the run of \(request.agent) failed: \(redactor.text(error.message))")
+        }
+    }
+
+    static func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
+    /// Runs a shell snippet in the guest; fails with its error output.
+    @discardableResult
+    static func shell(_ channel: ControlChannel, _ script: String, timeout: Duration = .seconds(60)) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var errors: [UInt8] = []
+        let result = try channel.exec(
+            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home], timeout: timeout,
+            output: { stream, bytes in if stream == .stdout { out += bytes } else { errors += bytes } })
+        guard result.status == 0 else {
+            throw MachineError("`\(script.prefix(80))` failed in the machine (exit \(result.status)): \(String(decoding: errors.suffix(400), as: UTF8.self))")
+        }
+        return out
+    }
+
+    struct Collected {
+        var relative: String
+        var path: String
+        var size: Int
+        var sha256: String
+        var bytes: [UInt8]?
+    }
+
+    /// The files under `folder` (relative to the home), with sizes and digests taken in the guest;
+    /// the bytes of those within the limits, redacted.
+    static func collect(_ channel: ControlChannel, folder: String, redactor: Redactor, storeLimit: Int, totalLimit: Int) throws -> [Collected] {
+        let listing = try shell(
+            channel,
+            "cd \(AgentLayout.home) && [ -d \(quoted(folder)) ] || exit 0; find \(quoted(folder)) -type f | sort | while IFS= read -r f; do printf '%s %s %s\\n' \"$(wc -c < \"$f\" | tr -d ' ')\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$f\"; done")
+        var collected: [Collected] = []
+        var total = 0
+        for line in String(decoding: listing, as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 2)
+            guard parts.count == 3, let size = Int(parts[0]) else { continue }
+            let path = String(parts[2])
+            let relative = path.hasPrefix(folder + "/") ? String(path.dropFirst(folder.count + 1)) : path
+            var item = Collected(relative: relative, path: path, size: size, sha256: String(parts[1]), bytes: nil)
+            if size <= storeLimit, total + size <= totalLimit {
+                item.bytes = redactor.redact(try channel.getFile(AgentLayout.home + "/" + path))
+                total += size
+            }
+            collected.append(item)
+        }
+        return collected
+    }
+
+    /// Installs the harness (apt, pip, npm, script) once per environment disk and harness revision:
+    /// a marker in `.agentry/installed/` says it was done; the event log records it.
+    static func install(_ bundle: AgentBundle, channel: ControlChannel, store: StateStore, actor: String, progress: (String) -> Void) throws {
+        let steps = bundle.harness.install
+        guard !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty || steps.script != nil else { return }
+        let digest = String(SHA256.hex(
+            [bundle.harness.metadata.name, bundle.harness.version ?? "", steps.apt.joined(separator: ","), steps.pip.joined(separator: ","),
+             steps.npm.joined(separator: ","), steps.script ?? ""].joined(separator: "\n")).prefix(16))
+        let marker = "\(AgentLayout.home)/\(AgentLayout.own)/installed/\(bundle.harness.metadata.name)-\(digest)"
+        if (try? shell(channel, "[ -f \(marker) ]")) != nil { return }
+        let debian = bundle.environment?.base == .debian12
+        if !debian, !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty {
+            throw LoadError(
+                "the harness \(bundle.harness.metadata.name) installs with apt, pip or npm, which need the debian-12 base; the environment \(bundle.environment?.metadata.name ?? "-") is minimal")
+        }
+        if bundle.environment.map({ $0.egress == .none }) ?? true {
+            throw LoadError(
+                "installing the harness \(bundle.harness.metadata.name) downloads packages, but the environment \(bundle.environment?.metadata.name ?? "-") has no network (egress: none)")
+        }
+        progress("installing the harness \(bundle.harness.metadata.name) \(bundle.harness.version ?? "") (once per environment disk)")
+        var script = "set -e\nexport DEBIAN_FRONTEND=noninteractive\n"
+        if !steps.apt.isEmpty {
+            script += "apt-get update -qq\napt-get install -y -qq --no-install-recommends \(steps.apt.map(quoted).joined(separator: " "))\n"
+        }
+        if !steps.pip.isEmpty {
+            script += "[ -x /opt/agentry/venv/bin/pip ] || python3 -m venv /opt/agentry/venv\n/opt/agentry/venv/bin/pip install -q \(steps.pip.map(quoted).joined(separator: " "))\n"
+        }
+        if !steps.npm.isEmpty {
+            script += "npm install -g -q --prefix /opt/agentry/npm \(steps.npm.map(quoted).joined(separator: " "))\n"
+        }
+        if let custom = steps.script { script += custom + "\n" }
+        script += "mkdir -p \(AgentLayout.home)/\(AgentLayout.own)/installed && echo \(quoted(bundle.harness.version ?? "")) > \(marker)\n"
+        var tail: [UInt8] = []
+        let result = try channel.exec(
+            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home], timeout: .seconds(1800),
+            output: { _, bytes in tail = Array((tail + bytes).suffix(2000)) })
+        guard result.status == 0 else {
+            throw LoadError("installing the harness \(bundle.harness.metadata.name) failed (exit \(result.status)):\n\(String(decoding: tail, as: UTF8.self))")
+        }
+        _ = store.withWriterLockIfFree {
+            try? store.append(
+                EventRecord(
+                    agent: bundle.name, kind: "install", actor: actor,
+                    message: "installed \(bundle.harness.metadata.name) \(bundle.harness.version ?? "") (\(digest))"))
+        }
+    }
+}
+
+extension Redactor {
+    func text(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
+}
