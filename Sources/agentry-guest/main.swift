@@ -73,6 +73,8 @@ final class Job {
     let deadline: Double?
     var timedOut = false
     var status: Int32?
+    var exitedAt: Double?
+    var sweptLeftovers = false
 
     init(id: UInt32, pid: pid_t, stdout: Int32, stderr: Int32, deadline: Double?) {
         self.id = id
@@ -85,23 +87,68 @@ final class Job {
     var finished: Bool { status != nil && stdout < 0 && stderr < 0 }
 }
 
-/// Kills a command's whole process tree: its process group, and every process still in its
-/// session (children that started process groups of their own).
-func killTree(_ leader: pid_t) {
-    kill(-leader, SIGKILL)
-    guard let directory = opendir("/proc") else { return }
+/// The numeric entries of /proc.
+func processIDs() -> [pid_t] {
+    guard let directory = opendir("/proc") else { return [] }
     defer { closedir(directory) }
+    var pids: [pid_t] = []
     while let entry = readdir(directory) {
         let name = withUnsafePointer(to: entry.pointee.d_name) {
             $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
         }
-        guard let pid = pid_t(name), pid > 1 else { continue }
+        if let pid = pid_t(name), pid > 1 { pids.append(pid) }
+    }
+    return pids
+}
+
+/// Kills a command's whole process tree: its descendants (found while the leader still holds them),
+/// everything in its process group or session, and anything else still holding its output pipes
+/// (a child that called setsid and was reparented). Without the last, such a child would keep the
+/// command from ever finishing.
+func killTree(_ leader: pid_t, pipes: [Int32]) {
+    kill(-leader, SIGKILL)
+    var pipeNames: Set<String> = []
+    for descriptor in pipes where descriptor >= 0 {
+        var status = stat()
+        if fstat(descriptor, &status) == 0 { pipeNames.insert("pipe:[\(status.st_ino)]") }
+    }
+    var parents: [pid_t: pid_t] = [:]
+    var doomed: Set<pid_t> = [leader]
+    let me = getpid()
+    for pid in processIDs() where pid != me {
         // /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces.
         let stat = text("/proc/\(pid)/stat")
         guard let close = stat.lastIndex(of: ")") else { continue }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        if fields.count > 3, let session = pid_t(fields[3]), session == leader { kill(pid, SIGKILL) }
+        guard fields.count > 3, let parent = pid_t(fields[1]), let group = pid_t(fields[2]), let session = pid_t(fields[3])
+        else { continue }
+        parents[pid] = parent
+        if group == leader || session == leader { doomed.insert(pid) }
+        if !pipeNames.isEmpty, let fds = opendir("/proc/\(pid)/fd") {
+            var buffer = [CChar](repeating: 0, count: 64)
+            while let entry = readdir(fds) {
+                let name = withUnsafePointer(to: entry.pointee.d_name) {
+                    $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                }
+                let length = readlink("/proc/\(pid)/fd/\(name)", &buffer, buffer.count - 1)
+                if length > 0, pipeNames.contains(String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)) {
+                    doomed.insert(pid)
+                    break
+                }
+            }
+            closedir(fds)
+        }
     }
+    // Descendants of anything doomed.
+    var changed = true
+    while changed {
+        changed = false
+        for (pid, parent) in parents where !doomed.contains(pid) && doomed.contains(parent) {
+            doomed.insert(pid)
+            changed = true
+        }
+    }
+    for pid in doomed { kill(pid, SIGKILL) }
 }
 
 func now() -> Double {
@@ -190,13 +237,13 @@ final class Agent {
             }
         case .signal(let id, let target, let signal):
             if let job = jobs[target] {
-                if Int32(signal) == SIGKILL { killTree(job.pid) } else { kill(-job.pid, Int32(signal)) }
+                if Int32(signal) == SIGKILL { killTree(job.pid, pipes: [job.stdout, job.stderr]) } else { kill(-job.pid, Int32(signal)) }
                 send(.ok(id: id))
             } else {
                 send(.failure(id: id, message: "no running command \(target)"))
             }
         case .shutdown(let id):
-            for job in jobs.values { killTree(job.pid) }
+            for job in jobs.values { killTree(job.pid, pipes: [job.stdout, job.stderr]) }
             sync()
             send(.ok(id: id))
             usleep(100_000)
@@ -300,7 +347,9 @@ final class Agent {
             if pid <= 0 { break }
             guard let job = jobsByPID[pid] else { continue }  // an orphan adopted by PID 1
             job.status = status
-            // The process group may still hold the pipes open; end it with its leader.
+            job.exitedAt = now()
+            // The process group may still hold the pipes open; end it with its leader. Anything else
+            // still holding them a moment later is found by `enforceDeadlines`.
             kill(-pid, SIGKILL)
         }
         for job in jobs.values where job.finished {
@@ -318,10 +367,18 @@ final class Agent {
 
     func enforceDeadlines() {
         let current = now()
+        // A leader gone for a while whose pipes are still open left something behind (a child that
+        // called setsid and holds its output): end it, so the command can finish.
+        for job in jobs.values where !job.sweptLeftovers && (job.stdout >= 0 || job.stderr >= 0) {
+            if let exitedAt = job.exitedAt, current - exitedAt > 0.2 {
+                job.sweptLeftovers = true
+                killTree(job.pid, pipes: [job.stdout, job.stderr])
+            }
+        }
         for job in jobs.values where job.status == nil && !job.timedOut {
             if let deadline = job.deadline, current >= deadline {
                 job.timedOut = true
-                killTree(job.pid)
+                killTree(job.pid, pipes: [job.stdout, job.stderr])
             }
         }
     }

@@ -10,13 +10,16 @@ import Foundation
 
 /// Where history is kept: the agent repository's branch.
 struct HistoryOptions: ParsableArguments {
-    @Option(name: .long, help: "The git repository (its history branch holds the records). (default: .)")
-    var repo: String = "."
+    @Option(name: .long, help: "The git repository (its history branch holds the records). (default: the one the last apply read, else .)")
+    var repository: String?
 
     @Option(name: .long, help: "The history branch. (env: AGENTRY_HISTORY_BRANCH; default agentry/history)")
     var historyBranch: String?
 
+    @OptionGroup var state: StateOptions
+
     var branch: String { historyBranch ?? History.defaultBranch }
+    var repo: String { repository ?? History.rememberedRepository(stateDirectory: state.directory) ?? "." }
 }
 
 struct RunCommand: ParsableCommand {
@@ -59,7 +62,12 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Who, for the record. (default: $AGENTRY_ACTOR or the login name)")
     var actor: String?
 
-    @OptionGroup var history: HistoryOptions
+    @Option(name: .long, help: "The git repository. (default: .)")
+    var repo: String = "."
+
+    @Option(name: .long, help: "The history branch. (env: AGENTRY_HISTORY_BRANCH; default agentry/history)")
+    var historyBranch: String?
+
     @OptionGroup var state: StateOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -80,9 +88,9 @@ struct RunCommand: ParsableCommand {
             limit = .milliseconds(Int64(min(milliseconds, UInt64(Int64.max))))
         }
         let request = RunRequest(
-            agent: agent, repository: history.repo, ref: ref, path: path, stateDirectory: state.directory, prompt: text,
+            agent: agent, repository: repo, ref: ref, path: path, stateDirectory: state.directory, prompt: text,
             timeout: limit, actor: currentActor(actor), trigger: trigger, guestAgent: GuestAgentLocation.path,
-            historyBranch: history.branch)
+            historyBranch: historyBranch ?? History.defaultBranch)
         do {
             let outcome = try Runner.run(
                 request, logger: logger, progress: { FileHandleOutput.standardError("agentry: \($0)") },
@@ -92,7 +100,7 @@ struct RunCommand: ParsableCommand {
             let record = outcome.record
             let summary = record.timedOut ? "timed out" : "exit \(record.exitStatus)"
             FileHandleOutput.standardError(
-                "agentry: run \(record.runID): \(summary) in \(Canonical.duration(UInt64(max(0, record.durationMilliseconds)))), \(record.artifacts.count) artifact(s); recorded in \(history.branch) at \(outcome.historyCommit.prefix(12))")
+                "agentry: run \(record.runID): \(summary) in \(Canonical.duration(UInt64(max(0, record.durationMilliseconds)))), \(record.artifacts.count) artifact(s); recorded in \(historyBranch ?? History.defaultBranch) at \(outcome.historyCommit.prefix(12))")
             if let warning = outcome.pushWarning { FileHandleOutput.standardError("agentry: warning: \(warning)") }
             throw ExitCode(Int32(truncatingIfNeeded: record.exitStatus))
         } catch let error as LoadError {
