@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart's first command: install what is missing, build agentry, and run the main job on
 # the bundled example: validate examples/quickstart, put it in a git repository, build the guest
-# images and apply it (one microVM per active agent), then show the agents' status.
+# images and apply it (one microVM per active agent), run its shell-harness agent `hello`, and
+# print the run's record from the history branch in git.
 #
 # State goes to $AGENTRY_STATE_DIR (default: .agentry-quickstart in this checkout). The machines
 # keep running afterwards; stop them with `agentry kill AGENT --reason done` or by deleting the
@@ -35,3 +36,11 @@ echo "== agentry apply --repo $repository"
 "$agentry" apply --repo "$repository"
 echo "== agentry status --repo $repository"
 "$agentry" status --repo "$repository"
+
+echo "== agentry run hello --repo $repository"
+"$agentry" run hello --repo "$repository"
+echo "== the run, recorded in git: git log -1 --stat agentry/history"
+git -C "$repository" log -1 --stat agentry/history
+run_id=$(git -C "$repository" log -1 --format=%s agentry/history | cut -d' ' -f3 | tr -d ':')
+echo "== agentry show $run_id"
+"$agentry" show "$run_id" --repository "$repository"

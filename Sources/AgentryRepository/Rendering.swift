@@ -250,26 +250,38 @@ public struct TarWriter {
 public enum Provisioner {
     static let shellPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    public static func push(_ rendered: RenderedAgent, over channel: ControlChannel) throws {
+    /// Puts the configuration archive into the guest and returns the shell snippet that applies it
+    /// (a no-op when the same configuration is already there).
+    static func stage(_ rendered: RenderedAgent, over channel: ControlChannel) throws -> String {
         var archive = TarWriter()
         for file in rendered.files { try archive.add(file) }
+        let bytes = archive.finish()
+        let digest = SHA256.hex(bytes)
         let staging = "/run/agentry-config.tar"
-        try channel.putFile(staging, archive.finish(), mode: 0o600)
-        let script = """
-            set -e
+        try channel.putFile(staging, bytes, mode: 0o600)
+        return """
             cd \(AgentLayout.home)
-            if [ -f \(AgentLayout.own)/files ]; then
-                while IFS= read -r file; do
-                    [ -n "$file" ] || continue
-                    rm -f -- "$file"
-                    # and the folders that held only what agentry wrote
-                    folder=$(dirname -- "$file")
-                    while [ "$folder" != . ] && rmdir -- "$folder" 2>/dev/null; do folder=$(dirname -- "$folder"); done
-                done < \(AgentLayout.own)/files
+            current=; [ -f \(AgentLayout.own)/config.digest ] && read -r current < \(AgentLayout.own)/config.digest
+            if [ "$current" != \(digest) ]; then
+                if [ -f \(AgentLayout.own)/files ]; then
+                    while IFS= read -r file; do
+                        [ -n "$file" ] || continue
+                        rm -f -- "$file"
+                        # and the folders that held only what agentry wrote
+                        folder=$(dirname -- "$file")
+                        while [ "$folder" != . ] && rmdir -- "$folder" 2>/dev/null; do folder=$(dirname -- "$folder"); done
+                    done < \(AgentLayout.own)/files
+                fi
+                tar -xf \(staging)
+                echo \(digest) > \(AgentLayout.own)/config.digest
             fi
-            tar -xf \(staging)
             rm -f \(staging)
+
             """
+    }
+
+    public static func push(_ rendered: RenderedAgent, over channel: ControlChannel) throws {
+        let script = "set -e\n" + (try stage(rendered, over: channel))
         var errors: [UInt8] = []
         let result = try channel.exec(
             ["/bin/sh", "-c", script], environment: [shellPath], timeout: .seconds(60),
@@ -277,5 +289,41 @@ public enum Provisioner {
         guard result.status == 0 else {
             throw MachineError("could not write the agent's configuration in its machine (exit \(result.status)): \(String(decoding: errors, as: UTF8.self))")
         }
+    }
+}
+
+/// Reads the regular files of a tar archive (ustar and GNU, as busybox and GNU tar write them).
+public enum TarReader {
+    public static func files(_ bytes: [UInt8]) -> [(path: String, bytes: [UInt8])] {
+        var files: [(String, [UInt8])] = []
+        var offset = 0
+        var longName: String?
+        func field(_ start: Int, _ length: Int) -> [UInt8] {
+            Array(bytes[(offset + start)..<(offset + start + length)].prefix { $0 != 0 })
+        }
+        while offset + 512 <= bytes.count {
+            let header = bytes[offset..<(offset + 512)]
+            if header.allSatisfy({ $0 == 0 }) { break }
+            let sizeText = String(decoding: field(124, 12), as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            guard let size = Int(sizeText, radix: 8) else { break }
+            let type = bytes[offset + 156]
+            var name = String(decoding: field(0, 100), as: UTF8.self)
+            let prefix = String(decoding: field(345, 155), as: UTF8.self)
+            if !prefix.isEmpty, field(257, 5) == Array("ustar".utf8) { name = prefix + "/" + name }
+            let dataStart = offset + 512
+            guard dataStart + size <= bytes.count else { break }
+            let data = Array(bytes[dataStart..<(dataStart + size)])
+            switch type {
+            case UInt8(ascii: "L"):
+                longName = String(decoding: data.prefix { $0 != 0 }, as: UTF8.self)
+            case UInt8(ascii: "0"), 0:
+                files.append((longName ?? name, data))
+                longName = nil
+            default:
+                longName = nil
+            }
+            offset = dataStart + (size + 511) / 512 * 512
+        }
+        return files
     }
 }

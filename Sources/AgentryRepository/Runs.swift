@@ -101,6 +101,7 @@ public enum Runner {
         _ request: RunRequest, logger: Logger, progress: @escaping (String) -> Void,
         output: @escaping (ProcessStream, [UInt8]) -> Void
     ) throws -> RunOutcome {
+        var phases = PhaseClock(logger: logger)
         // 1. The machine, as apply would leave it (this agent only). Waits briefly for another apply.
         var options = ApplyOptions(guestAgent: request.guestAgent, actor: request.actor, only: [request.agent])
         options.historyBranch = request.historyBranch
@@ -127,6 +128,7 @@ public enum Runner {
         }
         for step in steps where step.failed { throw LoadError("\(request.agent): \(step.action.rawValue) failed: \(step.detail)") }
 
+        phases.mark("apply")
         guard let store = try Planning.openStore(request.stateDirectory) else { throw LoadError("no state in \(request.stateDirectory)") }
         if let kill = try store.killSwitch(request.agent) {
             throw LoadError("\(request.agent) is killed (\(kill.reason), by \(kill.actor)); it does not run until `agentry unkill \(request.agent)`")
@@ -140,6 +142,7 @@ public enum Runner {
             throw LoadError("\(request.agent) is \(wanted.lifecycle.rawValue) (lifecycle in \(wanted.origin.file)); it does not run")
         }
         let bundle = try reader.bundle(request.agent, in: loaded)
+        phases.mark("load")
         let directory = store.directory + "/agents/" + request.agent
         let channel: ControlChannel
         do {
@@ -148,6 +151,7 @@ public enum Runner {
             throw LoadError(error.message)
         }
 
+        phases.mark("connect")
         // 2. Secrets, resolved before anything starts: a missing one fails the run, naming it.
         let secrets = SecretStore(stateDirectory: store.directory)
         var secretValues: [String: [UInt8]] = [:]
@@ -183,16 +187,23 @@ public enum Runner {
         let rendered = Rendering.render(bundle, run: context)
 
         do {
-            // 3. Configuration and harness.
-            try Provisioner.push(rendered, over: channel)
-            try install(bundle, channel: channel, store: store, actor: request.actor, progress: progress)
-
-            // 4. Secrets into a tmpfs folder of this run; the output folder emptied.
+            // 3. Configuration, the install check, the secrets folder and an empty output folder:
+            // one command in the guest (every command costs a process start, emulated under TCG).
             let secretFolder = "/run/secrets/\(runID)"
             let outputFolder = AgentLayout.outputDirectory(bundle.agent)
             let memory = AgentLayout.memoryDirectory(bundle.agent)
-            try shell(
-                channel, "umask 077; mkdir -p \(secretFolder) && cd \(AgentLayout.home) && rm -rf -- \(quoted(outputFolder)) && mkdir -p -- \(quoted(outputFolder)) \(quoted(memory))")
+            let marker = installMarker(bundle)
+            var prepare = "set -e\n" + (try Provisioner.stage(rendered, over: channel))
+            if let marker { prepare += "[ -f \(marker) ] && echo installed || echo not-installed\n" }
+            prepare += "(umask 077; mkdir -p \(secretFolder))\nrm -rf -- \(quoted(outputFolder))\nmkdir -p -- \(quoted(outputFolder)) \(quoted(memory))\n"
+            let prepared = String(decoding: try shell(channel, prepare), as: UTF8.self)
+            phases.mark("configuration")
+            if marker != nil, prepared.contains("not-installed") {
+                try install(bundle, channel: channel, store: store, actor: request.actor, progress: progress)
+                phases.mark("install")
+            }
+
+            // 4. Secrets into the run's tmpfs folder and the harness's environment.
             var environment = rendered.environment
             environment["PATH"] = path
             environment["AGENTRY_SECRETS_DIR"] = secretFolder
@@ -207,8 +218,10 @@ public enum Runner {
                 values["model.apiKey"] = String(decoding: value, as: UTF8.self)
                 environment[variable] = Rendering.render(entry.template, values)
             }
-            defer { try? shell(channel, "rm -rf -- \(secretFolder)") }
+            var secretsRemoved = false
+            defer { if !secretsRemoved { try? shell(channel, "rm -rf -- \(secretFolder)") } }
 
+            phases.mark("secrets")
             // 5. The harness command, streamed; the log kept redacted.
             guard !rendered.command.isEmpty else { throw LoadError("the harness \(bundle.harness.metadata.name) has no command") }
             progress("run \(runID): \(bundle.harness.metadata.name) for \(request.agent)")
@@ -223,14 +236,15 @@ public enum Runner {
                     if log.count < RunLimits.logBytes * 4 { log += clean } else { dropped += clean.count }
                 })
             let ended = Date()
-            // Secrets are gone from the guest before anything is collected.
-            try? shell(channel, "rm -rf -- \(secretFolder)")
 
-            // 6. Artifacts and the memory snapshot.
-            let artifacts = try collect(channel, folder: outputFolder, redactor: redactor, storeLimit: RunLimits.storedArtifactBytes, totalLimit: RunLimits.storedArtifactsTotal)
-            let memoryFiles = bundle.agent.memory.snapshot
-                ? try collect(channel, folder: memory, redactor: redactor, storeLimit: RunLimits.memoryFileBytes, totalLimit: RunLimits.memoryTotal)
-                : []
+            phases.mark("harness")
+            // 6. Secrets removed, then artifacts and the memory snapshot collected: one command.
+            var folders = [(outputFolder, RunLimits.storedArtifactBytes)]
+            if bundle.agent.memory.snapshot { folders.append((memory, RunLimits.memoryFileBytes)) }
+            let collected = try collect(channel, folders: folders, secretFolder: secretFolder, redactor: redactor)
+            secretsRemoved = true
+            let artifacts = limit(collected.filter { $0.folder == outputFolder }, total: RunLimits.storedArtifactsTotal)
+            let memoryFiles = limit(collected.filter { $0.folder == memory && bundle.agent.memory.snapshot }, total: RunLimits.memoryTotal)
             var logText = redactor.redact(log)
             var truncated = dropped > 0
             if logText.count > RunLimits.logBytes {
@@ -257,6 +271,7 @@ public enum Runner {
                 logBytes: logText.count, logSHA256: SHA256.hex(logText), logTruncated: truncated,
                 memoryFiles: memoryFiles.filter { $0.bytes != nil }.count)
 
+            phases.mark("collect")
             // 7. History.
             var files = [
                 RecordFile(path: record.folder + "/record.yaml", bytes: Array(record.yaml.utf8)),
@@ -267,6 +282,8 @@ public enum Runner {
             let committed = try History.record(
                 files, message: record.commitMessage, actor: request.actor, repository: request.repository,
                 branch: request.historyBranch, at: ended)
+            phases.mark("history")
+            defer { phases.mark("state") }
             _ = store.withWriterLockIfFree {
                 if var agent = try? store.agent(request.agent) {
                     agent.lastRunAt = ended
@@ -300,6 +317,7 @@ public enum Runner {
     }
 
     struct Collected {
+        var folder: String
         var relative: String
         var path: String
         var size: Int
@@ -307,39 +325,89 @@ public enum Runner {
         var bytes: [UInt8]?
     }
 
-    /// The files under `folder` (relative to the home), with sizes and digests taken in the guest;
-    /// the bytes of those within the limits, redacted.
-    static func collect(_ channel: ControlChannel, folder: String, redactor: Redactor, storeLimit: Int, totalLimit: Int) throws -> [Collected] {
-        let listing = try shell(
-            channel,
-            "cd \(AgentLayout.home) && [ -d \(quoted(folder)) ] || exit 0; find \(quoted(folder)) -type f | sort | while IFS= read -r f; do printf '%s %s %s\\n' \"$(wc -c < \"$f\" | tr -d ' ')\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$f\"; done")
-        var collected: [Collected] = []
-        var total = 0
-        for line in String(decoding: listing, as: UTF8.self).split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 2)
-            guard parts.count == 3, let size = Int(parts[0]) else { continue }
-            let path = String(parts[2])
-            let relative = path.hasPrefix(folder + "/") ? String(path.dropFirst(folder.count + 1)) : path
-            var item = Collected(relative: relative, path: path, size: size, sha256: String(parts[1]), bytes: nil)
-            if size <= storeLimit, total + size <= totalLimit {
-                item.bytes = redactor.redact(try channel.getFile(AgentLayout.home + "/" + path))
-                total += size
-            }
-            collected.append(item)
+    /// In one guest command: removes the run's secrets, then returns the files of `folders`
+    /// (relative to the home): those within each folder's size limit as a tar on stdout (digests
+    /// taken here, bytes redacted), the larger ones by size and digest only (taken in the guest).
+    static func collect(_ channel: ControlChannel, folders: [(String, Int)], secretFolder: String, redactor: Redactor) throws -> [Collected] {
+        var script = "rm -rf -- \(secretFolder)\ncd \(AgentLayout.home) || exit 0\nlist=/run/agentry-collect.$$\n: > $list\n"
+        for (folder, limit) in folders {
+            let kib = limit / 1024
+            script += """
+                if [ -d \(quoted(folder)) ]; then
+                    find \(quoted(folder)) -type f -size -\(kib + 1)k >> $list
+                    find \(quoted(folder)) -type f -size +\(kib)k > $list.big
+                    if [ -s $list.big ]; then
+                        while IFS= read -r f; do sha256sum "$f"; wc -c "$f"; done < $list.big >&2
+                    fi
+                    rm -f $list.big
+                fi
+
+                """
         }
-        return collected
+        // (busybox's tar has no -T: the names become the shell's arguments.)
+        script += "set --\nwhile IFS= read -r f; do set -- \"$@\" \"$f\"; done < $list\nrm -f $list\n[ $# -eq 0 ] || tar -cf - \"$@\"\n"
+        var archive: [UInt8] = []
+        var large: [UInt8] = []
+        let result = try channel.exec(
+            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home], timeout: .seconds(300),
+            output: { stream, bytes in if stream == .stdout { archive += bytes } else { large += bytes } })
+        guard result.status == 0 || !archive.isEmpty || result.status == 1 else {
+            throw MachineError("collecting the run's files failed (exit \(result.status)): \(String(decoding: large.suffix(400), as: UTF8.self))")
+        }
+        func folderOf(_ path: String) -> (String, String)? {
+            for (folder, _) in folders where path.hasPrefix(folder + "/") { return (folder, String(path.dropFirst(folder.count + 1))) }
+            return nil
+        }
+        var collected: [Collected] = []
+        for file in TarReader.files(archive) {
+            guard let (folder, relative) = folderOf(file.path) else { continue }
+            collected.append(
+                Collected(folder: folder, relative: relative, path: file.path, size: file.bytes.count, sha256: SHA256.hex(file.bytes), bytes: redactor.redact(file.bytes)))
+        }
+        // sha256sum prints "DIGEST  PATH", wc -c "SIZE PATH" (and a total line).
+        var digests: [String: String] = [:]
+        var sizes: [String: Int] = [:]
+        for line in String(decoding: large, as: UTF8.self).split(separator: "\n") {
+            let parts = line.trimmingCharacters(in: .whitespaces).split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            guard parts.count == 2 else { continue }
+            let path = parts[1].trimmingCharacters(in: .whitespaces)
+            if parts[0].count == 64, parts[0].allSatisfy(\.isHexDigit) { digests[path] = String(parts[0]) } else if let size = Int(parts[0]) { sizes[path] = size }
+        }
+        for (path, digest) in digests.sorted(by: { $0.key < $1.key }) {
+            guard let (folder, relative) = folderOf(path) else { continue }
+            collected.append(Collected(folder: folder, relative: relative, path: path, size: sizes[path] ?? 0, sha256: digest, bytes: nil))
+        }
+        return collected.sorted { $0.path < $1.path }
+    }
+
+    /// Keeps the bytes of files while their sum stays within `total`; the rest by digest only.
+    static func limit(_ files: [Collected], total: Int) -> [Collected] {
+        var used = 0
+        return files.map { file in
+            var file = file
+            if let bytes = file.bytes {
+                if used + bytes.count > total { file.bytes = nil } else { used += bytes.count }
+            }
+            return file
+        }
+    }
+
+    /// The marker of a harness installation on the environment disk; nil when it installs nothing.
+    static func installMarker(_ bundle: AgentBundle) -> String? {
+        let steps = bundle.harness.install
+        guard !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty || steps.script != nil else { return nil }
+        let digest = String(SHA256.hex(
+            [bundle.harness.metadata.name, bundle.harness.version ?? "", steps.apt.joined(separator: ","), steps.pip.joined(separator: ","),
+             steps.npm.joined(separator: ","), steps.script ?? ""].joined(separator: "\n")).prefix(16))
+        return "\(AgentLayout.home)/\(AgentLayout.own)/installed/\(bundle.harness.metadata.name)-\(digest)"
     }
 
     /// Installs the harness (apt, pip, npm, script) once per environment disk and harness revision:
     /// a marker in `.agentry/installed/` says it was done; the event log records it.
     static func install(_ bundle: AgentBundle, channel: ControlChannel, store: StateStore, actor: String, progress: (String) -> Void) throws {
         let steps = bundle.harness.install
-        guard !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty || steps.script != nil else { return }
-        let digest = String(SHA256.hex(
-            [bundle.harness.metadata.name, bundle.harness.version ?? "", steps.apt.joined(separator: ","), steps.pip.joined(separator: ","),
-             steps.npm.joined(separator: ","), steps.script ?? ""].joined(separator: "\n")).prefix(16))
-        let marker = "\(AgentLayout.home)/\(AgentLayout.own)/installed/\(bundle.harness.metadata.name)-\(digest)"
-        if (try? shell(channel, "[ -f \(marker) ]")) != nil { return }
+        guard let marker = installMarker(bundle) else { return }
+        let digest = String(marker.split(separator: "-").last ?? "")
         let debian = bundle.environment?.base == .debian12
         if !debian, !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty {
             throw LoadError(
@@ -380,4 +448,21 @@ public enum Runner {
 
 extension Redactor {
     func text(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
+}
+
+/// Logs how long each phase of a run took (at debug level: `--log-level debug`).
+struct PhaseClock {
+    let logger: Logger
+    var last = ContinuousClock.now
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    mutating func mark(_ phase: String) {
+        let now = ContinuousClock.now
+        let elapsed = now - last
+        last = now
+        logger.debug("run phase", metadata: ["phase": "\(phase)", "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
+    }
 }

@@ -1,3 +1,4 @@
+import AgentryGit
 import AgentryModel
 import AgentryRepository
 import AgentryState
@@ -275,5 +276,47 @@ struct LogsCommand: ParsableCommand {
         } catch let error as LoadError {
             throw CommandError(error.message)
         }
+    }
+}
+
+/// For `bench/history_bench.py`: commits synthetic run records through the history writer, one
+/// commit per record as runs make them, and prints how long that took.
+struct HistoryBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history-bench", abstract: "Benchmark helper: commit N synthetic run records.", shouldDisplay: false)
+
+    @Option(name: .long, help: "The git repository.")
+    var repo: String
+
+    @Option(name: .long, help: "How many records.")
+    var records: Int = 1000
+
+    @Option(name: .long, help: "Spread over this many agents.")
+    var agents: Int = 10
+
+    func run() throws {
+        let start = ContinuousClock.now
+        do {
+            let history = HistoryBranch(repository: try GitRepository.open(repo))
+            let author = Signature(name: "bench", email: "bench@localhost")
+            for index in 0..<records {
+                let folder = "runs/agent-\(index % agents)/run-\(String(format: "%06d", index))"
+                try history.append(
+                    [
+                        RecordFile(path: folder + "/record.yaml", bytes: Array(HistoryBenchCommand.record(index).utf8)),
+                        RecordFile(path: folder + "/log.txt", bytes: Array("log line of run \(index)\n".utf8)),
+                    ], message: "run \(index)\n", author: author, at: Date(timeIntervalSince1970: 1_800_000_000 + Double(index)))
+            }
+        } catch let error as GitError {
+            throw CommandError(error.message)
+        }
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        FileHandleOutput.standardOutput("{\"records\": \(records), \"seconds\": \(seconds)}\n")
+    }
+
+    /// The same bytes the Python baseline writes.
+    static func record(_ index: Int) -> String {
+        "formatVersion: 1\nrunId: \"run-\(String(format: "%06d", index))\"\nagent: \"bench\"\nexitStatus: 0\n"
     }
 }

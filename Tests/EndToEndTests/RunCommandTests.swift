@@ -52,7 +52,7 @@ extension ApplyCommandTests {
     @Test func aRunIsRecordedInGitAndReadableWithPlainGit() throws {
         defer { stopMachines() }
         let repo = try runRepository(
-            script: "mkdir -p out memory; echo \"$PROMPT from $MODEL\" | tee out/answer.txt; echo seen >> memory/notes; echo to-err >&2; cat AGENTS.md; exit 3")
+            script: "mkdir -p out memory; echo \"$PROMPT from $MODEL\" | tee out/answer.txt; head -c 300000 /dev/zero > 'out/big file.bin'; echo seen >> memory/notes; echo to-err >&2; cat AGENTS.md; exit 3")
         let run = try agentry(["run", "greeter"], in: repo)
         #expect(run.status == 3, "\(run.stderr)")
         #expect(run.stdout.contains("hello there from m\n"))
@@ -95,7 +95,12 @@ extension ApplyCommandTests {
         let answer = try git(["show", "agentry/history:\(folder)/artifacts/answer.txt"], in: repo)
         #expect(answer.hasSuffix(" from m\n"))
         let digest = try Shell.run("sha256sum", [], input: answer).stdout.prefix(64)
-        #expect(try git(["show", "agentry/history:\(folder)/record.yaml"], in: repo).contains("sha256: \"\(digest)\""))
+        let recordText = try git(["show", "agentry/history:\(folder)/record.yaml"], in: repo)
+        #expect(recordText.contains("sha256: \"\(digest)\""))
+        // A file past the size limit is recorded by size and digest, its bytes left out of git.
+        let zeros = try Shell.run("sh", ["-c", "head -c 300000 /dev/zero | sha256sum"]).stdout.prefix(64)
+        #expect(recordText.contains("path: \"out/big file.bin\"\n    size: 300000\n    sha256: \"\(zeros)\"\n    stored: false"), "\(recordText)")
+        #expect(!files.contains { $0.hasSuffix("big file.bin") })
 
         // history, show and logs read it back.
         let listed = try agentry(["history", "-o", "json"], in: repo)
