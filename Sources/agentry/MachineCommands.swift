@@ -7,7 +7,8 @@ import Foundation
 /// Who is acting, for the event log: `--actor`, else `$AGENTRY_ACTOR`, else the login name.
 func currentActor(_ explicit: String?) -> String {
     explicit ?? ProcessInfoEnvironment.value("AGENTRY_ACTOR") ?? ProcessInfoEnvironment.value("USER")
-        ?? ProcessInfoEnvironment.value("LOGNAME") ?? "uid \(getuid())"
+        ?? ProcessInfoEnvironment.value("LOGNAME") ?? getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) }
+        ?? "uid \(getuid())"
 }
 
 struct ApplyCommand: ParsableCommand {
