@@ -21,6 +21,10 @@ public struct MachineConfiguration: Sendable {
     public var diskBytes: UInt64
     /// User-mode networking (`egress: all`); no network device otherwise.
     public var network: Bool
+    /// With a network: only these hosts, through `agentry egress-proxy` (nil: unrestricted).
+    public var allowlist: EgressAllowlist?
+    /// The agentry executable QEMU starts as the egress proxy.
+    public var proxyExecutable: String?
     public var accelerator: Accelerator
 
     public init(
@@ -35,6 +39,13 @@ public struct MachineConfiguration: Sendable {
         self.diskBytes = diskBytes
         self.network = network
         self.accelerator = accelerator
+    }
+
+    /// The machine for an Environment's `egress`: none, all, or an allowlist (hosts, model-only).
+    public mutating func restrict(to allowlist: EgressAllowlist, proxyExecutable: String) {
+        network = true
+        self.allowlist = allowlist
+        self.proxyExecutable = proxyExecutable
     }
 }
 
@@ -132,7 +143,13 @@ public enum QEMUMachine {
             "-pidfile", pidFile(directory), "-daemonize",
         ]
         if configuration.network {
-            arguments += ["-netdev", "user,id=net", "-device", "virtio-net-device,netdev=net"]
+            var netdev = "user,id=net"
+            if let allowlist = configuration.allowlist, let proxy = configuration.proxyExecutable {
+                // Nothing leaves but what the proxy relays (QEMU option values double their commas).
+                let command = "\(proxy) egress-proxy --allow '\(allowlist.argument)'".replacingOccurrences(of: ",", with: ",,")
+                netdev += ",restrict=on,guestfwd=tcp:\(EgressProxy.guestAddress):\(EgressProxy.guestPort)-cmd:\(command)"
+            }
+            arguments += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net"]
         }
         return arguments
     }

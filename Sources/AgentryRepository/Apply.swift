@@ -15,6 +15,8 @@ public struct ApplyOptions: Sendable {
     public var planOptions: PlanOptions
     /// Start afresh with an empty disk where an existing agent's disk file has gone missing.
     public var recreateMissingDisks: Bool
+    /// The agentry executable, which machines with an egress allowlist run as their proxy.
+    public var agentryExecutable: String = ApplyOptions.currentExecutable
     /// Carry out only these agents' steps (`agentry run` brings up its own agent); nil: all.
     public var only: Set<String>?
     public var historyBranch: String = History.defaultBranch
@@ -29,6 +31,12 @@ public struct ApplyOptions: Sendable {
         self.actor = actor
         self.planOptions = planOptions
         self.recreateMissingDisks = recreateMissingDisks
+    }
+}
+
+extension ApplyOptions {
+    public static var currentExecutable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 }
 
@@ -269,10 +277,14 @@ public final class Applier {
         if accelerator == nil {
             accelerator = AcceleratorProbe.detect(image: image, stateDirectory: store.directory, log: progress)
         }
-        return MachineConfiguration(
+        var configuration = MachineConfiguration(
             name: name, directory: machineDirectory(name), image: image, cpus: cpus,
             memoryMiB: Int(max(64, memory >> 20)), diskBytes: disk, network: egress != "none",
             accelerator: accelerator ?? .tcg)
+        if let allowlist = Self.allowlist(egress: egress, fields: fields) {
+            configuration.restrict(to: allowlist, proxyExecutable: options.agentryExecutable)
+        }
+        return configuration
     }
 
     func image(for base: String, packages: [String]) throws -> GuestImage {
@@ -289,6 +301,22 @@ public final class Applier {
         }
         images[key] = image
         return image
+    }
+
+    /// The hosts an Environment's egress allows, when it is a list or `model-only` (the model's and
+    /// the fallback models' endpoints); nil for `none` and `all`.
+    static func allowlist(egress: String, fields: Fields) -> EgressAllowlist? {
+        switch egress {
+        case "none", "all": return nil
+        case "model-only":
+            let endpoints = fields.filter { $0.0 == "model.baseUrl" || ($0.0.hasPrefix("fallbackModels.") && $0.0.hasSuffix(".baseUrl")) }
+            return EgressAllowlist(endpoints.compactMap { URL(string: $0.1) }.compactMap { url in
+                guard let host = url.host else { return nil }
+                return "\(host):\(url.port ?? (url.scheme == "http" ? 80 : 443))"
+            })
+        default:
+            return EgressAllowlist(listValue(egress))
+        }
     }
 
     /// A list field's value (`["git", "curl"]`, as `Canonical.list` writes it).

@@ -206,6 +206,9 @@ public enum Runner {
             // 4. Secrets into the run's tmpfs folder and the harness's environment.
             var environment = rendered.environment
             environment["PATH"] = path
+            if bundle.environment?.egress.goesThroughProxy == true {
+                environment.merge(EgressProxy.environment) { own, _ in own }
+            }
             environment["AGENTRY_SECRETS_DIR"] = secretFolder
             for binding in bundle.agent.secrets {
                 guard let value = secretValues[binding.ref] else { continue }
@@ -464,5 +467,15 @@ struct PhaseClock {
         let elapsed = now - last
         last = now
         logger.debug("run phase", metadata: ["phase": "\(phase)", "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
+    }
+}
+
+extension Egress {
+    /// `model-only` and host lists reach out only through the machine's egress proxy.
+    var goesThroughProxy: Bool {
+        switch self {
+        case .modelOnly, .hosts: return true
+        case .none, .all: return false
+        }
     }
 }

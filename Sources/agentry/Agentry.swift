@@ -27,7 +27,7 @@ struct Agentry: ParsableCommand {
         subcommands: [
             Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
             RunCommand.self, ExecCommand.self, KillCommand.self, UnkillCommand.self, SecretCommand.self,
-            HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self, Schema.self, Init.self,
+            HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self, EgressProxyCommand.self, Schema.self, Init.self,
         ]
     )
 

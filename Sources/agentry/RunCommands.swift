@@ -1,4 +1,5 @@
 import AgentryGit
+import AgentryMachine
 import AgentryModel
 import AgentryRepository
 import AgentryState
@@ -318,5 +319,20 @@ struct HistoryBenchCommand: ParsableCommand {
     /// The same bytes the Python baseline writes.
     static func record(_ index: Int) -> String {
         "formatVersion: 1\nrunId: \"run-\(String(format: "%06d", index))\"\nagent: \"bench\"\nexitStatus: 0\n"
+    }
+}
+
+/// Started by QEMU (`guestfwd ... cmd:`) for each connection a machine with an egress allowlist
+/// opens to its proxy address: serves that one connection on standard input and output.
+struct EgressProxyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "egress-proxy", abstract: "The egress proxy of machines with an allowlist (run by QEMU).", shouldDisplay: false)
+
+    @Option(name: .long, help: "Allowed hosts: host, host:port or *.domain, comma-separated.")
+    var allow: String
+
+    func run() throws {
+        let status = EgressProxy.serve(EgressAllowlist(allow.split(separator: ",").map(String.init)))
+        throw ExitCode(status)
     }
 }

@@ -1,4 +1,5 @@
 @testable import AgentryRepository
+import AgentryMachine
 import Foundation
 import Testing
 import TestSupport
@@ -56,5 +57,21 @@ import TestSupport
         #expect(parsed.artifacts.first?.path == "out/a b.txt")
         #expect(parsed.memoryFiles == 2 && parsed.harnessVersion == "0.19.0" && parsed.trigger == "ci")
         #expect(record.commitMessage.hasPrefix("run triage 20270115-080000-0a1b2c3d: exit 0 in 1.5s\n\n"))
+    }
+}
+
+@Suite struct EgressAllowlistTests {
+    @Test func matchesHostsPortsAndSubdomains() {
+        let list = EgressAllowlist(["api.example.com", "*.github.com", "127.0.0.1:8080", "API.Upper.com"])
+        #expect(list.allows(host: "api.example.com", port: 443))
+        #expect(list.allows(host: "api.example.com", port: 80))
+        #expect(!list.allows(host: "api.example.com", port: 22), "no port given: 443 and 80 only")
+        #expect(!list.allows(host: "evil-api.example.com", port: 443))
+        #expect(list.allows(host: "raw.github.com", port: 443))
+        #expect(!list.allows(host: "github.com", port: 443), "*.domain is its subdomains only")
+        #expect(!list.allows(host: "github.com.evil.net", port: 443))
+        #expect(list.allows(host: "127.0.0.1", port: 8080))
+        #expect(!list.allows(host: "127.0.0.1", port: 8081))
+        #expect(list.allows(host: "api.upper.com", port: 443))
     }
 }

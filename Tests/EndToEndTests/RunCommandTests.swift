@@ -214,3 +214,51 @@ extension ApplyCommandTests {
         #expect(try agentry(["run", "greeter"], in: repo).stdout == "3\n")
     }
 }
+
+extension ApplyCommandTests {
+    /// `egress: [hosts]`: the machine reaches the listed hosts through agentry's proxy and nothing
+    /// else: other hosts get a 403 naming the allowlist, and direct connections go nowhere.
+    @Test func anEgressAllowlistIsEnforced() throws {
+        defer { stopMachines() }
+        let site = try TemporaryDirectory("agentry-egress-site")
+        try site.write("ok.txt", "reached\n")
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = [
+            "python3", "-c",
+            "import http.server, functools, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = http.server.HTTPServer(('127.0.0.1', 0), h)\nprint(s.server_address[1], flush=True)\ns.serve_forever()",
+            site.path,
+        ]
+        let portPipe = Pipe()
+        server.standardOutput = portPipe
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
+        let port = String(decoding: portPipe.fileHandleForReading.availableData, as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(Int(port) != nil)
+
+        let repo = try runRepository(script: "wget -q -O - http://127.0.0.1:\(port)/ok.txt")
+        try repo.write(
+            "environments/tiny.yaml",
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: minimal, resources: {cpus: 1, memory: 192Mi, disk: 256Mi}, network: {egress: [\"127.0.0.1:\(port)\"]}}\n")
+        try repo.commitAll("egress allowlist")
+        let run = try agentry(["run", "greeter"], in: repo)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout == "reached\n", "through the proxy the run's environment names")
+
+        let proxy = "http_proxy=\(EgressProxyAddress.url)"
+        let refused = try agentry(["exec", "greeter", "--", "sh", "-c", "\(proxy) wget -q -O - http://localhost:\(port)/ok.txt 2>&1; echo status=$?"], in: repo)
+        #expect(refused.stdout.contains("403") && refused.stdout.contains("status=1"), "\(refused.stdout)")
+        let direct = try agentry(["exec", "greeter", "--", "sh", "-c", "wget -q -T 3 -O - http://10.0.2.2:\(port)/ok.txt 2>&1; echo status=$?"], in: repo, timeout: 60)
+        #expect(!direct.stdout.contains("reached") && direct.stdout.contains("status=1"), "\(direct.stdout)")
+    }
+}
+
+/// Where machines find the egress proxy (agentry's EgressProxy.url).
+enum EgressProxyAddress {
+    static let url = "http://10.0.2.100:3128"
+}
