@@ -12,7 +12,7 @@ import Foundation
 /// mirror and the sorted package list name the image, so each Environment's package set is built
 /// once, and a changed list builds a new image without touching disks made from the old one.
 public enum DebianImage {
-    static let recipeVersion = "debian-12-1"
+    static let recipeVersion = "debian-12-2"
     static let suite = "bookworm"
     /// Always installed: resize2fs grows the root to the agent's disk size; certificates for HTTPS.
     static let basePackages = ["e2fsprogs", "ca-certificates"]
@@ -25,8 +25,18 @@ public enum DebianImage {
         return name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "+-.".unicodeScalars.contains($0) }
     }
 
+    /// The `.crt` files of the host's local certificate authorities (`/usr/local/share/ca-certificates`,
+    /// or `$AGENTRY_GUEST_CA_DIR`; an empty value trusts none).
+    static func localAuthorities() -> [(String, [UInt8])] {
+        let folder = ProcessInfo.processInfo.environment["AGENTRY_GUEST_CA_DIR"] ?? "/usr/local/share/ca-certificates"
+        guard !folder.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [] }
+        return names.filter { $0.hasSuffix(".crt") }.sorted().compactMap { name in
+            FileManager.default.contents(atPath: folder + "/" + name).map { (name, Array($0)) }
+        }
+    }
+
     /// The Debian mirror apt uses on this host (`AGENTRY_DEBIAN_MIRROR` overrides it).
-    static func mirror() -> String {
+    public static func mirror() -> String {
         if let explicit = ProcessInfo.processInfo.environment["AGENTRY_DEBIAN_MIRROR"], !explicit.isEmpty { return explicit }
         for file in ["/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"] {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
@@ -52,8 +62,13 @@ public enum DebianImage {
         }
         let wanted = Array(Set(basePackages + packages)).sorted()
         let mirror = mirror()
+        let authorities = localAuthorities()
         var hasher = SHA256()
         hasher.update("\(recipeVersion)\n\(suite)\n\(mirror)\n" + wanted.joined(separator: ","))
+        for (name, bytes) in authorities {
+            hasher.update(name)
+            hasher.update(bytes)
+        }
         let digest = SHA256.hexString(hasher.finalize())
         let name = "debian-12-\(digest.prefix(16))"
         let directory = imagesDirectory + "/" + name
@@ -117,6 +132,21 @@ public enum DebianImage {
         try "# the root is mounted by agentry's initramfs\n".write(toFile: root + "/etc/fstab", atomically: true, encoding: .utf8)
         for leftover in (try? manager.contentsOfDirectory(atPath: root + "/var/cache/apt/archives")) ?? [] where leftover.hasSuffix(".deb") {
             try? manager.removeItem(atPath: root + "/var/cache/apt/archives/" + leftover)
+        }
+
+        // The host's local certificate authorities (a TLS-inspecting proxy's, a company's own) are
+        // trusted in the guest too, or HTTPS from the guest (pip, npm, the model) fails where the
+        // host's works.
+        if !authorities.isEmpty {
+            let folder = root + "/usr/local/share/ca-certificates"
+            try manager.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            for (name, bytes) in authorities {
+                try Data(bytes).write(to: URL(fileURLWithPath: folder + "/" + name))
+            }
+            try HostCommand.check(
+                "chroot", [root, "update-ca-certificates"], package: "coreutils", timeout: 120,
+                what: "adding the host's certificate authorities to the image")
+            progress("trusting the host's certificate authorities: \(authorities.map(\.0).joined(separator: ", "))")
         }
 
         // Sized for its content plus room for what the first runs install; each agent's disk grows

@@ -33,8 +33,28 @@ public struct EgressAllowlist: Sendable, Equatable {
         return false
     }
 
-    /// The allowlist as one command-line argument.
-    public var argument: String { entries.joined(separator: ",") }
+    /// One entry per line.
+    public func write(to file: String) throws {
+        try (entries.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+    }
+
+    public static func read(_ file: String) -> EgressAllowlist {
+        let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        return EgressAllowlist(text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+    }
+
+    /// Package registries a harness installation may reach besides the allowlist.
+    public static func registries(apt: Bool, pip: Bool, npm: Bool, debianMirror: String?) -> [String] {
+        var hosts: [String] = []
+        if apt {
+            hosts += ["deb.debian.org", "security.debian.org"]
+            if let mirror = debianMirror.flatMap({ URL(string: $0)?.host }) { hosts.append(mirror) }
+        }
+        if pip { hosts += ["pypi.org", "files.pythonhosted.org"] }
+        if npm { hosts += ["registry.npmjs.org"] }
+        var seen: Set<String> = []
+        return hosts.filter { seen.insert($0).inserted }
+    }
 }
 
 /// The guest's only way out when its egress is a list of hosts: QEMU's user network runs with
@@ -101,7 +121,10 @@ public enum EgressProxy {
                 output, 403,
                 "agentry: egress to \(host):\(port) is not allowed; this machine may reach \(allowlist.entries.joined(separator: ", ")) (the Environment's network.egress)")
         }
-        guard let socket = connect(host: host, port: port) else {
+        // 10.0.2.2 is the host as QEMU's user network shows it to the guest (where a local model
+        // server, `baseUrl: http://10.0.2.2:8080/v1`, listens on the host's loopback).
+        let destination = host == "10.0.2.2" ? "127.0.0.1" : host
+        guard let socket = connect(host: destination, port: port) else {
             return reply(output, 502, "agentry: cannot connect to \(host):\(port)")
         }
         defer { close(socket) }

@@ -58,6 +58,7 @@ public enum QEMUMachine {
     public static func qmpSocket(_ directory: String) -> String { directory + "/qmp.sock" }
     public static func serialLog(_ directory: String) -> String { directory + "/serial.log" }
     static func pidFile(_ directory: String) -> String { directory + "/vm.pid" }
+    public static func egressAllowFile(_ directory: String) -> String { directory + "/egress.allow" }
     static func qemuLog(_ directory: String) -> String { directory + "/qemu.log" }
 
     /// The QEMU process serving this folder, if it is alive (by pidfile, checked against its command line).
@@ -94,12 +95,36 @@ public enum QEMUMachine {
                 package: "qemu-utils", timeout: 60, what: "creating the environment disk")
             return true
         }
-        // Formatted on the host (mkfs.ext4 is native there, emulated in a TCG guest), as a sparse raw
-        // file converted to qcow2: only the filesystem's metadata takes space.
-        let raw = configuration.directory + "/env.raw"
+        // Formatted on the host (mkfs.ext4 is native there, emulated in a TCG guest), once per size:
+        // a formatted empty disk is kept beside the images and copied (a qcow2 of an empty ext4 is
+        // a few hundred KiB, so the copy is instant where formatting took a tenth of a second).
+        let templates = (configuration.image.directory as NSString).deletingLastPathComponent + "/disks"
+        let template = templates + "/ext4-\(configuration.diskBytes).qcow2"
+        if !FileManager.default.fileExists(atPath: template) {
+            try FileManager.default.createDirectory(atPath: templates, withIntermediateDirectories: true)
+            let staging = template + ".\(getpid())"
+            try formatDisk(staging, bytes: configuration.diskBytes, scratch: configuration.directory)
+            guard rename(staging, template) == 0 else {
+                unlink(staging)
+                throw MachineError("cannot create \(template): \(String(cString: strerror(errno)))")
+            }
+        }
+        let staging = path + ".new"
+        try? FileManager.default.removeItem(atPath: staging)
+        try FileManager.default.copyItem(atPath: template, toPath: staging)
+        guard rename(staging, path) == 0 else {
+            throw MachineError("cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        return true
+    }
+
+    /// An empty ext4 filesystem (label `agent`) of `bytes`, as a qcow2 at `path`: a sparse raw file
+    /// formatted with mkfs.ext4, converted (only the metadata takes space).
+    static func formatDisk(_ path: String, bytes: UInt64, scratch: String) throws {
+        let raw = scratch + "/env.raw"
         defer { unlink(raw) }
         let descriptor = open(raw, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0, ftruncate(descriptor, off_t(configuration.diskBytes)) == 0 else {
+        guard descriptor >= 0, ftruncate(descriptor, off_t(bytes)) == 0 else {
             if descriptor >= 0 { close(descriptor) }
             throw MachineError("cannot create \(raw): \(String(cString: strerror(errno)))")
         }
@@ -110,7 +135,6 @@ public enum QEMUMachine {
         try HostCommand.check(
             "qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, path], package: "qemu-utils", timeout: 120,
             what: "creating the environment disk")
-        return true
     }
 
     public static func arguments(_ configuration: MachineConfiguration) -> [String] {
@@ -146,7 +170,10 @@ public enum QEMUMachine {
             var netdev = "user,id=net"
             if let allowlist = configuration.allowlist, let proxy = configuration.proxyExecutable {
                 // Nothing leaves but what the proxy relays (QEMU option values double their commas).
-                let command = "\(proxy) egress-proxy --allow '\(allowlist.argument)'".replacingOccurrences(of: ",", with: ",,")
+                // The allowlist is read from a file per connection, so a harness installation can
+                // widen it for its package registries while it runs.
+                try? allowlist.write(to: egressAllowFile(directory))
+                let command = "\(proxy) egress-proxy --allow-file \(egressAllowFile(directory))".replacingOccurrences(of: ",", with: ",,")
                 netdev += ",restrict=on,guestfwd=tcp:\(EgressProxy.guestAddress):\(EgressProxy.guestPort)-cmd:\(command)"
             }
             arguments += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net"]

@@ -421,6 +421,20 @@ public enum Runner {
                 "installing the harness \(bundle.harness.metadata.name) downloads packages, but the environment \(bundle.environment?.metadata.name ?? "-") has no network (egress: none)")
         }
         progress("installing the harness \(bundle.harness.metadata.name) \(bundle.harness.version ?? "") (once per environment disk)")
+        // Behind an allowlist, the installation may also reach the package registries it uses.
+        var proxyEnvironment: [String] = []
+        var restoreAllowlist: () -> Void = {}
+        defer { restoreAllowlist() }
+        if bundle.environment?.egress.goesThroughProxy == true {
+            let file = QEMUMachine.egressAllowFile(store.directory + "/agents/" + bundle.name)
+            let runtime = EgressAllowlist.read(file)
+            let registries = EgressAllowlist.registries(
+                apt: !steps.apt.isEmpty, pip: !steps.pip.isEmpty, npm: !steps.npm.isEmpty, debianMirror: DebianImage.mirror())
+            try? EgressAllowlist(runtime.entries + registries).write(to: file)
+            restoreAllowlist = { try? runtime.write(to: file) }
+            proxyEnvironment = EgressProxy.environment.map { "\($0.key)=\($0.value)" }
+            progress("the installation may also reach \(registries.joined(separator: ", "))")
+        }
         var script = "set -e\nexport DEBIAN_FRONTEND=noninteractive\n"
         if !steps.apt.isEmpty {
             script += "apt-get update -qq\napt-get install -y -qq --no-install-recommends \(steps.apt.map(quoted).joined(separator: " "))\n"
@@ -434,9 +448,22 @@ public enum Runner {
         if let custom = steps.script { script += custom + "\n" }
         script += "mkdir -p \(AgentLayout.home)/\(AgentLayout.own)/installed && echo \(quoted(bundle.harness.version ?? "")) > \(marker)\n"
         var tail: [UInt8] = []
+        // The installation's own output, a line at a time, as progress.
+        var pending: [UInt8] = []
+        func progressLine(_ bytes: [UInt8]) {
+            pending += bytes
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                if !line.trimmingCharacters(in: .whitespaces).isEmpty { progress("install: " + line) }
+                pending.removeSubrange(...newline)
+            }
+        }
         let result = try channel.exec(
-            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home], timeout: .seconds(1800),
-            output: { _, bytes in tail = Array((tail + bytes).suffix(2000)) })
+            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home] + proxyEnvironment,
+            timeout: .seconds(1800), output: { _, bytes in
+                tail = Array((tail + bytes).suffix(2000))
+                progressLine(bytes)
+            })
         guard result.status == 0 else {
             throw LoadError("installing the harness \(bundle.harness.metadata.name) failed (exit \(result.status)):\n\(String(decoding: tail, as: UTF8.self))")
         }

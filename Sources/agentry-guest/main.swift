@@ -151,6 +151,19 @@ func killTree(_ leader: pid_t, pipes: [Int32]) {
     for pid in doomed { kill(pid, SIGKILL) }
 }
 
+/// `name` as the command's environment finds it: a path as given, else the first executable of
+/// that name in the environment's PATH (or the guest agent's).
+func resolve(_ name: String, environment: [String]) -> String {
+    if name.contains("/") { return name }
+    let path = environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+        ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for folder in path.split(separator: ":") {
+        let candidate = folder + "/" + name
+        if access(candidate, X_OK) == 0 { return candidate }
+    }
+    return name
+}
+
 func now() -> Double {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
@@ -296,7 +309,9 @@ final class Agent {
             cEnv.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let result = posix_spawnp(&pid, argv[0], &actions, &attributes, cArgv, cEnv)
+        // posix_spawnp would search the guest agent's own PATH: search the command's instead.
+        let program = resolve(argv[0], environment: environment)
+        let result = posix_spawn(&pid, program, &actions, &attributes, cArgv, cEnv)
         close(input[0])
         close(output[1])
         close(errors[1])

@@ -329,10 +329,14 @@ struct EgressProxyCommand: ParsableCommand {
         commandName: "egress-proxy", abstract: "The egress proxy of machines with an allowlist (run by QEMU).", shouldDisplay: false)
 
     @Option(name: .long, help: "Allowed hosts: host, host:port or *.domain, comma-separated.")
-    var allow: String
+    var allow: String?
+
+    @Option(name: .long, help: "A file of allowed hosts, one per line (read for each connection).")
+    var allowFile: String?
 
     func run() throws {
-        let status = EgressProxy.serve(EgressAllowlist(allow.split(separator: ",").map(String.init)))
-        throw ExitCode(status)
+        var entries = allow.map { $0.split(separator: ",").map(String.init) } ?? []
+        if let allowFile { entries += EgressAllowlist.read(allowFile).entries }
+        throw ExitCode(EgressProxy.serve(EgressAllowlist(entries)))
     }
 }
