@@ -34,11 +34,11 @@ public struct GuestImage: Sendable, Equatable {
 /// The `minimal` recipe: Debian's cloud kernel (`linux-image-cloud-amd64`, downloaded with
 /// `apt-get download` and unpacked, never installed on the host), the virtio modules it builds as
 /// modules (virtio, virtio_ring, virtio_mmio, virtio_blk, virtio_console, and virtio_net with its
-/// failover helpers), `busybox-static`, the guest agent, and `/init` below, packed as an uncompressed
-/// newc cpio (under TCG, decompressing the initramfs is emulated work on every boot).
+/// failover helpers), `busybox-static` with its applet links, and the guest agent as `/init`, packed
+/// as an uncompressed newc cpio (under TCG, decompressing the initramfs is emulated work on every boot).
 public enum ImageBuilder {
     /// Bumped when the recipe changes, so cached images are rebuilt.
-    static let recipeVersion = "minimal-6"
+    static let recipeVersion = "minimal-7"
 
     static let modules = [
         "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio_mmio.ko",
@@ -46,52 +46,7 @@ public enum ImageBuilder {
         "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
     ]
 
-    /// PID 1 of the guest: mounts, loads the virtio modules in dependency order, mounts (formatting
-    /// on first boot) the environment disk at /agent, a tmpfs for secrets, brings up the network when
-    /// the machine has one, and hands over to the guest agent.
-    static let initScript = """
-        #!/bin/busybox sh
-        /bin/busybox mkdir -p /proc /sys /dev /run /tmp /agent /usr/bin /usr/sbin /sbin
-        /bin/busybox --install -s /bin
-        mount -t proc proc /proc
-        mount -t sysfs sysfs /sys
-        mount -t devtmpfs devtmpfs /dev
-        mount -t tmpfs -o mode=0755 run /run
-        mount -t tmpfs -o mode=1777 tmp /tmp
-        for module in $(cat /lib/modules/order); do
-            insmod /lib/modules/$module.ko || echo "agentry-init: cannot load $module"
-        done
-        name=$(sed -n 's/.*agentry.name=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
-        [ -n "$name" ] && hostname "$name"
-        root=0; grep -q agentry.root=1 /proc/cmdline && root=1
-        if [ -b /dev/vda ] && [ $root = 1 ]; then
-            if mount -t ext4 /dev/vda /newroot; then echo root > /run/agentry-disk; else echo failed > /run/agentry-disk; root=0; fi
-        elif [ -b /dev/vda ]; then
-            if mount -t ext4 /dev/vda /agent 2>/dev/null; then
-                echo mounted > /run/agentry-disk
-            elif mke2fs -q -F -L agent /dev/vda >/dev/null && mount -t ext2 /dev/vda /agent; then
-                echo formatted > /run/agentry-disk
-            else
-                echo failed > /run/agentry-disk
-            fi
-        fi
-        mkdir -p /run/secrets && mount -t tmpfs -o mode=0700,size=8m secrets /run/secrets
-        if grep -q agentry.net=1 /proc/cmdline; then
-            for module in $(cat /lib/modules/order.net); do insmod /lib/modules/$module.ko; done
-            ip link set lo up; ip link set eth0 up && udhcpc -q -n -i eth0 -s /bin/udhcpc.script >/dev/null 2>&1
-        fi
-        export HOME=/agent
-        if [ $root = 1 ]; then
-            # debian-12: the environment disk is a Debian root filesystem; grow it to the disk's
-            # size (online, a no-op once done) and hand PID 1 over to the guest agent inside it.
-            cp /sbin/agentry-guest /run/agentry-guest
-            mkdir -p /newroot/agent
-            for folder in dev proc sys run tmp; do mkdir -p /newroot/$folder; mount --move /$folder /newroot/$folder; done
-            [ -x /newroot/sbin/resize2fs ] && chroot /newroot /sbin/resize2fs /dev/vda >/dev/null 2>&1
-            exec switch_root /newroot /run/agentry-guest
-        fi
-        exec /sbin/agentry-guest
-        """
+    static let initScript = "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\nexec /sbin/agentry-guest\n"
 
     static let dhcpScript = """
         #!/bin/sh
@@ -192,8 +147,19 @@ public enum ImageBuilder {
             archive.directory(folder)
         }
         archive.symlink("etc/resolv.conf", target: "/run/resolv.conf")
-        archive.file("init", Array(initScript.utf8) + [0x0A], mode: 0o755)
+        // PID 1 is the guest agent itself (it mounts, loads modules and mounts the disk, see the
+        // guest's Boot.swift); busybox's applets are links made here, not by `busybox --install`
+        // at every boot. The Swift runtime reads /proc/self/exe as it starts, so /proc is mounted
+        // by a two-line /init first.
+        archive.file("init", Array(initScript.utf8), mode: 0o755)
         archive.file("bin/busybox", Array(busyboxBytes), mode: 0o755)
+        for folder in ["usr", "usr/bin", "usr/sbin"] { archive.directory(folder) }
+        let applets = try HostCommand.check(busybox, ["--list-full"], package: "busybox-static", what: "listing busybox's applets")
+        for applet in applets.split(separator: "\n").map(String.init) where !applet.isEmpty && applet != "bin/busybox" {
+            let folder = (applet as NSString).deletingLastPathComponent
+            guard ["bin", "sbin", "usr/bin", "usr/sbin"].contains(folder), applet != "sbin/agentry-guest" else { continue }
+            archive.symlink(applet, target: "/bin/busybox")
+        }
         archive.file("bin/udhcpc.script", Array(dhcpScript.utf8) + [0x0A], mode: 0o755)
         archive.file("sbin/agentry-guest", Array(guestBytes), mode: 0o755)
         var dependencies: [String: [String]] = [:]

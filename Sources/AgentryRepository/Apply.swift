@@ -155,6 +155,8 @@ public final class Applier {
             }
         }
 
+        var phases = PhaseClock(logger: logger, label: "apply step phase")
+        phases.mark("prepare and start machines")
         // Machines boot in parallel; wait for each to report in.
         for (name, action, opened) in booting {
             let directory = machineDirectory(name)
@@ -179,6 +181,7 @@ public final class Applier {
                 if case .hello(_, _, _, let uptime, let disk)? = channel.hello {
                     detail = "running (booted in \(uptime) ms, disk \(disk))"
                 }
+                phases.mark("boot \(name)")
                 // The agent's configuration (instructions, skills, rendered harness files) goes in
                 // over the control channel: an update needs no reboot.
                 let bundle = try reader.bundle(name, in: loaded)
@@ -188,6 +191,7 @@ public final class Applier {
                     detail += try restoreMemory(bundle, channel: channel, repository: historyRepository)
                 }
                 detail += action == .update ? ", configuration pushed (\(rendered.files.count) files)" : ""
+                phases.mark("configure \(name)")
                 try record(name, wanted: nil, fields: nil, commit: nil, machineState: "running")
                 steps.append(AppliedStep(agent: name, action: action, detail: detail, failed: false))
                 try event(name, "step", "\(action.rawValue): done, \(detail)")
@@ -355,6 +359,7 @@ extension Planning {
         repository: String, ref: String, path: String, stateDirectory: String, savedPlan: SavedPlan?,
         options: ApplyOptions, logger: Logger, progress: @escaping (String) -> Void
     ) throws -> (Outcome, [AppliedStep]) {
+        var phases = PhaseClock(logger: logger, label: "apply phase")
         let store: StateStore
         do {
             store = try StateStore.openForWriting(stateDirectory)
@@ -385,7 +390,10 @@ extension Planning {
         let plan = document.plan
         let applier = Applier(store: store, options: options, logger: logger, progress: progress)
         applier.historyRepository = savedPlan?.repository ?? repository
+        phases.mark("load and plan")
         let steps = try applier.apply(plan, loaded: loaded, reader: reader)
+        phases.mark("steps")
+        defer { phases.mark("records") }
         if plan.hasChanges || !steps.isEmpty {
             try store.append(
                 EventRecord(

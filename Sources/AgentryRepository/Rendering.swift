@@ -281,6 +281,23 @@ public enum Provisioner {
     }
 
     public static func push(_ rendered: RenderedAgent, over channel: ControlChannel) throws {
+        // Starting a shell in the guest is the expensive part (emulated under TCG), so the common
+        // cases go without one: the same configuration already there (a restart), or none of
+        // agentry's files there yet (a new disk), where plain file puts do.
+        var archive = TarWriter()
+        for file in rendered.files { try archive.add(file) }
+        let digest = SHA256.hex(archive.finish())
+        let home = AgentLayout.home + "/"
+        if let current = try? channel.getFile(home + AgentLayout.own + "/config.digest"),
+            String(decoding: current, as: UTF8.self) == digest + "\n"
+        {
+            return
+        }
+        if (try? channel.getFile(home + AgentLayout.own + "/files")) == nil, !rendered.files.contains(where: { $0.linkTarget != nil }) {
+            for file in rendered.files { try channel.putFile(home + file.path, file.bytes, mode: file.mode) }
+            try channel.putFile(home + AgentLayout.own + "/config.digest", Array((digest + "\n").utf8))
+            return
+        }
         let script = "set -e\n" + (try stage(rendered, over: channel))
         var errors: [UInt8] = []
         let result = try channel.exec(

@@ -483,17 +483,19 @@ extension Redactor {
 /// Logs how long each phase of a run took (at debug level: `--log-level debug`).
 struct PhaseClock {
     let logger: Logger
+    let label: Logger.Message
     var last = ContinuousClock.now
 
-    init(logger: Logger) {
+    init(logger: Logger, label: Logger.Message = "run phase") {
         self.logger = logger
+        self.label = label
     }
 
     mutating func mark(_ phase: String) {
         let now = ContinuousClock.now
         let elapsed = now - last
         last = now
-        logger.debug("run phase", metadata: ["phase": "\(phase)", "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
+        logger.debug(label, metadata: ["phase": "\(phase)", "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
     }
 }
 

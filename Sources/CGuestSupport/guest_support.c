@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/reboot.h>
 #include <spawn.h>
 #include <unistd.h>
@@ -25,4 +27,23 @@ unsigned long long agentry_rdtsc(void) {
 
 int agentry_spawn_closefrom(posix_spawn_file_actions_t *actions, int low) {
     return posix_spawn_file_actions_addclosefrom_np(actions, low);
+}
+
+int agentry_mount(const char *source, const char *target, const char *type, unsigned long flags, const char *data) {
+    return mount(source, target, type, flags, data);
+}
+
+int agentry_finit_module(int fd) {
+    return (int)syscall(SYS_finit_module, fd, "", 0);
+}
+
+int agentry_switch_root(const char *newroot) {
+    if (chdir(newroot) != 0) return -1;
+    if (mount(newroot, "/", NULL, MS_MOVE, NULL) != 0) return -1;
+    if (chroot(".") != 0) return -1;
+    return chdir("/");
+}
+
+int agentry_move_mount(const char *from, const char *to) {
+    return mount(from, to, NULL, MS_MOVE, NULL);
 }

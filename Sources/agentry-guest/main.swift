@@ -1,4 +1,4 @@
-// The guest agent: runs inside each agent's microVM (started by /init), speaks the control protocol
+// The guest agent: runs inside each agent's microVM as PID 1 (the initramfs's /init, see Boot.swift), speaks the control protocol
 // (AgentryWire) with the host over the virtio-serial port `agentry.ctl`, runs commands with their
 // output streamed and their status returned, moves files, and powers the machine off on request.
 // Built as a static executable importing only Glibc: the initramfs has no libraries.
@@ -443,6 +443,9 @@ final class Agent {
 
 signal(SIGPIPE, SIG_IGN)
 setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1)
+// As the initramfs's /init, set the machine up first (after a switch into a debian-12 root, the
+// second start says --booted).
+if getpid() == 1 && !CommandLine.arguments.contains("--booted") { Boot.start() }
 var portPath: String?
 for _ in 0..<500 {
     portPath = findControlPort()

@@ -19,4 +19,16 @@ int agentry_spawn_closefrom(posix_spawn_file_actions_t *actions, int low);
 /* The host's time-stamp counter (for telling a TCG guest its TSC frequency). */
 unsigned long long agentry_rdtsc(void);
 
+/* mount(2). */
+int agentry_mount(const char *source, const char *target, const char *type, unsigned long flags, const char *data);
+
+/* Loads a kernel module from an open file (finit_module(2)). */
+int agentry_finit_module(int fd);
+
+/* Makes `newroot` (a mount point) the root: chdir, move it onto /, chroot. */
+int agentry_switch_root(const char *newroot);
+
+/* mount --move. */
+int agentry_move_mount(const char *from, const char *to);
+
 #endif
