@@ -103,7 +103,7 @@ public enum QEMUMachine {
         if !FileManager.default.fileExists(atPath: template) {
             try FileManager.default.createDirectory(atPath: templates, withIntermediateDirectories: true)
             let staging = template + ".\(getpid())"
-            try formatDisk(staging, bytes: configuration.diskBytes, scratch: configuration.directory)
+            try formatDisk(staging, bytes: configuration.diskBytes, scratch: templates)
             guard rename(staging, template) == 0 else {
                 unlink(staging)
                 throw MachineError("cannot create \(template): \(String(cString: strerror(errno)))")
@@ -111,7 +111,13 @@ public enum QEMUMachine {
         }
         let staging = path + ".new"
         try? FileManager.default.removeItem(atPath: staging)
-        try FileManager.default.copyItem(atPath: template, toPath: staging)
+        do {
+            try FileManager.default.copyItem(atPath: template, toPath: staging)
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { "\($0)" } ?? error.localizedDescription
+            throw MachineError("cannot create the environment disk \(path): \(reason.contains("28") || reason.lowercased().contains("space") ? "no space left on the host's disk" : reason)")
+        }
         guard rename(staging, path) == 0 else {
             throw MachineError("cannot create \(path): \(String(cString: strerror(errno)))")
         }
@@ -121,7 +127,7 @@ public enum QEMUMachine {
     /// An empty ext4 filesystem (label `agent`) of `bytes`, as a qcow2 at `path`: a sparse raw file
     /// formatted with mkfs.ext4, converted (only the metadata takes space).
     static func formatDisk(_ path: String, bytes: UInt64, scratch: String) throws {
-        let raw = scratch + "/env.raw"
+        let raw = scratch + "/format-\(getpid()).raw"
         defer { unlink(raw) }
         let descriptor = open(raw, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard descriptor >= 0, ftruncate(descriptor, off_t(bytes)) == 0 else {

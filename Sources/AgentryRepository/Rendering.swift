@@ -288,12 +288,12 @@ public enum Provisioner {
         for file in rendered.files { try archive.add(file) }
         let digest = SHA256.hex(archive.finish())
         let home = AgentLayout.home + "/"
-        if let current = try? channel.getFile(home + AgentLayout.own + "/config.digest"),
-            String(decoding: current, as: UTF8.self) == digest + "\n"
+        let current = try? channel.getFile(home + AgentLayout.own + "/config.digest")
+        if let current, String(decoding: current, as: UTF8.self) == digest + "\n" { return }
+        // No digest: a new disk, unless an interrupted push left its files (then the manifest says).
+        if current == nil, !rendered.files.contains(where: { $0.linkTarget != nil }),
+            (try? channel.getFile(home + AgentLayout.own + "/files")) == nil
         {
-            return
-        }
-        if (try? channel.getFile(home + AgentLayout.own + "/files")) == nil, !rendered.files.contains(where: { $0.linkTarget != nil }) {
             for file in rendered.files { try channel.putFile(home + file.path, file.bytes, mode: file.mode) }
             try channel.putFile(home + AgentLayout.own + "/config.digest", Array((digest + "\n").utf8))
             return

@@ -173,6 +173,8 @@ func now() -> Double {
 final class Agent {
     let port: Int32
     var decoder = FrameDecoder()
+    var idleWait: useconds_t = 500
+    var needsSync = false
     var jobs: [UInt32: Job] = [:]
     var jobsByPID: [pid_t: Job] = [:]
 
@@ -239,7 +241,9 @@ final class Agent {
                 }
             }
             fchmod(descriptor, mode_t(mode))
-            fsync(descriptor)
+            // Synced when the host has nothing more to say (below), not file by file: a push of
+            // several files costs one flush, not one each.
+            needsSync = true
             close(descriptor)
             send(failed ? .failure(id: id, message: "cannot write \(path): \(String(cString: strerror(errno)))") : .ok(id: id))
         case .getFile(let id, let path):
@@ -416,10 +420,15 @@ final class Agent {
             }
             // A command whose pipes closed is exiting: look again in a moment, not a whole tick.
             let exiting = jobs.values.contains { $0.stdout < 0 && $0.stderr < 0 && $0.status == nil }
-            _ = poll(&descriptors, nfds_t(descriptors.count), exiting ? 1 : 50)
+            let ready = poll(&descriptors, nfds_t(descriptors.count), exiting ? 1 : (needsSync ? 5 : 50))
+            if ready == 0 && needsSync {
+                sync()
+                needsSync = false
+            }
             if descriptors[0].revents & Int16(POLLIN | POLLHUP) != 0 {
                 let count = read(port, &buffer, buffer.count)
                 if count > 0 {
+                    idleWait = 500
                     decoder.append(buffer[0..<count])
                     do {
                         while let message = try decoder.next() { handle(message) }
@@ -428,8 +437,16 @@ final class Agent {
                         decoder = FrameDecoder()
                     }
                 } else {
-                    // No host connected: the port reads as end of file. Keep it open and wait.
-                    usleep(20_000)
+                    // No host connected: the port reads as end of file. Keep it open and wait,
+                    // briefly at first (a host that just left is often about to come back, as
+                    // `agentry exec` does once per command), then at most 20 ms a time, so an
+                    // idle machine costs the host little.
+                    if needsSync {
+                        sync()
+                        needsSync = false
+                    }
+                    usleep(idleWait)
+                    idleWait = min(idleWait * 2, 20_000)
                 }
             }
             for (index, (job, stream)) in owners.enumerated() where descriptors[index + 1].revents != 0 {

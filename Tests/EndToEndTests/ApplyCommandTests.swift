@@ -272,6 +272,31 @@ import TestSupport
         #expect(recreated.stderr.contains("restart unlucky: running"))
     }
 
+    /// A full host disk fails the agent with the system's own words and leaves nothing half-made:
+    /// once there is room, the same apply converges. (Needs root to mount a small tmpfs.)
+    @Test(.enabled(if: getuid() == 0)) func aFullHostDiskFailsClearlyAndRecovers() throws {
+        let agents = state.path + "/agents"
+        try FileManager.default.createDirectory(atPath: agents, withIntermediateDirectories: true)
+        try Shell.run("mount", ["-t", "tmpfs", "-o", "size=4m", "agentry-test-full", agents])
+        defer {
+            stopMachines()
+            _ = try? Shell.run("umount", ["-l", agents])
+        }
+        let repo = try repository(agents: ["cramped"])
+        let filler = agents + "/filler"
+        _ = try Shell.run("dd", ["if=/dev/zero", "of=" + filler, "bs=64k"])  // until the tmpfs is full
+        let full = try agentry(["apply"], in: repo)
+        #expect(full.status == 1, "\(full.stderr)")
+        #expect(full.stderr.contains("FAILED create cramped: cannot create the environment disk") && full.stderr.contains("no space left on the host's disk"), "\(full.stderr)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: agents + "/cramped")
+        #expect(!left.contains("env.qcow2") && !left.contains("env.qcow2.new"), "no half-made disk: \(left)")
+
+        try FileManager.default.removeItem(atPath: filler)
+        let roomy = try agentry(["apply"], in: repo)
+        #expect(roomy.status == 0, "\(roomy.stderr)")
+        #expect(try agentry(["exec", "cramped", "--", "true"], in: repo).status == 0)
+    }
+
     @Test func aMachineThatNeverReportsInIsMarkedFailedQuotingItsSerialLog() throws {
         defer { stopMachines() }
         let repo = try repository(agents: ["slowpoke"])
