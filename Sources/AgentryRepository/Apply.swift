@@ -186,7 +186,7 @@ public final class Applier {
                 // over the control channel: an update needs no reboot.
                 let bundle = try reader.bundle(name, in: loaded)
                 let rendered = Rendering.render(bundle, run: .none)
-                try Provisioner.push(rendered, over: channel)
+                try Provisioner.push(rendered, over: channel, fresh: freshDisks.contains(name))
                 if freshDisks.contains(name), let historyRepository {
                     detail += try restoreMemory(bundle, channel: channel, repository: historyRepository)
                 }

@@ -280,7 +280,8 @@ public enum Provisioner {
             """
     }
 
-    public static func push(_ rendered: RenderedAgent, over channel: ControlChannel) throws {
+    /// `fresh`: the disk was made by this apply, so nothing of agentry's is on it yet.
+    public static func push(_ rendered: RenderedAgent, over channel: ControlChannel, fresh: Bool = false) throws {
         // Starting a shell in the guest is the expensive part (emulated under TCG), so the common
         // cases go without one: the same configuration already there (a restart), or none of
         // agentry's files there yet (a new disk), where plain file puts do.
@@ -288,11 +289,11 @@ public enum Provisioner {
         for file in rendered.files { try archive.add(file) }
         let digest = SHA256.hex(archive.finish())
         let home = AgentLayout.home + "/"
-        let current = try? channel.getFile(home + AgentLayout.own + "/config.digest")
+        let current = fresh ? nil : try? channel.getFile(home + AgentLayout.own + "/config.digest")
         if let current, String(decoding: current, as: UTF8.self) == digest + "\n" { return }
         // No digest: a new disk, unless an interrupted push left its files (then the manifest says).
         if current == nil, !rendered.files.contains(where: { $0.linkTarget != nil }),
-            (try? channel.getFile(home + AgentLayout.own + "/files")) == nil
+            fresh || (try? channel.getFile(home + AgentLayout.own + "/files")) == nil
         {
             for file in rendered.files { try channel.putFile(home + file.path, file.bytes, mode: file.mode) }
             try channel.putFile(home + AgentLayout.own + "/config.digest", Array((digest + "\n").utf8))

@@ -195,7 +195,7 @@ public enum Runner {
             let marker = installMarker(bundle)
             var prepare = "set -e\n" + (try Provisioner.stage(rendered, over: channel))
             if let marker { prepare += "[ -f \(marker) ] && echo installed || echo not-installed\n" }
-            prepare += "(umask 077; mkdir -p \(secretFolder))\nrm -rf -- \(quoted(outputFolder))\nmkdir -p -- \(quoted(outputFolder)) \(quoted(memory))\n"
+            prepare += "umask 077\nmkdir -p \(secretFolder)\numask 022\nrm -rf -- \(quoted(outputFolder))\nmkdir -p -- \(quoted(outputFolder)) \(quoted(memory))\n"
             let prepared = String(decoding: try shell(channel, prepare), as: UTF8.self)
             phases.mark("configuration")
             if marker != nil, prepared.contains("not-installed") {
@@ -332,21 +332,27 @@ public enum Runner {
     /// (relative to the home): those within each folder's size limit as a tar on stdout (digests
     /// taken here, bytes redacted), the larger ones by size and digest only (taken in the guest).
     static func collect(_ channel: ControlChannel, folders: [(String, Int)], secretFolder: String, redactor: Redactor) throws -> [Collected] {
-        var script = "rm -rf -- \(secretFolder)\ncd \(AgentLayout.home) || exit 0\nlist=/run/agentry-collect.$$\n: > $list\n"
-        for (folder, limit) in folders {
-            let kib = limit / 1024
-            script += """
-                if [ -d \(quoted(folder)) ]; then
-                    find \(quoted(folder)) -type f -size -\(kib + 1)k >> $list
-                    find \(quoted(folder)) -type f -size +\(kib)k > $list.big
-                    if [ -s $list.big ]; then
-                        while IFS= read -r f; do sha256sum "$f"; wc -c "$f"; done < $list.big >&2
-                    fi
-                    rm -f $list.big
+        // Two finds over all the folders (each find is a process start): files up to the smallest
+        // limit come back in the tar; larger ones are listed with size and digest, and those a
+        // folder's own limit still allows are fetched one by one below (no process start).
+        let smallest = folders.map(\.1).min() ?? 0
+        let kib = smallest / 1024
+        let existing = folders.map { quoted($0.0) }.joined(separator: " ")
+        var script = "rm -rf -- \(secretFolder)\ncd \(AgentLayout.home) || exit 0\nlist=/run/agentry-collect.$$\n"
+        script += """
+            set --
+            for folder in \(existing); do [ -d "$folder" ] && set -- "$@" "$folder"; done
+            : > $list
+            if [ $# -gt 0 ]; then
+                find "$@" -type f -size -\(kib + 1)k > $list
+                find "$@" -type f -size +\(kib)k > $list.big
+                if [ -s $list.big ]; then
+                    while IFS= read -r f; do sha256sum "$f"; wc -c "$f"; done < $list.big >&2
                 fi
+                rm -f $list.big
+            fi
 
-                """
-        }
+            """
         // (busybox's tar has no -T: the names become the shell's arguments.)
         script += "set --\nwhile IFS= read -r f; do set -- \"$@\" \"$f\"; done < $list\nrm -f $list\n[ $# -eq 0 ] || tar -cf - \"$@\"\n"
         var archive: [UInt8] = []
@@ -378,7 +384,14 @@ public enum Runner {
         }
         for (path, digest) in digests.sorted(by: { $0.key < $1.key }) {
             guard let (folder, relative) = folderOf(path) else { continue }
-            collected.append(Collected(folder: folder, relative: relative, path: path, size: sizes[path] ?? 0, sha256: digest, bytes: nil))
+            let size = sizes[path] ?? 0
+            var bytes: [UInt8]?
+            if let limit = folders.first(where: { $0.0 == folder })?.1, size <= limit,
+                let data = try? channel.getFile(AgentLayout.home + "/" + path), SHA256.hex(data) == digest
+            {
+                bytes = redactor.redact(data)
+            }
+            collected.append(Collected(folder: folder, relative: relative, path: path, size: size, sha256: digest, bytes: bytes))
         }
         return collected.sorted { $0.path < $1.path }
     }

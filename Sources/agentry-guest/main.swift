@@ -243,7 +243,7 @@ final class Agent {
             fchmod(descriptor, mode_t(mode))
             // Synced when the host has nothing more to say (below), not file by file: a push of
             // several files costs one flush, not one each.
-            needsSync = true
+            if !path.hasPrefix("/run/") && !path.hasPrefix("/tmp/") { needsSync = true }  // tmpfs needs none
             close(descriptor)
             send(failed ? .failure(id: id, message: "cannot write \(path): \(String(cString: strerror(errno)))") : .ok(id: id))
         case .getFile(let id, let path):
