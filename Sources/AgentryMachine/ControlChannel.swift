@@ -152,7 +152,8 @@ public final class ControlChannel {
         timeout: Duration? = nil, output: (ProcessStream, [UInt8]) -> Void
     ) throws -> (status: Int, timedOut: Bool) {
         let id = newID()
-        let milliseconds = timeout.map { Int($0.components.seconds * 1000) } ?? 0
+        // Rounded up: a timeout under a millisecond is still a timeout (0 would mean none).
+        let milliseconds = timeout.map { max(1, Int($0.components.seconds * 1000 + ($0.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)) } ?? 0
         try send(.exec(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeoutMillis: milliseconds))
         // The guest enforces the timeout; the host allows a margin before it gives up on the guest.
         let hostDeadline = ContinuousClock.now + (timeout.map { $0 + .seconds(30) } ?? .seconds(86_400 * 365))

@@ -111,10 +111,24 @@ public enum EgressProxy {
             }
             host = name
             port = url.port ?? 80
-            target = url.path.isEmpty ? "/" : url.path
-            if let query = url.query { target += "?" + query }
-            let rest = lines.dropFirst().filter { !$0.lowercased().hasPrefix("proxy-") }.joined(separator: "\r\n")
-            forward = Array("\(method) \(target) \(parts[2])\r\n\(rest)".utf8)
+            // The path as sent (still percent-encoded), and the Host header the allowlist checked:
+            // the guest's own Host header could name another site behind the same server.
+            let components = URLComponents(url: url, resolvingAgainstBaseURL: false)
+            target = components?.percentEncodedPath ?? "/"
+            if target.isEmpty { target = "/" }
+            if let query = components?.percentEncodedQuery { target += "?" + query }
+            let headers = lines.dropFirst().filter {
+                let name = $0.lowercased()
+                return !name.hasPrefix("proxy-") && !name.hasPrefix("host:")
+            }
+            let hostHeader = "Host: " + (host.contains(":") ? "[\(host)]" : host) + (url.port.map { ":\($0)" } ?? "")
+            forward = Array("\(method) \(target) \(parts[2])\r\n\(hostHeader)\r\n\(headers.joined(separator: "\r\n"))".utf8)
+        }
+        // Only plain host names and addresses go further: a NUL, a space or any other byte in a
+        // name would be cut or read differently by the resolver than by the allowlist check.
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard isPlainHost(host), (1...65535).contains(port) else {
+            return reply(output, 400, "agentry: \"\(host)\" is not a host name or address")
         }
         guard allowlist.allows(host: host, port: port) else {
             return reply(
@@ -135,6 +149,15 @@ public enum EgressProxy {
         }
         relay(input, output, socket)
         return 0
+    }
+
+    /// Letters, digits, dots and hyphens (a name or an IPv4 address), or an IPv6 address.
+    static func isPlainHost(_ host: String) -> Bool {
+        guard !host.isEmpty, host.utf8.count <= 253 else { return false }
+        if host.contains(":") {
+            return host.unicodeScalars.allSatisfy { ("0"..."9").contains($0) || ("a"..."f").contains($0) || ("A"..."F").contains($0) || $0 == ":" || $0 == "." }
+        }
+        return host.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "-" }
     }
 
     static func reply(_ output: Int32, _ status: Int, _ message: String) -> Int32 {

@@ -192,8 +192,11 @@ public enum History {
         return String(cString: buffer)
     }
 
+    /// Git refuses `<` and `>` in names (and newlines): they are dropped rather than lose a record.
     static func signature(_ actor: String) -> Signature {
-        Signature(name: actor.isEmpty ? "agentry" : actor, email: "agentry@" + hostName())
+        let name = String(actor.unicodeScalars.filter { !"<>\n\r".unicodeScalars.contains($0) }.map(Character.init))
+            .trimmingCharacters(in: .whitespaces)
+        return Signature(name: name.isEmpty ? "agentry" : name, email: "agentry@" + hostName())
     }
 
     /// Commits `files` with `message`, then pushes when the repository has an `origin`. A push that
@@ -292,7 +295,9 @@ public enum History {
             for value in values { lines.append("  - \(RunRecord.quote(value))") }
         }
         let folder = kind == "apply" ? "applies" : "events"
-        let path = "\(folder)/\(stamp)-\(subject).yaml"
+        // Unique like run ids: two kills in one second, or two hosts applying one commit at once,
+        // must not overwrite each other's record.
+        let path = "\(folder)/\(stamp)-\(subject)-\(String(format: "%08x", UInt32.random(in: 0...UInt32.max))).yaml"
         let result = try record(
             [RecordFile(path: path, bytes: Array((lines.joined(separator: "\n") + "\n").utf8))],
             message: "\(kind) \(subject) by \(actor)\n\n" + lines.dropFirst().joined(separator: "\n") + "\n", actor: actor,

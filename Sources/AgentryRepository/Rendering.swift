@@ -323,7 +323,7 @@ public enum TarReader {
             let header = bytes[offset..<(offset + 512)]
             if header.allSatisfy({ $0 == 0 }) { break }
             let sizeText = String(decoding: field(124, 12), as: UTF8.self).trimmingCharacters(in: .whitespaces)
-            guard let size = Int(sizeText, radix: 8) else { break }
+            guard let size = Int(sizeText, radix: 8), size >= 0 else { break }
             let type = bytes[offset + 156]
             var name = String(decoding: field(0, 100), as: UTF8.self)
             let prefix = String(decoding: field(345, 155), as: UTF8.self)

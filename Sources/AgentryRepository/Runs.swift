@@ -57,6 +57,8 @@ public enum RunLimits {
     /// The memory snapshot: files up to this size, at most `memoryTotal` together.
     public static let memoryFileBytes = 1 << 20
     public static let memoryTotal = 8 << 20
+    /// What a run's collection reads from the guest at most.
+    public static let collectedBytes = 64 << 20
 }
 
 /// Replaces every secret value in `bytes` with `***`.
@@ -181,7 +183,9 @@ public enum Runner {
 
         let started = Date()
         let runID = RunID.make(started)
-        let timeoutMilliseconds = request.timeout.map { Int($0.components.seconds * 1000) } ?? Int(min(bundle.agent.run.timeoutMilliseconds, UInt64(Int.max)))
+        let timeoutMilliseconds = request.timeout.map {
+            max(1, Int($0.components.seconds * 1000 + ($0.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000))
+        } ?? Int(min(bundle.agent.run.timeoutMilliseconds, UInt64(Int.max)))
         let context = RunContext(
             prompt: request.prompt ?? bundle.agent.run.prompt ?? "", runID: runID, timeoutSeconds: timeoutMilliseconds / 1000)
         let rendered = Rendering.render(bundle, run: context)
@@ -204,6 +208,9 @@ public enum Runner {
             }
 
             // 4. Secrets into the run's tmpfs folder and the harness's environment.
+            // From here on, the run's secrets folder goes whatever happens.
+            var secretsRemoved = false
+            defer { if !secretsRemoved { try? shell(channel, "rm -rf -- \(secretFolder)") } }
             var environment = rendered.environment
             environment["PATH"] = path
             if bundle.environment?.egress.goesThroughProxy == true {
@@ -221,8 +228,6 @@ public enum Runner {
                 values["model.apiKey"] = String(decoding: value, as: UTF8.self)
                 environment[variable] = Rendering.render(entry.template, values)
             }
-            var secretsRemoved = false
-            defer { if !secretsRemoved { try? shell(channel, "rm -rf -- \(secretFolder)") } }
 
             phases.mark("secrets")
             // 5. The harness command, streamed; the log kept redacted.
@@ -230,14 +235,18 @@ public enum Runner {
             progress("run \(runID): \(bundle.harness.metadata.name) for \(request.agent)")
             var log: [UInt8] = []
             var dropped = 0
+            // Each stream is redacted as a stream (a secret may arrive split across chunks).
+            var streams = [ProcessStream.stdout: StreamRedactor(redactor), .stderr: StreamRedactor(redactor)]
+            func emit(_ stream: ProcessStream, _ clean: [UInt8]) {
+                guard !clean.isEmpty else { return }
+                output(stream, clean)
+                if log.count < RunLimits.logBytes * 4 { log += clean } else { dropped += clean.count }
+            }
             let result = try channel.exec(
                 rendered.command, environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
                 directory: AgentLayout.home, timeout: .milliseconds(timeoutMilliseconds),
-                output: { stream, bytes in
-                    let clean = redactor.redact(bytes)
-                    output(stream, clean)
-                    if log.count < RunLimits.logBytes * 4 { log += clean } else { dropped += clean.count }
-                })
+                output: { stream, bytes in emit(stream, streams[stream]!.feed(bytes)) })
+            for stream in [ProcessStream.stdout, .stderr] { emit(stream, streams[stream]!.finish()) }
             let ended = Date()
 
             phases.mark("harness")
@@ -282,9 +291,18 @@ public enum Runner {
             ]
             for artifact in artifacts { if let bytes = artifact.bytes { files.append(RecordFile(path: record.folder + "/artifacts/" + artifact.relative, bytes: bytes)) } }
             for file in memoryFiles { if let bytes = file.bytes { files.append(RecordFile(path: record.folder + "/memory/" + file.relative, bytes: bytes)) } }
-            let committed = try History.record(
-                files, message: record.commitMessage, actor: request.actor, repository: request.repository,
-                branch: request.historyBranch, at: ended)
+            var committed: (commit: String, pushWarning: String?)
+            do {
+                committed = try History.record(
+                    files, message: record.commitMessage, actor: request.actor, repository: request.repository,
+                    branch: request.historyBranch, at: ended)
+            } catch let error as LoadError where files.count > 2 {
+                // Whatever the artifacts hold, the run itself is not lost: record and log alone.
+                progress("warning: \(error.message); recording the run without its artifacts and memory")
+                committed = try History.record(
+                    Array(files.prefix(2)), message: record.commitMessage, actor: request.actor,
+                    repository: request.repository, branch: request.historyBranch, at: ended)
+            }
             phases.mark("history")
             defer { phases.mark("state") }
             _ = store.withWriterLockIfFree {
@@ -359,7 +377,10 @@ public enum Runner {
         var large: [UInt8] = []
         let result = try channel.exec(
             ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home], timeout: .seconds(300),
-            output: { stream, bytes in if stream == .stdout { archive += bytes } else { large += bytes } })
+            output: { stream, bytes in
+                // At most what the limits could ever store, whatever the guest sends.
+                if stream == .stdout { if archive.count < RunLimits.collectedBytes { archive += bytes } } else if large.count < 1 << 20 { large += bytes }
+            })
         guard result.status == 0 || !archive.isEmpty || result.status == 1 else {
             throw MachineError("collecting the run's files failed (exit \(result.status)): \(String(decoding: large.suffix(400), as: UTF8.self))")
         }
@@ -371,7 +392,7 @@ public enum Runner {
         for file in TarReader.files(archive) {
             guard let (folder, relative) = folderOf(file.path) else { continue }
             collected.append(
-                Collected(folder: folder, relative: relative, path: file.path, size: file.bytes.count, sha256: SHA256.hex(file.bytes), bytes: redactor.redact(file.bytes)))
+                collectedFile(folder: folder, relative: relative, path: file.path, raw: file.bytes, redactor: redactor))
         }
         // sha256sum prints "DIGEST  PATH", wc -c "SIZE PATH" (and a total line).
         var digests: [String: String] = [:]
@@ -389,11 +410,22 @@ public enum Runner {
             if let limit = folders.first(where: { $0.0 == folder })?.1, size <= limit,
                 let data = try? channel.getFile(AgentLayout.home + "/" + path), SHA256.hex(data) == digest
             {
-                bytes = redactor.redact(data)
+                collected.append(collectedFile(folder: folder, relative: relative, path: path, raw: data, redactor: redactor))
+                continue
             }
             collected.append(Collected(folder: folder, relative: relative, path: path, size: size, sha256: digest, bytes: bytes))
         }
         return collected.sorted { $0.path < $1.path }
+    }
+
+    /// A collected file: its bytes redacted, and its digest and size those of what is stored when
+    /// redaction changed it (a digest of a file that holds only a token would let a weak token be
+    /// guessed). Paths git refuses to store (a `.git` folder inside the output) keep their digest only.
+    static func collectedFile(folder: String, relative: String, path: String, raw: [UInt8], redactor: Redactor) -> Collected {
+        let clean = redactor.redact(raw)
+        let storable = !relative.split(separator: "/").contains { $0.lowercased() == ".git" || $0.lowercased() == "git~1" }
+        let digest = SHA256.hex(clean)
+        return Collected(folder: folder, relative: relative, path: path, size: clean.count, sha256: digest, bytes: storable ? clean : nil)
     }
 
     /// Keeps the bytes of files while their sum stays within `total`; the rest by digest only.
@@ -491,6 +523,52 @@ public enum Runner {
 
 extension Redactor {
     func text(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
+
+    /// The longest secret, in bytes.
+    var longest: Int { secrets.first?.count ?? 0 }
+}
+
+/// Redacts a stream that arrives in chunks: a secret split across two chunks is still caught, by
+/// holding back the bytes that could be the start of one until the next chunk (or the end) says.
+public struct StreamRedactor {
+    let redactor: Redactor
+    var held: [UInt8] = []
+
+    public init(_ redactor: Redactor) {
+        self.redactor = redactor
+    }
+
+    /// The redacted bytes that are safe to pass on now. Positions from which the longest secret
+    /// would still fit in what has arrived are decided; the rest waits for the next chunk.
+    public mutating func feed(_ bytes: [UInt8]) -> [UInt8] {
+        let longest = redactor.longest
+        guard longest > 0 else { return bytes }
+        let text = held + bytes
+        let decided = text.count - (longest - 1)
+        var output: [UInt8] = []
+        output.reserveCapacity(max(0, decided))
+        var index = 0
+        let mask = Array("***".utf8)
+        outer: while index < decided {
+            for secret in redactor.secrets where text[index] == secret[0] {
+                if text[index..<(index + secret.count)].elementsEqual(secret) {
+                    output += mask
+                    index += secret.count
+                    continue outer
+                }
+            }
+            output.append(text[index])
+            index += 1
+        }
+        held = index < text.count ? Array(text[index...]) : []
+        return output
+    }
+
+    /// What is still held back, redacted (at the end of the stream).
+    public mutating func finish() -> [UInt8] {
+        defer { held = [] }
+        return redactor.redact(held)
+    }
 }
 
 /// Logs how long each phase of a run took (at debug level: `--log-level debug`).

@@ -78,11 +78,14 @@ enum Boot {
                 disk = mount("/dev/vda", "/newroot", "ext4") ? "root" : "failed"
             } else if agentry_mount("/dev/vda", "/agent", "ext4", 0, nil) == 0 {
                 disk = "mounted"
-            } else if run(["/bin/busybox", "mke2fs", "-q", "-F", "-L", "agent", "/dev/vda"]) == 0,
+            } else if !hasExtSuperblock("/dev/vda"), run(["/bin/busybox", "mke2fs", "-q", "-F", "-L", "agent", "/dev/vda"]) == 0,
                 mount("/dev/vda", "/agent", "ext2")
             {
+                // Only a disk with no filesystem at all is formatted: one that fails to mount keeps
+                // the agent's files for an operator to look at.
                 disk = "formatted"
             } else {
+                log("cannot mount the environment disk: \(String(cString: strerror(errno)))")
                 disk = "failed"
             }
         }
@@ -115,6 +118,15 @@ enum Boot {
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("agentry-guest"), strdup("--booted"), nil]
         execv("/run/agentry-guest", argv)
         log("cannot start /run/agentry-guest: \(String(cString: strerror(errno)))")
+    }
+
+    /// Whether the device holds an ext2/3/4 superblock (magic 0xEF53 at byte 1080).
+    static func hasExtSuperblock(_ device: String) -> Bool {
+        let descriptor = open(device, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var magic: [UInt8] = [0, 0]
+        return pread(descriptor, &magic, 2, 1080) == 2 && magic == [0x53, 0xEF]
     }
 
     static func copy(_ from: String, to destination: String) {

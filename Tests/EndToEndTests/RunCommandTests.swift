@@ -52,7 +52,7 @@ extension ApplyCommandTests {
     @Test func aRunIsRecordedInGitAndReadableWithPlainGit() throws {
         defer { stopMachines() }
         let repo = try runRepository(
-            script: "mkdir -p out memory; echo \"$PROMPT from $MODEL\" | tee out/answer.txt; head -c 300000 /dev/zero > 'out/big file.bin'; echo seen >> memory/notes; echo to-err >&2; cat AGENTS.md; exit 3")
+            script: "mkdir -p out memory; echo \"$PROMPT from $MODEL\" | tee out/answer.txt; head -c 300000 /dev/zero > 'out/big file.bin'; mkdir -p out/clone/.git; echo ref > out/clone/.git/HEAD; echo seen >> memory/notes; echo to-err >&2; cat AGENTS.md; exit 3")
         let run = try agentry(["run", "greeter"], in: repo)
         #expect(run.status == 3, "\(run.stderr)")
         #expect(run.stdout.contains("hello there from m\n"))
@@ -101,6 +101,9 @@ extension ApplyCommandTests {
         let zeros = try Shell.run("sh", ["-c", "head -c 300000 /dev/zero | sha256sum"]).stdout.prefix(64)
         #expect(recordText.contains("path: \"out/big file.bin\"\n    size: 300000\n    sha256: \"\(zeros)\"\n    stored: false"), "\(recordText)")
         #expect(!files.contains { $0.hasSuffix("big file.bin") })
+        // A .git folder in the output is listed, never stored (git refuses such paths in a tree).
+        #expect(recordText.contains("path: \"out/clone/.git/HEAD\""))
+        #expect(!files.contains { $0.contains("/.git/") })
 
         // history, show and logs read it back.
         let listed = try agentry(["history", "-o", "json"], in: repo)
