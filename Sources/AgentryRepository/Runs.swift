@@ -153,6 +153,12 @@ public enum Runner {
             throw LoadError(error.message)
         }
 
+        // The machine's egress allowlist as the desired state says (an installation that was
+        // interrupted may have left it widened for package registries).
+        let egressField = bundle.fields.first { $0.0 == "environment.network.egress" }?.1 ?? "none"
+        if let allowlist = Applier.allowlist(egress: egressField, fields: bundle.fields) {
+            try? allowlist.write(to: QEMUMachine.egressAllowFile(directory))
+        }
         phases.mark("connect")
         // 2. Secrets, resolved before anything starts: a missing one fails the run, naming it.
         let secrets = SecretStore(stateDirectory: store.directory)
