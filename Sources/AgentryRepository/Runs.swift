@@ -72,11 +72,17 @@ public struct Redactor: Sendable {
 
     public func redact(_ bytes: [UInt8]) -> [UInt8] {
         guard !secrets.isEmpty else { return bytes }
+        return scan(bytes, before: bytes.count).output
+    }
+
+    /// Redacts `bytes` from the start, deciding every position before `end` (a secret starting
+    /// there may run past it); returns the output and where it stopped.
+    func scan(_ bytes: [UInt8], before end: Int) -> (output: [UInt8], stoppedAt: Int) {
         var output: [UInt8] = []
-        output.reserveCapacity(bytes.count)
+        output.reserveCapacity(max(0, end))
         var index = 0
         let mask = Array("***".utf8)
-        outer: while index < bytes.count {
+        outer: while index < end {
             for secret in secrets where bytes[index] == secret[0] && index + secret.count <= bytes.count {
                 if bytes[index..<(index + secret.count)].elementsEqual(secret) {
                     output += mask
@@ -87,7 +93,7 @@ public struct Redactor: Sendable {
             output.append(bytes[index])
             index += 1
         }
-        return output
+        return (output, index)
     }
 }
 
@@ -550,22 +556,7 @@ public struct StreamRedactor {
         let longest = redactor.longest
         guard longest > 0 else { return bytes }
         let text = held + bytes
-        let decided = text.count - (longest - 1)
-        var output: [UInt8] = []
-        output.reserveCapacity(max(0, decided))
-        var index = 0
-        let mask = Array("***".utf8)
-        outer: while index < decided {
-            for secret in redactor.secrets where text[index] == secret[0] {
-                if text[index..<(index + secret.count)].elementsEqual(secret) {
-                    output += mask
-                    index += secret.count
-                    continue outer
-                }
-            }
-            output.append(text[index])
-            index += 1
-        }
+        let (output, index) = redactor.scan(text, before: text.count - (longest - 1))
         held = index < text.count ? Array(text[index...]) : []
         return output
     }
