@@ -473,7 +473,7 @@ public enum Runner {
             throw LoadError(
                 "the harness \(bundle.harness.metadata.name) installs with apt, pip or npm, which need the debian-12 base; the environment \(bundle.environment?.metadata.name ?? "-") is minimal")
         }
-        if bundle.environment.map({ $0.egress == .none }) ?? true {
+        if !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty, bundle.environment.map({ $0.egress == .none }) ?? true {
             throw LoadError(
                 "installing the harness \(bundle.harness.metadata.name) downloads packages, but the environment \(bundle.environment?.metadata.name ?? "-") has no network (egress: none)")
         }

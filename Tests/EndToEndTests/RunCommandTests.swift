@@ -263,3 +263,54 @@ extension ApplyCommandTests {
     }
 }
 
+
+extension ApplyCommandTests {
+    /// Swapping the harness installs the new one once, leaving the agent's files and memory; swapping
+    /// the model changes only what is rendered.
+    @Test func harnessAndModelSwapsKeepTheAgent() throws {
+        defer { stopMachines() }
+        let repo = try runRepository(script: "true")
+        func harness(_ name: String) throws {
+            try repo.write(
+                "harnesses/\(name).yaml",
+                """
+                apiVersion: agentry/v1
+                kind: Harness
+                metadata: {name: \(name)}
+                spec:
+                  type: custom
+                  version: "1.0"
+                  install: {script: "echo installed >> /agent/\(name).installs"}
+                  command: ["/bin/sh", "-c", "mkdir -p memory; echo \(name) >> memory/seen; echo \(name) on $MODEL; cat memory/seen | tr '\\\\n' ' '"]
+                  env: {MODEL: "{{model.name}}"}
+                  supports: {apis: [chat-completions]}
+
+                """)
+        }
+        try harness("alpha")
+        try harness("beta")
+        try repo.write(
+            "models/other.yaml",
+            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: other}\nspec: {provider: local, name: m2, api: chat-completions, baseUrl: 'http://127.0.0.1:8081/v1'}\n")
+        func use(harness: String, model: String) throws {
+            let file = repo.url.appendingPathComponent("agents/greeter.yaml")
+            var text = try String(contentsOf: file, encoding: .utf8)
+            text = text.replacingOccurrences(of: #"harness: \w+"#, with: "harness: \(harness)", options: .regularExpression)
+            text = text.replacingOccurrences(of: #"model: \w+"#, with: "model: \(model)", options: .regularExpression)
+            try repo.write("agents/greeter.yaml", text)
+            try repo.commitAll("\(harness) on \(model)")
+        }
+        try use(harness: "alpha", model: "local")
+        #expect(try agentry(["run", "greeter"], in: repo).stdout == "alpha on m\nalpha ")
+        try use(harness: "beta", model: "local")
+        let switched = try agentry(["run", "greeter"], in: repo)
+        #expect(switched.stderr.contains("installing the harness beta"), "\(switched.stderr)")
+        #expect(switched.stdout == "beta on m\nalpha beta ", "memory kept across the swap: \(switched.stdout)")
+        try use(harness: "beta", model: "other")
+        let remodeled = try agentry(["run", "greeter"], in: repo)
+        #expect(!remodeled.stderr.contains("installing"), "a model swap installs nothing")
+        #expect(remodeled.stdout == "beta on m2\nalpha beta beta ")
+        let installs = try agentry(["exec", "greeter", "--", "sh", "-c", "cat /agent/alpha.installs /agent/beta.installs"], in: repo)
+        #expect(installs.stdout == "installed\ninstalled\n", "each harness installed once")
+    }
+}
