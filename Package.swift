@@ -80,13 +80,13 @@ let package = Package(
         .executableTarget(
             name: "agentry",
             dependencies: [
-                "AgentryRepository", "AgentryModel", "AgentryPlan", "AgentryState", "AgentryMachine",
+                "AgentryRepository", "AgentryModel", "AgentryPlan", "AgentryState", "AgentryMachine", "AgentryGit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Helpers for tests: temporary folders, git fixtures, running the built binary.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CGuestSupport"], path: "Tests/TestSupport"),
         .testTarget(name: "AgentryYAMLTests", dependencies: ["AgentryYAML"]),
         .testTarget(name: "AgentryModelTests", dependencies: ["AgentryModel"]),
         .testTarget(name: "AgentryPlanTests", dependencies: ["AgentryPlan", "AgentryModel"]),

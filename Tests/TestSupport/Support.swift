@@ -1,3 +1,4 @@
+import CGuestSupport
 import Foundation
 
 /// Runs the built `agentry` binary the way a user or CI does.
@@ -41,43 +42,116 @@ public enum Shell {
     }
 
     /// Runs a program, collecting its output; fails when it does not end within `timeout` seconds.
+    /// Spawned with posix_spawn (Foundation's Process crashed in its own memcpy once in CI), with
+    /// default signal handling, nothing else inherited, and both outputs drained by one poll loop.
     @discardableResult
     public static func run(
         _ program: String, _ arguments: [String], in directory: URL? = nil, input: String? = nil,
         environment: [String: String] = [:], timeout: TimeInterval = 120
     ) throws -> Agentry.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: program.hasPrefix("/") ? program : "/usr/bin/env")
-        process.arguments = program.hasPrefix("/") ? arguments : [program] + arguments
-        if let directory { process.currentDirectoryURL = directory }
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
-        process.environment = env
-        let out = Pipe()
-        let err = Pipe()
-        let inPipe = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = inPipe
-        let finished = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in finished.signal() }
-        try process.run()
-        if let input { inPipe.fileHandleForWriting.write(Data(input.utf8)) }
-        try? inPipe.fileHandleForWriting.close()
-        // Drain both pipes concurrently so a chatty child never blocks on a full pipe.
-        nonisolated(unsafe) var outData = Data()
-        nonisolated(unsafe) var errData = Data()
-        let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { outData = out.fileHandleForReading.readDataToEndOfFile() }
-        DispatchQueue.global().async(group: group) { errData = err.fileHandleForReading.readDataToEndOfFile() }
-        if finished.wait(timeout: .now() + timeout) == .timedOut {
-            process.terminate()
-            throw Failure(description: "\(program) \(arguments.joined(separator: " ")) did not finish within \(timeout)s")
+        guard let executable = locate(program, path: env["PATH"]) else {
+            throw Failure(description: "\(program) is not installed")
         }
-        group.wait()
+        var stdinPipe: [Int32] = [0, 0]
+        var stdoutPipe: [Int32] = [0, 0]
+        var stderrPipe: [Int32] = [0, 0]
+        guard agentry_pipe_cloexec(&stdinPipe) == 0, agentry_pipe_cloexec(&stdoutPipe) == 0, agentry_pipe_cloexec(&stderrPipe) == 0
+        else { throw Failure(description: "pipe: \(String(cString: strerror(errno)))") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+        agentry_spawn_closefrom(&actions, 3)
+        if let directory { agentry_spawn_chdir(&actions, directory.path) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        close(stdinPipe[0])
+        close(stdoutPipe[1])
+        close(stderrPipe[1])
+        guard spawned == 0 else {
+            [stdinPipe[1], stdoutPipe[0], stderrPipe[0]].forEach { close($0) }
+            throw Failure(description: "cannot run \(program): \(String(cString: strerror(spawned)))")
+        }
+        // Input goes in from its own thread, so a child that writes before it reads cannot stall us.
+        let inputFD = stdinPipe[1]
+        let feeder = Thread {
+            if let input {
+                Array(input.utf8).withUnsafeBufferPointer { bytes in
+                    var offset = 0
+                    while offset < bytes.count {
+                        let written = write(inputFD, bytes.baseAddress! + offset, bytes.count - offset)
+                        if written < 0 && errno == EINTR { continue }
+                        if written <= 0 { break }
+                        offset += written
+                    }
+                }
+            }
+            close(inputFD)
+        }
+        feeder.start()
+        var outData: [UInt8] = []
+        var errData: [UInt8] = []
+        var open: [Int32] = [stdoutPipe[0], stderrPipe[0]]
+        let deadline = Date().addingTimeInterval(timeout)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !open.isEmpty {
+            let remaining = deadline.timeIntervalSinceNow
+            if remaining <= 0 {
+                kill(pid, SIGKILL)
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+                open.forEach { close($0) }
+                throw Failure(description: "\(program) \(arguments.joined(separator: " ")) did not finish within \(timeout)s")
+            }
+            var descriptors = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let ready = poll(&descriptors, nfds_t(descriptors.count), Int32(min(remaining, 1) * 1000) + 1)
+            if ready < 0 && errno != EINTR { break }
+            for entry in descriptors where entry.revents != 0 {
+                let count = read(entry.fd, &buffer, buffer.count)
+                if count > 0 {
+                    if entry.fd == stdoutPipe[0] { outData += buffer[0..<count] } else { errData += buffer[0..<count] }
+                } else if count == 0 || errno != EINTR {
+                    close(entry.fd)
+                    open.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
         return Agentry.Result(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self))
+            status: code, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// `program` itself when it is a path, else the first executable of that name on `path`.
+    static func locate(_ program: String, path: String?) -> String? {
+        if program.contains("/") { return program }
+        let folders: [String] = (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]
+        for folder in folders {
+            let candidate = "\(folder)/\(program)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
     }
 
     /// Runs git with a fixed identity and no user configuration; throws when it fails.
