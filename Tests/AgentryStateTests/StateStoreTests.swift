@@ -32,30 +32,26 @@ import TestSupport
         let directory = try TemporaryDirectory()
         _ = try StateStore.openCreating(directory.path)
         // Another process takes the writer lock the way agentry does (flock, pid in the file).
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        holder.arguments = [
-            "python3", "-c",
-            """
-            import fcntl, os, sys, time
-            f = open(sys.argv[1], "a+"); fcntl.flock(f, fcntl.LOCK_EX)
-            f.truncate(0); f.write(str(os.getpid()) + "\\n"); f.flush()
-            print("locked", flush=True); time.sleep(30)
-            """,
-            directory.path + "/state.lock",
-        ]
-        let output = Pipe()
-        holder.standardOutput = output
-        try holder.run()
-        defer { holder.terminate() }
-        _ = output.fileHandleForReading.availableData  // "locked": the lock is held from here on
+        let holder = try BackgroundProcess(
+            "python3",
+            [
+                "-c",
+                """
+                import fcntl, os, sys, time
+                f = open(sys.argv[1], "a+"); fcntl.flock(f, fcntl.LOCK_EX)
+                f.truncate(0); f.write(str(os.getpid()) + "\\n"); f.flush()
+                print("locked", flush=True); time.sleep(30)
+                """,
+                directory.path + "/state.lock",
+            ])
+        #expect(holder.firstLine() == "locked")  // the lock is held from here on
 
         let started = Date()
         #expect {
             try StateStore.openForWriting(directory.path)
         } throws: { error in
             guard let error = error as? StateError, case .locked(let pid) = error.code else { return false }
-            return pid == holder.processIdentifier && error.message.contains("process \(holder.processIdentifier)")
+            return pid == holder.pid && error.message.contains("process \(holder.pid)")
         }
         #expect(Date().timeIntervalSince(started) < 2, "fails at once, never waits")
 

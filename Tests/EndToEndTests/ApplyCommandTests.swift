@@ -312,26 +312,18 @@ import TestSupport
         let repo = try repository(agents: ["solo"])
         _ = try agentry(["status"], in: repo)  // make sure the state directory exists
         try FileManager.default.createDirectory(atPath: state.path, withIntermediateDirectories: true)
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        holder.arguments = [
-            "python3", "-c",
-            "import fcntl, os, signal, sys, time\nsignal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM]); signal.signal(signal.SIGTERM, signal.SIG_DFL)\nf = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\nf.truncate(0); f.write(str(os.getpid()) + '\\n'); f.flush()\nprint('locked', flush=True); time.sleep(60)",
-            state.path + "/state.lock",
-        ]
-        let output = Pipe()
-        holder.standardOutput = output
-        // Nothing of the test's own output is inherited: a holder left behind would keep it open.
-        holder.standardError = FileHandle.nullDevice
-        try holder.run()
-        defer {
-            kill(holder.processIdentifier, SIGKILL)
-            holder.waitUntilExit()
-        }
-        _ = output.fileHandleForReading.availableData
+        let holder = try BackgroundProcess(
+            "python3",
+            [
+                "-c",
+                "import fcntl, os, signal, sys, time\nf = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\nf.truncate(0); f.write(str(os.getpid()) + '\\n'); f.flush()\nprint('locked', flush=True); time.sleep(60)",
+                state.path + "/state.lock",
+            ])
+        defer { withExtendedLifetime(holder) {} }
+        #expect(holder.firstLine() == "locked")
         let result = try agentry(["apply"], in: repo)
         #expect(result.status == 2)
-        #expect(result.stderr.contains("locked by process \(holder.processIdentifier)"))
+        #expect(result.stderr.contains("locked by process \(holder.pid)"))
     }
 
     @Test func aSavedPlanIsRefusedOnceStale() throws {

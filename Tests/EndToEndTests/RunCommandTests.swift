@@ -225,23 +225,15 @@ extension ApplyCommandTests {
         defer { stopMachines() }
         let site = try TemporaryDirectory("agentry-egress-site")
         try site.write("ok.txt", "reached\n")
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = [
-            "python3", "-c",
-            "import http.server, functools, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = http.server.HTTPServer(('127.0.0.1', 0), h)\nprint(s.server_address[1], flush=True)\ns.serve_forever()",
-            site.path,
-        ]
-        let portPipe = Pipe()
-        server.standardOutput = portPipe
-        server.standardError = FileHandle.nullDevice
-        try server.run()
-        defer {
-            kill(server.processIdentifier, SIGKILL)
-            server.waitUntilExit()
-        }
-        let port = String(decoding: portPipe.fileHandleForReading.availableData, as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let server = try BackgroundProcess(
+            "python3",
+            [
+                "-c",
+                "import http.server, functools, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = http.server.HTTPServer(('127.0.0.1', 0), h)\nprint(s.server_address[1], flush=True)\ns.serve_forever()",
+                site.path,
+            ])
+        defer { withExtendedLifetime(server) {} }
+        let port = server.firstLine().trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(Int(port) != nil)
 
         // 10.0.2.2 is the host in QEMU's user network: the proxy takes it to the host's loopback.

@@ -236,3 +236,61 @@ public func diagnosticPairs(_ report: [String: Any]) -> [String] {
     let diagnostics = report["diagnostics"] as? [[String: Any]] ?? []
     return diagnostics.map { "\($0["file"] ?? ""):\($0["line"] ?? 0):\($0["code"] ?? "")" }.sorted()
 }
+
+/// A helper process a test keeps running (a lock holder, a web server): spawned like `Shell.run`,
+/// its first line of output read, killed and reaped when the test is done.
+public final class BackgroundProcess {
+    public let pid: pid_t
+    let output: Int32
+
+    public init(_ program: String, _ arguments: [String]) throws {
+        guard let executable = Shell.locate(program, path: ProcessInfo.processInfo.environment["PATH"]) else {
+            throw Shell.Failure(description: "\(program) is not installed")
+        }
+        var pipeFDs: [Int32] = [0, 0]
+        guard agentry_pipe_cloexec(&pipeFDs) == 0 else { throw Shell.Failure(description: "pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        agentry_spawn_closefrom(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let spawned = posix_spawn(&child, executable, &actions, &attributes, argv, environ)
+        close(pipeFDs[1])
+        guard spawned == 0 else {
+            close(pipeFDs[0])
+            throw Shell.Failure(description: "cannot run \(program): \(String(cString: strerror(spawned)))")
+        }
+        pid = child
+        output = pipeFDs[0]
+    }
+
+    /// The first line the process prints (waiting for it).
+    public func firstLine() -> String {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(output, &byte, 1) == 1 && byte != 0x0A { bytes.append(byte) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    deinit {
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        close(output)
+    }
+}
