@@ -79,13 +79,15 @@ public enum ImageBuilder {
     /// Builds (or finds, by content) the image for `base`. `progress` gets one line per step. With
     /// `refresh`, asks apt for the current kernel package even when the local inputs did not change
     /// (`agentry image build` does; apply only builds what is missing or stale).
+    /// `packages`: the Environment's `packages.apt`, for `debian-12` (built into its root image).
     public static func build(
-        _ base: String, imagesDirectory: String, guestAgent: String, refresh: Bool = false,
+        _ base: String, packages: [String] = [], imagesDirectory: String, guestAgent: String, refresh: Bool = false,
         progress: (String) -> Void
     ) throws -> GuestImage {
         if base == EnvironmentBase.debian12.rawValue {
             return try DebianImage.build(
-                packages: [], imagesDirectory: imagesDirectory, guestAgent: guestAgent, refresh: refresh, progress: progress)
+                packages: packages, imagesDirectory: imagesDirectory, guestAgent: guestAgent, refresh: refresh,
+                progress: progress)
         }
         guard base == EnvironmentBase.minimal.rawValue else {
             throw MachineError("unknown image base \(base); the bases are minimal and debian-12")

@@ -179,8 +179,7 @@ public enum QEMUMachine {
                 // The allowlist is read from a file per connection, so a harness installation can
                 // widen it for its package registries while it runs.
                 try? allowlist.write(to: egressAllowFile(directory))
-                func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
-                let command = "\(quoted(proxy)) egress-proxy --allow-file \(quoted(egressAllowFile(directory)))"
+                let command = "\(GuestShell.quote(proxy)) egress-proxy --allow-file \(GuestShell.quote(egressAllowFile(directory)))"
                     .replacingOccurrences(of: ",", with: ",,")
                 netdev += ",restrict=on,guestfwd=tcp:\(EgressProxy.guestAddress):\(EgressProxy.guestPort)-cmd:\(command)"
             }

@@ -211,20 +211,12 @@ public final class Applier {
             !files.isEmpty
         else { return "" }
         let folder = AgentLayout.memoryDirectory(bundle.agent)
-        var archive = TarWriter()
-        for file in files {
+        let placed = files.map { file -> BundleFile in
             var copy = file
             copy.path = folder + "/" + file.path
-            try archive.add(copy)
+            return copy
         }
-        try channel.putFile("/run/agentry-memory.tar", archive.finish(), mode: 0o600)
-        var errors: [UInt8] = []
-        let result = try channel.exec(
-            ["/bin/sh", "-c", "cd \(AgentLayout.home) && tar -xf /run/agentry-memory.tar && rm -f /run/agentry-memory.tar"],
-            environment: [Provisioner.shellPath], timeout: .seconds(60), output: { _, bytes in errors += bytes })
-        guard result.status == 0 else {
-            throw MachineError("could not restore the memory of \(bundle.name): \(String(decoding: errors, as: UTF8.self))")
-        }
+        try Provisioner.unpack(placed, over: channel, what: "restoring the memory of \(bundle.name)")
         try event(bundle.name, "memory", "restored \(files.count) memory files from run \(runID)")
         return ", memory restored from run \(runID) (\(files.count) files)"
     }
@@ -294,15 +286,9 @@ public final class Applier {
     func image(for base: String, packages: [String]) throws -> GuestImage {
         let key = base + " " + packages.joined(separator: ",")
         if let image = images[key] { return image }
-        let image: GuestImage
-        if base == EnvironmentBase.debian12.rawValue {
-            image = try DebianImage.build(
-                packages: packages, imagesDirectory: store.directory + "/images", guestAgent: options.guestAgent,
-                progress: progress)
-        } else {
-            image = try ImageBuilder.build(
-                base, imagesDirectory: store.directory + "/images", guestAgent: options.guestAgent, progress: progress)
-        }
+        let image = try ImageBuilder.build(
+            base, packages: packages, imagesDirectory: store.directory + "/images", guestAgent: options.guestAgent,
+            progress: progress)
         images[key] = image
         return image
     }

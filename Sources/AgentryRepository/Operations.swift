@@ -34,10 +34,13 @@ public enum Operations {
         }
         do {
             let channel = try QEMUMachine.connect(directory, name: agent, timeout: .seconds(10))
-            var base = ["PATH=/opt/agentry/venv/bin:/opt/agentry/npm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/agent"]
+            var base = ["PATH=" + GuestShell.runPath, "HOME=" + AgentLayout.home]
             // Behind an egress allowlist, commands find the proxy as runs do.
-            let egress = record.fields.first { $0.0 == "environment.network.egress" }?.1 ?? "none"
-            if egress != "none" && egress != "all" { base += EgressProxy.environment.map { "\($0.key)=\($0.value)" }.sorted() }
+            let fields = record.fields
+            let egress = fields.first { $0.0 == "environment.network.egress" }?.1 ?? "none"
+            if Applier.allowlist(egress: egress, fields: fields) != nil {
+                base += EgressProxy.environment.map { "\($0.key)=\($0.value)" }.sorted()
+            }
             let result = try channel.exec(argv, environment: base + environment, timeout: timeout, output: output)
             if result.timedOut { output(.stderr, Array("agentry: timed out after \(timeout!); the command was killed\n".utf8)) }
             return result.status

@@ -248,17 +248,24 @@ public struct TarWriter {
 /// Puts a rendered agent's files into its machine: one archive over the control channel, unpacked in
 /// the home after the previous push's files are removed. Two round trips whatever the file count.
 public enum Provisioner {
-    static let shellPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    /// Puts `files` into the guest as one tar at `staging` (a tmpfs path) and returns its digest.
+    static func putArchive(_ files: [BundleFile], at staging: String, over channel: ControlChannel) throws -> String {
+        let bytes = try archive(files)
+        try channel.putFile(staging, bytes, mode: 0o600)
+        return SHA256.hex(bytes)
+    }
+
+    static func archive(_ files: [BundleFile]) throws -> [UInt8] {
+        var archive = TarWriter()
+        for file in files { try archive.add(file) }
+        return archive.finish()
+    }
 
     /// Puts the configuration archive into the guest and returns the shell snippet that applies it
     /// (a no-op when the same configuration is already there).
     static func stage(_ rendered: RenderedAgent, over channel: ControlChannel) throws -> String {
-        var archive = TarWriter()
-        for file in rendered.files { try archive.add(file) }
-        let bytes = archive.finish()
-        let digest = SHA256.hex(bytes)
         let staging = "/run/agentry-config.tar"
-        try channel.putFile(staging, bytes, mode: 0o600)
+        let digest = try putArchive(rendered.files, at: staging, over: channel)
         return """
             cd \(AgentLayout.home)
             current=; [ -f \(AgentLayout.own)/config.digest ] && read -r current < \(AgentLayout.own)/config.digest
@@ -285,9 +292,7 @@ public enum Provisioner {
         // Starting a shell in the guest is the expensive part (emulated under TCG), so the common
         // cases go without one: the same configuration already there (a restart), or none of
         // agentry's files there yet (a new disk), where plain file puts do.
-        var archive = TarWriter()
-        for file in rendered.files { try archive.add(file) }
-        let digest = SHA256.hex(archive.finish())
+        let digest = SHA256.hex(try archive(rendered.files))
         let home = AgentLayout.home + "/"
         let current = fresh ? nil : try? channel.getFile(home + AgentLayout.own + "/config.digest")
         if let current, String(decoding: current, as: UTF8.self) == digest + "\n" { return }
@@ -299,14 +304,17 @@ public enum Provisioner {
             try channel.putFile(home + AgentLayout.own + "/config.digest", Array((digest + "\n").utf8))
             return
         }
-        let script = "set -e\n" + (try stage(rendered, over: channel))
-        var errors: [UInt8] = []
-        let result = try channel.exec(
-            ["/bin/sh", "-c", script], environment: [shellPath], timeout: .seconds(60),
-            output: { stream, bytes in if stream == .stderr { errors += bytes } })
-        guard result.status == 0 else {
-            throw MachineError("could not write the agent's configuration in its machine (exit \(result.status)): \(String(decoding: errors, as: UTF8.self))")
-        }
+        try GuestShell.run(
+            "set -e\n" + (try stage(rendered, over: channel)), over: channel,
+            what: "writing the agent's configuration")
+    }
+
+    /// Unpacks `files` (paths relative to the home) into the agent's home, keeping what is there.
+    static func unpack(_ files: [BundleFile], over channel: ControlChannel, what: String) throws {
+        let staging = "/run/agentry-unpack.tar"
+        _ = try putArchive(files, at: staging, over: channel)
+        try GuestShell.run(
+            "cd \(AgentLayout.home) && tar -xf \(staging) && rm -f \(staging)", over: channel, what: what)
     }
 }
 

@@ -103,7 +103,7 @@ public struct Redactor: Sendable {
 /// output streamed and the timeout enforced, collects artifacts and the memory snapshot, and commits
 /// the record to the history branch (pushed when there is an `origin`).
 public enum Runner {
-    static let path = "/opt/agentry/venv/bin:/opt/agentry/npm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    static let path = GuestShell.runPath
 
     public static func run(
         _ request: RunRequest, logger: Logger, progress: @escaping (String) -> Void,
@@ -333,20 +333,12 @@ public enum Runner {
         }
     }
 
-    static func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+    static func quoted(_ text: String) -> String { GuestShell.quote(text) }
 
-    /// Runs a shell snippet in the guest; fails with its error output.
+    /// Runs a shell snippet in the guest with the run's PATH; fails with its error output.
     @discardableResult
     static func shell(_ channel: ControlChannel, _ script: String, timeout: Duration = .seconds(60)) throws -> [UInt8] {
-        var out: [UInt8] = []
-        var errors: [UInt8] = []
-        let result = try channel.exec(
-            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home], timeout: timeout,
-            output: { stream, bytes in if stream == .stdout { out += bytes } else { errors += bytes } })
-        guard result.status == 0 else {
-            throw MachineError("`\(script.prefix(80))` failed in the machine (exit \(result.status)): \(String(decoding: errors.suffix(400), as: UTF8.self))")
-        }
-        return out
+        try GuestShell.run(script, over: channel, path: path, home: AgentLayout.home, timeout: timeout)
     }
 
     struct Collected {
@@ -454,20 +446,23 @@ public enum Runner {
 
     /// The marker of a harness installation on the environment disk; nil when it installs nothing.
     static func installMarker(_ bundle: AgentBundle) -> String? {
+        installDigest(bundle).map { "\(AgentLayout.home)/\(AgentLayout.own)/installed/\(bundle.harness.metadata.name)-\($0)" }
+    }
+
+    /// The harness's installation revision; nil when it installs nothing.
+    static func installDigest(_ bundle: AgentBundle) -> String? {
         let steps = bundle.harness.install
         guard !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty || steps.script != nil else { return nil }
-        let digest = String(SHA256.hex(
+        return String(SHA256.hex(
             [bundle.harness.metadata.name, bundle.harness.version ?? "", steps.apt.joined(separator: ","), steps.pip.joined(separator: ","),
              steps.npm.joined(separator: ","), steps.script ?? ""].joined(separator: "\n")).prefix(16))
-        return "\(AgentLayout.home)/\(AgentLayout.own)/installed/\(bundle.harness.metadata.name)-\(digest)"
     }
 
     /// Installs the harness (apt, pip, npm, script) once per environment disk and harness revision:
     /// a marker in `.agentry/installed/` says it was done; the event log records it.
     static func install(_ bundle: AgentBundle, channel: ControlChannel, store: StateStore, actor: String, progress: (String) -> Void) throws {
         let steps = bundle.harness.install
-        guard let marker = installMarker(bundle) else { return }
-        let digest = String(marker.split(separator: "-").last ?? "")
+        guard let marker = installMarker(bundle), let digest = installDigest(bundle) else { return }
         let debian = bundle.environment?.base == .debian12
         if !debian, !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty {
             throw LoadError(

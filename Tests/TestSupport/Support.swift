@@ -59,39 +59,17 @@ public enum Shell {
         var stderrPipe: [Int32] = [0, 0]
         guard agentry_pipe_cloexec(&stdinPipe) == 0, agentry_pipe_cloexec(&stdoutPipe) == 0, agentry_pipe_cloexec(&stderrPipe) == 0
         else { throw Failure(description: "pipe: \(String(cString: strerror(errno)))") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
-        agentry_spawn_closefrom(&actions, 3)
-        if let directory { agentry_spawn_chdir(&actions, directory.path) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+        let spawned = Result {
+            try spawn(executable, arguments, environment: env.map { "\($0.key)=\($0.value)" }) { actions in
+                posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+                posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+                posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+                if let directory { agentry_spawn_chdir(&actions, directory.path) }
+            }
         }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        close(stdinPipe[0])
-        close(stdoutPipe[1])
-        close(stderrPipe[1])
-        guard spawned == 0 else {
-            [stdinPipe[1], stdoutPipe[0], stderrPipe[0]].forEach { close($0) }
-            throw Failure(description: "cannot run \(program): \(String(cString: strerror(spawned)))")
-        }
+        [stdinPipe[0], stdoutPipe[1], stderrPipe[1]].forEach { close($0) }
+        if case .failure = spawned { [stdinPipe[1], stdoutPipe[0], stderrPipe[0]].forEach { close($0) } }
+        let pid = try spawned.get()
         // Input goes in from its own thread, so a child that writes before it reads cannot stall us.
         let inputFD = stdinPipe[1]
         let feeder = Thread {
@@ -141,6 +119,39 @@ public enum Shell {
         let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
         return Agentry.Result(
             status: code, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// posix_spawn with default signal handling and nothing inherited beyond standard input, output
+    /// and error (as `configure` arranges them).
+    static func spawn(
+        _ executable: String, _ arguments: [String], environment: [String],
+        configure: (inout posix_spawn_file_actions_t) -> Void
+    ) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        configure(&actions)
+        agentry_spawn_closefrom(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        guard result == 0 else { throw Failure(description: "cannot run \(executable): \(String(cString: strerror(result)))") }
+        return pid
     }
 
     /// `program` itself when it is a path, else the first executable of that name on `path`.
@@ -249,33 +260,17 @@ public final class BackgroundProcess {
         }
         var pipeFDs: [Int32] = [0, 0]
         guard agentry_pipe_cloexec(&pipeFDs) == 0 else { throw Shell.Failure(description: "pipe failed") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        agentry_spawn_closefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var child: pid_t = 0
-        let spawned = posix_spawn(&child, executable, &actions, &attributes, argv, environ)
-        close(pipeFDs[1])
-        guard spawned == 0 else {
-            close(pipeFDs[0])
-            throw Shell.Failure(description: "cannot run \(program): \(String(cString: strerror(spawned)))")
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        let spawned = Result {
+            try Shell.spawn(executable, arguments, environment: environment) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+                posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            }
         }
-        pid = child
+        close(pipeFDs[1])
+        if case .failure = spawned { close(pipeFDs[0]) }
+        pid = try spawned.get()
         output = pipeFDs[0]
     }
 
