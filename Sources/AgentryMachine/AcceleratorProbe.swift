@@ -8,13 +8,14 @@ import Foundation
 /// on (nested hosts), so the presence of the device proves nothing. The answer is remembered per
 /// host boot and image in `<state>/accelerator`; `AGENTRY_ACCELERATOR=kvm|tcg` overrides it.
 public enum AcceleratorProbe {
-    public static func detect(image: GuestImage, stateDirectory: String, log: (String) -> Void) -> Accelerator {
+    /// `forced`: what `AGENTRY_ACCELERATOR` says, if anything.
+    public static func detect(
+        image: GuestImage, stateDirectory: String, machine: QEMUMachine, forced: Accelerator?, log: (String) -> Void
+    ) -> Accelerator {
         // The probe boots the kernel and initramfs alone, whatever root filesystem the agent uses.
         var image = image
         image.rootfs = nil
-        if let forced = ProcessInfo.processInfo.environment["AGENTRY_ACCELERATOR"].flatMap(Accelerator.init(rawValue:)) {
-            return forced
-        }
+        if let forced { return forced }
         guard access("/dev/kvm", R_OK | W_OK) == 0 else { return .tcg }
         let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
@@ -35,8 +36,8 @@ public enum AcceleratorProbe {
             let configuration = MachineConfiguration(
                 name: "probe", directory: directory, image: image, cpus: 1, memoryMiB: 128, diskBytes: 64 << 20,
                 network: false, accelerator: .kvm)
-            _ = try QEMUMachine.ensureDisk(configuration)
-            _ = try QEMUMachine.start(configuration)
+            _ = try machine.ensureDisk(configuration)
+            _ = try machine.start(configuration)
             if (try? QEMUMachine.connect(directory, name: "probe", timeout: .seconds(20), booting: true)) != nil {
                 result = .kvm
             }

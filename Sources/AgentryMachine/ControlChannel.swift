@@ -1,3 +1,5 @@
+import AgentryBasics
+import AgentryCore
 import AgentryWire
 import Foundation
 
@@ -29,11 +31,11 @@ public final class ControlChannel {
     /// Connects to the socket at `path`, retrying until `deadline` (QEMU creates it as it starts).
     public static func connect(_ path: String, deadline: ContinuousClock.Instant) throws -> ControlChannel {
         guard path.utf8.count < 108 else {
-            throw MachineError("the socket path \(path) is longer than the 107 bytes unix sockets allow; use a shorter --state-dir")
+            throw MachineError(.invalidInput, "the socket path \(path) is longer than the 107 bytes unix sockets allow; use a shorter --state-dir")
         }
         while true {
             let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard descriptor >= 0 else { throw MachineError("socket: \(String(cString: strerror(errno)))") }
+            guard descriptor >= 0 else { throw MachineError(.guestFailed, "socket: \(String(cString: strerror(errno)))") }
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &address.sun_path) { buffer in
@@ -47,7 +49,7 @@ public final class ControlChannel {
             if connected == 0 { return ControlChannel(descriptor: descriptor) }
             close(descriptor)
             if ContinuousClock.now >= deadline {
-                throw MachineError("cannot connect to \(path): \(String(cString: strerror(errno)))")
+                throw MachineError(.guestFailed, "cannot connect to \(path): \(String(cString: strerror(errno)))")
             }
             usleep(10_000)
         }
@@ -69,7 +71,7 @@ public final class ControlChannel {
                 let written = Glibc.send(descriptor, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
                 if written < 0 {
                     if errno == EINTR { continue }
-                    throw MachineError("the control channel closed: \(String(cString: strerror(errno)))")
+                    throw MachineError(.guestFailed, "the control channel closed: \(String(cString: strerror(errno)))")
                 }
                 offset += written
             }
@@ -85,15 +87,15 @@ public final class ControlChannel {
             let remaining = deadline - ContinuousClock.now
             if remaining <= .zero { return nil }
             var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]
-            let milliseconds = Int32(min(1000, max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)))
+            let milliseconds = Int32(min(1000, max(1, remaining.milliseconds)))
             let ready = poll(&descriptors, 1, milliseconds)
-            if ready < 0 && errno != EINTR { throw MachineError("poll: \(String(cString: strerror(errno)))") }
+            if ready < 0 && errno != EINTR { throw MachineError(.guestFailed, "poll: \(String(cString: strerror(errno)))") }
             if ready <= 0 { continue }
             let count = recv(descriptor, &buffer, buffer.count, 0)
-            if count == 0 { throw MachineError("the machine closed the control channel (it stopped or crashed)") }
+            if count == 0 { throw MachineError(.guestFailed, "the machine closed the control channel (it stopped or crashed)") }
             if count < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                throw MachineError("the control channel failed: \(String(cString: strerror(errno)))")
+                throw MachineError(.guestFailed, "the control channel failed: \(String(cString: strerror(errno)))")
             }
             decoder.append(buffer[0..<count])
         }
@@ -121,7 +123,7 @@ public final class ControlChannel {
             switch message {
             case .hello(let version, _, _, _, _):
                 guard version == Wire.protocolVersion else {
-                    throw MachineError("the guest agent speaks protocol \(version), this agentry \(Wire.protocolVersion); rebuild the image")
+                    throw MachineError(.guestRefused, "the guest agent speaks protocol \(version), this agentry \(Wire.protocolVersion); rebuild the image")
                 }
                 hello = message
                 // Drain the pongs of our pings so they do not surprise the next request.
@@ -143,17 +145,17 @@ public final class ControlChannel {
         while let message = try receive(until: deadline) {
             if message.id == id { return message }
         }
-        throw MachineError("the guest agent did not answer within \(timeout)")
+        throw MachineError(.guestFailed, "the guest agent did not answer within \(timeout)")
     }
 
     /// Runs a command in the guest, streaming its output to `output`; returns its exit status.
-    public func exec(
-        _ argv: [String], environment: [String] = [], directory: String = "/agent", stdin: [UInt8] = [],
-        timeout: Duration? = nil, output: (ProcessStream, [UInt8]) -> Void
+    func run(
+        _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
+        output: (ProcessStream, [UInt8]) -> Void
     ) throws -> (status: Int, timedOut: Bool) {
         let id = newID()
         // Rounded up: a timeout under a millisecond is still a timeout (0 would mean none).
-        let milliseconds = timeout.map { max(1, Int($0.components.seconds * 1000 + ($0.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)) } ?? 0
+        let milliseconds = timeout.map { max(1, Int($0.millisecondsRoundedUp)) } ?? 0
         try send(.exec(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeoutMillis: milliseconds))
         // The guest enforces the timeout; the host allows a margin before it gives up on the guest.
         let hostDeadline = ContinuousClock.now + (timeout.map { $0 + .seconds(30) } ?? .seconds(86_400 * 365))
@@ -161,28 +163,47 @@ public final class ControlChannel {
             switch message {
             case .output(id, let stream, let data): output(stream, data)
             case .exited(id, let status, _, let timedOut): return (status, timedOut)
-            case .failure(id, let text): throw MachineError(text)
+            case .failure(id, let text): throw MachineError(.guestRefused, text)
             default: continue
             }
         }
-        throw MachineError("the guest agent stopped answering while running \(argv.first ?? "")")
+        throw MachineError(.guestFailed, "the guest agent stopped answering while running \(argv.first ?? "")")
     }
 
-    public func putFile(_ path: String, _ data: [UInt8], mode: Int = 0o644) throws {
+    public func putFile(_ path: String, _ data: [UInt8], mode: Int) throws {
         let reply = try request { .putFile(id: $0, path: path, mode: mode, data: data) }
-        if case .failure(_, let text) = reply { throw MachineError(text) }
+        if case .failure(_, let text) = reply { throw MachineError(.guestRefused, text) }
     }
 
     public func getFile(_ path: String) throws -> [UInt8] {
         switch try request({ .getFile(id: $0, path: path) }) {
         case .fileData(_, let data): return data
-        case .failure(_, let text): throw MachineError(text)
-        default: throw MachineError("unexpected reply to a file read")
+        case .failure(_, let text): throw MachineError(.guestRefused, text)
+        default: throw MachineError(.guestRefused, "unexpected reply to a file read")
         }
     }
 
     /// Asks the guest to sync its disks and power off.
     public func shutdown() throws {
         _ = try request({ .shutdown(id: $0) }, timeout: .seconds(10))
+    }
+}
+
+extension ControlChannel: GuestChannel {
+    public func waitUntilReady(timeout: Duration, booting: Bool) throws -> GuestHello? {
+        guard let message = try waitUntilReady(deadline: .now + timeout, booting: booting) else { return nil }
+        if case .hello(_, let agentVersion, let kernel, let uptime, let disk) = message {
+            return GuestHello(agentVersion: agentVersion, kernel: kernel, uptimeMilliseconds: Int(uptime), disk: disk)
+        }
+        // A guest that was already running answers a ping: it said hello to an earlier host.
+        return GuestHello(agentVersion: "", kernel: "", uptimeMilliseconds: 0, disk: "")
+    }
+
+    public func exec(
+        _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
+        output: (ProcessStream, [UInt8]) -> Void
+    ) throws -> GuestExit {
+        let result = try run(argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout, output: output)
+        return GuestExit(status: result.status, timedOut: result.timedOut)
     }
 }

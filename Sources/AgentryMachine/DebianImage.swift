@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryModel
 import Foundation
 
@@ -11,8 +12,8 @@ import Foundation
 /// this image) and switches root into it. Images are cached by content: the recipe, the suite, the
 /// mirror and the sorted package list name the image, so each Environment's package set is built
 /// once, and a changed list builds a new image without touching disks made from the old one.
-public enum DebianImage {
-    static let recipeVersion = "debian-12-2"
+extension ImageBuilder {
+    static let debianRecipeVersion = "debian-12-2"
     static let suite = "bookworm"
     /// Always installed: resize2fs grows the root to the agent's disk size; certificates for HTTPS.
     static let basePackages = ["e2fsprogs", "ca-certificates"]
@@ -27,8 +28,8 @@ public enum DebianImage {
 
     /// The `.crt` files of the host's local certificate authorities (`/usr/local/share/ca-certificates`,
     /// or `$AGENTRY_GUEST_CA_DIR`; an empty value trusts none).
-    static func localAuthorities() -> [(String, [UInt8])] {
-        let folder = ProcessInfo.processInfo.environment["AGENTRY_GUEST_CA_DIR"] ?? "/usr/local/share/ca-certificates"
+    func localAuthorities() -> [(String, [UInt8])] {
+        let folder = environment["AGENTRY_GUEST_CA_DIR"] ?? "/usr/local/share/ca-certificates"
         guard !folder.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [] }
         return names.filter { $0.hasSuffix(".crt") }.sorted().compactMap { name in
             FileManager.default.contents(atPath: folder + "/" + name).map { (name, Array($0)) }
@@ -36,8 +37,8 @@ public enum DebianImage {
     }
 
     /// The Debian mirror apt uses on this host (`AGENTRY_DEBIAN_MIRROR` overrides it).
-    public static func mirror() -> String {
-        if let explicit = ProcessInfo.processInfo.environment["AGENTRY_DEBIAN_MIRROR"], !explicit.isEmpty { return explicit }
+    public func mirror() -> String {
+        if let explicit = environment["AGENTRY_DEBIAN_MIRROR"], !explicit.isEmpty { return explicit }
         for file in ["/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"] {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
             for line in text.split(separator: "\n") {
@@ -50,26 +51,26 @@ public enum DebianImage {
     }
 
     /// Builds (or finds) the root filesystem for `packages` and returns the bootable image.
-    public static func build(
+    func buildDebian(
         packages: [String], imagesDirectory: String, guestAgent: String, refresh: Bool = false,
         progress: (String) -> Void
     ) throws -> GuestImage {
-        let boot = try ImageBuilder.build(
+        let boot = try build(
             EnvironmentBase.minimal.rawValue, imagesDirectory: imagesDirectory, guestAgent: guestAgent, refresh: refresh,
             progress: progress)
-        if let bad = packages.first(where: { !isPackageName($0) }) {
-            throw MachineError("\"\(bad)\" is not a Debian package name (packages.apt takes names such as python3 or git)")
+        if let bad = packages.first(where: { !Self.isPackageName($0) }) {
+            throw MachineError(.invalidInput, "\"\(bad)\" is not a Debian package name (packages.apt takes names such as python3 or git)")
         }
-        let wanted = Array(Set(basePackages + packages)).sorted()
-        let mirror = mirror()
-        let authorities = localAuthorities()
+        let wanted = Array(Set(Self.basePackages + packages)).sorted()
+        let mirror = self.mirror()
+        let authorities = self.localAuthorities()
         var hasher = SHA256()
-        hasher.update("\(recipeVersion)\n\(suite)\n\(mirror)\n" + wanted.joined(separator: ","))
+        hasher.update("\(Self.debianRecipeVersion)\n\(Self.suite)\n\(mirror)\n" + wanted.joined(separator: ","))
         for (name, bytes) in authorities {
             hasher.update(name)
             hasher.update(bytes)
         }
-        let digest = SHA256.hexString(hasher.finalize())
+        let digest = Hex.string(hasher.finalize())
         let name = "debian-12-\(digest.prefix(16))"
         let directory = imagesDirectory + "/" + name
         let rootfs = directory + "/rootfs.raw"
@@ -86,23 +87,23 @@ public enum DebianImage {
             return image()
         }
         guard geteuid() == 0 else {
-            throw MachineError("building the debian-12 image runs debootstrap, which needs root; run `agentry image build debian-12` as root")
+            throw MachineError(.imageFailed, "building the debian-12 image runs debootstrap, which needs root; run `agentry image build debian-12` as root")
         }
-        guard HostCommand.locate("debootstrap") != nil else {
-            throw MachineError("debootstrap is not installed (apt-get install debootstrap)")
+        guard commands.locate("debootstrap") != nil else {
+            throw MachineError(.imageFailed, "debootstrap is not installed (apt-get install debootstrap)")
         }
         let work = imagesDirectory + "/.build-\(UUID().uuidString)"
         defer { try? manager.removeItem(atPath: work) }
         let cache = imagesDirectory + "/cache/debs"
         try manager.createDirectory(atPath: cache, withIntermediateDirectories: true)
         try manager.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let extra = wanted.filter { !basePackages.contains($0) }
-        progress("debootstrap \(suite) from \(mirror)" + (extra.isEmpty ? "" : " with \(extra.joined(separator: ", "))"))
+        let extra = wanted.filter { !Self.basePackages.contains($0) }
+        progress("debootstrap \(Self.suite) from \(mirror)" + (extra.isEmpty ? "" : " with \(extra.joined(separator: ", "))"))
         var step = 0
-        let result = try HostCommand.run(
+        let result = try commands.run(
             "debootstrap",
-            ["--variant=minbase", "--include=" + wanted.joined(separator: ","), "--cache-dir=" + cache, suite, work + "/root", mirror],
-            package: "debootstrap", timeout: 1800,
+            ["--variant=minbase", "--include=" + wanted.joined(separator: ","), "--cache-dir=" + cache, Self.suite, work + "/root", mirror],
+            package: "debootstrap", timeout: .seconds(1800),
             lines: { line in
                 // debootstrap prints hundreds of lines; show its phases.
                 let perPackage = ["I: Retrieving ", "I: Validating ", "I: Unpacking ", "I: Extracting ", "I: Configuring "]
@@ -119,7 +120,7 @@ public enum DebianImage {
                 guard line.contains("Couldn't find package") || line.contains("Package") && line.contains("has no installation candidate") else { return nil }
                 return String(line)
             }
-            throw MachineError(
+            throw MachineError(.imageFailed, 
                 "debootstrap could not build the debian-12 root filesystem (exit \(result.status)): \(failure)"
                     + (missing.isEmpty ? "" : "\n" + missing.joined(separator: "\n")))
         }
@@ -143,26 +144,26 @@ public enum DebianImage {
             for (name, bytes) in authorities {
                 try Data(bytes).write(to: URL(fileURLWithPath: folder + "/" + name))
             }
-            try HostCommand.check(
-                "chroot", [root, "update-ca-certificates"], package: "coreutils", timeout: 120,
+            try commands.check(
+                "chroot", [root, "update-ca-certificates"], package: "coreutils", timeout: .seconds(120),
                 what: "adding the host's certificate authorities to the image")
             progress("trusting the host's certificate authorities: \(authorities.map(\.0).joined(separator: ", "))")
         }
 
         // Sized for its content plus room for what the first runs install; each agent's disk grows
         // it to the Environment's `resources.disk`.
-        let used = try HostCommand.check("du", ["-sx", "--block-size=1M", root], what: "measuring the root filesystem")
+        let used = try commands.check("du", ["-sx", "--block-size=1M", root], what: "measuring the root filesystem")
         let usedMiB = Int(used.split(separator: "\t").first.map(String.init) ?? "") ?? 1024
         let sizeMiB = max(1024, usedMiB * 3 / 2 + 256)
         progress("packing the root filesystem (\(usedMiB) MiB used, \(sizeMiB) MiB image)")
         let staged = work + "/image"
         try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
-        try HostCommand.check(
+        try commands.check(
             "mkfs.ext4", ["-q", "-F", "-L", "root", "-d", root, "-E", "lazy_itable_init=1,lazy_journal_init=1", staged + "/rootfs.raw", "\(sizeMiB)M"],
-            package: "e2fsprogs", timeout: 900, what: "packing the debian-12 root filesystem")
+            package: "e2fsprogs", timeout: .seconds(900), what: "packing the debian-12 root filesystem")
         // Agents' disks use it as their backing file: it must never change.
         chmod(staged + "/rootfs.raw", 0o444)
-        try "digest=\(digest)\nsuite=\(suite)\nmirror=\(mirror)\npackages=\(wanted.joined(separator: ","))\nrecipe=\(recipeVersion)\nkernel=\(boot.kernelVersion)\n"
+        try "digest=\(digest)\nsuite=\(Self.suite)\nmirror=\(mirror)\npackages=\(wanted.joined(separator: ","))\nrecipe=\(Self.debianRecipeVersion)\nkernel=\(boot.kernelVersion)\n"
             .write(toFile: staged + "/manifest", atomically: true, encoding: .utf8)
         if manager.fileExists(atPath: directory) { try manager.removeItem(atPath: directory) }
         try manager.moveItem(atPath: staged, toPath: directory)

@@ -1,61 +1,9 @@
+import AgentryRender
 import Foundation
 
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// Which hosts a machine may reach, for `egress: [hosts]` and `egress: model-only`. Entries are
-/// `host`, `host:port` or `*.domain` (any subdomain of it, not the domain itself). Without a port,
-/// an entry allows 443 (HTTPS through CONNECT) and 80 (plain HTTP).
-public struct EgressAllowlist: Sendable, Equatable {
-    public var entries: [String]
-
-    public init(_ entries: [String]) {
-        self.entries = entries.map { $0.lowercased() }
-    }
-
-    public func allows(host: String, port: Int) -> Bool {
-        let host = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        for entry in entries {
-            var name = entry
-            var ports = [443, 80]
-            if let colon = entry.lastIndex(of: ":"), let explicit = Int(entry[entry.index(after: colon)...]) {
-                name = String(entry[..<colon])
-                ports = [explicit]
-            }
-            guard ports.contains(port) else { continue }
-            if name.hasPrefix("*.") {
-                if host.hasSuffix(String(name.dropFirst(1))) { return true }
-            } else if host == name {
-                return true
-            }
-        }
-        return false
-    }
-
-    /// One entry per line.
-    public func write(to file: String) throws {
-        try (entries.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
-    }
-
-    public static func read(_ file: String) -> EgressAllowlist {
-        let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-        return EgressAllowlist(text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
-    }
-
-    /// Package registries a harness installation may reach besides the allowlist.
-    public static func registries(apt: Bool, pip: Bool, npm: Bool, debianMirror: String?) -> [String] {
-        var hosts: [String] = []
-        if apt {
-            hosts += ["deb.debian.org", "security.debian.org"]
-            if let mirror = debianMirror.flatMap({ URL(string: $0)?.host }) { hosts.append(mirror) }
-        }
-        if pip { hosts += ["pypi.org", "files.pythonhosted.org"] }
-        if npm { hosts += ["registry.npmjs.org"] }
-        var seen: Set<String> = []
-        return hosts.filter { seen.insert($0).inserted }
-    }
-}
 
 /// The guest's only way out when its egress is a list of hosts: QEMU's user network runs with
 /// `restrict=on` (nothing the guest sends leaves the host) and a `guestfwd` rule hands each TCP
@@ -64,19 +12,7 @@ public struct EgressAllowlist: Sendable, Equatable {
 /// refuses hosts outside the allowlist with 403 and a message saying so, and otherwise connects
 /// and relays bytes both ways until either side closes. The guest finds it through
 /// `HTTPS_PROXY`/`HTTP_PROXY`, which runs set.
-public enum EgressProxy {
-    public static let guestAddress = "10.0.2.100"
-    public static let guestPort = 3128
-    public static var url: String { "http://\(guestAddress):\(guestPort)" }
-
-    /// The proxy variables a run's environment gets.
-    public static var environment: [String: String] {
-        [
-            "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url,
-            "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1",
-        ]
-    }
-
+public enum EgressProxyServer {
     /// Serves one connection on `input`/`output` (QEMU's guestfwd gives them as stdin and stdout).
     public static func serve(_ allowlist: EgressAllowlist, input: Int32 = 0, output: Int32 = 1) -> Int32 {
         signal(SIGPIPE, SIG_IGN)

@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryModel
 import Foundation
 
@@ -36,7 +37,16 @@ public struct GuestImage: Sendable, Equatable {
 /// modules (virtio, virtio_ring, virtio_mmio, virtio_blk, virtio_console, and virtio_net with its
 /// failover helpers), `busybox-static` with its applet links, and the guest agent as `/init`, packed
 /// as an uncompressed newc cpio (under TCG, decompressing the initramfs is emulated work on every boot).
-public enum ImageBuilder {
+public struct ImageBuilder: Sendable {
+    let commands: HostCommands
+    /// The host's environment (`AGENTRY_DEBIAN_MIRROR`, `AGENTRY_GUEST_CA_DIR`).
+    let environment: [String: String]
+
+    public init(commands: HostCommands, environment: [String: String]) {
+        self.commands = commands
+        self.environment = environment
+    }
+
     /// Bumped when the recipe changes, so cached images are rebuilt.
     static let recipeVersion = "minimal-7"
 
@@ -80,32 +90,32 @@ public enum ImageBuilder {
     /// `refresh`, asks apt for the current kernel package even when the local inputs did not change
     /// (`agentry image build` does; apply only builds what is missing or stale).
     /// `packages`: the Environment's `packages.apt`, for `debian-12` (built into its root image).
-    public static func build(
+    public func build(
         _ base: String, packages: [String] = [], imagesDirectory: String, guestAgent: String, refresh: Bool = false,
         progress: (String) -> Void
     ) throws -> GuestImage {
         if base == EnvironmentBase.debian12.rawValue {
-            return try DebianImage.build(
+            return try buildDebian(
                 packages: packages, imagesDirectory: imagesDirectory, guestAgent: guestAgent, refresh: refresh,
                 progress: progress)
         }
         guard base == EnvironmentBase.minimal.rawValue else {
-            throw MachineError("unknown image base \(base); the bases are minimal and debian-12")
+            throw MachineError(.invalidInput, "unknown image base \(base); the bases are minimal and debian-12")
         }
         let manager = FileManager.default
         let cache = imagesDirectory + "/cache"
         try manager.createDirectory(atPath: cache, withIntermediateDirectories: true)
         guard manager.isExecutableFile(atPath: guestAgent) else {
-            throw MachineError("the guest agent \(guestAgent) is missing; build it with `swift build --product agentry-guest`")
+            throw MachineError(.imageFailed, "the guest agent \(guestAgent) is missing; build it with `swift build --product agentry-guest`")
         }
         guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: manager.isExecutableFile(atPath:)) else {
-            throw MachineError("busybox is not installed (apt-get install busybox-static)")
+            throw MachineError(.imageFailed, "busybox is not installed (apt-get install busybox-static)")
         }
 
         // Hashing the inputs (and asking apt) costs more than a boot: skip both while the local
         // inputs are the files seen last time.
-        let stamp = [busybox, guestAgent].map(fileStamp).joined(separator: " ") + " \(recipeVersion)"
-        if !refresh, let image = current(base, imagesDirectory: imagesDirectory),
+        let stamp = [busybox, guestAgent].map(Self.fileStamp).joined(separator: " ") + " \(Self.recipeVersion)"
+        if !refresh, let image = Self.current(base, imagesDirectory: imagesDirectory),
             (try? String(contentsOfFile: image.directory + "/stamp", encoding: .utf8)) == stamp
         {
             return image
@@ -116,16 +126,16 @@ public enum ImageBuilder {
         let busyboxBytes = try Data(contentsOf: URL(fileURLWithPath: busybox))
         let guestBytes = try strippedCopy(of: guestAgent, in: cache)
         var hasher = SHA256()
-        hasher.update(recipeVersion)
+        hasher.update(Self.recipeVersion)
         hasher.update(kernelPackage)
-        hasher.update(initScript)
-        hasher.update(dhcpScript)
+        hasher.update(Self.initScript)
+        hasher.update(Self.dhcpScript)
         hasher.update(Array(busyboxBytes))
         hasher.update(Array(guestBytes))
-        let digest = SHA256.hexString(hasher.finalize())
+        let digest = Hex.string(hasher.finalize())
         let name = "\(base)-\(digest.prefix(16))"
         let directory = imagesDirectory + "/" + name
-        if let image = current(base, imagesDirectory: imagesDirectory), image.digest == digest {
+        if let image = Self.current(base, imagesDirectory: imagesDirectory), image.digest == digest {
             try? stamp.write(toFile: image.directory + "/stamp", atomically: true, encoding: .utf8)
             progress("image \(name) is up to date")
             return image
@@ -135,13 +145,13 @@ public enum ImageBuilder {
         let work = imagesDirectory + "/.build-\(UUID().uuidString)"
         defer { try? manager.removeItem(atPath: work) }
         try manager.createDirectory(atPath: work + "/kernel", withIntermediateDirectories: true)
-        try HostCommand.check("dpkg-deb", ["-x", deb, work + "/kernel"], package: "dpkg", what: "unpacking \(kernelPackage)")
+        try commands.check("dpkg-deb", ["-x", deb, work + "/kernel"], package: "dpkg", what: "unpacking \(kernelPackage)")
         let modulesRoot = work + "/kernel/lib/modules"
         guard let version = try manager.contentsOfDirectory(atPath: modulesRoot).first else {
-            throw MachineError("\(kernelPackage) holds no kernel modules")
+            throw MachineError(.imageFailed, "\(kernelPackage) holds no kernel modules")
         }
         let vmlinuz = work + "/kernel/boot/vmlinuz-\(version)"
-        guard manager.fileExists(atPath: vmlinuz) else { throw MachineError("\(kernelPackage) holds no vmlinuz") }
+        guard manager.fileExists(atPath: vmlinuz) else { throw MachineError(.imageFailed, "\(kernelPackage) holds no vmlinuz") }
 
         progress("packing the initramfs (busybox, virtio modules, agentry-guest)")
         var archive = CPIOWriter()
@@ -153,30 +163,30 @@ public enum ImageBuilder {
         // guest's Boot.swift); busybox's applets are links made here, not by `busybox --install`
         // at every boot. The Swift runtime reads /proc/self/exe as it starts, so /proc is mounted
         // by a two-line /init first.
-        archive.file("init", Array(initScript.utf8), mode: 0o755)
+        archive.file("init", Array(Self.initScript.utf8), mode: 0o755)
         archive.file("bin/busybox", Array(busyboxBytes), mode: 0o755)
         for folder in ["usr", "usr/bin", "usr/sbin"] { archive.directory(folder) }
-        let applets = try HostCommand.check(busybox, ["--list-full"], package: "busybox-static", what: "listing busybox's applets")
+        let applets = try commands.check(busybox, ["--list-full"], package: "busybox-static", what: "listing busybox's applets")
         for applet in applets.split(separator: "\n").map(String.init) where !applet.isEmpty && applet != "bin/busybox" {
             let folder = (applet as NSString).deletingLastPathComponent
             guard ["bin", "sbin", "usr/bin", "usr/sbin"].contains(folder), applet != "sbin/agentry-guest" else { continue }
             archive.symlink(applet, target: "/bin/busybox")
         }
-        archive.file("bin/udhcpc.script", Array(dhcpScript.utf8) + [0x0A], mode: 0o755)
+        archive.file("bin/udhcpc.script", Array(Self.dhcpScript.utf8) + [0x0A], mode: 0o755)
         archive.file("sbin/agentry-guest", Array(guestBytes), mode: 0o755)
         var dependencies: [String: [String]] = [:]
-        for module in modules {
+        for module in Self.modules {
             let path = "\(modulesRoot)/\(version)/kernel/\(module)"
             guard let bytes = manager.contents(atPath: path) else {
-                throw MachineError("\(kernelPackage) has no \(module); the image recipe needs it")
+                throw MachineError(.imageFailed, "\(kernelPackage) has no \(module); the image recipe needs it")
             }
             let name = String((module as NSString).lastPathComponent.dropLast(3))
-            dependencies[name] = moduleDependencies(Array(bytes))
+            dependencies[name] = Self.moduleDependencies(Array(bytes))
             archive.file("lib/modules/\(name).ko", Array(bytes), mode: 0o644)
         }
         // Load order from each module's own `depends=`, so it holds for any kernel version.
-        let disk = try loadOrder(["virtio_blk", "virtio_console", "virtio_mmio"], dependencies)
-        let network = try loadOrder(["virtio_net"], dependencies).filter { !disk.contains($0) }
+        let disk = try Self.loadOrder(["virtio_blk", "virtio_console", "virtio_mmio"], dependencies)
+        let network = try Self.loadOrder(["virtio_net"], dependencies).filter { !disk.contains($0) }
         archive.file("lib/modules/order", Array((disk.joined(separator: "\n") + "\n").utf8), mode: 0o644)
         archive.file("lib/modules/order.net", Array((network.joined(separator: "\n") + "\n").utf8), mode: 0o644)
         archive.device("dev/console", major: 5, minor: 1)
@@ -185,7 +195,7 @@ public enum ImageBuilder {
         try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
         try Data(archive.finish()).write(to: URL(fileURLWithPath: staged + "/initrd.img"))
         try manager.copyItem(atPath: vmlinuz, toPath: staged + "/vmlinuz")
-        try "digest=\(digest)\nkernel=\(version)\npackage=\(kernelPackage)\nrecipe=\(recipeVersion)\n"
+        try "digest=\(digest)\nkernel=\(version)\npackage=\(kernelPackage)\nrecipe=\(Self.recipeVersion)\n"
             .write(toFile: staged + "/manifest", atomically: true, encoding: .utf8)
         try stamp.write(toFile: staged + "/stamp", atomically: true, encoding: .utf8)
         if manager.fileExists(atPath: directory) { try manager.removeItem(atPath: directory) }
@@ -203,13 +213,13 @@ public enum ImageBuilder {
     }
 
     /// The guest agent without its symbols (a debug build carries megabytes of them into every boot).
-    static func strippedCopy(of path: String, in folder: String) throws -> Data {
-        let copy = folder + "/agentry-guest.stripped"
+    func strippedCopy(of path: String, in folder: String) throws -> Data {
+        let copy = TemporaryName.beside(folder + "/agentry-guest", "stripped")
         try? FileManager.default.removeItem(atPath: copy)
         try FileManager.default.copyItem(atPath: path, toPath: copy)
         defer { try? FileManager.default.removeItem(atPath: copy) }
-        if HostCommand.locate("strip") != nil {
-            _ = try? HostCommand.run("strip", ["--strip-all", copy], timeout: 60)
+        if commands.locate("strip") != nil {
+            _ = try? commands.run("strip", ["--strip-all", copy], timeout: .seconds(60))
         }
         return try Data(contentsOf: URL(fileURLWithPath: copy))
     }
@@ -237,9 +247,9 @@ public enum ImageBuilder {
         var order: [String] = []
         func visit(_ name: String, _ path: [String]) throws {
             if order.contains(name) { return }
-            guard !path.contains(name) else { throw MachineError("kernel modules depend on each other in a cycle: \(path)") }
+            guard !path.contains(name) else { throw MachineError(.imageFailed, "kernel modules depend on each other in a cycle: \(path)") }
             guard let needs = dependencies[name] else {
-                throw MachineError("kernel module \(name) is needed (by \(path.last ?? "the image")) but not packed")
+                throw MachineError(.imageFailed, "kernel module \(name) is needed (by \(path.last ?? "the image")) but not packed")
             }
             for need in needs { try visit(need, path + [name]) }
             order.append(name)
@@ -249,8 +259,8 @@ public enum ImageBuilder {
     }
 
     /// `linux-image-cloud-amd64` is a metapackage: the real package is its dependency.
-    static func resolveKernelPackage() throws -> String {
-        let output = try HostCommand.run("apt-cache", ["depends", "linux-image-cloud-amd64"], package: "apt")
+    func resolveKernelPackage() throws -> String {
+        let output = try commands.run("apt-cache", ["depends", "linux-image-cloud-amd64"], package: "apt")
         let dependency = output.output.split(separator: "\n").lazy.compactMap { line -> String? in
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             guard trimmed.hasPrefix("Depends: linux-image-") else { return nil }
@@ -258,12 +268,12 @@ public enum ImageBuilder {
         }.first
         guard let dependency else {
             throw MachineError(
-                "cannot find the package linux-image-cloud-amd64 in the apt lists; run `apt-get update` (as root) and try again")
+                .imageFailed, "cannot find the package linux-image-cloud-amd64 in the apt lists; run `apt-get update` (as root) and try again")
         }
         return dependency
     }
 
-    static func downloadedPackage(_ package: String, into cache: String, progress: (String) -> Void) throws -> String {
+    func downloadedPackage(_ package: String, into cache: String, progress: (String) -> Void) throws -> String {
         let manager = FileManager.default
         if let existing = try manager.contentsOfDirectory(atPath: cache).first(where: {
             $0.hasPrefix(package + "_") && $0.hasSuffix(".deb")
@@ -271,25 +281,16 @@ public enum ImageBuilder {
             return cache + "/" + existing
         }
         progress("downloading \(package)")
-        let result = try HostCommand.run("apt-get", ["download", package], package: "apt", timeout: 600, directory: cache)
+        let result = try commands.run("apt-get", ["download", package], package: "apt", timeout: .seconds(600), directory: cache)
         guard result.status == 0,
             let file = try manager.contentsOfDirectory(atPath: cache).first(where: {
                 $0.hasPrefix(package + "_") && $0.hasSuffix(".deb")
             })
         else {
             let tail = result.output.split(separator: "\n").suffix(4).joined(separator: "\n")
-            throw MachineError("cannot download the package \(package) (apt-get download):\n\(tail)")
+            throw MachineError(.imageFailed, "cannot download the package \(package) (apt-get download):\n\(tail)")
         }
         return cache + "/" + file
-    }
-}
-
-extension SHA256 {
-    static func hexString(_ bytes: [UInt8]) -> String {
-        bytes.map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
     }
 }
 

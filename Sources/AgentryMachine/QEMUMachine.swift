@@ -1,3 +1,5 @@
+import AgentryBasics
+import AgentryRender
 import AgentryWire
 import CGuestSupport
 import Foundation
@@ -52,7 +54,14 @@ public struct MachineConfiguration: Sendable {
 /// A persistent QEMU microVM per agent: `microvm` machine type, virtio-mmio devices, the environment
 /// disk as a qcow2 file that survives restarts, the control port and QMP as unix sockets, the serial
 /// console to a file. QEMU runs detached (`-daemonize`) so agentry can exit and re-adopt it by pidfile.
-public enum QEMUMachine {
+/// Everything is by the machine's folder; the host programs run through `commands`.
+public struct QEMUMachine: Sendable {
+    let commands: HostCommands
+
+    public init(commands: HostCommands) {
+        self.commands = commands
+    }
+
     public static func disk(_ directory: String) -> String { directory + "/env.qcow2" }
     public static func controlSocket(_ directory: String) -> String { directory + "/ctl.sock" }
     public static func qmpSocket(_ directory: String) -> String { directory + "/qmp.sock" }
@@ -63,24 +72,25 @@ public enum QEMUMachine {
 
     /// The QEMU process serving this folder, if it is alive (by pidfile, checked against its command line).
     public static func runningPID(_ directory: String) -> Int32? {
-        guard let text = try? String(contentsOfFile: pidFile(directory), encoding: .utf8),
+        guard let text = try? String(contentsOfFile: Self.pidFile(directory), encoding: .utf8),
             let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0
         else { return nil }
         let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
         let arguments = String(decoding: cmdline, as: UTF8.self)
-        return arguments.contains(controlSocket(directory)) ? pid : nil
+        return arguments.contains(Self.controlSocket(directory)) ? pid : nil
     }
 
     /// Creates the environment disk if it does not exist; checks it if it does.
-    public static func ensureDisk(_ configuration: MachineConfiguration) throws -> Bool {
-        let path = disk(configuration.directory)
+    public func ensureDisk(_ configuration: MachineConfiguration) throws -> Bool {
+        let path = Self.disk(configuration.directory)
         try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
         if FileManager.default.fileExists(atPath: path) {
             // A running machine holds the image's lock; it was checked when that machine started.
-            if runningPID(configuration.directory) != nil { return false }
-            let check = try HostCommand.run("qemu-img", ["check", "-q", path], package: "qemu-utils", timeout: 60)
+            if Self.runningPID(configuration.directory) != nil { return false }
+            let check = try commands.run("qemu-img", ["check", "-q", path], package: "qemu-utils", timeout: .seconds(60))
             guard check.status == 0 else {
                 throw MachineError(
+                    .diskFailed,
                     "the environment disk \(path) is corrupt (qemu-img check: \(check.output.split(separator: "\n").first ?? "")); repair it with `qemu-img check -r all \(path)` or move it aside to start with an empty disk")
             }
             return false
@@ -90,9 +100,9 @@ public enum QEMUMachine {
             // as large as the Environment asks; the guest grows the filesystem on boot.
             var status = stat()
             let baseSize = stat(rootfs, &status) == 0 ? UInt64(status.st_size) : 0
-            try HostCommand.check(
+            try commands.check(
                 "qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs, path, "\(max(baseSize, configuration.diskBytes))"],
-                package: "qemu-utils", timeout: 60, what: "creating the environment disk")
+                package: "qemu-utils", timeout: .seconds(60), what: "creating the environment disk")
             return true
         }
         // Formatted on the host (mkfs.ext4 is native there, emulated in a TCG guest), once per size:
@@ -102,11 +112,11 @@ public enum QEMUMachine {
         let template = templates + "/ext4-\(configuration.diskBytes).qcow2"
         if !FileManager.default.fileExists(atPath: template) {
             try FileManager.default.createDirectory(atPath: templates, withIntermediateDirectories: true)
-            let staging = template + ".\(getpid())"
+            let staging = TemporaryName.beside(template)
             try formatDisk(staging, bytes: configuration.diskBytes, scratch: templates)
             guard rename(staging, template) == 0 else {
                 unlink(staging)
-                throw MachineError("cannot create \(template): \(String(cString: strerror(errno)))")
+                throw MachineError(.diskFailed, "cannot create \(template): \(String(cString: strerror(errno)))")
             }
         }
         let staging = path + ".new"
@@ -116,30 +126,30 @@ public enum QEMUMachine {
         } catch {
             try? FileManager.default.removeItem(atPath: staging)
             let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { "\($0)" } ?? error.localizedDescription
-            throw MachineError("cannot create the environment disk \(path): \(reason.contains("28") || reason.lowercased().contains("space") ? "no space left on the host's disk" : reason)")
+            throw MachineError(.diskFailed, "cannot create the environment disk \(path): \(reason.contains("28") || reason.lowercased().contains("space") ? "no space left on the host's disk" : reason)")
         }
         guard rename(staging, path) == 0 else {
-            throw MachineError("cannot create \(path): \(String(cString: strerror(errno)))")
+            throw MachineError(.diskFailed, "cannot create \(path): \(String(cString: strerror(errno)))")
         }
         return true
     }
 
     /// An empty ext4 filesystem (label `agent`) of `bytes`, as a qcow2 at `path`: a sparse raw file
     /// formatted with mkfs.ext4, converted (only the metadata takes space).
-    static func formatDisk(_ path: String, bytes: UInt64, scratch: String) throws {
-        let raw = scratch + "/format-\(getpid()).raw"
+    func formatDisk(_ path: String, bytes: UInt64, scratch: String) throws {
+        let raw = TemporaryName.beside(scratch + "/format.raw")
         defer { unlink(raw) }
         let descriptor = open(raw, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard descriptor >= 0, ftruncate(descriptor, off_t(bytes)) == 0 else {
             if descriptor >= 0 { close(descriptor) }
-            throw MachineError("cannot create \(raw): \(String(cString: strerror(errno)))")
+            throw MachineError(.diskFailed, "cannot create \(raw): \(String(cString: strerror(errno)))")
         }
         close(descriptor)
-        try HostCommand.check(
+        try commands.check(
             "mkfs.ext4", ["-q", "-F", "-L", "agent", "-E", "lazy_itable_init=1,lazy_journal_init=1", raw],
-            package: "e2fsprogs", timeout: 120, what: "formatting the environment disk")
-        try HostCommand.check(
-            "qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, path], package: "qemu-utils", timeout: 120,
+            package: "e2fsprogs", timeout: .seconds(120), what: "formatting the environment disk")
+        try commands.check(
+            "qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, path], package: "qemu-utils", timeout: .seconds(120),
             what: "creating the environment disk")
     }
 
@@ -163,14 +173,14 @@ public enum QEMUMachine {
             "-m", "\(configuration.memoryMiB)M", "-smp", "\(configuration.cpus)",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", configuration.image.kernel, "-initrd", configuration.image.initrd, "-append", append,
-            "-serial", "file:" + serialLog(directory),
-            "-qmp", "unix:\(qmpSocket(directory)),server=on,wait=off",
-            "-drive", "id=env,file=\(disk(directory)),format=qcow2,if=none,cache=writeback",
+            "-serial", "file:" + Self.serialLog(directory),
+            "-qmp", "unix:\(Self.qmpSocket(directory)),server=on,wait=off",
+            "-drive", "id=env,file=\(Self.disk(directory)),format=qcow2,if=none,cache=writeback",
             "-device", "virtio-blk-device,drive=env",
             "-device", "virtio-serial-device",
-            "-chardev", "socket,id=ctl,path=\(controlSocket(directory)),server=on,wait=off",
+            "-chardev", "socket,id=ctl,path=\(Self.controlSocket(directory)),server=on,wait=off",
             "-device", "virtserialport,chardev=ctl,name=\(Wire.portName)",
-            "-pidfile", pidFile(directory), "-daemonize",
+            "-pidfile", Self.pidFile(directory), "-daemonize",
         ]
         if configuration.network {
             var netdev = "user,id=net"
@@ -178,10 +188,10 @@ public enum QEMUMachine {
                 // Nothing leaves but what the proxy relays (QEMU option values double their commas).
                 // The allowlist is read from a file per connection, so a harness installation can
                 // widen it for its package registries while it runs.
-                try? allowlist.write(to: egressAllowFile(directory))
-                let command = "\(GuestShell.quote(proxy)) egress-proxy --allow-file \(GuestShell.quote(egressAllowFile(directory)))"
+                try? allowlist.text.write(toFile: Self.egressAllowFile(directory), atomically: true, encoding: .utf8)
+                let command = "\(GuestShell.quote(proxy)) egress-proxy --allow-file \(GuestShell.quote(Self.egressAllowFile(directory)))"
                     .replacingOccurrences(of: ",", with: ",,")
-                netdev += ",restrict=on,guestfwd=tcp:\(EgressProxy.guestAddress):\(EgressProxy.guestPort)-cmd:\(command)"
+                netdev += ",restrict=on,guestfwd=tcp:\(EgressProxyAddress.guestAddress):\(EgressProxyAddress.guestPort)-cmd:\(command)"
             }
             arguments += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net"]
         }
@@ -189,19 +199,19 @@ public enum QEMUMachine {
     }
 
     /// Starts the machine detached and returns its pid. The guest is not yet ready: see `connect`.
-    public static func start(_ configuration: MachineConfiguration) throws -> Int32 {
+    public func start(_ configuration: MachineConfiguration) throws -> Int32 {
         let directory = configuration.directory
-        if let pid = runningPID(directory) { return pid }
-        for path in [controlSocket(directory), qmpSocket(directory), pidFile(directory)] {
+        if let pid = Self.runningPID(directory) { return pid }
+        for path in [Self.controlSocket(directory), Self.qmpSocket(directory), Self.pidFile(directory)] {
             try? FileManager.default.removeItem(atPath: path)
         }
         // A fresh serial log per boot, so errors quote this boot only.
-        _ = FileManager.default.createFile(atPath: serialLog(directory), contents: nil)
-        let result = try HostCommand.run(
-            "qemu-system-x86_64", arguments(configuration), package: "qemu-system-x86", timeout: 60)
-        guard result.status == 0, let pid = runningPID(directory) else {
+        _ = FileManager.default.createFile(atPath: Self.serialLog(directory), contents: nil)
+        let result = try commands.run(
+            "qemu-system-x86_64", Self.arguments(configuration), package: "qemu-system-x86", timeout: .seconds(60))
+        guard result.status == 0, let pid = Self.runningPID(directory) else {
             let tail = result.output.split(separator: "\n").suffix(6).joined(separator: "\n")
-            throw MachineError("QEMU did not start the machine \(configuration.name):\n\(tail)")
+            throw MachineError(.bootFailed, "QEMU did not start the machine \(configuration.name):\n\(tail)")
         }
         return pid
     }
@@ -212,16 +222,17 @@ public enum QEMUMachine {
         -> ControlChannel
     {
         let deadline = ContinuousClock.now + timeout
-        let channel = try ControlChannel.connect(controlSocket(directory), deadline: deadline)
+        let channel = try ControlChannel.connect(Self.controlSocket(directory), deadline: deadline)
         guard try channel.waitUntilReady(deadline: deadline, booting: booting) != nil else {
             throw MachineError(
-                "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(serialTail(directory))")
+                .bootFailed,
+                "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(Self.serialTail(directory))")
         }
         return channel
     }
 
     public static func serialTail(_ directory: String, lines: Int = 15) -> String {
-        let text = (try? String(contentsOfFile: serialLog(directory), encoding: .utf8)) ?? ""
+        let text = (try? String(contentsOfFile: Self.serialLog(directory), encoding: .utf8)) ?? ""
         let tail = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines)
         return tail.map { "  | " + $0 }.joined(separator: "\n")
     }
@@ -229,22 +240,22 @@ public enum QEMUMachine {
     /// Stops the machine: a clean power-off through the guest agent when `graceful`, then QMP `quit`,
     /// then SIGKILL, each with a deadline. Returns when the QEMU process is gone.
     public static func stop(_ directory: String, graceful: Bool) {
-        guard let pid = runningPID(directory) else { return }
-        if graceful, let channel = try? ControlChannel.connect(controlSocket(directory), deadline: .now + .seconds(2)),
+        guard let pid = Self.runningPID(directory) else { return }
+        if graceful, let channel = try? ControlChannel.connect(Self.controlSocket(directory), deadline: .now + .seconds(2)),
             (try? channel.waitUntilReady(deadline: .now + .seconds(3))) != nil
         {
             try? channel.shutdown()
-            if waitForExit(pid, within: .seconds(10)) { return cleanUp(directory) }
+            if Self.waitForExit(pid, within: .seconds(10)) { return Self.cleanUp(directory) }
         }
-        try? QMP.quit(qmpSocket(directory))
-        if waitForExit(pid, within: .seconds(5)) { return cleanUp(directory) }
+        try? QMP.quit(Self.qmpSocket(directory))
+        if Self.waitForExit(pid, within: .seconds(5)) { return Self.cleanUp(directory) }
         kill(pid, SIGKILL)
-        _ = waitForExit(pid, within: .seconds(5))
-        cleanUp(directory)
+        _ = Self.waitForExit(pid, within: .seconds(5))
+        Self.cleanUp(directory)
     }
 
     static func cleanUp(_ directory: String) {
-        for path in [controlSocket(directory), qmpSocket(directory), pidFile(directory)] {
+        for path in [Self.controlSocket(directory), Self.qmpSocket(directory), Self.pidFile(directory)] {
             try? FileManager.default.removeItem(atPath: path)
         }
     }
@@ -290,7 +301,7 @@ enum QMP {
 
     static func command(_ path: String, _ name: String) throws -> String {
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw MachineError("socket failed") }
+        guard descriptor >= 0 else { throw MachineError(.guestFailed, "socket failed") }
         defer { close(descriptor) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -302,7 +313,7 @@ enum QMP {
                 Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
-        guard connected == 0 else { throw MachineError("cannot connect to QMP at \(path)") }
+        guard connected == 0 else { throw MachineError(.guestFailed, "cannot connect to QMP at \(path)") }
         var timeout = timeval(tv_sec: 3, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         func line() -> String {

@@ -1,131 +1,97 @@
-import CGuestSupport
+import AgentryBasics
 import Foundation
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// Why a machine operation failed, with what to do about it.
-public struct MachineError: Error, Sendable, CustomStringConvertible {
+public struct MachineError: AgentryFailure {
+    public enum Code: String, Sendable {
+        /// A host tool agentry needs is missing.
+        case toolMissing
+        /// A host tool or QEMU failed.
+        case hostCommandFailed
+        /// Building a guest image failed.
+        case imageFailed
+        /// The environment disk is corrupt, missing or cannot be made.
+        case diskFailed
+        /// QEMU did not start, or the machine did not report in.
+        case bootFailed
+        /// The control channel failed or the guest did not answer.
+        case guestFailed
+        /// The guest answered with something malformed or refused a request.
+        case guestRefused
+        /// An argument is not acceptable (an image base, a package name, a path too long).
+        case invalidInput
+    }
+
+    public var code: Code
     public var message: String
 
-    public init(_ message: String) {
+    public init(_ code: Code, _ message: String) {
+        self.code = code
         self.message = message
     }
 
-    public var description: String { message }
+    public var category: FailureCategory {
+        switch code {
+        case .toolMissing: return .notFound
+        case .invalidInput: return .invalidInput
+        case .hostCommandFailed, .imageFailed, .bootFailed, .guestFailed, .guestRefused: return .unavailable
+        case .diskFailed: return .io
+        }
+    }
 }
 
-/// Runs host programs (qemu-img, apt-get, dpkg-deb, cpio) to completion, with a deadline.
-enum HostCommand {
-    struct Result {
-        var status: Int32
-        var output: String
+/// Runs host programs (qemu-img, apt-get, dpkg-deb, mkfs.ext4, debootstrap) to completion, with a
+/// deadline, through `HostProcess`: standard output and error merged, in the order they came.
+public struct HostCommands: Sendable {
+    /// The environment programs run with (`LC_ALL=C` unless it says otherwise).
+    public let environment: [String: String]
+
+    public init(environment: [String: String]) {
+        var environment = environment
+        environment["LC_ALL"] = environment["LC_ALL"] ?? "C"
+        self.environment = environment
+    }
+
+    public struct Result {
+        public var status: Int32
+        public var output: String
     }
 
     /// Finds `name` on PATH (and in /usr/sbin, /sbin, where Debian keeps some tools).
-    static func locate(_ name: String) -> String? {
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
-        for folder in path.split(separator: ":") {
-            let candidate = "\(folder)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return nil
+    public func locate(_ name: String) -> String? {
+        HostProcess.locate(name, path: environment["PATH"])
     }
 
-    /// Runs a program; stdout and stderr are merged into `output` (they go to a file, so a chatty
-    /// child never blocks on a full pipe). Spawned directly and reaped with waitpid: a child that
-    /// daemonizes (QEMU) must not hold the caller up, which Foundation's Process would.
+    /// Runs a program; `lines` sees its output a line at a time as it comes.
     @discardableResult
-    static func run(
-        _ program: String, _ arguments: [String], package: String? = nil, timeout: TimeInterval = 300,
-        directory: String? = nil, environment: [String: String] = [:], lines: (String) -> Void = { _ in }
+    public func run(
+        _ program: String, _ arguments: [String], package: String? = nil, timeout: Duration = .seconds(300),
+        directory: String? = nil, lines: (String) -> Void = { _ in }
     ) throws -> Result {
-        guard let executable = program.hasPrefix("/") ? program : locate(program) else {
+        guard let executable = locate(program) else {
             let hint = package.map { " (install it: apt-get install \($0))" } ?? ""
-            throw MachineError("\(program) is not installed\(hint)")
+            throw MachineError(.toolMissing, "\(program) is not installed\(hint)")
         }
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("agentry-\(UUID().uuidString).log").path
-        defer { unlink(log) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Nothing else is inherited: a daemonizing child (QEMU) would otherwise keep our caller's
-        // pipes open for as long as the machine runs.
-        agentry_spawn_closefrom(&actions, 3)
-        var environmentPairs = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        environmentPairs["LC_ALL"] = environmentPairs["LC_ALL"] ?? "C"
-        // posix_spawn has no portable chdir: a shell changes folder, then becomes the program.
-        let command = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0, executable] + arguments }
-            ?? [executable] + arguments
-        let argv = command.map { strdup($0) } + [nil]
-        let envp = environmentPairs.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+        do {
+            let result = try HostProcess.run(
+                executable, arguments, environment: environment.map { "\($0.key)=\($0.value)" }, directory: directory,
+                timeout: timeout, merge: true, lines: lines)
+            return Result(status: result.status, output: result.output)
+        } catch let error as HostProcess.Failure {
+            throw MachineError(.hostCommandFailed, error.message)
         }
-        // The child starts with default signal handling and nothing blocked, whatever this process
-        // (its threads, its ignored SIGPIPE) had: QEMU relies on its own signals.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
-        guard spawned == 0 else { throw MachineError("cannot run \(program): \(String(cString: strerror(spawned)))") }
-        let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0
-        // `lines` sees the output as it comes (a long build shows its progress), a line at a time.
-        var seen = 0
-        var pending = ""
-        var polls = 0
-        func follow() {
-            guard let handle = FileHandle(forReadingAtPath: log) else { return }
-            defer { try? handle.close() }
-            try? handle.seek(toOffset: UInt64(seen))
-            guard let data = try? handle.readToEnd(), !data.isEmpty else { return }
-            seen += data.count
-            pending += String(decoding: data, as: UTF8.self)
-            while let newline = pending.firstIndex(of: "\n") {
-                lines(String(pending[..<newline]))
-                pending = String(pending[pending.index(after: newline)...])
-            }
-        }
-        while waitpid(pid, &status, WNOHANG) == 0 {
-            polls += 1
-            if polls % 40 == 0 { follow() }
-            if Date() >= deadline {
-                kill(pid, SIGKILL)
-                waitpid(pid, &status, 0)
-                throw MachineError("\(program) \(arguments.joined(separator: " ")) did not finish within \(Int(timeout))s")
-            }
-            usleep(5_000)
-        }
-        follow()
-        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-        return Result(status: code, output: output)
     }
 
     /// Runs a program and fails with its output when it exits non-zero.
     @discardableResult
-    static func check(
-        _ program: String, _ arguments: [String], package: String? = nil, timeout: TimeInterval = 300,
+    public func check(
+        _ program: String, _ arguments: [String], package: String? = nil, timeout: Duration = .seconds(300),
         directory: String? = nil, what: String
     ) throws -> String {
         let result = try run(program, arguments, package: package, timeout: timeout, directory: directory)
         guard result.status == 0 else {
             let tail = result.output.split(separator: "\n").suffix(8).joined(separator: "\n")
-            throw MachineError("\(what) failed (\(program) exited \(result.status)):\n\(tail)")
+            throw MachineError(.hostCommandFailed, "\(what) failed (\(program) exited \(result.status)):\n\(tail)")
         }
         return result.output
     }

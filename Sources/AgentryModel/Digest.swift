@@ -1,3 +1,4 @@
+import AgentryBasics
 /// SHA-256 and SHA-1 in plain Swift: revisions are SHA-256 digests of canonical content, and content
 /// is identified by its git blob id (SHA-1 of `blob <size>\0<bytes>`), so a file read from a folder and
 /// the same file read from a commit have the same identity.
@@ -67,7 +68,7 @@ public struct SHA256: Sendable {
     public static func hex<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         var hasher = SHA256()
         hasher.update(bytes)
-        return hexString(hasher.finalize())
+        return Hex.string(hasher.finalize())
     }
 
     public static func hex(_ text: String) -> String { hex(Array(text.utf8)) }
@@ -121,7 +122,7 @@ public enum GitBlobID {
     public static func of(_ bytes: [UInt8]) -> String {
         var message = Array("blob \(bytes.count)\0".utf8)
         message += bytes
-        return hexString(sha1(message))
+        return Hex.string(sha1(message))
     }
 
     static func sha1(_ input: [UInt8]) -> [UInt8] {
@@ -169,16 +170,6 @@ public enum GitBlobID {
     }
 }
 
-func hexString(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var output = [UInt8]()
-    output.reserveCapacity(bytes.count * 2)
-    for byte in bytes {
-        output.append(digits[Int(byte >> 4)])
-        output.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: output, as: UTF8.self)
-}
 
 extension UInt32 {
     @inline(__always) func rotatedRight(_ count: UInt32) -> UInt32 { (self >> count) | (self << (32 - count)) }

@@ -1,3 +1,5 @@
+import AgentryBasics
+
 /// Every resource flattens to ordered `field path → value` pairs. The pairs are the canonical form:
 /// a resource's digest is the SHA-256 of its pairs, so reformatting, reordering keys, comments and
 /// moving a definition to another file change nothing, and any change of meaning changes the digest.
@@ -22,7 +24,7 @@ public enum Canonical {
         }
         var hasher = SHA256()
         hasher.update(message)
-        return hexString(hasher.finalize())
+        return Hex.string(hasher.finalize())
     }
 
     static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
@@ -42,14 +44,7 @@ public enum Canonical {
 
     /// A normalised duration: 900000 ms prints as `15m`, 5400000 as `1h30m`.
     public static func duration(_ milliseconds: UInt64) -> String {
-        if milliseconds == .max { return "unbounded" }
-        var rest = milliseconds
-        var text = ""
-        for (unit, size) in [("h", UInt64(3_600_000)), ("m", 60_000), ("s", 1000), ("ms", 1)] where rest >= size {
-            text += "\(rest / size)\(unit)"
-            rest %= size
-        }
-        return text.isEmpty ? "0s" : text
+        DurationText.format(milliseconds: milliseconds)
     }
 
     /// A normalised size: 536870912 prints as `512Mi`.

@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryYAML
 
 /// Where a resource or a value was declared.

@@ -1,3 +1,5 @@
+import AgentryBasics
+
 /// The declarative shape of a resource: one description drives the strict decoder, the JSON
 /// Schemas in `schemas/` and the field reference, so the three cannot drift apart.
 public indirect enum Shape: Sendable {
@@ -339,49 +341,3 @@ public struct Quantity: Sendable, Hashable, CustomStringConvertible {
     public var description: String { text }
 }
 
-/// A span of time written as `90s`, `15m`, `1h30m` or `500ms`.
-public enum DurationText {
-    /// Milliseconds, or nil when `text` does not parse or is zero. Absurdly long durations saturate.
-    public static func parse(_ text: String) -> UInt64? {
-        var total: UInt64 = 0
-        var digits: UInt64 = 0
-        var digitCount = 0
-        var nonZero = false
-        var bytes = Array(text.utf8)[...]
-        guard !bytes.isEmpty else { return nil }
-        while let byte = bytes.first {
-            if byte >= 48 && byte <= 57 {
-                digits = digits.multipliedReportingOverflow(by: 10).overflow ? .max : digits * 10
-                digits = digits.addingReportingOverflow(UInt64(byte - 48)).overflow ? .max : digits + UInt64(byte - 48)
-                if byte != 48 { nonZero = true }
-                digitCount += 1
-                bytes = bytes.dropFirst()
-                continue
-            }
-            guard digitCount > 0 else { return nil }
-            let factor: UInt64
-            if bytes.starts(with: "ms".utf8) {
-                factor = 1
-                bytes = bytes.dropFirst(2)
-            } else if byte == UInt8(ascii: "s") {
-                factor = 1000
-                bytes = bytes.dropFirst()
-            } else if byte == UInt8(ascii: "m") {
-                factor = 60_000
-                bytes = bytes.dropFirst()
-            } else if byte == UInt8(ascii: "h") {
-                factor = 3_600_000
-                bytes = bytes.dropFirst()
-            } else {
-                return nil
-            }
-            let (part, overflow) = digits.multipliedReportingOverflow(by: factor)
-            let (sum, overflow2) = total.addingReportingOverflow(overflow ? .max : part)
-            total = overflow || overflow2 ? .max : sum
-            digits = 0
-            digitCount = 0
-        }
-        guard digitCount == 0, nonZero else { return nil }
-        return total
-    }
-}

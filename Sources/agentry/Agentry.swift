@@ -1,5 +1,5 @@
-import AgentryModel
-import AgentryRepository
+import AgentryComposition
+import AgentryCore
 import ArgumentParser
 import Logging
 
@@ -7,15 +7,8 @@ import Logging
     import Glibc
 #endif
 
-/// Exit codes shared by every command: 0 success, 1 the input is invalid, 2 agentry could not run.
-enum ExitStatus {
-    static let success: Int32 = 0
-    static let invalid: Int32 = 1
-    static let couldNotRun: Int32 = 2
-}
-
 @main
-struct Agentry: ParsableCommand {
+struct Agentry: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agentry",
         abstract: "GitOps for AI agents: agents, harnesses, models and environments declared as YAML in git.",
@@ -27,20 +20,29 @@ struct Agentry: ParsableCommand {
         subcommands: [
             Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
             RunCommand.self, ExecCommand.self, KillCommand.self, UnkillCommand.self, SecretCommand.self,
-            HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self, EgressProxyCommand.self, Schema.self, Init.self,
+            HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,
+            EgressProxyCommand.self, Schema.self, Init.self,
         ]
     )
 
-    /// Runs the command line, mapping every failure to exit code 2 with a one-line message.
-    static func main() {
+    /// Runs the command line: every failure becomes one line on standard error and an exit code
+    /// chosen by `ExitStatus`, never a stack trace.
+    static func main() async {
         signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
         } catch let exit as ExitCode {
             Glibc.exit(exit.rawValue)
-        } catch let error as CommandError {
-            FileHandleOutput.standardError("error: \(error.description)")
+        } catch let error as CoreError {
+            Output.error("error: \(error.message)")
+            Glibc.exit(ExitStatus.of(error))
+        } catch let error as any AgentryFailure {
+            Output.error("error: \(error.message)")
             Glibc.exit(ExitStatus.couldNotRun)
         } catch {
             let code = exitCode(for: error)
@@ -48,9 +50,9 @@ struct Agentry: ParsableCommand {
                 Self.exit(withError: error)  // --help and --version
             }
             let message = fullMessage(for: error)
-            FileHandleOutput.standardError(message.hasPrefix("Error:") || message.hasPrefix("error:") ? message : "error: \(message)")
-            if error is ValidationError || error is CommandError || code == .validationFailure {
-                FileHandleOutput.standardError("Run 'agentry --help' for usage.")
+            Output.error(message.hasPrefix("Error:") || message.hasPrefix("error:") ? message : "error: \(message)")
+            if error is ValidationError || code == .validationFailure {
+                Output.error("Run 'agentry --help' for usage.")
             }
             Glibc.exit(ExitStatus.couldNotRun)
         }
@@ -61,25 +63,44 @@ enum AgentryVersion {
     static let current = "0.1.0"
 }
 
-/// A failure that stops a command before it could do its job (exit code 2).
-struct CommandError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+/// Exit codes, chosen here and nowhere else: 0 success, 1 the input is invalid (or, with
+/// `--detailed-exitcode`, any error), 2 agentry could not run.
+enum ExitStatus {
+    static let success: Int32 = 0
+    static let invalid: Int32 = 1
+    static let couldNotRun: Int32 = 2
+    /// `--detailed-exitcode`: there are changes to apply.
+    static let changes: Int32 = 2
+
+    /// The exit code of a use case's failure.
+    static func of(_ error: CoreError) -> Int32 {
+        switch error.code {
+        case .invalidArgument, .repositoryUnavailable, .invalidRepository, .notFound, .stateLocked, .stateUnavailable,
+            .planStale, .planRefused, .agentBlocked, .machineNotRunning, .secretUnavailable, .machineFailed,
+            .historyUnavailable, .io, .internalFailure:
+            return couldNotRun
+        }
+    }
 }
 
-enum FileHandleOutput {
+/// What commands print: standard output for results, standard error for messages.
+enum Output {
     static func standardOutput(_ text: String) {
-        write(text, to: 1)
+        write(Array(text.utf8), to: 1)
     }
 
-    static func standardError(_ line: String) {
-        write(line + "\n", to: 2)
+    static func error(_ line: String) {
+        write(Array((line + "\n").utf8), to: 2)
     }
 
-    /// Writes all of `text`, retrying short writes; a closed pipe ends the output quietly.
-    static func write(_ text: String, to descriptor: Int32) {
-        var text = text
-        text.withUTF8 { buffer in
+    /// Progress lines of long operations.
+    static func progress(_ line: String) {
+        error("agentry: \(line)")
+    }
+
+    /// Writes all of `bytes`, retrying short writes; a closed pipe ends the output quietly.
+    static func write(_ bytes: [UInt8], to descriptor: Int32) {
+        bytes.withUnsafeBufferPointer { buffer in
             var offset = 0
             while offset < buffer.count {
                 let written = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
@@ -90,27 +111,5 @@ enum FileHandleOutput {
                 offset += written
             }
         }
-    }
-}
-
-/// Logging options every command takes; logs go to standard error.
-struct LoggingOptions: ParsableArguments {
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. (env: AGENTRY_LOG_LEVEL)")
-    var logLevel: String?
-
-    func makeLogger() throws -> Logger {
-        let text = logLevel ?? ProcessInfoEnvironment.value("AGENTRY_LOG_LEVEL") ?? "warning"
-        guard let level = Logger.Level(rawValue: text.lowercased()) else {
-            throw ValidationError("--log-level \(text): expected one of trace, debug, info, notice, warning, error, critical")
-        }
-        var logger = Logger(label: "agentry") { label in StreamLogHandler.standardError(label: label) }
-        logger.logLevel = level
-        return logger
-    }
-}
-
-enum ProcessInfoEnvironment {
-    static func value(_ name: String) -> String? {
-        getenv(name).map { String(cString: $0) }
     }
 }

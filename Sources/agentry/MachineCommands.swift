@@ -1,17 +1,9 @@
-import AgentryMachine
-import AgentryPlan
-import AgentryRepository
+import AgentryComposition
+import AgentryCore
 import ArgumentParser
 import Foundation
 
-/// Who is acting, for the event log: `--actor`, else `$AGENTRY_ACTOR`, else the login name.
-func currentActor(_ explicit: String?) -> String {
-    explicit ?? ProcessInfoEnvironment.value("AGENTRY_ACTOR") ?? ProcessInfoEnvironment.value("USER")
-        ?? ProcessInfoEnvironment.value("LOGNAME") ?? getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) }
-        ?? "uid \(getuid())"
-}
-
-struct ApplyCommand: ParsableCommand {
+struct ApplyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply",
         abstract: "Converge the machines to the repository: plan, then carry the plan out.",
@@ -55,36 +47,28 @@ struct ApplyCommand: ParsableCommand {
     @OptionGroup var format: PlanOutputOptions
     @OptionGroup var logging: LoggingOptions
 
-    func run() throws {
-        let logger = try logging.makeLogger()
-        var failed = false
-        try format.run {
-            let saved = try plan.map(SavedPlan.read)
-            let (outcome, steps) = try Planning.apply(
-                repository: repo, ref: ref, path: path, stateDirectory: state.directory, savedPlan: saved,
-                options: ApplyOptions(
-                    guestAgent: GuestAgentLocation.path, bootTimeout: .seconds(bootTimeout), actor: currentActor(actor),
-                    planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete),
-                    recreateMissingDisks: recreateMissingDisks),
-                logger: logger, progress: { FileHandleOutput.standardError("agentry: \($0)") })
-            var exitForChanges = false
-            do {
-                try format.finish(outcome)
-            } catch let code as ExitCode where code.rawValue == 2 {
-                exitForChanges = true
+    func run() async throws {
+        let ports = state.ports(try logging.makeLogger())
+        var status: Int32?
+        try await format.run {
+            let saved = try plan.map { try SavedPlan.parse(try readInput($0, what: "the plan"), name: $0) }
+            let options = ApplyOptions(
+                bootTimeout: .seconds(bootTimeout), actor: ports.host.actor(actor),
+                planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete),
+                recreateMissingDisks: recreateMissingDisks, historyBranch: ports.host.historyBranch)
+            let outcome = try await Apply(ports, progress: Output.progress).run(
+                .init(target: .init(repository: repo, ref: ref, path: path), savedPlan: saved, options: options))
+            status = try format.finish(outcome.plan)
+            for step in outcome.steps {
+                Output.error("\(step.failed ? "FAILED" : "done  ") \(step.action.rawValue) \(step.agent): \(step.detail)")
             }
-            for step in steps {
-                let line = "\(step.failed ? "FAILED" : "done  ") \(step.action.rawValue) \(step.agent): \(step.detail)"
-                FileHandleOutput.standardError(line)
-            }
-            failed = steps.contains(where: \.failed)
-            if failed { throw ExitCode(ExitStatus.invalid) }
-            if exitForChanges { throw ExitCode(2) }
+            if outcome.steps.contains(where: \.failed) { status = ExitStatus.invalid }
         }
+        if let status { throw ExitCode(status) }
     }
 }
 
-struct ExecCommand: ParsableCommand {
+struct ExecCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec",
         abstract: "Run a command in an agent's machine, with its output streamed and its exit status passed through.")
@@ -100,23 +84,16 @@ struct ExecCommand: ParsableCommand {
 
     @OptionGroup var state: StateOptions
 
-    func run() throws {
+    func run() async throws {
         guard !command.isEmpty else { throw ValidationError("name a command after --, e.g. agentry exec \(agent) -- uname -a") }
-        do {
-            let status = try Operations.exec(
-                agent: agent, argv: command, stateDirectory: state.directory, timeout: timeout.map { .seconds($0) }
-            ) { stream, data in
-                var text = String(decoding: data, as: UTF8.self)
-                text.withUTF8 { _ = write(stream == .stdout ? 1 : 2, $0.baseAddress, $0.count) }
-            }
-            throw ExitCode(Int32(truncatingIfNeeded: status))
-        } catch let error as LoadError {
-            throw CommandError(error.message)
-        }
+        let status = try await Operations(state.ports(try LoggingOptions.quiet())).exec(
+            agent: agent, argv: command, timeout: timeout.map { .seconds($0) },
+            output: { stream, data in Output.write(data, to: stream == .stdout ? 1 : 2) })
+        throw ExitCode(Int32(truncatingIfNeeded: status))
     }
 }
 
-struct KillCommand: ParsableCommand {
+struct KillCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kill",
         abstract: "The kill switch: stop an agent's machine now and keep apply and runs from starting it again.")
@@ -135,19 +112,16 @@ struct KillCommand: ParsableCommand {
 
     @OptionGroup var state: StateOptions
 
-    func run() throws {
-        do {
-            try Operations.kill(
-                agent: agent, reason: reason, actor: currentActor(actor), stateDirectory: state.directory, repository: repo,
-                warn: { FileHandleOutput.standardError("agentry: warning: \($0)") })
-            FileHandleOutput.standardOutput("\(agent) is killed; `agentry unkill \(agent)` lifts the switch.\n")
-        } catch let error as LoadError {
-            throw CommandError(error.message)
-        }
+    func run() async throws {
+        let ports = state.ports(try LoggingOptions.quiet())
+        try await Operations(ports).kill(
+            agent: agent, reason: reason, actor: ports.host.actor(actor), repository: repo,
+            warn: { Output.progress("warning: \($0)") })
+        Output.standardOutput("\(agent) is killed; `agentry unkill \(agent)` lifts the switch.\n")
     }
 }
 
-struct UnkillCommand: ParsableCommand {
+struct UnkillCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unkill", abstract: "Lift the kill switch; the next apply starts the machine again.")
 
@@ -162,14 +136,40 @@ struct UnkillCommand: ParsableCommand {
 
     @OptionGroup var state: StateOptions
 
-    func run() throws {
-        do {
-            try Operations.unkill(
-                agent: agent, actor: currentActor(actor), stateDirectory: state.directory, repository: repo,
-                warn: { FileHandleOutput.standardError("agentry: warning: \($0)") })
-            FileHandleOutput.standardOutput("\(agent): kill switch lifted; run `agentry apply` to start it.\n")
-        } catch let error as LoadError {
-            throw CommandError(error.message)
-        }
+    func run() async throws {
+        let ports = state.ports(try LoggingOptions.quiet())
+        try await Operations(ports).unkill(
+            agent: agent, actor: ports.host.actor(actor), repository: repo, warn: { Output.progress("warning: \($0)") })
+        Output.standardOutput("\(agent): kill switch lifted; run `agentry apply` to start it.\n")
+    }
+}
+
+struct ImageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image", abstract: "Guest images.", subcommands: [ImageBuild.self])
+}
+
+struct ImageBuild: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build",
+        abstract: "Build a guest image from Debian's packages into the state directory (cached by content).",
+        discussion: """
+            minimal: Debian's cloud kernel with its virtio modules and an initramfs of busybox-static and \
+            the guest agent. Needs apt (to download linux-image-cloud-amd64), dpkg-deb and busybox-static.
+
+            debian-12: a Debian bookworm root filesystem (debootstrap --variant=minbase, as root) packed \
+            as an ext4 image, booted with the minimal image's kernel and initramfs. Environments with \
+            packages.apt get their own image with those packages, built by apply when first needed.
+            """)
+
+    @Argument(help: "The base: minimal or debian-12.")
+    var base: String = "minimal"
+
+    @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let ports = state.ports(try logging.makeLogger(), progress: { Output.error("image: \($0)") })
+        Output.standardOutput(try await Images(ports).build(base: base) + "\n")
     }
 }

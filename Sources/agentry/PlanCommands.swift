@@ -1,20 +1,10 @@
-import AgentryModel
-import AgentryPlan
-import AgentryRepository
-import AgentryState
+import AgentryComposition
+import AgentryCore
 import ArgumentParser
 import Foundation
 
 enum PlanFormat: String, ExpressibleByArgument, CaseIterable {
     case text, markdown, json
-}
-
-/// Where the actual state lives.
-struct StateOptions: ParsableArguments {
-    @Option(name: .long, help: "The state directory. (env: AGENTRY_STATE_DIR; default /var/lib/agentry as root, else $XDG_STATE_HOME/agentry)")
-    var stateDir: String?
-
-    var directory: String { stateDir ?? StateStore.defaultDirectory() }
 }
 
 /// Options shared by plan and diff output.
@@ -27,50 +17,48 @@ struct PlanOutputOptions: ParsableArguments {
 
     func print(_ document: PlanDocument) {
         switch output {
-        case .text: FileHandleOutput.standardOutput(PlanOutput.text(document, color: Terminal.colorsStandardOutput))
-        case .markdown: FileHandleOutput.standardOutput(PlanOutput.markdown(document))
-        case .json: FileHandleOutput.standardOutput(PlanOutput.json(document))
+        case .text: Output.standardOutput(PlanOutput.text(document, color: Terminal.colorsStandardOutput))
+        case .markdown: Output.standardOutput(PlanOutput.markdown(document))
+        case .json: Output.standardOutput(PlanOutput.json(document))
         }
     }
 
-    /// Maps an outcome to output and an exit code.
-    func finish(_ outcome: Planning.Outcome, save: ((PlanDocument) throws -> Void)? = nil) throws {
+    /// Prints an outcome; its exit code, when it is not success.
+    func finish(_ outcome: Planning.Outcome, save: ((PlanDocument) throws -> Void)? = nil) throws -> Int32? {
         switch outcome {
         case .invalid(let report):
-            FileHandleOutput.standardError(ValidationOutput.text(report).trimmingCharacters(in: .newlines))
-            FileHandleOutput.standardError("error: the repository is invalid; nothing was planned")
-            throw ExitCode(ExitStatus.invalid)
+            Output.error(ValidationOutput.text(report).trimmingCharacters(in: .newlines))
+            Output.error("error: the repository is invalid; nothing was planned")
+            return ExitStatus.invalid
         case .refused(let refusal):
-            FileHandleOutput.standardError("error: refusing to plan: \(refusal)")
-            throw ExitCode(ExitStatus.invalid)
+            Output.error("error: refusing to plan: \(refusal)")
+            return ExitStatus.invalid
         case .planned(let document):
             try save?(document)
             print(document)
-            if detailedExitcode && document.plan.hasChanges { throw ExitCode(2) }
+            return detailedExitcode && document.plan.hasChanges ? ExitStatus.changes : nil
         }
     }
 
     /// With --detailed-exitcode, "could not run" is an error like any other: 1, as 2 means changes.
-    func run(_ body: () throws -> Void) throws {
+    func run(_ body: () async throws -> Void) async throws {
         do {
-            try body()
-        } catch let error as LoadError {
-            if detailedExitcode {
-                FileHandleOutput.standardError("error: \(error.message)")
-                throw ExitCode(ExitStatus.invalid)
-            }
-            throw CommandError(error.message)
+            try await body()
+        } catch let error as CoreError where detailedExitcode {
+            Output.error("error: \(error.message)")
+            throw ExitCode(ExitStatus.invalid)
         }
     }
 }
 
 enum Terminal {
     static var colorsStandardOutput: Bool {
-        isatty(1) == 1 && ProcessInfoEnvironment.value("NO_COLOR") == nil && ProcessInfoEnvironment.value("TERM") != "dumb"
+        let environment = LocalHost.environment()
+        return isatty(1) == 1 && environment["NO_COLOR"] == nil && environment["TERM"] != "dumb"
     }
 }
 
-struct PlanCommand: ParsableCommand {
+struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Show what apply would do: the desired state at a commit against the actual state.",
@@ -106,25 +94,27 @@ struct PlanCommand: ParsableCommand {
 
     @OptionGroup var logging: LoggingOptions
 
-    func run() throws {
-        let logger = try logging.makeLogger()
-        try format.run {
-            let outcome = try Planning.plan(
-                repository: repo, ref: ref, path: path, stateDirectory: state.directory,
-                options: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete), logger: logger)
-            try format.finish(outcome) { document in
+    func run() async throws {
+        let ports = state.ports(try logging.makeLogger())
+        var status: Int32?
+        try await format.run {
+            let outcome = try await Planning(ports).plan(
+                .init(repository: repo, ref: ref, path: path),
+                options: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete))
+            status = try format.finish(outcome) { document in
                 guard let out else { return }
                 do {
                     try Data(PlanOutput.json(document).utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
                 } catch {
-                    throw CommandError("cannot write the plan to \(out): \(error.localizedDescription)")
+                    throw CoreError(.io, "cannot write the plan to \(out): \(error.localizedDescription)")
                 }
             }
         }
+        if let status { throw ExitCode(status) }
     }
 }
 
-struct DiffCommand: ParsableCommand {
+struct DiffCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
         abstract: "Compare two commits' desired states, for pull-request review: no actual state needed.",
@@ -153,14 +143,17 @@ struct DiffCommand: ParsableCommand {
     @OptionGroup var format: PlanOutputOptions
     @OptionGroup var logging: LoggingOptions
 
-    func run() throws {
+    func run() async throws {
         let logger = try logging.makeLogger()
-        try format.run {
-            let directory = stateDir ?? ProcessInfoEnvironment.value("AGENTRY_STATE_DIR")
-            try format.finish(
-                try Planning.diff(
-                    repository: repo, base: base, head: head, path: path, stateDirectory: directory, logger: logger))
+        let directory = stateDir ?? LocalHost.environment()["AGENTRY_STATE_DIR"]
+        let ports = LocalHost.ports(stateDirectory: LocalHost.stateDirectory(directory), logger: logger)
+        var status: Int32?
+        try await format.run {
+            let outcome = try await Planning(ports).diff(
+                repository: repo, base: base, head: head, path: path, useCache: directory != nil)
+            status = try format.finish(outcome)
         }
+        if let status { throw ExitCode(status) }
     }
 }
 
@@ -168,7 +161,7 @@ enum StatusFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
 }
 
-struct StatusCommand: ParsableCommand {
+struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "A table of agents: desired and applied revision, lifecycle, machine state, last run.")
@@ -189,18 +182,12 @@ struct StatusCommand: ParsableCommand {
 
     @OptionGroup var logging: LoggingOptions
 
-    func run() throws {
-        let logger = try logging.makeLogger()
-        let rows: [AgentStatus]
-        do {
-            rows = try AgentStatus.collect(
-                repository: repo, ref: ref, path: path, stateDirectory: state.directory, logger: logger)
-        } catch let error as LoadError {
-            throw CommandError(error.message)
-        }
+    func run() async throws {
+        let rows = try await AgentStatus.collect(
+            repository: repo, ref: ref, path: path, ports: state.ports(try logging.makeLogger()))
         switch output {
-        case .json: FileHandleOutput.standardOutput(AgentStatus.json(rows))
-        case .text: FileHandleOutput.standardOutput(AgentStatus.table(rows))
+        case .json: Output.standardOutput(AgentStatus.json(rows))
+        case .text: Output.standardOutput(AgentStatus.table(rows))
         }
     }
 }

@@ -1,5 +1,6 @@
 import AgentryGit
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 
@@ -87,10 +88,9 @@ import TestSupport
     }
 }
 
-final class ErrorBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var errors: [String] = []
-    func add(_ error: String) { lock.withLock { errors.append(error) } }
-    var all: [String] { lock.withLock { errors } }
+final class ErrorBox: Sendable {
+    private let errors = Mutex<[String]>([])
+    func add(_ error: String) { errors.withLock { $0.append(error) } }
+    var all: [String] { errors.withLock { $0 } }
 }
 

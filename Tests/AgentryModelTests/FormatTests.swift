@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryModel
 import Testing
 

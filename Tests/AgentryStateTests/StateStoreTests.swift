@@ -1,3 +1,4 @@
+import AgentryCore
 import AgentryState
 import Foundation
 import GRDB
@@ -8,21 +9,32 @@ import TestSupport
     func record(_ name: String) -> AgentRecord {
         AgentRecord(
             name: name, appliedRevision: "r1", appliedFields: [("model", "sonnet"), ("secrets.T", "ref a/b")],
-            appliedCommit: "c1", lifecycle: "active", deletionPolicy: "retain")
+            appliedCommit: "c1", lifecycle: "active", deletionPolicy: "retain", updatedAt: Date())
+    }
+
+    func event(_ agent: String?, _ kind: String, _ actor: String, _ message: String) -> EventRecord {
+        EventRecord(time: Date(), agent: agent, kind: kind, actor: actor, message: message)
     }
 
     @Test func storesAgentsAndEventsInAWALDatabase() throws {
         let directory = try TemporaryDirectory()
-        let store = try StateStore.openForWriting(directory.path)
+        let store = SQLiteStateStore(directory: directory.path + "/state")
+        #expect(!store.exists)
+        #expect(try store.agents().isEmpty, "no database yet: an empty state, nothing created")
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/state"))
+        #expect(throws: StateError.self, "writes need the writer lock") { try store.save(record("triage")) }
+        let lock = try store.lockForWriting()
         try store.save(record("triage"))
-        try store.append(EventRecord(agent: "triage", kind: "kill", actor: "ana", message: "leaking tokens"))
-        try store.append(EventRecord(agent: nil, kind: "apply", actor: "ci", message: "applied c1"))
+        try store.append(event("triage", "kill", "ana", "leaking tokens"))
+        try store.append(event(nil, "apply", "ci", "applied c1"))
+        lock.release()
+        #expect(store.exists)
         #expect(try store.agents().map(\.name) == ["triage"])
         #expect(try store.agent("triage")?.fields.first?.1 == "sonnet")
-        #expect(try store.events().map(\.kind) == ["apply", "kill"], "newest first")
-        #expect(try store.events(agent: "triage").map(\.actor) == ["ana"])
+        #expect(try store.events(agent: nil, limit: 100).map(\.kind) == ["apply", "kill"], "newest first")
+        #expect(try store.events(agent: "triage", limit: 100).map(\.actor) == ["ana"])
 
-        let mode = try DatabaseQueue(path: directory.path + "/state.sqlite").read { db in
+        let mode = try DatabaseQueue(path: directory.path + "/state/state.sqlite").read { db in
             try String.fetchOne(db, sql: "PRAGMA journal_mode")
         }
         #expect(mode == "wal")
@@ -30,7 +42,7 @@ import TestSupport
 
     @Test func aSecondWriterFailsAtOnceNamingTheHolder() throws {
         let directory = try TemporaryDirectory()
-        _ = try StateStore.openCreating(directory.path)
+        try SQLiteStateStore(directory: directory.path).withWriterLockIfFree {}
         // Another process takes the writer lock the way agentry does (flock, pid in the file).
         let holder = try BackgroundProcess(
             "python3",
@@ -47,8 +59,9 @@ import TestSupport
         #expect(holder.firstLine() == "locked")  // the lock is held from here on
 
         let started = Date()
+        let store = SQLiteStateStore(directory: directory.path)
         #expect {
-            try StateStore.openForWriting(directory.path)
+            try store.lockForWriting()
         } throws: { error in
             guard let error = error as? StateError, case .locked(let pid) = error.code else { return false }
             return pid == holder.pid && error.message.contains("process \(holder.pid)")
@@ -56,19 +69,21 @@ import TestSupport
         #expect(Date().timeIntervalSince(started) < 2, "fails at once, never waits")
 
         // Readers are never blocked by the writer.
-        let reader = try #require(try StateStore.openForReading(directory.path))
-        #expect(try reader.agents().isEmpty)
-        #expect(reader.withWriterLockIfFree {} == false)
+        #expect(try store.agents().isEmpty)
+        #expect(try store.withWriterLockIfFree {} == false)
+        #expect(try store.saveSnapshot(key: "k", source: "c", data: Data(), files: [], removed: [], replaceAll: false) == false,
+                "the parse cache is not saved while another writer holds the lock")
     }
 
     @Test func aDatabaseFromANewerAgentryIsRefused() throws {
         let directory = try TemporaryDirectory()
-        _ = try StateStore.openCreating(directory.path)
+        let store = SQLiteStateStore(directory: directory.path)
+        try store.withWriterLockIfFree { try store.append(event(nil, "apply", "ci", "applied")) }
         try DatabaseQueue(path: directory.path + "/state.sqlite").write { db in
             try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')")
         }
         #expect {
-            try StateStore.openForReading(directory.path)
+            try SQLiteStateStore(directory: directory.path).agents()
         } throws: { error in
             guard let error = error as? StateError, error.code == .newerSchema else { return false }
             return error.message.contains("newer agentry")
@@ -79,7 +94,7 @@ import TestSupport
         let directory = try TemporaryDirectory()
         try directory.write("state.sqlite", String(repeating: "this is not sqlite ", count: 500))
         #expect {
-            try StateStore.openForReading(directory.path)
+            try SQLiteStateStore(directory: directory.path).agents()
         } throws: { error in
             guard let error = error as? StateError, error.code == .corrupt else { return false }
             return error.message.contains("not a readable agentry state database")
@@ -93,23 +108,23 @@ import TestSupport
         let sql = try String(contentsOf: fixture, encoding: .utf8)
         try DatabaseQueue(path: directory.path + "/state.sqlite").write { db in try db.execute(sql: sql) }
 
-        let store = try #require(try StateStore.openForReading(directory.path))
+        let store = SQLiteStateStore(directory: directory.path)
         let agent = try #require(try store.agent("triage"))
         #expect(agent.appliedRevision == "0f1e2d")
         #expect(agent.accelerator == nil)
-        #expect(try store.events().first?.message == "applied")
+        #expect(try store.events(agent: nil, limit: 1).first?.message == "applied")
         let applied = try DatabaseQueue(path: directory.path + "/state.sqlite").read { db in
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier")
         }
-        #expect(applied == StateStore.schemaVersions)
+        #expect(applied == SQLiteStateStore.schemaVersions)
     }
 
     @Test func defaultDirectoryFollowsTheEnvironment() {
-        #expect(StateStore.defaultDirectory(environment: ["AGENTRY_STATE_DIR": "/srv/agentry"]) == "/srv/agentry")
+        #expect(SQLiteStateStore.defaultDirectory(environment: ["AGENTRY_STATE_DIR": "/srv/agentry"]) == "/srv/agentry")
         if getuid() == 0 {
-            #expect(StateStore.defaultDirectory(environment: [:]) == "/var/lib/agentry")
+            #expect(SQLiteStateStore.defaultDirectory(environment: [:]) == "/var/lib/agentry")
         } else {
-            #expect(StateStore.defaultDirectory(environment: ["XDG_STATE_HOME": "/x"]) == "/x/agentry")
+            #expect(SQLiteStateStore.defaultDirectory(environment: ["XDG_STATE_HOME": "/x"]) == "/x/agentry")
         }
     }
 }

@@ -1,0 +1,120 @@
+import AgentryBasics
+import AgentryCore
+import AgentryGit
+import AgentryHistory
+import AgentryMachine
+import AgentryRender
+import AgentrySecrets
+import AgentrySource
+import AgentryState
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The one place that wires the real adapters into the core: git through libgit2, the state in
+/// SQLite, the secret store, QEMU machines, the system clock and this process's environment.
+public enum LocalHost {
+    /// This process's view of the host.
+    public static func environment() -> HostEnvironment {
+        let variables = ProcessInfo.processInfo.environment
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count)
+        let user =
+            variables["USER"] ?? variables["LOGNAME"] ?? getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) }
+            ?? "uid \(getuid())"
+        return HostEnvironment(
+            variables: variables, hostName: String(cString: buffer),
+            currentDirectory: FileManager.default.currentDirectoryPath, userName: user)
+    }
+
+    /// `--state-dir`, else `AGENTRY_STATE_DIR`, else `/var/lib/agentry` as root, else
+    /// `$XDG_STATE_HOME/agentry`.
+    public static func stateDirectory(_ explicit: String?) -> String {
+        explicit ?? SQLiteStateStore.defaultDirectory(environment: ProcessInfo.processInfo.environment)
+    }
+
+    /// The ports of the state directory `stateDirectory`. `progress` gets lines about slow work
+    /// (image builds, the KVM probe). `parseCache`: remember what the loader parsed in the state.
+    public static func ports(
+        stateDirectory: String, logger: Logger, parseCache: Bool = true,
+        progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) -> Ports {
+        let host = environment()
+        let state = SQLiteStateStore(directory: stateDirectory)
+        let secrets = HostSecrets(
+            store: FileSecretStore(stateDirectory: stateDirectory, keyFile: host["AGENTRY_SECRET_KEY_FILE"]),
+            folder: host["AGENTRY_SECRETS_DIR"], variables: host.variables)
+        let machines = QEMUBackend(
+            stateDirectory: stateDirectory, guestAgent: guestAgent(host), proxyExecutable: currentExecutable,
+            commands: HostCommands(environment: host.variables), environment: host.variables, progress: progress)
+        return Ports(
+            source: GitRepositorySource(logger: logger), state: state, parseCache: parseCache ? state : nil,
+            secrets: secrets, machines: machines, history: GitHistory(hostName: host.hostName), clock: SystemClock(),
+            host: host, logger: logger)
+    }
+
+    /// The running agentry executable (machines with an egress allowlist run it as their proxy).
+    public static var currentExecutable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    /// Where the guest agent binary is: `$AGENTRY_GUEST`, else beside the agentry executable, else
+    /// `/usr/lib/agentry/agentry-guest`.
+    static func guestAgent(_ host: HostEnvironment) -> String {
+        if let explicit = host["AGENTRY_GUEST"] { return explicit }
+        let beside = (currentExecutable as NSString).deletingLastPathComponent + "/agentry-guest"
+        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+        return "/usr/lib/agentry/agentry-guest"
+    }
+
+    /// Serves one connection of a machine's egress proxy on standard input and output (QEMU starts
+    /// `agentry egress-proxy` for each); returns the exit status.
+    public static func serveEgressProxy(allow: [String], allowFile: String?) -> Int32 {
+        var entries = allow
+        if let allowFile, let text = try? String(contentsOfFile: allowFile, encoding: .utf8) {
+            entries += EgressAllowlist(text: text).entries
+        }
+        return EgressProxyServer.serve(EgressAllowlist(entries))
+    }
+}
+
+/// The system's clock.
+public struct SystemClock: WallClock {
+    public init() {}
+
+    public func now() -> Date { Date() }
+
+    public func sleep(for duration: Duration) async {
+        try? await Task.sleep(for: duration)
+    }
+}
+
+/// For `bench/history_bench.py`: commits synthetic run records through the history writer, one
+/// commit per record as runs make them.
+public enum HistoryBenchmark {
+    /// Returns the seconds it took.
+    public static func run(repository: String, records: Int, agents: Int) throws -> Double {
+        let start = ContinuousClock.now
+        let history = HistoryBranch(repository: try GitRepository.open(repository))
+        let author = Signature(name: "bench", email: "bench@localhost")
+        for index in 0..<records {
+            let number = String(index + 1_000_000).dropFirst()
+            let folder = "runs/agent-\(index % agents)/run-\(number)"
+            try history.append(
+                [
+                    RecordFile(path: folder + "/record.yaml", bytes: Array(record(index).utf8)),
+                    RecordFile(path: folder + "/log.txt", bytes: Array("log line of run \(index)\n".utf8)),
+                ], message: "run \(index)\n", author: author, at: Date(timeIntervalSince1970: 1_800_000_000 + Double(index)))
+        }
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    /// The same bytes the Python baseline writes.
+    static func record(_ index: Int) -> String {
+        "formatVersion: 1\nrunId: \"run-\(String(index + 1_000_000).dropFirst())\"\nagent: \"bench\"\nexitStatus: 0\n"
+    }
+}

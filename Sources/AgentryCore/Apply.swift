@@ -1,0 +1,233 @@
+import AgentryBasics
+import AgentryModel
+import AgentryPlan
+import AgentryRender
+import Foundation
+
+/// What `apply` needs besides the repository.
+public struct ApplyOptions: Sendable {
+    /// How long a machine may take to report in.
+    public var bootTimeout: Duration
+    public var actor: String
+    public var planOptions: PlanOptions
+    /// Start afresh with an empty disk where an existing agent's disk file has gone missing.
+    public var recreateMissingDisks: Bool
+    /// Carry out only these agents' steps (`agentry run` brings up its own agent); nil: all.
+    public var only: Set<String>?
+    public var historyBranch: String
+    /// At most this many agents' steps at once.
+    public var parallelism: Int
+
+    public init(
+        bootTimeout: Duration = .seconds(90), actor: String, planOptions: PlanOptions = PlanOptions(),
+        recreateMissingDisks: Bool = false, only: Set<String>? = nil, historyBranch: String = "agentry/history",
+        parallelism: Int = .max
+    ) {
+        self.bootTimeout = bootTimeout
+        self.actor = actor
+        self.planOptions = planOptions
+        self.recreateMissingDisks = recreateMissingDisks
+        self.only = only
+        self.historyBranch = historyBranch
+        self.parallelism = parallelism
+    }
+}
+
+/// The outcome of one agent's step.
+public struct AppliedStep: Sendable {
+    public var agent: String
+    public var action: Action
+    /// What was done, or why it failed.
+    public var detail: String
+    public var failed: Bool
+
+    public init(agent: String, action: Action, detail: String, failed: Bool) {
+        self.agent = agent
+        self.action = action
+        self.detail = detail
+        self.failed = failed
+    }
+}
+
+/// `agentry apply`: plans the desired state at a commit (or takes a saved plan, refusing it when
+/// its commit or the actual state moved since) and carries the plan out against the machines.
+///
+/// Every step measures before it acts (a disk that exists is kept, a machine that runs is not
+/// started twice), so an apply killed at any point and run again converges, with no duplicate
+/// machine and no lost disk. Steps are recorded in the event log as they start and end; agents'
+/// steps run in parallel (each in its agent's lane) and one agent's failure does not stop the others.
+public struct Apply: Sendable {
+    let ports: Ports
+    let progress: @Sendable (String) -> Void
+
+    public init(_ ports: Ports, progress: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.ports = ports
+        self.progress = progress
+    }
+
+    public struct Request: Sendable {
+        public var target: Planning.Target
+        public var savedPlan: SavedPlan?
+        public var options: ApplyOptions
+
+        public init(target: Planning.Target, savedPlan: SavedPlan? = nil, options: ApplyOptions) {
+            self.target = target
+            self.savedPlan = savedPlan
+            self.options = options
+        }
+    }
+
+    public struct Outcome: Sendable {
+        public var plan: Planning.Outcome
+        public var steps: [AppliedStep]
+    }
+
+    public func run(_ request: Request) async throws -> Outcome {
+        try await converge(request, holdingLanes: []).outcome
+    }
+
+    /// What a converge read: the loaded commit and the bundles of the agents it read for machines.
+    struct Converged: Sendable {
+        var outcome: Outcome
+        var loaded: LoadedCommit?
+        var bundles: [String: AgentBundle]
+    }
+
+    /// Applies `request`; `holdingLanes` are the agents whose lanes the caller already holds (a run).
+    func converge(_ request: Request, holdingLanes: Set<String>, bundleAlways: Set<String> = []) async throws -> Converged {
+        var phases = PhaseClock(logger: ports.logger, label: "apply phase")
+        let ports = ports
+        let lock = try reporting(.stateUnavailable) { try ports.state.lockForWriting() }
+        defer { lock.release() }
+        let prepared = try await BlockingWork.run { try prepare(request, bundleAlways: bundleAlways) }
+        guard let prepared else { throw CoreError(.internalFailure, "internal: apply prepared nothing") }
+        guard case .planned(let document) = prepared.outcome else {
+            return Converged(outcome: Outcome(plan: prepared.outcome, steps: []), loaded: prepared.loaded, bundles: [:])
+        }
+        phases.mark("load and plan")
+        let plan = document.plan
+        let selected = plan.actions.filter { request.options.only?.contains($0.agent) ?? true }
+        let context = StepContext(
+            ports: ports, options: request.options, loaded: prepared.loaded!, fields: prepared.fields,
+            bundles: prepared.bundles, records: prepared.records, killed: prepared.killed,
+            historyRepository: request.savedPlan?.repository ?? request.target.repository, progress: progress)
+        let steps = try await runSteps(selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
+        phases.mark("steps")
+        defer { phases.mark("records") }
+        try await BlockingWork.run { try finish(request, plan: plan, loaded: prepared.loaded!, steps: steps) }
+        return Converged(outcome: Outcome(plan: .planned(document), steps: steps), loaded: prepared.loaded, bundles: prepared.bundles)
+    }
+
+    struct Prepared: Sendable {
+        var outcome: Planning.Outcome
+        var loaded: LoadedCommit?
+        var fields: [String: Fields] = [:]
+        var bundles: [String: AgentBundle] = [:]
+        var records: [String: AgentRecord] = [:]
+        var killed: Set<String> = []
+    }
+
+    /// Loads and plans (refusing a stale saved plan), and reads what the steps will need from git.
+    func prepare(_ request: Request, bundleAlways: Set<String>) throws -> Prepared? {
+        let saved = request.savedPlan
+        let target = saved.map { Planning.Target(repository: $0.repository, ref: $0.ref, path: $0.path) } ?? request.target
+        let reader = try ports.reader(target.repository, path: target.path)
+        if let saved {
+            let now = try reporting(.repositoryUnavailable) { try reader.commit(for: saved.ref) }
+            guard now == saved.commit || saved.ref == saved.commit else {
+                throw CoreError(
+                    .planStale, "the saved plan is for \(saved.commit.prefix(12)), but \(saved.ref) is now \(now.prefix(12)); plan again")
+            }
+        }
+        let loaded = try reporting(.repositoryUnavailable) { try reader.load(saved?.commit ?? request.target.ref) }
+        guard loaded.report.isValid else { return Prepared(outcome: .invalid(loaded.report), loaded: loaded) }
+        let outcome = try Planning.plan(
+            loaded, reader: reader, state: ports.state, options: request.options.planOptions, target: request.target,
+            checkActual: { actual in
+                if let saved, saved.actualDigest != actual.digest {
+                    throw CoreError(
+                        .planStale, "the actual state changed since the plan was made (another apply, a kill, a drift); plan again")
+                }
+            })
+        guard case .planned(let document) = outcome else { return Prepared(outcome: outcome, loaded: loaded) }
+        let only = request.options.only
+        let selected = document.plan.actions.filter { only?.contains($0.agent) ?? true }
+        let needFields = Set(selected.filter { $0.action != .delete }.map(\.agent))
+        let fields = try reporting(.repositoryUnavailable) { try reader.resolvedFields(of: needFields, in: loaded) }
+        // The bundles of agents whose machine may start or take configuration.
+        var bundles: [String: AgentBundle] = [:]
+        for planned in selected {
+            let name = planned.agent
+            guard let wanted = loaded.desired.agents[name], wanted.lifecycle == .active, planned.action != .delete else { continue }
+            guard bundleAlways.contains(name) || planned.action != .noop || !ports.machines.isRunning(name) else { continue }
+            bundles[name] = try reporting(.repositoryUnavailable) { try reader.bundle(name, in: loaded) }
+        }
+        for name in bundleAlways where bundles[name] == nil && loaded.desired.agents[name] != nil {
+            bundles[name] = try reporting(.repositoryUnavailable) { try reader.bundle(name, in: loaded) }
+        }
+        let (records, killed) = try reporting(.stateUnavailable) {
+            (Dictionary(try ports.state.agents().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }), try ports.state.killedAgents())
+        }
+        return Prepared(outcome: outcome, loaded: loaded, fields: fields, bundles: bundles, records: records, killed: killed)
+    }
+
+    /// Each selected agent's step in its lane, at most `parallelism` at once; results in plan order.
+    func runSteps(_ selected: [PlannedAction], context: StepContext, holdingLanes: Set<String>, _ parallelism: Int)
+        async throws -> [AppliedStep]
+    {
+        let lanes = ports.lanes
+        return try await withThrowingTaskGroup(of: (Int, AppliedStep?).self) { group in
+            var results: [Int: AppliedStep] = [:]
+            var running = 0
+            for (index, planned) in selected.enumerated() {
+                if running >= max(1, parallelism), let (done, step) = try await group.next() {
+                    running -= 1
+                    results[done] = step
+                }
+                running += 1
+                group.addTask {
+                    let body: @Sendable () async throws -> AppliedStep? = {
+                        await BlockingWork.run { context.step(planned) }
+                    }
+                    let step = holdingLanes.contains(planned.agent) ? try await body() : try await lanes.withLane(planned.agent, body)
+                    return (index, step)
+                }
+            }
+            for try await (index, step) in group { results[index] = step }
+            return selected.indices.compactMap { results[$0] ?? nil }
+        }
+    }
+
+    /// The apply's event and its audit record in history.
+    func finish(_ request: Request, plan: Plan, loaded: LoadedCommit, steps: [AppliedStep]) throws {
+        let state = ports.state
+        let repository = request.savedPlan?.repository ?? request.target.repository
+        if plan.hasChanges || !steps.isEmpty {
+            let failures = steps.contains(where: \.failed) ? " (with failures)" : ""
+            try reporting(.stateUnavailable) {
+                try state.append(
+                    EventRecord(
+                        time: ports.clock.now(), agent: nil, kind: "apply", actor: request.options.actor,
+                        message: "applied \(loaded.commit.prefix(12)): \(PlanOutput.summary(plan))\(failures)"))
+            }
+        }
+        state.rememberRepository(ports.host.absolute(repository))
+        guard !steps.isEmpty else { return }
+        // The audit trail in git: what was applied, from which commit, by whom.
+        let record = AuditRecord(
+            kind: "apply", subject: String(loaded.commit.prefix(12)),
+            fields: [
+                ("desiredCommit", loaded.commit), ("ref", request.savedPlan?.ref ?? request.target.ref),
+                ("summary", PlanOutput.summary(plan)),
+            ],
+            lists: [("actions", steps.map { "\($0.action.rawValue) \($0.agent): \($0.failed ? "failed" : "done")" })],
+            actor: request.options.actor, host: ports.host.hostName, at: ports.clock.now())
+        let location = HistoryLocation(repository: repository, branch: request.options.historyBranch)
+        do {
+            let committed = try HistoryQueries(ports).commit(record, in: location)
+            if let warning = committed.pushWarning { progress("warning: \(warning)") }
+        } catch {
+            progress("warning: \(describe(error))")
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import AgentryRender
+import AgentryWire
+
+/// One persistent machine per agent, by the agent's name: its environment disk, its process, its
+/// control channel. Every method measures before it acts (a disk that exists is kept, a machine
+/// that runs is not started twice), so a step repeated after a crash is a no-op. Safe to call from
+/// several threads at once for different agents; calls for one agent are ordered by the caller.
+public protocol MachineBackend: Sendable {
+    /// Whether the agent's machine process is alive.
+    func isRunning(_ name: String) -> Bool
+    func diskExists(_ name: String) -> Bool
+    /// Where the environment disk is, for messages.
+    func diskLocation(_ name: String) -> String
+    /// Builds or finds the image, picks the accelerator, and makes the environment disk when there
+    /// is none (a disk that exists is checked, never replaced).
+    func prepare(_ spec: MachineSpec) throws -> PreparedMachine
+    /// Starts the machine (it must not be running) and returns its control channel, connected
+    /// before the guest is up so its hello cannot be missed; wait with `waitUntilReady(booting: true)`.
+    func start(_ spec: MachineSpec) throws -> any GuestChannel
+    /// Connects to a running machine's guest and waits until it answers.
+    func connect(_ name: String, timeout: Duration) throws -> any GuestChannel
+    /// Stops the machine: a clean power-off through the guest when `graceful`, then harder, each
+    /// with a deadline. Returns when the process is gone; nothing when it was not running.
+    func stop(_ name: String, graceful: Bool)
+    /// Removes the environment disk (the machine must be stopped).
+    func removeDisk(_ name: String) throws
+    /// Removes everything of the machine (`keepDisk`: all but the disk).
+    func remove(_ name: String, keepDisk: Bool) throws
+    /// The last lines of the machine's console, for error messages.
+    func consoleTail(_ name: String) -> String
+    /// The hosts a running machine with an allowlist may reach now (read by its proxy for each
+    /// connection, so a harness installation can widen it while it runs).
+    func egressAllowlist(_ name: String) -> EgressAllowlist?
+    func setEgressAllowlist(_ name: String, _ allowlist: EgressAllowlist) throws
+    /// Builds a guest image (`minimal` or `debian-12`), even when one is cached; returns where it is.
+    func buildImage(base: String) throws -> String
+    /// The Debian mirror the machines' apt reaches (registries a harness installation may use).
+    var debianMirror: String { get }
+}
+
+/// What a machine is made of, from the agent's Environment.
+public struct MachineSpec: Sendable, Equatable {
+    public var name: String
+    /// `minimal` or `debian-12`.
+    public var base: String
+    /// `packages.apt` of the Environment (built into its debian-12 image).
+    public var packages: [String]
+    public var cpus: Int
+    public var memoryMiB: Int
+    public var diskBytes: UInt64
+    public var egress: EgressPolicy
+
+    public init(
+        name: String, base: String, packages: [String], cpus: Int, memoryMiB: Int, diskBytes: UInt64, egress: EgressPolicy
+    ) {
+        self.name = name
+        self.base = base
+        self.packages = packages
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.diskBytes = diskBytes
+        self.egress = egress
+    }
+}
+
+public struct PreparedMachine: Sendable, Equatable {
+    /// The environment disk was made now (nothing of the agent's is on it yet).
+    public var freshDisk: Bool
+    /// `kvm` or `tcg`.
+    public var accelerator: String
+
+    public init(freshDisk: Bool, accelerator: String) {
+        self.freshDisk = freshDisk
+        self.accelerator = accelerator
+    }
+}
+
+/// The host's end of a machine's control channel. One operation uses a channel at a time; it
+/// blocks, so the core calls it off the cooperative pool (`BlockingWork`).
+public protocol GuestChannel: AnyObject {
+    /// Waits until the guest agent answers: a machine that was just started (`booting`) is waited
+    /// for passively until it says hello; one already running is pinged. Nil at the deadline.
+    func waitUntilReady(timeout: Duration, booting: Bool) throws -> GuestHello?
+    /// Runs a command in the guest, streaming its output; the guest kills the whole process group
+    /// at `timeout`.
+    func exec(
+        _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
+        output: (ProcessStream, [UInt8]) -> Void
+    ) throws -> GuestExit
+    func putFile(_ path: String, _ data: [UInt8], mode: Int) throws
+    func getFile(_ path: String) throws -> [UInt8]
+    /// Asks the guest to sync its disks and power off.
+    func shutdown() throws
+}
+
+extension GuestChannel {
+    public func exec(
+        _ argv: [String], environment: [String] = [], directory: String = AgentLayout.home, timeout: Duration? = nil,
+        output: (ProcessStream, [UInt8]) -> Void
+    ) throws -> GuestExit {
+        try exec(argv, environment: environment, directory: directory, stdin: [], timeout: timeout, output: output)
+    }
+}
+
+/// What a guest says when it comes up.
+public struct GuestHello: Sendable, Equatable {
+    public var agentVersion: String
+    public var kernel: String
+    public var uptimeMilliseconds: Int
+    public var disk: String
+
+    public init(agentVersion: String, kernel: String, uptimeMilliseconds: Int, disk: String) {
+        self.agentVersion = agentVersion
+        self.kernel = kernel
+        self.uptimeMilliseconds = uptimeMilliseconds
+        self.disk = disk
+    }
+}
+
+/// How a guest command ended.
+public struct GuestExit: Sendable, Equatable {
+    public var status: Int
+    public var timedOut: Bool
+
+    public init(status: Int, timedOut: Bool) {
+        self.status = status
+        self.timedOut = timedOut
+    }
+}

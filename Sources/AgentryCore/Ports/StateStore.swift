@@ -1,0 +1,188 @@
+import AgentryModel
+import Foundation
+
+/// The actual state: what was applied to each agent, its machine's last known state, the kill
+/// switch and the event log. One writer at a time across processes (`lockForWriting`); readers are
+/// never blocked. Implementations are safe to call from several threads at once.
+public protocol StateStore: Sendable {
+    /// Whether anything was ever recorded (there is no state before the first apply).
+    var exists: Bool { get }
+
+    func agents() throws -> [AgentRecord]
+    func agent(_ name: String) throws -> AgentRecord?
+    /// What planning reads of every applied agent, without decoding whole records.
+    func appliedAgents() throws -> [AppliedAgent]
+    /// Needs the writer lock.
+    func save(_ record: AgentRecord) throws
+    /// Needs the writer lock.
+    func removeAgent(_ name: String) throws
+
+    func killSwitch(_ name: String) throws -> KillSwitch?
+    func killedAgents() throws -> Set<String>
+    /// Sets (with a reason) or lifts the kill switch, with an event saying who. Not behind the
+    /// writer lock: an operator stops an agent at once, even while an apply runs.
+    func setKillSwitch(_ name: String, reason: String?, actor: String, at time: Date) throws
+
+    /// Needs the writer lock.
+    func append(_ event: EventRecord) throws
+    /// Newest first.
+    func events(agent: String?, limit: Int) throws -> [EventRecord]
+
+    /// The git repository the last apply read (its history branch records operator events).
+    func rememberedRepository() -> String?
+    func rememberRepository(_ absolutePath: String)
+
+    /// Takes the writer lock until the returned lock is released; fails at once (a failure of
+    /// category `locked`, naming the holder) when another process holds it.
+    func lockForWriting() throws -> any StateWriterLock
+    /// Runs `body` under the writer lock, taking it briefly if this process does not hold it;
+    /// false, without running `body`, when another process holds it.
+    @discardableResult
+    func withWriterLockIfFree(_ body: () throws -> Void) throws -> Bool
+}
+
+/// The writer lock, held until `release` (or until the process ends).
+public protocol StateWriterLock: AnyObject, Sendable {
+    func release()
+}
+
+/// One agent's row: what was applied, and its machine.
+public struct AgentRecord: Sendable, Hashable, Codable {
+    public var name: String
+    public var appliedRevision: String
+    /// The applied resolved fields as a JSON array of `[field, value]` pairs.
+    public var appliedFields: String
+    public var appliedCommit: String
+    public var lifecycle: String
+    public var deletionPolicy: String
+    public var machineID: String?
+    public var machineState: String?
+    /// `kvm` or `tcg` once the machine has booted.
+    public var accelerator: String?
+    public var updatedAt: Date
+    public var lastRunAt: Date?
+
+    public init(
+        name: String, appliedRevision: String, appliedFields: Fields, appliedCommit: String, lifecycle: String,
+        deletionPolicy: String, machineID: String? = nil, machineState: String? = nil, accelerator: String? = nil,
+        updatedAt: Date, lastRunAt: Date? = nil
+    ) {
+        self.name = name
+        self.appliedRevision = appliedRevision
+        self.appliedFields = Self.encode(appliedFields)
+        self.appliedCommit = appliedCommit
+        self.lifecycle = lifecycle
+        self.deletionPolicy = deletionPolicy
+        self.machineID = machineID
+        self.machineState = machineState
+        self.accelerator = accelerator
+        self.updatedAt = updatedAt
+        self.lastRunAt = lastRunAt
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case name
+        case appliedRevision = "applied_revision"
+        case appliedFields = "applied_fields"
+        case appliedCommit = "applied_commit"
+        case lifecycle
+        case deletionPolicy = "deletion_policy"
+        case machineID = "machine_id"
+        case machineState = "machine_state"
+        case accelerator
+        case updatedAt = "updated_at"
+        case lastRunAt = "last_run_at"
+    }
+
+    /// Decodes applied fields as `AgentRecord` stores them.
+    public static func decodeFields(_ json: String) -> Fields {
+        guard let pairs = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String]] else { return [] }
+        return pairs.compactMap { $0.count == 2 ? ($0[0], $0[1]) : nil }
+    }
+
+    static func encode(_ fields: Fields) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: fields.map { [$0.0, $0.1] })) ?? Data("[]".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The applied fields, decoded.
+    public var fields: Fields { Self.decodeFields(appliedFields) }
+}
+
+/// What planning needs of an applied agent; its fields stay encoded until asked for.
+public struct AppliedAgent: Sendable {
+    public var name: String
+    public var revision: String
+    public var lifecycle: String
+    public var deletionPolicy: String
+    public var machineState: String?
+    public var fieldsJSON: String
+
+    public init(
+        name: String, revision: String, lifecycle: String, deletionPolicy: String, machineState: String?, fieldsJSON: String
+    ) {
+        self.name = name
+        self.revision = revision
+        self.lifecycle = lifecycle
+        self.deletionPolicy = deletionPolicy
+        self.machineState = machineState
+        self.fieldsJSON = fieldsJSON
+    }
+}
+
+/// An operator's kill switch on an agent.
+public struct KillSwitch: Sendable, Equatable {
+    public var reason: String
+    public var actor: String
+    public var time: Date
+
+    public init(reason: String, actor: String, time: Date) {
+        self.reason = reason
+        self.actor = actor
+        self.time = time
+    }
+}
+
+/// An entry of the event log: who did what to which agent, and why.
+public struct EventRecord: Sendable, Hashable, Codable {
+    public var id: Int64?
+    public var time: Date
+    public var agent: String?
+    public var kind: String
+    public var actor: String
+    public var message: String
+
+    public init(time: Date, agent: String?, kind: String, actor: String, message: String) {
+        self.time = time
+        self.agent = agent
+        self.kind = kind
+        self.actor = actor
+        self.message = message
+    }
+}
+
+/// The loader's memory of what it parsed, by git blob id, kept in the state database.
+public protocol ParseCache: Sendable {
+    /// The derived snapshot for an agent repository (`key` names it), with the commit it is of.
+    func snapshot(key: String) throws -> (source: String, data: Data)?
+    /// Per-file parse results of a repository: all of them, or those of `paths`.
+    func cachedFiles(key: String, paths: [String]?) throws -> [CachedParse]
+    /// Stores a snapshot with the per-file results that changed (`removed` paths dropped;
+    /// `replaceAll` first clears the repository's rows), in one transaction. False, storing
+    /// nothing, when another process holds the writer lock.
+    func saveSnapshot(
+        key: String, source: String, data: Data, files: [CachedParse], removed: [String], replaceAll: Bool
+    ) throws -> Bool
+}
+
+public struct CachedParse: Sendable {
+    public var path: String
+    public var blobID: String
+    public var result: Data
+
+    public init(path: String, blobID: String, result: Data) {
+        self.path = path
+        self.blobID = blobID
+        self.result = result
+    }
+}

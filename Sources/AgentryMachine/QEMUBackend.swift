@@ -1,0 +1,139 @@
+import AgentryBasics
+import AgentryCore
+import AgentryRender
+import Foundation
+import Synchronization
+
+/// The machine backend on this host: one QEMU microVM per agent in `<state>/agents/<name>/`
+/// (environment disk, sockets, pidfile, serial log), images in `<state>/images/`. Images and the
+/// accelerator are found once per process and shared by every agent (image builds are serialised:
+/// two agents on a new image wait for one build).
+public final class QEMUBackend: MachineBackend {
+    let stateDirectory: String
+    let guestAgent: String
+    let proxyExecutable: String
+    let machine: QEMUMachine
+    let images: ImageBuilder
+    let forcedAccelerator: Accelerator?
+    let progress: @Sendable (String) -> Void
+    private let found = Mutex(Found())
+    private let building = Mutex(())
+
+    struct Found {
+        var images: [String: GuestImage] = [:]
+        var accelerator: Accelerator?
+    }
+
+    /// `guestAgent`: the guest agent executable packed into images; `proxyExecutable`: the agentry
+    /// executable QEMU starts as the egress proxy of machines with an allowlist.
+    public init(
+        stateDirectory: String, guestAgent: String, proxyExecutable: String, commands: HostCommands,
+        environment: [String: String], progress: @escaping @Sendable (String) -> Void
+    ) {
+        self.stateDirectory = stateDirectory
+        self.guestAgent = guestAgent
+        self.proxyExecutable = proxyExecutable
+        self.machine = QEMUMachine(commands: commands)
+        self.images = ImageBuilder(commands: commands, environment: environment)
+        self.forcedAccelerator = environment["AGENTRY_ACCELERATOR"].flatMap(Accelerator.init(rawValue:))
+        self.progress = progress
+    }
+
+    func directory(_ name: String) -> String { stateDirectory + "/agents/" + name }
+    var imagesDirectory: String { stateDirectory + "/images" }
+
+    public func isRunning(_ name: String) -> Bool { QEMUMachine.runningPID(directory(name)) != nil }
+
+    public func diskExists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: diskLocation(name)) }
+
+    public func diskLocation(_ name: String) -> String { QEMUMachine.disk(directory(name)) }
+
+    public func prepare(_ spec: MachineSpec) throws -> PreparedMachine {
+        let configuration = try configuration(spec)
+        let fresh = try machine.ensureDisk(configuration)
+        return PreparedMachine(freshDisk: fresh, accelerator: configuration.accelerator.rawValue)
+    }
+
+    public func start(_ spec: MachineSpec) throws -> any GuestChannel {
+        let configuration = try configuration(spec)
+        _ = try machine.start(configuration)
+        return try ControlChannel.connect(QEMUMachine.controlSocket(configuration.directory), deadline: .now + .seconds(10))
+    }
+
+    public func connect(_ name: String, timeout: Duration) throws -> any GuestChannel {
+        try QEMUMachine.connect(directory(name), name: name, timeout: timeout)
+    }
+
+    public func stop(_ name: String, graceful: Bool) {
+        QEMUMachine.stop(directory(name), graceful: graceful)
+    }
+
+    public func removeDisk(_ name: String) throws {
+        try? FileManager.default.removeItem(atPath: diskLocation(name))
+    }
+
+    public func remove(_ name: String, keepDisk: Bool) throws {
+        let directory = directory(name)
+        if keepDisk {
+            // The machine's runtime files go; the disk stays (deletionPolicy: retain).
+            for file in ["serial.log", "qemu.log"] { try? FileManager.default.removeItem(atPath: directory + "/" + file) }
+        } else {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    public func consoleTail(_ name: String) -> String { QEMUMachine.serialTail(directory(name)) }
+
+    public func egressAllowlist(_ name: String) -> EgressAllowlist? {
+        (try? String(contentsOfFile: QEMUMachine.egressAllowFile(directory(name)), encoding: .utf8)).map(EgressAllowlist.init(text:))
+    }
+
+    public func setEgressAllowlist(_ name: String, _ allowlist: EgressAllowlist) throws {
+        try allowlist.text.write(toFile: QEMUMachine.egressAllowFile(directory(name)), atomically: true, encoding: .utf8)
+    }
+
+    public func buildImage(base: String) throws -> String {
+        try building.withLock { _ in
+            try images.build(
+                base, imagesDirectory: imagesDirectory, guestAgent: guestAgent, refresh: true, progress: progress
+            ).directory
+        }
+    }
+
+    public var debianMirror: String { images.mirror() }
+
+    /// The machine for a spec: its image (built when missing), the accelerator (probed once).
+    func configuration(_ spec: MachineSpec) throws -> MachineConfiguration {
+        let image = try image(base: spec.base, packages: spec.packages)
+        var configuration = MachineConfiguration(
+            name: spec.name, directory: directory(spec.name), image: image, cpus: spec.cpus, memoryMiB: spec.memoryMiB,
+            diskBytes: spec.diskBytes, network: spec.egress.hasNetwork, accelerator: accelerator(image))
+        if let allowlist = spec.egress.allowlist {
+            configuration.restrict(to: allowlist, proxyExecutable: proxyExecutable)
+        }
+        return configuration
+    }
+
+    func image(base: String, packages: [String]) throws -> GuestImage {
+        let key = base + " " + packages.joined(separator: ",")
+        if let image = found.withLock({ $0.images[key] }) { return image }
+        return try building.withLock { _ in
+            if let image = found.withLock({ $0.images[key] }) { return image }
+            let image = try images.build(
+                base, packages: packages, imagesDirectory: imagesDirectory, guestAgent: guestAgent, progress: progress)
+            found.withLock { $0.images[key] = image }
+            return image
+        }
+    }
+
+    func accelerator(_ image: GuestImage) -> Accelerator {
+        if let accelerator = found.withLock({ $0.accelerator }) { return accelerator }
+        return building.withLock { _ in
+            if let accelerator = found.withLock({ $0.accelerator }) { return accelerator }
+            let accelerator = AcceleratorProbe.detect(
+                image: image, stateDirectory: stateDirectory, machine: machine, forced: forcedAccelerator, log: progress)
+            found.withLock { $0.accelerator = accelerator }
+            return accelerator
+        }
+    }
+}

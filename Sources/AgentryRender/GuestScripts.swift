@@ -1,0 +1,163 @@
+import AgentryModel
+import Foundation
+
+/// Shell work in the guest, in one place: the PATHs commands get, quoting, and the scripts agentry
+/// runs there for itself. Every command costs a process start, which is emulated work under TCG, so
+/// each script folds its steps into one `sh -c`.
+public enum GuestShell {
+    /// The system's folders only: agentry's own scripts.
+    public static let systemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    /// What harnesses and operators get: the installed harnesses' venv and npm folders first.
+    public static let runPath = "/opt/agentry/venv/bin:/opt/agentry/npm/bin:" + systemPath
+
+    /// `text` as one single-quoted shell word.
+    public static func quote(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}
+
+/// The scripts agentry runs in a guest, as text.
+public enum GuestScripts {
+    /// Where a configuration archive waits in the guest's tmpfs before it is unpacked.
+    public static let configurationStaging = "/run/agentry-config.tar"
+    public static let unpackStaging = "/run/agentry-unpack.tar"
+
+    /// Applies the configuration archive at `staging` whose digest is `digest`: the files of the
+    /// previous push (listed in `.agentry/files`) are removed first, with the folders that held only
+    /// them, then the archive is unpacked. A no-op when that configuration is already there.
+    public static func applyConfiguration(staging: String = configurationStaging, digest: String) -> String {
+        let own = AgentLayout.own
+        return """
+            cd \(AgentLayout.home)
+            current=; [ -f \(own)/config.digest ] && read -r current < \(own)/config.digest
+            if [ "$current" != \(digest) ]; then
+                if [ -f \(own)/files ]; then
+                    while IFS= read -r file; do
+                        [ -n "$file" ] || continue
+                        rm -f -- "$file"
+                        # and the folders that held only what agentry wrote
+                        folder=$(dirname -- "$file")
+                        while [ "$folder" != . ] && rmdir -- "$folder" 2>/dev/null; do folder=$(dirname -- "$folder"); done
+                    done < \(own)/files
+                fi
+                tar -xf \(staging)
+                echo \(digest) > \(own)/config.digest
+            fi
+            rm -f \(staging)
+
+            """
+    }
+
+    /// Unpacks the archive at `staging` into the home, keeping what is there.
+    public static func unpack(staging: String = unpackStaging) -> String {
+        "cd \(AgentLayout.home) && tar -xf \(staging) && rm -f \(staging)"
+    }
+
+    /// The rest of a run's preparation after the configuration: the install check (prints
+    /// `installed` or `not-installed`), the run's secrets folder (0700) and an empty output folder.
+    public static func prepareRun(installMarker: String?, secretFolder: String, outputFolder: String, memoryFolder: String)
+        -> String
+    {
+        var script = ""
+        if let installMarker { script += "[ -f \(installMarker) ] && echo installed || echo not-installed\n" }
+        script += "umask 077\nmkdir -p \(secretFolder)\numask 022\n"
+        script += "rm -rf -- \(GuestShell.quote(outputFolder))\n"
+        script += "mkdir -p -- \(GuestShell.quote(outputFolder)) \(GuestShell.quote(memoryFolder))\n"
+        return script
+    }
+
+    public static func removeSecrets(_ secretFolder: String) -> String { "rm -rf -- \(secretFolder)" }
+
+    /// In one command: removes the run's secrets, then prints the files of `folders` (relative to
+    /// the home) up to `smallestLimit` bytes as a tar on standard output, and for larger ones their
+    /// digest and size on standard error (`sha256sum` and `wc -c` lines; see `CollectListing`).
+    public static func collect(folders: [String], smallestLimit: Int, secretFolder: String) -> String {
+        let kib = smallestLimit / 1024
+        let existing = folders.map(GuestShell.quote).joined(separator: " ")
+        var script = "rm -rf -- \(secretFolder)\ncd \(AgentLayout.home) || exit 0\nlist=/run/agentry-collect.$$\n"
+        script += """
+            set --
+            for folder in \(existing); do [ -d "$folder" ] && set -- "$@" "$folder"; done
+            : > $list
+            if [ $# -gt 0 ]; then
+                find "$@" -type f -size -\(kib + 1)k > $list
+                find "$@" -type f -size +\(kib)k > $list.big
+                if [ -s $list.big ]; then
+                    while IFS= read -r f; do sha256sum "$f"; wc -c "$f"; done < $list.big >&2
+                fi
+                rm -f $list.big
+            fi
+
+            """
+        // (busybox's tar has no -T: the names become the shell's arguments.)
+        script += "set --\nwhile IFS= read -r f; do set -- \"$@\" \"$f\"; done < $list\nrm -f $list\n[ $# -eq 0 ] || tar -cf - \"$@\"\n"
+        return script
+    }
+
+    /// Installs a harness (apt, pip into `/opt/agentry/venv`, npm into `/opt/agentry/npm`, its own
+    /// script) and leaves `marker` behind.
+    public static func install(_ harness: Harness, marker: String) -> String {
+        let steps = harness.install
+        let quote = GuestShell.quote
+        var script = "set -e\nexport DEBIAN_FRONTEND=noninteractive\n"
+        if !steps.apt.isEmpty {
+            script += "apt-get update -qq\napt-get install -y -qq --no-install-recommends \(steps.apt.map(quote).joined(separator: " "))\n"
+        }
+        if !steps.pip.isEmpty {
+            script += "[ -x /opt/agentry/venv/bin/pip ] || python3 -m venv /opt/agentry/venv\n"
+            script += "/opt/agentry/venv/bin/pip install -q \(steps.pip.map(quote).joined(separator: " "))\n"
+        }
+        if !steps.npm.isEmpty {
+            script += "npm install -g -q --prefix /opt/agentry/npm \(steps.npm.map(quote).joined(separator: " "))\n"
+        }
+        if let custom = steps.script { script += custom + "\n" }
+        script += "mkdir -p \(AgentLayout.home)/\(AgentLayout.own)/installed && echo \(quote(harness.version ?? "")) > \(marker)\n"
+        return script
+    }
+}
+
+/// A harness's installation on an environment disk: done once per disk and harness revision, which
+/// a marker file in `.agentry/installed/` remembers.
+public enum HarnessInstall {
+    /// The installation's revision; nil when the harness installs nothing.
+    public static func digest(_ harness: Harness) -> String? {
+        let steps = harness.install
+        guard !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty || steps.script != nil else { return nil }
+        let parts = [
+            harness.metadata.name, harness.version ?? "", steps.apt.joined(separator: ","), steps.pip.joined(separator: ","),
+            steps.npm.joined(separator: ","), steps.script ?? "",
+        ]
+        return String(SHA256.hex(parts.joined(separator: "\n")).prefix(16))
+    }
+
+    /// The marker's path in the guest; nil when the harness installs nothing.
+    public static func marker(_ harness: Harness) -> String? {
+        digest(harness).map { "\(AgentLayout.home)/\(AgentLayout.own)/installed/\(harness.metadata.name)-\($0)" }
+    }
+
+    /// Whether it downloads packages (and so needs the debian-12 base and a network).
+    public static func downloads(_ harness: Harness) -> Bool {
+        !harness.install.apt.isEmpty || !harness.install.pip.isEmpty || !harness.install.npm.isEmpty
+    }
+}
+
+/// The standard error of the collect script: `sha256sum` lines ("DIGEST  PATH") and `wc -c`
+/// lines ("SIZE PATH") for the files too large for the archive. Untrusted: lines that are neither
+/// are skipped.
+public enum CollectListing {
+    public static func parse(_ text: String) -> (digests: [String: String], sizes: [String: Int]) {
+        var digests: [String: String] = [:]
+        var sizes: [String: Int] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.trimmingCharacters(in: .whitespaces).split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            guard parts.count == 2 else { continue }
+            let path = parts[1].trimmingCharacters(in: .whitespaces)
+            if parts[0].count == 64, parts[0].allSatisfy(\.isHexDigit) {
+                digests[path] = String(parts[0])
+            } else if let size = Int(parts[0]) {
+                sizes[path] = size
+            }
+        }
+        return (digests, sizes)
+    }
+}

@@ -1,0 +1,71 @@
+/// Replaces every secret value in `bytes` with `***`.
+public struct Redactor: Sendable {
+    let secrets: [[UInt8]]
+
+    public init(_ values: [[UInt8]]) {
+        // Longest first, so a value containing another is replaced whole.
+        secrets = values.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
+    }
+
+    public func redact(_ bytes: [UInt8]) -> [UInt8] {
+        guard !secrets.isEmpty else { return bytes }
+        return scan(bytes, before: bytes.count).output
+    }
+
+    /// Redacts `bytes` from the start, deciding every position before `end` (a secret starting
+    /// there may run past it); returns the output and where it stopped.
+    func scan(_ bytes: [UInt8], before end: Int) -> (output: [UInt8], stoppedAt: Int) {
+        var output: [UInt8] = []
+        output.reserveCapacity(max(0, end))
+        var index = 0
+        let mask = Array("***".utf8)
+        outer: while index < end {
+            for secret in secrets where bytes[index] == secret[0] && index + secret.count <= bytes.count {
+                if bytes[index..<(index + secret.count)].elementsEqual(secret) {
+                    output += mask
+                    index += secret.count
+                    continue outer
+                }
+            }
+            output.append(bytes[index])
+            index += 1
+        }
+        return (output, index)
+    }
+}
+
+extension Redactor {
+    public func text(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
+
+    /// The longest secret, in bytes.
+    var longest: Int { secrets.first?.count ?? 0 }
+}
+
+/// Redacts a stream that arrives in chunks: a secret split across two chunks is still caught, by
+/// holding back the bytes that could be the start of one until the next chunk (or the end) says.
+public struct StreamRedactor {
+    let redactor: Redactor
+    var held: [UInt8] = []
+
+    public init(_ redactor: Redactor) {
+        self.redactor = redactor
+    }
+
+    /// The redacted bytes that are safe to pass on now. Positions from which the longest secret
+    /// would still fit in what has arrived are decided; the rest waits for the next chunk.
+    public mutating func feed(_ bytes: [UInt8]) -> [UInt8] {
+        let longest = redactor.longest
+        guard longest > 0 else { return bytes }
+        let text = held + bytes
+        let (output, index) = redactor.scan(text, before: text.count - (longest - 1))
+        held = index < text.count ? Array(text[index...]) : []
+        return output
+    }
+
+    /// What is still held back, redacted (at the end of the stream).
+    public mutating func finish() -> [UInt8] {
+        defer { held = [] }
+        return redactor.redact(held)
+    }
+}
+

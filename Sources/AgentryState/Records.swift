@@ -1,0 +1,161 @@
+import AgentryCore
+import Foundation
+import GRDB
+
+extension AgentRecord: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "agents"
+}
+
+extension EventRecord: FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "events"
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) {
+        id = inserted.rowID
+    }
+}
+
+extension SQLiteStateStore {
+    // MARK: - Agents
+
+    public func agents() throws -> [AgentRecord] {
+        try reading([]) { db in try AgentRecord.order(Column("name")).fetchAll(db) }
+    }
+
+    public func appliedAgents() throws -> [AppliedAgent] {
+        try reading([]) { db in
+            let cursor = try Row.fetchCursor(
+                db, sql: "SELECT name, applied_revision, lifecycle, deletion_policy, machine_state, applied_fields FROM agents")
+            var rows: [AppliedAgent] = []
+            while let row = try cursor.next() {
+                rows.append(
+                    AppliedAgent(
+                        name: row[0], revision: row[1], lifecycle: row[2], deletionPolicy: row[3], machineState: row[4],
+                        fieldsJSON: row[5]))
+            }
+            return rows
+        }
+    }
+
+    public func agent(_ name: String) throws -> AgentRecord? {
+        try reading(nil) { db in try AgentRecord.fetchOne(db, key: name) }
+    }
+
+    public func save(_ record: AgentRecord) throws {
+        let pool = try writer()
+        try describing { try pool.write { db in try record.save(db) } }
+    }
+
+    public func removeAgent(_ name: String) throws {
+        let pool = try writer()
+        _ = try describing { try pool.write { db in try AgentRecord.deleteOne(db, key: name) } }
+    }
+
+    // MARK: - Kill switch
+
+    public func killSwitch(_ name: String) throws -> KillSwitch? {
+        try reading(nil) { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT reason, actor, time FROM kill_switch WHERE name = ?", arguments: [name])
+            else { return nil }
+            return KillSwitch(reason: row["reason"], actor: row["actor"], time: row["time"])
+        }
+    }
+
+    public func killedAgents() throws -> Set<String> {
+        try reading([]) { db in Set(try String.fetchAll(db, sql: "SELECT name FROM kill_switch")) }
+    }
+
+    public func setKillSwitch(_ name: String, reason: String?, actor: String, at time: Date) throws {
+        guard let pool = try pool(create: true) else { return }
+        try describing {
+            try pool.write { db in
+                if let reason {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO kill_switch (name, reason, actor, time) VALUES (?, ?, ?, ?)",
+                        arguments: [name, reason, actor, time])
+                } else {
+                    try db.execute(sql: "DELETE FROM kill_switch WHERE name = ?", arguments: [name])
+                }
+                var event = EventRecord(
+                    time: time, agent: name, kind: reason == nil ? "unkill" : "kill", actor: actor,
+                    message: reason.map { "killed: \($0)" } ?? "kill switch lifted")
+                try event.insert(db)
+            }
+        }
+    }
+
+    // MARK: - Events
+
+    public func append(_ event: EventRecord) throws {
+        let pool = try writer()
+        try describing {
+            try pool.write { db in
+                var event = event
+                try event.insert(db)
+            }
+        }
+    }
+
+    public func events(agent: String?, limit: Int) throws -> [EventRecord] {
+        try reading([]) { db in
+            var request = EventRecord.order(Column("id").desc).limit(limit)
+            if let agent { request = request.filter(Column("agent") == agent) }
+            return try request.fetchAll(db)
+        }
+    }
+
+    // MARK: - Parse cache (the loader's, by blob id)
+
+    public func snapshot(key: String) throws -> (source: String, data: Data)? {
+        try reading(nil) { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT source, data FROM parse_snapshots WHERE key = ?", arguments: [key])
+            else { return nil }
+            return (row["source"], row["data"])
+        }
+    }
+
+    public func saveSnapshot(
+        key: String, source: String, data: Data, files: [CachedParse], removed: [String], replaceAll: Bool
+    ) throws -> Bool {
+        try withWriterLockIfFree {
+            let pool = try writer()
+            try describing {
+                try pool.write { db in
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO parse_snapshots (key, source, created_at, data) VALUES (?, ?, ?, ?)",
+                        arguments: [key, source, Date(), data])
+                    if replaceAll {
+                        try db.execute(sql: "DELETE FROM parse_cache WHERE repository = ?", arguments: [key])
+                    }
+                    for path in removed {
+                        try db.execute(sql: "DELETE FROM parse_cache WHERE repository = ? AND path = ?", arguments: [key, path])
+                    }
+                    let insert = try db.makeStatement(
+                        sql: "INSERT OR REPLACE INTO parse_cache (repository, path, blob_id, result) VALUES (?, ?, ?, ?)")
+                    for file in files {
+                        try insert.execute(arguments: [key, file.path, file.blobID, file.result])
+                    }
+                }
+            }
+        }
+    }
+
+    public func cachedFiles(key: String, paths: [String]?) throws -> [CachedParse] {
+        try reading([]) { db in
+            var rows: [CachedParse] = []
+            if let paths {
+                let select = try db.makeStatement(
+                    sql: "SELECT path, blob_id, result FROM parse_cache WHERE repository = ? AND path = ?")
+                for path in paths {
+                    if let row = try Row.fetchOne(select, arguments: [key, path]) {
+                        rows.append(CachedParse(path: row[0], blobID: row[1], result: row[2]))
+                    }
+                }
+            } else {
+                let cursor = try Row.fetchCursor(
+                    db, sql: "SELECT path, blob_id, result FROM parse_cache WHERE repository = ?", arguments: [key])
+                while let row = try cursor.next() { rows.append(CachedParse(path: row[0], blobID: row[1], result: row[2])) }
+            }
+            return rows
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import AgentryComposition
+import AgentryCore
+import ArgumentParser
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Logging options every command takes; logs go to standard error.
+struct LoggingOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. (env: AGENTRY_LOG_LEVEL)")
+    var logLevel: String?
+
+    func makeLogger() throws -> Logger {
+        let text = logLevel ?? LocalHost.environment()["AGENTRY_LOG_LEVEL"] ?? "warning"
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ValidationError("--log-level \(text): expected one of trace, debug, info, notice, warning, error, critical")
+        }
+        var logger = Logger(label: "agentry") { label in StreamLogHandler.standardError(label: label) }
+        logger.logLevel = level
+        return logger
+    }
+
+    /// For commands without `--log-level`: warnings and worse.
+    static func quiet() throws -> Logger {
+        var logger = Logger(label: "agentry") { label in StreamLogHandler.standardError(label: label) }
+        logger.logLevel = .warning
+        return logger
+    }
+}
+
+/// Where the actual state lives.
+struct StateOptions: ParsableArguments {
+    @Option(name: .long, help: "The state directory. (env: AGENTRY_STATE_DIR; default /var/lib/agentry as root, else $XDG_STATE_HOME/agentry)")
+    var stateDir: String?
+
+    var directory: String { LocalHost.stateDirectory(stateDir) }
+
+    func ports(_ logger: Logger, progress: @escaping @Sendable (String) -> Void = Output.progress) -> Ports {
+        LocalHost.ports(stateDirectory: directory, logger: logger, progress: progress)
+    }
+}
+
+/// Ports for commands that take no `--state-dir` (they read no state).
+func defaultPorts(_ logger: Logger) -> Ports {
+    LocalHost.ports(stateDirectory: LocalHost.stateDirectory(nil), logger: logger, parseCache: false)
+}
+
+/// Reads a file the user named (`-` for standard input), or fails saying which.
+func readInput(_ path: String, what: String) throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    let descriptor = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { throw CoreError(.io, "cannot read \(what) \(path): \(String(cString: strerror(errno)))") }
+    defer { if descriptor != 0 { close(descriptor) } }
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = read(descriptor, &buffer, buffer.count)
+        if count < 0 && errno == EINTR { continue }
+        if count < 0 { throw CoreError(.io, "cannot read \(what) \(path): \(String(cString: strerror(errno)))") }
+        if count == 0 { return bytes }
+        bytes += buffer[0..<count]
+    }
+}

@@ -1,0 +1,84 @@
+import AgentryBasics
+import Foundation
+import Testing
+
+@Suite struct TimestampTests {
+    @Test func writesRFC3339InUTCAndReadsItBack() {
+        let seconds = 1_800_000_000.25
+        #expect(Timestamp.rfc3339(seconds) == "2027-01-15T08:00:00Z")
+        #expect(Timestamp.rfc3339(seconds, fractional: true) == "2027-01-15T08:00:00.250Z")
+        #expect(Timestamp.compact(seconds) == "20270115-080000")
+        #expect(Timestamp.parse("2027-01-15T08:00:00.250Z") == seconds)
+        #expect(Timestamp.parse("2027-01-15T09:30:00+01:30") == 1_800_000_000)
+        #expect(Timestamp.parse("1970-01-01T00:00:00Z") == 0)
+        #expect(Timestamp.parse("2024-02-29T12:00:00Z").map { Timestamp.rfc3339($0) } == "2024-02-29T12:00:00Z")
+        for bad in ["", "2027-01-15", "2027-13-01T00:00:00Z", "2027-01-15T08:00:00", "2027-01-15T08:00:00Zjunk"] {
+            #expect(Timestamp.parse(bad) == nil, "\(bad)")
+        }
+        // The same as Foundation's, over a range of instants.
+        let formatter = ISO8601DateFormatter()
+        for step in stride(from: -86_400.0 * 400, to: 86_400.0 * 40_000, by: 86_400.0 * 97 + 3_727) {
+            #expect(Timestamp.rfc3339(step) == formatter.string(from: Date(timeIntervalSince1970: step)))
+        }
+    }
+}
+
+@Suite struct DurationTests {
+    @Test func parsesAndFormatsGoStyleDurations() {
+        #expect(DurationText.parse("1h30m") == 5_400_000)
+        #expect(DurationText.parse("500ms") == 500)
+        #expect(DurationText.parse("0s") == nil && DurationText.parse("15") == nil && DurationText.parse("") == nil)
+        #expect(DurationText.format(milliseconds: 900_000) == "15m")
+        #expect(DurationText.format(milliseconds: 1_500) == "1s500ms")
+        #expect(DurationText.seconds(milliseconds: 1_549) == "1.5s" && DurationText.seconds(milliseconds: 1_550) == "1.6s")
+        #expect(Duration.milliseconds(1500).milliseconds == 1500)
+        #expect(Duration.nanoseconds(1).millisecondsRoundedUp == 1 && Duration.nanoseconds(1).milliseconds == 0)
+        #expect(Duration.milliseconds(saturating: .max) > .seconds(86_400 * 365 * 1000))
+    }
+
+    @Test func tablesAlignColumnsWithoutTrailingSpaces() {
+        var table = TextTable(["A", "LONGER", "Z"])
+        table.append(["value", "x", "last"])
+        #expect(table.rendered == "A      LONGER  Z\nvalue  x       last\n")
+        #expect(Hex.string([0, 15, 255]) == "000fff" && Hex.random(bytes: 4).count == 8)
+    }
+}
+
+@Suite struct HostProcessTests {
+    let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+
+    @Test func collectsBothStreamsFeedsInputAndPassesTheStatus() throws {
+        let shell = try #require(HostProcess.locate("sh", path: ProcessInfo.processInfo.environment["PATH"]))
+        let result = try HostProcess.run(
+            shell, ["-c", "cat; echo err >&2; exit 3"], environment: environment, input: Array("in\n".utf8),
+            timeout: .seconds(10))
+        #expect(result.status == 3)
+        #expect(String(decoding: result.stdout, as: UTF8.self) == "in\n")
+        #expect(String(decoding: result.stderr, as: UTF8.self) == "err\n")
+        var lines: [String] = []
+        let merged = try HostProcess.run(
+            shell, ["-c", "echo one; echo two >&2; printf three"], environment: environment, timeout: .seconds(10),
+            merge: true, lines: { lines.append($0) })
+        #expect(merged.output == "one\ntwo\nthree" && lines == ["one", "two", "three"])
+        #expect(try HostProcess.run(shell, ["-c", "kill -9 $$"], environment: environment, timeout: .seconds(10)).status == 137)
+    }
+
+    @Test func aHangingProgramIsKilledAtItsDeadline() throws {
+        let shell = try #require(HostProcess.locate("sh", path: ProcessInfo.processInfo.environment["PATH"]))
+        #expect { try HostProcess.run(shell, ["-c", "sleep 30"], environment: environment, timeout: .milliseconds(300)) } throws: {
+            ($0 as? HostProcess.Failure)?.code == .timedOut
+        }
+    }
+
+    /// A child that leaves a grandchild holding its output (as QEMU's -daemonize does) does not
+    /// keep the caller waiting.
+    @Test func aDaemonizingChildDoesNotHoldTheCaller() throws {
+        let shell = try #require(HostProcess.locate("sh", path: ProcessInfo.processInfo.environment["PATH"]))
+        let started = ContinuousClock.now
+        let result = try HostProcess.run(
+            shell, ["-c", "echo started; (sleep 20 &) ; exit 0"], environment: environment, timeout: .seconds(15))
+        #expect(result.status == 0 && String(decoding: result.stdout, as: UTF8.self) == "started\n")
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(HostProcess.locate("no-such-program-here", path: "/usr/bin") == nil)
+    }
+}

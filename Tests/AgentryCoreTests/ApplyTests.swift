@@ -1,0 +1,232 @@
+import AgentryCore
+import AgentryRender
+import AgentryTesting
+import Foundation
+import Testing
+import TestSupport
+
+/// Apply's logic against fake machines: every action, what the machine, the state and history see.
+@Suite struct ApplyTests {
+    @Test func createBootsTheMachinePushesItsConfigurationAndRecordsIt() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        let commit = try fixture.commit()
+        let outcome = try await fixture.apply()
+        let step = try #require(fixture.step(outcome, "greeter"))
+        #expect(step.action == .create && !step.failed, "\(step.detail)")
+        #expect(step.detail.hasPrefix("running (booted in 1200 ms, disk mounted)"))
+        let machines = fixture.fakes.machines
+        #expect(machines.calls == ["prepare greeter", "start greeter"])
+        #expect(machines.text("greeter", "/agent/AGENTS.md") == "Greet people.")
+        let identity = try #require(machines.text("greeter", "/agent/.agentry/agent.json"))
+        #expect(identity.contains("\"commit\": \"\(commit)\""))
+        #expect(machines.machine("greeter")?.spec.memoryMiB == 192)
+
+        let record = try #require(try fixture.fakes.state.agent("greeter"))
+        #expect(record.machineState == "running" && record.appliedCommit == commit && record.accelerator == "tcg")
+        let events = try fixture.fakes.state.events(agent: "greeter", limit: 10).map(\.message)
+        #expect(events.first?.hasPrefix("create: done, running") == true && events.last == "create: started")
+        let audit = try #require(fixture.fakes.history.all.last)
+        #expect(audit.files.first?.path.hasPrefix("applies/") == true)
+        #expect(String(decoding: audit.files[0].bytes, as: UTF8.self).contains("  - \"create greeter: done\""))
+        #expect(fixture.fakes.state.heldLocks == 0, "the writer lock is released")
+
+        // Nothing changed: nothing happens.
+        machines.clearCalls()
+        let again = try await fixture.apply()
+        #expect(again.steps.isEmpty && machines.calls.isEmpty)
+        #expect(again.plan.document?.plan.hasChanges == false)
+    }
+
+    @Test func anUpdatePushesConfigurationWithoutARestartAndDropsWhatWentAway() async throws {
+        let fixture = try Fixture()
+        try fixture.write("skills/greeting/SKILL.md", "---\nname: greeting\ndescription: Greets.\n---\nSay hi.\n")
+        try fixture.agent("greeter", extra: ["skills: [greeting]"])
+        try fixture.commit()
+        _ = try await fixture.apply()
+        let machines = fixture.fakes.machines
+        #expect(machines.text("greeter", "/agent/skills/greeting/SKILL.md")?.contains("Say hi.") == true)
+        machines.clearCalls()
+
+        try fixture.agent("greeter", instructions: "Greet people warmly.")
+        try fixture.commit()
+        let outcome = try await fixture.apply()
+        let step = try #require(fixture.step(outcome, "greeter"))
+        #expect(step.action == .update && step.detail.contains("configuration pushed"), "\(step.detail)")
+        #expect(!machines.calls.contains { $0.hasPrefix("start") || $0.hasPrefix("stop") }, "\(machines.calls)")
+        #expect(machines.text("greeter", "/agent/AGENTS.md") == "Greet people warmly.")
+        #expect(machines.file("greeter", "/agent/skills/greeting/SKILL.md") == nil, "a dropped skill leaves nothing")
+        #expect(machines.machine("greeter")?.boots == 1)
+    }
+
+    @Test func aResourceChangeRestartsWithTheNewSizeAndTheSameDisk() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        let machines = fixture.fakes.machines
+        machines.clearCalls()
+        try fixture.environment(memory: "384Mi")
+        try fixture.commit()
+        let outcome = try await fixture.apply()
+        #expect(fixture.step(outcome, "greeter")?.action == .restart)
+        #expect(machines.calls == ["stop greeter graceful", "prepare greeter", "start greeter"], "\(machines.calls)")
+        #expect(machines.machine("greeter")?.spec.memoryMiB == 384)
+        #expect(machines.machine("greeter")?.boots == 2)
+        #expect(machines.text("greeter", "/agent/AGENTS.md") == "Greet people.", "the disk is kept")
+    }
+
+    @Test func aHarnessChangeReinstallsKeepingTheDisk() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        let machines = fixture.fakes.machines
+        machines.clearCalls()
+        try fixture.write(
+            "harnesses/shell.yaml",
+            """
+            apiVersion: agentry/v1
+            kind: Harness
+            metadata: {name: shell}
+            spec:
+              type: shell
+              version: "2"
+              command: ["/bin/sh", "-c", "echo {{prompt}}"]
+              supports: {apis: [chat-completions]}
+
+            """)
+        try fixture.commit()
+        let outcome = try await fixture.apply()
+        let step = try #require(fixture.step(outcome, "greeter"))
+        #expect(step.action == .reinstall && !step.failed, "\(step.detail)")
+        #expect(!machines.calls.contains { $0.hasPrefix("removeDisk") || $0.hasPrefix("stop") }, "\(machines.calls)")
+        #expect(machines.text("greeter", "/agent/.agentry/agent.json") != nil)
+    }
+
+    @Test func aReplaceMakesANewDiskAndBringsTheMemoryBack() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        fixture.fakes.machines.setHarness { command in
+            .init(stdout: "noted\n", writes: ["/agent/memory/notes.md": Array("remember me\n".utf8)])
+        }
+        _ = try await fixture.run("greeter")
+
+        let machines = fixture.fakes.machines
+        machines.clearCalls()
+        try fixture.environment(base: "debian-12", packages: ["git"])
+        try fixture.commit()
+        let outcome = try await fixture.apply()
+        let step = try #require(fixture.step(outcome, "greeter"))
+        #expect(step.action == .replace, "\(step.detail)")
+        #expect(step.detail.contains("memory restored from run"), "\(step.detail)")
+        #expect(Array(machines.calls.prefix(3)) == ["stop greeter graceful", "removeDisk greeter", "prepare greeter"])
+        #expect(machines.machine("greeter")?.spec.packages == ["git"])
+        #expect(machines.text("greeter", "/agent/memory/notes.md") == "remember me\n")
+    }
+
+    @Test func pauseStopsKeepingEverythingAndDeleteFollowsTheDeletionPolicy() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("keeper", deletionPolicy: "retain")
+        try fixture.agent("tosser", deletionPolicy: "delete")
+        try fixture.agent("third")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        let machines = fixture.fakes.machines
+
+        try fixture.agent("keeper", lifecycle: "paused", deletionPolicy: "retain")
+        try fixture.commit()
+        let paused = try await fixture.apply()
+        #expect(fixture.step(paused, "keeper")?.action == .pause)
+        #expect(!machines.isRunning("keeper") && machines.diskExists("keeper"))
+        #expect(try fixture.fakes.state.agent("keeper")?.machineState == "stopped")
+
+        machines.clearCalls()
+        try fixture.remove("agents/keeper.yaml")
+        try fixture.commit()
+        let deleted = try await fixture.apply()
+        #expect(fixture.step(deleted, "keeper")?.action == .delete)
+        #expect(machines.calls.contains("remove keeper keepDisk"), "\(machines.calls)")
+        #expect(try fixture.fakes.state.agent("keeper") == nil)
+
+        try fixture.remove("agents/tosser.yaml")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        #expect(machines.calls.contains("remove tosser"), "\(machines.calls)")
+        #expect(!machines.diskExists("tosser"))
+    }
+
+    @Test func aMachineThatNeverReportsInFailsAloneAndSaysWhy() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("mute")
+        try fixture.agent("talker")
+        try fixture.commit()
+        fixture.fakes.machines.neverReportsIn("mute")
+        let outcome = try await fixture.apply(ApplyOptions(bootTimeout: .seconds(5), actor: "ci"))
+        let mute = try #require(fixture.step(outcome, "mute"))
+        #expect(mute.failed && mute.detail.contains("did not report in within 5.0 seconds"), "\(mute.detail)")
+        #expect(mute.detail.contains("[fake console of mute]"), "quotes the console")
+        #expect(try fixture.fakes.state.agent("mute")?.machineState == "failed")
+        #expect(!fixture.fakes.machines.isRunning("mute"))
+        #expect(fixture.step(outcome, "talker")?.failed == false, "the other agent is unaffected")
+        #expect(fixture.fakes.history.all.last.map { String(decoding: $0.files[0].bytes, as: UTF8.self) }?.contains("create mute: failed") == true)
+    }
+
+    @Test func aDeadMachineIsStartedAgainWithItsDisk() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        fixture.fakes.machines.crash("greeter")
+        let outcome = try await fixture.apply()
+        #expect(fixture.step(outcome, "greeter")?.action == .restart)
+        #expect(fixture.fakes.machines.isRunning("greeter"))
+        #expect(try fixture.fakes.state.events(agent: "greeter", limit: 10).contains { $0.kind == "drift" })
+    }
+
+    @Test func aKilledAgentIsNotStartedAndAMissingDiskIsNotRemadeSilently() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("rogue")
+        try fixture.agent("lost")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        try await Operations(fixture.ports).kill(agent: "rogue", reason: "leaking", actor: "ana", repository: nil, warn: { _ in })
+        #expect(!fixture.fakes.machines.isRunning("rogue"))
+        try fixture.fakes.machines.removeDisk("lost")
+        let outcome = try await fixture.apply()
+        #expect(fixture.step(outcome, "rogue")?.detail.contains("blocked by the kill switch") == true)
+        #expect(!fixture.fakes.machines.isRunning("rogue"))
+        let lost = try #require(fixture.step(outcome, "lost"))
+        #expect(lost.failed && lost.detail.contains("is missing"), "\(lost.detail)")
+        var options = ApplyOptions(actor: "ci")
+        options.recreateMissingDisks = true
+        let recreated = try await fixture.apply(options)
+        #expect(fixture.step(recreated, "lost")?.failed == false)
+    }
+
+    @Test func aSavedPlanIsRefusedOnceTheActualStateMoved() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        let planned = try #require(try await Planning(fixture.ports).plan(fixture.target, options: PlanOptions()).document)
+        let saved = try SavedPlan.parse(Array(PlanOutput.json(planned).utf8), name: "plan.json")
+        _ = try await fixture.apply()
+        await #expect {
+            try await Apply(fixture.ports).run(.init(target: fixture.target, savedPlan: saved, options: ApplyOptions(actor: "ci")))
+        } throws: { error in
+            (error as? CoreError)?.code == .planStale && "\(error)".contains("plan again")
+        }
+        #expect(throws: CoreError.self) { try SavedPlan.parse(Array("{}".utf8), name: "x.json") }
+    }
+
+    @Test func anotherWritersLockStopsApplyAtOnce() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        fixture.fakes.state.lockedByAnotherProcess = true
+        await #expect { try await fixture.apply() } throws: { ($0 as? CoreError)?.code == .stateLocked }
+        #expect(fixture.fakes.machines.calls.isEmpty)
+    }
+}

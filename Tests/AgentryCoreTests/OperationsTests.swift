@@ -1,0 +1,131 @@
+import AgentryCore
+import AgentryTesting
+import Foundation
+import Synchronization
+import Testing
+import TestSupport
+
+/// Exec, kill, unkill and status against fake machines.
+@Suite struct OperationsTests {
+    @Test func execPassesStatusAndOutputAndSaysWhyItCannot() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.agent("sleepy", lifecycle: "paused")
+        try fixture.commit()
+        let operations = Operations(fixture.ports)
+        await #expect { try await operations.exec(agent: "greeter", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+            ($0 as? CoreError)?.code == .notFound
+        }
+        _ = try await fixture.apply()
+        fixture.fakes.machines.setHarness { command in .init(stdout: command.argv.joined(separator: " ") + "\n", status: 7) }
+        let output = Mutex("")
+        let status = try await operations.exec(
+            agent: "greeter", argv: ["uname", "-a"], timeout: .seconds(5),
+            output: { _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) } })
+        #expect(status == 7 && output.withLock { $0 } == "uname -a\n")
+        await #expect { try await operations.exec(agent: "sleepy", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+            ($0 as? CoreError)?.code == .agentBlocked && "\($0)".contains("paused")
+        }
+        await #expect { try await operations.exec(agent: "nobody", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+            ($0 as? CoreError)?.code == .notFound && "\($0)".contains("no agent nobody has been applied")
+        }
+        fixture.fakes.machines.crash("greeter")
+        await #expect { try await operations.exec(agent: "greeter", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+            ($0 as? CoreError)?.code == .machineNotRunning
+        }
+    }
+
+    @Test func killStopsAtOnceAndIsRecordedUntilLifted() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("rogue")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        let operations = Operations(fixture.ports)
+        try await operations.kill(agent: "rogue", reason: "leaking tokens", actor: "ana", repository: nil, warn: { _ in })
+        #expect(!fixture.fakes.machines.isRunning("rogue"))
+        #expect(try fixture.fakes.state.killSwitch("rogue")?.reason == "leaking tokens")
+        let event = try #require(fixture.fakes.history.all.last)
+        #expect(event.files.first?.path.hasPrefix("events/") == true && event.message.hasPrefix("kill rogue-kill by ana"))
+        #expect(event.location.repository == fixture.repo.path, "recorded where the last apply read")
+        let rows = try await AgentStatus.collect(repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
+        #expect(rows.first?.machineState == "killed")
+
+        let blocked = try await fixture.apply()
+        #expect(blocked.steps.first?.detail.contains("blocked by the kill switch") == true)
+        #expect(!fixture.fakes.machines.isRunning("rogue"))
+        try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in })
+        await #expect { try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in }) } throws: {
+            ($0 as? CoreError)?.code == .notFound && "\($0)".contains("is not killed")
+        }
+        _ = try await fixture.apply()
+        #expect(fixture.fakes.machines.isRunning("rogue"))
+    }
+
+    @Test func statusSeesWhatTheMachineIsDoingNow() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.agent("later")
+        try fixture.commit()
+        var options = ApplyOptions(actor: "ci")
+        options.only = ["greeter"]
+        _ = try await fixture.apply(options)
+        fixture.fakes.machines.crash("greeter")
+        let rows = try await AgentStatus.collect(repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
+        let greeter = try #require(rows.first { $0.name == "greeter" })
+        #expect(greeter.machineState == "died" && greeter.sync == "in sync")
+        #expect(rows.first { $0.name == "later" }?.sync == "not applied")
+        let table = AgentStatus.table(rows)
+        #expect(table.split(separator: "\n").first?.hasPrefix("AGENT") == true && table.contains("died"))
+        #expect(AgentStatus.json(rows).contains("\"machineState\": \"died\""))
+    }
+}
+
+/// One operation at a time per agent; different agents in parallel.
+@Suite struct AgentLanesTests {
+    @Test func operationsOnOneAgentTakeTurnsAndOthersDoNot() async throws {
+        let lanes = AgentLanes()
+        let log = Mutex<[String]>([])
+        let inside = Mutex<[String: Int]>([:])
+        let overlapSeen = Mutex(false)
+        let operation: @Sendable (String, Int) async throws -> Void = { agent, index in
+            try await lanes.withLane(agent) {
+                let now = inside.withLock { counts -> Int in
+                    counts[agent, default: 0] += 1
+                    return counts[agent]!
+                }
+                if now > 1 { overlapSeen.withLock { $0 = true } }
+                log.withLock { $0.append("\(agent)\(index) in") }
+                for _ in 0..<5 { await Task.yield() }
+                log.withLock { $0.append("\(agent)\(index) out") }
+                inside.withLock { $0[agent, default: 0] -= 1 }
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<6 {
+                group.addTask { try await operation("a", index) }
+                group.addTask { try await operation("b", index) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(!overlapSeen.withLock { $0 }, "two operations held one agent's lane at once")
+        let entries = log.withLock { $0 }
+        #expect(entries.count == 24)
+        let busyA = await lanes.isBusy("a")
+        let busyB = await lanes.isBusy("b")
+        #expect(!busyA && !busyB)
+        // Each agent's entries alternate in, out.
+        for agent in ["a", "b"] {
+            let own = entries.filter { $0.hasPrefix(agent) }
+            for (index, entry) in own.enumerated() { #expect(entry.hasSuffix(index % 2 == 0 ? " in" : " out")) }
+        }
+    }
+
+    @Test func aFailingOperationReleasesItsLane() async throws {
+        let lanes = AgentLanes()
+        await #expect(throws: CoreError.self) {
+            try await lanes.withLane("a") { () async throws -> Int in throw CoreError(.internalFailure, "boom") }
+        }
+        let value = try await lanes.withLane("a") { 1 }
+        #expect(value == 1)
+    }
+}

@@ -1,0 +1,162 @@
+import AgentryBasics
+import AgentryCore
+import AgentryModel
+import AgentryRender
+import AgentryWire
+import Foundation
+import Synchronization
+
+/// Machines in memory: each has a disk (a map of guest paths to bytes), a running flag and a
+/// record of what was done to it. Its guest channel runs agentry's own guest scripts by meaning
+/// (`FakeGuest`), and anything else through `harness`, a test's stand-in for the harness command.
+public final class FakeMachines: MachineBackend {
+    public struct Machine: Sendable {
+        public var spec: MachineSpec
+        public var running = false
+        public var boots = 0
+        /// Guest paths (`/agent/...`, `/run/...`) to their bytes.
+        public var files: [String: [UInt8]] = [:]
+    }
+
+    /// What a harness (or any command that is not one of agentry's scripts) was asked to run.
+    public struct Command: Sendable {
+        public var machine: String
+        public var argv: [String]
+        public var environment: [String: String]
+        public var timeout: Duration?
+    }
+
+    /// What it did: its output, how it ended, and files it left (guest paths).
+    public struct Outcome: Sendable {
+        public var stdout: String
+        public var stderr: String
+        public var status: Int
+        public var timedOut: Bool
+        public var writes: [String: [UInt8]]
+
+        public init(stdout: String = "", stderr: String = "", status: Int = 0, timedOut: Bool = false, writes: [String: [UInt8]] = [:]) {
+            self.stdout = stdout
+            self.stderr = stderr
+            self.status = status
+            self.timedOut = timedOut
+            self.writes = writes
+        }
+    }
+
+    struct World {
+        var machines: [String: Machine] = [:]
+        var calls: [String] = []
+        var silent: Set<String> = []
+        var prepareFailures: [String: String] = [:]
+        var harness: @Sendable (Command) -> Outcome = { _ in Outcome() }
+    }
+
+    let world = Mutex(World())
+
+    public init() {}
+
+    // MARK: - For tests
+
+    public func machine(_ name: String) -> Machine? { world.withLock { $0.machines[name] } }
+
+    /// Every backend call, in order: `prepare a`, `start a`, `stop a graceful`, ...
+    public var calls: [String] { world.withLock { $0.calls } }
+
+    public func clearCalls() { world.withLock { $0.calls = [] } }
+
+    /// The machine starts but its guest never says hello.
+    public func neverReportsIn(_ name: String) { world.withLock { _ = $0.silent.insert(name) } }
+
+    /// `prepare` fails for this agent with this message (a corrupt disk, a full host disk).
+    public func failPrepare(_ name: String, _ message: String) { world.withLock { $0.prepareFailures[name] = message } }
+
+    public func setHarness(_ body: @escaping @Sendable (Command) -> Outcome) { world.withLock { $0.harness = body } }
+
+    /// The machine's process dies (its disk stays).
+    public func crash(_ name: String) { world.withLock { $0.machines[name]?.running = false } }
+
+    public func file(_ name: String, _ path: String) -> [UInt8]? { world.withLock { $0.machines[name]?.files[path] } }
+
+    public func text(_ name: String, _ path: String) -> String? { file(name, path).map { String(decoding: $0, as: UTF8.self) } }
+
+    func note(_ call: String) { world.withLock { $0.calls.append(call) } }
+
+    // MARK: - MachineBackend
+
+    public func isRunning(_ name: String) -> Bool { world.withLock { $0.machines[name]?.running ?? false } }
+
+    public func diskExists(_ name: String) -> Bool { world.withLock { $0.machines[name] != nil } }
+
+    public func diskLocation(_ name: String) -> String { "fake:/\(name)/env.qcow2" }
+
+    public func prepare(_ spec: MachineSpec) throws -> PreparedMachine {
+        try world.withLock { world in
+            world.calls.append("prepare \(spec.name)")
+            if let failure = world.prepareFailures[spec.name] { throw FakeFailure(.io, failure) }
+            let fresh = world.machines[spec.name] == nil
+            if fresh { world.machines[spec.name] = Machine(spec: spec) }
+            world.machines[spec.name]?.spec = spec
+            return PreparedMachine(freshDisk: fresh, accelerator: "tcg")
+        }
+    }
+
+    public func start(_ spec: MachineSpec) throws -> any GuestChannel {
+        let silent = try world.withLock { world in
+            world.calls.append("start \(spec.name)")
+            guard world.machines[spec.name] != nil else { throw FakeFailure(.internalFailure, "started without a disk") }
+            guard world.machines[spec.name]?.running != true else { throw FakeFailure(.internalFailure, "started twice") }
+            world.machines[spec.name]?.running = true
+            world.machines[spec.name]?.boots += 1
+            world.machines[spec.name]?.spec = spec
+            return world.silent.contains(spec.name)
+        }
+        return FakeGuest(machines: self, name: spec.name, silent: silent, booting: true)
+    }
+
+    public func connect(_ name: String, timeout: Duration) throws -> any GuestChannel {
+        note("connect \(name)")
+        guard isRunning(name), !world.withLock({ $0.silent.contains(name) }) else {
+            throw FakeFailure(.unavailable, "the machine \(name) did not report in within \(timeout)")
+        }
+        return FakeGuest(machines: self, name: name, silent: false, booting: false)
+    }
+
+    public func stop(_ name: String, graceful: Bool) {
+        world.withLock { world in
+            guard world.machines[name]?.running == true else { return }
+            world.calls.append("stop \(name)\(graceful ? " graceful" : "")")
+            world.machines[name]?.running = false
+            // A power-off empties the guest's tmpfs.
+            let kept = world.machines[name]?.files.filter { !$0.key.hasPrefix("/run/") } ?? [:]
+            world.machines[name]?.files = kept
+        }
+    }
+
+    public func removeDisk(_ name: String) throws {
+        world.withLock { world in
+            world.calls.append("removeDisk \(name)")
+            world.machines[name] = nil
+        }
+    }
+
+    public func remove(_ name: String, keepDisk: Bool) throws {
+        world.withLock { world in
+            world.calls.append("remove \(name)\(keepDisk ? " keepDisk" : "")")
+            if !keepDisk { world.machines[name] = nil }
+        }
+    }
+
+    public func consoleTail(_ name: String) -> String { "  | [fake console of \(name)]" }
+
+    public func egressAllowlist(_ name: String) -> EgressAllowlist? {
+        world.withLock { $0.machines[name]?.spec.egress.allowlist }
+    }
+
+    public func setEgressAllowlist(_ name: String, _ allowlist: EgressAllowlist) throws {
+        world.withLock { $0.machines[name]?.spec.egress = .allowlist(allowlist) }
+    }
+
+    public func buildImage(base: String) throws -> String { "fake:/images/\(base)" }
+
+    public var debianMirror: String { "http://deb.example.org/debian" }
+}

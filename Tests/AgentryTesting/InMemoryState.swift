@@ -1,0 +1,256 @@
+import AgentryBasics
+import AgentryCore
+import Foundation
+import Synchronization
+
+/// Why a fake refused: a test's way of making a port fail, or the core breaking a port's contract.
+public struct FakeFailure: AgentryFailure {
+    public var category: FailureCategory
+    public var message: String
+
+    public init(_ category: FailureCategory, _ message: String) {
+        self.category = category
+        self.message = message
+    }
+}
+
+/// The actual state in memory, keeping the real store's contract: writes need the writer lock
+/// (a write without it fails, so a test catches the core writing unguarded), and another process
+/// holding the lock can be pretended (`lockedByAnotherProcess`).
+public final class InMemoryState: StateStore, ParseCache {
+    struct Contents {
+        var agents: [String: AgentRecord] = [:]
+        var kills: [String: KillSwitch] = [:]
+        var events: [EventRecord] = []
+        var repository: String?
+        var snapshots: [String: (String, Data)] = [:]
+        var parses: [String: [String: CachedParse]] = [:]
+        var locks = 0
+        var lockedElsewhere = false
+        var created = false
+    }
+
+    private let contents = Mutex(Contents())
+
+    public init() {}
+
+    /// Pretends another agentry process holds the writer lock.
+    public var lockedByAnotherProcess: Bool {
+        get { contents.withLock { $0.lockedElsewhere } }
+        set { contents.withLock { $0.lockedElsewhere = newValue } }
+    }
+
+    /// How many writer locks are held now.
+    public var heldLocks: Int { contents.withLock { $0.locks } }
+
+    public var exists: Bool { contents.withLock { $0.created } }
+
+    func write<T>(_ body: (inout Contents) throws -> T) throws -> T {
+        try contents.withLock { contents in
+            guard contents.locks > 0 else { throw FakeFailure(.internalFailure, "written without the writer lock") }
+            contents.created = true
+            return try body(&contents)
+        }
+    }
+
+    public func agents() throws -> [AgentRecord] {
+        contents.withLock { $0.agents.values.sorted { $0.name < $1.name } }
+    }
+
+    public func agent(_ name: String) throws -> AgentRecord? { contents.withLock { $0.agents[name] } }
+
+    public func appliedAgents() throws -> [AppliedAgent] {
+        try agents().map {
+            AppliedAgent(
+                name: $0.name, revision: $0.appliedRevision, lifecycle: $0.lifecycle, deletionPolicy: $0.deletionPolicy,
+                machineState: $0.machineState, fieldsJSON: $0.appliedFields)
+        }
+    }
+
+    public func save(_ record: AgentRecord) throws { try write { $0.agents[record.name] = record } }
+
+    public func removeAgent(_ name: String) throws { try write { $0.agents[name] = nil } }
+
+    public func killSwitch(_ name: String) throws -> KillSwitch? { contents.withLock { $0.kills[name] } }
+
+    public func killedAgents() throws -> Set<String> { contents.withLock { Set($0.kills.keys) } }
+
+    public func setKillSwitch(_ name: String, reason: String?, actor: String, at time: Date) throws {
+        contents.withLock { contents in
+            contents.created = true
+            contents.kills[name] = reason.map { KillSwitch(reason: $0, actor: actor, time: time) }
+            contents.events.append(
+                EventRecord(
+                    time: time, agent: name, kind: reason == nil ? "unkill" : "kill", actor: actor,
+                    message: reason.map { "killed: \($0)" } ?? "kill switch lifted"))
+        }
+    }
+
+    public func append(_ event: EventRecord) throws { try write { $0.events.append(event) } }
+
+    public func events(agent: String?, limit: Int) throws -> [EventRecord] {
+        contents.withLock { contents in
+            Array(contents.events.reversed().filter { agent == nil || $0.agent == agent }.prefix(limit))
+        }
+    }
+
+    public func rememberedRepository() -> String? { contents.withLock { $0.repository } }
+
+    public func rememberRepository(_ absolutePath: String) { contents.withLock { $0.repository = absolutePath } }
+
+    final class Lock: StateWriterLock {
+        let state: InMemoryState
+        let held = Mutex(true)
+
+        init(_ state: InMemoryState) { self.state = state }
+
+        func release() {
+            guard held.withLock({ value in defer { value = false }; return value }) else { return }
+            state.contents.withLock { $0.locks -= 1 }
+        }
+
+        deinit { release() }
+    }
+
+    public func lockForWriting() throws -> any StateWriterLock {
+        try contents.withLock { contents in
+            guard !contents.lockedElsewhere else {
+                throw FakeFailure(.locked, "the state is locked by process 4242 (another agentry apply or reconcile is writing)")
+            }
+            contents.locks += 1
+        }
+        return Lock(self)
+    }
+
+    public func withWriterLockIfFree(_ body: () throws -> Void) throws -> Bool {
+        if heldLocks > 0 {
+            try body()
+            return true
+        }
+        guard let lock = try? lockForWriting() else { return false }
+        defer { lock.release() }
+        try body()
+        return true
+    }
+
+    // MARK: - Parse cache
+
+    public func snapshot(key: String) throws -> (source: String, data: Data)? {
+        contents.withLock { $0.snapshots[key].map { (source: $0.0, data: $0.1) } }
+    }
+
+    public func cachedFiles(key: String, paths: [String]?) throws -> [CachedParse] {
+        contents.withLock { contents in
+            let rows = contents.parses[key] ?? [:]
+            return paths.map { $0.compactMap { rows[$0] } } ?? Array(rows.values)
+        }
+    }
+
+    public func saveSnapshot(
+        key: String, source: String, data: Data, files: [CachedParse], removed: [String], replaceAll: Bool
+    ) throws -> Bool {
+        try withWriterLockIfFree {
+            try write { contents in
+                contents.snapshots[key] = (source, data)
+                if replaceAll { contents.parses[key] = [:] }
+                for path in removed { contents.parses[key]?[path] = nil }
+                for file in files { contents.parses[key, default: [:]][file.path] = file }
+            }
+        }
+    }
+}
+
+/// Secrets in memory.
+public final class InMemorySecrets: SecretStore {
+    private let values = Mutex([String: ([UInt8], Date)]())
+
+    public init(_ initial: [String: String] = [:]) {
+        values.withLock { values in
+            for (key, value) in initial { values[key] = (Array(value.utf8), Date(timeIntervalSince1970: 0)) }
+        }
+    }
+
+    public func value(_ key: String) throws -> [UInt8]? { values.withLock { $0[key]?.0 } }
+
+    public func set(_ key: String, value: [UInt8]) throws { values.withLock { $0[key] = (value, Date()) } }
+
+    public func list() throws -> [SecretEntry] {
+        values.withLock { $0.map { SecretEntry(key: $0.key, updatedAt: $0.value.1) }.sorted { $0.key < $1.key } }
+    }
+
+    public func remove(_ key: String) throws {
+        try values.withLock { values in
+            guard values.removeValue(forKey: key) != nil else { throw FakeFailure(.notFound, "no secret \(key) in the store") }
+        }
+    }
+}
+
+/// A clock that stands still until told, and moves on instead of sleeping.
+public final class ManualClock: WallClock {
+    private let time: Mutex<Date>
+
+    public init(_ start: Date = Date(timeIntervalSince1970: 1_800_000_000)) {
+        time = Mutex(start)
+    }
+
+    public func now() -> Date { time.withLock { $0 } }
+
+    public func advance(by seconds: Double) { time.withLock { $0 = $0.addingTimeInterval(seconds) } }
+
+    public func sleep(for duration: Duration) async {
+        advance(by: Double(duration.milliseconds) / 1000)
+        await Task.yield()
+    }
+}
+
+/// History branches in memory: each record is a commit of files.
+public final class InMemoryHistory: HistoryStore {
+    public struct Commit: Sendable {
+        public var location: HistoryLocation
+        public var files: [HistoryFile]
+        public var message: String
+        public var actor: String
+        public var id: String
+    }
+
+    private let commits = Mutex([Commit]())
+    /// Set to make every record fail (a repository that cannot be written).
+    public let failing = Mutex(false)
+
+    public init() {}
+
+    public var all: [Commit] { commits.withLock { $0 } }
+
+    public func record(_ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation)
+        throws -> HistoryCommit
+    {
+        if failing.withLock({ $0 }) { throw FakeFailure(.unavailable, "the history repository is read-only") }
+        return commits.withLock { commits in
+            let id = Hex.string(Array(String(commits.count + 1).utf8)).padding(toLength: 40, withPad: "0", startingAt: 0)
+            commits.append(Commit(location: location, files: files, message: message, actor: actor, id: id))
+            return HistoryCommit(commit: id, pushWarning: nil)
+        }
+    }
+
+    func tree(_ location: HistoryLocation) -> [String: [UInt8]] {
+        commits.withLock { commits in
+            var tree: [String: [UInt8]] = [:]
+            for commit in commits where commit.location == location {
+                for file in commit.files { tree[file.path] = file.bytes }
+            }
+            return tree
+        }
+    }
+
+    public func files(under folder: String, in location: HistoryLocation) throws -> [HistoryFile]? {
+        let tree = tree(location)
+        guard !tree.isEmpty else { return nil }
+        return tree.filter { $0.key.hasPrefix(folder + "/") }.map { HistoryFile(path: $0.key, bytes: $0.value) }.sorted { $0.path < $1.path }
+    }
+
+    public func paths(under folder: String, in location: HistoryLocation) throws -> [String]? {
+        try files(under: folder, in: location)?.map(\.path)
+    }
+
+    public func read(_ path: String, in location: HistoryLocation) throws -> [UInt8]? { tree(location)[path] }
+}
