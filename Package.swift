@@ -81,7 +81,9 @@ let package = Package(
         // The machine backend: guest images, QEMU microVMs, their control channel, the egress proxy.
         .target(
             name: "AgentryMachine",
-            dependencies: ["AgentryCore", "AgentryRender", "AgentryModel", "AgentryWire", "AgentryBasics", "CGuestSupport"]
+            dependencies: [
+                "AgentryCore", "AgentryRender", "AgentryModel", "AgentryWire", "AgentryBasics", "CGuestSupport",
+            ]
         ),
 
         // MARK: Composition and executables
@@ -137,7 +139,9 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentryStateTests",
-            dependencies: ["AgentryState", "AgentryCore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "AgentryState", "AgentryCore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "AgentrySecretsTests", dependencies: ["AgentrySecrets", "AgentryCore", "TestSupport"]),

@@ -41,7 +41,8 @@ public enum HostProcess {
     /// (and in /usr/sbin and /sbin, where Debian keeps some tools).
     public static func locate(_ program: String, path: String?) -> String? {
         if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }
-        let folders = (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
+        let folders =
+            (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
             + ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
         for folder in folders {
             let candidate = "\(folder)/\(program)"
@@ -169,7 +170,11 @@ public enum HostProcess {
                 kill(pid, SIGKILL)
                 while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
                 let shown = ([executable] + arguments).joined(separator: " ")
-                throw Failure(code: .timedOut, message: "\(shown) did not finish within \(DurationText.format(milliseconds: UInt64(max(0, timeout.milliseconds))))")
+                throw Failure(
+                    code: .timedOut,
+                    message:
+                        "\(shown) did not finish within \(DurationText.format(milliseconds: UInt64(max(0, timeout.milliseconds))))"
+                )
             }
             var descriptors = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let ready = poll(&descriptors, nfds_t(descriptors.count), exited ? 0 : 10)

@@ -42,7 +42,8 @@ public enum Timestamp {
     /// `20261128-024512`: sorts by time, safe in file names.
     public static func compact(_ secondsSinceEpoch: Double) -> String {
         let p = parts(Int64(secondsSinceEpoch.rounded(.down)))
-        return "\(padded(p.year, 4))\(padded(p.month, 2))\(padded(p.day, 2))-\(padded(p.hour, 2))\(padded(p.minute, 2))\(padded(p.second, 2))"
+        return
+            "\(padded(p.year, 4))\(padded(p.month, 2))\(padded(p.day, 2))-\(padded(p.hour, 2))\(padded(p.minute, 2))\(padded(p.second, 2))"
     }
 
     /// Parses RFC 3339 (`Z` or a numeric offset, optional fraction); nil when `text` is not one.

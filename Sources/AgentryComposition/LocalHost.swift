@@ -107,7 +107,8 @@ public enum HistoryBenchmark {
                 [
                     RecordFile(path: folder + "/record.yaml", bytes: Array(record(index).utf8)),
                     RecordFile(path: folder + "/log.txt", bytes: Array("log line of run \(index)\n".utf8)),
-                ], message: "run \(index)\n", author: author, at: Date(timeIntervalSince1970: 1_800_000_000 + Double(index)))
+                ], message: "run \(index)\n", author: author,
+                at: Date(timeIntervalSince1970: 1_800_000_000 + Double(index)))
         }
         let elapsed = ContinuousClock.now - start
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

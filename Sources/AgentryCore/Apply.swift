@@ -94,7 +94,9 @@ public struct Apply: Sendable {
     }
 
     /// Applies `request`; `holdingLanes` are the agents whose lanes the caller already holds (a run).
-    func converge(_ request: Request, holdingLanes: Set<String>, bundleAlways: Set<String> = []) async throws -> Converged {
+    func converge(_ request: Request, holdingLanes: Set<String>, bundleAlways: Set<String> = []) async throws
+        -> Converged
+    {
         var phases = PhaseClock(logger: ports.logger, label: "apply phase")
         let ports = ports
         let lock = try reporting(.stateUnavailable) { try ports.state.lockForWriting() }
@@ -111,11 +113,14 @@ public struct Apply: Sendable {
             ports: ports, options: request.options, loaded: prepared.loaded!, fields: prepared.fields,
             bundles: prepared.bundles, records: prepared.records, killed: prepared.killed,
             historyRepository: request.savedPlan?.repository ?? request.target.repository, progress: progress)
-        let steps = try await runSteps(selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
+        let steps = try await runSteps(
+            selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
         phases.mark("steps")
         defer { phases.mark("records") }
         try await BlockingWork.run { try finish(request, plan: plan, loaded: prepared.loaded!, steps: steps) }
-        return Converged(outcome: Outcome(plan: .planned(document), steps: steps), loaded: prepared.loaded, bundles: prepared.bundles)
+        return Converged(
+            outcome: Outcome(plan: .planned(document), steps: steps), loaded: prepared.loaded, bundles: prepared.bundles
+        )
     }
 
     struct Prepared: Sendable {
@@ -130,13 +135,16 @@ public struct Apply: Sendable {
     /// Loads and plans (refusing a stale saved plan), and reads what the steps will need from git.
     func prepare(_ request: Request, bundleAlways: Set<String>) throws -> Prepared? {
         let saved = request.savedPlan
-        let target = saved.map { Planning.Target(repository: $0.repository, ref: $0.ref, path: $0.path) } ?? request.target
+        let target =
+            saved.map { Planning.Target(repository: $0.repository, ref: $0.ref, path: $0.path) } ?? request.target
         let reader = try ports.reader(target.repository, path: target.path)
         if let saved {
             let now = try reporting(.repositoryUnavailable) { try reader.commit(for: saved.ref) }
             guard now == saved.commit || saved.ref == saved.commit else {
                 throw CoreError(
-                    .planStale, "the saved plan is for \(saved.commit.prefix(12)), but \(saved.ref) is now \(now.prefix(12)); plan again")
+                    .planStale,
+                    "the saved plan is for \(saved.commit.prefix(12)), but \(saved.ref) is now \(now.prefix(12)); plan again"
+                )
             }
         }
         let loaded = try reporting(.repositoryUnavailable) { try reader.load(saved?.commit ?? request.target.ref) }
@@ -146,7 +154,8 @@ public struct Apply: Sendable {
             checkActual: { actual in
                 if let saved, saved.actualDigest != actual.digest {
                     throw CoreError(
-                        .planStale, "the actual state changed since the plan was made (another apply, a kill, a drift); plan again")
+                        .planStale,
+                        "the actual state changed since the plan was made (another apply, a kill, a drift); plan again")
                 }
             })
         guard case .planned(let document) = outcome else { return Prepared(outcome: outcome, loaded: loaded) }
@@ -158,17 +167,24 @@ public struct Apply: Sendable {
         var bundles: [String: AgentBundle] = [:]
         for planned in selected {
             let name = planned.agent
-            guard let wanted = loaded.desired.agents[name], wanted.lifecycle == .active, planned.action != .delete else { continue }
-            guard bundleAlways.contains(name) || planned.action != .noop || !ports.machines.isRunning(name) else { continue }
+            guard let wanted = loaded.desired.agents[name], wanted.lifecycle == .active, planned.action != .delete
+            else { continue }
+            guard bundleAlways.contains(name) || planned.action != .noop || !ports.machines.isRunning(name) else {
+                continue
+            }
             bundles[name] = try reporting(.repositoryUnavailable) { try reader.bundle(name, in: loaded) }
         }
         for name in bundleAlways where bundles[name] == nil && loaded.desired.agents[name] != nil {
             bundles[name] = try reporting(.repositoryUnavailable) { try reader.bundle(name, in: loaded) }
         }
         let (records, killed) = try reporting(.stateUnavailable) {
-            (Dictionary(try ports.state.agents().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }), try ports.state.killedAgents())
+            (
+                Dictionary(try ports.state.agents().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                try ports.state.killedAgents()
+            )
         }
-        return Prepared(outcome: outcome, loaded: loaded, fields: fields, bundles: bundles, records: records, killed: killed)
+        return Prepared(
+            outcome: outcome, loaded: loaded, fields: fields, bundles: bundles, records: records, killed: killed)
     }
 
     /// Each selected agent's step in its lane, at most `parallelism` at once; results in plan order.
@@ -189,7 +205,9 @@ public struct Apply: Sendable {
                     let body: @Sendable () async throws -> AppliedStep? = {
                         await BlockingWork.run { context.step(planned) }
                     }
-                    let step = holdingLanes.contains(planned.agent) ? try await body() : try await lanes.withLane(planned.agent, body)
+                    let step =
+                        holdingLanes.contains(planned.agent)
+                        ? try await body() : try await lanes.withLane(planned.agent, body)
                     return (index, step)
                 }
             }

@@ -28,7 +28,8 @@ struct StepContext: Sendable {
         if killed.contains(name) {
             machines.stop(name, graceful: false)
             return AppliedStep(
-                agent: name, action: planned.action, detail: "blocked by the kill switch (agentry unkill \(name))", failed: false)
+                agent: name, action: planned.action, detail: "blocked by the kill switch (agentry unkill \(name))",
+                failed: false)
         }
         var action = planned.action
         if action == .noop, let wanted, wanted.lifecycle == .active, !machines.isRunning(name) {
@@ -63,27 +64,34 @@ struct StepContext: Sendable {
                 throw CoreError(.internalFailure, "internal: no desired state for \(name)")
             }
             let spec = Self.spec(name, fields: agentFields)
-            if records[name]?.machineState != nil, action != .replace, !options.recreateMissingDisks, !machines.diskExists(name) {
+            if records[name]?.machineState != nil, action != .replace, !options.recreateMissingDisks,
+                !machines.diskExists(name)
+            {
                 throw CoreError(
                     .machineFailed,
-                    "the environment disk \(machines.diskLocation(name)) of \(name) is missing (deleted?), so its files are gone; `agentry apply --recreate-missing-disks` starts it with an empty disk")
+                    "the environment disk \(machines.diskLocation(name)) of \(name) is missing (deleted?), so its files are gone; `agentry apply --recreate-missing-disks` starts it with an empty disk"
+                )
             }
             let prepared = try machines.prepare(spec)
             if wanted.lifecycle != .active {
-                try record(name, wanted: wanted, fields: agentFields, machineState: "stopped", accelerator: prepared.accelerator)
+                try record(
+                    name, wanted: wanted, fields: agentFields, machineState: "stopped",
+                    accelerator: prepared.accelerator)
                 let detail = "disk ready; not started (\(wanted.lifecycle.rawValue))"
                 return AppliedStep(agent: name, action: action, detail: detail, failed: false)
             }
             let booting = machines.isRunning(name) ? nil : try machines.start(spec)
             booted = true
-            try record(name, wanted: wanted, fields: agentFields, machineState: "starting", accelerator: prepared.accelerator)
+            try record(
+                name, wanted: wanted, fields: agentFields, machineState: "starting", accelerator: prepared.accelerator)
             let channel: any GuestChannel
             var detail = "running"
             if let booting {
                 guard let hello = try booting.waitUntilReady(timeout: options.bootTimeout, booting: true) else {
                     throw CoreError(
                         .machineFailed,
-                        "the machine \(name) did not report in within \(options.bootTimeout); the end of its serial log:\n\(machines.consoleTail(name))")
+                        "the machine \(name) did not report in within \(options.bootTimeout); the end of its serial log:\n\(machines.consoleTail(name))"
+                    )
                 }
                 detail = "running (booted in \(hello.uptimeMilliseconds) ms, disk \(hello.disk))"
                 channel = booting
@@ -97,7 +105,9 @@ struct StepContext: Sendable {
             }
             // The agent's configuration (instructions, skills, rendered harness files) goes in
             // over the control channel: an update needs no reboot.
-            guard let bundle = bundles[name] else { throw CoreError(.internalFailure, "internal: no bundle for \(name)") }
+            guard let bundle = bundles[name] else {
+                throw CoreError(.internalFailure, "internal: no bundle for \(name)")
+            }
             let rendered = Rendering.render(bundle, run: .none)
             try Provisioner.push(rendered, over: channel, fresh: prepared.freshDisk)
             if prepared.freshDisk {
@@ -132,7 +142,8 @@ struct StepContext: Sendable {
     /// the latest snapshot in history.
     func restoreMemory(_ bundle: AgentBundle, channel: any GuestChannel) throws -> String {
         let location = HistoryLocation(repository: historyRepository, branch: options.historyBranch)
-        guard let (runID, files) = try HistoryQueries(ports).latestMemory(agent: bundle.name, in: location), !files.isEmpty
+        guard let (runID, files) = try HistoryQueries(ports).latestMemory(agent: bundle.name, in: location),
+            !files.isEmpty
         else { return "" }
         let folder = AgentLayout.memoryDirectory(bundle.agent)
         let placed = files.map { BundleFile(path: folder + "/" + $0.path, bytes: $0.bytes) }
@@ -159,14 +170,19 @@ struct StepContext: Sendable {
     }
 
     /// Records the applied revision (when `wanted` is given) and the machine's state.
-    func record(_ name: String, wanted: DesiredAgent?, fields: Fields?, machineState: String, accelerator: String?) throws {
+    func record(_ name: String, wanted: DesiredAgent?, fields: Fields?, machineState: String, accelerator: String?)
+        throws
+    {
         try state {
             var record = try ports.state.agent(name)
             if let wanted {
                 record = AgentRecord(
-                    name: name, appliedRevision: wanted.revision, appliedFields: fields ?? [], appliedCommit: loaded.commit,
-                    lifecycle: wanted.lifecycle.rawValue, deletionPolicy: wanted.deletionPolicy.rawValue, machineID: name,
-                    machineState: machineState, accelerator: accelerator ?? record?.accelerator, updatedAt: ports.clock.now(),
+                    name: name, appliedRevision: wanted.revision, appliedFields: fields ?? [],
+                    appliedCommit: loaded.commit,
+                    lifecycle: wanted.lifecycle.rawValue, deletionPolicy: wanted.deletionPolicy.rawValue,
+                    machineID: name,
+                    machineState: machineState, accelerator: accelerator ?? record?.accelerator,
+                    updatedAt: ports.clock.now(),
                     lastRunAt: record?.lastRunAt)
             }
             guard var record else { return }

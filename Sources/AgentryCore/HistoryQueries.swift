@@ -15,14 +15,17 @@ public struct HistoryQueries: Sendable {
     /// Where history is, when nobody says: the repository the last apply read, else `.`.
     public func location(repository: String?, branch: String?) -> HistoryLocation {
         HistoryLocation(
-            repository: repository ?? ports.state.rememberedRepository() ?? ".", branch: branch ?? ports.host.historyBranch)
+            repository: repository ?? ports.state.rememberedRepository() ?? ".",
+            branch: branch ?? ports.host.historyBranch)
     }
 
     func history<T>(_ location: HistoryLocation, _ doing: String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch {
-            throw CoreError(.historyUnavailable, "cannot \(doing) history in \(location.repository): \(describe(error))", cause: error as? any AgentryFailure)
+            throw CoreError(
+                .historyUnavailable, "cannot \(doing) history in \(location.repository): \(describe(error))",
+                cause: error as? any AgentryFailure)
         }
     }
 
@@ -39,7 +42,9 @@ public struct HistoryQueries: Sendable {
     func commit(_ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation)
         throws -> HistoryCommit
     {
-        try history(location, "record") { try ports.history.record(files, message: message, actor: actor, at: date, in: location) }
+        try history(location, "record") {
+            try ports.history.record(files, message: message, actor: actor, at: date, in: location)
+        }
     }
 
     /// Every run record on the branch, newest first, optionally of one agent.
@@ -57,18 +62,24 @@ public struct HistoryQueries: Sendable {
     }
 
     /// One run: its record, the record's text and its log (by id, or a unique prefix of one).
-    public func run(_ id: String, in location: HistoryLocation) throws -> (record: RunRecord, text: String, log: String) {
+    public func run(_ id: String, in location: HistoryLocation) throws -> (record: RunRecord, text: String, log: String)
+    {
         let matches = try runs(agent: nil, in: location).filter { $0.runID.hasPrefix(id) }
         guard let record = matches.first else {
             throw CoreError(.notFound, "no run \(id) in \(location.branch) (see `agentry history`)")
         }
         guard matches.count == 1 else {
             throw CoreError(
-                .invalidArgument, "\(id) names \(matches.count) runs: \(matches.prefix(5).map(\.runID).joined(separator: ", "))")
+                .invalidArgument,
+                "\(id) names \(matches.count) runs: \(matches.prefix(5).map(\.runID).joined(separator: ", "))")
         }
         return try history(location, "read") {
-            let text = try ports.history.read(record.folder + "/record.yaml", in: location).map { String(decoding: $0, as: UTF8.self) }
-            let log = try ports.history.read(record.folder + "/log.txt", in: location).map { String(decoding: $0, as: UTF8.self) }
+            let text = try ports.history.read(record.folder + "/record.yaml", in: location).map {
+                String(decoding: $0, as: UTF8.self)
+            }
+            let log = try ports.history.read(record.folder + "/log.txt", in: location).map {
+                String(decoding: $0, as: UTF8.self)
+            }
             return (record, text ?? "", log ?? "")
         }
     }
@@ -87,7 +98,10 @@ public struct HistoryQueries: Sendable {
         return try history(location, "read") {
             let prefix = record.folder + "/memory"
             let files = try ports.history.files(under: prefix, in: location) ?? []
-            return (record.runID, files.map { HistoryFile(path: String($0.path.dropFirst(prefix.count + 1)), bytes: $0.bytes) })
+            return (
+                record.runID,
+                files.map { HistoryFile(path: String($0.path.dropFirst(prefix.count + 1)), bytes: $0.bytes) }
+            )
         }
     }
 

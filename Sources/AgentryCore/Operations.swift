@@ -24,7 +24,9 @@ public struct Operations: Sendable {
             throw CoreError(.notFound, "no agent \(agent) has been applied (see `agentry status`)")
         }
         if let kill = try reporting(.stateUnavailable, { try ports.state.killSwitch(agent) }) {
-            throw CoreError(.agentBlocked, "\(agent) is killed (\(kill.reason), by \(kill.actor)); `agentry unkill \(agent)` lifts it")
+            throw CoreError(
+                .agentBlocked,
+                "\(agent) is killed (\(kill.reason), by \(kill.actor)); `agentry unkill \(agent)` lifts it")
         }
         guard record.lifecycle == "active" else {
             throw CoreError(.agentBlocked, "\(agent) is \(record.lifecycle); its machine does not run")
@@ -32,7 +34,8 @@ public struct Operations: Sendable {
         return try await ports.lanes.withLane(agent) {
             try await BlockingWork.run {
                 guard ports.machines.isRunning(agent) else {
-                    throw CoreError(.machineNotRunning, "the machine of \(agent) is not running; `agentry apply` starts it again")
+                    throw CoreError(
+                        .machineNotRunning, "the machine of \(agent) is not running; `agentry apply` starts it again")
                 }
                 return try reporting(.machineFailed) {
                     let channel = try ports.machines.connect(agent, timeout: .seconds(10))
@@ -41,7 +44,8 @@ public struct Operations: Sendable {
                     if EgressPolicy(fields: record.fields).allowlist != nil {
                         base += EgressProxyAddress.environment.map { "\($0.key)=\($0.value)" }.sorted()
                     }
-                    let result = try channel.exec(argv, environment: base + environment, timeout: timeout, output: output)
+                    let result = try channel.exec(
+                        argv, environment: base + environment, timeout: timeout, output: output)
                     if result.timedOut, let timeout {
                         output(.stderr, Array("agentry: timed out after \(timeout); the command was killed\n".utf8))
                     }
@@ -54,7 +58,9 @@ public struct Operations: Sendable {
     /// The kill switch: stops the machine at once and keeps apply and runs from starting it until
     /// `unkill`. Recorded in the event log and the history branch with who and why. It does not wait
     /// for the agent's lane: whatever holds it finds the machine gone.
-    public func kill(agent: String, reason: String, actor: String, repository: String?, warn: @escaping @Sendable (String) -> Void)
+    public func kill(
+        agent: String, reason: String, actor: String, repository: String?, warn: @escaping @Sendable (String) -> Void
+    )
         async throws
     {
         let ports = ports
@@ -71,7 +77,9 @@ public struct Operations: Sendable {
         }
     }
 
-    public func unkill(agent: String, actor: String, repository: String?, warn: @escaping @Sendable (String) -> Void) async throws {
+    public func unkill(agent: String, actor: String, repository: String?, warn: @escaping @Sendable (String) -> Void)
+        async throws
+    {
         let ports = ports
         try await BlockingWork.run {
             guard ports.state.exists else {
@@ -93,10 +101,12 @@ public struct Operations: Sendable {
     ) {
         guard let repository = repository ?? ports.state.rememberedRepository() else { return }
         let record = AuditRecord(
-            kind: kind, subject: "\(agent)-\(kind)", fields: [("agent", agent)] + (reason.map { [("reason", $0)] } ?? []),
+            kind: kind, subject: "\(agent)-\(kind)",
+            fields: [("agent", agent)] + (reason.map { [("reason", $0)] } ?? []),
             actor: actor, host: ports.host.hostName, at: ports.clock.now())
         do {
-            let committed = try HistoryQueries(ports).commit(record, in: HistoryLocation(repository: repository, branch: ports.host.historyBranch))
+            let committed = try HistoryQueries(ports).commit(
+                record, in: HistoryLocation(repository: repository, branch: ports.host.historyBranch))
             if let warning = committed.pushWarning { warn(warning) }
         } catch {
             warn(describe(error))

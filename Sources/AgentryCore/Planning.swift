@@ -46,7 +46,8 @@ public struct Planning: Sendable {
     /// Plans a loaded, valid commit against the actual state in `state`; `checkActual` may refuse
     /// that state first (a saved plan gone stale).
     static func plan(
-        _ loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore, options: PlanOptions, target: Target,
+        _ loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore, options: PlanOptions,
+        target: Target,
         checkActual: (ActualState) throws -> Void = { _ in }
     ) throws -> Outcome {
         let desired = loaded.desired
@@ -82,7 +83,8 @@ public struct Planning: Sendable {
         guard state.exists else { return ActualState() }
         var agents: [String: ActualAgent] = [:]
         for row in try reporting(.stateUnavailable, { try state.appliedAgents() }) {
-            let fields = needingFields(row.name, row.revision, row.lifecycle) ? AgentRecord.decodeFields(row.fieldsJSON) : []
+            let fields =
+                needingFields(row.name, row.revision, row.lifecycle) ? AgentRecord.decodeFields(row.fieldsJSON) : []
             agents[row.name] = ActualAgent(
                 name: row.name, appliedRevision: row.revision,
                 appliedFields: Dictionary(fields, uniquingKeysWith: { a, _ in a }),
@@ -95,7 +97,9 @@ public struct Planning: Sendable {
 
     /// `agentry diff BASE HEAD`: what merging HEAD would do, from the two commits alone.
     /// `useCache`: remember parse results in the state (when a state directory was given).
-    public func diff(repository: String, base: String, head: String, path: String, useCache: Bool) async throws -> Outcome {
+    public func diff(repository: String, base: String, head: String, path: String, useCache: Bool) async throws
+        -> Outcome
+    {
         let ports = ports
         return try await BlockingWork.run {
             let reader = try ports.reader(repository, path: path, cache: useCache)
@@ -105,7 +109,8 @@ public struct Planning: Sendable {
             guard after.report.isValid else { return .invalid(after.report) }
             let old = before.desired
             let new = after.desired
-            let changed = Set(new.agents.values.filter { old.agents[$0.name] != nil && $0 != old.agents[$0.name] }.map(\.name))
+            let changed = Set(
+                new.agents.values.filter { old.agents[$0.name] != nil && $0 != old.agents[$0.name] }.map(\.name))
             let (oldFields, newFields) = try reporting(.repositoryUnavailable) {
                 (try reader.resolvedFields(of: changed, in: before), try reader.resolvedFields(of: changed, in: after))
             }
@@ -123,7 +128,8 @@ public struct Planning: Sendable {
             case .success(let plan):
                 return .planned(
                     PlanDocument(
-                        kind: .diff, plan: plan, commit: after.commit, baseCommit: before.commit, repository: repository,
+                        kind: .diff, plan: plan, commit: after.commit, baseCommit: before.commit,
+                        repository: repository,
                         ref: head, path: path))
             }
         }

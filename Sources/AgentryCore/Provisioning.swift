@@ -72,7 +72,8 @@ enum GuestCommand {
             let doing = what ?? "`\(script.prefix(80))`"
             throw CoreError(
                 .machineFailed,
-                "\(doing) failed in the machine (exit \(result.status)): \(String(decoding: errors.suffix(400), as: UTF8.self))")
+                "\(doing) failed in the machine (exit \(result.status)): \(String(decoding: errors.suffix(400), as: UTF8.self))"
+            )
         }
         return out
     }

@@ -91,7 +91,8 @@ public struct Runner: Sendable {
         case .invalid(let report):
             throw CoreError(
                 .invalidRepository,
-                "the repository at \(request.target.ref) is invalid (\(report.errorCount) errors); `agentry validate` shows them")
+                "the repository at \(request.target.ref) is invalid (\(report.errorCount) errors); `agentry validate` shows them"
+            )
         case .refused(let refusal):
             throw CoreError(.planRefused, "apply refused: \(refusal)")
         case .planned:
@@ -103,14 +104,17 @@ public struct Runner: Sendable {
         if let kill = try reporting(.stateUnavailable, { try ports.state.killSwitch(request.agent) }) {
             throw CoreError(
                 .agentBlocked,
-                "\(request.agent) is killed (\(kill.reason), by \(kill.actor)); it does not run until `agentry unkill \(request.agent)`")
+                "\(request.agent) is killed (\(kill.reason), by \(kill.actor)); it does not run until `agentry unkill \(request.agent)`"
+            )
         }
         guard let loaded = converged.loaded, let wanted = loaded.desired.agents[request.agent] else {
             throw CoreError(.notFound, "the repository at \(request.target.ref) has no agent \(request.agent)")
         }
         guard wanted.lifecycle == .active else {
             throw CoreError(
-                .agentBlocked, "\(request.agent) is \(wanted.lifecycle.rawValue) (lifecycle in \(wanted.origin.file)); it does not run")
+                .agentBlocked,
+                "\(request.agent) is \(wanted.lifecycle.rawValue) (lifecycle in \(wanted.origin.file)); it does not run"
+            )
         }
         guard let bundle = converged.bundles[request.agent] else {
             throw CoreError(.internalFailure, "internal: no bundle for \(request.agent)")
@@ -119,7 +123,9 @@ public struct Runner: Sendable {
     }
 
     /// Steps 2 to 7, on a blocking-work thread.
-    func runConverged(_ request: Request, loaded: LoadedCommit, bundle: AgentBundle, phases: PhaseClock) throws -> Outcome {
+    func runConverged(_ request: Request, loaded: LoadedCommit, bundle: AgentBundle, phases: PhaseClock) throws
+        -> Outcome
+    {
         var phases = phases
         let channel = try reporting(.machineFailed) { try ports.machines.connect(request.agent, timeout: .seconds(30)) }
         // The machine's egress allowlist as the desired state says (an installation that was
@@ -135,9 +141,11 @@ public struct Runner: Sendable {
         let started = ports.clock.now()
         let runID = RunID.make(started)
         let timeoutMilliseconds = Int(
-            request.timeout.map { max(1, $0.millisecondsRoundedUp) } ?? Int64(min(bundle.agent.run.timeoutMilliseconds, UInt64(Int64.max))))
+            request.timeout.map { max(1, $0.millisecondsRoundedUp) }
+                ?? Int64(min(bundle.agent.run.timeoutMilliseconds, UInt64(Int64.max))))
         let context = RunContext(
-            prompt: request.prompt ?? bundle.agent.run.prompt ?? "", runID: runID, timeoutSeconds: timeoutMilliseconds / 1000)
+            prompt: request.prompt ?? bundle.agent.run.prompt ?? "", runID: runID,
+            timeoutSeconds: timeoutMilliseconds / 1000)
         let rendered = Rendering.render(bundle, run: context)
         do {
             let secretFolder = "/run/secrets/\(runID)"
@@ -196,9 +204,11 @@ public struct Runner: Sendable {
             // 6. Secrets removed, then artifacts and the memory snapshot collected: one command.
             var folders = [(outputFolder, RunLimits.storedArtifactBytes)]
             if bundle.agent.memory.snapshot { folders.append((memory, RunLimits.memoryFileBytes)) }
-            let collected = try RunCollection.collect(channel, folders: folders, secretFolder: secretFolder, redactor: redactor)
+            let collected = try RunCollection.collect(
+                channel, folders: folders, secretFolder: secretFolder, redactor: redactor)
             secretsRemoved = true
-            let artifacts = RunCollection.limit(collected.filter { $0.folder == outputFolder }, total: RunLimits.storedArtifactsTotal)
+            let artifacts = RunCollection.limit(
+                collected.filter { $0.folder == outputFolder }, total: RunLimits.storedArtifactsTotal)
             let memoryFiles = RunCollection.limit(
                 collected.filter { $0.folder == memory && bundle.agent.memory.snapshot }, total: RunLimits.memoryTotal)
             let logText = log.kept(timedOutAfter: result.timedOut ? UInt64(timeoutMilliseconds) : nil)
@@ -209,13 +219,16 @@ public struct Runner: Sendable {
                 modelProvider: bundle.model?.provider ?? "", model: bundle.model?.name ?? "", trigger: request.trigger,
                 triggeredBy: request.actor, host: ports.host.hostName, startedAt: started, endedAt: ended,
                 exitStatus: result.status, timedOut: result.timedOut,
-                artifacts: artifacts.map { RunRecord.Artifact(path: $0.path, size: $0.size, sha256: $0.sha256, stored: $0.bytes != nil) },
+                artifacts: artifacts.map {
+                    RunRecord.Artifact(path: $0.path, size: $0.size, sha256: $0.sha256, stored: $0.bytes != nil)
+                },
                 logBytes: logText.bytes.count, logSHA256: SHA256.hex(logText.bytes), logTruncated: logText.truncated,
                 memoryFiles: memoryFiles.filter { $0.bytes != nil }.count)
             phases.mark("collect")
 
             // 7. History, then the state.
-            let committed = try commit(record, log: logText.bytes, artifacts: artifacts, memory: memoryFiles, request: request)
+            let committed = try commit(
+                record, log: logText.bytes, artifacts: artifacts, memory: memoryFiles, request: request)
             phases.mark("history")
             _ = try? ports.state.withWriterLockIfFree {
                 if var agent = try? ports.state.agent(request.agent) {
@@ -233,7 +246,8 @@ public struct Runner: Sendable {
         } catch let error as CoreError {
             throw CoreError(error.code, redactor.text(error.message), cause: error.cause)
         } catch {
-            throw CoreError(.machineFailed, "the run of \(request.agent) failed: \(redactor.text(describe(error)))", cause: nil)
+            throw CoreError(
+                .machineFailed, "the run of \(request.agent) failed: \(redactor.text(describe(error)))", cause: nil)
         }
     }
 
@@ -243,7 +257,8 @@ public struct Runner: Sendable {
         if rendered.secretEnvironment.values.contains(where: { $0.secret.isEmpty }) {
             throw CoreError(
                 .invalidRepository,
-                "the harness \(bundle.harness.metadata.name) uses {{model.apiKey}} but the model \(bundle.model?.metadata.name ?? "-") has no credentials.ref")
+                "the harness \(bundle.harness.metadata.name) uses {{model.apiKey}} but the model \(bundle.model?.metadata.name ?? "-") has no credentials.ref"
+            )
         }
         var needed = bundle.agent.secrets.map { ($0.ref, $0.optional) }
         needed += rendered.secretEnvironment.values.map { ($0.secret, false) }
@@ -259,34 +274,42 @@ public struct Runner: Sendable {
         guard missing.isEmpty else {
             throw CoreError(
                 .secretUnavailable,
-                "the run of \(agent) needs the secret\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), which the store does not hold; `agentry secret set \(missing[0])` (value on stdin)")
+                "the run of \(agent) needs the secret\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), which the store does not hold; `agentry secret set \(missing[0])` (value on stdin)"
+            )
         }
         return values
     }
 
     /// Commits the run's folder; when the artifacts cannot be recorded, the record and log alone.
     func commit(
-        _ record: RunRecord, log: [UInt8], artifacts: [RunCollection.File], memory: [RunCollection.File], request: Request
+        _ record: RunRecord, log: [UInt8], artifacts: [RunCollection.File], memory: [RunCollection.File],
+        request: Request
     ) throws -> HistoryCommit {
         var files = [
             HistoryFile(path: record.folder + "/record.yaml", bytes: Array(record.yaml.utf8)),
             HistoryFile(path: record.folder + "/log.txt", bytes: log),
         ]
         for artifact in artifacts {
-            if let bytes = artifact.bytes { files.append(HistoryFile(path: record.folder + "/artifacts/" + artifact.relative, bytes: bytes)) }
+            if let bytes = artifact.bytes {
+                files.append(HistoryFile(path: record.folder + "/artifacts/" + artifact.relative, bytes: bytes))
+            }
         }
         for file in memory {
-            if let bytes = file.bytes { files.append(HistoryFile(path: record.folder + "/memory/" + file.relative, bytes: bytes)) }
+            if let bytes = file.bytes {
+                files.append(HistoryFile(path: record.folder + "/memory/" + file.relative, bytes: bytes))
+            }
         }
         let location = HistoryLocation(repository: request.target.repository, branch: request.historyBranch)
         let history = HistoryQueries(ports)
         do {
-            return try history.commit(files, message: record.commitMessage, actor: request.actor, at: record.endedAt, in: location)
-        } catch where files.count > 2 {
+            return try history.commit(
+                files, message: record.commitMessage, actor: request.actor, at: record.endedAt, in: location)
+        } catch  where files.count > 2 {
             // Whatever the artifacts hold, the run itself is not lost: record and log alone.
             progress("warning: \(describe(error)); recording the run without its artifacts and memory")
             return try history.commit(
-                Array(files.prefix(2)), message: record.commitMessage, actor: request.actor, at: record.endedAt, in: location)
+                Array(files.prefix(2)), message: record.commitMessage, actor: request.actor, at: record.endedAt,
+                in: location)
         }
     }
 

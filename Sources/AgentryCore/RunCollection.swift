@@ -40,13 +40,17 @@ struct RunLog {
             let head = RunLimits.logBytes / 4
             let tail = RunLimits.logBytes - head
             let skipped = text.count - head - tail + dropped
-            text = Array(text.prefix(head)) + Array("\n[agentry: \(skipped) bytes of output not kept]\n".utf8) + Array(text.suffix(tail))
+            text =
+                Array(text.prefix(head)) + Array("\n[agentry: \(skipped) bytes of output not kept]\n".utf8)
+                + Array(text.suffix(tail))
             truncated = true
         } else if dropped > 0 {
             text += Array("\n[agentry: \(dropped) bytes of output not kept]\n".utf8)
         }
         if let timeout {
-            text += Array("\n[agentry: timed out after \(DurationText.format(milliseconds: timeout)); the process tree was killed]\n".utf8)
+            text += Array(
+                "\n[agentry: timed out after \(DurationText.format(milliseconds: timeout)); the process tree was killed]\n"
+                    .utf8)
         }
         return (text, truncated)
     }
@@ -90,16 +94,20 @@ enum RunCollection {
         guard result.status == 0 || !archive.isEmpty || result.status == 1 else {
             throw CoreError(
                 .machineFailed,
-                "collecting the run's files failed (exit \(result.status)): \(String(decoding: large.suffix(400), as: UTF8.self))")
+                "collecting the run's files failed (exit \(result.status)): \(String(decoding: large.suffix(400), as: UTF8.self))"
+            )
         }
         func folderOf(_ path: String) -> (String, String)? {
-            for (folder, _) in folders where path.hasPrefix(folder + "/") { return (folder, String(path.dropFirst(folder.count + 1))) }
+            for (folder, _) in folders where path.hasPrefix(folder + "/") {
+                return (folder, String(path.dropFirst(folder.count + 1)))
+            }
             return nil
         }
         var collected: [File] = []
         for file in TarReader.files(archive) {
             guard let (folder, relative) = folderOf(file.path) else { continue }
-            collected.append(collectedFile(folder: folder, relative: relative, path: file.path, raw: file.bytes, redactor: redactor))
+            collected.append(
+                collectedFile(folder: folder, relative: relative, path: file.path, raw: file.bytes, redactor: redactor))
         }
         let listing = CollectListing.parse(String(decoding: large, as: UTF8.self))
         for (path, digest) in listing.digests.sorted(by: { $0.key < $1.key }) {
@@ -108,10 +116,12 @@ enum RunCollection {
             if let limit = folders.first(where: { $0.0 == folder })?.1, size <= limit,
                 let data = try? channel.getFile(AgentLayout.home + "/" + path), SHA256.hex(data) == digest
             {
-                collected.append(collectedFile(folder: folder, relative: relative, path: path, raw: data, redactor: redactor))
+                collected.append(
+                    collectedFile(folder: folder, relative: relative, path: path, raw: data, redactor: redactor))
                 continue
             }
-            collected.append(File(folder: folder, relative: relative, path: path, size: size, sha256: digest, bytes: nil))
+            collected.append(
+                File(folder: folder, relative: relative, path: path, size: size, sha256: digest, bytes: nil))
         }
         return collected.sorted { $0.path < $1.path }
     }
@@ -119,10 +129,15 @@ enum RunCollection {
     /// A collected file: its bytes redacted, and its digest and size those of what is stored when
     /// redaction changed it (a digest of a file that holds only a token would let a weak token be
     /// guessed). Paths git refuses to store (a `.git` folder inside the output) keep their digest only.
-    static func collectedFile(folder: String, relative: String, path: String, raw: [UInt8], redactor: Redactor) -> File {
+    static func collectedFile(folder: String, relative: String, path: String, raw: [UInt8], redactor: Redactor) -> File
+    {
         let clean = redactor.redact(raw)
-        let storable = !relative.split(separator: "/").contains { $0.lowercased() == ".git" || $0.lowercased() == "git~1" }
-        return File(folder: folder, relative: relative, path: path, size: clean.count, sha256: SHA256.hex(clean), bytes: storable ? clean : nil)
+        let storable = !relative.split(separator: "/").contains {
+            $0.lowercased() == ".git" || $0.lowercased() == "git~1"
+        }
+        return File(
+            folder: folder, relative: relative, path: path, size: clean.count, sha256: SHA256.hex(clean),
+            bytes: storable ? clean : nil)
     }
 
     /// Keeps the bytes of files while their sum stays within `total`; the rest by digest only.

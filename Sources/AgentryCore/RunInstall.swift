@@ -12,12 +12,14 @@ extension Runner {
         if downloads, bundle.environment?.base != .debian12 {
             throw CoreError(
                 .invalidRepository,
-                "the harness \(harness.metadata.name) installs with apt, pip or npm, which need the debian-12 base; the environment \(bundle.environment?.metadata.name ?? "-") is minimal")
+                "the harness \(harness.metadata.name) installs with apt, pip or npm, which need the debian-12 base; the environment \(bundle.environment?.metadata.name ?? "-") is minimal"
+            )
         }
         if downloads, bundle.environment.map({ $0.egress == .none }) ?? true {
             throw CoreError(
                 .invalidRepository,
-                "installing the harness \(harness.metadata.name) downloads packages, but the environment \(bundle.environment?.metadata.name ?? "-") has no network (egress: none)")
+                "installing the harness \(harness.metadata.name) downloads packages, but the environment \(bundle.environment?.metadata.name ?? "-") has no network (egress: none)"
+            )
         }
         progress("installing the harness \(harness.metadata.name) \(harness.version ?? "") (once per environment disk)")
         // Behind an allowlist, the installation may also reach the package registries it uses.
@@ -26,10 +28,12 @@ extension Runner {
         let name = bundle.name
         var restore: EgressAllowlist?
         defer { if let restore { try? machines.setEgressAllowlist(name, restore) } }
-        if let runtime = EgressPolicy(fields: bundle.fields).allowlist.flatMap({ _ in machines.egressAllowlist(name) }) {
+        if let runtime = EgressPolicy(fields: bundle.fields).allowlist.flatMap({ _ in machines.egressAllowlist(name) })
+        {
             let steps = harness.install
             let registries = EgressAllowlist.registries(
-                apt: !steps.apt.isEmpty, pip: !steps.pip.isEmpty, npm: !steps.npm.isEmpty, debianMirror: machines.debianMirror)
+                apt: !steps.apt.isEmpty, pip: !steps.pip.isEmpty, npm: !steps.npm.isEmpty,
+                debianMirror: machines.debianMirror)
             try? machines.setEgressAllowlist(name, EgressAllowlist(runtime.entries + registries))
             restore = runtime
             proxyEnvironment = EgressProxyAddress.environment.map { "\($0.key)=\($0.value)" }
@@ -54,7 +58,8 @@ extension Runner {
         guard result.status == 0 else {
             throw CoreError(
                 .machineFailed,
-                "installing the harness \(harness.metadata.name) failed (exit \(result.status)):\n\(String(decoding: tail, as: UTF8.self))")
+                "installing the harness \(harness.metadata.name) failed (exit \(result.status)):\n\(String(decoding: tail, as: UTF8.self))"
+            )
         }
         _ = try? ports.state.withWriterLockIfFree {
             try? ports.state.append(

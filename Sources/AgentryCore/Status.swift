@@ -25,7 +25,9 @@ public struct AgentStatus: Sendable {
 
     /// Rows for every agent in the state and, when a repository is given (or the current folder
     /// is one), every agent it declares.
-    public static func collect(repository: String?, ref: String, path: String, ports: Ports) async throws -> [AgentStatus] {
+    public static func collect(repository: String?, ref: String, path: String, ports: Ports) async throws
+        -> [AgentStatus]
+    {
         try await BlockingWork.run {
             var desired: [String: DesiredAgent] = [:]
             let location = repository ?? (ports.source.isRepository(".") ? "." : nil)

@@ -28,7 +28,8 @@ public enum Validation {
             logger.debug(
                 "validated",
                 metadata: [
-                    "errors": "\(report.errorCount)", "warnings": "\(report.warningCount)", "files": "\(report.filesChecked)",
+                    "errors": "\(report.errorCount)", "warnings": "\(report.warningCount)",
+                    "files": "\(report.filesChecked)",
                     "load": "\(loadedAt - start)", "validate": "\(clock.now - loadedAt)",
                 ])
             return Outcome(report: report, source: loaded.source)

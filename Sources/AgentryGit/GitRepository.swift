@@ -170,7 +170,8 @@ public final class GitRepository {
         var peeled: OpaquePointer?
         result = git_object_peel(&peeled, object, GIT_OBJECT_COMMIT)
         guard result == 0, let peeled else {
-            throw GitError(code: .notFound, operation: "resolve \(revision)", message: "\"\(revision)\" does not name a commit")
+            throw GitError(
+                code: .notFound, operation: "resolve \(revision)", message: "\"\(revision)\" does not name a commit")
         }
         defer { git_object_free(peeled) }
         return ObjectID(git_object_id(peeled).pointee)
@@ -193,7 +194,8 @@ public final class GitRepository {
             guard git_tree_entry_type(entry) == GIT_OBJECT_TREE else {
                 git_tree_free(tree)
                 throw GitError(
-                    code: .notFound, operation: "read \(trimmed)", message: "\(trimmed) is not a folder in commit \(commit)")
+                    code: .notFound, operation: "read \(trimmed)",
+                    message: "\(trimmed) is not a folder in commit \(commit)")
             }
             var subtree: OpaquePointer?
             result = git_tree_lookup(&subtree, handle, git_tree_entry_id(entry))

@@ -46,11 +46,15 @@ public final class HistoryBranch {
     /// Commits `files` on top of the branch (creating it) and returns the new commit. Retries when
     /// another writer on this host moved the branch in between.
     @discardableResult
-    public func append(_ files: [RecordFile], message: String, author: Signature, at date: Date = Date()) throws -> ObjectID {
+    public func append(_ files: [RecordFile], message: String, author: Signature, at date: Date = Date()) throws
+        -> ObjectID
+    {
         var blobs: [(String, git_oid)] = []
         for file in files {
             var oid = git_oid()
-            let result = file.bytes.withUnsafeBytes { git_blob_create_from_buffer(&oid, handle, $0.baseAddress, $0.count) }
+            let result = file.bytes.withUnsafeBytes {
+                git_blob_create_from_buffer(&oid, handle, $0.baseAddress, $0.count)
+            }
             guard result == 0 else { throw GitError.last(result, "write \(file.path)") }
             blobs.append((file.path, oid))
         }
@@ -59,10 +63,12 @@ public final class HistoryBranch {
             let commit = try makeCommit(blobs, parent: parent, message: message, author: author, date: date)
             if try moveBranch(reference, to: commit, from: parent) { return commit }
         }
-        throw GitError(code: .conflict, operation: "record", message: "\(branch) kept moving under 50 attempts to record")
+        throw GitError(
+            code: .conflict, operation: "record", message: "\(branch) kept moving under 50 attempts to record")
     }
 
-    func makeCommit(_ blobs: [(String, git_oid)], parent: ObjectID?, message: String, author: Signature, date: Date) throws
+    func makeCommit(_ blobs: [(String, git_oid)], parent: ObjectID?, message: String, author: Signature, date: Date)
+        throws
         -> ObjectID
     {
         var baseTree: OpaquePointer?
@@ -102,7 +108,8 @@ public final class HistoryBranch {
         var commitOID = git_oid()
         var parents: [OpaquePointer?] = parentCommit.map { [$0] } ?? []
         result = parents.withUnsafeMutableBufferPointer { buffer in
-            git_commit_create(&commitOID, handle, nil, signature, signature, "UTF-8", message, tree, buffer.count, buffer.baseAddress)
+            git_commit_create(
+                &commitOID, handle, nil, signature, signature, "UTF-8", message, tree, buffer.count, buffer.baseAddress)
         }
         guard result == 0 else { throw GitError.last(result, "commit the record") }
         return ObjectID(commitOID)
@@ -119,7 +126,9 @@ public final class HistoryBranch {
             result = git_reference_create(&created, handle, name, &target, 0, "agentry: record")
         }
         if let created { git_reference_free(created) }
-        if result == GIT_EMODIFIED.rawValue || result == GIT_EEXISTS.rawValue || result == GIT_ELOCKED.rawValue { return false }
+        if result == GIT_EMODIFIED.rawValue || result == GIT_EEXISTS.rawValue || result == GIT_ELOCKED.rawValue {
+            return false
+        }
         guard result == 0 else { throw GitError.last(result, "move \(name)") }
         return true
     }
@@ -147,7 +156,9 @@ public final class HistoryBranch {
             guard let local = try tip() else { return attempt }
             var status = agentry_push_status()
             result = agentry_git_push(remote, "\(reference):\(reference)", &status)
-            let rejection = withUnsafeBytes(of: status.rejection) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let rejection = withUnsafeBytes(of: status.rejection) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if result == 0, rejection.isEmpty {
                 // Remember what the remote has, so the next replay starts from there.
                 _ = try? moveBranch(remoteTracking, to: local, from: try referenceTarget(remoteTracking))
@@ -163,7 +174,9 @@ public final class HistoryBranch {
         }
         throw GitError(
             code: .conflict, operation: "push \(branch)",
-            message: "origin kept refusing \(branch) after \(maxAttempts) attempts (last: \(lastError)); the records are kept locally and go with the next push")
+            message:
+                "origin kept refusing \(branch) after \(maxAttempts) attempts (last: \(lastError)); the records are kept locally and go with the next push"
+        )
     }
 
     /// Rewrites the local commits that `remoteTip` lacks as children of it, each with the files it
@@ -174,7 +187,11 @@ public final class HistoryBranch {
         var two = remoteTip.raw
         let found = git_merge_base(&base, handle, &one, &two)
         let mergeBase: ObjectID? = found == 0 ? ObjectID(base) : nil
-        if mergeBase == local { _ = try moveBranch(reference, to: remoteTip, from: local); return }  // nothing of ours is missing
+        if mergeBase == local {
+            // Nothing of ours is missing there: take the remote's tip.
+            _ = try moveBranch(reference, to: remoteTip, from: local)
+            return
+        }
         // Our commits since the merge base, oldest first (history is a single line per host).
         var ours: [ObjectID] = []
         var cursor: ObjectID? = local

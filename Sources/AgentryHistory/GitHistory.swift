@@ -25,12 +25,15 @@ public struct GitHistory: HistoryStore {
         return Signature(name: name.isEmpty ? "agentry" : name, email: "agentry@" + hostName)
     }
 
-    public func record(_ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation)
+    public func record(
+        _ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation
+    )
         throws -> HistoryCommit
     {
         let history = try branch(location)
         let commit = try history.append(
-            files.map { RecordFile(path: $0.path, bytes: $0.bytes) }, message: message, author: signature(actor), at: date)
+            files.map { RecordFile(path: $0.path, bytes: $0.bytes) }, message: message, author: signature(actor),
+            at: date)
         var warning: String?
         if history.hasOrigin {
             do {
@@ -54,8 +57,10 @@ public struct GitHistory: HistoryStore {
     }
 
     public func paths(under folder: String, in location: HistoryLocation) throws -> [String]? {
-        try branch(location).files(under: folder)?.filter { if case .file = $0.kind { return true } else { return false } }
-            .map(\.path)
+        try branch(location).files(under: folder)?.filter {
+            if case .file = $0.kind { return true } else { return false }
+        }
+        .map(\.path)
     }
 
     public func read(_ path: String, in location: HistoryLocation) throws -> [UInt8]? {

@@ -17,7 +17,8 @@ public enum AcceleratorProbe {
         image.rootfs = nil
         if let forced { return forced }
         guard access("/dev/kvm", R_OK | W_OK) == 0 else { return .tcg }
-        let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
+        let bootID =
+            (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         let key = "\(bootID) \(image.digest)"
         let remembered = stateDirectory + "/accelerator"
@@ -44,7 +45,9 @@ public enum AcceleratorProbe {
         } catch {
             // QEMU's own words are in the message; its last line says the most.
             let lines = "\(error)".split(separator: "\n")
-            log("KVM does not work here (\(lines.last.map { $0.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "| ", with: "") } ?? "")); using TCG")
+            log(
+                "KVM does not work here (\(lines.last.map { $0.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "| ", with: "") } ?? "")); using TCG"
+            )
         }
         QEMUMachine.stop(directory, graceful: false)
         try? FileManager.default.removeItem(atPath: directory)

@@ -31,11 +31,15 @@ public final class ControlChannel {
     /// Connects to the socket at `path`, retrying until `deadline` (QEMU creates it as it starts).
     public static func connect(_ path: String, deadline: ContinuousClock.Instant) throws -> ControlChannel {
         guard path.utf8.count < 108 else {
-            throw MachineError(.invalidInput, "the socket path \(path) is longer than the 107 bytes unix sockets allow; use a shorter --state-dir")
+            throw MachineError(
+                .invalidInput,
+                "the socket path \(path) is longer than the 107 bytes unix sockets allow; use a shorter --state-dir")
         }
         while true {
             let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard descriptor >= 0 else { throw MachineError(.guestFailed, "socket: \(String(cString: strerror(errno)))") }
+            guard descriptor >= 0 else {
+                throw MachineError(.guestFailed, "socket: \(String(cString: strerror(errno)))")
+            }
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &address.sun_path) { buffer in
@@ -59,7 +63,8 @@ public final class ControlChannel {
     func trySend(_ message: Message) -> Bool {
         let frame = message.frame()
         return frame.withUnsafeBufferPointer { buffer in
-            Glibc.send(descriptor, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) == buffer.count
+            Glibc.send(descriptor, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                == buffer.count
         }
     }
 
@@ -68,7 +73,8 @@ public final class ControlChannel {
         try frame.withUnsafeBufferPointer { buffer in
             var offset = 0
             while offset < buffer.count {
-                let written = Glibc.send(descriptor, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
+                let written = Glibc.send(
+                    descriptor, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
                 if written < 0 {
                     if errno == EINTR { continue }
                     throw MachineError(.guestFailed, "the control channel closed: \(String(cString: strerror(errno)))")
@@ -89,10 +95,14 @@ public final class ControlChannel {
             var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]
             let milliseconds = Int32(min(1000, max(1, remaining.milliseconds)))
             let ready = poll(&descriptors, 1, milliseconds)
-            if ready < 0 && errno != EINTR { throw MachineError(.guestFailed, "poll: \(String(cString: strerror(errno)))") }
+            if ready < 0 && errno != EINTR {
+                throw MachineError(.guestFailed, "poll: \(String(cString: strerror(errno)))")
+            }
             if ready <= 0 { continue }
             let count = recv(descriptor, &buffer, buffer.count, 0)
-            if count == 0 { throw MachineError(.guestFailed, "the machine closed the control channel (it stopped or crashed)") }
+            if count == 0 {
+                throw MachineError(.guestFailed, "the machine closed the control channel (it stopped or crashed)")
+            }
             if count < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
                 throw MachineError(.guestFailed, "the control channel failed: \(String(cString: strerror(errno)))")
@@ -123,7 +133,10 @@ public final class ControlChannel {
             switch message {
             case .hello(let version, _, _, _, _):
                 guard version == Wire.protocolVersion else {
-                    throw MachineError(.guestRefused, "the guest agent speaks protocol \(version), this agentry \(Wire.protocolVersion); rebuild the image")
+                    throw MachineError(
+                        .guestRefused,
+                        "the guest agent speaks protocol \(version), this agentry \(Wire.protocolVersion); rebuild the image"
+                    )
                 }
                 hello = message
                 // Drain the pongs of our pings so they do not surprise the next request.
@@ -156,7 +169,10 @@ public final class ControlChannel {
         let id = newID()
         // Rounded up: a timeout under a millisecond is still a timeout (0 would mean none).
         let milliseconds = timeout.map { max(1, Int($0.millisecondsRoundedUp)) } ?? 0
-        try send(.exec(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeoutMillis: milliseconds))
+        try send(
+            .exec(
+                id: id, argv: argv, environment: environment, directory: directory, stdin: stdin,
+                timeoutMillis: milliseconds))
         // The guest enforces the timeout; the host allows a margin before it gives up on the guest.
         let hostDeadline = ContinuousClock.now + (timeout.map { $0 + .seconds(30) } ?? .seconds(86_400 * 365))
         while let message = try receive(until: hostDeadline) {
@@ -203,7 +219,8 @@ extension ControlChannel: GuestChannel {
         _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
         output: (ProcessStream, [UInt8]) -> Void
     ) throws -> GuestExit {
-        let result = try run(argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout, output: output)
+        let result = try run(
+            argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout, output: output)
         return GuestExit(status: result.status, timedOut: result.timedOut)
     }
 }

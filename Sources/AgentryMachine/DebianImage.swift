@@ -23,14 +23,18 @@ extension ImageBuilder {
         guard name.utf8.count >= 2, let first = name.unicodeScalars.first,
             ("a"..."z").contains(first) || ("0"..."9").contains(first)
         else { return false }
-        return name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "+-.".unicodeScalars.contains($0) }
+        return name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("0"..."9").contains($0) || "+-.".unicodeScalars.contains($0)
+        }
     }
 
     /// The `.crt` files of the host's local certificate authorities (`/usr/local/share/ca-certificates`,
     /// or `$AGENTRY_GUEST_CA_DIR`; an empty value trusts none).
     func localAuthorities() -> [(String, [UInt8])] {
         let folder = environment["AGENTRY_GUEST_CA_DIR"] ?? "/usr/local/share/ca-certificates"
-        guard !folder.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [] }
+        guard !folder.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
+            return []
+        }
         return names.filter { $0.hasSuffix(".crt") }.sorted().compactMap { name in
             FileManager.default.contents(atPath: folder + "/" + name).map { (name, Array($0)) }
         }
@@ -43,7 +47,9 @@ extension ImageBuilder {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
             for line in text.split(separator: "\n") {
                 let words = line.split(separator: " ").map(String.init)
-                let uris = words.first == "URIs:" ? Array(words.dropFirst()) : words.first == "deb" ? words.filter { $0.hasPrefix("http") } : []
+                let uris =
+                    words.first == "URIs:"
+                    ? Array(words.dropFirst()) : words.first == "deb" ? words.filter { $0.hasPrefix("http") } : []
                 if let uri = uris.first(where: { $0.hasPrefix("http") && !$0.contains("security") }) { return uri }
             }
         }
@@ -56,10 +62,13 @@ extension ImageBuilder {
         progress: (String) -> Void
     ) throws -> GuestImage {
         let boot = try build(
-            EnvironmentBase.minimal.rawValue, imagesDirectory: imagesDirectory, guestAgent: guestAgent, refresh: refresh,
+            EnvironmentBase.minimal.rawValue, imagesDirectory: imagesDirectory, guestAgent: guestAgent,
+            refresh: refresh,
             progress: progress)
         if let bad = packages.first(where: { !Self.isPackageName($0) }) {
-            throw MachineError(.invalidInput, "\"\(bad)\" is not a Debian package name (packages.apt takes names such as python3 or git)")
+            throw MachineError(
+                .invalidInput,
+                "\"\(bad)\" is not a Debian package name (packages.apt takes names such as python3 or git)")
         }
         let wanted = Array(Set(Self.basePackages + packages)).sorted()
         let mirror = self.mirror()
@@ -83,11 +92,17 @@ extension ImageBuilder {
             return image
         }
         if manager.fileExists(atPath: directory + "/manifest"), manager.fileExists(atPath: rootfs) {
-            if packages.isEmpty { try? "\(name)\n".write(toFile: imagesDirectory + "/debian-12.current", atomically: true, encoding: .utf8) }
+            if packages.isEmpty {
+                try? "\(name)\n".write(
+                    toFile: imagesDirectory + "/debian-12.current", atomically: true, encoding: .utf8)
+            }
             return image()
         }
         guard geteuid() == 0 else {
-            throw MachineError(.imageFailed, "building the debian-12 image runs debootstrap, which needs root; run `agentry image build debian-12` as root")
+            throw MachineError(
+                .imageFailed,
+                "building the debian-12 image runs debootstrap, which needs root; run `agentry image build debian-12` as root"
+            )
         }
         guard commands.locate("debootstrap") != nil else {
             throw MachineError(.imageFailed, "debootstrap is not installed (apt-get install debootstrap)")
@@ -98,29 +113,42 @@ extension ImageBuilder {
         try manager.createDirectory(atPath: cache, withIntermediateDirectories: true)
         try manager.createDirectory(atPath: work, withIntermediateDirectories: true)
         let extra = wanted.filter { !Self.basePackages.contains($0) }
-        progress("debootstrap \(Self.suite) from \(mirror)" + (extra.isEmpty ? "" : " with \(extra.joined(separator: ", "))"))
+        progress(
+            "debootstrap \(Self.suite) from \(mirror)" + (extra.isEmpty ? "" : " with \(extra.joined(separator: ", "))")
+        )
         var step = 0
         let result = try commands.run(
             "debootstrap",
-            ["--variant=minbase", "--include=" + wanted.joined(separator: ","), "--cache-dir=" + cache, Self.suite, work + "/root", mirror],
+            [
+                "--variant=minbase", "--include=" + wanted.joined(separator: ","), "--cache-dir=" + cache, Self.suite,
+                work + "/root", mirror,
+            ],
             package: "debootstrap", timeout: .seconds(1800),
             lines: { line in
                 // debootstrap prints hundreds of lines; show its phases.
-                let perPackage = ["I: Retrieving ", "I: Validating ", "I: Unpacking ", "I: Extracting ", "I: Configuring "]
+                let perPackage = [
+                    "I: Retrieving ", "I: Validating ", "I: Unpacking ", "I: Extracting ", "I: Configuring ",
+                ]
                 if perPackage.contains(where: line.hasPrefix), !line.contains(" the ") {
                     step += 1
                     if step % 40 != 0 { return }
                 }
-                if line.hasPrefix("I: ") || line.hasPrefix("E: ") || line.hasPrefix("W: ") { progress("debootstrap: " + line.dropFirst(3)) }
+                if line.hasPrefix("I: ") || line.hasPrefix("E: ") || line.hasPrefix("W: ") {
+                    progress("debootstrap: " + line.dropFirst(3))
+                }
             })
         guard result.status == 0 else {
             let lines = result.output.split(separator: "\n")
             let failure = lines.last(where: { $0.hasPrefix("E: ") }) ?? lines.last ?? ""
             let missing = lines.compactMap { line -> String? in
-                guard line.contains("Couldn't find package") || line.contains("Package") && line.contains("has no installation candidate") else { return nil }
+                guard
+                    line.contains("Couldn't find package")
+                        || line.contains("Package") && line.contains("has no installation candidate")
+                else { return nil }
                 return String(line)
             }
-            throw MachineError(.imageFailed, 
+            throw MachineError(
+                .imageFailed,
                 "debootstrap could not build the debian-12 root filesystem (exit \(result.status)): \(failure)"
                     + (missing.isEmpty ? "" : "\n" + missing.joined(separator: "\n")))
         }
@@ -130,8 +158,10 @@ extension ImageBuilder {
         try manager.createSymbolicLink(atPath: root + "/etc/resolv.conf", withDestinationPath: "/run/resolv.conf")
         try "agent\n".write(toFile: root + "/etc/hostname", atomically: true, encoding: .utf8)
         try manager.createDirectory(atPath: root + "/agent", withIntermediateDirectories: true)
-        try "# the root is mounted by agentry's initramfs\n".write(toFile: root + "/etc/fstab", atomically: true, encoding: .utf8)
-        for leftover in (try? manager.contentsOfDirectory(atPath: root + "/var/cache/apt/archives")) ?? [] where leftover.hasSuffix(".deb") {
+        try "# the root is mounted by agentry's initramfs\n".write(
+            toFile: root + "/etc/fstab", atomically: true, encoding: .utf8)
+        for leftover in (try? manager.contentsOfDirectory(atPath: root + "/var/cache/apt/archives")) ?? []
+        where leftover.hasSuffix(".deb") {
             try? manager.removeItem(atPath: root + "/var/cache/apt/archives/" + leftover)
         }
 
@@ -159,15 +189,22 @@ extension ImageBuilder {
         let staged = work + "/image"
         try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
         try commands.check(
-            "mkfs.ext4", ["-q", "-F", "-L", "root", "-d", root, "-E", "lazy_itable_init=1,lazy_journal_init=1", staged + "/rootfs.raw", "\(sizeMiB)M"],
+            "mkfs.ext4",
+            [
+                "-q", "-F", "-L", "root", "-d", root, "-E", "lazy_itable_init=1,lazy_journal_init=1",
+                staged + "/rootfs.raw", "\(sizeMiB)M",
+            ],
             package: "e2fsprogs", timeout: .seconds(900), what: "packing the debian-12 root filesystem")
         // Agents' disks use it as their backing file: it must never change.
         chmod(staged + "/rootfs.raw", 0o444)
-        try "digest=\(digest)\nsuite=\(Self.suite)\nmirror=\(mirror)\npackages=\(wanted.joined(separator: ","))\nrecipe=\(Self.debianRecipeVersion)\nkernel=\(boot.kernelVersion)\n"
+        try
+            "digest=\(digest)\nsuite=\(Self.suite)\nmirror=\(mirror)\npackages=\(wanted.joined(separator: ","))\nrecipe=\(Self.debianRecipeVersion)\nkernel=\(boot.kernelVersion)\n"
             .write(toFile: staged + "/manifest", atomically: true, encoding: .utf8)
         if manager.fileExists(atPath: directory) { try manager.removeItem(atPath: directory) }
         try manager.moveItem(atPath: staged, toPath: directory)
-        if packages.isEmpty { try "\(name)\n".write(toFile: imagesDirectory + "/debian-12.current", atomically: true, encoding: .utf8) }
+        if packages.isEmpty {
+            try "\(name)\n".write(toFile: imagesDirectory + "/debian-12.current", atomically: true, encoding: .utf8)
+        }
         progress("built \(name)")
         return image()
     }

@@ -58,7 +58,8 @@ public enum EgressProxyServer {
                 return !name.hasPrefix("proxy-") && !name.hasPrefix("host:")
             }
             let hostHeader = "Host: " + (host.contains(":") ? "[\(host)]" : host) + (url.port.map { ":\($0)" } ?? "")
-            forward = Array("\(method) \(target) \(parts[2])\r\n\(hostHeader)\r\n\(headers.joined(separator: "\r\n"))".utf8)
+            forward = Array(
+                "\(method) \(target) \(parts[2])\r\n\(hostHeader)\r\n\(headers.joined(separator: "\r\n"))".utf8)
         }
         // Only plain host names and addresses go further: a NUL, a space or any other byte in a
         // name would be cut or read differently by the resolver than by the allowlist check.
@@ -69,7 +70,8 @@ public enum EgressProxyServer {
         guard allowlist.allows(host: host, port: port) else {
             return reply(
                 output, 403,
-                "agentry: egress to \(host):\(port) is not allowed; this machine may reach \(allowlist.entries.joined(separator: ", ")) (the Environment's network.egress)")
+                "agentry: egress to \(host):\(port) is not allowed; this machine may reach \(allowlist.entries.joined(separator: ", ")) (the Environment's network.egress)"
+            )
         }
         // 10.0.2.2 is the host as QEMU's user network shows it to the guest (where a local model
         // server, `baseUrl: http://10.0.2.2:8080/v1`, listens on the host's loopback).
@@ -91,15 +93,26 @@ public enum EgressProxyServer {
     static func isPlainHost(_ host: String) -> Bool {
         guard !host.isEmpty, host.utf8.count <= 253 else { return false }
         if host.contains(":") {
-            return host.unicodeScalars.allSatisfy { ("0"..."9").contains($0) || ("a"..."f").contains($0) || ("A"..."F").contains($0) || $0 == ":" || $0 == "." }
+            return host.unicodeScalars.allSatisfy {
+                ("0"..."9").contains($0) || ("a"..."f").contains($0) || ("A"..."F").contains($0) || $0 == ":"
+                    || $0 == "."
+            }
         }
-        return host.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "-" }
+        return host.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "-"
+        }
     }
 
     static func reply(_ output: Int32, _ status: Int, _ message: String) -> Int32 {
-        let reason = [400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 502: "Bad Gateway"][status] ?? "Error"
+        let reason =
+            [400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 502: "Bad Gateway"][status]
+            ?? "Error"
         let body = message + "\n"
-        writeAll(output, Array("HTTP/1.1 \(status) \(reason)\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
+        writeAll(
+            output,
+            Array(
+                "HTTP/1.1 \(status) \(reason)\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+                    .utf8))
         return 1
     }
 

@@ -69,7 +69,9 @@ public struct ImageBuilder: Sendable {
     /// The image already built for `base`, if any.
     public static func current(_ base: String, imagesDirectory: String) -> GuestImage? {
         let marker = imagesDirectory + "/\(base).current"
-        guard let name = try? String(contentsOfFile: marker, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+        guard
+            let name = try? String(contentsOfFile: marker, encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines),
             !name.isEmpty
         else { return nil }
         let directory = imagesDirectory + "/" + name
@@ -106,7 +108,9 @@ public struct ImageBuilder: Sendable {
         let cache = imagesDirectory + "/cache"
         try manager.createDirectory(atPath: cache, withIntermediateDirectories: true)
         guard manager.isExecutableFile(atPath: guestAgent) else {
-            throw MachineError(.imageFailed, "the guest agent \(guestAgent) is missing; build it with `swift build --product agentry-guest`")
+            throw MachineError(
+                .imageFailed,
+                "the guest agent \(guestAgent) is missing; build it with `swift build --product agentry-guest`")
         }
         guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: manager.isExecutableFile(atPath:)) else {
             throw MachineError(.imageFailed, "busybox is not installed (apt-get install busybox-static)")
@@ -145,17 +149,22 @@ public struct ImageBuilder: Sendable {
         let work = imagesDirectory + "/.build-\(UUID().uuidString)"
         defer { try? manager.removeItem(atPath: work) }
         try manager.createDirectory(atPath: work + "/kernel", withIntermediateDirectories: true)
-        try commands.check("dpkg-deb", ["-x", deb, work + "/kernel"], package: "dpkg", what: "unpacking \(kernelPackage)")
+        try commands.check(
+            "dpkg-deb", ["-x", deb, work + "/kernel"], package: "dpkg", what: "unpacking \(kernelPackage)")
         let modulesRoot = work + "/kernel/lib/modules"
         guard let version = try manager.contentsOfDirectory(atPath: modulesRoot).first else {
             throw MachineError(.imageFailed, "\(kernelPackage) holds no kernel modules")
         }
         let vmlinuz = work + "/kernel/boot/vmlinuz-\(version)"
-        guard manager.fileExists(atPath: vmlinuz) else { throw MachineError(.imageFailed, "\(kernelPackage) holds no vmlinuz") }
+        guard manager.fileExists(atPath: vmlinuz) else {
+            throw MachineError(.imageFailed, "\(kernelPackage) holds no vmlinuz")
+        }
 
         progress("packing the initramfs (busybox, virtio modules, agentry-guest)")
         var archive = CPIOWriter()
-        for folder in ["bin", "sbin", "lib", "lib/modules", "dev", "proc", "sys", "run", "tmp", "agent", "etc", "newroot"] {
+        for folder in [
+            "bin", "sbin", "lib", "lib/modules", "dev", "proc", "sys", "run", "tmp", "agent", "etc", "newroot",
+        ] {
             archive.directory(folder)
         }
         archive.symlink("etc/resolv.conf", target: "/run/resolv.conf")
@@ -166,10 +175,13 @@ public struct ImageBuilder: Sendable {
         archive.file("init", Array(Self.initScript.utf8), mode: 0o755)
         archive.file("bin/busybox", Array(busyboxBytes), mode: 0o755)
         for folder in ["usr", "usr/bin", "usr/sbin"] { archive.directory(folder) }
-        let applets = try commands.check(busybox, ["--list-full"], package: "busybox-static", what: "listing busybox's applets")
+        let applets = try commands.check(
+            busybox, ["--list-full"], package: "busybox-static", what: "listing busybox's applets")
         for applet in applets.split(separator: "\n").map(String.init) where !applet.isEmpty && applet != "bin/busybox" {
             let folder = (applet as NSString).deletingLastPathComponent
-            guard ["bin", "sbin", "usr/bin", "usr/sbin"].contains(folder), applet != "sbin/agentry-guest" else { continue }
+            guard ["bin", "sbin", "usr/bin", "usr/sbin"].contains(folder), applet != "sbin/agentry-guest" else {
+                continue
+            }
             archive.symlink(applet, target: "/bin/busybox")
         }
         archive.file("bin/udhcpc.script", Array(Self.dhcpScript.utf8) + [0x0A], mode: 0o755)
@@ -247,9 +259,12 @@ public struct ImageBuilder: Sendable {
         var order: [String] = []
         func visit(_ name: String, _ path: [String]) throws {
             if order.contains(name) { return }
-            guard !path.contains(name) else { throw MachineError(.imageFailed, "kernel modules depend on each other in a cycle: \(path)") }
+            guard !path.contains(name) else {
+                throw MachineError(.imageFailed, "kernel modules depend on each other in a cycle: \(path)")
+            }
             guard let needs = dependencies[name] else {
-                throw MachineError(.imageFailed, "kernel module \(name) is needed (by \(path.last ?? "the image")) but not packed")
+                throw MachineError(
+                    .imageFailed, "kernel module \(name) is needed (by \(path.last ?? "the image")) but not packed")
             }
             for need in needs { try visit(need, path + [name]) }
             order.append(name)
@@ -268,7 +283,9 @@ public struct ImageBuilder: Sendable {
         }.first
         guard let dependency else {
             throw MachineError(
-                .imageFailed, "cannot find the package linux-image-cloud-amd64 in the apt lists; run `apt-get update` (as root) and try again")
+                .imageFailed,
+                "cannot find the package linux-image-cloud-amd64 in the apt lists; run `apt-get update` (as root) and try again"
+            )
         }
         return dependency
     }
@@ -281,7 +298,8 @@ public struct ImageBuilder: Sendable {
             return cache + "/" + existing
         }
         progress("downloading \(package)")
-        let result = try commands.run("apt-get", ["download", package], package: "apt", timeout: .seconds(600), directory: cache)
+        let result = try commands.run(
+            "apt-get", ["download", package], package: "apt", timeout: .seconds(600), directory: cache)
         guard result.status == 0,
             let file = try manager.contentsOfDirectory(atPath: cache).first(where: {
                 $0.hasPrefix(package + "_") && $0.hasSuffix(".deb")

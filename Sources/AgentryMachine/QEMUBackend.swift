@@ -57,7 +57,8 @@ public final class QEMUBackend: MachineBackend {
     public func start(_ spec: MachineSpec) throws -> any GuestChannel {
         let configuration = try configuration(spec)
         _ = try machine.start(configuration)
-        return try ControlChannel.connect(QEMUMachine.controlSocket(configuration.directory), deadline: .now + .seconds(10))
+        return try ControlChannel.connect(
+            QEMUMachine.controlSocket(configuration.directory), deadline: .now + .seconds(10))
     }
 
     public func connect(_ name: String, timeout: Duration) throws -> any GuestChannel {
@@ -76,7 +77,9 @@ public final class QEMUBackend: MachineBackend {
         let directory = directory(name)
         if keepDisk {
             // The machine's runtime files go; the disk stays (deletionPolicy: retain).
-            for file in ["serial.log", "qemu.log"] { try? FileManager.default.removeItem(atPath: directory + "/" + file) }
+            for file in ["serial.log", "qemu.log"] {
+                try? FileManager.default.removeItem(atPath: directory + "/" + file)
+            }
         } else {
             try? FileManager.default.removeItem(atPath: directory)
         }
@@ -85,11 +88,13 @@ public final class QEMUBackend: MachineBackend {
     public func consoleTail(_ name: String) -> String { QEMUMachine.serialTail(directory(name)) }
 
     public func egressAllowlist(_ name: String) -> EgressAllowlist? {
-        (try? String(contentsOfFile: QEMUMachine.egressAllowFile(directory(name)), encoding: .utf8)).map(EgressAllowlist.init(text:))
+        (try? String(contentsOfFile: QEMUMachine.egressAllowFile(directory(name)), encoding: .utf8)).map(
+            EgressAllowlist.init(text:))
     }
 
     public func setEgressAllowlist(_ name: String, _ allowlist: EgressAllowlist) throws {
-        try allowlist.text.write(toFile: QEMUMachine.egressAllowFile(directory(name)), atomically: true, encoding: .utf8)
+        try allowlist.text.write(
+            toFile: QEMUMachine.egressAllowFile(directory(name)), atomically: true, encoding: .utf8)
     }
 
     public func buildImage(base: String) throws -> String {
@@ -131,7 +136,8 @@ public final class QEMUBackend: MachineBackend {
         return building.withLock { _ in
             if let accelerator = found.withLock({ $0.accelerator }) { return accelerator }
             let accelerator = AcceleratorProbe.detect(
-                image: image, stateDirectory: stateDirectory, machine: machine, forced: forcedAccelerator, log: progress)
+                image: image, stateDirectory: stateDirectory, machine: machine, forced: forcedAccelerator, log: progress
+            )
             found.withLock { $0.accelerator = accelerator }
             return accelerator
         }

@@ -87,11 +87,13 @@ public struct QEMUMachine: Sendable {
         if FileManager.default.fileExists(atPath: path) {
             // A running machine holds the image's lock; it was checked when that machine started.
             if Self.runningPID(configuration.directory) != nil { return false }
-            let check = try commands.run("qemu-img", ["check", "-q", path], package: "qemu-utils", timeout: .seconds(60))
+            let check = try commands.run(
+                "qemu-img", ["check", "-q", path], package: "qemu-utils", timeout: .seconds(60))
             guard check.status == 0 else {
                 throw MachineError(
                     .diskFailed,
-                    "the environment disk \(path) is corrupt (qemu-img check: \(check.output.split(separator: "\n").first ?? "")); repair it with `qemu-img check -r all \(path)` or move it aside to start with an empty disk")
+                    "the environment disk \(path) is corrupt (qemu-img check: \(check.output.split(separator: "\n").first ?? "")); repair it with `qemu-img check -r all \(path)` or move it aside to start with an empty disk"
+                )
             }
             return false
         }
@@ -101,7 +103,11 @@ public struct QEMUMachine: Sendable {
             var status = stat()
             let baseSize = stat(rootfs, &status) == 0 ? UInt64(status.st_size) : 0
             try commands.check(
-                "qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs, path, "\(max(baseSize, configuration.diskBytes))"],
+                "qemu-img",
+                [
+                    "create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs, path,
+                    "\(max(baseSize, configuration.diskBytes))",
+                ],
                 package: "qemu-utils", timeout: .seconds(60), what: "creating the environment disk")
             return true
         }
@@ -126,7 +132,10 @@ public struct QEMUMachine: Sendable {
         } catch {
             try? FileManager.default.removeItem(atPath: staging)
             let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { "\($0)" } ?? error.localizedDescription
-            throw MachineError(.diskFailed, "cannot create the environment disk \(path): \(reason.contains("28") || reason.lowercased().contains("space") ? "no space left on the host's disk" : reason)")
+            throw MachineError(
+                .diskFailed,
+                "cannot create the environment disk \(path): \(reason.contains("28") || reason.lowercased().contains("space") ? "no space left on the host's disk" : reason)"
+            )
         }
         guard rename(staging, path) == 0 else {
             throw MachineError(.diskFailed, "cannot create \(path): \(String(cString: strerror(errno)))")
@@ -149,7 +158,8 @@ public struct QEMUMachine: Sendable {
             "mkfs.ext4", ["-q", "-F", "-L", "agent", "-E", "lazy_itable_init=1,lazy_journal_init=1", raw],
             package: "e2fsprogs", timeout: .seconds(120), what: "formatting the environment disk")
         try commands.check(
-            "qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, path], package: "qemu-utils", timeout: .seconds(120),
+            "qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, path], package: "qemu-utils",
+            timeout: .seconds(120),
             what: "creating the environment disk")
     }
 
@@ -189,9 +199,11 @@ public struct QEMUMachine: Sendable {
                 // The allowlist is read from a file per connection, so a harness installation can
                 // widen it for its package registries while it runs.
                 try? allowlist.text.write(toFile: Self.egressAllowFile(directory), atomically: true, encoding: .utf8)
-                let command = "\(GuestShell.quote(proxy)) egress-proxy --allow-file \(GuestShell.quote(Self.egressAllowFile(directory)))"
+                let command =
+                    "\(GuestShell.quote(proxy)) egress-proxy --allow-file \(GuestShell.quote(Self.egressAllowFile(directory)))"
                     .replacingOccurrences(of: ",", with: ",,")
-                netdev += ",restrict=on,guestfwd=tcp:\(EgressProxyAddress.guestAddress):\(EgressProxyAddress.guestPort)-cmd:\(command)"
+                netdev +=
+                    ",restrict=on,guestfwd=tcp:\(EgressProxyAddress.guestAddress):\(EgressProxyAddress.guestPort)-cmd:\(command)"
             }
             arguments += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net"]
         }
@@ -226,7 +238,8 @@ public struct QEMUMachine: Sendable {
         guard try channel.waitUntilReady(deadline: deadline, booting: booting) != nil else {
             throw MachineError(
                 .bootFailed,
-                "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(Self.serialTail(directory))")
+                "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(Self.serialTail(directory))"
+            )
         }
         return channel
     }
@@ -241,7 +254,8 @@ public struct QEMUMachine: Sendable {
     /// then SIGKILL, each with a deadline. Returns when the QEMU process is gone.
     public static func stop(_ directory: String, graceful: Bool) {
         guard let pid = Self.runningPID(directory) else { return }
-        if graceful, let channel = try? ControlChannel.connect(Self.controlSocket(directory), deadline: .now + .seconds(2)),
+        if graceful,
+            let channel = try? ControlChannel.connect(Self.controlSocket(directory), deadline: .now + .seconds(2)),
             (try? channel.waitUntilReady(deadline: .now + .seconds(3))) != nil
         {
             try? channel.shutdown()

@@ -48,7 +48,9 @@ public enum CredentialScanner {
         Shape(prefix: Array("rk_live_".utf8), minimumBody: 20, name: "a Stripe key", body: alnum),
         Shape(prefix: Array("npm_".utf8), minimumBody: 36, name: "an npm token", body: alnum),
         Shape(prefix: Array("pypi-".utf8), minimumBody: 50, name: "a PyPI token", body: tokenByte),
-        Shape(prefix: Array("eyJ".utf8), minimumBody: 30, name: "a JSON Web Token", body: { base64URL($0) || $0 == UInt8(ascii: ".") }),
+        Shape(
+            prefix: Array("eyJ".utf8), minimumBody: 30, name: "a JSON Web Token",
+            body: { base64URL($0) || $0 == UInt8(ascii: ".") }),
         Shape(prefix: Array("-----BEGIN ".utf8), minimumBody: 0, name: "a private key", body: { _ in true }),
     ]
 

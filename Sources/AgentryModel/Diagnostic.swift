@@ -119,9 +119,11 @@ extension Diagnostic {
             case .unsupportedAPIVersion: return "An apiVersion other than agentry/v1."
             case .missingOwner: return "An Agent without metadata.owner."
             case .secretValue: return "A secret value written into git instead of a reference."
-            case .unsupportedYAML: return "YAML features agentry does not accept: merge keys, custom tags, complex keys."
+            case .unsupportedYAML:
+                return "YAML features agentry does not accept: merge keys, custom tags, complex keys."
             case .duplicateName: return "Two resources of one kind share a name."
-            case .unresolvedReference: return "A reference to a harness, model, environment or skill that does not exist."
+            case .unresolvedReference:
+                return "A reference to a harness, model, environment or skill that does not exist."
             case .unsupportedAPI: return "A model whose api the agent's harness does not support."
             case .instructionsMissing: return "An instructions file that does not exist."
             case .pathEscape: return "A path or symlink that leads outside the repository."
@@ -130,7 +132,8 @@ extension Diagnostic {
             case .skillSpec: return "A skill that departs from the Agent Skills specification (warning)."
             case .unknownTemplateVariable: return "A `{{placeholder}}` in a harness that agentry does not know."
             case .credentialLike: return "A string that looks like an API key, token or private key."
-            case .secretInFile: return "`{{model.apiKey}}` rendered into a file or command argument instead of the environment."
+            case .secretInFile:
+                return "`{{model.apiKey}}` rendered into a file or command argument instead of the environment."
             }
         }
     }

@@ -58,7 +58,8 @@ enum DocumentDecoder {
             diagnostics.append(
                 Diagnostic(
                     .error, .notUTF8, file: display, at: TextScan.mark(ofByte: offset, in: content),
-                    "the file is not UTF-8 text (invalid byte 0x\(String(content[offset], radix: 16, uppercase: true)))"))
+                    "the file is not UTF-8 text (invalid byte 0x\(String(content[offset], radix: 16, uppercase: true)))"
+                ))
             return nil
         }
         return content
@@ -86,7 +87,8 @@ enum DocumentDecoder {
         guard root.pairs != nil else {
             checker.report(
                 .notAMapping, root.mark,
-                "expected a resource (a mapping with apiVersion, kind, metadata and spec), got \(ShapeChecker.describe(root))")
+                "expected a resource (a mapping with apiVersion, kind, metadata and spec), got \(ShapeChecker.describe(root))"
+            )
             return
         }
         scanForCredentials(root, path: "", checker: &checker)
@@ -94,7 +96,8 @@ enum DocumentDecoder {
         guard let kindNode else {
             checker.report(
                 .missingField, root.mark,
-                "document: missing required field \"kind\" (one of \(Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+                "document: missing required field \"kind\" (one of \(Kind.allCases.map(\.rawValue).joined(separator: ", ")))"
+            )
             if root["apiVersion"] == nil {
                 checker.report(.missingField, root.mark, "document: missing required field \"apiVersion\" (agentry/v1)")
             }
@@ -152,7 +155,8 @@ enum DocumentDecoder {
         for secret in agent.secrets {
             if let first = bound[secret.env] {
                 checker.report(
-                    .duplicateName, secret.mark, "spec.secrets: \(secret.env) is bound twice (first at line \(first.line))")
+                    .duplicateName, secret.mark,
+                    "spec.secrets: \(secret.env) is bound twice (first at line \(first.line))")
             }
             bound[secret.env] = secret.mark
         }
@@ -174,7 +178,8 @@ enum DocumentDecoder {
             }
         case .mapping(let pairs):
             for pair in pairs {
-                scanForCredentials(pair.value, path: ShapeChecker.join(path, pair.key.scalarText ?? "?"), checker: &checker)
+                scanForCredentials(
+                    pair.value, path: ShapeChecker.join(path, pair.key.scalarText ?? "?"), checker: &checker)
             }
         }
     }
@@ -197,7 +202,8 @@ enum DocumentDecoder {
         for (path, node) in strings {
             guard let text = node.stringValue else { continue }
             let placeholders = Template.placeholders(in: text)
-            if placeholders.contains("model.apiKey"), !(path.hasPrefix("spec.env.") || path.hasPrefix("spec.modelEnv.")) {
+            if placeholders.contains("model.apiKey"), !(path.hasPrefix("spec.env.") || path.hasPrefix("spec.modelEnv."))
+            {
                 checker.report(
                     .secretInFile, node.mark,
                     "\(path): {{model.apiKey}} may only be rendered into env or modelEnv, never into files or command arguments (which other processes can read)"

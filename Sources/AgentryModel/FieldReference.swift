@@ -8,13 +8,17 @@ public enum FieldReference {
             "",
         ]
         for kind in Kind.allCases {
-            lines += ["## \(kind.rawValue)", "", kind.summary, "", "| Field | Type | Required | Description |", "|---|---|---|---|"]
+            lines += [
+                "## \(kind.rawValue)", "", kind.summary, "", "| Field | Type | Required | Description |",
+                "|---|---|---|---|",
+            ]
             rows(kind.shape, prefix: "", into: &lines)
             lines.append("")
         }
         lines += [
             "## SKILL.md front matter", "",
-            "Skills live in `skills/<name>/SKILL.md` (the Agent Skills format). " + ObjectShape.skillFrontMatter.doc, "",
+            "Skills live in `skills/<name>/SKILL.md` (the Agent Skills format). " + ObjectShape.skillFrontMatter.doc,
+            "",
             "| Field | Type | Required | Description |", "|---|---|---|---|",
         ]
         rows(ObjectShape.skillFrontMatter, prefix: "", into: &lines)
@@ -44,7 +48,8 @@ public enum FieldReference {
         for field in object.fields {
             let path = prefix + field.name
             lines.append(
-                "| `\(path)` | \(typeName(field.shape)) | \(field.required ? "yes" : "") | \(field.doc.replacingAll("|", with: "\\|")) |")
+                "| `\(path)` | \(typeName(field.shape)) | \(field.required ? "yes" : "") | \(field.doc.replacingAll("|", with: "\\|")) |"
+            )
             switch field.shape {
             case .object(let nested):
                 rows(nested, prefix: path + ".", into: &lines)

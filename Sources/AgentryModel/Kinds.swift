@@ -85,7 +85,9 @@ enum Shapes {
 
     static let nameField = FieldShape(
         "name", .string(.dnsLabel), required: true,
-        doc: "The resource's name, unique per kind: a DNS label (`triage`, `python-dev`). Other resources refer to it by this name.")
+        doc:
+            "The resource's name, unique per kind: a DNS label (`triage`, `python-dev`). Other resources refer to it by this name."
+    )
 
     static let labelsField = FieldShape(
         "labels", .map(key: .labelKey, value: .string(.text(minLength: 0, maxLength: 63))),
@@ -143,7 +145,9 @@ enum Shapes {
         fields: [
             FieldShape(
                 "file", .string(.text()), required: true,
-                doc: "Path of the file, relative to the YAML file that declares the agent; it must stay inside the repository.")
+                doc:
+                    "Path of the file, relative to the YAML file that declares the agent; it must stay inside the repository."
+            )
         ])
 
     static let agentSpec = ObjectShape(
@@ -156,7 +160,9 @@ enum Shapes {
                 "instructions", .choice([.string(.text()), .object(instructionsFile)]),
                 doc: "The agent's standing instructions: inline text, or `{file: PATH}` relative to this YAML file."),
             FieldShape("harness", reference, required: true, doc: "The Harness that runs the agent."),
-            FieldShape("model", reference, required: true, doc: "The Model the harness talks to. Swap it here; nothing else moves."),
+            FieldShape(
+                "model", reference, required: true,
+                doc: "The Model the harness talks to. Swap it here; nothing else moves."),
             FieldShape(
                 "fallbackModels", .list(reference, unique: true),
                 doc: "Models to try, in order, when `model` is unavailable."),
@@ -180,7 +186,9 @@ enum Shapes {
                                 doc: "How long a run may take before its processes are killed. Default `15m`."),
                             FieldShape(
                                 "output", .string(.relativePath),
-                                doc: "Folder under the agent's home whose files are collected as artifacts. Default `out/`."),
+                                doc:
+                                    "Folder under the agent's home whose files are collected as artifacts. Default `out/`."
+                            ),
                         ])),
                 doc: "Run defaults."),
             FieldShape(
@@ -199,10 +207,14 @@ enum Shapes {
                 doc: "Memory kept across runs and machines."),
             FieldShape(
                 "lifecycle", .string(.oneOf(Lifecycle.allCases.map(\.rawValue))),
-                doc: "`active` (default), `paused` (machine stopped, everything kept) or `revoked` (kill switch: stopped, secrets withdrawn, runs refused)."),
+                doc:
+                    "`active` (default), `paused` (machine stopped, everything kept) or `revoked` (kill switch: stopped, secrets withdrawn, runs refused)."
+            ),
             FieldShape(
                 "deletionPolicy", .string(.oneOf(DeletionPolicy.allCases.map(\.rawValue))),
-                doc: "What happens to the environment disk when the agent leaves the repository: `retain` (default) or `delete`."),
+                doc:
+                    "What happens to the environment disk when the agent leaves the repository: `retain` (default) or `delete`."
+            ),
         ])
 
     static let configFile = ObjectShape(
@@ -324,7 +336,8 @@ enum Shapes {
                                     .string(.oneOf(EgressMode.allCases.map(\.rawValue))),
                                     .list(.string(.hostname), minItems: 1, unique: true),
                                 ]),
-                                doc: "`none` (default: no network device), `model-only`, `all`, or a list of allowed hosts."
+                                doc:
+                                    "`none` (default: no network device), `model-only`, `all`, or a list of allowed hosts."
                             )
                         ])),
                 doc: "Network policy."),
@@ -334,14 +347,17 @@ enum Shapes {
     /// The YAML front matter of a `SKILL.md` (Agent Skills format).
     static let skillFrontMatter = ObjectShape(
         "SkillFrontMatter",
-        doc: "The YAML front matter of an Agent Skills `SKILL.md`. Keys outside the specification are accepted with a warning.",
+        doc:
+            "The YAML front matter of an Agent Skills `SKILL.md`. Keys outside the specification are accepted with a warning.",
         fields: [
             FieldShape(
                 "name", .string(.skillName), required: true,
                 doc: "The skill's name; must equal its folder's name."),
             FieldShape(
                 "description", .string(.text()), required: true,
-                doc: "What the skill does and when to use it (the specification says at most 1024 characters; longer is a warning)."),
+                doc:
+                    "What the skill does and when to use it (the specification says at most 1024 characters; longer is a warning)."
+            ),
             FieldShape("license", .string(.text()), doc: "License name or a pointer to a bundled license file."),
             FieldShape(
                 "compatibility", .string(.text()),
@@ -349,7 +365,8 @@ enum Shapes {
             FieldShape(
                 "metadata", .map(key: .text(), value: .string(.text(minLength: 0))),
                 doc: "Free key/value metadata."),
-            FieldShape("allowed-tools", .string(.text()), doc: "Space-delimited tools the skill may use (experimental)."),
+            FieldShape(
+                "allowed-tools", .string(.text()), doc: "Space-delimited tools the skill may use (experimental)."),
         ])
 }
 

@@ -64,7 +64,8 @@ public enum RepositoryValidator {
         catalog.skills = skills.skills
         index.skills = skills.skillNames
         fileResults.merge(skills.manifests) { _, new in new }
-        var cross = CrossChecker(tree: tree, index: index, skillFolders: skills.folderNames, displayPrefix: displayPrefix)
+        var cross = CrossChecker(
+            tree: tree, index: index, skillFolders: skills.folderNames, displayPrefix: displayPrefix)
         cross.run()
         diagnostics += cross.diagnostics
         return ValidationReport(
@@ -155,7 +156,9 @@ struct CrossChecker {
 
         for agent in index.agents {
             let file = agent.origin.file
-            if let harness = agent.harness { resolve(harness, in: harnesses, kind: .harness, field: "spec.harness", file: file) }
+            if let harness = agent.harness {
+                resolve(harness, in: harnesses, kind: .harness, field: "spec.harness", file: file)
+            }
             if let model = agent.model { resolve(model, in: models, kind: .model, field: "spec.model", file: file) }
             for (index, fallback) in agent.fallbackModels.enumerated() {
                 resolve(fallback, in: models, kind: .model, field: "spec.fallbackModels[\(index)]", file: file)
@@ -172,7 +175,8 @@ struct CrossChecker {
             }
             // The harness must speak every model's API.
             if let harnessRef = agent.harness, let harness = harnessByName[harnessRef.name], !harness.apis.isEmpty {
-                let candidates = [agent.model].compactMap { $0 }.map { ("spec.model", $0) }
+                let candidates =
+                    [agent.model].compactMap { $0 }.map { ("spec.model", $0) }
                     + agent.fallbackModels.enumerated().map { ("spec.fallbackModels[\($0.offset)]", $0.element) }
                 for (field, reference) in candidates {
                     guard let model = modelByName[reference.name], let api = model.api,
@@ -228,7 +232,9 @@ struct CrossChecker {
     mutating func checkInstructions(_ path: String, mark: SourceMark, agentFile: String) {
         let origin = Origin(file: agentFile, mark: mark)
         if path.hasPrefix("/") {
-            report(.pathEscape, origin, "spec.instructions.file: \"\(path)\" is absolute; expected a path relative to \(agentFile)")
+            report(
+                .pathEscape, origin,
+                "spec.instructions.file: \"\(path)\" is absolute; expected a path relative to \(agentFile)")
             return
         }
         let directory = localPath(agentFile).split(separator: "/").dropLast().joined(separator: "/")
@@ -261,7 +267,8 @@ struct CrossChecker {
                     .pathEscape, Origin(file: displayPrefix + path, mark: .start),
                     "symlink to \"\(target)\" leads outside the repository; agentry never follows it")
             case .loop:
-                report(.pathEscape, Origin(file: displayPrefix + path, mark: .start), "symlink loop through \"\(target)\"")
+                report(
+                    .pathEscape, Origin(file: displayPrefix + path, mark: .start), "symlink loop through \"\(target)\"")
             default:
                 continue
             }

@@ -100,13 +100,16 @@ public enum StringFormat: Sendable {
         case .constant(let value): return "\"\(value)\""
         case .oneOf(let values): return "one of " + values.joined(separator: ", ")
         case .dnsLabel:
-            return "a DNS label (lower-case letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)"
+            return
+                "a DNS label (lower-case letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)"
         case .skillName:
             return "a skill name (lower-case letters and digits separated by single '-', at most 64 characters)"
-        case .quantity: return "a quantity such as 512Mi, 4Gi or 1G (units Ki, Mi, Gi, Ti, k, M, G, T), greater than zero"
+        case .quantity:
+            return "a quantity such as 512Mi, 4Gi or 1G (units Ki, Mi, Gi, Ti, k, M, G, T), greater than zero"
         case .duration: return "a duration such as 90s, 15m or 1h30m (units ms, s, m, h), greater than zero"
         case .envName: return "an environment variable name (letters, digits and '_', not starting with a digit)"
-        case .secretRef: return "a secret store key such as github/token (letters, digits, '_', '.', '-', segments joined by '/')"
+        case .secretRef:
+            return "a secret store key such as github/token (letters, digits, '_', '.', '-', segments joined by '/')"
         case .url: return "an http:// or https:// URL"
         case .relativePath: return "a relative path without '..' segments"
         case .hostname: return "a host name such as api.example.com, optionally with a :port or a leading *."
@@ -137,7 +140,8 @@ public enum StringFormat: Sendable {
         case .url: return "^https?://[^\\s/?#]+[^\\s]*$"
         case .relativePath: return "^(?!/)(?!(.*/)?\\.\\.(/|$)).+$"
         case .hostname:
-            return "^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$"
+            return
+                "^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$"
         case .labelKey: return "^([a-z0-9]([a-z0-9.-]*[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
         }
     }
@@ -340,4 +344,3 @@ public struct Quantity: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { text }
 }
-

@@ -71,7 +71,8 @@ struct ShapeChecker {
                     if let first = seen[text] {
                         report(
                             .invalidValue, element.mark,
-                            "\(path)[\(index)]: \"\(text)\" is already listed at \(path)[\(first)]; items must be unique")
+                            "\(path)[\(index)]: \"\(text)\" is already listed at \(path)[\(first)]; items must be unique"
+                        )
                     } else {
                         seen[text] = index
                     }
@@ -117,7 +118,9 @@ struct ShapeChecker {
         switch format {
         case .oneOf(let values):
             if !values.contains(text) {
-                report(code, node.mark, "\(path): expected \(format.expected), got \"\(text)\"" + Suggest.hint(text, values))
+                report(
+                    code, node.mark,
+                    "\(path): expected \(format.expected), got \"\(text)\"" + Suggest.hint(text, values))
             }
         case .constant(let value):
             if text != value {
@@ -143,7 +146,9 @@ struct ShapeChecker {
 
     mutating func checkObject(_ node: YAMLNode, _ object: ObjectShape, path: String) {
         guard let pairs = node.pairs else {
-            report(.wrongType, node.mark, "\(path.isEmpty ? "document" : path): expected a mapping, got \(Self.describe(node))")
+            report(
+                .wrongType, node.mark,
+                "\(path.isEmpty ? "document" : path): expected a mapping, got \(Self.describe(node))")
             return
         }
         var present = Set<String>()
@@ -162,7 +167,8 @@ struct ShapeChecker {
                 report(
                     unknownField.code, pair.key.mark,
                     "\(place): unknown field \"\(key)\" in \(object.title)" + Suggest.hint(key, names)
-                        + (Suggest.closest(key, names) == nil ? "; expected one of " + names.joined(separator: ", ") : ""),
+                        + (Suggest.closest(key, names) == nil
+                            ? "; expected one of " + names.joined(separator: ", ") : ""),
                     severity: unknownField.severity)
                 continue
             }
@@ -186,7 +192,8 @@ struct ShapeChecker {
         if text == "<<" && style == .plain {
             report(
                 .unsupportedYAML, key.mark,
-                "\(path): YAML merge keys (<<) are not supported; write the fields out, or use an anchor for a whole value")
+                "\(path): YAML merge keys (<<) are not supported; write the fields out, or use an anchor for a whole value"
+            )
             return nil
         }
         guard case .string = key.resolved else {

@@ -69,7 +69,9 @@ enum SkillReader {
         return result
     }
 
-    static func read(name: String, folder: String, display: String, entry: SourceTree.Entry, into diagnostics: inout [Diagnostic])
+    static func read(
+        name: String, folder: String, display: String, entry: SourceTree.Entry, into diagnostics: inout [Diagnostic]
+    )
         -> Skill?
     {
         guard let bytes = DocumentDecoder.readableText(display: display, entry: entry, into: &diagnostics) else {
@@ -126,7 +128,8 @@ enum SkillReader {
             diagnostics.append(
                 Diagnostic(
                     .warning, .skillSpec, file: display, at: root["compatibility"]!.mark,
-                    "front matter.compatibility: over the specification's \(specCompatibilityLimit) characters; accepted"))
+                    "front matter.compatibility: over the specification's \(specCompatibilityLimit) characters; accepted"
+                ))
         }
         return Skill(
             name: name, path: folder, description: description,
@@ -153,7 +156,9 @@ enum SkillReader {
 
     static func trimmed(_ line: ArraySlice<UInt8>) -> [UInt8] {
         var slice = line
-        while let last = slice.last, last == UInt8(ascii: "\r") || last == UInt8(ascii: " ") { slice = slice.dropLast() }
+        while let last = slice.last, last == UInt8(ascii: "\r") || last == UInt8(ascii: " ") {
+            slice = slice.dropLast()
+        }
         return Array(slice)
     }
 

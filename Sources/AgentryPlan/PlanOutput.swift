@@ -98,7 +98,8 @@ public enum PlanOutput {
         var lines: [String] = []
         switch document.kind {
         case .plan:
-            lines.append("\(bold)Plan\(reset) for \(String(document.commit.prefix(12))) (\(document.ref)): \(summary(plan))")
+            lines.append(
+                "\(bold)Plan\(reset) for \(String(document.commit.prefix(12))) (\(document.ref)): \(summary(plan))")
         case .diff:
             lines.append(
                 "\(bold)Diff\(reset) \(String((document.baseCommit ?? "").prefix(12)))..\(String(document.commit.prefix(12))): \(summary(plan))"
@@ -107,7 +108,8 @@ public enum PlanOutput {
         for action in plan.changes {
             let tint = color ? self.color(action.action) : ""
             let verb = action.action.rawValue.padding(toLength: 9)
-            lines.append("  \(tint)\(symbol(action.action).padding(toLength: 3)) \(verb)\(reset) \(bold)\(action.agent)\(reset)")
+            lines.append(
+                "  \(tint)\(symbol(action.action).padding(toLength: 3)) \(verb)\(reset) \(bold)\(action.agent)\(reset)")
             for note in action.notes { lines.append("        " + note) }
             for change in action.reasons { lines.append("        " + reason(change)) }
         }
@@ -121,10 +123,13 @@ public enum PlanOutput {
         var lines = ["### \(title): \(summary(plan))", ""]
         switch document.kind {
         case .plan:
-            lines.append("Desired state at `\(document.commit.prefix(12))`\(document.path.isEmpty ? "" : " (`\(document.path)`)") against the actual state.")
+            lines.append(
+                "Desired state at `\(document.commit.prefix(12))`\(document.path.isEmpty ? "" : " (`\(document.path)`)") against the actual state."
+            )
         case .diff:
             lines.append(
-                "`\((document.baseCommit ?? "").prefix(12))` → `\(document.commit.prefix(12))`\(document.path.isEmpty ? "" : " (`\(document.path)`)").")
+                "`\((document.baseCommit ?? "").prefix(12))` → `\(document.commit.prefix(12))`\(document.path.isEmpty ? "" : " (`\(document.path)`)")."
+            )
         }
         lines.append("")
         guard plan.hasChanges else {
@@ -144,7 +149,9 @@ public enum PlanOutput {
             lines.append("")
             for note in action.notes { lines.append("- \(note)") }
             for change in action.reasons {
-                lines.append("- `\(change.field)`: \(change.old.map { "`\(escape(display($0)))`" } ?? "(none)") → \(change.new.map { "`\(escape(display($0)))`" } ?? "(removed)")")
+                lines.append(
+                    "- `\(change.field)`: \(change.old.map { "`\(escape(display($0)))`" } ?? "(none)") → \(change.new.map { "`\(escape(display($0)))`" } ?? "(removed)")"
+                )
             }
             if let from = action.fromRevision, let to = action.toRevision, from != to {
                 lines.append("- revision `\(from.prefix(12))` → `\(to.prefix(12))`")

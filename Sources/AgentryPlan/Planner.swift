@@ -175,7 +175,9 @@ public enum Planner {
             Change(field: $0.0, old: nil, new: $0.1)
         }
         var notes = ["new agent"]
-        if wanted.lifecycle != .active { notes.append("created \(wanted.lifecycle.rawValue): the machine is not started") }
+        if wanted.lifecycle != .active {
+            notes.append("created \(wanted.lifecycle.rawValue): the machine is not started")
+        }
         return PlannedAction(
             agent: wanted.name, action: .create, reasons: reasons, notes: notes, fromRevision: nil,
             toRevision: wanted.revision)

@@ -28,8 +28,12 @@ public enum AgentLayout {
         }
     }
 
-    public static func outputDirectory(_ agent: Agent) -> String { trimmed(agent.run.output.isEmpty ? "out" : agent.run.output) }
-    public static func memoryDirectory(_ agent: Agent) -> String { trimmed(agent.memory.path.isEmpty ? "memory" : agent.memory.path) }
+    public static func outputDirectory(_ agent: Agent) -> String {
+        trimmed(agent.run.output.isEmpty ? "out" : agent.run.output)
+    }
+    public static func memoryDirectory(_ agent: Agent) -> String {
+        trimmed(agent.memory.path.isEmpty ? "memory" : agent.memory.path)
+    }
 
     static func trimmed(_ path: String) -> String {
         SourceTree.normalize(path) ?? path.split(separator: "/").joined(separator: "/")

@@ -94,7 +94,8 @@ public enum EgressPolicy: Sendable, Equatable {
 
     /// A list field's value (`["git", "curl"]`, as `Canonical.list` writes it).
     public static func listValue(_ text: String) -> [String] {
-        guard let data = text.data(using: .utf8), let list = try? JSONSerialization.jsonObject(with: data) as? [String] else { return [] }
+        guard let data = text.data(using: .utf8), let list = try? JSONSerialization.jsonObject(with: data) as? [String]
+        else { return [] }
         return list
     }
 }

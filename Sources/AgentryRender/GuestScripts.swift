@@ -55,7 +55,9 @@ public enum GuestScripts {
 
     /// The rest of a run's preparation after the configuration: the install check (prints
     /// `installed` or `not-installed`), the run's secrets folder (0700) and an empty output folder.
-    public static func prepareRun(installMarker: String?, secretFolder: String, outputFolder: String, memoryFolder: String)
+    public static func prepareRun(
+        installMarker: String?, secretFolder: String, outputFolder: String, memoryFolder: String
+    )
         -> String
     {
         var script = ""
@@ -90,7 +92,8 @@ public enum GuestScripts {
 
             """
         // (busybox's tar has no -T: the names become the shell's arguments.)
-        script += "set --\nwhile IFS= read -r f; do set -- \"$@\" \"$f\"; done < $list\nrm -f $list\n[ $# -eq 0 ] || tar -cf - \"$@\"\n"
+        script +=
+            "set --\nwhile IFS= read -r f; do set -- \"$@\" \"$f\"; done < $list\nrm -f $list\n[ $# -eq 0 ] || tar -cf - \"$@\"\n"
         return script
     }
 
@@ -101,7 +104,8 @@ public enum GuestScripts {
         let quote = GuestShell.quote
         var script = "set -e\nexport DEBIAN_FRONTEND=noninteractive\n"
         if !steps.apt.isEmpty {
-            script += "apt-get update -qq\napt-get install -y -qq --no-install-recommends \(steps.apt.map(quote).joined(separator: " "))\n"
+            script +=
+                "apt-get update -qq\napt-get install -y -qq --no-install-recommends \(steps.apt.map(quote).joined(separator: " "))\n"
         }
         if !steps.pip.isEmpty {
             script += "[ -x /opt/agentry/venv/bin/pip ] || python3 -m venv /opt/agentry/venv\n"
@@ -111,7 +115,8 @@ public enum GuestScripts {
             script += "npm install -g -q --prefix /opt/agentry/npm \(steps.npm.map(quote).joined(separator: " "))\n"
         }
         if let custom = steps.script { script += custom + "\n" }
-        script += "mkdir -p \(AgentLayout.home)/\(AgentLayout.own)/installed && echo \(quote(harness.version ?? "")) > \(marker)\n"
+        script +=
+            "mkdir -p \(AgentLayout.home)/\(AgentLayout.own)/installed && echo \(quote(harness.version ?? "")) > \(marker)\n"
         return script
     }
 }
@@ -124,7 +129,8 @@ public enum HarnessInstall {
         let steps = harness.install
         guard !steps.apt.isEmpty || !steps.pip.isEmpty || !steps.npm.isEmpty || steps.script != nil else { return nil }
         let parts = [
-            harness.metadata.name, harness.version ?? "", steps.apt.joined(separator: ","), steps.pip.joined(separator: ","),
+            harness.metadata.name, harness.version ?? "", steps.apt.joined(separator: ","),
+            steps.pip.joined(separator: ","),
             steps.npm.joined(separator: ","), steps.script ?? "",
         ]
         return String(SHA256.hex(parts.joined(separator: "\n")).prefix(16))
@@ -149,7 +155,8 @@ public enum CollectListing {
         var digests: [String: String] = [:]
         var sizes: [String: Int] = [:]
         for line in text.split(separator: "\n") {
-            let parts = line.trimmingCharacters(in: .whitespaces).split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            let parts = line.trimmingCharacters(in: .whitespaces).split(
+                separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             guard parts.count == 2 else { continue }
             let path = parts[1].trimmingCharacters(in: .whitespaces)
             if parts[0].count == 64, parts[0].allSatisfy(\.isHexDigit) {

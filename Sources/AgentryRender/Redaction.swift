@@ -68,4 +68,3 @@ public struct StreamRedactor {
         return redactor.redact(held)
     }
 }
-

@@ -84,7 +84,10 @@ public enum Rendering {
             }
         }
         for config in bundle.harness.configFiles {
-            files.append(BundleFile(path: AgentLayout.trimmed(config.path), mode: 0o600, bytes: Array(render(config.content, values).utf8)))
+            files.append(
+                BundleFile(
+                    path: AgentLayout.trimmed(config.path), mode: 0o600,
+                    bytes: Array(render(config.content, values).utf8)))
         }
         let identity = """
             {"agent": \(JSONText.quote(bundle.name)), "revision": \(JSONText.quote(bundle.revision)), \
@@ -129,4 +132,3 @@ enum JSONText {
         return output
     }
 }
-

@@ -143,7 +143,9 @@ public struct RunRecord: Sendable {
 
     /// Reads a record back; nil when the text is not one.
     public static func parse(_ text: String) -> RunRecord? {
-        guard case .success(let documents) = YAMLComposer.compose(text), let root = documents.first?.root else { return nil }
+        guard case .success(let documents) = YAMLComposer.compose(text), let root = documents.first?.root else {
+            return nil
+        }
         func string(_ node: YAMLNode?) -> String? {
             guard let node else { return nil }
             switch node.resolved {
@@ -167,17 +169,22 @@ public struct RunRecord: Sendable {
         else { return nil }
         let artifacts = (root["artifacts"]?.sequence ?? []).compactMap { node -> Artifact? in
             guard let path = string(node["path"]) else { return nil }
-            return Artifact(path: path, size: int(node["size"]) ?? 0, sha256: string(node["sha256"]) ?? "", stored: bool(node["stored"]))
+            return Artifact(
+                path: path, size: int(node["size"]) ?? 0, sha256: string(node["sha256"]) ?? "",
+                stored: bool(node["stored"]))
         }
         return RunRecord(
             runID: runID, agent: agent, desiredCommit: string(root["desiredCommit"]) ?? "",
             agentRevision: string(root["agentRevision"]) ?? "", harnessName: string(root["harness"]?["name"]) ?? "",
-            harnessType: string(root["harness"]?["type"]) ?? "", harnessVersion: string(root["harness"]?["version"]) ?? "",
+            harnessType: string(root["harness"]?["type"]) ?? "",
+            harnessVersion: string(root["harness"]?["version"]) ?? "",
             modelName: string(root["model"]?["name"]) ?? "", modelProvider: string(root["model"]?["provider"]) ?? "",
             model: string(root["model"]?["model"]) ?? "", trigger: string(root["trigger"]?["kind"]) ?? "",
             triggeredBy: string(root["trigger"]?["by"]) ?? "", host: string(root["trigger"]?["host"]) ?? "",
-            startedAt: started, endedAt: ended, exitStatus: int(root["exitStatus"]) ?? -1, timedOut: bool(root["timedOut"]),
-            artifacts: artifacts, logBytes: int(root["log"]?["bytes"]) ?? 0, logSHA256: string(root["log"]?["sha256"]) ?? "",
+            startedAt: started, endedAt: ended, exitStatus: int(root["exitStatus"]) ?? -1,
+            timedOut: bool(root["timedOut"]),
+            artifacts: artifacts, logBytes: int(root["log"]?["bytes"]) ?? 0,
+            logSHA256: string(root["log"]?["sha256"]) ?? "",
             logTruncated: bool(root["log"]?["truncated"]), memoryFiles: int(root["memory"]?["files"]) ?? 0)
     }
 

@@ -10,9 +10,14 @@ public struct TarWriter {
         var prefix: [UInt8] = []
         if name.count > 100 {
             // Split at a slash: up to 155 bytes of prefix, up to 100 of name.
-            guard let split = name.indices.last(where: { name[$0] == UInt8(ascii: "/") && $0 <= 155 && name.count - $0 - 1 <= 100 })
+            guard
+                let split = name.indices.last(where: {
+                    name[$0] == UInt8(ascii: "/") && $0 <= 155 && name.count - $0 - 1 <= 100
+                })
             else {
-                throw RenderError(code: .pathTooLong, message: "the path \(file.path) is too long for the archive (255 bytes at most)")
+                throw RenderError(
+                    code: .pathTooLong, message: "the path \(file.path) is too long for the archive (255 bytes at most)"
+                )
             }
             prefix = Array(name[..<split])
             name = Array(name[(split + 1)...])
@@ -37,7 +42,10 @@ public struct TarWriter {
         put(Array("ustar".utf8) + [0] + Array("00".utf8), at: 257)
         put(prefix, at: 345)
         let checksum = header.reduce(0) { $0 + Int($1) }
-        put(Array((String(repeating: "0", count: max(0, 6 - String(checksum, radix: 8).count)) + String(checksum, radix: 8)).utf8) + [0, 0x20], at: 148)
+        put(
+            Array(
+                (String(repeating: "0", count: max(0, 6 - String(checksum, radix: 8).count))
+                    + String(checksum, radix: 8)).utf8) + [0, 0x20], at: 148)
         bytes += header
         if !isLink {
             bytes += file.bytes
@@ -50,7 +58,6 @@ public struct TarWriter {
         return bytes
     }
 }
-
 
 /// Reads the regular files of a tar archive (ustar and GNU, as busybox and GNU tar write them).
 public enum TarReader {

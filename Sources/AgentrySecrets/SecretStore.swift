@@ -69,7 +69,8 @@ public final class FileSecretStore: Sendable {
         guard Self.isValidKey(key) else {
             throw SecretError(
                 .invalidKey,
-                "\"\(key)\" is not a secret key: use letters, digits, '.', '_', '-' and '/' (such as github/token), at most 128")
+                "\"\(key)\" is not a secret key: use letters, digits, '.', '_', '-' and '/' (such as github/token), at most 128"
+            )
         }
     }
 
@@ -102,7 +103,9 @@ public final class FileSecretStore: Sendable {
         let data = try encoder.encode(contents)
         let temporary = TemporaryName.beside(file)
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw SecretError(.storeProblem, "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else {
+            throw SecretError(.storeProblem, "cannot write \(temporary): \(String(cString: strerror(errno)))")
+        }
         let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         fsync(descriptor)
         close(descriptor)
@@ -118,25 +121,36 @@ public final class FileSecretStore: Sendable {
         if let data = FileManager.default.contents(atPath: keyFile) {
             var status = stat()
             if stat(keyFile, &status) == 0, status.st_mode & 0o077 != 0 {
-                throw SecretError(.keyProblem, "the secret key \(keyFile) is readable by others (mode \(String(status.st_mode & 0o777, radix: 8))); chmod 600 it")
+                throw SecretError(
+                    .keyProblem,
+                    "the secret key \(keyFile) is readable by others (mode \(String(status.st_mode & 0o777, radix: 8))); chmod 600 it"
+                )
             }
             guard data.count == Int(crypto_aead_xchacha20poly1305_ietf_KEYBYTES) else {
-                throw SecretError(.keyProblem, "the secret key \(keyFile) is not a key agentry made (\(data.count) bytes)")
+                throw SecretError(
+                    .keyProblem, "the secret key \(keyFile) is not a key agentry made (\(data.count) bytes)")
             }
             return Array(data)
         }
         guard create else {
-            throw SecretError(.keyProblem, "the secret key \(keyFile) is missing; without it the stored secrets cannot be read")
+            throw SecretError(
+                .keyProblem, "the secret key \(keyFile) is missing; without it the stored secrets cannot be read")
         }
         if FileManager.default.fileExists(atPath: file), let contents = try? readContents(), !contents.secrets.isEmpty {
-            throw SecretError(.keyProblem, "the secret key \(keyFile) is missing but \(file) holds secrets; restore the key file (or remove \(file) to start over)")
+            throw SecretError(
+                .keyProblem,
+                "the secret key \(keyFile) is missing but \(file) holds secrets; restore the key file (or remove \(file) to start over)"
+            )
         }
         var key = [UInt8](repeating: 0, count: Int(crypto_aead_xchacha20poly1305_ietf_KEYBYTES))
         crypto_aead_xchacha20poly1305_ietf_keygen(&key)
         try FileManager.default.createDirectory(
             atPath: (keyFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let descriptor = open(keyFile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw SecretError(.keyProblem, "cannot create the secret key \(keyFile): \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else {
+            throw SecretError(
+                .keyProblem, "cannot create the secret key \(keyFile): \(String(cString: strerror(errno)))")
+        }
         let written = write(descriptor, key, key.count)
         fsync(descriptor)
         close(descriptor)
@@ -160,20 +174,25 @@ public final class FileSecretStore: Sendable {
             &sealed, &sealedLength, value, UInt64(value.count), associated, UInt64(associated.count), nil, nonce, key)
         try writing.withLock { _ in
             var contents = try readContents()
-            contents.secrets[name] = Entry(ciphertext: Data(nonce + sealed.prefix(Int(sealedLength))).base64EncodedString(), updatedAt: Date())
+            contents.secrets[name] = Entry(
+                ciphertext: Data(nonce + sealed.prefix(Int(sealedLength))).base64EncodedString(), updatedAt: Date())
             try writeContents(contents)
         }
     }
 
     /// Keys and when each was set; never values.
     public func list() throws -> [SecretEntry] {
-        try readContents().secrets.map { SecretEntry(key: $0.key, updatedAt: $0.value.updatedAt) }.sorted { $0.key < $1.key }
+        try readContents().secrets.map { SecretEntry(key: $0.key, updatedAt: $0.value.updatedAt) }.sorted {
+            $0.key < $1.key
+        }
     }
 
     public func remove(_ name: String) throws {
         try writing.withLock { _ in
             var contents = try readContents()
-            guard contents.secrets.removeValue(forKey: name) != nil else { throw SecretError(.notFound, "no secret \(name) in the store") }
+            guard contents.secrets.removeValue(forKey: name) != nil else {
+                throw SecretError(.notFound, "no secret \(name) in the store")
+            }
             try writeContents(contents)
         }
     }
@@ -184,7 +203,8 @@ public final class FileSecretStore: Sendable {
             var key = try key(create: false)
             defer { sodium_memzero(&key, key.count) }
             guard let data = Data(base64Encoded: entry.ciphertext),
-                data.count > Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES)
+                data.count
+                    > Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES)
             else { throw SecretError(.storeProblem, "the stored secret \(name) is damaged") }
             let bytes = Array(data)
             let nonceLength = Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
@@ -194,9 +214,12 @@ public final class FileSecretStore: Sendable {
             var plainLength: UInt64 = 0
             let associated = Array(name.utf8)
             let result = crypto_aead_xchacha20poly1305_ietf_decrypt(
-                &plain, &plainLength, nil, sealed, UInt64(sealed.count), associated, UInt64(associated.count), nonce, key)
+                &plain, &plainLength, nil, sealed, UInt64(sealed.count), associated, UInt64(associated.count), nonce,
+                key)
             guard result == 0 else {
-                throw SecretError(.keyProblem, "the stored secret \(name) does not decrypt with \(keyFile) (a different key, or a damaged store)")
+                throw SecretError(
+                    .keyProblem,
+                    "the stored secret \(name) does not decrypt with \(keyFile) (a different key, or a damaged store)")
             }
             return Array(plain.prefix(Int(plainLength)))
         }

@@ -11,10 +11,13 @@ extension CommitReader {
         let index = loaded.report.index
         let agents = index.agents.filter { names.contains($0.name) }
         var files = Set(agents.map(\.origin.file))
-        let wantedResources = Set(agents.flatMap { agent in
-            [agent.harness, agent.model, agent.environment].compactMap { $0?.name } + agent.fallbackModels.map(\.name)
-        })
-        for resource in index.harnesses + index.models + index.environments where wantedResources.contains(resource.name) {
+        let wantedResources = Set(
+            agents.flatMap { agent in
+                [agent.harness, agent.model, agent.environment].compactMap { $0?.name }
+                    + agent.fallbackModels.map(\.name)
+            })
+        for resource in index.harnesses + index.models + index.environments
+        where wantedResources.contains(resource.name) {
             files.insert(resource.origin.file)
         }
         var entries: [String: SourceTree.Entry] = [:]
@@ -39,14 +42,18 @@ extension CommitReader {
         guard let catalog = try catalog(of: [name], in: loaded), let commit = ObjectID(hex: loaded.commit),
             let agent = catalog.agents.first(where: { $0.metadata.name == name })
         else { throw SourceError(.notFound, "cannot read the agent \(name) at \(loaded.commit.prefix(12))") }
-        guard let harness = agent.harness.flatMap({ reference in catalog.harnesses.first { $0.metadata.name == reference.name } })
+        guard
+            let harness = agent.harness.flatMap({ reference in
+                catalog.harnesses.first { $0.metadata.name == reference.name }
+            })
         else { throw SourceError(.notFound, "the agent \(name) names no harness that exists") }
         let model = agent.model.flatMap { reference in catalog.models.first { $0.metadata.name == reference.name } }
         let environment = agent.environment.flatMap { reference in
             catalog.environments.first { $0.metadata.name == reference.name }
         }
         let models = Dictionary(catalog.models.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let fields = ResolvedFields.of(agent, harness: harness, models: models, environment: environment, parts: wanted.parts)
+        let fields = ResolvedFields.of(
+            agent, harness: harness, models: models, environment: environment, parts: wanted.parts)
 
         func repositoryPath(_ relative: String) -> String { loaded.displayPrefix + relative }
         var instructions: [UInt8]?
@@ -73,7 +80,9 @@ extension CommitReader {
                 for entry in try git.listTree(commit: commit, subpath: repositoryPath("skills/" + skill.name)) {
                     switch entry.kind {
                     case .file(let executable):
-                        files.append(BundleFile(path: entry.path, mode: executable ? 0o755 : 0o644, bytes: try git.blob(entry.id)))
+                        files.append(
+                            BundleFile(
+                                path: entry.path, mode: executable ? 0o755 : 0o644, bytes: try git.blob(entry.id)))
                     case .symlink:
                         let target = String(decoding: try git.blob(entry.id), as: UTF8.self)
                         files.append(BundleFile(path: entry.path, mode: 0o777, bytes: [], linkTarget: target))
@@ -84,7 +93,8 @@ extension CommitReader {
                 skills.append((skill.name, files))
             }
             return AgentBundle(
-                name: name, commit: loaded.commit, revision: wanted.revision, agent: agent, harness: harness, model: model,
+                name: name, commit: loaded.commit, revision: wanted.revision, agent: agent, harness: harness,
+                model: model,
                 environment: environment, fields: fields, instructions: instructions, skills: skills)
         }
     }

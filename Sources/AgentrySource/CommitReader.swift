@@ -69,7 +69,8 @@ public final class CommitReader: RepositoryReader {
             if let snapshot, snapshot.isValid, let base = ObjectID(hex: snapshot.commit),
                 let (loaded, derived, update) = try incremental(from: snapshot, base: base, to: commit)
             {
-                logger.debug("incremental load", metadata: ["parsed": "\(loaded.parsedFiles)", "time": "\(clock.now - started)"])
+                logger.debug(
+                    "incremental load", metadata: ["parsed": "\(loaded.parsedFiles)", "time": "\(clock.now - started)"])
                 // A small step from the remembered commit is cheaper to redo than to save; the snapshot
                 // moves on once the distance grows.
                 if remember && update.files.count + update.removed.count > Self.snapshotDistance {
@@ -126,7 +127,9 @@ public final class CommitReader: RepositoryReader {
             agents: loaded.report.index.agents, desired: loaded.desired.agents.values.sorted { $0.name < $1.name },
             resources: loaded.report.index.harnesses + loaded.report.index.models + loaded.report.index.environments,
             skills: derived.skills)
-        let rows = files.map { CachedParse(path: $0.path, blobID: $0.blobID, result: Data(SnapshotCodec.encode($0.result))) }
+        let rows = files.map {
+            CachedParse(path: $0.path, blobID: $0.blobID, result: Data(SnapshotCodec.encode($0.result)))
+        }
         do {
             let saved = try cache.saveSnapshot(
                 key: snapshotKey, source: loaded.commit, data: Data(SnapshotCodec.encode(snapshot)), files: rows,
@@ -151,7 +154,8 @@ public final class CommitReader: RepositoryReader {
             var entries = try listing(commit)
             try loadContent(&entries, except: nil)
             return LoadedRepository(
-                tree: SourceTree(entries: entries), source: .git(repository: repository, ref: ref, commit: "\(commit)", path: subpath),
+                tree: SourceTree(entries: entries),
+                source: .git(repository: repository, ref: ref, commit: "\(commit)", path: subpath),
                 displayPrefix: displayPrefix)
         }
     }
@@ -192,7 +196,8 @@ public final class CommitReader: RepositoryReader {
             },
             hasSymlinks: entries.values.contains { if case .symlink = $0 { return true } else { return false } })
         // Rows for files that vanished are dropped by rewriting them all when anything was removed.
-        let vanished = fileCache.map { cached in cached.entries.keys.contains { report.fileResults[$0] == nil } } ?? false
+        let vanished =
+            fileCache.map { cached in cached.entries.keys.contains { report.fileResults[$0] == nil } } ?? false
         if vanished || fileCache == nil {
             let all = report.fileResults.compactMap { path, result in
                 tree.blobID(path).map { (path: path, blobID: $0, result: result) }
@@ -244,7 +249,8 @@ public final class CommitReader: RepositoryReader {
         guard let catalog = try catalog(of: names, in: loaded) else { return [:] }
         let harnesses = Dictionary(catalog.harnesses.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let models = Dictionary(catalog.models.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let environments = Dictionary(catalog.environments.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let environments = Dictionary(
+            catalog.environments.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         var result: [String: Fields] = [:]
         for agent in catalog.agents where names.contains(agent.metadata.name) {
             guard let wanted = loaded.desired.agents[agent.metadata.name] else { continue }

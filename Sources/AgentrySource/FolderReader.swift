@@ -50,7 +50,8 @@ public enum FolderReader {
             case S_IFLNK:
                 var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
                 let length = readlink(full, &buffer, buffer.count - 1)
-                let target = length >= 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+                let target =
+                    length >= 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
                 entries[path] = .symlink(target: target)
             case S_IFREG:
                 // Content is identified by its git blob id, as in a commit; very large files are not hashed.
@@ -72,7 +73,9 @@ public enum FolderReader {
 
     static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
         let descriptor = open(path, O_RDONLY)
-        guard descriptor >= 0 else { throw SourceError(.io, "cannot read \(path): \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else {
+            throw SourceError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
         defer { close(descriptor) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)

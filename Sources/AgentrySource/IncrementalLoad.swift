@@ -148,7 +148,8 @@ extension CommitReader {
                 || (agent.environment.map { environments.contains($0.name) } ?? false)
                 || (!models.isEmpty && agent.fallbackModels.contains { models.contains($0.name) })
                 || (checkSkills && agent.skills.contains { changedSkills.contains($0.name) })
-                || (checkPaths && agent.instructionsPath.flatMap { SourceTree.normalize($0) }.map(otherPaths.contains) == true)
+                || (checkPaths
+                    && agent.instructionsPath.flatMap { SourceTree.normalize($0) }.map(otherPaths.contains) == true)
             {
                 affected.insert(agent.name)
             }

@@ -87,7 +87,9 @@ enum SnapshotCodec {
         guard let resources = reader.resources(), let skillCount = reader.int() else { return nil }
         var skills: [DerivedSnapshot.SkillState] = []
         for _ in 0..<skillCount {
-            guard let name = reader.string(), let digest = reader.string(), let usable = reader.byte() else { return nil }
+            guard let name = reader.string(), let digest = reader.string(), let usable = reader.byte() else {
+                return nil
+            }
             skills.append(DerivedSnapshot.SkillState(name: name, digest: digest, usable: usable == 1))
         }
         guard reader.atEnd else { return nil }
@@ -217,7 +219,8 @@ extension ByteReader {
             }
             guard let api = string() else { return nil }
             resources.append(
-                ResourceSummary(kind: kind, name: name, origin: origin, digest: digest, apis: apis, api: ModelAPI(rawValue: api)))
+                ResourceSummary(
+                    kind: kind, name: name, origin: origin, digest: digest, apis: apis, api: ModelAPI(rawValue: api)))
         }
         return resources
     }

@@ -24,7 +24,10 @@ extension SQLiteStateStore {
     public func appliedAgents() throws -> [AppliedAgent] {
         try reading([]) { db in
             let cursor = try Row.fetchCursor(
-                db, sql: "SELECT name, applied_revision, lifecycle, deletion_policy, machine_state, applied_fields FROM agents")
+                db,
+                sql:
+                    "SELECT name, applied_revision, lifecycle, deletion_policy, machine_state, applied_fields FROM agents"
+            )
             var rows: [AppliedAgent] = []
             while let row = try cursor.next() {
                 rows.append(
@@ -54,7 +57,9 @@ extension SQLiteStateStore {
 
     public func killSwitch(_ name: String) throws -> KillSwitch? {
         try reading(nil) { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT reason, actor, time FROM kill_switch WHERE name = ?", arguments: [name])
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT reason, actor, time FROM kill_switch WHERE name = ?", arguments: [name])
             else { return nil }
             return KillSwitch(reason: row["reason"], actor: row["actor"], time: row["time"])
         }
@@ -107,7 +112,9 @@ extension SQLiteStateStore {
 
     public func snapshot(key: String) throws -> (source: String, data: Data)? {
         try reading(nil) { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT source, data FROM parse_snapshots WHERE key = ?", arguments: [key])
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT source, data FROM parse_snapshots WHERE key = ?", arguments: [key])
             else { return nil }
             return (row["source"], row["data"])
         }
@@ -121,16 +128,20 @@ extension SQLiteStateStore {
             try describing {
                 try pool.write { db in
                     try db.execute(
-                        sql: "INSERT OR REPLACE INTO parse_snapshots (key, source, created_at, data) VALUES (?, ?, ?, ?)",
+                        sql:
+                            "INSERT OR REPLACE INTO parse_snapshots (key, source, created_at, data) VALUES (?, ?, ?, ?)",
                         arguments: [key, source, Date(), data])
                     if replaceAll {
                         try db.execute(sql: "DELETE FROM parse_cache WHERE repository = ?", arguments: [key])
                     }
                     for path in removed {
-                        try db.execute(sql: "DELETE FROM parse_cache WHERE repository = ? AND path = ?", arguments: [key, path])
+                        try db.execute(
+                            sql: "DELETE FROM parse_cache WHERE repository = ? AND path = ?", arguments: [key, path])
                     }
                     let insert = try db.makeStatement(
-                        sql: "INSERT OR REPLACE INTO parse_cache (repository, path, blob_id, result) VALUES (?, ?, ?, ?)")
+                        sql:
+                            "INSERT OR REPLACE INTO parse_cache (repository, path, blob_id, result) VALUES (?, ?, ?, ?)"
+                    )
                     for file in files {
                         try insert.execute(arguments: [key, file.path, file.blobID, file.result])
                     }
@@ -153,7 +164,9 @@ extension SQLiteStateStore {
             } else {
                 let cursor = try Row.fetchCursor(
                     db, sql: "SELECT path, blob_id, result FROM parse_cache WHERE repository = ?", arguments: [key])
-                while let row = try cursor.next() { rows.append(CachedParse(path: row[0], blobID: row[1], result: row[2])) }
+                while let row = try cursor.next() {
+                    rows.append(CachedParse(path: row[0], blobID: row[1], result: row[2]))
+                }
             }
             return rows
         }

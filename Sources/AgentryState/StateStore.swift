@@ -96,7 +96,8 @@ public final class SQLiteStateStore: StateStore, ParseCache {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw StateError(code: .io, message: "cannot create the state directory \(directory): \(error.localizedDescription)")
+            throw StateError(
+                code: .io, message: "cannot create the state directory \(directory): \(error.localizedDescription)")
         }
     }
 
@@ -106,7 +107,9 @@ public final class SQLiteStateStore: StateStore, ParseCache {
         guard isWriter else {
             throw StateError(code: .notWriter, message: "internal: the state is written without the writer lock")
         }
-        guard let pool = try pool(create: true) else { throw StateError(code: .io, message: "cannot open \(databasePath)") }
+        guard let pool = try pool(create: true) else {
+            throw StateError(code: .io, message: "cannot open \(databasePath)")
+        }
         return pool
     }
 
@@ -138,10 +141,12 @@ public final class SQLiteStateStore: StateStore, ParseCache {
         }
 
         func release() {
-            guard let held = descriptor.withLock({ value -> Int32? in
-                defer { value = nil }
-                return value
-            }) else { return }
+            guard
+                let held = descriptor.withLock({ value -> Int32? in
+                    defer { value = nil }
+                    return value
+                })
+            else { return }
             store.inner.withLock { $0.locks -= 1 }
             close(held)
         }
@@ -178,11 +183,17 @@ public final class SQLiteStateStore: StateStore, ParseCache {
             var buffer = [UInt8](repeating: 0, count: 32)
             let count = pread(descriptor, &buffer, buffer.count, 0)
             close(descriptor)
-            let pid = count > 0 ? Int32(String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) : nil
+            let pid =
+                count > 0
+                ? Int32(
+                    String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                : nil
             let holder = pid.map { "process \($0)" } ?? "another process"
             throw StateError(
                 code: .locked(pid: pid),
-                message: "the state in \(directory) is locked by \(holder) (another agentry apply or reconcile is writing); try again when it finishes")
+                message:
+                    "the state in \(directory) is locked by \(holder) (another agentry apply or reconcile is writing); try again when it finishes"
+            )
         }
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(descriptor, 0)
@@ -210,7 +221,9 @@ public final class SQLiteStateStore: StateStore, ParseCache {
             if superseded {
                 throw StateError(
                     code: .newerSchema,
-                    message: "\(path) was written by a newer agentry (its schema has migrations this version does not know); upgrade agentry, or point --state-dir elsewhere")
+                    message:
+                        "\(path) was written by a newer agentry (its schema has migrations this version does not know); upgrade agentry, or point --state-dir elsewhere"
+                )
             }
             if !complete {
                 // Migrating is writing: only under the writer lock.
@@ -236,7 +249,8 @@ public final class SQLiteStateStore: StateStore, ParseCache {
         {
             return StateError(
                 code: .corrupt,
-                message: "\(path) is not a readable agentry state database (\(database.message ?? "corrupt")); move it aside to start afresh",
+                message:
+                    "\(path) is not a readable agentry state database (\(database.message ?? "corrupt")); move it aside to start afresh",
                 cause: database)
         }
         return StateError(code: .io, message: "cannot use \(path): \(error)")
@@ -250,6 +264,7 @@ public final class SQLiteStateStore: StateStore, ParseCache {
     }
 
     public func rememberRepository(_ absolutePath: String) {
-        try? (absolutePath + "\n").write(toFile: directory + "/" + Self.repositoryFile, atomically: true, encoding: .utf8)
+        try? (absolutePath + "\n").write(
+            toFile: directory + "/" + Self.repositoryFile, atomically: true, encoding: .utf8)
     }
 }

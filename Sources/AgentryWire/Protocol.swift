@@ -129,8 +129,10 @@ public enum Message: Sendable, Equatable {
             body.int(Int(id))
         }
         let length = UInt32(body.bytes.count)
-        return [Wire.magic, UInt8(length >> 24), UInt8(truncatingIfNeeded: length >> 16),
-                UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)] + body.bytes
+        return [
+            Wire.magic, UInt8(length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+            UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length),
+        ] + body.bytes
     }
 
     /// Decodes one frame body, or nil when it is malformed.
@@ -144,9 +146,11 @@ public enum Message: Sendable, Equatable {
             guard let version = reader.int(), let agentVersion = reader.string(), let kernel = reader.string(),
                 let uptime = reader.int(), let disk = reader.string()
             else { return nil }
-            message = .hello(protocolVersion: version, agentVersion: agentVersion, kernel: kernel, uptimeMillis: uptime, disk: disk)
+            message = .hello(
+                protocolVersion: version, agentVersion: agentVersion, kernel: kernel, uptimeMillis: uptime, disk: disk)
         case .output:
-            guard let id = id(), let stream = reader.byte().flatMap(ProcessStream.init(rawValue:)), let data = reader.data()
+            guard let id = id(), let stream = reader.byte().flatMap(ProcessStream.init(rawValue:)),
+                let data = reader.data()
             else { return nil }
             message = .output(id: id, stream: stream, data: data)
         case .exited:
@@ -167,7 +171,9 @@ public enum Message: Sendable, Equatable {
             guard let id = id(), let argv = reader.strings(), let environment = reader.strings(),
                 let directory = reader.string(), let stdin = reader.data(), let timeout = reader.int()
             else { return nil }
-            message = .exec(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeoutMillis: timeout)
+            message = .exec(
+                id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeoutMillis: timeout
+            )
         case .putFile:
             guard let id = id(), let path = reader.string(), let mode = reader.int(), let data = reader.data() else {
                 return nil

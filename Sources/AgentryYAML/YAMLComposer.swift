@@ -169,7 +169,8 @@ private struct ComposerState {
         case YAML_ALIAS_EVENT:
             let name = Self.cString(event.data.alias.anchor) ?? ""
             guard let anchored = anchors[name] else {
-                throw YAMLError(kind: .undefinedAlias, message: "alias *\(name) names no anchor defined before it", mark: mark)
+                throw YAMLError(
+                    kind: .undefinedAlias, message: "alias *\(name) names no anchor defined before it", mark: mark)
             }
             try count(anchored.size, at: mark)
             return anchored.node

@@ -19,7 +19,9 @@ enum Boot {
         return status
     }
 
-    static func mount(_ source: String, _ target: String, _ type: String, _ flags: UInt = 0, _ data: String? = nil) -> Bool {
+    static func mount(_ source: String, _ target: String, _ type: String, _ flags: UInt = 0, _ data: String? = nil)
+        -> Bool
+    {
         mkdir(target, 0o755)
         if agentry_mount(source, target, type, flags, data) == 0 { return true }
         log("cannot mount \(type) on \(target): \(String(cString: strerror(errno)))")
@@ -78,7 +80,8 @@ enum Boot {
                 disk = mount("/dev/vda", "/newroot", "ext4") ? "root" : "failed"
             } else if agentry_mount("/dev/vda", "/agent", "ext4", 0, nil) == 0 {
                 disk = "mounted"
-            } else if !hasExtSuperblock("/dev/vda"), run(["/bin/busybox", "mke2fs", "-q", "-F", "-L", "agent", "/dev/vda"]) == 0,
+            } else if !hasExtSuperblock("/dev/vda"),
+                run(["/bin/busybox", "mke2fs", "-q", "-F", "-L", "agent", "/dev/vda"]) == 0,
                 mount("/dev/vda", "/agent", "ext2")
             {
                 // Only a disk with no filesystem at all is formatted: one that fails to mount keeps

@@ -120,7 +120,8 @@ func killTree(_ leader: pid_t, pipes: [Int32]) {
         let stat = text("/proc/\(pid)/stat")
         guard let close = stat.lastIndex(of: ")") else { continue }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 3, let parent = pid_t(fields[1]), let group = pid_t(fields[2]), let session = pid_t(fields[3])
+        guard fields.count > 3, let parent = pid_t(fields[1]), let group = pid_t(fields[2]),
+            let session = pid_t(fields[3])
         else { continue }
         parents[pid] = parent
         if group == leader || session == leader { doomed.insert(pid) }
@@ -131,7 +132,10 @@ func killTree(_ leader: pid_t, pipes: [Int32]) {
                     $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
                 }
                 let length = readlink("/proc/\(pid)/fd/\(name)", &buffer, buffer.count - 1)
-                if length > 0, pipeNames.contains(String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)) {
+                if length > 0,
+                    pipeNames.contains(
+                        String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+                {
                     doomed.insert(pid)
                     break
                 }
@@ -155,7 +159,8 @@ func killTree(_ leader: pid_t, pipes: [Int32]) {
 /// that name in the environment's PATH (or the guest agent's).
 func resolve(_ name: String, environment: [String]) -> String {
     if name.contains("/") { return name }
-    let path = environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+    let path =
+        environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
         ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     for folder in path.split(separator: ":") {
         let candidate = folder + "/" + name
@@ -245,7 +250,10 @@ final class Agent {
             // several files costs one flush, not one each.
             if !path.hasPrefix("/run/") && !path.hasPrefix("/tmp/") { needsSync = true }  // tmpfs needs none
             close(descriptor)
-            send(failed ? .failure(id: id, message: "cannot write \(path): \(String(cString: strerror(errno)))") : .ok(id: id))
+            send(
+                failed
+                    ? .failure(id: id, message: "cannot write \(path): \(String(cString: strerror(errno)))")
+                    : .ok(id: id))
         case .getFile(let id, let path):
             if let data = readWholeFile(path) {
                 send(.fileData(id: id, data: data))
@@ -254,7 +262,11 @@ final class Agent {
             }
         case .signal(let id, let target, let signal):
             if let job = jobs[target] {
-                if Int32(signal) == SIGKILL { killTree(job.pid, pipes: [job.stdout, job.stderr]) } else { kill(-job.pid, Int32(signal)) }
+                if Int32(signal) == SIGKILL {
+                    killTree(job.pid, pipes: [job.stdout, job.stderr])
+                } else {
+                    kill(-job.pid, Int32(signal))
+                }
                 send(.ok(id: id))
             } else {
                 send(.failure(id: id, message: "no running command \(target)"))
@@ -282,7 +294,8 @@ final class Agent {
         var input: [Int32] = [0, 0]
         var output: [Int32] = [0, 0]
         var errors: [Int32] = [0, 0]
-        guard agentry_pipe_cloexec(&input) == 0, agentry_pipe_cloexec(&output) == 0, agentry_pipe_cloexec(&errors) == 0 else {
+        guard agentry_pipe_cloexec(&input) == 0, agentry_pipe_cloexec(&output) == 0, agentry_pipe_cloexec(&errors) == 0
+        else {
             send(.failure(id: id, message: "cannot make pipes: \(String(cString: strerror(errno)))"))
             return
         }

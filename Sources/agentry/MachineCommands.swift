@@ -60,7 +60,8 @@ struct ApplyCommand: AsyncParsableCommand {
                 .init(target: .init(repository: repo, ref: ref, path: path), savedPlan: saved, options: options))
             status = try format.finish(outcome.plan)
             for step in outcome.steps {
-                Output.error("\(step.failed ? "FAILED" : "done  ") \(step.action.rawValue) \(step.agent): \(step.detail)")
+                Output.error(
+                    "\(step.failed ? "FAILED" : "done  ") \(step.action.rawValue) \(step.agent): \(step.detail)")
             }
             if outcome.steps.contains(where: \.failed) { status = ExitStatus.invalid }
         }
@@ -85,7 +86,9 @@ struct ExecCommand: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
 
     func run() async throws {
-        guard !command.isEmpty else { throw ValidationError("name a command after --, e.g. agentry exec \(agent) -- uname -a") }
+        guard !command.isEmpty else {
+            throw ValidationError("name a command after --, e.g. agentry exec \(agent) -- uname -a")
+        }
         let status = try await Operations(state.ports(try LoggingOptions.quiet())).exec(
             agent: agent, argv: command, timeout: timeout.map { .seconds($0) },
             output: { stream, data in Output.write(data, to: stream == .stdout ? 1 : 2) })
@@ -107,7 +110,9 @@ struct KillCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Who, for the event log. (default: $AGENTRY_ACTOR or the login name)")
     var actor: String?
 
-    @Option(name: .long, help: "The git repository whose history branch records the event. (default: the one the last apply read)")
+    @Option(
+        name: .long,
+        help: "The git repository whose history branch records the event. (default: the one the last apply read)")
     var repo: String?
 
     @OptionGroup var state: StateOptions
@@ -131,7 +136,9 @@ struct UnkillCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Who, for the event log.")
     var actor: String?
 
-    @Option(name: .long, help: "The git repository whose history branch records the event. (default: the one the last apply read)")
+    @Option(
+        name: .long,
+        help: "The git repository whose history branch records the event. (default: the one the last apply read)")
     var repo: String?
 
     @OptionGroup var state: StateOptions

@@ -9,13 +9,15 @@ import Logging
 
 /// Logging options every command takes; logs go to standard error.
 struct LoggingOptions: ParsableArguments {
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. (env: AGENTRY_LOG_LEVEL)")
+    @Option(
+        name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. (env: AGENTRY_LOG_LEVEL)")
     var logLevel: String?
 
     func makeLogger() throws -> Logger {
         let text = logLevel ?? LocalHost.environment()["AGENTRY_LOG_LEVEL"] ?? "warning"
         guard let level = Logger.Level(rawValue: text.lowercased()) else {
-            throw ValidationError("--log-level \(text): expected one of trace, debug, info, notice, warning, error, critical")
+            throw ValidationError(
+                "--log-level \(text): expected one of trace, debug, info, notice, warning, error, critical")
         }
         var logger = Logger(label: "agentry") { label in StreamLogHandler.standardError(label: label) }
         logger.logLevel = level
@@ -32,7 +34,11 @@ struct LoggingOptions: ParsableArguments {
 
 /// Where the actual state lives.
 struct StateOptions: ParsableArguments {
-    @Option(name: .long, help: "The state directory. (env: AGENTRY_STATE_DIR; default /var/lib/agentry as root, else $XDG_STATE_HOME/agentry)")
+    @Option(
+        name: .long,
+        help:
+            "The state directory. (env: AGENTRY_STATE_DIR; default /var/lib/agentry as root, else $XDG_STATE_HOME/agentry)"
+    )
     var stateDir: String?
 
     var directory: String { LocalHost.stateDirectory(stateDir) }
@@ -51,7 +57,9 @@ func defaultPorts(_ logger: Logger) -> Ports {
 func readInput(_ path: String, what: String) throws -> [UInt8] {
     var bytes: [UInt8] = []
     let descriptor = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
-    guard descriptor >= 0 else { throw CoreError(.io, "cannot read \(what) \(path): \(String(cString: strerror(errno)))") }
+    guard descriptor >= 0 else {
+        throw CoreError(.io, "cannot read \(what) \(path): \(String(cString: strerror(errno)))")
+    }
     defer { if descriptor != 0 { close(descriptor) } }
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {

@@ -9,10 +9,16 @@ enum PlanFormat: String, ExpressibleByArgument, CaseIterable {
 
 /// Options shared by plan and diff output.
 struct PlanOutputOptions: ParsableArguments {
-    @Option(name: [.short, .customLong("output")], help: "Output format: text (a terminal; coloured on a TTY), markdown (a pull-request comment) or json (stable, versioned).")
+    @Option(
+        name: [.short, .customLong("output")],
+        help:
+            "Output format: text (a terminal; coloured on a TTY), markdown (a pull-request comment) or json (stable, versioned)."
+    )
     var output: PlanFormat = .text
 
-    @Flag(name: .long, help: "Exit 0 when there are no changes, 2 when there are, 1 on any error (Terraform's convention).")
+    @Flag(
+        name: .long,
+        help: "Exit 0 when there are no changes, 2 when there are, 1 on any error (Terraform's convention).")
     var detailedExitcode = false
 
     func print(_ document: PlanDocument) {
@@ -83,7 +89,11 @@ struct PlanCommand: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
     @OptionGroup var format: PlanOutputOptions
 
-    @Option(name: .customLong("out"), help: "Also save the plan (JSON, with the desired commit and a digest of the actual state) for `agentry apply PLAN`.")
+    @Option(
+        name: .customLong("out"),
+        help:
+            "Also save the plan (JSON, with the desired commit and a digest of the actual state) for `agentry apply PLAN`."
+    )
     var out: String?
 
     @Flag(name: .long, help: "Allow a desired state with no agents to delete every running agent.")

@@ -9,7 +9,8 @@ import ArgumentParser
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run an agent once: its harness in its machine, secrets projected for the run, the record committed to history.",
+        abstract:
+            "Run an agent once: its harness in its machine, secrets projected for the run, the record committed to history.",
         discussion: """
             Brings the agent's machine up to the desired commit first (apply's rules, this agent only), \
             pushes its configuration, installs its harness once per environment disk and harness \
@@ -64,11 +65,13 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let ports = state.ports(try logging.makeLogger())
-        let text = try promptFile.map { String(decoding: try readInput($0, what: "the prompt file"), as: UTF8.self) } ?? prompt
+        let text =
+            try promptFile.map { String(decoding: try readInput($0, what: "the prompt file"), as: UTF8.self) } ?? prompt
         let branch = historyBranch ?? ports.host.historyBranch
         let request = Runner.Request(
             agent: agent, target: .init(repository: repo, ref: ref, path: path), prompt: text,
-            timeout: timeout.flatMap(DurationText.parse).map { .milliseconds(saturating: $0) }, actor: ports.host.actor(actor),
+            timeout: timeout.flatMap(DurationText.parse).map { .milliseconds(saturating: $0) },
+            actor: ports.host.actor(actor),
             trigger: trigger, historyBranch: branch)
         let outcome = try await Runner(
             ports, progress: Output.progress,
@@ -78,7 +81,8 @@ struct RunCommand: AsyncParsableCommand {
         let summary = record.timedOut ? "timed out" : "exit \(record.exitStatus)"
         let took = DurationText.format(milliseconds: UInt64(max(0, record.durationMilliseconds)))
         Output.progress(
-            "run \(record.runID): \(summary) in \(took), \(record.artifacts.count) artifact(s); recorded in \(branch) at \(outcome.historyCommit.prefix(12))")
+            "run \(record.runID): \(summary) in \(took), \(record.artifacts.count) artifact(s); recorded in \(branch) at \(outcome.historyCommit.prefix(12))"
+        )
         if let warning = outcome.pushWarning { Output.progress("warning: \(warning)") }
         throw ExitCode(Int32(truncatingIfNeeded: record.exitStatus))
     }
@@ -86,7 +90,10 @@ struct RunCommand: AsyncParsableCommand {
 
 /// Where history is kept: the agent repository's branch.
 struct HistoryOptions: ParsableArguments {
-    @Option(name: .long, help: "The git repository (its history branch holds the records). (default: the one the last apply read, else .)")
+    @Option(
+        name: .long,
+        help:
+            "The git repository (its history branch holds the records). (default: the one the last apply read, else .)")
     var repository: String?
 
     @Option(name: .long, help: "The history branch. (env: AGENTRY_HISTORY_BRANCH; default agentry/history)")
@@ -144,7 +151,8 @@ struct ShowCommand: ParsableCommand {
 }
 
 struct LogsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print the log of an agent's latest run.")
+    static let configuration = CommandConfiguration(
+        commandName: "logs", abstract: "Print the log of an agent's latest run.")
 
     @Argument(help: "The agent.")
     var agent: String
@@ -172,7 +180,8 @@ struct SecretCommand: ParsableCommand {
 
 struct SecretSet: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "set", abstract: "Store a secret; the value is read from standard input (one trailing newline dropped).")
+        commandName: "set",
+        abstract: "Store a secret; the value is read from standard input (one trailing newline dropped).")
 
     @Argument(help: "The key, such as github/token.")
     var key: String
@@ -190,7 +199,8 @@ struct SecretSet: ParsableCommand {
 }
 
 struct SecretList: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the stored keys (never values).")
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List the stored keys (never values).")
 
     @OptionGroup var state: StateOptions
 
@@ -216,7 +226,8 @@ struct SecretRemove: ParsableCommand {
 /// commit per record as runs make them, and prints how long that took.
 struct HistoryBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "history-bench", abstract: "Benchmark helper: commit N synthetic run records.", shouldDisplay: false)
+        commandName: "history-bench", abstract: "Benchmark helper: commit N synthetic run records.",
+        shouldDisplay: false)
 
     @Option(name: .long, help: "The git repository.")
     var repo: String
@@ -237,7 +248,8 @@ struct HistoryBenchCommand: ParsableCommand {
 /// opens to its proxy address: serves that one connection on standard input and output.
 struct EgressProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "egress-proxy", abstract: "The egress proxy of machines with an allowlist (run by QEMU).", shouldDisplay: false)
+        commandName: "egress-proxy", abstract: "The egress proxy of machines with an allowlist (run by QEMU).",
+        shouldDisplay: false)
 
     @Option(name: .long, help: "Allowed hosts: host, host:port or *.domain, comma-separated.")
     var allow: String?

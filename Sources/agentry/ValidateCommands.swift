@@ -43,7 +43,9 @@ struct Validate: AsyncParsableCommand {
 
     @OptionGroup var source: SourceOptions
 
-    @Option(name: [.short, .customLong("output")], help: "Output format: text, json (stable, versioned) or github (workflow annotations).")
+    @Option(
+        name: [.short, .customLong("output")],
+        help: "Output format: text, json (stable, versioned) or github (workflow annotations).")
     var output: ValidateFormat = .text
 
     @Flag(name: .long, help: "Treat warnings as errors.")
@@ -83,7 +85,8 @@ struct Schema: ParsableCommand {
             throw ValidationError("name a schema: \(JSONSchema.names.joined(separator: ", "))")
         }
         guard let document = JSONSchema.document(named: name.lowercased()) else {
-            let suggestion = Suggest.closest(name.lowercased(), JSONSchema.names).map { "; did you mean \"\($0)\"?" } ?? ""
+            let suggestion =
+                Suggest.closest(name.lowercased(), JSONSchema.names).map { "; did you mean \"\($0)\"?" } ?? ""
             throw ValidationError(
                 "no schema named \"\(name)\"\(suggestion); expected one of \(JSONSchema.names.joined(separator: ", "))")
         }

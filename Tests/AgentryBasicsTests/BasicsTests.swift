@@ -30,7 +30,8 @@ import Testing
         #expect(DurationText.parse("0s") == nil && DurationText.parse("15") == nil && DurationText.parse("") == nil)
         #expect(DurationText.format(milliseconds: 900_000) == "15m")
         #expect(DurationText.format(milliseconds: 1_500) == "1s500ms")
-        #expect(DurationText.seconds(milliseconds: 1_549) == "1.5s" && DurationText.seconds(milliseconds: 1_550) == "1.6s")
+        #expect(
+            DurationText.seconds(milliseconds: 1_549) == "1.5s" && DurationText.seconds(milliseconds: 1_550) == "1.6s")
         #expect(Duration.milliseconds(1500).milliseconds == 1500)
         #expect(Duration.nanoseconds(1).millisecondsRoundedUp == 1 && Duration.nanoseconds(1).milliseconds == 0)
         #expect(Duration.milliseconds(saturating: .max) > .seconds(86_400 * 365 * 1000))
@@ -60,12 +61,16 @@ import Testing
             shell, ["-c", "echo one; echo two >&2; printf three"], environment: environment, timeout: .seconds(10),
             merge: true, lines: { lines.append($0) })
         #expect(merged.output == "one\ntwo\nthree" && lines == ["one", "two", "three"])
-        #expect(try HostProcess.run(shell, ["-c", "kill -9 $$"], environment: environment, timeout: .seconds(10)).status == 137)
+        #expect(
+            try HostProcess.run(shell, ["-c", "kill -9 $$"], environment: environment, timeout: .seconds(10)).status
+                == 137)
     }
 
     @Test func aHangingProgramIsKilledAtItsDeadline() throws {
         let shell = try #require(HostProcess.locate("sh", path: ProcessInfo.processInfo.environment["PATH"]))
-        #expect { try HostProcess.run(shell, ["-c", "sleep 30"], environment: environment, timeout: .milliseconds(300)) } throws: {
+        #expect {
+            try HostProcess.run(shell, ["-c", "sleep 30"], environment: environment, timeout: .milliseconds(300))
+        } throws: {
             ($0 as? HostProcess.Failure)?.code == .timedOut
         }
     }

@@ -2,8 +2,8 @@ import AgentryCore
 import AgentryRender
 import AgentryTesting
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Apply's logic against fake machines: every action, what the machine, the state and history see.
 @Suite struct ApplyTests {
@@ -171,7 +171,9 @@ import TestSupport
         #expect(try fixture.fakes.state.agent("mute")?.machineState == "failed")
         #expect(!fixture.fakes.machines.isRunning("mute"))
         #expect(fixture.step(outcome, "talker")?.failed == false, "the other agent is unaffected")
-        #expect(fixture.fakes.history.all.last.map { String(decoding: $0.files[0].bytes, as: UTF8.self) }?.contains("create mute: failed") == true)
+        #expect(
+            fixture.fakes.history.all.last.map { String(decoding: $0.files[0].bytes, as: UTF8.self) }?.contains(
+                "create mute: failed") == true)
     }
 
     @Test func aDeadMachineIsStartedAgainWithItsDisk() async throws {
@@ -192,7 +194,8 @@ import TestSupport
         try fixture.agent("lost")
         try fixture.commit()
         _ = try await fixture.apply()
-        try await Operations(fixture.ports).kill(agent: "rogue", reason: "leaking", actor: "ana", repository: nil, warn: { _ in })
+        try await Operations(fixture.ports).kill(
+            agent: "rogue", reason: "leaking", actor: "ana", repository: nil, warn: { _ in })
         #expect(!fixture.fakes.machines.isRunning("rogue"))
         try fixture.fakes.machines.removeDisk("lost")
         let outcome = try await fixture.apply()
@@ -210,11 +213,13 @@ import TestSupport
         let fixture = try Fixture()
         try fixture.agent("greeter")
         try fixture.commit()
-        let planned = try #require(try await Planning(fixture.ports).plan(fixture.target, options: PlanOptions()).document)
+        let planned = try #require(
+            try await Planning(fixture.ports).plan(fixture.target, options: PlanOptions()).document)
         let saved = try SavedPlan.parse(Array(PlanOutput.json(planned).utf8), name: "plan.json")
         _ = try await fixture.apply()
         await #expect {
-            try await Apply(fixture.ports).run(.init(target: fixture.target, savedPlan: saved, options: ApplyOptions(actor: "ci")))
+            try await Apply(fixture.ports).run(
+                .init(target: fixture.target, savedPlan: saved, options: ApplyOptions(actor: "ci")))
         } throws: { error in
             (error as? CoreError)?.code == .planStale && "\(error)".contains("plan again")
         }

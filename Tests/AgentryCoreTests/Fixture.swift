@@ -31,7 +31,8 @@ struct Fixture {
             """)
         try write(
             "models/local.yaml",
-            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local}\nspec: {provider: local, name: m, api: chat-completions, baseUrl: 'http://127.0.0.1:8080/v1'}\n")
+            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local}\nspec: {provider: local, name: m, api: chat-completions, baseUrl: 'http://127.0.0.1:8080/v1'}\n"
+        )
         try environment()
     }
 
@@ -45,12 +46,14 @@ struct Fixture {
         let apt = packages.isEmpty ? "" : ", packages: {apt: [\(packages.joined(separator: ", "))]}"
         try write(
             "environments/tiny.yaml",
-            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: \(base), resources: {cpus: 1, memory: \(memory), disk: 256Mi}\(apt)}\n")
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: \(base), resources: {cpus: 1, memory: \(memory), disk: 256Mi}\(apt)}\n"
+        )
     }
 
     /// An agent; `extra` lines go at the end of its spec (two spaces in).
     func agent(
-        _ name: String, instructions: String = "Greet people.", lifecycle: String = "active", deletionPolicy: String = "retain",
+        _ name: String, instructions: String = "Greet people.", lifecycle: String = "active",
+        deletionPolicy: String = "retain",
         extra: [String] = []
     ) throws {
         try write(
@@ -87,7 +90,9 @@ struct Fixture {
 
     func run(_ agent: String, prompt: String? = nil, timeout: Duration? = nil) async throws -> Runner.Outcome {
         try await Runner(ports, progress: { _ in }, output: { _, _ in }).run(
-            .init(agent: agent, target: target, prompt: prompt, timeout: timeout, actor: "ana", historyBranch: "agentry/history"))
+            .init(
+                agent: agent, target: target, prompt: prompt, timeout: timeout, actor: "ana",
+                historyBranch: "agentry/history"))
     }
 }
 

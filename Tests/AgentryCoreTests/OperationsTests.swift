@@ -2,8 +2,8 @@ import AgentryCore
 import AgentryTesting
 import Foundation
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 /// Exec, kill, unkill and status against fake machines.
 @Suite struct OperationsTests {
@@ -13,24 +13,34 @@ import TestSupport
         try fixture.agent("sleepy", lifecycle: "paused")
         try fixture.commit()
         let operations = Operations(fixture.ports)
-        await #expect { try await operations.exec(agent: "greeter", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+        await #expect {
+            try await operations.exec(agent: "greeter", argv: ["true"], timeout: nil, output: { _, _ in })
+        } throws: {
             ($0 as? CoreError)?.code == .notFound
         }
         _ = try await fixture.apply()
-        fixture.fakes.machines.setHarness { command in .init(stdout: command.argv.joined(separator: " ") + "\n", status: 7) }
+        fixture.fakes.machines.setHarness { command in
+            .init(stdout: command.argv.joined(separator: " ") + "\n", status: 7)
+        }
         let output = Mutex("")
         let status = try await operations.exec(
             agent: "greeter", argv: ["uname", "-a"], timeout: .seconds(5),
             output: { _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) } })
         #expect(status == 7 && output.withLock { $0 } == "uname -a\n")
-        await #expect { try await operations.exec(agent: "sleepy", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+        await #expect {
+            try await operations.exec(agent: "sleepy", argv: ["true"], timeout: nil, output: { _, _ in })
+        } throws: {
             ($0 as? CoreError)?.code == .agentBlocked && "\($0)".contains("paused")
         }
-        await #expect { try await operations.exec(agent: "nobody", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+        await #expect {
+            try await operations.exec(agent: "nobody", argv: ["true"], timeout: nil, output: { _, _ in })
+        } throws: {
             ($0 as? CoreError)?.code == .notFound && "\($0)".contains("no agent nobody has been applied")
         }
         fixture.fakes.machines.crash("greeter")
-        await #expect { try await operations.exec(agent: "greeter", argv: ["true"], timeout: nil, output: { _, _ in }) } throws: {
+        await #expect {
+            try await operations.exec(agent: "greeter", argv: ["true"], timeout: nil, output: { _, _ in })
+        } throws: {
             ($0 as? CoreError)?.code == .machineNotRunning
         }
     }
@@ -41,20 +51,25 @@ import TestSupport
         try fixture.commit()
         _ = try await fixture.apply()
         let operations = Operations(fixture.ports)
-        try await operations.kill(agent: "rogue", reason: "leaking tokens", actor: "ana", repository: nil, warn: { _ in })
+        try await operations.kill(
+            agent: "rogue", reason: "leaking tokens", actor: "ana", repository: nil, warn: { _ in })
         #expect(!fixture.fakes.machines.isRunning("rogue"))
         #expect(try fixture.fakes.state.killSwitch("rogue")?.reason == "leaking tokens")
         let event = try #require(fixture.fakes.history.all.last)
-        #expect(event.files.first?.path.hasPrefix("events/") == true && event.message.hasPrefix("kill rogue-kill by ana"))
+        #expect(
+            event.files.first?.path.hasPrefix("events/") == true && event.message.hasPrefix("kill rogue-kill by ana"))
         #expect(event.location.repository == fixture.repo.path, "recorded where the last apply read")
-        let rows = try await AgentStatus.collect(repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
+        let rows = try await AgentStatus.collect(
+            repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
         #expect(rows.first?.machineState == "killed")
 
         let blocked = try await fixture.apply()
         #expect(blocked.steps.first?.detail.contains("blocked by the kill switch") == true)
         #expect(!fixture.fakes.machines.isRunning("rogue"))
         try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in })
-        await #expect { try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in }) } throws: {
+        await #expect {
+            try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in })
+        } throws: {
             ($0 as? CoreError)?.code == .notFound && "\($0)".contains("is not killed")
         }
         _ = try await fixture.apply()
@@ -70,7 +85,8 @@ import TestSupport
         options.only = ["greeter"]
         _ = try await fixture.apply(options)
         fixture.fakes.machines.crash("greeter")
-        let rows = try await AgentStatus.collect(repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
+        let rows = try await AgentStatus.collect(
+            repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
         let greeter = try #require(rows.first { $0.name == "greeter" })
         #expect(greeter.machineState == "died" && greeter.sync == "in sync")
         #expect(rows.first { $0.name == "later" }?.sync == "not applied")

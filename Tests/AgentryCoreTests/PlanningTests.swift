@@ -5,8 +5,8 @@ import AgentrySource
 import AgentryTesting
 import Foundation
 import Logging
-import Testing
 import TestSupport
+import Testing
 
 /// The planner, driven by real commits of a temporary copy of examples/quickstart.
 @Suite struct PlanningTests {
@@ -81,7 +81,8 @@ import TestSupport
             }
             try directory.write(
                 "models/local.yaml",
-                "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local-llama}\nspec: {api: chat-completions, provider: openai-compatible, name: llama-3.1-8b-instruct, baseUrl: 'http://10.0.2.2:8080/v1'}\n")
+                "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local-llama}\nspec: {api: chat-completions, provider: openai-compatible, name: llama-3.1-8b-instruct, baseUrl: 'http://10.0.2.2:8080/v1'}\n"
+            )
         }
         #expect(!plan.hasChanges, "\(plan.changes)")
         #expect(plan.count(.noop) == 3)
@@ -89,7 +90,9 @@ import TestSupport
 
     @Test func newAgentIsCreated() async throws {
         let plan = try await diff { directory in
-            try edit(directory, "agents/hello.yaml") { $0.replacingOccurrences(of: "name: hello", with: "name: hello-two") }
+            try edit(directory, "agents/hello.yaml") {
+                $0.replacingOccurrences(of: "name: hello", with: "name: hello-two")
+            }
         }
         #expect(action(plan, "hello-two")?.action == .create)
         #expect(reasons(plan, "hello-two").contains("harness: ∅ → shell"))
@@ -99,7 +102,9 @@ import TestSupport
 
     @Test func modelSwapIsAnUpdateWithFieldReasons() async throws {
         let plan = try await diff { directory in
-            try edit(directory, "agents/triage.yaml") { $0.replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama") }
+            try edit(directory, "agents/triage.yaml") {
+                $0.replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama")
+            }
         }
         #expect(action(plan, "triage")?.action == .update)
         let shown = reasons(plan, "triage")
@@ -131,7 +136,9 @@ import TestSupport
 
     @Test func harnessChangeIsAReinstall() async throws {
         let plan = try await diff { directory in
-            try edit(directory, "harnesses/hermes.yaml") { $0.replacingOccurrences(of: "version: \"0.19.0\"", with: "version: \"0.20.0\"") }
+            try edit(directory, "harnesses/hermes.yaml") {
+                $0.replacingOccurrences(of: "version: \"0.19.0\"", with: "version: \"0.20.0\"")
+            }
         }
         #expect(action(plan, "triage")?.action == .reinstall)
         #expect(reasons(plan, "triage") == ["harness.version: 0.19.0 → 0.20.0"])
@@ -140,13 +147,17 @@ import TestSupport
 
     @Test func resourcesAreARestartAndBaseOrPackagesAReplace() async throws {
         let restart = try await diff { directory in
-            try edit(directory, "environments/minimal.yaml") { $0.replacingOccurrences(of: "cpus: 1,", with: "cpus: 2,") }
+            try edit(directory, "environments/minimal.yaml") {
+                $0.replacingOccurrences(of: "cpus: 1,", with: "cpus: 2,")
+            }
         }
         #expect(action(restart, "hello")?.action == .restart)
         #expect(reasons(restart, "hello") == ["environment.resources.cpus: 1 → 2"])
 
         let replace = try await diff { directory in
-            try edit(directory, "environments/minimal.yaml") { $0.replacingOccurrences(of: "apt: [git, curl, jq]", with: "apt: [git, curl, jq, ripgrep]") }
+            try edit(directory, "environments/minimal.yaml") {
+                $0.replacingOccurrences(of: "apt: [git, curl, jq]", with: "apt: [git, curl, jq, ripgrep]")
+            }
         }
         #expect(action(replace, "triage")?.action == .replace)
         #expect(action(replace, "hello")?.action == .noop)
@@ -154,9 +165,15 @@ import TestSupport
 
     @Test func lifecycleDrivesPauseResumeAndRevoke() async throws {
         let plan = try await diff { directory in
-            try edit(directory, "agents/triage.yaml") { $0.replacingOccurrences(of: "lifecycle: active", with: "lifecycle: revoked") }
-            try edit(directory, "agents/hello.yaml") { $0.replacingOccurrences(of: "lifecycle: active", with: "lifecycle: paused") }
-            try edit(directory, "agents/docs-writer.yaml") { $0.replacingOccurrences(of: "lifecycle: paused", with: "lifecycle: active") }
+            try edit(directory, "agents/triage.yaml") {
+                $0.replacingOccurrences(of: "lifecycle: active", with: "lifecycle: revoked")
+            }
+            try edit(directory, "agents/hello.yaml") {
+                $0.replacingOccurrences(of: "lifecycle: active", with: "lifecycle: paused")
+            }
+            try edit(directory, "agents/docs-writer.yaml") {
+                $0.replacingOccurrences(of: "lifecycle: paused", with: "lifecycle: active")
+            }
         }
         #expect(action(plan, "triage")?.action == .revoke)
         #expect(action(plan, "hello")?.action == .pause)
@@ -178,7 +195,9 @@ import TestSupport
         guard case .planned(let applied) = try await planAt() else { throw Shell.Failure(description: "no plan") }
         #expect(!applied.plan.hasChanges)
 
-        try edit(directory, "agents/triage.yaml") { $0.replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama") }
+        try edit(directory, "agents/triage.yaml") {
+            $0.replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama")
+        }
         try FileManager.default.removeItem(at: directory.url.appendingPathComponent("agents/docs-writer.yaml"))
         try directory.commitAll("change")
         guard case .planned(let changed) = try await planAt() else { throw Shell.Failure(description: "no plan") }

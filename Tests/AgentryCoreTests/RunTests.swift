@@ -3,8 +3,8 @@ import AgentryRender
 import AgentryTesting
 import Foundation
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 /// Run's logic against fake machines: records, secrets, timeouts, installs, refusals.
 @Suite struct RunTests {
@@ -14,7 +14,9 @@ import TestSupport
         let commit = try fixture.commit()
         let seen = Mutex<[String]>([])
         fixture.fakes.machines.setHarness { command in
-            seen.withLock { $0 = command.argv + [command.environment["MODEL"] ?? "-", command.environment["AGENTRY_RUN_ID"] ?? "-"] }
+            seen.withLock {
+                $0 = command.argv + [command.environment["MODEL"] ?? "-", command.environment["AGENTRY_RUN_ID"] ?? "-"]
+            }
             return .init(
                 stdout: "hello from the harness\n", stderr: "to-err\n", status: 3,
                 writes: [
@@ -24,13 +26,21 @@ import TestSupport
                 ])
         }
         let output = Mutex<[UInt8]>([])
-        let outcome = try await Runner(fixture.ports, progress: { _ in }, output: { _, bytes in output.withLock { $0 += bytes } })
-            .run(.init(agent: "greeter", target: fixture.target, prompt: nil, timeout: nil, actor: "ana", historyBranch: "agentry/history"))
+        let outcome = try await Runner(
+            fixture.ports, progress: { _ in }, output: { _, bytes in output.withLock { $0 += bytes } }
+        )
+        .run(
+            .init(
+                agent: "greeter", target: fixture.target, prompt: nil, timeout: nil, actor: "ana",
+                historyBranch: "agentry/history"))
         let record = outcome.record
-        #expect(seen.withLock { $0 }.prefix(3) == ["/bin/sh", "-c", "echo hello there"], "the prompt is rendered into the command")
+        #expect(
+            seen.withLock { $0 }.prefix(3) == ["/bin/sh", "-c", "echo hello there"],
+            "the prompt is rendered into the command")
         #expect(seen.withLock { $0 }[3] == "m" && seen.withLock { $0 }[4] == record.runID)
         #expect(String(decoding: output.withLock { $0 }, as: UTF8.self).contains("hello from the harness"))
-        #expect(record.exitStatus == 3 && !record.timedOut && record.desiredCommit == commit && record.triggeredBy == "ana")
+        #expect(
+            record.exitStatus == 3 && !record.timedOut && record.desiredCommit == commit && record.triggeredBy == "ana")
         #expect(record.artifacts.map(\.path) == ["out/big.bin", "out/result.txt"])
         #expect(record.artifacts.first { $0.path == "out/big.bin" }?.stored == false, "large artifacts by digest only")
         #expect(record.memoryFiles == 1)
@@ -59,12 +69,16 @@ import TestSupport
             let folder = command.environment["AGENTRY_SECRETS_DIR"] ?? ""
             fileSeen.withLock { $0 = machines.text("greeter", folder + "/API_TOKEN") }
             let value = command.environment["API_TOKEN"] ?? ""
-            return .init(stdout: "token=\(value)\n", writes: ["/agent/out/leak.txt": Array("the token is \(value)\n".utf8)])
+            return .init(
+                stdout: "token=\(value)\n", writes: ["/agent/out/leak.txt": Array("the token is \(value)\n".utf8)])
         }
         let output = Mutex("")
         let outcome = try await Runner(
-            fixture.ports, progress: { _ in }, output: { _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) } }
-        ).run(.init(agent: "greeter", target: fixture.target, prompt: nil, timeout: nil, actor: "ana", historyBranch: "h"))
+            fixture.ports, progress: { _ in },
+            output: { _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) } }
+        ).run(
+            .init(agent: "greeter", target: fixture.target, prompt: nil, timeout: nil, actor: "ana", historyBranch: "h")
+        )
         #expect(fileSeen.withLock { $0 } == token, "the secret is a file in the run's tmpfs folder")
         #expect(output.withLock { $0 } == "token=***\n")
         for file in try #require(fixture.fakes.history.all.last).files {
@@ -152,7 +166,8 @@ import TestSupport
             ($0 as? CoreError)?.code == .agentBlocked && "\($0)".contains("sleepy is paused")
         }
         _ = try await fixture.apply()
-        try await Operations(fixture.ports).kill(agent: "rogue", reason: "leaking data", actor: "oncall", repository: nil, warn: { _ in })
+        try await Operations(fixture.ports).kill(
+            agent: "rogue", reason: "leaking data", actor: "oncall", repository: nil, warn: { _ in })
         await #expect { try await fixture.run("rogue") } throws: {
             ($0 as? CoreError)?.code == .agentBlocked && "\($0)".contains("killed (leaking data, by oncall)")
         }

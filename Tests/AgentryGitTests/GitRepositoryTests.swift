@@ -1,7 +1,7 @@
 import AgentryGit
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct GitRepositoryTests {
     /// A repository with a folder, an executable, a symlink and two commits (tagged first).
@@ -75,11 +75,13 @@ import TestSupport
     @Test func bareRepositoriesNeedNoWorkTree() throws {
         let (directory, _, second) = try fixture()
         let bare = try TemporaryDirectory()
-        try Shell.git(["clone", "-q", "--bare", directory.path, bare.url.appendingPathComponent("r.git").path], in: bare.url)
+        try Shell.git(
+            ["clone", "-q", "--bare", directory.path, bare.url.appendingPathComponent("r.git").path], in: bare.url)
         let repository = try GitRepository.open(bare.url.appendingPathComponent("r.git").path)
         #expect(repository.workdir == nil)
         #expect(try repository.commit(for: "HEAD").description == second)
-        #expect(try repository.listTree(commit: try repository.commit(for: "HEAD")).contains { $0.path == "agents/b.yaml" })
+        #expect(
+            try repository.listTree(commit: try repository.commit(for: "HEAD")).contains { $0.path == "agents/b.yaml" })
     }
 
     @Test func createsAndCommitsAWorkTree() throws {
@@ -115,7 +117,8 @@ import TestSupport
         let second = try directory.commitAll("second")
 
         let repository = try GitRepository.open(directory.path)
-        let changes = try repository.changes(from: try #require(ObjectID(hex: first)), to: try #require(ObjectID(hex: second)))
+        let changes = try repository.changes(
+            from: try #require(ObjectID(hex: first)), to: try #require(ObjectID(hex: second)))
         let ours = changes.map { change in
             "\(change.oldID == nil ? "A" : change.id == nil ? "D" : "M") \(change.path)"
         }.sorted()
@@ -126,6 +129,8 @@ import TestSupport
             }.sorted()
         #expect(ours == git)
         #expect(changes.first { $0.path == "z.txt" }?.kind == .file(executable: true))
-        #expect(try repository.changes(from: try #require(ObjectID(hex: second)), to: try #require(ObjectID(hex: second))).isEmpty)
+        #expect(
+            try repository.changes(from: try #require(ObjectID(hex: second)), to: try #require(ObjectID(hex: second)))
+                .isEmpty)
     }
 }

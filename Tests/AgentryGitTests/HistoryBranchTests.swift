@@ -1,8 +1,8 @@
 import AgentryGit
 import Foundation
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct HistoryBranchTests {
     let author = Signature(name: "tester", email: "tester@localhost")
@@ -25,16 +25,22 @@ import TestSupport
         let history = HistoryBranch(repository: try GitRepository.open(directory.path))
         #expect(try history.tip() == nil)
         let first = try history.append(
-            [RecordFile(path: "runs/a/1/record.yaml", bytes: Array("runId: 1\n".utf8)),
-             RecordFile(path: "runs/a/1/log.txt", bytes: Array("hello\n".utf8))],
+            [
+                RecordFile(path: "runs/a/1/record.yaml", bytes: Array("runId: 1\n".utf8)),
+                RecordFile(path: "runs/a/1/log.txt", bytes: Array("hello\n".utf8)),
+            ],
             message: "run a 1\n\ndetails\n", author: author)
-        try history.append([RecordFile(path: "runs/a/2/record.yaml", bytes: Array("runId: 2\n".utf8))], message: "run a 2\n", author: author)
+        try history.append(
+            [RecordFile(path: "runs/a/2/record.yaml", bytes: Array("runId: 2\n".utf8))], message: "run a 2\n",
+            author: author)
         #expect(try history.tip() != first)
 
         // Plain git reads it: a line of two commits, both files of the first record, a clean fsck.
         #expect(try Shell.git(["log", "--format=%s", "agentry/history"], in: directory.url) == "run a 2\nrun a 1\n")
         #expect(try Shell.git(["show", "agentry/history:runs/a/1/log.txt"], in: directory.url) == "hello\n")
-        #expect(try Shell.git(["log", "-1", "--format=%an <%ae>", "agentry/history"], in: directory.url) == "tester <tester@localhost>\n")
+        #expect(
+            try Shell.git(["log", "-1", "--format=%an <%ae>", "agentry/history"], in: directory.url)
+                == "tester <tester@localhost>\n")
         _ = try Shell.git(["fsck", "--strict", "--no-dangling"], in: directory.url)
         #expect(try Shell.git(["rev-parse", "HEAD"], in: directory.url).hasPrefix(main))
         #expect(try Shell.git(["status", "--porcelain"], in: directory.url) == "")
@@ -45,7 +51,8 @@ import TestSupport
         let (local, remote) = try withRemote()
         let history = HistoryBranch(repository: try GitRepository.open(local.path))
         #expect(history.hasOrigin)
-        try history.append([RecordFile(path: "runs/a/1/record.yaml", bytes: [0x31])], message: "run a 1\n", author: author)
+        try history.append(
+            [RecordFile(path: "runs/a/1/record.yaml", bytes: [0x31])], message: "run a 1\n", author: author)
         #expect(try history.push() == 1)
         #expect(try Shell.git(["log", "--format=%s", "agentry/history"], in: remote.url) == "run a 1\n")
     }
@@ -69,7 +76,11 @@ import TestSupport
                 let history = HistoryBranch(repository: try GitRepository.open(path))
                 for index in 0..<perWriter {
                     try history.append(
-                        [RecordFile(path: "runs/host\(writer)/\(index)/record.yaml", bytes: Array("host \(writer) run \(index)\n".utf8))],
+                        [
+                            RecordFile(
+                                path: "runs/host\(writer)/\(index)/record.yaml",
+                                bytes: Array("host \(writer) run \(index)\n".utf8))
+                        ],
                         message: "run host\(writer) \(index)\n", author: author)
                     try history.push()
                 }
@@ -93,4 +104,3 @@ final class ErrorBox: Sendable {
     func add(_ error: String) { errors.withLock { $0.append(error) } }
     var all: [String] { errors.withLock { $0 } }
 }
-

@@ -1,8 +1,9 @@
-@testable import AgentryHistory
 import AgentryCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import AgentryHistory
 
 @Suite struct GitHistoryTests {
     @Test func actorsGitRefusesAreCleanedNotFatal() {
@@ -26,10 +27,15 @@ import TestSupport
                 HistoryFile(path: "runs/a/1/log.txt", bytes: Array("log\n".utf8)),
             ], message: "run a 1\n", actor: "ci <bot>", at: Date(timeIntervalSince1970: 1_800_000_000), in: location)
         #expect(committed.pushWarning == nil)
-        #expect(try history.paths(under: "runs/a", in: location)?.sorted() == ["runs/a/1/log.txt", "runs/a/1/record.yaml"])
+        #expect(
+            try history.paths(under: "runs/a", in: location)?.sorted() == ["runs/a/1/log.txt", "runs/a/1/record.yaml"])
         #expect(try history.read("runs/a/1/log.txt", in: location) == Array("log\n".utf8))
-        #expect(try history.files(under: "runs/a/1", in: location)?.map(\.path).sorted() == ["runs/a/1/log.txt", "runs/a/1/record.yaml"])
-        let tip = try Shell.git(["rev-parse", "agentry/history"], in: directory.url).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(
+            try history.files(under: "runs/a/1", in: location)?.map(\.path).sorted() == [
+                "runs/a/1/log.txt", "runs/a/1/record.yaml",
+            ])
+        let tip = try Shell.git(["rev-parse", "agentry/history"], in: directory.url).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(tip == committed.commit)
         #expect(try Shell.git(["log", "-1", "--format=%an", "agentry/history"], in: directory.url) == "ci bot\n")
     }

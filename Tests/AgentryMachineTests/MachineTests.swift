@@ -2,8 +2,8 @@ import AgentryCore
 import AgentryMachine
 import AgentryRender
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Real microVMs through the machine backend the core uses: the minimal image built from Debian's
 /// packages, booted under QEMU (TCG in CI).

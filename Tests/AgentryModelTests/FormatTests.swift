@@ -3,7 +3,9 @@ import AgentryModel
 import Testing
 
 @Suite struct FormatTests {
-    @Test(arguments: [("512Mi", 536_870_912), ("4Gi", 4_294_967_296), ("1G", 1_000_000_000), ("0.5Ki", 512), ("100", 100)])
+    @Test(arguments: [
+        ("512Mi", 536_870_912), ("4Gi", 4_294_967_296), ("1G", 1_000_000_000), ("0.5Ki", 512), ("100", 100),
+    ])
     func quantitiesParse(text: String, bytes: Int) throws {
         #expect(try #require(Quantity(text)).bytes == UInt64(bytes))
     }
@@ -30,8 +32,10 @@ import Testing
     }
 
     @Test(arguments: [
-        "sk-ant-api03-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", "AKIAIOSFODNN7EXAMPLE2",
-        "xoxb-1234567890-abcdefghij1234", "-----BEGIN OPENSSH PRIVATE KEY-----", "https://bot:s3cretpass@git.example.com/x",
+        "sk-ant-api03-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+        "AKIAIOSFODNN7EXAMPLE2",
+        "xoxb-1234567890-abcdefghij1234", "-----BEGIN OPENSSH PRIVATE KEY-----",
+        "https://bot:s3cretpass@git.example.com/x",
         "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     ])
     func credentialsAreRecognised(text: String) {
@@ -50,7 +54,9 @@ import Testing
     @Test func symlinkResolutionStaysInTheTree() {
         let tree = makeTree(
             ["a/file.md": "x", "b/real.md": "y"],
-            symlinks: ["a/link.md": "../b/real.md", "a/dir": "../b", "a/out": "../../x", "a/loop": "loop2", "a/loop2": "loop"])
+            symlinks: [
+                "a/link.md": "../b/real.md", "a/dir": "../b", "a/out": "../../x", "a/loop": "loop2", "a/loop2": "loop",
+            ])
         #expect(tree.resolve("a/link.md") == .file("b/real.md"))
         #expect(tree.resolve("a/dir/real.md") == .file("b/real.md"))
         #expect(tree.resolve("a/out") == .escapes("a/out"))
@@ -63,11 +69,15 @@ import Testing
 
 @Suite struct OutputTests {
     let report = validate(
-        Fixture.repository(["agents/triage.yaml": Fixture.agent(spec: "lifecycle: actve\ndeletionPolicy: keep, really")]))
+        Fixture.repository(["agents/triage.yaml": Fixture.agent(spec: "lifecycle: actve\ndeletionPolicy: keep, really")]
+        ))
 
     @Test func textLinesAreCompilerStyle() {
         let lines = ValidationOutput.text(report).split(separator: "\n")
-        #expect(lines.first == "agents/triage.yaml:12:14: error[invalid-value]: spec.lifecycle: expected one of active, paused, revoked, got \"actve\"; did you mean \"active\"?")
+        #expect(
+            lines.first
+                == "agents/triage.yaml:12:14: error[invalid-value]: spec.lifecycle: expected one of active, paused, revoked, got \"actve\"; did you mean \"active\"?"
+        )
         #expect(lines.last?.hasPrefix("invalid: 2 errors") == true)
     }
 

@@ -1,6 +1,6 @@
-import Foundation
 import AgentryModel
 import AgentryYAML
+import Foundation
 import Testing
 
 @Suite struct SchemaValidationTests {
@@ -38,7 +38,8 @@ import Testing
     }
 
     @Test func quotedBooleanIsAWrongTypeNotAConversion() {
-        let report = validate(Fixture.repository(["agents/triage.yaml": Fixture.agent(spec: "memory: {snapshot: \"true\"}")]))
+        let report = validate(
+            Fixture.repository(["agents/triage.yaml": Fixture.agent(spec: "memory: {snapshot: \"true\"}")]))
         #expect(report.codes() == ["wrong-type"])
     }
 
@@ -84,7 +85,8 @@ import Testing
     @Test func unknownKindAndAPIVersion() {
         let report = validate([
             "a.yaml": "apiVersion: agentry/v1\nkind: Agnet\nmetadata: {name: a}\nspec: {}\n",
-            "b.yaml": "apiVersion: agentry/v2\nkind: Model\nmetadata: {name: b}\nspec: {provider: x, name: y, api: messages, baseUrl: 'http://h'}\n",
+            "b.yaml":
+                "apiVersion: agentry/v2\nkind: Model\nmetadata: {name: b}\nspec: {provider: x, name: y, api: messages, baseUrl: 'http://h'}\n",
         ])
         #expect(report.first(.unknownKind)?.message.contains("did you mean \"Agent\"") == true)
         #expect(report.first(.unsupportedAPIVersion)?.file == "b.yaml")
@@ -121,7 +123,8 @@ import Testing
     }
 
     @Test func mergeKeysAndCustomTagsAreUnsupported() {
-        let environment = Fixture.environment.replacingOccurrences(of: "base: debian-12", with: "base: !custom debian-12")
+        let environment = Fixture.environment.replacingOccurrences(
+            of: "base: debian-12", with: "base: !custom debian-12")
         let report = validate(Fixture.repository(["environments/python.yaml": environment]))
         #expect(report.codes() == ["unsupported-yaml"])
     }
@@ -220,7 +223,8 @@ import Testing
         let diagnostic = try #require(report.first(.unknownTemplateVariable))
         #expect(diagnostic.message.contains("did you mean \"prompt\""))
 
-        let leaky = Fixture.harness.replacingOccurrences(of: "\"{{prompt}}\"]", with: "\"{{prompt}}\", \"{{model.apiKey}}\"]")
+        let leaky = Fixture.harness.replacingOccurrences(
+            of: "\"{{prompt}}\"]", with: "\"{{prompt}}\", \"{{model.apiKey}}\"]")
         #expect(validate(Fixture.repository(["harnesses/hermes.yaml": leaky])).codes() == ["secret-in-file"])
     }
 

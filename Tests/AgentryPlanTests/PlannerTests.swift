@@ -19,7 +19,10 @@ import Testing
             name: name, appliedRevision: revision, appliedFields: fields, lifecycle: lifecycle, deletionPolicy: .delete)
     }
 
-    func plan(_ wanted: [DesiredAgent], _ existing: [ActualAgent], fields: [String: Fields] = [:], options: PlanOptions = PlanOptions())
+    func plan(
+        _ wanted: [DesiredAgent], _ existing: [ActualAgent], fields: [String: Fields] = [:],
+        options: PlanOptions = PlanOptions()
+    )
         -> Result<Plan, PlanRefusal>
     {
         Planner.plan(
@@ -59,7 +62,10 @@ import Testing
         ).get()
         let action = try #require(result.actions.first)
         #expect(action.action == .update)
-        #expect(action.reasons == [Change(field: "model.name", old: "x", new: "y"), Change(field: "gone", old: "1", new: nil)])
+        #expect(
+            action.reasons == [
+                Change(field: "model.name", old: "x", new: "y"), Change(field: "gone", old: "1", new: nil),
+            ])
     }
 
     @Test func lifecycleTransitions() throws {
@@ -83,7 +89,9 @@ import Testing
 
     @Test func safetyRefusals() {
         #expect(throws: PlanRefusal.emptyDesiredState(running: 1)) { try plan([], [actual("a", revision: "r")]).get() }
-        #expect(throws: Never.self) { try plan([], [actual("a", revision: "r")], options: PlanOptions(allowEmpty: true)).get() }
+        #expect(throws: Never.self) {
+            try plan([], [actual("a", revision: "r")], options: PlanOptions(allowEmpty: true)).get()
+        }
         let three = ["a", "b", "c"].map { actual($0, revision: "r") }
         #expect(throws: PlanRefusal.massDelete(deleting: 2, running: 3)) {
             try plan([desired("a", revision: "r")], three).get()

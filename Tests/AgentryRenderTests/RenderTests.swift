@@ -1,7 +1,8 @@
-@testable import AgentryRender
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import AgentryRender
 
 @Suite struct RenderTests {
     @Test func redactsEveryOccurrenceLongestFirst() {
@@ -35,9 +36,12 @@ import TestSupport
         #expect(try String(contentsOfFile: folder.path + "/out/AGENTS.md", encoding: .utf8) == "instructions\n")
         #expect(FileManager.default.isExecutableFile(atPath: folder.path + "/out/skills/x/run.sh"))
         #expect(try Data(contentsOf: folder.url.appendingPathComponent("out/" + long)).count == 1000)
-        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: folder.path + "/out/skills/x/link") == "run.sh")
+        #expect(
+            try FileManager.default.destinationOfSymbolicLink(atPath: folder.path + "/out/skills/x/link") == "run.sh")
         var tooLong = TarWriter()
-        #expect(throws: RenderError.self) { try tooLong.add(BundleFile(path: String(repeating: "x", count: 300), bytes: [])) }
+        #expect(throws: RenderError.self) {
+            try tooLong.add(BundleFile(path: String(repeating: "x", count: 300), bytes: []))
+        }
     }
 
     @Test func runRecordsReadBackWhatWasWritten() throws {
@@ -96,4 +100,3 @@ import TestSupport
         }
     }
 }
-

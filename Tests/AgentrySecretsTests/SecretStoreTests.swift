@@ -1,8 +1,8 @@
 import AgentryCore
 import AgentrySecrets
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct SecretStoreTests {
     @Test func storesEncryptedAndReadsBack() throws {
@@ -17,7 +17,8 @@ import TestSupport
         for file in ["secrets.json", "secret.key"] {
             let bytes = try Data(contentsOf: state.url.appendingPathComponent(file))
             #expect(bytes.range(of: Data(value)) == nil)
-            let mode = try FileManager.default.attributesOfItem(atPath: state.path + "/" + file)[.posixPermissions] as? Int
+            let mode =
+                try FileManager.default.attributesOfItem(atPath: state.path + "/" + file)[.posixPermissions] as? Int
             #expect(mode == 0o600)
         }
         try store.remove("model/key")
@@ -31,7 +32,8 @@ import TestSupport
         try store.set("a", value: Array("alpha".utf8))
         try store.set("b", value: Array("bravo".utf8))
         let path = state.path + "/secrets.json"
-        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        var json =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
         var secrets = json["secrets"] as! [String: Any]
         secrets["b"] = secrets["a"]
         json["secrets"] = secrets
@@ -52,10 +54,14 @@ import TestSupport
         #expect(throws: SecretError.self) { try store.set("has space", value: [1]) }
         try store.set("ok", value: [1])
         chmod(state.path + "/secret.key", 0o644)
-        #expect { try store.value("ok") } throws: { ($0 as? SecretError)?.message.contains("readable by others") == true }
+        #expect { try store.value("ok") } throws: {
+            ($0 as? SecretError)?.message.contains("readable by others") == true
+        }
         try FileManager.default.removeItem(atPath: state.path + "/secret.key")
         #expect { try store.value("ok") } throws: { ($0 as? SecretError)?.message.contains("is missing") == true }
-        #expect { try store.set("new", value: [1]) } throws: { ($0 as? SecretError)?.message.contains("restore the key file") == true }
+        #expect { try store.set("new", value: [1]) } throws: {
+            ($0 as? SecretError)?.message.contains("restore the key file") == true
+        }
     }
 
     /// Runs find a secret in the store, then in a folder of files, then in a variable.

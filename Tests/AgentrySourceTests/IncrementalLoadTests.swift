@@ -5,8 +5,8 @@ import AgentrySource
 import AgentryState
 import Foundation
 import Logging
-import Testing
 import TestSupport
+import Testing
 
 /// The incremental loader against fresh loads, over real commits of a copy of examples/quickstart.
 @Suite struct IncrementalLoadTests {
@@ -60,23 +60,54 @@ import TestSupport
         _ = try reader.load("HEAD")
         var generator = SystemRandomNumberGenerator()
         let edits: [(TemporaryDirectory) throws -> Void] = [
-            { try self.edit($0, "agents/hello.yaml") { $0.replacingOccurrences(of: "cpus", with: "cpus") + "\n# \(UInt32.random(in: 0...9999))\n" } },
-            { try self.edit($0, "agents/triage.yaml") { $0.replacingOccurrences(of: "timeout: 15m", with: "timeout: \(Int.random(in: 1...59))m") } },
+            {
+                try self.edit($0, "agents/hello.yaml") {
+                    $0.replacingOccurrences(of: "cpus", with: "cpus") + "\n# \(UInt32.random(in: 0...9999))\n"
+                }
+            },
+            {
+                try self.edit($0, "agents/triage.yaml") {
+                    $0.replacingOccurrences(of: "timeout: 15m", with: "timeout: \(Int.random(in: 1...59))m")
+                }
+            },
             { try $0.write("agents/triage/INSTRUCTIONS.md", "# triage \(UInt32.random(in: 0...9999))\n") },
             { try $0.write("skills/greeting/notes-\(UInt32.random(in: 0...9999)).md", "n\n") },
-            { try self.edit($0, "harnesses/hermes.yaml") { $0.replacingOccurrences(of: "stateDirs: [", with: "stateDirs: [.cache-\(UInt32.random(in: 0...9999)), ") } },
-            { try self.edit($0, "environments/minimal.yaml") { $0.replacingOccurrences(of: "disk: 1Gi", with: "disk: \(Int.random(in: 2...9))Gi").replacingOccurrences(of: "disk: 2Gi}", with: "disk: 1Gi}") } },
+            {
+                try self.edit($0, "harnesses/hermes.yaml") {
+                    $0.replacingOccurrences(
+                        of: "stateDirs: [", with: "stateDirs: [.cache-\(UInt32.random(in: 0...9999)), ")
+                }
+            },
+            {
+                try self.edit($0, "environments/minimal.yaml") {
+                    $0.replacingOccurrences(of: "disk: 1Gi", with: "disk: \(Int.random(in: 2...9))Gi")
+                        .replacingOccurrences(of: "disk: 2Gi}", with: "disk: 1Gi}")
+                }
+            },
             { dir in
                 let name = "extra-\(UInt32.random(in: 0...9999))"
                 try self.edit(dir, "agents/hello.yaml") { $0 }
-                try dir.write("agents/\(name).yaml", try String(contentsOf: dir.url.appendingPathComponent("agents/hello.yaml"), encoding: .utf8)
-                    .replacingOccurrences(of: "name: hello", with: "name: \(name)").replacingOccurrences(of: "hello/INSTRUCTIONS.md", with: "hello/INSTRUCTIONS.md"))
+                try dir.write(
+                    "agents/\(name).yaml",
+                    try String(contentsOf: dir.url.appendingPathComponent("agents/hello.yaml"), encoding: .utf8)
+                        .replacingOccurrences(of: "name: hello", with: "name: \(name)").replacingOccurrences(
+                            of: "hello/INSTRUCTIONS.md", with: "hello/INSTRUCTIONS.md"))
             },
             { dir in
-                let extras = try FileManager.default.contentsOfDirectory(atPath: dir.url.appendingPathComponent("agents").path).filter { $0.hasPrefix("extra-") }
-                if let victim = extras.first { try FileManager.default.removeItem(at: dir.url.appendingPathComponent("agents/\(victim)")) }
+                let extras = try FileManager.default.contentsOfDirectory(
+                    atPath: dir.url.appendingPathComponent("agents").path
+                ).filter { $0.hasPrefix("extra-") }
+                if let victim = extras.first {
+                    try FileManager.default.removeItem(at: dir.url.appendingPathComponent("agents/\(victim)"))
+                }
             },
-            { try $0.write("models/sonnet.yaml", try String(contentsOf: $0.url.appendingPathComponent("models/sonnet.yaml"), encoding: .utf8).replacingOccurrences(of: "contextWindow: 200000", with: "contextWindow: \(Int.random(in: 1000...9000))")) },
+            {
+                try $0.write(
+                    "models/sonnet.yaml",
+                    try String(contentsOf: $0.url.appendingPathComponent("models/sonnet.yaml"), encoding: .utf8)
+                        .replacingOccurrences(
+                            of: "contextWindow: 200000", with: "contextWindow: \(Int.random(in: 1000...9000))"))
+            },
             { try $0.write("README.md", "readme \(UInt32.random(in: 0...9999))\n") },
         ]
         var modes: [LoadedCommit.Mode: Int] = [:]

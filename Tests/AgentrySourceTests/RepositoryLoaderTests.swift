@@ -3,8 +3,8 @@ import AgentryModel
 import AgentrySource
 import Foundation
 import Logging
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct RepositoryLoaderTests {
     let quickstart = Agentry.packageRoot.appendingPathComponent("examples/quickstart")
@@ -40,7 +40,8 @@ import TestSupport
     @Test func sameContentSameDiagnosticsBothWays() throws {
         let directory = try TemporaryDirectory()
         try directory.copy(from: quickstart)
-        try directory.write("agents/broken.yaml", "apiVersion: agentry/v1\nkind: Agent\nmetadata: {name: Broken}\nspec: {harness: x}\n")
+        try directory.write(
+            "agents/broken.yaml", "apiVersion: agentry/v1\nkind: Agent\nmetadata: {name: Broken}\nspec: {harness: x}\n")
         try directory.write("models/tab.yaml", "a:\n\tb: 1\n")
         try directory.symlink("agents/escape.md", to: "../../../../etc/passwd")
         try directory.symlink("agents/inside.md", to: "hello/INSTRUCTIONS.md")
@@ -89,7 +90,9 @@ import TestSupport
         let directory = try TemporaryDirectory()
         try directory.copy(from: quickstart)
         try directory.commitAll()
-        #expect(throws: SourceError.self) { try report(.git(repository: directory.path, ref: "no-such-branch", path: "")) }
+        #expect(throws: SourceError.self) {
+            try report(.git(repository: directory.path, ref: "no-such-branch", path: ""))
+        }
         #expect(throws: SourceError.self) { try report(.git(repository: "/nonexistent/repo", ref: "HEAD", path: "")) }
         #expect(throws: SourceError.self) { try report(.directory("/nonexistent/folder")) }
     }
@@ -109,7 +112,8 @@ import TestSupport
 
     /// Real-world skills (Apache-licensed, unmodified) are accepted as written when an agent uses them.
     @Test func realWorldSkillsAreAccepted() throws {
-        let skills = Agentry.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/testdata/agent-skills")
+        let skills = Agentry.packageRoot.deletingLastPathComponent().appendingPathComponent(
+            "shared/testdata/agent-skills")
         let manager = FileManager.default
         guard
             let names = try? manager.contentsOfDirectory(atPath: skills.path)
@@ -125,7 +129,8 @@ import TestSupport
             try directory.copy(from: skills.appendingPathComponent(name), to: "skills/\(name)")
         }
         let agent = try String(contentsOf: quickstart.appendingPathComponent("agents/hello.yaml"), encoding: .utf8)
-            .replacingOccurrences(of: "skills: [greeting]", with: "skills: [\((names + ["greeting"]).joined(separator: ", "))]")
+            .replacingOccurrences(
+                of: "skills: [greeting]", with: "skills: [\((names + ["greeting"]).joined(separator: ", "))]")
         try directory.write("agents/hello.yaml", agent)
         try directory.commitAll()
         let result = try report(.git(repository: directory.path, ref: "HEAD", path: ""))

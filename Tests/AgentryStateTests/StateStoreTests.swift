@@ -2,8 +2,8 @@ import AgentryCore
 import AgentryState
 import Foundation
 import GRDB
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct StateStoreTests {
     func record(_ name: String) -> AgentRecord {
@@ -71,8 +71,10 @@ import TestSupport
         // Readers are never blocked by the writer.
         #expect(try store.agents().isEmpty)
         #expect(try store.withWriterLockIfFree {} == false)
-        #expect(try store.saveSnapshot(key: "k", source: "c", data: Data(), files: [], removed: [], replaceAll: false) == false,
-                "the parse cache is not saved while another writer holds the lock")
+        #expect(
+            try store.saveSnapshot(key: "k", source: "c", data: Data(), files: [], removed: [], replaceAll: false)
+                == false,
+            "the parse cache is not saved while another writer holds the lock")
     }
 
     @Test func aDatabaseFromANewerAgentryIsRefused() throws {

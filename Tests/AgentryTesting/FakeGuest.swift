@@ -31,7 +31,8 @@ final class FakeGuest: GuestChannel {
     func waitUntilReady(timeout: Duration, booting: Bool) throws -> GuestHello? {
         if silent { return nil }
         try alive()
-        return GuestHello(agentVersion: "fake", kernel: "6.1.0-fake-cloud-amd64", uptimeMilliseconds: 1200, disk: "mounted")
+        return GuestHello(
+            agentVersion: "fake", kernel: "6.1.0-fake-cloud-amd64", uptimeMilliseconds: 1200, disk: "mounted")
     }
 
     func files<T>(_ body: (inout [String: [UInt8]]) throws -> T) throws -> T {
@@ -139,7 +140,9 @@ final class FakeGuest: GuestChannel {
         let own = Self.home + AgentLayout.own
         if files[own + "/config.digest"].map({ String(decoding: $0, as: UTF8.self) }) == digest + "\n" { return }
         if let manifest = files[own + "/files"] {
-            for line in String(decoding: manifest, as: UTF8.self).split(separator: "\n") { files[Self.home + line] = nil }
+            for line in String(decoding: manifest, as: UTF8.self).split(separator: "\n") {
+                files[Self.home + line] = nil
+            }
         }
         try untar(staging, &files)
         files[own + "/config.digest"] = Array((digest + "\n").utf8)

@@ -34,7 +34,10 @@ public final class FakeMachines: MachineBackend {
         public var timedOut: Bool
         public var writes: [String: [UInt8]]
 
-        public init(stdout: String = "", stderr: String = "", status: Int = 0, timedOut: Bool = false, writes: [String: [UInt8]] = [:]) {
+        public init(
+            stdout: String = "", stderr: String = "", status: Int = 0, timedOut: Bool = false,
+            writes: [String: [UInt8]] = [:]
+        ) {
             self.stdout = stdout
             self.stderr = stderr
             self.status = status
@@ -77,7 +80,9 @@ public final class FakeMachines: MachineBackend {
 
     public func file(_ name: String, _ path: String) -> [UInt8]? { world.withLock { $0.machines[name]?.files[path] } }
 
-    public func text(_ name: String, _ path: String) -> String? { file(name, path).map { String(decoding: $0, as: UTF8.self) } }
+    public func text(_ name: String, _ path: String) -> String? {
+        file(name, path).map { String(decoding: $0, as: UTF8.self) }
+    }
 
     func note(_ call: String) { world.withLock { $0.calls.append(call) } }
 
@@ -103,8 +108,12 @@ public final class FakeMachines: MachineBackend {
     public func start(_ spec: MachineSpec) throws -> any GuestChannel {
         let silent = try world.withLock { world in
             world.calls.append("start \(spec.name)")
-            guard world.machines[spec.name] != nil else { throw FakeFailure(.internalFailure, "started without a disk") }
-            guard world.machines[spec.name]?.running != true else { throw FakeFailure(.internalFailure, "started twice") }
+            guard world.machines[spec.name] != nil else {
+                throw FakeFailure(.internalFailure, "started without a disk")
+            }
+            guard world.machines[spec.name]?.running != true else {
+                throw FakeFailure(.internalFailure, "started twice")
+            }
             world.machines[spec.name]?.running = true
             world.machines[spec.name]?.boots += 1
             world.machines[spec.name]?.spec = spec

@@ -13,7 +13,8 @@ public struct Fakes: Sendable {
 
     public init(secrets: [String: String] = [:], variables: [String: String] = [:]) {
         self.secrets = InMemorySecrets(secrets)
-        host = HostEnvironment(variables: variables, hostName: "test-host", currentDirectory: "/work", userName: "tester")
+        host = HostEnvironment(
+            variables: variables, hostName: "test-host", currentDirectory: "/work", userName: "tester")
     }
 
     /// The ports, with `source` for the agent repositories (a real one, over temporary git repositories).

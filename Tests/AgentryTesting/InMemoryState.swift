@@ -105,7 +105,11 @@ public final class InMemoryState: StateStore, ParseCache {
         init(_ state: InMemoryState) { self.state = state }
 
         func release() {
-            guard held.withLock({ value in defer { value = false }; return value }) else { return }
+            guard
+                held.withLock({ value in
+                    defer { value = false }; return value
+                })
+            else { return }
             state.contents.withLock { $0.locks -= 1 }
         }
 
@@ -115,7 +119,8 @@ public final class InMemoryState: StateStore, ParseCache {
     public func lockForWriting() throws -> any StateWriterLock {
         try contents.withLock { contents in
             guard !contents.lockedElsewhere else {
-                throw FakeFailure(.locked, "the state is locked by process 4242 (another agentry apply or reconcile is writing)")
+                throw FakeFailure(
+                    .locked, "the state is locked by process 4242 (another agentry apply or reconcile is writing)")
             }
             contents.locks += 1
         }
@@ -180,7 +185,9 @@ public final class InMemorySecrets: SecretStore {
 
     public func remove(_ key: String) throws {
         try values.withLock { values in
-            guard values.removeValue(forKey: key) != nil else { throw FakeFailure(.notFound, "no secret \(key) in the store") }
+            guard values.removeValue(forKey: key) != nil else {
+                throw FakeFailure(.notFound, "no secret \(key) in the store")
+            }
         }
     }
 }
@@ -221,12 +228,15 @@ public final class InMemoryHistory: HistoryStore {
 
     public var all: [Commit] { commits.withLock { $0 } }
 
-    public func record(_ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation)
+    public func record(
+        _ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation
+    )
         throws -> HistoryCommit
     {
         if failing.withLock({ $0 }) { throw FakeFailure(.unavailable, "the history repository is read-only") }
         return commits.withLock { commits in
-            let id = Hex.string(Array(String(commits.count + 1).utf8)).padding(toLength: 40, withPad: "0", startingAt: 0)
+            let id = Hex.string(Array(String(commits.count + 1).utf8)).padding(
+                toLength: 40, withPad: "0", startingAt: 0)
             commits.append(Commit(location: location, files: files, message: message, actor: actor, id: id))
             return HistoryCommit(commit: id, pushWarning: nil)
         }
@@ -245,7 +255,8 @@ public final class InMemoryHistory: HistoryStore {
     public func files(under folder: String, in location: HistoryLocation) throws -> [HistoryFile]? {
         let tree = tree(location)
         guard !tree.isEmpty else { return nil }
-        return tree.filter { $0.key.hasPrefix(folder + "/") }.map { HistoryFile(path: $0.key, bytes: $0.value) }.sorted { $0.path < $1.path }
+        return tree.filter { $0.key.hasPrefix(folder + "/") }.map { HistoryFile(path: $0.key, bytes: $0.value) }.sorted
+        { $0.path < $1.path }
     }
 
     public func paths(under folder: String, in location: HistoryLocation) throws -> [String]? {

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `agentry apply`, `exec`, `kill`, `unkill` and `status` on real microVMs (TCG in CI).
 @Suite(.serialized) struct ApplyCommandTests {
@@ -10,7 +10,8 @@ import TestSupport
 
     init() throws {
         state = try TemporaryDirectory("agentry-apply")
-        try FileManager.default.createSymbolicLink(atPath: state.path + "/images", withDestinationPath: Self.images.path)
+        try FileManager.default.createSymbolicLink(
+            atPath: state.path + "/images", withDestinationPath: Self.images.path)
     }
 
     /// A repository of `agents` agents on the minimal image (no network, small machines).
@@ -32,7 +33,8 @@ import TestSupport
             """)
         try directory.write(
             "models/local.yaml",
-            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local}\nspec: {provider: local, name: m, api: chat-completions, baseUrl: 'http://127.0.0.1:8080/v1'}\n")
+            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local}\nspec: {provider: local, name: m, api: chat-completions, baseUrl: 'http://127.0.0.1:8080/v1'}\n"
+        )
         try environment(directory, cpus: cpus, memory: memory)
         for name in names {
             try directory.write(
@@ -56,7 +58,8 @@ import TestSupport
     func environment(_ directory: TemporaryDirectory, cpus: Int, memory: String) throws {
         try directory.write(
             "environments/tiny.yaml",
-            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: minimal, resources: {cpus: \(cpus), memory: \(memory), disk: 256Mi}}\n")
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: minimal, resources: {cpus: \(cpus), memory: \(memory), disk: 256Mi}}\n"
+        )
     }
 
     /// Stops every machine of the suite's state directory (tests end with their machines stopped).
@@ -64,7 +67,9 @@ import TestSupport
         _ = try? Shell.run("pkill", ["-9", "-f", state.path + "/agents/"])
     }
 
-    func agentry(_ arguments: [String], in directory: TemporaryDirectory, timeout: TimeInterval = 240) throws -> Agentry.Result {
+    func agentry(_ arguments: [String], in directory: TemporaryDirectory, timeout: TimeInterval = 240) throws
+        -> Agentry.Result
+    {
         // Options go before any `--`, after which everything is the command to run.
         let withState = [arguments[0], "--state-dir", state.path] + arguments.dropFirst()
         return try Shell.run(
@@ -85,7 +90,8 @@ import TestSupport
         #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
         #expect(applied.stderr.contains("done   create keeper: running"))
 
-        let write = try agentry(["exec", "keeper", "--", "sh", "-c", "echo remembered > /agent/note.txt; echo wrote"], in: repo)
+        let write = try agentry(
+            ["exec", "keeper", "--", "sh", "-c", "echo remembered > /agent/note.txt; echo wrote"], in: repo)
         #expect(write.status == 0)
         #expect(write.stdout == "wrote\n")
 
@@ -113,14 +119,17 @@ import TestSupport
         let repo = try repository(agents: ["workbench"])
         try repo.write(
             "environments/tiny.yaml",
-            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: debian-12, packages: {apt: [jq]}, resources: {cpus: 1, memory: 256Mi, disk: 3Gi}}\n")
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: debian-12, packages: {apt: [jq]}, resources: {cpus: 1, memory: 256Mi, disk: 3Gi}}\n"
+        )
         try repo.commitAll("debian")
         let applied = try agentry(["apply"], in: repo, timeout: 900)
         #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
         #expect(applied.stderr.contains("done   create workbench: running"), "\(applied.stderr)")
         let probe = try agentry(
-            ["exec", "workbench", "--", "sh", "-c",
-             "cat /etc/debian_version; echo '{\"a\":1}' | jq .a; df -B1G --output=size / | tail -1 | tr -d ' '; echo kept > /usr/local/kept; echo home > /agent/h"],
+            [
+                "exec", "workbench", "--", "sh", "-c",
+                "cat /etc/debian_version; echo '{\"a\":1}' | jq .a; df -B1G --output=size / | tail -1 | tr -d ' '; echo kept > /usr/local/kept; echo home > /agent/h",
+            ],
             in: repo)
         #expect(probe.status == 0, "\(probe.stderr)")
         let lines = probe.stdout.split(separator: "\n").map(String.init)
@@ -159,7 +168,9 @@ import TestSupport
                 """)
         }
         for skill in ["notes", "tidy"] {
-            try repo.write("skills/\(skill)/SKILL.md", "---\nname: \(skill)\ndescription: The \(skill) skill.\n---\nDo \(skill).\n")
+            try repo.write(
+                "skills/\(skill)/SKILL.md", "---\nname: \(skill)\ndescription: The \(skill) skill.\n---\nDo \(skill).\n"
+            )
         }
         try declare(instructions: "Write notes.", skills: ["notes", "tidy"])
         try repo.commitAll("scribe with two skills")
@@ -228,7 +239,8 @@ import TestSupport
         let alpha = repo.url.appendingPathComponent("agents/alpha.yaml")
         try repo.write(
             "agents/alpha.yaml",
-            try String(contentsOf: alpha, encoding: .utf8).replacingOccurrences(of: "owner: test", with: "owner: other-team"))
+            try String(contentsOf: alpha, encoding: .utf8).replacingOccurrences(
+                of: "owner: test", with: "owner: other-team"))
         try repo.commitAll("new owner")
         let update = try agentry(["apply"], in: repo)
         #expect(update.status == 0, "\(update.stderr)")
@@ -287,7 +299,9 @@ import TestSupport
         _ = try Shell.run("dd", ["if=/dev/zero", "of=" + filler, "bs=64k"])  // until the tmpfs is full
         let full = try agentry(["apply"], in: repo)
         #expect(full.status == 1, "\(full.stderr)")
-        #expect(full.stderr.contains("FAILED create cramped: cannot create the environment disk") && full.stderr.contains("no space left on the host's disk"), "\(full.stderr)")
+        #expect(
+            full.stderr.contains("FAILED create cramped: cannot create the environment disk")
+                && full.stderr.contains("no space left on the host's disk"), "\(full.stderr)")
         let left = try FileManager.default.contentsOfDirectory(atPath: agents + "/cramped")
         #expect(!left.contains("env.qcow2") && !left.contains("env.qcow2.new"), "no half-made disk: \(left)")
 

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The CI templates in reconciler/ci/ run as written against a real repository and the built binary.
 @Suite struct CITemplateTests {
@@ -23,7 +23,9 @@ import TestSupport
     @Test func workflowsAreValidYAMLNamingRealCommands() throws {
         for name in ["agentry-pull-request.yml", "agentry-apply.yml"] {
             let path = Agentry.packageRoot.appendingPathComponent("reconciler/ci/github/\(name)").path
-            let parsed = try Shell.run("python3", ["-c", "import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); print(sorted(d['jobs']))", path])
+            let parsed = try Shell.run(
+                "python3",
+                ["-c", "import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); print(sorted(d['jobs']))", path])
             #expect(parsed.status == 0, "\(parsed.stderr)")
             let text = try String(contentsOfFile: path, encoding: .utf8)
             #expect(text.contains("agentry validate"))

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// docs/reference.md is generated from the validator's shapes; it must match what the binary prints.
 @Test func fieldReferenceIsCurrent() throws {

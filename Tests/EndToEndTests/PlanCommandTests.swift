@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `agentry diff`, `plan` and `status` on the built binary, as CI runs them on a pull request.
 @Suite struct PlanCommandTests {
@@ -14,11 +14,13 @@ import TestSupport
         let triage = directory.url.appendingPathComponent("agents/triage.yaml")
         try directory.write(
             "agents/triage.yaml",
-            try String(contentsOf: triage, encoding: .utf8).replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama"))
+            try String(contentsOf: triage, encoding: .utf8).replacingOccurrences(
+                of: "  model: sonnet", with: "  model: local-llama"))
         let hermes = directory.url.appendingPathComponent("harnesses/hermes.yaml")
         try directory.write(
             "harnesses/hermes.yaml",
-            try String(contentsOf: hermes, encoding: .utf8).replacingOccurrences(of: "version: \"0.19.0\"", with: "version: \"0.20.0\""))
+            try String(contentsOf: hermes, encoding: .utf8).replacingOccurrences(
+                of: "version: \"0.19.0\"", with: "version: \"0.20.0\""))
         try FileManager.default.removeItem(at: directory.url.appendingPathComponent("agents/docs-writer.yaml"))
         try directory.commitAll("head")
         return directory
@@ -45,7 +47,11 @@ import TestSupport
         let actions = try #require(json["actions"] as? [[String: Any]])
         #expect(actions.map { $0["action"] as? String } == ["delete", "noop", "reinstall"])
         let reasons = try #require(actions[2]["reasons"] as? [[String: Any]])
-        #expect(reasons.contains { $0["field"] as? String == "model" && $0["old"] as? String == "sonnet" && $0["new"] as? String == "local-llama" })
+        #expect(
+            reasons.contains {
+                $0["field"] as? String == "model" && $0["old"] as? String == "sonnet"
+                    && $0["new"] as? String == "local-llama"
+            })
     }
 
     @Test func detailedExitCodes() throws {
@@ -65,7 +71,10 @@ import TestSupport
         #expect(plan.status == 2, "\(plan.stderr)")
         #expect(plan.stdout.contains("2 to create"))
         let saved = try decodeJSON(try String(contentsOfFile: planFile, encoding: .utf8))
-        #expect(saved["commit"] as? String == (try Shell.git(["rev-parse", "HEAD"], in: directory.url)).trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(
+            saved["commit"] as? String
+                == (try Shell.git(["rev-parse", "HEAD"], in: directory.url)).trimmingCharacters(
+                    in: .whitespacesAndNewlines))
         #expect((saved["actualDigest"] as? String)?.count == 64)
 
         let status = try Agentry.run(["status", "--state-dir", state.path], in: directory.url)
@@ -73,7 +82,8 @@ import TestSupport
         #expect(status.stdout.hasPrefix("AGENT"))
         #expect(status.stdout.contains("triage"))
         #expect(status.stdout.contains("not applied"))
-        let json = try decodeJSON(try Agentry.run(["status", "--state-dir", state.path, "-o", "json"], in: directory.url).stdout)
+        let json = try decodeJSON(
+            try Agentry.run(["status", "--state-dir", state.path, "-o", "json"], in: directory.url).stdout)
         #expect((json["agents"] as? [[String: Any]])?.count == 2)
     }
 

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `agentry run`, `secret`, `history`, `show`, `logs` on real microVMs, with the records checked
 /// through plain `git`. (Part of the apply suite: they share its images and run one at a time.)
@@ -52,7 +52,9 @@ extension ApplyCommandTests {
     @Test func aRunIsRecordedInGitAndReadableWithPlainGit() throws {
         defer { stopMachines() }
         let repo = try runRepository(
-            script: "mkdir -p out memory; echo \"$PROMPT from $MODEL\" | tee out/answer.txt; head -c 300000 /dev/zero > 'out/big file.bin'; mkdir -p out/clone/.git; echo ref > out/clone/.git/HEAD; echo seen >> memory/notes; echo to-err >&2; cat AGENTS.md; exit 3")
+            script:
+                "mkdir -p out memory; echo \"$PROMPT from $MODEL\" | tee out/answer.txt; head -c 300000 /dev/zero > 'out/big file.bin'; mkdir -p out/clone/.git; echo ref > out/clone/.git/HEAD; echo seen >> memory/notes; echo to-err >&2; cat AGENTS.md; exit 3"
+        )
         let run = try agentry(["run", "greeter"], in: repo)
         #expect(run.status == 3, "\(run.stderr)")
         #expect(run.stdout.contains("hello there from m\n"))
@@ -64,7 +66,10 @@ extension ApplyCommandTests {
         // Plain git sees the history: two run commits (after the apply's audit commit), a clean fsck.
         let log = try git(["log", "--format=%s", "agentry/history"], in: repo)
         let subjects = log.split(separator: "\n")
-        #expect(subjects.filter { $0.hasPrefix("run greeter ") && $0.hasSuffix("exit 3 in \($0.split(separator: " ").last!)") }.count == 2, "\(log)")
+        #expect(
+            subjects.filter {
+                $0.hasPrefix("run greeter ") && $0.hasSuffix("exit 3 in \($0.split(separator: " ").last!)")
+            }.count == 2, "\(log)")
         #expect(subjects.contains { $0.hasPrefix("apply ") })
         _ = try git(["fsck", "--strict"], in: repo)
         let files = try git(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"], in: repo)
@@ -82,8 +87,11 @@ extension ApplyCommandTests {
             let text = try git(["show", "agentry/history:" + record], in: repo)
             let check = try Shell.run(
                 "python3",
-                ["-c", "import sys, json, yaml, jsonschema; jsonschema.validate(yaml.safe_load(sys.stdin), json.load(open(sys.argv[1])), format_checker=jsonschema.FormatChecker()); print('valid')",
-                 Agentry.packageRoot.appendingPathComponent("schemas/run-record.schema.json").path],
+                [
+                    "-c",
+                    "import sys, json, yaml, jsonschema; jsonschema.validate(yaml.safe_load(sys.stdin), json.load(open(sys.argv[1])), format_checker=jsonschema.FormatChecker()); print('valid')",
+                    Agentry.packageRoot.appendingPathComponent("schemas/run-record.schema.json").path,
+                ],
                 input: text)
             #expect(check.stdout == "valid\n", "\(check.stderr)")
             #expect(text.contains("exitStatus: 3"))
@@ -99,7 +107,10 @@ extension ApplyCommandTests {
         #expect(recordText.contains("sha256: \"\(digest)\""))
         // A file past the size limit is recorded by size and digest, its bytes left out of git.
         let zeros = try Shell.run("sh", ["-c", "head -c 300000 /dev/zero | sha256sum"]).stdout.prefix(64)
-        #expect(recordText.contains("path: \"out/big file.bin\"\n    size: 300000\n    sha256: \"\(zeros)\"\n    stored: false"), "\(recordText)")
+        #expect(
+            recordText.contains(
+                "path: \"out/big file.bin\"\n    size: 300000\n    sha256: \"\(zeros)\"\n    stored: false"),
+            "\(recordText)")
         #expect(!files.contains { $0.hasSuffix("big file.bin") })
         // A .git folder in the output is listed, never stored (git refuses such paths in a tree).
         #expect(recordText.contains("path: \"out/clone/.git/HEAD\""))
@@ -123,7 +134,8 @@ extension ApplyCommandTests {
         defer { stopMachines() }
         let value = "s3cr3t-\(UUID().uuidString.prefix(8))-value"
         let repo = try runRepository(
-            script: "echo \"token=$API_TOKEN\"; [ \"$(cat $AGENTRY_SECRETS_DIR/API_TOKEN)\" = \"$API_TOKEN\" ] && echo file-matches; mkdir -p out; echo \"$API_TOKEN\" | wc -c > out/length",
+            script:
+                "echo \"token=$API_TOKEN\"; [ \"$(cat $AGENTRY_SECRETS_DIR/API_TOKEN)\" = \"$API_TOKEN\" ] && echo file-matches; mkdir -p out; echo \"$API_TOKEN\" | wc -c > out/length",
             secrets: [("API_TOKEN", "ci/api-token")])
 
         // A missing secret fails the run before it starts, naming the key.
@@ -143,20 +155,25 @@ extension ApplyCommandTests {
         #expect(!run.stdout.contains(value) && !run.stderr.contains(value))
         // The run's secret folder is gone afterwards.
         #expect(try agentry(["exec", "greeter", "--", "ls", "/run/secrets"], in: repo).stdout == "")
-        let length = try git(["show", "agentry/history:" + (try latestRunFolder(repo)) + "/artifacts/length"], in: repo)
+        let length = try git(
+            ["show", "agentry/history:" + (try latestRunFolder(repo)) + "/artifacts/length"], in: repo)
         #expect(length.trimmingCharacters(in: .whitespacesAndNewlines) == "\(value.utf8.count + 1)")
 
         // Stop the machine so its disk is flushed, then search everything.
         stopMachines()
-        let objects = try Shell.run("sh", ["-c", "git cat-file --batch-all-objects --batch | grep -c -F -- \"$0\" || true", value], in: repo.url)
+        let objects = try Shell.run(
+            "sh", ["-c", "git cat-file --batch-all-objects --batch | grep -c -F -- \"$0\" || true", value], in: repo.url
+        )
         #expect(objects.stdout == "0\n", "git objects")
-        let onDisk = try Shell.run("grep", ["-r", "-l", "-a", "-F", "--", value, state.path + "/", Self.images.path + "/"])
+        let onDisk = try Shell.run(
+            "grep", ["-r", "-l", "-a", "-F", "--", value, state.path + "/", Self.images.path + "/"])
         #expect(onDisk.status == 1, "found in: \(onDisk.stdout)")
         let logged = try Shell.run("grep", ["-r", "-l", "-a", "-F", "--", value, repo.path + "/.git"])
         #expect(logged.status == 1, "found in: \(logged.stdout)")
         let store = try String(contentsOfFile: state.path + "/secrets.json", encoding: .utf8)
         #expect(store.contains("ci/api-token"))
-        let mode = try FileManager.default.attributesOfItem(atPath: state.path + "/secrets.json")[.posixPermissions] as? Int
+        let mode =
+            try FileManager.default.attributesOfItem(atPath: state.path + "/secrets.json")[.posixPermissions] as? Int
         #expect(mode == 0o600)
     }
 
@@ -175,12 +192,21 @@ extension ApplyCommandTests {
         #expect(run.stderr.contains("timed out"))
         let record = try git(["show", "agentry/history:" + (try latestRunFolder(repo)) + "/record.yaml"], in: repo)
         #expect(record.contains("timedOut: true"))
-        let left = try agentry(["exec", "greeter", "--", "sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 30' || true"], in: repo)
+        let left = try agentry(
+            [
+                "exec", "greeter", "--", "sh", "-c",
+                "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 30' || true",
+            ], in: repo)
         #expect(left.stdout == "0\n", "sleeps left behind: \(left.stdout)")
         // A command that exits leaving a setsid'd child on its output still finishes, and the child goes.
-        let leaver = try agentry(["exec", "greeter", "--", "sh", "-c", "setsid sleep 302 & echo bye"], in: repo, timeout: 30)
+        let leaver = try agentry(
+            ["exec", "greeter", "--", "sh", "-c", "setsid sleep 302 & echo bye"], in: repo, timeout: 30)
         #expect(leaver.status == 0 && leaver.stdout == "bye\n")
-        let after = try agentry(["exec", "greeter", "--", "sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 302' || true"], in: repo)
+        let after = try agentry(
+            [
+                "exec", "greeter", "--", "sh", "-c",
+                "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 302' || true",
+            ], in: repo)
         #expect(after.stdout == "0\n")
     }
 
@@ -189,13 +215,16 @@ extension ApplyCommandTests {
         defer { stopMachines() }
         let repo = try runRepository(script: "echo ran")
         #expect(try agentry(["run", "greeter"], in: repo).status == 0)
-        #expect(try agentry(["kill", "greeter", "--reason", "leaking data", "--actor", "oncall"], in: repo).status == 0)
+        #expect(
+            try agentry(["kill", "greeter", "--reason", "leaking data", "--actor", "oncall"], in: repo).status == 0)
         let killed = try agentry(["run", "greeter"], in: repo)
         #expect(killed.status == 2)
         #expect(killed.stderr.contains("killed (leaking data, by oncall)"), "\(killed.stderr)")
         #expect(try agentry(["unkill", "greeter", "--actor", "oncall"], in: repo).status == 0)
         let events = try git(["log", "--format=%s", "agentry/history", "--", "events/"], in: repo)
-        #expect(events.contains("kill greeter-kill by oncall") && events.contains("unkill greeter-unkill by oncall"), "\(events)")
+        #expect(
+            events.contains("kill greeter-kill by oncall") && events.contains("unkill greeter-unkill by oncall"),
+            "\(events)")
 
         try setLifecycle(repo, "greeter", "paused")
         try repo.commitAll("pause")
@@ -240,21 +269,27 @@ extension ApplyCommandTests {
         let repo = try runRepository(script: "wget -q -O - http://10.0.2.2:\(port)/ok.txt")
         try repo.write(
             "environments/tiny.yaml",
-            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: minimal, resources: {cpus: 1, memory: 192Mi, disk: 256Mi}, network: {egress: [\"10.0.2.2:\(port)\"]}}\n")
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: minimal, resources: {cpus: 1, memory: 192Mi, disk: 256Mi}, network: {egress: [\"10.0.2.2:\(port)\"]}}\n"
+        )
         try repo.commitAll("egress allowlist")
         let run = try agentry(["run", "greeter"], in: repo)
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout == "reached\n", "through the proxy the run's environment names")
 
         // exec finds the proxy too; a host outside the list is refused, naming the list.
-        let refused = try agentry(["exec", "greeter", "--", "sh", "-c", "wget -q -O - http://localhost:\(port)/ok.txt 2>&1; echo status=$?"], in: repo)
+        let refused = try agentry(
+            ["exec", "greeter", "--", "sh", "-c", "wget -q -O - http://localhost:\(port)/ok.txt 2>&1; echo status=$?"],
+            in: repo)
         #expect(refused.stdout.contains("403") && refused.stdout.contains("status=1"), "\(refused.stdout)")
         // Around the proxy, nothing gets out: QEMU's user network is restricted.
-        let direct = try agentry(["exec", "greeter", "--", "sh", "-c", "unset http_proxy HTTP_PROXY; wget -q -T 3 -O - http://10.0.2.2:\(port)/ok.txt 2>&1; echo status=$?"], in: repo, timeout: 60)
+        let direct = try agentry(
+            [
+                "exec", "greeter", "--", "sh", "-c",
+                "unset http_proxy HTTP_PROXY; wget -q -T 3 -O - http://10.0.2.2:\(port)/ok.txt 2>&1; echo status=$?",
+            ], in: repo, timeout: 60)
         #expect(!direct.stdout.contains("reached") && direct.stdout.contains("status=1"), "\(direct.stdout)")
     }
 }
-
 
 extension ApplyCommandTests {
     /// Swapping the harness installs the new one once, leaving the agent's files and memory; swapping
@@ -283,11 +318,13 @@ extension ApplyCommandTests {
         try harness("beta")
         try repo.write(
             "models/other.yaml",
-            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: other}\nspec: {provider: local, name: m2, api: chat-completions, baseUrl: 'http://127.0.0.1:8081/v1'}\n")
+            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: other}\nspec: {provider: local, name: m2, api: chat-completions, baseUrl: 'http://127.0.0.1:8081/v1'}\n"
+        )
         func use(harness: String, model: String) throws {
             let file = repo.url.appendingPathComponent("agents/greeter.yaml")
             var text = try String(contentsOf: file, encoding: .utf8)
-            text = text.replacingOccurrences(of: #"harness: \w+"#, with: "harness: \(harness)", options: .regularExpression)
+            text = text.replacingOccurrences(
+                of: #"harness: \w+"#, with: "harness: \(harness)", options: .regularExpression)
             text = text.replacingOccurrences(of: #"model: \w+"#, with: "model: \(model)", options: .regularExpression)
             try repo.write("agents/greeter.yaml", text)
             try repo.commitAll("\(harness) on \(model)")
@@ -302,7 +339,8 @@ extension ApplyCommandTests {
         let remodeled = try agentry(["run", "greeter"], in: repo)
         #expect(!remodeled.stderr.contains("installing"), "a model swap installs nothing")
         #expect(remodeled.stdout == "beta on m2\nalpha beta beta ")
-        let installs = try agentry(["exec", "greeter", "--", "sh", "-c", "cat /agent/alpha.installs /agent/beta.installs"], in: repo)
+        let installs = try agentry(
+            ["exec", "greeter", "--", "sh", "-c", "cat /agent/alpha.installs /agent/beta.installs"], in: repo)
         #expect(installs.stdout == "installed\ninstalled\n", "each harness installed once")
     }
 }

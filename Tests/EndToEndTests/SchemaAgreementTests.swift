@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The JSON Schemas in `schemas/` and agentry's own validator must judge every document alike.
 @Suite("Schema agreement")
@@ -38,13 +38,16 @@ struct SchemaAgreementTests {
 
     /// Where two byte strings first differ, with the line on each side, for the failure message.
     func firstDifference(_ committed: Data, _ generated: Data) -> String {
-        let committedLines = String(decoding: committed, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-        let generatedLines = String(decoding: generated, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        let committedLines = String(decoding: committed, as: UTF8.self).split(
+            separator: "\n", omittingEmptySubsequences: false)
+        let generatedLines = String(decoding: generated, as: UTF8.self).split(
+            separator: "\n", omittingEmptySubsequences: false)
         for index in 0..<max(committedLines.count, generatedLines.count) {
             let left = index < committedLines.count ? String(committedLines[index]) : "<end of file>"
             let right = index < generatedLines.count ? String(generatedLines[index]) : "<end of output>"
             if left != right {
-                return "first at line \(index + 1): the file has `\(left.trimmingCharacters(in: .whitespaces))`, agentry prints `\(right.trimmingCharacters(in: .whitespaces))`"
+                return
+                    "first at line \(index + 1): the file has `\(left.trimmingCharacters(in: .whitespaces))`, agentry prints `\(right.trimmingCharacters(in: .whitespaces))`"
             }
         }
         return "same lines, different bytes"

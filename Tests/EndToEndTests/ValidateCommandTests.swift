@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `agentry validate`, `schema` and `init` run as a user or CI runs them.
 @Suite struct ValidateCommandTests {
@@ -59,7 +59,10 @@ import TestSupport
         #expect((fromGit["source"] as? [String: Any])?["type"] as? String == "git")
         #expect(((fromGit["source"] as? [String: Any])?["commit"] as? String)?.count == 40)
         #expect(diagnosticPairs(fromGit) == diagnosticPairs(fromFolder))
-        #expect(diagnosticPairs(fromGit) == ["agents/broken.yaml:5:unresolved-reference", "agents/broken.yaml:8:yaml11-boolean"])
+        #expect(
+            diagnosticPairs(fromGit) == [
+                "agents/broken.yaml:5:unresolved-reference", "agents/broken.yaml:8:yaml11-boolean",
+            ])
         let first = try #require((fromGit["diagnostics"] as? [[String: Any]])?.first)
         #expect(Set(first.keys) == ["file", "line", "column", "severity", "code", "category", "message"])
         #expect((fromGit["summary"] as? [String: Any])?["agents"] as? Int == 4)
@@ -69,7 +72,10 @@ import TestSupport
         let directory = try brokenRepository()
         let result = try Agentry.run(["validate", "--repo", directory.path, "-o", "github"])
         #expect(result.status == 1)
-        #expect(result.stdout.contains("::error file=agents/broken.yaml,line=5,col=12,title=agentry unresolved-reference::spec.harness: no Harness named \"shel\"; did you mean \"shell\"?"))
+        #expect(
+            result.stdout.contains(
+                "::error file=agents/broken.yaml,line=5,col=12,title=agentry unresolved-reference::spec.harness: no Harness named \"shel\"; did you mean \"shell\"?"
+            ))
     }
 
     @Test func subfolderAndRefOptions() throws {
@@ -83,7 +89,9 @@ import TestSupport
         #expect(atHead.stdout.contains("platform/agents/models/bad.yaml:"))
         let atGood = try Agentry.run(["validate", "--repo", directory.path, "--path", "platform/agents", "--ref", good])
         #expect(atGood.status == 0, "\(atGood.stdout)")
-        let previous = try Agentry.run(["validate", "--repo", directory.path, "--path", "platform/agents", "--ref", "HEAD~1"])
+        let previous = try Agentry.run([
+            "validate", "--repo", directory.path, "--path", "platform/agents", "--ref", "HEAD~1",
+        ])
         #expect(previous.status == 0)
     }
 
@@ -120,16 +128,23 @@ import TestSupport
     @Test func hostileFilesNeverCrashOrHang() throws {
         let directory = try TemporaryDirectory()
         try directory.copy(from: quickstart)
-        try directory.write("bomb.yaml", (["a: &a [x, x, x, x, x, x, x, x, x]"] + (1...9).map { level in
-            "l\(level): &l\(level) [" + Array(repeating: "*\(level == 1 ? "a" : "l\(level - 1)")", count: 9).joined(separator: ", ") + "]"
-        }).joined(separator: "\n") + "\n")
+        try directory.write(
+            "bomb.yaml",
+            (["a: &a [x, x, x, x, x, x, x, x, x]"]
+                + (1...9).map { level in
+                    "l\(level): &l\(level) ["
+                        + Array(repeating: "*\(level == 1 ? "a" : "l\(level - 1)")", count: 9).joined(separator: ", ")
+                        + "]"
+                }).joined(separator: "\n") + "\n")
         try directory.write("deep.yaml", String(repeating: "[", count: 500_000))
         try directory.write("huge.yaml", String(repeating: "# padding\n", count: 200_000))
         try Data([0x6B, 0x3A, 0x20, 0xC3, 0x28, 0x0A]).write(to: directory.url.appendingPathComponent("latin1.yaml"))
         let result = try Agentry.run(["validate", "--dir", directory.path, "-o", "json"], timeout: 60)
         #expect(result.status == 1)
         let pairs = diagnosticPairs(try decodeJSON(result.stdout))
-        #expect(pairs.contains("bomb.yaml:2:yaml-limit") || pairs.contains { $0.hasPrefix("bomb.yaml:") && $0.hasSuffix("yaml-limit") })
+        #expect(
+            pairs.contains("bomb.yaml:2:yaml-limit")
+                || pairs.contains { $0.hasPrefix("bomb.yaml:") && $0.hasSuffix("yaml-limit") })
         #expect(pairs.contains { $0.hasPrefix("deep.yaml:1:yaml-limit") })
         #expect(pairs.contains("huge.yaml:1:file-too-large"))
         #expect(pairs.contains("latin1.yaml:1:not-utf8"))
@@ -154,14 +169,17 @@ import TestSupport
         #expect(result.stdout.contains("1 agent"))
         let head = try String(contentsOf: repository.appendingPathComponent("agents/hello.yaml"), encoding: .utf8)
         #expect(head.hasPrefix("# yaml-language-server: $schema=../.agentry/schemas/resource.schema.json"))
-        #expect(FileManager.default.fileExists(atPath: repository.appendingPathComponent(".agentry/schemas/resource.schema.json").path))
+        #expect(
+            FileManager.default.fileExists(
+                atPath: repository.appendingPathComponent(".agentry/schemas/resource.schema.json").path))
         let again = try Agentry.run(["init", "team-agents"], in: directory.url)
         #expect(again.status == 2)
         #expect(again.stderr.contains("not empty"))
     }
 
     @Test func preCommitHookRunsValidateOnTheWorkTree() throws {
-        let hooks = try String(contentsOf: Agentry.packageRoot.appendingPathComponent(".pre-commit-hooks.yaml"), encoding: .utf8)
+        let hooks = try String(
+            contentsOf: Agentry.packageRoot.appendingPathComponent(".pre-commit-hooks.yaml"), encoding: .utf8)
         #expect(hooks.contains("id: agentry-validate"))
         #expect(hooks.contains("entry: agentry validate --dir ."))
     }

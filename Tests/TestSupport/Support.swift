@@ -5,7 +5,8 @@ import Foundation
 /// Runs the built `agentry` binary the way a user or CI does.
 public enum Agentry {
     /// The package root (this file is Tests/TestSupport/Support.swift).
-    public static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    public static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent()
         .deletingLastPathComponent()
 
     /// `$AGENTRY_BIN`, else the `agentry` built beside the test bundle, else `.build/debug/agentry`.
@@ -28,7 +29,9 @@ public enum Agentry {
 
     /// Runs agentry with `arguments`, waiting at most `timeout` seconds (a hang fails the test).
     @discardableResult
-    public static func run(_ arguments: [String], in directory: URL? = nil, timeout: TimeInterval = 120) throws -> Result {
+    public static func run(_ arguments: [String], in directory: URL? = nil, timeout: TimeInterval = 120) throws
+        -> Result
+    {
         try Shell.run(binary.path, arguments, in: directory, timeout: timeout)
     }
 }
@@ -113,7 +116,8 @@ public final class TemporaryDirectory: Sendable {
     /// Copies a folder's content into this one.
     public func copy(from source: URL, to relative: String = "") throws {
         let destination = relative.isEmpty ? url : url.appendingPathComponent(relative)
-        try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
         if relative.isEmpty {
             for item in try FileManager.default.contentsOfDirectory(atPath: source.path) {
                 try FileManager.default.copyItem(

@@ -7,7 +7,8 @@ import Foundation
 public protocol HistoryStore: Sendable {
     /// Commits `files` in one commit, then pushes when the repository has an `origin` (a lost race
     /// is replayed). A push that fails leaves the commit local and says so in `pushWarning`.
-    func record(_ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation) throws
+    func record(_ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation)
+        throws
         -> HistoryCommit
     /// The files under `folder` on the branch (paths relative to the branch root); nil when the
     /// folder or the branch does not exist.

@@ -51,7 +51,8 @@ public struct MachineSpec: Sendable, Equatable {
     public var egress: EgressPolicy
 
     public init(
-        name: String, base: String, packages: [String], cpus: Int, memoryMiB: Int, diskBytes: UInt64, egress: EgressPolicy
+        name: String, base: String, packages: [String], cpus: Int, memoryMiB: Int, diskBytes: UInt64,
+        egress: EgressPolicy
     ) {
         self.name = name
         self.base = base

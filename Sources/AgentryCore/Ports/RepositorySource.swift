@@ -77,7 +77,8 @@ public struct LoadedCommit: Sendable {
     public var mode: Mode
 
     public init(
-        commit: String, report: ValidationReport, desired: DesiredState, displayPrefix: String, parsedFiles: Int, mode: Mode
+        commit: String, report: ValidationReport, desired: DesiredState, displayPrefix: String, parsedFiles: Int,
+        mode: Mode
     ) {
         self.commit = commit
         self.report = report

@@ -119,7 +119,8 @@ public struct AppliedAgent: Sendable {
     public var fieldsJSON: String
 
     public init(
-        name: String, revision: String, lifecycle: String, deletionPolicy: String, machineState: String?, fieldsJSON: String
+        name: String, revision: String, lifecycle: String, deletionPolicy: String, machineState: String?,
+        fieldsJSON: String
     ) {
         self.name = name
         self.revision = revision
