@@ -52,9 +52,11 @@ public enum HostProcess {
     }
 
     /// Starts `executable`; `configure` arranges descriptors 0 to 2 (everything above is closed).
+    /// `newSession`: the child leads a session of its own (a daemon that outlives its parent's
+    /// terminal and process group).
     public static func spawn(
         _ executable: String, _ arguments: [String], environment: [String], directory: String? = nil,
-        configure: (inout posix_spawn_file_actions_t) -> Void
+        newSession: Bool = false, configure: (inout posix_spawn_file_actions_t) -> Void
     ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -71,7 +73,9 @@ public enum HostProcess {
         sigfillset(&all)
         posix_spawnattr_setsigmask(&attributes, &empty)
         posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let setsid: Int32 = 0x80  // POSIX_SPAWN_SETSID (glibc 2.26+)
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (newSession ? setsid : 0)))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer {

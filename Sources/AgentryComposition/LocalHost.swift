@@ -48,7 +48,7 @@ public enum LocalHost {
             store: FileSecretStore(stateDirectory: stateDirectory, keyFile: host["AGENTRY_SECRET_KEY_FILE"]),
             folder: host["AGENTRY_SECRETS_DIR"], variables: host.variables)
         let machines = QEMUBackend(
-            stateDirectory: stateDirectory, guestAgent: guestAgent(host), proxyExecutable: currentExecutable,
+            stateDirectory: stateDirectory, guestAgent: guestAgent(host), executable: currentExecutable,
             commands: HostCommands(environment: host.variables), environment: host.variables, progress: progress)
         return Ports(
             source: GitRepositorySource(logger: logger), state: state, parseCache: parseCache ? state : nil,
@@ -68,6 +68,13 @@ public enum LocalHost {
         let beside = (currentExecutable as NSString).deletingLastPathComponent + "/agentry-guest"
         if FileManager.default.isExecutableFile(atPath: beside) { return beside }
         return "/usr/lib/agentry/agentry-guest"
+    }
+
+    /// `agentry machine-supervisor start|run`: a machine's supervisor (see `MachineSupervisor`).
+    public static func superviseMachine(start: Bool, directory: String, adopt: Bool, qemu: [String]) -> Int32 {
+        start
+            ? MachineSupervisor.start(executable: currentExecutable, directory: directory, adopt: adopt, qemu: qemu)
+            : MachineSupervisor.run(directory: directory, adopt: adopt, qemu: qemu)
     }
 
     /// Serves one connection of a machine's egress proxy on standard input and output (QEMU starts

@@ -39,7 +39,9 @@ public enum AcceleratorProbe {
                 network: false, accelerator: .kvm)
             _ = try machine.ensureDisk(configuration)
             _ = try machine.start(configuration)
-            if (try? QEMUMachine.connect(directory, name: "probe", timeout: .seconds(20), booting: true)) != nil {
+            if let channel = try? machine.channel(directory, deadline: .now + .seconds(20)),
+                (try? channel.waitUntilReady(deadline: .now + .seconds(20), booting: true)) != nil
+            {
                 result = .kvm
             }
         } catch {
@@ -49,7 +51,7 @@ public enum AcceleratorProbe {
                 "KVM does not work here (\(lines.last.map { $0.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "| ", with: "") } ?? "")); using TCG"
             )
         }
-        QEMUMachine.stop(directory, graceful: false)
+        machine.stop(directory, graceful: false)
         try? FileManager.default.removeItem(atPath: directory)
         try? "\(result.rawValue) \(key)\n".write(toFile: remembered, atomically: true, encoding: .utf8)
         log("accelerator: \(result.rawValue)")

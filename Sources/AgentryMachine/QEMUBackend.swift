@@ -11,7 +11,8 @@ import Synchronization
 public final class QEMUBackend: MachineBackend {
     let stateDirectory: String
     let guestAgent: String
-    let proxyExecutable: String
+    /// The agentry executable: machines' supervisor and egress proxy.
+    let executable: String
     let machine: QEMUMachine
     let images: ImageBuilder
     let forcedAccelerator: Accelerator?
@@ -24,16 +25,17 @@ public final class QEMUBackend: MachineBackend {
         var accelerator: Accelerator?
     }
 
-    /// `guestAgent`: the guest agent executable packed into images; `proxyExecutable`: the agentry
-    /// executable QEMU starts as the egress proxy of machines with an allowlist.
+    /// `guestAgent`: the guest agent executable packed into images; `executable`: the agentry
+    /// executable, whose `machine-supervisor` runs each machine and whose `egress-proxy` QEMU starts
+    /// for machines with an allowlist.
     public init(
-        stateDirectory: String, guestAgent: String, proxyExecutable: String, commands: HostCommands,
+        stateDirectory: String, guestAgent: String, executable: String, commands: HostCommands,
         environment: [String: String], progress: @escaping @Sendable (String) -> Void
     ) {
         self.stateDirectory = stateDirectory
         self.guestAgent = guestAgent
-        self.proxyExecutable = proxyExecutable
-        self.machine = QEMUMachine(commands: commands)
+        self.executable = executable
+        self.machine = QEMUMachine(commands: commands, executable: executable)
         self.images = ImageBuilder(commands: commands, environment: environment)
         self.forcedAccelerator = environment["AGENTRY_ACCELERATOR"].flatMap(Accelerator.init(rawValue:))
         self.progress = progress
@@ -57,16 +59,15 @@ public final class QEMUBackend: MachineBackend {
     public func start(_ spec: MachineSpec) throws -> any GuestChannel {
         let configuration = try configuration(spec)
         _ = try machine.start(configuration)
-        return try ControlChannel.connect(
-            QEMUMachine.controlSocket(configuration.directory), deadline: .now + .seconds(10))
+        return try machine.channel(configuration.directory, deadline: .now + .seconds(10))
     }
 
     public func connect(_ name: String, timeout: Duration) throws -> any GuestChannel {
-        try QEMUMachine.connect(directory(name), name: name, timeout: timeout)
+        try machine.connect(directory(name), name: name, timeout: timeout)
     }
 
     public func stop(_ name: String, graceful: Bool) {
-        QEMUMachine.stop(directory(name), graceful: graceful)
+        machine.stop(directory(name), graceful: graceful)
     }
 
     public func removeDisk(_ name: String) throws {
@@ -114,7 +115,7 @@ public final class QEMUBackend: MachineBackend {
             name: spec.name, directory: directory(spec.name), image: image, cpus: spec.cpus, memoryMiB: spec.memoryMiB,
             diskBytes: spec.diskBytes, network: spec.egress.hasNetwork, accelerator: accelerator(image))
         if let allowlist = spec.egress.allowlist {
-            configuration.restrict(to: allowlist, proxyExecutable: proxyExecutable)
+            configuration.restrict(to: allowlist, proxyExecutable: executable)
         }
         return configuration
     }

@@ -53,13 +53,17 @@ public struct MachineConfiguration: Sendable {
 
 /// A persistent QEMU microVM per agent: `microvm` machine type, virtio-mmio devices, the environment
 /// disk as a qcow2 file that survives restarts, the control port and QMP as unix sockets, the serial
-/// console to a file. QEMU runs detached (`-daemonize`) so agentry can exit and re-adopt it by pidfile.
-/// Everything is by the machine's folder; the host programs run through `commands`.
+/// console to a file. QEMU runs detached, under its `MachineSupervisor` (which records how it ends and
+/// shares its control channel), so agentry can exit and find it again by pidfile. Everything is by
+/// the machine's folder; host programs run through `commands`, the supervisor is `executable`.
 public struct QEMUMachine: Sendable {
     let commands: HostCommands
+    /// The agentry executable, whose `machine-supervisor` command supervises machines.
+    let executable: String
 
-    public init(commands: HostCommands) {
+    public init(commands: HostCommands, executable: String) {
         self.commands = commands
+        self.executable = executable
     }
 
     public static func disk(_ directory: String) -> String { directory + "/env.qcow2" }
@@ -190,7 +194,7 @@ public struct QEMUMachine: Sendable {
             "-device", "virtio-serial-device",
             "-chardev", "socket,id=ctl,path=\(Self.controlSocket(directory)),server=on,wait=off",
             "-device", "virtserialport,chardev=ctl,name=\(Wire.portName)",
-            "-pidfile", Self.pidFile(directory), "-daemonize",
+            "-pidfile", Self.pidFile(directory),
         ]
         if configuration.network {
             var netdev = "user,id=net"
@@ -210,17 +214,23 @@ public struct QEMUMachine: Sendable {
         return arguments
     }
 
-    /// Starts the machine detached and returns its pid. The guest is not yet ready: see `connect`.
+    /// Starts the machine detached, under its supervisor, and returns its pid. The guest is not yet
+    /// ready: connect right away and wait for its hello.
     public func start(_ configuration: MachineConfiguration) throws -> Int32 {
         let directory = configuration.directory
         if let pid = Self.runningPID(directory) { return pid }
-        for path in [Self.controlSocket(directory), Self.qmpSocket(directory), Self.pidFile(directory)] {
-            try? FileManager.default.removeItem(atPath: path)
-        }
+        // The supervisor of a machine that just died may still be writing down how it ended.
+        Self.cleanUp(directory)
         // A fresh serial log per boot, so errors quote this boot only.
         _ = FileManager.default.createFile(atPath: Self.serialLog(directory), contents: nil)
+        guard let qemu = commands.locate("qemu-system-x86_64") else {
+            throw MachineError(
+                .toolMissing, "qemu-system-x86_64 is not installed (install it: apt-get install qemu-system-x86)")
+        }
         let result = try commands.run(
-            "qemu-system-x86_64", Self.arguments(configuration), package: "qemu-system-x86", timeout: .seconds(60))
+            executable,
+            ["machine-supervisor", "start", "--dir", directory, "--", qemu] + Self.arguments(configuration),
+            timeout: .seconds(90))
         guard result.status == 0, let pid = Self.runningPID(directory) else {
             let tail = result.output.split(separator: "\n").suffix(6).joined(separator: "\n")
             throw MachineError(.bootFailed, "QEMU did not start the machine \(configuration.name):\n\(tail)")
@@ -228,14 +238,25 @@ public struct QEMUMachine: Sendable {
         return pid
     }
 
+    /// A channel to the guest through the machine's supervisor. A machine running without one (started
+    /// by an earlier agentry, or its supervisor died) gets one that adopts it first.
+    public func channel(_ directory: String, deadline: ContinuousClock.Instant) throws -> ControlChannel {
+        if MachineSupervisor.runningPID(directory) == nil, Self.runningPID(directory) != nil {
+            let result = try commands.run(
+                executable, ["machine-supervisor", "start", "--dir", directory, "--adopt", "--"], timeout: .seconds(30))
+            guard result.status == 0 else {
+                throw MachineError(
+                    .guestFailed, "cannot supervise the running machine in \(directory): \(result.output)")
+            }
+        }
+        return try ControlChannel.connect(MachineSupervisor.socket(directory), deadline: deadline)
+    }
+
     /// Connects to the guest agent and waits for it to answer, or fails quoting the serial log.
-    /// `booting`: the machine was just started (connect right after `start`, before the guest is up).
-    public static func connect(_ directory: String, name: String, timeout: Duration, booting: Bool = false) throws
-        -> ControlChannel
-    {
+    public func connect(_ directory: String, name: String, timeout: Duration) throws -> ControlChannel {
         let deadline = ContinuousClock.now + timeout
-        let channel = try ControlChannel.connect(Self.controlSocket(directory), deadline: deadline)
-        guard try channel.waitUntilReady(deadline: deadline, booting: booting) != nil else {
+        let channel = try channel(directory, deadline: deadline)
+        guard try channel.waitUntilReady(deadline: deadline, booting: false) != nil else {
             throw MachineError(
                 .bootFailed,
                 "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(Self.serialTail(directory))"
@@ -251,11 +272,12 @@ public struct QEMUMachine: Sendable {
     }
 
     /// Stops the machine: a clean power-off through the guest agent when `graceful`, then QMP `quit`,
-    /// then SIGKILL, each with a deadline. Returns when the QEMU process is gone.
-    public static func stop(_ directory: String, graceful: Bool) {
+    /// then SIGKILL, each with a deadline. Returns when QEMU and its supervisor are gone; the
+    /// supervisor records the stop as one agentry asked for.
+    public func stop(_ directory: String, graceful: Bool) {
         guard let pid = Self.runningPID(directory) else { return }
-        if graceful,
-            let channel = try? ControlChannel.connect(Self.controlSocket(directory), deadline: .now + .seconds(2)),
+        FileManager.default.createFile(atPath: MachineSupervisor.stopRequestFile(directory), contents: nil)
+        if graceful, let channel = try? channel(directory, deadline: .now + .seconds(2)),
             (try? channel.waitUntilReady(deadline: .now + .seconds(3))) != nil
         {
             try? channel.shutdown()
@@ -268,17 +290,24 @@ public struct QEMUMachine: Sendable {
         Self.cleanUp(directory)
     }
 
+    /// Once QEMU is gone: its supervisor records the exit and leaves (a moment later), then the
+    /// machine's sockets and pidfile go.
     static func cleanUp(_ directory: String) {
-        for path in [Self.controlSocket(directory), Self.qmpSocket(directory), Self.pidFile(directory)] {
-            try? FileManager.default.removeItem(atPath: path)
+        if let supervisor = MachineSupervisor.runningPID(directory), !waitForExit(supervisor, within: .seconds(2)) {
+            kill(supervisor, SIGKILL)
         }
+        let files = [
+            Self.controlSocket(directory), Self.qmpSocket(directory), Self.pidFile(directory),
+            MachineSupervisor.socket(directory),
+        ]
+        for path in files { try? FileManager.default.removeItem(atPath: path) }
     }
 
     static func waitForExit(_ pid: Int32, within timeout: Duration) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if kill(pid, 0) != 0 { return true }
-            // A zombie of ours (never, with -daemonize) or of init still answers kill(0): check state.
+            // A zombie (of its supervisor, of init) still answers kill(0): check its state.
             if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                 stat.split(separator: " ").dropFirst(2).first == "Z"
             {

@@ -106,3 +106,38 @@ public struct ByteReader {
         byte().map { $0 != 0 }
     }
 }
+
+/// Bytes waiting to be written or parsed: appended at the end, consumed from the front, in
+/// amortised constant time (the consumed prefix is dropped only once it is half the storage).
+public struct ByteQueue: Sendable {
+    var storage: [UInt8] = []
+    var head = 0
+
+    public init() {}
+
+    public var count: Int { storage.count - head }
+    public var isEmpty: Bool { count == 0 }
+
+    public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        storage.append(contentsOf: bytes)
+    }
+
+    public mutating func consume(_ count: Int) {
+        head += min(count, self.count)
+        if head == storage.count {
+            storage.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head > 65536 && head * 2 > storage.count {
+            storage.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// The bytes at `offset` from the front.
+    public subscript(offset: Int) -> UInt8 { storage[head + offset] }
+
+    /// Calls `body` with the waiting bytes (for a write, a parse).
+    public func withUnsafeBytes<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) rethrows -> T {
+        try storage.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[head...])) }
+    }
+}

@@ -203,13 +203,16 @@ public struct FrameDecoder: Sendable {
         case malformed
     }
 
-    var buffer: [UInt8] = []
+    var buffer = ByteQueue()
 
     public init() {}
 
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        buffer.append(contentsOf: bytes)
+        buffer.append(bytes)
     }
+
+    /// Bytes received but not yet decoded.
+    public var pending: Int { buffer.count }
 
     /// The next complete message, nil when more bytes are needed.
     public mutating func next() throws -> Message? {
@@ -218,10 +221,10 @@ public struct FrameDecoder: Sendable {
         let length = Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
         guard length <= Wire.maxFrame else { throw Failure.tooLarge(length) }
         guard buffer.count >= 5 + length else { return nil }
-        let message = buffer.withUnsafeBufferPointer { pointer in
+        let message = buffer.withUnsafeBytes { pointer in
             Message.decode(body: UnsafeBufferPointer(rebasing: pointer[5..<(5 + length)]))
         }
-        buffer.removeFirst(5 + length)
+        buffer.consume(5 + length)
         guard let message else { throw Failure.malformed }
         return message
     }

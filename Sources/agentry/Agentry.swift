@@ -21,7 +21,7 @@ struct Agentry: AsyncParsableCommand {
             Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
             RunCommand.self, ExecCommand.self, KillCommand.self, UnkillCommand.self, SecretCommand.self,
             HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,
-            EgressProxyCommand.self, Schema.self, Init.self,
+            EgressProxyCommand.self, MachineSupervisorCommand.self, Schema.self, Init.self,
         ]
     )
 

@@ -262,3 +262,29 @@ struct EgressProxyCommand: ParsableCommand {
         throw ExitCode(LocalHost.serveEgressProxy(allow: entries, allowFile: allowFile))
     }
 }
+
+/// Started by agentry for each machine: runs QEMU, records how it ends, and shares its control channel.
+struct MachineSupervisorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "machine-supervisor", abstract: "A machine's supervisor (run by agentry).", shouldDisplay: false)
+
+    enum Mode: String, ExpressibleByArgument {
+        case start, run
+    }
+
+    @Argument(help: "start (detach a supervisor and wait for QEMU to start) or run (be the supervisor).")
+    var mode: Mode
+
+    @Option(name: .long, help: "The machine's folder.")
+    var dir: String
+
+    @Flag(name: .long, help: "QEMU already runs: attach to it.")
+    var adopt = false
+
+    @Argument(parsing: .postTerminator, help: "QEMU's command line, after --.")
+    var qemu: [String] = []
+
+    func run() throws {
+        throw ExitCode(LocalHost.superviseMachine(start: mode == .start, directory: dir, adopt: adopt, qemu: qemu))
+    }
+}

@@ -1,9 +1,10 @@
 import AgentryCore
-import AgentryMachine
 import AgentryRender
 import Foundation
 import TestSupport
 import Testing
+
+@testable import AgentryMachine
 
 /// Real microVMs through the machine backend the core uses: the minimal image built from Debian's
 /// packages, booted under QEMU (TCG in CI).
@@ -14,7 +15,7 @@ import Testing
         let environment = ProcessInfo.processInfo.environment
         let guest = Agentry.binary.deletingLastPathComponent().appendingPathComponent("agentry-guest").path
         return QEMUBackend(
-            stateDirectory: state.path, guestAgent: guest, proxyExecutable: Agentry.binary.path,
+            stateDirectory: state.path, guestAgent: guest, executable: Agentry.binary.path,
             commands: HostCommands(environment: environment), environment: environment, progress: { _ in })
     }()
 
@@ -57,5 +58,71 @@ import Testing
         // QEMU serves one client on the control socket at a time.
         let other = try backend.connect(machine.name, timeout: .seconds(10))
         #expect(try other.getFile("/agent/notes/hello.txt") == Array("kept\n".utf8))
+    }
+}
+
+/// The machine supervisor: the control channel shared by several clients, commands of a client
+/// that goes away killed, the machine's end recorded, a supervisor that dies replaced by adoption.
+@Suite(.serialized) struct SupervisorTests {
+    var backend: QEMUBackend { MachineTests.backend }
+    var directory: String { MachineTests.state.path + "/agents/shared" }
+
+    @Test func clientsShareTheChannelAndTheMachinesEndIsRecorded() throws {
+        let spec = MachineSpec(
+            name: "shared", base: "minimal", packages: [], cpus: 1, memoryMiB: 256, diskBytes: 64 << 20, egress: .none)
+        defer { backend.stop("shared", graceful: false) }
+        _ = try backend.prepare(spec)
+        let first = try backend.start(spec)
+        #expect(try first.waitUntilReady(timeout: .seconds(60), booting: true) != nil)
+
+        // A second client works while the first one's command runs.
+        let started = ContinuousClock.now
+        let second = try backend.connect("shared", timeout: .seconds(10))
+        let backend = backend
+        let background = Thread {
+            let slow = try? backend.connect("shared", timeout: .seconds(10))
+            _ = try? slow?.exec(["sh", "-c", "sleep 2; echo slow > /agent/slow"], timeout: .seconds(20)) { _, _ in }
+        }
+        background.start()
+        var output: [UInt8] = []
+        usleep(300_000)
+        let quick = try second.exec(["echo", "quick"]) { _, bytes in output += bytes }
+        #expect(quick.status == 0 && output == Array("quick\n".utf8))
+        #expect(ContinuousClock.now - started < .seconds(2), "the second client did not wait for the first")
+
+        // A client that leaves has its commands killed in the guest.
+        do {
+            let leaving = try #require(try backend.connect("shared", timeout: .seconds(10)) as? ControlChannel)
+            try leaving.send(
+                .exec(
+                    id: 99, argv: ["sh", "-c", "sleep 3; echo late > /agent/late"], environment: ["PATH=/bin:/usr/bin"],
+                    directory: "/agent", stdin: [], timeoutMillis: 0))
+            usleep(500_000)
+        }
+        usleep(4_000_000)
+        #expect((try? second.getFile("/agent/late")) == nil, "the command of a client that left still ran")
+        #expect(try second.getFile("/agent/slow") == Array("slow\n".utf8))
+        _ = first
+
+        // A supervisor killed hard is replaced by one that adopts the running machine.
+        let supervisor = try String(contentsOfFile: directory + "/supervisor.pid", encoding: .utf8)
+        kill(Int32(supervisor.trimmingCharacters(in: .whitespacesAndNewlines))!, SIGKILL)
+        usleep(200_000)
+        let adopted = try backend.connect("shared", timeout: .seconds(20))
+        #expect(try adopted.getFile("/agent/slow") == Array("slow\n".utf8))
+
+        // QEMU killed: the supervisor says how it ended; a stop agentry asked for says so.
+        let qemu = try String(contentsOfFile: directory + "/vm.pid", encoding: .utf8)
+        kill(Int32(qemu.trimmingCharacters(in: .whitespacesAndNewlines))!, SIGKILL)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while MachineSupervisor.recordedExit(directory) == nil && ContinuousClock.now < deadline { usleep(50_000) }
+        let died = try #require(MachineSupervisor.recordedExit(directory))
+        #expect(!died.stopRequested && (died.signal == 9 || died.status == nil), "\(died)")
+
+        _ = try backend.start(spec)
+        #expect(MachineSupervisor.recordedExit(directory) == nil, "a new start forgets the old end")
+        backend.stop("shared", graceful: true)
+        let stopped = try #require(MachineSupervisor.recordedExit(directory))
+        #expect(stopped.stopRequested && stopped.status == 0, "\(stopped)")
     }
 }

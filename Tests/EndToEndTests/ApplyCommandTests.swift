@@ -107,7 +107,8 @@ import Testing
 
         // A second apply is a no-op and starts no second machine.
         #expect(try agentry(["apply"], in: repo).stdout.contains("no changes"))
-        let machines = try Shell.run("pgrep", ["-f", state.path + "/agents/keeper/ctl.sock"])
+        let machines = try Shell.run(
+            "pgrep", ["-f", "^[^ ]*qemu-system-x86_64 .*" + state.path + "/agents/keeper/ctl.sock"])
         #expect(machines.stdout.split(separator: "\n").count == 1)
     }
 

@@ -1,0 +1,222 @@
+import AgentryBasics
+import AgentryWire
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One small host process per machine, started detached with it, that QEMU runs under:
+///
+/// - **The machine's exit, recorded.** QEMU is its child, so its exit status is known and written to
+///   `exit.json` (status, signal, time, whether agentry asked it to stop): a machine that died says
+///   how and when, instead of merely being gone.
+/// - **The control channel, shared.** QEMU's control socket takes one client; the supervisor is that
+///   client and serves any number of its own on `guest.sock`, with the same protocol. Request ids
+///   are renumbered so clients never collide, replies and output go back to whoever asked, a booting
+///   guest is never written to before it says hello (bytes queued for an unopened port make QEMU spin),
+///   and the guest's hello is kept for clients that connect later. A client that goes away (a run
+///   interrupted, agentry killed) has the commands it started killed in the guest.
+/// - **Bounded.** Frames are at most `Wire.maxFrame`; a client that does not read its replies is
+///   dropped past `clientBacklog`; clients are not read while the guest is not reading.
+///
+/// A supervisor can also adopt a QEMU it did not start (started by an earlier agentry, or whose
+/// supervisor died): it then watches the process by pid and resynchronises with a ping.
+public enum MachineSupervisor {
+    static let clientBacklog = 32 << 20
+    static let upstreamBacklog = 64 << 20
+    static let heldMessages = 256
+
+    // MARK: - Files of the machine's folder
+
+    public static func socket(_ directory: String) -> String { directory + "/guest.sock" }
+    static func pidFile(_ directory: String) -> String { directory + "/supervisor.pid" }
+    public static func exitFile(_ directory: String) -> String { directory + "/exit.json" }
+    public static func stopRequestFile(_ directory: String) -> String { directory + "/stop-requested" }
+    static func logFile(_ directory: String) -> String { directory + "/supervisor.log" }
+
+    /// The supervisor serving this folder, if it is alive.
+    public static func runningPID(_ directory: String) -> Int32? {
+        guard let text = try? String(contentsOfFile: pidFile(directory), encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0
+        else { return nil }
+        let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+        return String(decoding: cmdline, as: UTF8.self).contains("machine-supervisor") ? pid : nil
+    }
+
+    /// How the machine's QEMU ended, as its supervisor recorded it.
+    public struct Exit: Sendable, Equatable, Codable {
+        /// The exit code, or nil when it was killed by a signal or not watched as a child.
+        public var status: Int32?
+        public var signal: Int32?
+        /// RFC 3339.
+        public var at: String
+        /// agentry asked it to stop (a pause, a kill, a restart).
+        public var stopRequested: Bool
+    }
+
+    public static func recordedExit(_ directory: String) -> Exit? {
+        guard let data = FileManager.default.contents(atPath: exitFile(directory)) else { return nil }
+        return try? JSONDecoder().decode(Exit.self, from: data)
+    }
+
+    // MARK: - Starting
+
+    /// `agentry machine-supervisor start`: starts the supervisor in a session of its own and waits
+    /// until it says QEMU is up (0) or failed (1, with QEMU's words), as `qemu -daemonize` would.
+    /// `adopt`: QEMU already runs; the supervisor attaches to it.
+    public static func start(executable: String, directory: String, adopt: Bool, qemu: [String]) -> Int32 {
+        var ready: [Int32] = [0, 0]
+        guard pipe(&ready) == 0 else { return report("cannot make a pipe: \(UnixSocket.lastError)") }
+        let arguments = ["machine-supervisor", "run", "--dir", directory] + (adopt ? ["--adopt"] : []) + ["--"] + qemu
+        let log = logFile(directory)
+        let spawned = Result {
+            try HostProcess.spawn(
+                executable, arguments, environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" },
+                newSession: true
+            ) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_adddup2(&actions, ready[1], 1)
+                posix_spawn_file_actions_addopen(&actions, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            }
+        }
+        close(ready[1])
+        defer { close(ready[0]) }
+        guard case .success = spawned else { return report("cannot start the machine supervisor: \(spawned)") }
+        // Its first line says how QEMU's start went; the supervisor goes on in its own session.
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(ready[0], &byte, 1) == 1 && byte != 0x0A { line.append(byte) }
+        let word = String(decoding: line, as: UTF8.self)
+        if word.hasPrefix("started") {
+            print(word)
+            return 0
+        }
+        return report(word.isEmpty ? "the machine supervisor ended before QEMU started (see \(log))" : word)
+    }
+
+    static func report(_ message: String) -> Int32 {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        return 1
+    }
+
+    /// `agentry machine-supervisor run`: the supervisor itself. Returns its exit status when QEMU is gone.
+    public static func run(directory: String, adopt: Bool, qemu: [String]) -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        try? "\(getpid())\n".write(toFile: pidFile(directory), atomically: true, encoding: .utf8)
+        unlink(exitFile(directory))
+        var machine: Supervised
+        if adopt {
+            guard let pid = QEMUMachine.runningPID(directory) else { return tell("failed: there is no QEMU to adopt") }
+            machine = .adopted(pid)
+        } else {
+            unlink(stopRequestFile(directory))
+            guard
+                let executable = HostProcess.locate(qemu.first ?? "", path: ProcessInfo.processInfo.environment["PATH"])
+            else { return tell("failed: \(qemu.first ?? "qemu") is not installed (apt-get install qemu-system-x86)") }
+            let log = QEMUMachine.qemuLog(directory)
+            do {
+                let pid = try HostProcess.spawn(
+                    executable, Array(qemu.dropFirst()),
+                    environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+                ) { actions in
+                    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+                }
+                machine = .child(pid)
+            } catch {
+                return tell("failed: \(error)")
+            }
+        }
+        // QEMU creates its control socket as it starts; connect as soon as it is there.
+        let deadline = ContinuousClock.now + .seconds(60)
+        var upstream: Int32?
+        while upstream == nil {
+            if let ended = machine.ended() {
+                record(directory, ended)
+                let tail = (try? String(contentsOfFile: QEMUMachine.qemuLog(directory), encoding: .utf8)) ?? ""
+                return tell("failed: " + tail.split(separator: "\n").suffix(6).joined(separator: "\n  "))
+            }
+            upstream = UnixSocket.connect(QEMUMachine.controlSocket(directory))
+            if upstream == nil {
+                if ContinuousClock.now > deadline {
+                    machine.kill()
+                    return tell("failed: QEMU did not open its control socket within a minute")
+                }
+                usleep(10_000)
+            }
+        }
+        guard let listener = UnixSocket.listen(socket(directory)) else {
+            machine.kill()
+            return tell("failed: cannot listen on \(socket(directory)): \(UnixSocket.lastError)")
+        }
+        let bound = inode(socket(directory))
+        _ = tell("started \(machine.pid)")
+        // Nobody reads our output from here on.
+        let null = open("/dev/null", O_WRONLY)
+        dup2(null, 1)
+        close(null)
+        let hub = Hub(upstream: upstream!, listener: listener, adopted: adopt)
+        let ended = hub.serve(until: { machine.ended() })
+        record(directory, ended)
+        // Only what is still ours: a new supervisor may already be starting the machine again.
+        if inode(socket(directory)) == bound { unlink(socket(directory)) }
+        if runningPID(directory) == getpid() { unlink(pidFile(directory)) }
+        return 0
+    }
+
+    static func inode(_ path: String) -> UInt64? {
+        var status = stat()
+        return lstat(path, &status) == 0 ? UInt64(status.st_ino) : nil
+    }
+
+    static func tell(_ line: String) -> Int32 {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count) }
+        return line.hasPrefix("started") ? 0 : 1
+    }
+
+    /// The QEMU process, as a child (its status known) or adopted (only whether it lives).
+    enum Supervised {
+        case child(pid_t)
+        case adopted(pid_t)
+
+        var pid: pid_t {
+            switch self {
+            case .child(let pid), .adopted(let pid): return pid
+            }
+        }
+
+        /// The exit, once the process is gone.
+        func ended() -> (status: Int32?, signal: Int32?)? {
+            switch self {
+            case .child(let pid):
+                var status: Int32 = 0
+                let waited = waitpid(pid, &status, WNOHANG)
+                guard waited == pid || (waited < 0 && errno == ECHILD) else { return nil }
+                if waited < 0 { return (nil, nil) }
+                return status & 0x7F == 0 ? ((status >> 8) & 0xFF, nil) : (nil, status & 0x7F)
+            case .adopted(let pid):
+                return Glibc.kill(pid, 0) == 0 ? nil : (nil, nil)
+            }
+        }
+
+        func kill() {
+            Glibc.kill(pid, SIGKILL)
+            if case .child = self {
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+            }
+        }
+    }
+
+    static func record(_ directory: String, _ ended: (status: Int32?, signal: Int32?)) {
+        let exit = Exit(
+            status: ended.status, signal: ended.signal, at: Timestamp.rfc3339(Date().timeIntervalSince1970),
+            stopRequested: FileManager.default.fileExists(atPath: stopRequestFile(directory)))
+        if let data = try? JSONEncoder().encode(exit) {
+            FileManager.default.createFile(atPath: exitFile(directory), contents: data)
+        }
+    }
+}
