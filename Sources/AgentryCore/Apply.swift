@@ -109,15 +109,28 @@ public struct Apply: Sendable {
         phases.mark("load and plan")
         let plan = document.plan
         let selected = plan.actions.filter { request.options.only?.contains($0.agent) ?? true }
+        let repository = request.savedPlan?.repository ?? request.target.repository
+        // The audit record is journalled step by step in the state, so an apply killed half-way
+        // still leaves one for every step it carried out (the next apply commits it).
+        let audit = PendingAudit(
+            id: RunID.make(ports.clock.now()), desiredCommit: prepared.loaded!.commit,
+            ref: request.savedPlan?.ref ?? request.target.ref, summary: PlanOutput.summary(plan),
+            actor: request.options.actor, repository: ports.host.absolute(repository),
+            branch: request.options.historyBranch, startedAt: ports.clock.now())
+        try await BlockingWork.run {
+            commitPendingAudits()
+            try reporting(.stateUnavailable) { try ports.state.beginAudit(audit) }
+        }
         let context = StepContext(
             ports: ports, options: request.options, loaded: prepared.loaded!, fields: prepared.fields,
-            bundles: prepared.bundles, records: prepared.records, killed: prepared.killed,
-            historyRepository: request.savedPlan?.repository ?? request.target.repository, progress: progress)
+            bundles: prepared.bundles, records: prepared.records, killed: prepared.killed, auditID: audit.id,
+            historyRepository: repository, progress: progress)
         let steps = try await runSteps(
             selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
         phases.mark("steps")
         defer { phases.mark("records") }
         try await BlockingWork.run { try finish(request, plan: plan, loaded: prepared.loaded!, steps: steps) }
+        await BlockingWork.run { commitPendingAudits(current: audit.id) }
         return Converged(
             outcome: Outcome(plan: .planned(document), steps: steps), loaded: prepared.loaded, bundles: prepared.bundles
         )
@@ -150,7 +163,8 @@ public struct Apply: Sendable {
         let loaded = try reporting(.repositoryUnavailable) { try reader.load(saved?.commit ?? request.target.ref) }
         guard loaded.report.isValid else { return Prepared(outcome: .invalid(loaded.report), loaded: loaded) }
         let outcome = try Planning.plan(
-            loaded, reader: reader, state: ports.state, options: request.options.planOptions, target: request.target,
+            loaded, reader: reader, state: ports.state, machines: ports.machines, options: request.options.planOptions,
+            target: request.target,
             checkActual: { actual in
                 if let saved, saved.actualDigest != actual.digest {
                     throw CoreError(
@@ -230,22 +244,31 @@ public struct Apply: Sendable {
             }
         }
         state.rememberRepository(ports.host.absolute(repository))
-        guard !steps.isEmpty else { return }
-        // The audit trail in git: what was applied, from which commit, by whom.
-        let record = AuditRecord(
-            kind: "apply", subject: String(loaded.commit.prefix(12)),
-            fields: [
-                ("desiredCommit", loaded.commit), ("ref", request.savedPlan?.ref ?? request.target.ref),
-                ("summary", PlanOutput.summary(plan)),
-            ],
-            lists: [("actions", steps.map { "\($0.action.rawValue) \($0.agent): \($0.failed ? "failed" : "done")" })],
-            actor: request.options.actor, host: ports.host.hostName, at: ports.clock.now())
-        let location = HistoryLocation(repository: repository, branch: request.options.historyBranch)
-        do {
-            let committed = try HistoryQueries(ports).commit(record, in: location)
-            if let warning = committed.pushWarning { progress("warning: \(warning)") }
-        } catch {
-            progress("warning: \(describe(error))")
+    }
+
+    /// Commits the journalled audit records to history: this apply's, and any an earlier apply
+    /// left when it was killed (marked interrupted). A record that cannot be committed stays
+    /// journalled for the next apply; one with no step carried out is dropped.
+    func commitPendingAudits(current: String? = nil) {
+        guard let pending = try? ports.state.pendingAudits() else { return }
+        for audit in pending {
+            guard !audit.steps.isEmpty else {
+                try? ports.state.finishAudit(audit.id)
+                continue
+            }
+            var fields = [("desiredCommit", audit.desiredCommit), ("ref", audit.ref), ("summary", audit.summary)]
+            if audit.id != current { fields.append(("interrupted", "the apply stopped before it finished")) }
+            let record = AuditRecord(
+                kind: "apply", subject: String(audit.desiredCommit.prefix(12)), fields: fields,
+                lists: [("actions", audit.steps)], actor: audit.actor, host: ports.host.hostName, at: audit.startedAt)
+            do {
+                let committed = try HistoryQueries(ports).commit(
+                    record, in: HistoryLocation(repository: audit.repository, branch: audit.branch))
+                try ports.state.finishAudit(audit.id)
+                if let warning = committed.pushWarning { progress("warning: \(warning)") }
+            } catch {
+                progress("warning: \(describe(error)); the apply's audit record is kept for the next apply")
+            }
         }
     }
 }

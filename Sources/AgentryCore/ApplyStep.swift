@@ -13,30 +13,33 @@ struct StepContext: Sendable {
     let bundles: [String: AgentBundle]
     let records: [String: AgentRecord]
     let killed: Set<String>
+    /// The apply's audit journal entry.
+    let auditID: String
     /// The repository whose history branch holds memory snapshots.
     let historyRepository: String
     let progress: @Sendable (String) -> Void
 
     var machines: any MachineBackend { ports.machines }
 
-    /// Carries out one agent's planned action; nil when there is nothing to do. Agents whose
-    /// machine died (drift) are started again even when their plan says noop. Blocks: call it off
-    /// the cooperative pool.
+    /// Carries out one agent's planned action; nil when there is nothing to do. Every step measures
+    /// before it acts and records the applied revision only once the machine is as it says, so a
+    /// step repeated after a crash converges. Blocks: call it off the cooperative pool.
     func step(_ planned: PlannedAction) -> AppliedStep? {
         let name = planned.agent
         let wanted = loaded.desired.agents[name]
-        if killed.contains(name) {
+        if killed.contains(name) || planned.action == .blocked {
             machines.stop(name, graceful: false)
             return AppliedStep(
                 agent: name, action: planned.action, detail: "blocked by the kill switch (agentry unkill \(name))",
                 failed: false)
         }
-        var action = planned.action
-        if action == .noop, let wanted, wanted.lifecycle == .active, !machines.isRunning(name) {
-            action = .restart  // drift: the machine died or was killed
-            try? event(name, "drift", "the machine is not running; starting it again")
-        }
+        let action = planned.action
         if action == .noop { return nil }
+        let drift = planned.reasons.filter { $0.field == "machine" || $0.field.hasPrefix("machine.") }
+        if !drift.isEmpty {
+            try? event(
+                name, "drift", drift.map { "\($0.field): \($0.old ?? "") → \($0.new ?? "")" }.joined(separator: "; "))
+        }
         var booted = false
         do {
             try event(name, "step", "\(action.rawValue): started")
@@ -45,25 +48,29 @@ struct StepContext: Sendable {
                 machines.stop(name, graceful: true)
                 try machines.remove(name, keepDisk: records[name]?.deletionPolicy != DeletionPolicy.delete.rawValue)
                 try state { try ports.state.removeAgent(name) }
-                try event(name, "step", "delete: done")
-                return AppliedStep(agent: name, action: action, detail: "machine stopped", failed: false)
+                return done(name, action, "machine stopped")
             case .pause, .revoke:
                 machines.stop(name, graceful: action == .pause)
-                try record(name, wanted: wanted, fields: fields[name], machineState: "stopped", accelerator: nil)
-                try event(name, "step", "\(action.rawValue): done")
-                return AppliedStep(agent: name, action: action, detail: "machine stopped", failed: false)
-            case .replace:
-                machines.stop(name, graceful: true)
-                try machines.removeDisk(name)
-            case .restart:
-                machines.stop(name, graceful: true)
+                try markApplied(name, wanted, machineState: "stopped", accelerator: nil)
+                return done(name, action, "machine stopped")
             default:
                 break
             }
             guard let wanted, let agentFields = fields[name] else {
                 throw CoreError(.internalFailure, "internal: no desired state for \(name)")
             }
-            let spec = Self.spec(name, fields: agentFields)
+            let spec = MachineSpec(name, fields: agentFields)
+            // Every dimension, whatever the action says: a machine running with other resources
+            // than wanted is restarted (a harness bump and a memory change in one commit).
+            let observed = machines.observe(name)
+            let resized =
+                observed.process == .running && observed.resources.map { $0 != MachineResources(spec) } ?? false
+            if action == .replace {
+                machines.stop(name, graceful: true)
+                try machines.removeDisk(name)
+            } else if action == .restart || resized {
+                machines.stop(name, graceful: true)
+            }
             if records[name]?.machineState != nil, action != .replace, !options.recreateMissingDisks,
                 !machines.diskExists(name)
             {
@@ -73,17 +80,14 @@ struct StepContext: Sendable {
                 )
             }
             let prepared = try machines.prepare(spec)
+            // A new disk owes the agent its memory: journalled before anything can interrupt it.
+            try markStarting(name, wanted, freshDisk: prepared.freshDisk)
             if wanted.lifecycle != .active {
-                try record(
-                    name, wanted: wanted, fields: agentFields, machineState: "stopped",
-                    accelerator: prepared.accelerator)
-                let detail = "disk ready; not started (\(wanted.lifecycle.rawValue))"
-                return AppliedStep(agent: name, action: action, detail: detail, failed: false)
+                try markApplied(name, wanted, machineState: "stopped", accelerator: prepared.accelerator)
+                return done(name, action, "disk ready; not started (\(wanted.lifecycle.rawValue))")
             }
             let booting = machines.isRunning(name) ? nil : try machines.start(spec)
             booted = true
-            try record(
-                name, wanted: wanted, fields: agentFields, machineState: "starting", accelerator: prepared.accelerator)
             let channel: any GuestChannel
             var detail = "running"
             if let booting {
@@ -110,32 +114,30 @@ struct StepContext: Sendable {
             }
             let rendered = Rendering.render(bundle, run: .none)
             try Provisioner.push(rendered, over: channel, fresh: prepared.freshDisk)
-            if prepared.freshDisk {
+            if let allowlist = spec.egress.allowlist, machines.egressAllowlist(name) != allowlist {
+                try machines.setEgressAllowlist(name, allowlist)
+            }
+            if try state({ try ports.state.agent(name)?.restorePending }) == true {
                 detail += try restoreMemory(bundle, channel: channel)
             }
             detail += action == .update ? ", configuration pushed (\(rendered.files.count) files)" : ""
-            try record(name, wanted: nil, fields: nil, machineState: "running", accelerator: nil)
-            try event(name, "step", "\(action.rawValue): done, \(detail)")
-            return AppliedStep(agent: name, action: action, detail: detail, failed: false)
+            detail += resized && action != .restart ? ", restarted with the wanted resources" : ""
+            try markApplied(name, wanted, machineState: "running", accelerator: prepared.accelerator)
+            return done(name, action, detail)
         } catch {
             if booted {
                 machines.stop(name, graceful: false)
-                try? record(name, wanted: nil, fields: nil, machineState: "failed", accelerator: nil)
+                try? markState(name, "failed", detail: describe(error))
             }
             return fail(name, action, error)
         }
     }
 
-    /// The machine for an agent, from its resolved environment fields.
-    static func spec(_ name: String, fields: Fields) -> MachineSpec {
-        let values = Dictionary(fields, uniquingKeysWith: { a, _ in a })
-        let packages = fields.filter { $0.0 == "environment.packages.apt" }.flatMap { EgressPolicy.listValue($0.1) }
-        let memory = Quantity(values["environment.resources.memory"] ?? "512Mi")?.bytes ?? 512 << 20
-        return MachineSpec(
-            name: name, base: values["environment.base"] ?? "minimal", packages: packages,
-            cpus: Int(values["environment.resources.cpus"] ?? "1") ?? 1, memoryMiB: Int(max(64, memory >> 20)),
-            diskBytes: Quantity(values["environment.resources.disk"] ?? "4Gi")?.bytes ?? 4 << 30,
-            egress: EgressPolicy(fields: fields))
+    /// A step carried out: the event log and the apply's audit journal say so.
+    func done(_ name: String, _ action: Action, _ detail: String) -> AppliedStep {
+        try? event(name, "step", "\(action.rawValue): done, \(detail)")
+        try? state { try ports.state.appendAudit(auditID, step: "\(action.rawValue) \(name): done") }
+        return AppliedStep(agent: name, action: action, detail: detail, failed: false)
     }
 
     /// Memory survives the machine: a new environment disk gets the agent's memory folder back from
@@ -155,6 +157,7 @@ struct StepContext: Sendable {
     func fail(_ name: String, _ action: Action, _ error: any Error) -> AppliedStep {
         let message = describe(error)
         try? event(name, "step", "\(action.rawValue): failed: \(message.split(separator: "\n").first ?? "")")
+        try? state { try ports.state.appendAudit(auditID, step: "\(action.rawValue) \(name): failed") }
         return AppliedStep(agent: name, action: action, detail: message, failed: true)
     }
 
@@ -169,25 +172,52 @@ struct StepContext: Sendable {
         try reporting(.stateUnavailable, body)
     }
 
-    /// Records the applied revision (when `wanted` is given) and the machine's state.
-    func record(_ name: String, wanted: DesiredAgent?, fields: Fields?, machineState: String, accelerator: String?)
-        throws
-    {
+    /// The step has begun: the machine is `starting` under the revision applied before (none for a
+    /// new agent), and a new disk's memory restore is owed.
+    func markStarting(_ name: String, _ wanted: DesiredAgent, freshDisk: Bool) throws {
         try state {
-            var record = try ports.state.agent(name)
-            if let wanted {
-                record = AgentRecord(
-                    name: name, appliedRevision: wanted.revision, appliedFields: fields ?? [],
-                    appliedCommit: loaded.commit,
+            var record =
+                try ports.state.agent(name)
+                ?? AgentRecord(
+                    name: name, appliedRevision: "", appliedFields: [], appliedCommit: "",
                     lifecycle: wanted.lifecycle.rawValue, deletionPolicy: wanted.deletionPolicy.rawValue,
                     machineID: name,
-                    machineState: machineState, accelerator: accelerator ?? record?.accelerator,
-                    updatedAt: ports.clock.now(),
-                    lastRunAt: record?.lastRunAt)
-            }
-            guard var record else { return }
+                    updatedAt: ports.clock.now(), owner: owner(name))
+            record.machineState = "starting"
+            record.machineDetail = nil
+            record.restorePending = record.restorePending || freshDisk
+            record.updatedAt = ports.clock.now()
+            try ports.state.save(record)
+        }
+    }
+
+    /// The machine is as `wanted` says: its revision, fields and lifecycle are recorded as applied.
+    func markApplied(_ name: String, _ wanted: DesiredAgent?, machineState: String, accelerator: String?) throws {
+        try state {
+            let existing = try ports.state.agent(name)
+            guard let wanted else { return }
+            let record = AgentRecord(
+                name: name, appliedRevision: wanted.revision, appliedFields: fields[name] ?? [],
+                appliedCommit: loaded.commit, lifecycle: wanted.lifecycle.rawValue,
+                deletionPolicy: wanted.deletionPolicy.rawValue, machineID: name, machineState: machineState,
+                accelerator: accelerator ?? existing?.accelerator, updatedAt: ports.clock.now(),
+                lastRunAt: existing?.lastRunAt, machineDetail: nil,
+                restorePending: machineState == "running" ? false : existing?.restorePending ?? false,
+                owner: owner(name))
+            try ports.state.save(record)
+        }
+    }
+
+    /// The agent's owner, as its resolved fields say.
+    func owner(_ name: String) -> String? {
+        fields[name]?.first { $0.0 == "owner" }?.1
+    }
+
+    func markState(_ name: String, _ machineState: String, detail: String?) throws {
+        try state {
+            guard var record = try ports.state.agent(name) else { return }
             record.machineState = machineState
-            record.accelerator = accelerator ?? record.accelerator
+            record.machineDetail = detail
             record.updatedAt = ports.clock.now()
             try ports.state.save(record)
         }

@@ -39,19 +39,20 @@ public struct Planning: Sendable {
             let reader = try ports.reader(target.repository, path: target.path)
             let loaded = try reporting(.repositoryUnavailable) { try reader.load(target.ref) }
             guard loaded.report.isValid else { return .invalid(loaded.report) }
-            return try Self.plan(loaded, reader: reader, state: ports.state, options: options, target: target)
+            return try Self.plan(
+                loaded, reader: reader, state: ports.state, machines: ports.machines, options: options, target: target)
         }
     }
 
     /// Plans a loaded, valid commit against the actual state in `state`; `checkActual` may refuse
     /// that state first (a saved plan gone stale).
     static func plan(
-        _ loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore, options: PlanOptions,
-        target: Target,
+        _ loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore, machines: any MachineBackend,
+        options: PlanOptions, target: Target,
         checkActual: (ActualState) throws -> Void = { _ in }
     ) throws -> Outcome {
         let desired = loaded.desired
-        let actual = try actualState(state) { name, revision, lifecycle in
+        let actual = try actualState(state, machines: machines) { name, revision, lifecycle in
             guard let wanted = desired.agents[name] else { return false }
             return wanted.revision != revision || wanted.lifecycle.rawValue != lifecycle
         }
@@ -74,23 +75,34 @@ public struct Planning: Sendable {
         }
     }
 
-    /// The actual state recorded in the state database (empty when there is none yet). Applied
-    /// fields are decoded only for the agents `needingFields` says (the others' are not read).
+    /// The actual state: what the state database says was applied, each machine measured (a
+    /// machine that died, is still starting or runs with other resources is drift), and the kill
+    /// switch. Applied fields are decoded only for the agents `needingFields` says, and for
+    /// running machines (whose resources are compared with them).
     static func actualState(
-        _ state: any StateStore,
+        _ state: any StateStore, machines: any MachineBackend,
         needingFields: (_ name: String, _ revision: String, _ lifecycle: String) -> Bool = { _, _, _ in true }
     ) throws -> ActualState {
         guard state.exists else { return ActualState() }
+        let (rows, kills) = try reporting(.stateUnavailable) {
+            let rows = try state.appliedAgents()
+            var kills: [String: KillSwitch] = [:]
+            for name in try state.killedAgents() { kills[name] = try state.killSwitch(name) }
+            return (rows, kills)
+        }
         var agents: [String: ActualAgent] = [:]
-        for row in try reporting(.stateUnavailable, { try state.appliedAgents() }) {
+        for row in rows {
             let fields =
                 needingFields(row.name, row.revision, row.lifecycle) ? AgentRecord.decodeFields(row.fieldsJSON) : []
+            let status = HealthCheck.status(
+                record: row, killed: kills[row.name], observation: machines.observe(row.name))
             agents[row.name] = ActualAgent(
                 name: row.name, appliedRevision: row.revision,
                 appliedFields: Dictionary(fields, uniquingKeysWith: { a, _ in a }),
                 lifecycle: Lifecycle(rawValue: row.lifecycle) ?? .active,
                 deletionPolicy: DeletionPolicy(rawValue: row.deletionPolicy) ?? .retain,
-                machineState: row.machineState)
+                machineState: row.machineState, health: status.health,
+                killed: kills[row.name].map { KillNotice(reason: $0.reason, actor: $0.actor) })
         }
         return ActualState(agents: agents)
     }
@@ -131,37 +143,6 @@ public struct Planning: Sendable {
                         kind: .diff, plan: plan, commit: after.commit, baseCommit: before.commit,
                         repository: repository,
                         ref: head, path: path))
-            }
-        }
-    }
-
-    /// Records agents as applied at `target`: their revision, resolved fields and lifecycle, as
-    /// `apply` does once their machines converge. Machine columns are left as they were.
-    public func recordApplied(_ names: Set<String>? = nil, target: Target) async throws {
-        let ports = ports
-        try await BlockingWork.run {
-            let reader = try ports.reader(target.repository, path: target.path)
-            let loaded = try reporting(.repositoryUnavailable) { try reader.load(target.ref) }
-            guard loaded.report.isValid else {
-                throw CoreError(.invalidRepository, "the repository at \(target.ref) is invalid")
-            }
-            let desired = loaded.desired
-            let wanted = names ?? Set(desired.agents.keys)
-            let fields = try reporting(.repositoryUnavailable) { try reader.resolvedFields(of: wanted, in: loaded) }
-            let lock = try reporting(.stateUnavailable) { try ports.state.lockForWriting() }
-            defer { lock.release() }
-            for name in wanted.sorted() {
-                guard let agent = desired.agents[name] else { continue }
-                try reporting(.stateUnavailable) {
-                    let existing = try ports.state.agent(name)
-                    try ports.state.save(
-                        AgentRecord(
-                            name: name, appliedRevision: agent.revision, appliedFields: fields[name] ?? [],
-                            appliedCommit: loaded.commit, lifecycle: agent.lifecycle.rawValue,
-                            deletionPolicy: agent.deletionPolicy.rawValue, machineID: existing?.machineID,
-                            machineState: existing?.machineState, accelerator: existing?.accelerator,
-                            updatedAt: ports.clock.now(), lastRunAt: existing?.lastRunAt))
-                }
             }
         }
     }

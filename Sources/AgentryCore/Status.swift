@@ -3,37 +3,63 @@ import AgentryModel
 import AgentryPlan
 import Foundation
 
-/// One row of `agentry status`.
-public struct AgentStatus: Sendable {
-    public var name: String
-    public var desiredRevision: String?
-    public var appliedRevision: String?
-    public var lifecycle: String
-    public var machineState: String?
-    public var accelerator: String?
-    public var lastRun: Date?
+/// `agentry status`: per agent, whether what was applied is what the repository wants (sync), and
+/// what its machine is doing now, measured (health).
+public struct StatusReport: Sendable {
+    /// Whether the applied revision is the desired one.
+    public enum Sync: String, Sendable {
+        case inSync, outOfSync
+        /// In the repository, never applied.
+        case notApplied
+        /// Applied, no longer in the repository.
+        case notInRepository
+        /// No repository to compare with.
+        case unknown
 
-    /// `in sync`, `out of sync`, `not applied` (in git only) or `not in git` (applied only).
-    public var sync: String {
-        switch (desiredRevision, appliedRevision) {
-        case (let desired?, let applied?): return desired == applied ? "in sync" : "out of sync"
-        case (_?, nil): return "not applied"
-        case (nil, _?): return "not in git"
-        case (nil, nil): return "-"
+        var words: String {
+            switch self {
+            case .inSync: return "in sync"
+            case .outOfSync: return "out of sync"
+            case .notApplied: return "not applied"
+            case .notInRepository: return "not in git"
+            case .unknown: return "-"
+            }
         }
     }
 
+    public struct Row: Sendable {
+        public var name: String
+        public var desiredRevision: String?
+        public var appliedRevision: String?
+        public var sync: Sync
+        public var lifecycle: String
+        /// As the state database last recorded it.
+        public var machineState: String?
+        /// Measured now; nil for an agent never applied.
+        public var health: MachineStatus?
+        public var accelerator: String?
+        public var lastRun: Date?
+    }
+
+    /// The repository and commit the rows compared against (nil: none was read).
+    public var repository: String?
+    public var ref: String?
+    public var commit: String?
+    public var rows: [Row]
+
     /// Rows for every agent in the state and, when a repository is given (or the current folder
-    /// is one), every agent it declares.
-    public static func collect(repository: String?, ref: String, path: String, ports: Ports) async throws
-        -> [AgentStatus]
+    /// is one), every agent it declares; only `agent`'s when one is named.
+    public static func collect(repository: String?, ref: String, path: String, agent: String?, ports: Ports)
+        async throws -> StatusReport
     {
         try await BlockingWork.run {
             var desired: [String: DesiredAgent] = [:]
+            var commit: String?
             let location = repository ?? (ports.source.isRepository(".") ? "." : nil)
             if let location {
                 let reader = try ports.reader(location, path: path)
                 let loaded = try reporting(.repositoryUnavailable) { try reader.load(ref) }
+                commit = loaded.commit
                 if loaded.report.isValid {
                     desired = loaded.desired.agents
                 } else {
@@ -41,32 +67,45 @@ public struct AgentStatus: Sendable {
                 }
             }
             var records: [String: AgentRecord] = [:]
-            var killed: Set<String> = []
+            var applied: [String: AppliedAgent] = [:]
+            var kills: [String: KillSwitch] = [:]
             if ports.state.exists {
                 try reporting(.stateUnavailable) {
                     for record in try ports.state.agents() { records[record.name] = record }
-                    killed = try ports.state.killedAgents()
+                    for row in try ports.state.appliedAgents() { applied[row.name] = row }
+                    for name in try ports.state.killedAgents() { kills[name] = try ports.state.killSwitch(name) }
                 }
             }
-            return Set(desired.keys).union(records.keys).sorted().map { name in
+            var names = Set(desired.keys).union(records.keys)
+            if let agent {
+                guard names.contains(agent) else {
+                    throw CoreError(.notFound, "no agent \(agent) in the repository or the state")
+                }
+                names = [agent]
+            }
+            let rows = names.sorted().map { name -> Row in
                 let record = records[name]
-                // What the machine is doing now, not only what was last recorded: a VM that died shows.
-                var machine = record?.machineState
-                if record != nil {
-                    let running = ports.machines.isRunning(name)
-                    if killed.contains(name) {
-                        machine = "killed"
-                    } else if machine == "running" && !running {
-                        machine = "died"
-                    } else if running && machine != "running" {
-                        machine = "running"
-                    }
+                let wanted = desired[name]
+                let appliedRevision = record.flatMap { $0.appliedRevision.isEmpty ? nil : $0.appliedRevision }
+                let sync: Sync
+                switch (wanted, appliedRevision) {
+                case (let wanted?, let revision?): sync = wanted.revision == revision ? .inSync : .outOfSync
+                case (_?, nil): sync = .notApplied
+                case (nil, _?): sync = location == nil ? .unknown : .notInRepository
+                case (nil, nil): sync = .unknown
                 }
-                return AgentStatus(
-                    name: name, desiredRevision: desired[name]?.revision, appliedRevision: record?.appliedRevision,
-                    lifecycle: record?.lifecycle ?? desired[name]?.lifecycle.rawValue ?? "-",
-                    machineState: machine, accelerator: record?.accelerator, lastRun: record?.lastRunAt)
+                let health = applied[name].map {
+                    HealthCheck.status(record: $0, killed: kills[name], observation: ports.machines.observe(name))
+                }
+                return Row(
+                    name: name, desiredRevision: wanted?.revision, appliedRevision: appliedRevision, sync: sync,
+                    lifecycle: record?.lifecycle ?? wanted?.lifecycle.rawValue ?? "-",
+                    machineState: record?.machineState,
+                    health: health, accelerator: record?.accelerator, lastRun: record?.lastRunAt)
             }
+            return StatusReport(
+                repository: location.map { ports.host.absolute($0) }, ref: location == nil ? nil : ref, commit: commit,
+                rows: rows)
         }
     }
 
@@ -79,22 +118,38 @@ public struct AgentStatus: Sendable {
         return Timestamp.rfc3339(date.timeIntervalSince1970)
     }
 
-    public static func table(_ rows: [AgentStatus]) -> String {
-        guard !rows.isEmpty else { return "No agents: the repository declares none and none has been applied.\n" }
-        var table = TextTable(["AGENT", "DESIRED", "APPLIED", "SYNC", "LIFECYCLE", "MACHINE", "ACCEL", "LAST RUN"])
-        for row in rows {
-            table.append([
-                row.name, short(row.desiredRevision), short(row.appliedRevision), row.sync, row.lifecycle,
-                row.machineState ?? "-", row.accelerator ?? "-", time(row.lastRun),
-            ])
-        }
-        return table.rendered
+    /// What the rows were compared against, a line.
+    var heading: String {
+        guard let repository else { return "Compared with no repository (give --repo to see desired revisions)." }
+        return "Compared with \(repository) at \(ref ?? "HEAD") (\(commit.map { String($0.prefix(12)) } ?? "-"))."
     }
 
-    public static func json(_ rows: [AgentStatus]) -> String {
+    public var table: String {
+        guard !rows.isEmpty else { return "No agents: the repository declares none and none has been applied.\n" }
+        var table = TextTable([
+            "AGENT", "DESIRED", "APPLIED", "SYNC", "LIFECYCLE", "HEALTH", "ACCEL", "LAST RUN", "DETAIL",
+        ])
+        for row in rows {
+            table.append([
+                row.name, Self.short(row.desiredRevision), Self.short(row.appliedRevision), row.sync.words,
+                row.lifecycle,
+                row.health?.state.rawValue ?? "-", row.accelerator ?? "-", Self.time(row.lastRun),
+                row.health?.detail.map { String($0.split(separator: "\n").first ?? "") } ?? "",
+            ])
+        }
+        return table.rendered + heading + "\n"
+    }
+
+    /// Bumped from 1: `sync` values are enums without spaces, `health` is new.
+    public static let formatVersion = 2
+
+    public var json: String {
         func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
         return JSON.object([
-            ("formatVersion", .int(1)),
+            ("formatVersion", .int(Self.formatVersion)),
+            ("repository", optional(repository)),
+            ("ref", optional(ref)),
+            ("commit", optional(commit)),
             (
                 "agents",
                 .array(
@@ -103,11 +158,13 @@ public struct AgentStatus: Sendable {
                             ("name", .string(row.name)),
                             ("desiredRevision", optional(row.desiredRevision)),
                             ("appliedRevision", optional(row.appliedRevision)),
-                            ("sync", .string(row.sync)),
+                            ("sync", .string(row.sync.rawValue)),
                             ("lifecycle", .string(row.lifecycle)),
+                            ("health", optional(row.health?.state.rawValue)),
+                            ("healthDetail", optional(row.health?.detail)),
                             ("machineState", optional(row.machineState)),
                             ("accelerator", optional(row.accelerator)),
-                            ("lastRun", row.lastRun.map { .string(time($0)) } ?? .null),
+                            ("lastRun", row.lastRun.map { .string(Self.time($0)) } ?? .null),
                         ])
                     })
             ),

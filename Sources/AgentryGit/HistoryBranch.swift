@@ -1,6 +1,10 @@
 import CGit2
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A file to record: a path in the history tree and its bytes.
 public struct RecordFile: Sendable {
     public var path: String
@@ -58,14 +62,41 @@ public final class HistoryBranch {
             guard result == 0 else { throw GitError.last(result, "write \(file.path)") }
             blobs.append((file.path, oid))
         }
-        for _ in 0..<50 {
-            let parent = try tip()
-            let commit = try makeCommit(blobs, parent: parent, message: message, author: author, date: date)
-            if try moveBranch(reference, to: commit, from: parent) { return commit }
+        return try whileWriting {
+            for _ in 0..<50 {
+                let parent = try tip()
+                let commit = try makeCommit(blobs, parent: parent, message: message, author: author, date: date)
+                if try moveBranch(reference, to: commit, from: parent) { return commit }
+            }
+            throw GitError(
+                code: .conflict, operation: "record", message: "\(branch) kept moving under 50 attempts to record")
         }
-        throw GitError(
-            code: .conflict, operation: "record", message: "\(branch) kept moving under 50 attempts to record")
     }
+
+    /// Runs `body` holding this host's history writer lock on the repository (an flock on
+    /// `agentry-history.lock` in its git folder, released if the writer dies). Under it, a ref lock
+    /// file left behind is a writer that died mid-update, never one at work.
+    func whileWriting<T>(_ body: () throws -> T) throws -> T {
+        let path = repository.gitDirectory + "/agentry-history.lock"
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return try body() }  // a read-only repository fails at the write
+        defer { close(descriptor) }
+        let deadline = Date().addingTimeInterval(60)
+        while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
+            guard Date() < deadline else {
+                throw GitError(
+                    code: .conflict, operation: "record", message: "another agentry kept \(path) locked for a minute")
+            }
+            usleep(10_000)
+        }
+        defer { flock(descriptor, LOCK_UN) }
+        return try body()
+    }
+
+    /// A ref lock file (`<ref>.lock`) older than this, found under the writer lock, is stale.
+    static let staleLockAge: TimeInterval = 5
+    /// How long a fresh ref lock (another git at work) is waited for.
+    static let lockPatience: TimeInterval = 10
 
     func makeCommit(_ blobs: [(String, git_oid)], parent: ObjectID?, message: String, author: Signature, date: Date)
         throws
@@ -115,22 +146,42 @@ public final class HistoryBranch {
         return ObjectID(commitOID)
     }
 
-    /// Moves `name` from `old` (nil: it must not exist) to `new`; false when someone else moved it first.
+    /// Moves `name` from `old` (nil: it must not exist) to `new`; false when someone else moved it
+    /// first (a lost race). A ref that is locked is not a lost race: a lock its writer left behind
+    /// (older than `staleLockAge`) is removed; another git's fresh lock is waited for.
     func moveBranch(_ name: String, to new: ObjectID, from old: ObjectID?) throws -> Bool {
-        var target = new.raw
-        var created: OpaquePointer?
-        let result: Int32
-        if var current = old?.raw {
-            result = git_reference_create_matching(&created, handle, name, &target, 1, &current, "agentry: record")
-        } else {
-            result = git_reference_create(&created, handle, name, &target, 0, "agentry: record")
+        let started = Date()
+        while true {
+            var target = new.raw
+            var created: OpaquePointer?
+            let result: Int32
+            if var current = old?.raw {
+                result = git_reference_create_matching(&created, handle, name, &target, 1, &current, "agentry: record")
+            } else {
+                result = git_reference_create(&created, handle, name, &target, 0, "agentry: record")
+            }
+            if let created { git_reference_free(created) }
+            if result == GIT_EMODIFIED.rawValue || result == GIT_EEXISTS.rawValue { return false }
+            guard result == GIT_ELOCKED.rawValue else {
+                guard result == 0 else { throw GitError.last(result, "move \(name)") }
+                return true
+            }
+            let lock = repository.gitDirectory + "/" + name + ".lock"
+            let age = (try? FileManager.default.attributesOfItem(atPath: lock)[.modificationDate] as? Date)
+                .map { Date().timeIntervalSince($0) }
+            if let age, age > Self.staleLockAge {
+                unlink(lock)  // its writer is gone: nothing holds the lock while we hold ours
+                continue
+            }
+            guard Date().timeIntervalSince(started) < Self.lockPatience else {
+                throw GitError(
+                    code: .conflict, operation: "move \(name)",
+                    message:
+                        "\(lock) is held by another git process; try again once it is done (or remove the file if none runs)"
+                )
+            }
+            usleep(50_000)
         }
-        if let created { git_reference_free(created) }
-        if result == GIT_EMODIFIED.rawValue || result == GIT_EEXISTS.rawValue || result == GIT_ELOCKED.rawValue {
-            return false
-        }
-        guard result == 0 else { throw GitError.last(result, "move \(name)") }
-        return true
     }
 
     // MARK: - Remote
@@ -169,7 +220,7 @@ public final class HistoryBranch {
             result = agentry_git_fetch(remote, "+\(reference):\(remoteTracking)")
             guard result == 0 else { throw GitError.last(result, "fetch \(branch) from origin") }
             guard let remoteTip = try referenceTarget(remoteTracking) else { continue }
-            try replay(onto: remoteTip, local: local)
+            try whileWriting { try replay(onto: remoteTip, local: local) }
             usleep(UInt32.random(in: 5_000...(20_000 * UInt32(min(attempt, 10)))))
         }
         throw GitError(

@@ -46,6 +46,21 @@ public final class QEMUBackend: MachineBackend {
 
     public func isRunning(_ name: String) -> Bool { QEMUMachine.runningPID(directory(name)) != nil }
 
+    public func observe(_ name: String) -> MachineObservation {
+        let directory = directory(name)
+        if let pid = QEMUMachine.runningPID(directory) {
+            return MachineObservation(
+                process: .running, resources: QEMUMachine.resources(pid: pid), allowlist: egressAllowlist(name))
+        }
+        if let exit = MachineSupervisor.recordedExit(directory) {
+            let end = MachineEnd(
+                status: exit.status, signal: exit.signal,
+                at: Timestamp.parse(exit.at).map { Date(timeIntervalSince1970: $0) }, requested: exit.stopRequested)
+            return MachineObservation(process: .ended(end))
+        }
+        return MachineObservation(process: diskExists(name) ? .stopped : .absent)
+    }
+
     public func diskExists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: diskLocation(name)) }
 
     public func diskLocation(_ name: String) -> String { QEMUMachine.disk(directory(name)) }

@@ -1,4 +1,5 @@
 import AgentryBasics
+import AgentryCore
 import AgentryRender
 import AgentryWire
 import CGuestSupport
@@ -82,6 +83,25 @@ public struct QEMUMachine: Sendable {
         let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
         let arguments = String(decoding: cmdline, as: UTF8.self)
         return arguments.contains(Self.controlSocket(directory)) ? pid : nil
+    }
+
+    /// What a running QEMU was started with, read from its command line.
+    public static func resources(pid: Int32) -> MachineResources? {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else { return nil }
+        let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        func value(_ option: String) -> String? {
+            arguments.firstIndex(of: option).flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
+        }
+        guard let memory = value("-m").flatMap({ Int($0.hasSuffix("M") ? String($0.dropLast()) : $0) }),
+            let cpus = value("-smp").flatMap({ Int($0) })
+        else { return nil }
+        let network: MachineResources.Network
+        if let netdev = value("-netdev") {
+            network = netdev.contains("restrict=on") ? .allowlist : .unrestricted
+        } else {
+            network = .none
+        }
+        return MachineResources(cpus: cpus, memoryMiB: memory, network: network)
     }
 
     /// Creates the environment disk if it does not exist; checks it if it does.

@@ -41,7 +41,9 @@ public enum PlanOutput {
     /// Bumped only when a field is removed or changes meaning.
     public static let formatVersion = 1
 
-    static let order: [Action] = [.create, .update, .restart, .reinstall, .replace, .pause, .resume, .revoke, .delete]
+    static let order: [Action] = [
+        .create, .update, .repair, .restart, .reinstall, .replace, .pause, .resume, .revoke, .delete,
+    ]
 
     /// "2 to create, 1 to update, 1 to delete, 5 unchanged" (or "no changes, 5 unchanged").
     public static func summary(_ plan: Plan) -> String {
@@ -50,8 +52,9 @@ public enum PlanOutput {
             return count > 0 ? "\(count) to \(action.rawValue)" : nil
         }
         let unchanged = plan.count(.noop)
+        let blocked = plan.count(.blocked)
         let changes = parts.isEmpty ? "no changes" : parts.joined(separator: ", ")
-        return changes + (unchanged > 0 ? ", \(unchanged) unchanged" : "")
+        return changes + (blocked > 0 ? ", \(blocked) blocked" : "") + (unchanged > 0 ? ", \(unchanged) unchanged" : "")
     }
 
     static func symbol(_ action: Action) -> String {
@@ -62,7 +65,8 @@ public enum PlanOutput {
         case .noop: return " "
         case .pause, .revoke: return "‖"
         case .resume: return "▶"
-        case .update, .restart, .reinstall: return "~"
+        case .update, .repair, .restart, .reinstall: return "~"
+        case .blocked: return "!"
         }
     }
 
@@ -105,7 +109,7 @@ public enum PlanOutput {
                 "\(bold)Diff\(reset) \(String((document.baseCommit ?? "").prefix(12)))..\(String(document.commit.prefix(12))): \(summary(plan))"
             )
         }
-        for action in plan.changes {
+        for action in plan.listed {
             let tint = color ? self.color(action.action) : ""
             let verb = action.action.rawValue.padding(toLength: 9)
             lines.append(
@@ -113,7 +117,13 @@ public enum PlanOutput {
             for note in action.notes { lines.append("        " + note) }
             for change in action.reasons { lines.append("        " + reason(change)) }
         }
-        if !plan.hasChanges { lines.append("  Nothing to do: every agent matches the repository.") }
+        if !plan.hasChanges {
+            let blocked = plan.count(.blocked)
+            lines.append(
+                blocked > 0
+                    ? "  Nothing to do: every other agent matches the repository."
+                    : "  Nothing to do: every agent matches the repository.")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -132,19 +142,19 @@ public enum PlanOutput {
             )
         }
         lines.append("")
-        guard plan.hasChanges else {
+        guard !plan.listed.isEmpty else {
             lines.append("No agent changes.")
             return lines.joined(separator: "\n") + "\n"
         }
         lines += ["| Agent | Action | Why |", "|---|---|---|"]
-        for action in plan.changes {
+        for action in plan.listed {
             var why = action.notes.first.map { [$0] } ?? []
             why += action.reasons.prefix(3).map { "`\(escape(reason($0)))`" }
             if action.reasons.count > 3 { why.append("and \(action.reasons.count - 3) more") }
             lines.append("| `\(action.agent)` | **\(action.action.rawValue)** | \(why.joined(separator: "<br>")) |")
         }
         lines += ["", "<details><summary>Details</summary>", ""]
-        for action in plan.changes {
+        for action in plan.listed {
             lines.append("#### `\(action.agent)`: \(action.action.rawValue)")
             lines.append("")
             for note in action.notes { lines.append("- \(note)") }
@@ -180,7 +190,7 @@ public enum PlanOutput {
         if let digest = document.actualDigest { pairs.append(("actualDigest", .string(digest))) }
         pairs.append(("hasChanges", .bool(plan.hasChanges)))
         pairs.append(
-            ("summary", .object(([.noop] + order).map { ($0.rawValue, JSON.int(plan.count($0))) })))
+            ("summary", .object(([.noop] + order + [.blocked]).map { ($0.rawValue, JSON.int(plan.count($0))) })))
         pairs.append(
             (
                 "actions",

@@ -10,10 +10,15 @@ public struct ActualAgent: Sendable, Hashable {
     public var deletionPolicy: DeletionPolicy
     /// The machine's state as last observed (`running`, `stopped`, `failed`, …), if it has one.
     public var machineState: String?
+    /// What measuring the machine found, when it was measured.
+    public var health: MachineHealth
+    /// The operator's kill switch, when it is on.
+    public var killed: KillNotice?
 
     public init(
         name: String, appliedRevision: String, appliedFields: [String: String], lifecycle: Lifecycle,
-        deletionPolicy: DeletionPolicy, machineState: String? = nil
+        deletionPolicy: DeletionPolicy, machineState: String? = nil, health: MachineHealth = .healthy,
+        killed: KillNotice? = nil
     ) {
         self.name = name
         self.appliedRevision = appliedRevision
@@ -21,6 +26,44 @@ public struct ActualAgent: Sendable, Hashable {
         self.lifecycle = lifecycle
         self.deletionPolicy = deletionPolicy
         self.machineState = machineState
+        self.health = health
+        self.killed = killed
+    }
+}
+
+/// Whether an agent's machine is as its applied state says, from measuring it.
+public enum MachineHealth: Sendable, Hashable {
+    case healthy
+    /// It is not: what repairs it, and why (`machine: died (exit 137 at …) → running`).
+    case drifted(repair: Repair, reasons: [Change])
+
+    public enum Repair: String, Sendable, Hashable {
+        /// Start it again (it died, was stopped, failed, or runs with other resources).
+        case restart
+        /// Finish its configuration without a reboot (the last apply stopped half-way).
+        case repair
+        /// Stop it (it runs although its agent is paused or revoked).
+        case stop
+    }
+
+    /// A short token for digests.
+    var token: String {
+        switch self {
+        case .healthy: return "healthy"
+        case .drifted(let repair, let reasons):
+            return repair.rawValue + ":" + reasons.map { "\($0.field)=\($0.old ?? "")" }.joined(separator: ",")
+        }
+    }
+}
+
+/// Who killed an agent and why.
+public struct KillNotice: Sendable, Hashable {
+    public var reason: String
+    public var actor: String
+
+    public init(reason: String, actor: String) {
+        self.reason = reason
+        self.actor = actor
     }
 }
 
@@ -36,7 +79,11 @@ public struct ActualState: Sendable {
         Canonical.digest(
             agents.keys.sorted().map { name in
                 let agent = agents[name]!
-                return (name, "\(agent.appliedRevision) \(agent.lifecycle.rawValue) \(agent.machineState ?? "-")")
+                let killed = agent.killed.map { " killed:\($0.reason)" } ?? ""
+                return (
+                    name,
+                    "\(agent.appliedRevision) \(agent.lifecycle.rawValue) \(agent.machineState ?? "-") \(agent.health.token)\(killed)"
+                )
             })
     }
 }
@@ -47,6 +94,9 @@ public enum Action: String, Sendable, CaseIterable, Codable, Comparable {
     case noop
     /// Configuration only (model, fallbacks, instructions, skills, secret references, run defaults): no reboot.
     case update
+    /// The machine runs but is not as applied (a configuration push that did not finish): put it right
+    /// without a reboot.
+    case repair
     /// CPUs, memory or network changed: the machine reboots, the disk stays.
     case restart
     /// The harness changed: it is installed anew, the environment disk stays.
@@ -63,6 +113,8 @@ public enum Action: String, Sendable, CaseIterable, Codable, Comparable {
     case revoke
     /// The agent left the repository; its disk is kept or removed per `deletionPolicy`.
     case delete
+    /// The operator's kill switch is on: nothing is done until it is lifted.
+    case blocked
 
     public static func < (lhs: Action, rhs: Action) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
@@ -100,8 +152,11 @@ public struct Plan: Sendable {
         self.actions = actions
     }
 
-    public var changes: [PlannedAction] { actions.filter { $0.action != .noop } }
-    public var hasChanges: Bool { actions.contains { $0.action != .noop } }
+    /// The actions apply carries out (blocked agents are shown, but nothing is done to them).
+    public var changes: [PlannedAction] { actions.filter { $0.action != .noop && $0.action != .blocked } }
+    public var hasChanges: Bool { actions.contains { $0.action != .noop && $0.action != .blocked } }
+    /// What a reader is shown: every action but `noop`, blocked agents included.
+    public var listed: [PlannedAction] { actions.filter { $0.action != .noop } }
 
     public func count(_ action: Action) -> Int { actions.lazy.filter { $0.action == action }.count }
 }
@@ -160,14 +215,31 @@ public enum Planner {
             case (let wanted?, nil):
                 actions.append(create(wanted))
             case (nil, let existing?):
-                actions.append(delete(existing))
+                actions.append(blocked(delete(existing), existing.killed))
+            case (let wanted?, let existing?) where existing.appliedRevision.isEmpty:
+                // The machine was being created when the last apply stopped: create it again.
+                var again = create(wanted)
+                again.notes.append("the last apply did not finish creating it")
+                actions.append(blocked(again, existing.killed))
             case (let wanted?, let existing?):
-                actions.append(converge(wanted, existing, fields: { fields(wanted) }))
+                actions.append(blocked(converge(wanted, existing, fields: { fields(wanted) }), existing.killed))
             case (nil, nil):
                 continue
             }
         }
         return .success(Plan(actions: actions))
+    }
+
+    /// A killed agent's action is shown, held back, with who and why.
+    static func blocked(_ planned: PlannedAction, _ killed: KillNotice?) -> PlannedAction {
+        guard let killed else { return planned }
+        var held = planned
+        held.action = .blocked
+        let pending = planned.action == .noop ? [] : ["held back: \(planned.action.rawValue)"]
+        held.notes =
+            ["killed by \(killed.actor): \(killed.reason) (agentry unkill \(planned.agent) lifts it)"] + pending
+            + planned.notes
+        return held
     }
 
     static func create(_ wanted: DesiredAgent) -> PlannedAction {
@@ -196,8 +268,15 @@ public enum Planner {
         let lifecycleChanged = wanted.lifecycle != existing.lifecycle
         let revisionChanged = wanted.revision != existing.appliedRevision
         guard lifecycleChanged || revisionChanged else {
+            // The repository and what was applied agree; the machine may not.
+            guard case .drifted(let repair, let reasons) = existing.health else {
+                return PlannedAction(
+                    agent: wanted.name, action: .noop, reasons: [], notes: [], fromRevision: existing.appliedRevision,
+                    toRevision: wanted.revision)
+            }
             return PlannedAction(
-                agent: wanted.name, action: .noop, reasons: [], notes: [], fromRevision: existing.appliedRevision,
+                agent: wanted.name, action: action(repairing: repair, wanted.lifecycle), reasons: reasons,
+                notes: ["drift: the machine is not as applied"], fromRevision: existing.appliedRevision,
                 toRevision: wanted.revision)
         }
         let reasons = revisionChanged || lifecycleChanged ? changes(from: existing.appliedFields, to: fields()) : []
@@ -221,9 +300,22 @@ public enum Planner {
         if reasons.isEmpty && revisionChanged {
             shown = [Change(field: "revision", old: short(existing.appliedRevision), new: short(wanted.revision))]
         }
+        // A machine that is also not as applied is put right by the same action.
+        if case .drifted(let repair, let drift) = existing.health, wanted.lifecycle == existing.lifecycle {
+            action = max(action, self.action(repairing: repair, wanted.lifecycle))
+            shown += drift
+        }
         return PlannedAction(
             agent: wanted.name, action: action, reasons: shown, notes: notes, fromRevision: existing.appliedRevision,
             toRevision: wanted.revision)
+    }
+
+    static func action(repairing repair: MachineHealth.Repair, _ lifecycle: Lifecycle) -> Action {
+        switch repair {
+        case .restart: return .restart
+        case .repair: return .repair
+        case .stop: return lifecycle == .revoked ? .revoke : .pause
+        }
     }
 
     static func short(_ digest: String) -> String {

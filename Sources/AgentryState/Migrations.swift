@@ -68,6 +68,29 @@ extension SQLiteStateStore {
                     );
                     """)
         }
+        migrator.registerMigration("v5") { db in
+            // What the machine's state means (a failure's reason), the memory restore owed to a
+            // new disk (journalled: an apply killed before restoring owes it still), who owned an
+            // agent (a retired name reused by another owner does not inherit its disk), the audit
+            // records of applies not yet committed to history, and settings (the repository this
+            // state belongs to).
+            try db.execute(
+                sql: """
+                    ALTER TABLE agents ADD COLUMN machine_detail TEXT;
+                    ALTER TABLE agents ADD COLUMN restore_pending INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE agents ADD COLUMN owner TEXT;
+                    CREATE TABLE pending_audits (
+                        apply_id TEXT PRIMARY KEY NOT NULL,
+                        header TEXT NOT NULL,
+                        steps TEXT NOT NULL DEFAULT '',
+                        started_at DATETIME NOT NULL
+                    );
+                    CREATE TABLE settings (
+                        key TEXT PRIMARY KEY NOT NULL,
+                        value TEXT NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }()
 

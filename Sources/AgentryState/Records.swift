@@ -172,3 +172,87 @@ extension SQLiteStateStore {
         }
     }
 }
+
+extension SQLiteStateStore {
+    // MARK: - Settings
+
+    public func setting(_ key: String) throws -> String? {
+        try reading(nil) { db in
+            try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = ?", arguments: [key])
+        }
+    }
+
+    public func setSetting(_ key: String, _ value: String?) throws {
+        let pool = try writer()
+        try describing {
+            try pool.write { db in
+                if let value {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", arguments: [key, value])
+                } else {
+                    try db.execute(sql: "DELETE FROM settings WHERE key = ?", arguments: [key])
+                }
+            }
+        }
+    }
+
+    // MARK: - The audit journal
+
+    struct AuditHeader: Codable {
+        var desiredCommit, ref, summary, actor, repository, branch: String
+    }
+
+    public func beginAudit(_ audit: PendingAudit) throws {
+        let pool = try writer()
+        let header = AuditHeader(
+            desiredCommit: audit.desiredCommit, ref: audit.ref, summary: audit.summary, actor: audit.actor,
+            repository: audit.repository, branch: audit.branch)
+        let text = String(decoding: try JSONEncoder().encode(header), as: UTF8.self)
+        try describing {
+            try pool.write { db in
+                try db.execute(
+                    sql:
+                        "INSERT OR REPLACE INTO pending_audits (apply_id, header, steps, started_at) VALUES (?, ?, ?, ?)",
+                    arguments: [audit.id, text, audit.steps.map { $0 + "\n" }.joined(), audit.startedAt])
+            }
+        }
+    }
+
+    public func appendAudit(_ id: String, step: String) throws {
+        let pool = try writer()
+        try describing {
+            try pool.write { db in
+                try db.execute(
+                    sql: "UPDATE pending_audits SET steps = steps || ? WHERE apply_id = ?",
+                    arguments: [step + "\n", id])
+            }
+        }
+    }
+
+    public func pendingAudits() throws -> [PendingAudit] {
+        try reading([]) { db in
+            try Row.fetchAll(
+                db, sql: "SELECT apply_id, header, steps, started_at FROM pending_audits ORDER BY started_at"
+            )
+            .compactMap { row -> PendingAudit? in
+                let text: String = row["header"]
+                guard let header = try? JSONDecoder().decode(AuditHeader.self, from: Data(text.utf8)) else {
+                    return nil
+                }
+                let steps: String = row["steps"]
+                return PendingAudit(
+                    id: row["apply_id"], desiredCommit: header.desiredCommit, ref: header.ref, summary: header.summary,
+                    actor: header.actor, repository: header.repository, branch: header.branch,
+                    startedAt: row["started_at"], steps: steps.split(separator: "\n").map(String.init))
+            }
+        }
+    }
+
+    public func finishAudit(_ id: String) throws {
+        let pool = try writer()
+        try describing {
+            try pool.write { db in try db.execute(sql: "DELETE FROM pending_audits WHERE apply_id = ?", arguments: [id])
+            }
+        }
+    }
+}

@@ -174,7 +174,10 @@ enum StatusFormat: String, ExpressibleByArgument, CaseIterable {
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "A table of agents: desired and applied revision, lifecycle, machine state, last run.")
+        abstract: "A table of agents: sync (desired against applied revision) and health (the machine, measured).")
+
+    @Argument(help: "Only this agent.")
+    var agent: String?
 
     @Option(name: .long, help: "The git repository whose desired state to compare. (default: . when it is one)")
     var repo: String?
@@ -193,11 +196,11 @@ struct StatusCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let rows = try await AgentStatus.collect(
-            repository: repo, ref: ref, path: path, ports: state.ports(try logging.makeLogger()))
+        let report = try await StatusReport.collect(
+            repository: repo, ref: ref, path: path, agent: agent, ports: state.ports(try logging.makeLogger()))
         switch output {
-        case .json: Output.standardOutput(AgentStatus.json(rows))
-        case .text: Output.standardOutput(AgentStatus.table(rows))
+        case .json: Output.standardOutput(report.json)
+        case .text: Output.standardOutput(report.table)
         }
     }
 }

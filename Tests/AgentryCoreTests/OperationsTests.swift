@@ -59,9 +59,13 @@ import Testing
         #expect(
             event.files.first?.path.hasPrefix("events/") == true && event.message.hasPrefix("kill rogue-kill by ana"))
         #expect(event.location.repository == fixture.repo.path, "recorded where the last apply read")
-        let rows = try await AgentStatus.collect(
-            repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
-        #expect(rows.first?.machineState == "killed")
+        let report = try await StatusReport.collect(
+            repository: fixture.repo.path, ref: "HEAD", path: "", agent: nil, ports: fixture.ports)
+        #expect(report.rows.first?.health?.state == .killed)
+        #expect(report.rows.first?.health?.detail == "leaking tokens, by ana")
+        let plan = try #require(try await Planning(fixture.ports).plan(fixture.target, options: PlanOptions()).document)
+        #expect(plan.plan.actions.first?.action == .blocked && !plan.plan.hasChanges)
+        #expect(plan.plan.actions.first?.notes.first == "killed by ana: leaking tokens (agentry unkill rogue lifts it)")
 
         let blocked = try await fixture.apply()
         #expect(blocked.steps.first?.detail.contains("blocked by the kill switch") == true)
@@ -76,23 +80,39 @@ import Testing
         #expect(fixture.fakes.machines.isRunning("rogue"))
     }
 
-    @Test func statusSeesWhatTheMachineIsDoingNow() async throws {
+    @Test func statusSeparatesSyncFromHealthAndNamesWhatItComparedWith() async throws {
         let fixture = try Fixture()
         try fixture.agent("greeter")
         try fixture.agent("later")
-        try fixture.commit()
+        let commit = try fixture.commit()
         var options = ApplyOptions(actor: "ci")
         options.only = ["greeter"]
         _ = try await fixture.apply(options)
         fixture.fakes.machines.crash("greeter")
-        let rows = try await AgentStatus.collect(
-            repository: fixture.repo.path, ref: "HEAD", path: "", ports: fixture.ports)
-        let greeter = try #require(rows.first { $0.name == "greeter" })
-        #expect(greeter.machineState == "died" && greeter.sync == "in sync")
-        #expect(rows.first { $0.name == "later" }?.sync == "not applied")
-        let table = AgentStatus.table(rows)
+        let report = try await StatusReport.collect(
+            repository: fixture.repo.path, ref: "HEAD", path: "", agent: nil, ports: fixture.ports)
+        let greeter = try #require(report.rows.first { $0.name == "greeter" })
+        #expect(greeter.sync == .inSync && greeter.health?.state == .died)
+        #expect(greeter.health?.detail?.hasPrefix("killed by signal 9 at 2027-01-15T08:00:00Z") == true)
+        #expect(report.rows.first { $0.name == "later" }?.sync == .notApplied)
+        #expect(report.rows.first { $0.name == "later" }?.health == nil)
+        #expect(report.commit == commit && report.repository == fixture.repo.path)
+        let table = report.table
         #expect(table.split(separator: "\n").first?.hasPrefix("AGENT") == true && table.contains("died"))
-        #expect(AgentStatus.json(rows).contains("\"machineState\": \"died\""))
+        #expect(table.contains("Compared with \(fixture.repo.path) at HEAD (\(commit.prefix(12)))"))
+        let json = try decodeJSON(report.json)
+        let rows = try #require(json["agents"] as? [[String: Any]])
+        #expect(rows.first?["sync"] as? String == "inSync" && rows.first?["health"] as? String == "died")
+        #expect(rows.last?["sync"] as? String == "notApplied")
+        #expect(json["commit"] as? String == commit && json["formatVersion"] as? Int == 2)
+
+        let one = try await StatusReport.collect(
+            repository: fixture.repo.path, ref: "HEAD", path: "", agent: "later", ports: fixture.ports)
+        #expect(one.rows.map(\.name) == ["later"])
+        await #expect {
+            try await StatusReport.collect(
+                repository: fixture.repo.path, ref: "HEAD", path: "", agent: "nobody", ports: fixture.ports)
+        } throws: { ($0 as? CoreError)?.code == .notFound }
     }
 }
 

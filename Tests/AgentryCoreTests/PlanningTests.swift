@@ -185,13 +185,14 @@ import Testing
         let directory = try TemporaryDirectory()
         try directory.copy(from: quickstart)
         try directory.commitAll("base")
-        let planning = Planning(ports())
+        let ports = ports()
+        let planning = Planning(ports)
         let target = Planning.Target(repository: directory.path, ref: "HEAD", path: "")
         let planAt = { () async throws -> Planning.Outcome in try await planning.plan(target, options: PlanOptions()) }
         guard case .planned(let first) = try await planAt() else { throw Shell.Failure(description: "no plan") }
         #expect(first.plan.count(.create) == 3)
 
-        try await planning.recordApplied(target: target)
+        _ = try await Apply(ports).run(.init(target: target, options: ApplyOptions(actor: "ci")))
         guard case .planned(let applied) = try await planAt() else { throw Shell.Failure(description: "no plan") }
         #expect(!applied.plan.hasChanges)
 
@@ -212,9 +213,10 @@ import Testing
         let directory = try TemporaryDirectory()
         try directory.copy(from: quickstart)
         try directory.commitAll("base")
-        let planning = Planning(ports())
+        let ports = ports()
+        let planning = Planning(ports)
         let target = Planning.Target(repository: directory.path, ref: "HEAD", path: "")
-        try await planning.recordApplied(target: target)
+        _ = try await Apply(ports).run(.init(target: target, options: ApplyOptions(actor: "ci")))
         try FileManager.default.removeItem(at: directory.url.appendingPathComponent("agents"))
         try directory.commitAll("no agents")
         let refused = try await planning.plan(target, options: PlanOptions())

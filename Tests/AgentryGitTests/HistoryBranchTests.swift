@@ -97,6 +97,32 @@ import Testing
         #expect(Set(subjects).count == subjects.count)
         _ = try Shell.git(["fsck", "--strict", "--no-dangling"], in: remote.url)
     }
+
+    /// A ref lock left by a writer that died mid-update does not wedge later records, and a lock
+    /// held a moment by another git is waited for rather than taken as a lost race.
+    @Test func aStaleRefLockIsClearedAndAFreshOneWaitedFor() throws {
+        let directory = try TemporaryDirectory()
+        try directory.write("a.txt", "a\n")
+        try directory.commitAll("base")
+        let history = HistoryBranch(repository: try GitRepository.open(directory.path))
+        try history.append([RecordFile(path: "runs/a/1/record.yaml", bytes: [1])], message: "one\n", author: author)
+        let lock = directory.path + "/.git/refs/heads/agentry/history.lock"
+        FileManager.default.createFile(atPath: lock, contents: Data("0000\n".utf8))
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-60)], ofItemAtPath: lock)
+        try history.append([RecordFile(path: "runs/a/2/record.yaml", bytes: [2])], message: "two\n", author: author)
+        #expect(!FileManager.default.fileExists(atPath: lock), "the stale lock was cleared")
+
+        FileManager.default.createFile(atPath: lock, contents: Data("0000\n".utf8))
+        let release = Thread {
+            usleep(600_000)
+            unlink(lock)
+        }
+        release.start()
+        let started = Date()
+        try history.append([RecordFile(path: "runs/a/3/record.yaml", bytes: [3])], message: "three\n", author: author)
+        #expect(Date().timeIntervalSince(started) >= 0.5, "it waited for the other git")
+        #expect(try Shell.git(["log", "--format=%s", "agentry/history"], in: directory.url) == "three\ntwo\none\n")
+    }
 }
 
 final class ErrorBox: Sendable {

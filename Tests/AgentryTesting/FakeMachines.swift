@@ -13,6 +13,8 @@ public final class FakeMachines: MachineBackend {
     public struct Machine: Sendable {
         public var spec: MachineSpec
         public var running = false
+        /// How it last ended, when it is not running.
+        public var end: MachineEnd?
         public var boots = 0
         /// Guest paths (`/agent/...`, `/run/...`) to their bytes.
         public var files: [String: [UInt8]] = [:]
@@ -70,13 +72,36 @@ public final class FakeMachines: MachineBackend {
     /// The machine starts but its guest never says hello.
     public func neverReportsIn(_ name: String) { world.withLock { _ = $0.silent.insert(name) } }
 
+    /// It says hello again.
+    public func reportsIn(_ name: String) { world.withLock { _ = $0.silent.remove(name) } }
+
+    /// Puts a file on the machine's disk behind agentry's back.
+    public func putFileForTest(_ name: String, _ path: String, _ text: String) throws {
+        try world.withLock { world in
+            guard world.machines[name] != nil else { throw FakeFailure(.notFound, "no machine \(name)") }
+            world.machines[name]?.files[path] = Array(text.utf8)
+        }
+    }
+
     /// `prepare` fails for this agent with this message (a corrupt disk, a full host disk).
     public func failPrepare(_ name: String, _ message: String) { world.withLock { $0.prepareFailures[name] = message } }
 
     public func setHarness(_ body: @escaping @Sendable (Command) -> Outcome) { world.withLock { $0.harness = body } }
 
     /// The machine's process dies (its disk stays).
-    public func crash(_ name: String) { world.withLock { $0.machines[name]?.running = false } }
+    public func crash(_ name: String, status: Int32? = nil, signal: Int32? = 9) {
+        world.withLock { world in
+            guard world.machines[name]?.running == true else { return }
+            world.machines[name]?.running = false
+            world.machines[name]?.end = MachineEnd(
+                status: status, signal: signal, at: Date(timeIntervalSince1970: 1_800_000_000), requested: false)
+        }
+    }
+
+    /// The machine runs with other resources than it was started with (someone changed it by hand).
+    public func alter(_ name: String, memoryMiB: Int) {
+        world.withLock { $0.machines[name]?.spec.memoryMiB = memoryMiB }
+    }
 
     public func file(_ name: String, _ path: String) -> [UInt8]? { world.withLock { $0.machines[name]?.files[path] } }
 
@@ -89,6 +114,18 @@ public final class FakeMachines: MachineBackend {
     // MARK: - MachineBackend
 
     public func isRunning(_ name: String) -> Bool { world.withLock { $0.machines[name]?.running ?? false } }
+
+    public func observe(_ name: String) -> MachineObservation {
+        world.withLock { world in
+            guard let machine = world.machines[name] else { return MachineObservation(process: .absent) }
+            if machine.running {
+                return MachineObservation(
+                    process: .running, resources: MachineResources(machine.spec),
+                    allowlist: machine.spec.egress.allowlist)
+            }
+            return MachineObservation(process: machine.end.map { .ended($0) } ?? .stopped)
+        }
+    }
 
     public func diskExists(_ name: String) -> Bool { world.withLock { $0.machines[name] != nil } }
 
@@ -115,6 +152,7 @@ public final class FakeMachines: MachineBackend {
                 throw FakeFailure(.internalFailure, "started twice")
             }
             world.machines[spec.name]?.running = true
+            world.machines[spec.name]?.end = nil
             world.machines[spec.name]?.boots += 1
             world.machines[spec.name]?.spec = spec
             return world.silent.contains(spec.name)
@@ -135,6 +173,7 @@ public final class FakeMachines: MachineBackend {
             guard world.machines[name]?.running == true else { return }
             world.calls.append("stop \(name)\(graceful ? " graceful" : "")")
             world.machines[name]?.running = false
+            world.machines[name]?.end = MachineEnd(status: 0, signal: nil, at: nil, requested: true)
             // A power-off empties the guest's tmpfs.
             let kept = world.machines[name]?.files.filter { !$0.key.hasPrefix("/run/") } ?? [:]
             world.machines[name]?.files = kept

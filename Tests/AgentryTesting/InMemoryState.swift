@@ -23,6 +23,8 @@ public final class InMemoryState: StateStore, ParseCache {
         var kills: [String: KillSwitch] = [:]
         var events: [EventRecord] = []
         var repository: String?
+        var settings: [String: String] = [:]
+        var audits: [String: PendingAudit] = [:]
         var snapshots: [String: (String, Data)] = [:]
         var parses: [String: [String: CachedParse]] = [:]
         var locks = 0
@@ -63,7 +65,7 @@ public final class InMemoryState: StateStore, ParseCache {
         try agents().map {
             AppliedAgent(
                 name: $0.name, revision: $0.appliedRevision, lifecycle: $0.lifecycle, deletionPolicy: $0.deletionPolicy,
-                machineState: $0.machineState, fieldsJSON: $0.appliedFields)
+                machineState: $0.machineState, machineDetail: $0.machineDetail, fieldsJSON: $0.appliedFields)
         }
     }
 
@@ -97,6 +99,20 @@ public final class InMemoryState: StateStore, ParseCache {
     public func rememberedRepository() -> String? { contents.withLock { $0.repository } }
 
     public func rememberRepository(_ absolutePath: String) { contents.withLock { $0.repository = absolutePath } }
+
+    public func setting(_ key: String) throws -> String? { contents.withLock { $0.settings[key] } }
+
+    public func setSetting(_ key: String, _ value: String?) throws { try write { $0.settings[key] = value } }
+
+    public func beginAudit(_ audit: PendingAudit) throws { try write { $0.audits[audit.id] = audit } }
+
+    public func appendAudit(_ id: String, step: String) throws { try write { $0.audits[id]?.steps.append(step) } }
+
+    public func pendingAudits() throws -> [PendingAudit] {
+        contents.withLock { $0.audits.values.sorted { $0.startedAt < $1.startedAt } }
+    }
+
+    public func finishAudit(_ id: String) throws { try write { $0.audits[id] = nil } }
 
     final class Lock: StateWriterLock {
         let state: InMemoryState

@@ -1,5 +1,7 @@
+import AgentryBasics
 import AgentryRender
 import AgentryWire
+import Foundation
 
 /// One persistent machine per agent, by the agent's name: its environment disk, its process, its
 /// control channel. Every method measures before it acts (a disk that exists is kept, a machine
@@ -8,6 +10,9 @@ import AgentryWire
 public protocol MachineBackend: Sendable {
     /// Whether the agent's machine process is alive.
     func isRunning(_ name: String) -> Bool
+    /// What the machine is doing now, measured: its process (or how it ended), what it was
+    /// started with, the hosts it may reach.
+    func observe(_ name: String) -> MachineObservation
     func diskExists(_ name: String) -> Bool
     /// Where the environment disk is, for messages.
     func diskLocation(_ name: String) -> String
@@ -126,5 +131,84 @@ public struct GuestExit: Sendable, Equatable {
     public init(status: Int, timedOut: Bool) {
         self.status = status
         self.timedOut = timedOut
+    }
+}
+
+/// A machine, measured.
+public struct MachineObservation: Sendable, Equatable {
+    public enum Process: Sendable, Equatable {
+        /// No environment disk and no process.
+        case absent
+        /// A disk but no process, and nothing recorded of an end (made but never started, or
+        /// stopped by an earlier agentry).
+        case stopped
+        case running
+        /// The process is gone, and this is how it ended.
+        case ended(MachineEnd)
+    }
+
+    public var process: Process
+    /// What the running machine was started with.
+    public var resources: MachineResources?
+    /// The hosts it may reach now, when its egress is an allowlist.
+    public var allowlist: EgressAllowlist?
+
+    public init(process: Process, resources: MachineResources? = nil, allowlist: EgressAllowlist? = nil) {
+        self.process = process
+        self.resources = resources
+        self.allowlist = allowlist
+    }
+}
+
+/// What a machine runs with.
+public struct MachineResources: Sendable, Equatable {
+    public enum Network: String, Sendable, Equatable {
+        case none, unrestricted, allowlist
+    }
+
+    public var cpus: Int
+    public var memoryMiB: Int
+    public var network: Network
+
+    public init(cpus: Int, memoryMiB: Int, network: Network) {
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.network = network
+    }
+
+    /// What a spec asks for.
+    public init(_ spec: MachineSpec) {
+        let network: Network
+        switch spec.egress {
+        case .none: network = .none
+        case .unrestricted: network = .unrestricted
+        case .allowlist: network = .allowlist
+        }
+        self.init(cpus: spec.cpus, memoryMiB: spec.memoryMiB, network: network)
+    }
+}
+
+/// How a machine's process ended.
+public struct MachineEnd: Sendable, Equatable {
+    /// The exit code, when it exited (nil when a signal killed it, or nothing was watching).
+    public var status: Int32?
+    public var signal: Int32?
+    public var at: Date?
+    /// agentry asked it to stop.
+    public var requested: Bool
+
+    public init(status: Int32?, signal: Int32?, at: Date?, requested: Bool) {
+        self.status = status
+        self.signal = signal
+        self.at = at
+        self.requested = requested
+    }
+
+    /// "exit 137 at 2026-12-02T01:14:00Z", "killed by signal 9 at …", "powered off at …".
+    public var description: String {
+        let when = at.map { " at " + Timestamp.rfc3339($0.timeIntervalSince1970) } ?? ""
+        if let signal { return "killed by signal \(signal)\(when)" }
+        if let status { return status == 0 ? "powered off\(when)" : "exit \(status)\(when)" }
+        return "ended\(when)"
     }
 }

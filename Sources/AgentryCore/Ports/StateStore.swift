@@ -32,6 +32,19 @@ public protocol StateStore: Sendable {
     func rememberedRepository() -> String?
     func rememberRepository(_ absolutePath: String)
 
+    /// A setting of this state (the repository it belongs to); nil when unset.
+    func setting(_ key: String) throws -> String?
+    /// Needs the writer lock. `nil` removes it.
+    func setSetting(_ key: String, _ value: String?) throws
+
+    /// The audit journal: an apply's record is kept here step by step as the steps are carried
+    /// out, and committed to history at its end (or by the next apply, when it was killed).
+    /// All need the writer lock.
+    func beginAudit(_ audit: PendingAudit) throws
+    func appendAudit(_ id: String, step: String) throws
+    func pendingAudits() throws -> [PendingAudit]
+    func finishAudit(_ id: String) throws
+
     /// Takes the writer lock until the returned lock is released; fails at once (a failure of
     /// category `locked`, naming the holder) when another process holds it.
     func lockForWriting() throws -> any StateWriterLock
@@ -61,11 +74,18 @@ public struct AgentRecord: Sendable, Hashable, Codable {
     public var accelerator: String?
     public var updatedAt: Date
     public var lastRunAt: Date?
+    /// What `machineState` means: why it failed, what it was doing.
+    public var machineDetail: String?
+    /// The environment disk was made new and the memory snapshot is not yet restored onto it.
+    public var restorePending: Bool
+    /// The agent's owner when it was applied.
+    public var owner: String?
 
     public init(
         name: String, appliedRevision: String, appliedFields: Fields, appliedCommit: String, lifecycle: String,
         deletionPolicy: String, machineID: String? = nil, machineState: String? = nil, accelerator: String? = nil,
-        updatedAt: Date, lastRunAt: Date? = nil
+        updatedAt: Date, lastRunAt: Date? = nil, machineDetail: String? = nil, restorePending: Bool = false,
+        owner: String? = nil
     ) {
         self.name = name
         self.appliedRevision = appliedRevision
@@ -78,6 +98,9 @@ public struct AgentRecord: Sendable, Hashable, Codable {
         self.accelerator = accelerator
         self.updatedAt = updatedAt
         self.lastRunAt = lastRunAt
+        self.machineDetail = machineDetail
+        self.restorePending = restorePending
+        self.owner = owner
     }
 
     public enum CodingKeys: String, CodingKey {
@@ -92,6 +115,9 @@ public struct AgentRecord: Sendable, Hashable, Codable {
         case accelerator
         case updatedAt = "updated_at"
         case lastRunAt = "last_run_at"
+        case machineDetail = "machine_detail"
+        case restorePending = "restore_pending"
+        case owner
     }
 
     /// Decodes applied fields as `AgentRecord` stores them.
@@ -116,17 +142,19 @@ public struct AppliedAgent: Sendable {
     public var lifecycle: String
     public var deletionPolicy: String
     public var machineState: String?
+    public var machineDetail: String?
     public var fieldsJSON: String
 
     public init(
         name: String, revision: String, lifecycle: String, deletionPolicy: String, machineState: String?,
-        fieldsJSON: String
+        machineDetail: String? = nil, fieldsJSON: String
     ) {
         self.name = name
         self.revision = revision
         self.lifecycle = lifecycle
         self.deletionPolicy = deletionPolicy
         self.machineState = machineState
+        self.machineDetail = machineDetail
         self.fieldsJSON = fieldsJSON
     }
 }
@@ -185,5 +213,34 @@ public struct CachedParse: Sendable {
         self.path = path
         self.blobID = blobID
         self.result = result
+    }
+}
+
+/// An apply's audit record, as journalled before it reaches history.
+public struct PendingAudit: Sendable, Equatable {
+    public var id: String
+    public var desiredCommit: String
+    public var ref: String
+    public var summary: String
+    public var actor: String
+    public var repository: String
+    public var branch: String
+    public var startedAt: Date
+    /// `create greeter: done`, one per step carried out, in order.
+    public var steps: [String]
+
+    public init(
+        id: String, desiredCommit: String, ref: String, summary: String, actor: String, repository: String,
+        branch: String, startedAt: Date, steps: [String] = []
+    ) {
+        self.id = id
+        self.desiredCommit = desiredCommit
+        self.ref = ref
+        self.summary = summary
+        self.actor = actor
+        self.repository = repository
+        self.branch = branch
+        self.startedAt = startedAt
+        self.steps = steps
     }
 }
