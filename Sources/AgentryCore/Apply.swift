@@ -83,7 +83,12 @@ public struct Apply: Sendable {
     }
 
     public func run(_ request: Request) async throws -> Outcome {
-        try await converge(request, holdingLanes: []).outcome
+        var request = request
+        // A saved plan is carried out for the repository, ref and path it was made from.
+        if let saved = request.savedPlan {
+            request.target = Planning.Target(repository: saved.repository, ref: saved.ref, path: saved.path)
+        }
+        return try await converge(request, holdingLanes: []).outcome
     }
 
     /// What a converge read: the loaded commit and the bundles of the agents it read for machines.
@@ -173,6 +178,16 @@ public struct Apply: Sendable {
                 }
             })
         guard case .planned(let document) = outcome else { return Prepared(outcome: outcome, loaded: loaded) }
+        // A saved plan is carried out only if it is exactly what planning its commit gives now.
+        if let saved {
+            let differences = saved.differences(from: document.plan)
+            guard differences.isEmpty else {
+                throw CoreError(
+                    .planStale,
+                    "the saved plan is not what planning \(saved.commit.prefix(12)) gives now (changed since, or edited):\n  "
+                        + differences.prefix(20).joined(separator: "\n  ") + "\nplan again")
+            }
+        }
         let only = request.options.only
         let selected = document.plan.actions.filter { only?.contains($0.agent) ?? true }
         let needFields = Set(selected.filter { $0.action != .delete }.map(\.agent))

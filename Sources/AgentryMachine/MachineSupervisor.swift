@@ -35,6 +35,32 @@ public enum MachineSupervisor {
     public static func stopRequestFile(_ directory: String) -> String { directory + "/stop-requested" }
     static func logFile(_ directory: String) -> String { directory + "/supervisor.log" }
 
+    static func lockFile(_ directory: String) -> String { directory + "/supervisor.lock" }
+
+    /// Whether a supervisor holds this machine now (starting it, running it, or writing down how it
+    /// ended). Each supervisor holds an flock on `supervisor.lock` for as long as it runs, so there
+    /// is never more than one per machine, and one that died releases it at once.
+    public static func isHeld(_ directory: String) -> Bool {
+        let descriptor = open(lockFile(directory), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        if flock(descriptor, LOCK_EX | LOCK_NB) == 0 {
+            flock(descriptor, LOCK_UN)
+            return false
+        }
+        return true
+    }
+
+    /// Waits until no supervisor holds the machine; false at the deadline.
+    static func waitUntilReleased(_ directory: String, within timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while isHeld(directory) {
+            guard ContinuousClock.now < deadline else { return false }
+            usleep(20_000)
+        }
+        return true
+    }
+
     /// The supervisor serving this folder, if it is alive.
     public static func runningPID(_ directory: String) -> Int32? {
         guard let text = try? String(contentsOfFile: pidFile(directory), encoding: .utf8),
@@ -103,6 +129,11 @@ public enum MachineSupervisor {
     /// `agentry machine-supervisor run`: the supervisor itself. Returns its exit status when QEMU is gone.
     public static func run(directory: String, adopt: Bool, qemu: [String]) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
+        // One supervisor per machine, for as long as it runs (the descriptor is never closed).
+        let lock = open(lockFile(directory), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            return tell("failed: another supervisor already runs the machine in \(directory)")
+        }
         try? "\(getpid())\n".write(toFile: pidFile(directory), atomically: true, encoding: .utf8)
         unlink(exitFile(directory))
         var machine: Supervised

@@ -239,6 +239,16 @@ public struct QEMUMachine: Sendable {
     public func start(_ configuration: MachineConfiguration) throws -> Int32 {
         let directory = configuration.directory
         if let pid = Self.runningPID(directory) { return pid }
+        // Another supervisor may be starting this machine right now (an apply killed half-way
+        // left it going): wait for it rather than start a second QEMU on the same disk.
+        if MachineSupervisor.isHeld(directory) {
+            let deadline = ContinuousClock.now + .seconds(60)
+            while MachineSupervisor.isHeld(directory) && ContinuousClock.now < deadline {
+                if let pid = Self.runningPID(directory) { return pid }
+                usleep(50_000)
+            }
+            if let pid = Self.runningPID(directory) { return pid }
+        }
         // The supervisor of a machine that just died may still be writing down how it ended.
         Self.cleanUp(directory)
         // A fresh serial log per boot, so errors quote this boot only.
@@ -261,10 +271,11 @@ public struct QEMUMachine: Sendable {
     /// A channel to the guest through the machine's supervisor. A machine running without one (started
     /// by an earlier agentry, or its supervisor died) gets one that adopts it first.
     public func channel(_ directory: String, deadline: ContinuousClock.Instant) throws -> ControlChannel {
-        if MachineSupervisor.runningPID(directory) == nil, Self.runningPID(directory) != nil {
+        if !MachineSupervisor.isHeld(directory), Self.runningPID(directory) != nil {
             let result = try commands.run(
                 executable, ["machine-supervisor", "start", "--dir", directory, "--adopt", "--"], timeout: .seconds(30))
-            guard result.status == 0 else {
+            // Another agentry may have adopted it a moment before: then its supervisor serves us.
+            guard result.status == 0 || MachineSupervisor.isHeld(directory) else {
                 throw MachineError(
                     .guestFailed, "cannot supervise the running machine in \(directory): \(result.output)")
             }
@@ -313,8 +324,11 @@ public struct QEMUMachine: Sendable {
     /// Once QEMU is gone: its supervisor records the exit and leaves (a moment later), then the
     /// machine's sockets and pidfile go.
     static func cleanUp(_ directory: String) {
-        if let supervisor = MachineSupervisor.runningPID(directory), !waitForExit(supervisor, within: .seconds(2)) {
+        if !MachineSupervisor.waitUntilReleased(directory, within: .seconds(3)),
+            let supervisor = MachineSupervisor.runningPID(directory)
+        {
             kill(supervisor, SIGKILL)
+            _ = MachineSupervisor.waitUntilReleased(directory, within: .seconds(2))
         }
         let files = [
             Self.controlSocket(directory), Self.qmpSocket(directory), Self.pidFile(directory),

@@ -20,13 +20,13 @@ struct ApplyCommand: AsyncParsableCommand {
     var plan: String?
 
     @Option(name: .long, help: "The git repository. (default: .)")
-    var repo: String = "."
+    var repo: String?
 
     @Option(name: .long, help: "The commit, branch or tag to apply. (default: HEAD)")
-    var ref: String = "HEAD"
+    var ref: String?
 
     @Option(name: .long, help: "The agent repository's folder inside the git repository.")
-    var path: String = ""
+    var path: String?
 
     @Option(name: .long, help: "How long a machine may take to report in, in seconds.")
     var bootTimeout: Int = 90
@@ -47,6 +47,14 @@ struct ApplyCommand: AsyncParsableCommand {
     @OptionGroup var format: PlanOutputOptions
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+        if let plan, repo != nil || ref != nil || path != nil {
+            throw ValidationError(
+                "\(plan) is carried out for the repository, ref and path it was planned from; drop --repo, --ref and --path"
+            )
+        }
+    }
+
     func run() async throws {
         let ports = state.ports(try logging.makeLogger())
         var status: Int32?
@@ -57,7 +65,9 @@ struct ApplyCommand: AsyncParsableCommand {
                 planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete),
                 recreateMissingDisks: recreateMissingDisks, historyBranch: ports.host.historyBranch)
             let outcome = try await Apply(ports, progress: Output.progress).run(
-                .init(target: .init(repository: repo, ref: ref, path: path), savedPlan: saved, options: options))
+                .init(
+                    target: .init(repository: repo ?? ".", ref: ref ?? "HEAD", path: path ?? ""), savedPlan: saved,
+                    options: options))
             status = try format.finish(outcome.plan)
             for step in outcome.steps {
                 Output.error(

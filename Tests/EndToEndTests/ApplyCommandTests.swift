@@ -351,6 +351,17 @@ import Testing
         let stale = try agentry(["apply", planFile], in: repo)
         #expect(stale.status == 2)
         #expect(stale.stderr.contains("plan again"))
+
+        // A plan whose actions were edited is refused, naming what differs; so are other refs.
+        #expect(try agentry(["plan", "--out", planFile], in: repo).status == 0)
+        let saved = try String(contentsOfFile: planFile, encoding: .utf8)
+        try saved.replacingOccurrences(of: "\"action\": \"create\"", with: "\"action\": \"noop\"")
+            .write(toFile: planFile, atomically: true, encoding: .utf8)
+        let tampered = try agentry(["apply", planFile], in: repo)
+        #expect(tampered.status == 2)
+        #expect(tampered.stderr.contains("planned: noop in the saved plan, create now"), "\(tampered.stderr)")
+        let otherRef = try agentry(["apply", planFile, "--ref", "HEAD~1"], in: repo)
+        #expect(otherRef.status == 2 && otherRef.stderr.contains("drop --repo, --ref and --path"), "\(otherRef.stderr)")
     }
 
     /// Polls `condition` until it holds, failing after `seconds`.

@@ -160,15 +160,19 @@ public final class BackgroundProcess {
     public let pid: pid_t
     let output: Int32
 
-    public init(_ program: String, _ arguments: [String]) throws {
+    public init(
+        _ program: String, _ arguments: [String], in directory: URL? = nil, environment extra: [String: String] = [:]
+    ) throws {
         guard let executable = HostProcess.locate(program, path: ProcessInfo.processInfo.environment["PATH"]) else {
             throw Shell.Failure(description: "\(program) is not installed")
         }
         var pipeFDs: [Int32] = [0, 0]
         guard agentry_pipe_cloexec(&pipeFDs) == 0 else { throw Shell.Failure(description: "pipe failed") }
-        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        let environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+            .map { "\($0.key)=\($0.value)" }
         let spawned = Result {
-            try HostProcess.spawn(executable, arguments, environment: environment) { actions in
+            try HostProcess.spawn(executable, arguments, environment: environment, directory: directory?.path) {
+                actions in
                 posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
                 posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
                 posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)

@@ -1,0 +1,110 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// SIGKILL of `apply` at any moment, then `apply` again: one QEMU per agent, every agent
+/// configured at the revision recorded as applied, memory restored onto every new disk, an audit
+/// record for every step carried out. (Part of the apply suite: it shares its images.)
+extension ApplyCommandTests {
+    /// Commits a memory snapshot of each agent to the history branch, as runs would have.
+    func seedMemory(_ repo: TemporaryDirectory, agents: [String]) throws {
+        let files = try TemporaryDirectory("agentry-seed")
+        for (index, agent) in agents.enumerated() {
+            let run = "runs/\(agent)/20270101-00000\(index)-0000000\(index)"
+            try files.write(
+                run + "/record.yaml",
+                """
+                formatVersion: 1
+                runId: "20270101-00000\(index)-0000000\(index)"
+                agent: "\(agent)"
+                startedAt: "2027-01-01T00:00:0\(index).000Z"
+                endedAt: "2027-01-01T00:00:0\(index).500Z"
+                memory:
+                  files: 1
+
+                """)
+            try files.write(run + "/memory/notes.md", "memory of \(agent)\n")
+        }
+        let index = files.path + "/../seed-index-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: index) }
+        let environment = [
+            "GIT_INDEX_FILE": index, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+        ]
+        let git = { (arguments: [String]) throws -> String in
+            let result = try Shell.run(
+                "git", ["--git-dir", repo.path + "/.git", "--work-tree", files.path] + arguments,
+                environment: environment)
+            guard result.status == 0 else { throw Shell.Failure(description: result.stderr) }
+            return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        _ = try git(["add", "-A"])
+        let tree = try git(["write-tree"])
+        let commit = try git(["commit-tree", tree, "-m", "seed memory"])
+        _ = try git(["update-ref", "refs/heads/agentry/history", commit])
+    }
+
+    /// The apply records on the history branch, as text.
+    func applyRecords(_ repo: TemporaryDirectory) throws -> [String: String] {
+        let listing = try Shell.git(["ls-tree", "-r", "--name-only", "agentry/history", "applies/"], in: repo.url)
+        var records: [String: String] = [:]
+        for path in listing.split(separator: "\n") {
+            records[String(path)] = try Shell.git(["show", "agentry/history:\(path)"], in: repo.url)
+        }
+        return records
+    }
+
+    @Test func applyKilledAtAnyMomentConvergesOnTheNext() throws {
+        let agents = ["k1", "k2", "k3"]
+        let repo = try repository(agents: agents)
+        try seedMemory(repo, agents: agents)
+        for delay in [0.2, 0.6, 1.0, 1.5, 2.0, 3.0, 4.5] {
+            let state = try TemporaryDirectory("agentry-sweep")
+            try FileManager.default.createSymbolicLink(
+                atPath: state.path + "/images", withDestinationPath: Self.images.path)
+            defer { _ = try? Shell.run("pkill", ["-9", "-f", state.path + "/agents/"]) }
+            let before = try applyRecords(repo)
+            let first = try BackgroundProcess(
+                Agentry.binary.path, ["apply", "--state-dir", state.path], in: repo.url,
+                environment: ["AGENTRY_ACCELERATOR": "tcg"])
+            usleep(UInt32(delay * 1_000_000))
+            kill(first.pid, SIGKILL)
+
+            let again = try Shell.run(
+                Agentry.binary.path, ["apply", "--state-dir", state.path], in: repo.url,
+                environment: ["AGENTRY_ACCELERATOR": "tcg"], timeout: 240)
+            #expect(again.status == 0, "killed after \(delay)s: \(again.stdout)\(again.stderr)")
+            let status = try decodeJSON(
+                try Shell.run(Agentry.binary.path, ["status", "--state-dir", state.path, "-o", "json"], in: repo.url)
+                    .stdout)
+            let rows = status["agents"] as? [[String: Any]] ?? []
+            #expect(rows.count == 3)
+            for row in rows {
+                let agent = row["name"] as? String ?? "?"
+                #expect(
+                    row["sync"] as? String == "inSync" && row["health"] as? String == "running", "\(delay)s: \(row)")
+                let qemus = try Shell.run(
+                    "pgrep", ["-f", "^[^ ]*qemu-system-x86_64 .*" + state.path + "/agents/\(agent)/ctl.sock"])
+                #expect(qemus.stdout.split(separator: "\n").count == 1, "\(delay)s: one QEMU for \(agent)")
+                let inside = try Shell.run(
+                    Agentry.binary.path,
+                    [
+                        "exec", "--state-dir", state.path, agent, "--", "sh", "-c",
+                        "cat .agentry/agent.json memory/notes.md",
+                    ],
+                    in: repo.url)
+                #expect(
+                    inside.stdout.contains(row["appliedRevision"] as? String ?? "-"),
+                    "\(delay)s: \(agent) configured at the applied revision")
+                #expect(
+                    inside.stdout.contains("memory of \(agent)\n"),
+                    "\(delay)s: memory restored onto \(agent)'s new disk")
+            }
+            // Every agent's step is in an audit record (an interrupted apply's included).
+            let added = try applyRecords(repo).filter { before[$0.key] == nil }.values.joined(separator: "\n")
+            for agent in agents {
+                #expect(added.contains(" \(agent): done\""), "\(delay)s: no audit record of \(agent)'s step:\n\(added)")
+            }
+        }
+    }
+}
