@@ -108,3 +108,83 @@ extension ApplyCommandTests {
         }
     }
 }
+
+/// When several kinds of change meet in one commit, one apply carries them all out: the machine is
+/// read back (QEMU's command line, files in the guest).
+extension ApplyCommandTests {
+    struct Shape {
+        var memory = "192Mi"
+        var cpus = 1
+        var egress = "none"
+        var version = "1"
+        var instructions = "Be brief."
+    }
+
+    func declare(_ repo: TemporaryDirectory, _ agent: String, _ shape: Shape) throws {
+        try repo.write(
+            "environments/\(agent).yaml",
+            "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: env-\(agent)}\nspec: {base: minimal, resources: {cpus: \(shape.cpus), memory: \(shape.memory), disk: 256Mi}, network: {egress: \(shape.egress)}}\n"
+        )
+        try repo.write(
+            "harnesses/\(agent).yaml",
+            "apiVersion: agentry/v1\nkind: Harness\nmetadata: {name: h-\(agent)}\nspec: {type: shell, version: \"\(shape.version)\", command: [\"/bin/sh\", \"-c\", \"true\"], supports: {apis: [chat-completions]}}\n"
+        )
+        try repo.write(
+            "agents/\(agent).yaml",
+            "apiVersion: agentry/v1\nkind: Agent\nmetadata: {name: \(agent), owner: test}\nspec: {instructions: \"\(shape.instructions)\", harness: h-\(agent), model: local, environment: env-\(agent)}\n"
+        )
+    }
+
+    @Test func severalKindsOfChangeInOneCommitAreAllCarriedOut() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: [])
+        let changes: [String: (Shape) -> Shape] = [
+            "p1": {
+                var s = $0; s.memory = "256Mi"; s.version = "2"; return s
+            },
+            "p2": {
+                var s = $0; s.cpus = 2; s.instructions = "Be thorough."; return s
+            },
+            "p3": {
+                var s = $0; s.egress = "all"; s.memory = "256Mi"; return s
+            },
+            "p4": {
+                var s = $0; s.version = "2"; s.instructions = "Be thorough."; return s
+            },
+            "p5": {
+                var s = $0; s.cpus = 2; s.egress = "all"; return s
+            },
+        ]
+        for agent in changes.keys { try declare(repo, agent, Shape()) }
+        try repo.commitAll("five agents")
+        let first = try agentry(["apply"], in: repo)
+        #expect(first.status == 0, "\(first.stderr)")
+        for (agent, change) in changes { try declare(repo, agent, change(Shape())) }
+        try repo.commitAll("two changes each")
+        let second = try agentry(["apply"], in: repo)
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(try agentry(["plan", "--detailed-exitcode"], in: repo).status == 0, "converged in one apply")
+
+        let status = try decodeJSON(try agentry(["status", "-o", "json"], in: repo).stdout)
+        let applied = Dictionary(
+            uniqueKeysWithValues: (status["agents"] as? [[String: Any]] ?? []).map {
+                ($0["name"] as? String ?? "", $0["appliedRevision"] as? String ?? "")
+            })
+        for (agent, change) in changes {
+            let wanted = change(Shape())
+            let pid = try String(contentsOfFile: state.path + "/agents/\(agent)/vm.pid", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let arguments = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")).split(separator: 0)
+                .map { String(decoding: $0, as: UTF8.self) }
+            let memory = arguments.firstIndex(of: "-m").map { arguments[$0 + 1] }
+            #expect(memory == (wanted.memory == "256Mi" ? "256M" : "192M"), "\(agent): \(memory ?? "-")")
+            #expect(arguments.firstIndex(of: "-smp").map { arguments[$0 + 1] } == "\(wanted.cpus)", "\(agent)")
+            #expect(arguments.contains("-netdev") == (wanted.egress == "all"), "\(agent)")
+            let inside = try agentry(
+                ["exec", agent, "--", "sh", "-c", "cat AGENTS.md; echo; cat .agentry/agent.json; nproc"], in: repo)
+            #expect(inside.stdout.hasPrefix(wanted.instructions + "\n"), "\(agent): \(inside.stdout)")
+            #expect(inside.stdout.contains(applied[agent] ?? "?"), "\(agent): configured at the applied revision")
+            #expect(inside.stdout.hasSuffix("\(wanted.cpus)\n"), "\(agent): the guest sees \(wanted.cpus) CPUs")
+        }
+    }
+}
