@@ -1,9 +1,8 @@
-/// One operation at a time per agent: converge (an apply's step for it), run, exec. Operations on
-/// different agents proceed in parallel; those on one agent wait their turn, first come first
-/// served. The kill switch does not queue: it is set in the state and the machine stopped at once,
-/// and the operation holding the lane finds its machine gone and fails (see docs/design.md).
-///
-/// Within one process only; across processes the state's writer lock keeps applies apart.
+/// One apply step at a time per agent within a process. Steps of different agents proceed in
+/// parallel; those of one agent wait their turn, first come first served. Runs and steps are
+/// ordered by the agent's run lock (across processes too), and `exec` takes neither. The kill
+/// switch does not queue: it is set in the state and the machine stopped at once, and the
+/// operation holding the agent finds its machine gone (see docs/design.md).
 public actor AgentLanes {
     private var busy: Set<String> = []
     private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]

@@ -17,12 +17,17 @@ public struct ApplyOptions: Sendable {
     public var historyBranch: String
     /// At most this many agents' steps at once.
     public var parallelism: Int
+    /// Apply although the state belongs to another agent repository, and make it this one's.
+    public var adopt: Bool
+    /// How long a step waits for a run of its agent in progress before it gives up on that agent.
+    public var runWait: Duration = .seconds(15 * 60)
 
     public init(
         bootTimeout: Duration = .seconds(90), actor: String, planOptions: PlanOptions = PlanOptions(),
         recreateMissingDisks: Bool = false, only: Set<String>? = nil, historyBranch: String = "agentry/history",
-        parallelism: Int = .max
+        parallelism: Int = .max, adopt: Bool = false
     ) {
+        self.adopt = adopt
         self.bootTimeout = bootTimeout
         self.actor = actor
         self.planOptions = planOptions
@@ -98,18 +103,47 @@ public struct Apply: Sendable {
         var bundles: [String: AgentBundle]
     }
 
-    /// Applies `request`; `holdingLanes` are the agents whose lanes the caller already holds (a run).
-    func converge(_ request: Request, holdingLanes: Set<String>, bundleAlways: Set<String> = []) async throws
-        -> Converged
-    {
-        var phases = PhaseClock(logger: ports.logger, label: "apply phase")
-        let ports = ports
+    /// Applies `request`, agents' steps in parallel (each in its lane).
+    func converge(_ request: Request, holdingLanes: Set<String>) async throws -> Converged {
         let lock = try reporting(.stateUnavailable) { try ports.state.lockForWriting() }
         defer { lock.release() }
-        let prepared = try await BlockingWork.run { try prepare(request, bundleAlways: bundleAlways) }
-        guard let prepared else { throw CoreError(.internalFailure, "internal: apply prepared nothing") }
-        guard case .planned(let document) = prepared.outcome else {
-            return Converged(outcome: Outcome(plan: prepared.outcome, steps: []), loaded: prepared.loaded, bundles: [:])
+        let begun = try await BlockingWork.run { try begin(request, bundleAlways: [], heldRunLocks: []) }
+        guard case .ready(let context, let selected, let document) = begun else {
+            guard case .done(let converged) = begun else { throw CoreError(.internalFailure, "internal: no apply") }
+            return converged
+        }
+        let steps = try await runSteps(
+            selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
+        return try await BlockingWork.run { try end(request, context: context, document: document, steps: steps) }
+    }
+
+    /// The apply of one agent on the calling thread, for a run that applies first: the caller holds
+    /// the state's writer lock and the agent's run lock.
+    func convergeAlone(_ request: Request, agent: String) throws -> Converged {
+        let begun = try begin(request, bundleAlways: [agent], heldRunLocks: [agent])
+        guard case .ready(let context, let selected, let document) = begun else {
+            guard case .done(let converged) = begun else { throw CoreError(.internalFailure, "internal: no apply") }
+            return converged
+        }
+        let steps = selected.compactMap { context.step($0) }
+        return try end(request, context: context, document: document, steps: steps)
+    }
+
+    enum Begun: Sendable {
+        /// Nothing to carry out (invalid, refused).
+        case done(Converged)
+        case ready(StepContext, [PlannedAction], PlanDocument)
+    }
+
+    /// Loads and plans under the writer lock, and opens the apply's audit journal.
+    func begin(_ request: Request, bundleAlways: Set<String>, heldRunLocks: Set<String>) throws -> Begun {
+        var phases = PhaseClock(logger: ports.logger, label: "apply phase")
+        guard let prepared = try prepare(request, bundleAlways: bundleAlways) else {
+            throw CoreError(.internalFailure, "internal: apply prepared nothing")
+        }
+        guard case .planned(let document) = prepared.outcome, let loaded = prepared.loaded else {
+            return .done(
+                Converged(outcome: Outcome(plan: prepared.outcome, steps: []), loaded: prepared.loaded, bundles: [:]))
         }
         phases.mark("load and plan")
         let plan = document.plan
@@ -118,27 +152,26 @@ public struct Apply: Sendable {
         // The audit record is journalled step by step in the state, so an apply killed half-way
         // still leaves one for every step it carried out (the next apply commits it).
         let audit = PendingAudit(
-            id: RunID.make(ports.clock.now()), desiredCommit: prepared.loaded!.commit,
+            id: RunID.make(ports.clock.now()), desiredCommit: loaded.commit,
             ref: request.savedPlan?.ref ?? request.target.ref, summary: PlanOutput.summary(plan),
             actor: request.options.actor, repository: ports.host.absolute(repository),
             branch: request.options.historyBranch, startedAt: ports.clock.now())
-        try await BlockingWork.run {
-            commitPendingAudits()
-            try reporting(.stateUnavailable) { try ports.state.beginAudit(audit) }
-        }
+        commitPendingAudits()
+        try reporting(.stateUnavailable) { try ports.state.beginAudit(audit) }
         let context = StepContext(
-            ports: ports, options: request.options, loaded: prepared.loaded!, fields: prepared.fields,
+            ports: ports, options: request.options, loaded: loaded, fields: prepared.fields,
             bundles: prepared.bundles, records: prepared.records, killed: prepared.killed, auditID: audit.id,
-            historyRepository: repository, progress: progress)
-        let steps = try await runSteps(
-            selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
-        phases.mark("steps")
-        defer { phases.mark("records") }
-        try await BlockingWork.run { try finish(request, plan: plan, loaded: prepared.loaded!, steps: steps) }
-        await BlockingWork.run { commitPendingAudits(current: audit.id) }
+            heldRunLocks: heldRunLocks, historyRepository: repository, progress: progress)
+        return .ready(context, selected, document)
+    }
+
+    /// The apply's event, its audit record in history.
+    func end(_ request: Request, context: StepContext, document: PlanDocument, steps: [AppliedStep]) throws -> Converged
+    {
+        try finish(request, plan: document.plan, loaded: context.loaded, steps: steps)
+        commitPendingAudits(current: context.auditID)
         return Converged(
-            outcome: Outcome(plan: .planned(document), steps: steps), loaded: prepared.loaded, bundles: prepared.bundles
-        )
+            outcome: Outcome(plan: .planned(document), steps: steps), loaded: context.loaded, bundles: context.bundles)
     }
 
     struct Prepared: Sendable {
@@ -156,6 +189,8 @@ public struct Apply: Sendable {
         let target =
             saved.map { Planning.Target(repository: $0.repository, ref: $0.ref, path: $0.path) } ?? request.target
         let reader = try ports.reader(target.repository, path: target.path)
+        if !request.options.adopt { try Planning.checkOwner(ports.state, reader.identity) }
+        try Planning.recordOwner(ports.state, reader.identity)
         if let saved {
             let now = try reporting(.repositoryUnavailable) { try reader.commit(for: saved.ref) }
             guard now == saved.commit || saved.ref == saved.commit else {

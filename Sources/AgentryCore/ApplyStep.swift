@@ -15,6 +15,8 @@ struct StepContext: Sendable {
     let killed: Set<String>
     /// The apply's audit journal entry.
     let auditID: String
+    /// Agents whose run lock the caller holds (a run that applies first).
+    let heldRunLocks: Set<String>
     /// The repository whose history branch holds memory snapshots.
     let historyRepository: String
     let progress: @Sendable (String) -> Void
@@ -35,6 +37,19 @@ struct StepContext: Sendable {
         }
         let action = planned.action
         if action == .noop { return nil }
+        // A run in progress is never killed by an apply: the step waits for it (revoking does not:
+        // it stops the agent now, as the kill switch does).
+        var lease: (any RunLease)?
+        if action != .revoke && !heldRunLocks.contains(name) {
+            do {
+                lease = try machines.lockRun(
+                    name, deadline: .now + options.runWait, interruption: nil,
+                    waiting: { progress("\($0) before \(action.rawValue)") })
+            } catch {
+                return fail(name, action, error)
+            }
+        }
+        defer { lease?.release() }
         let drift = planned.reasons.filter { $0.field == "machine" || $0.field.hasPrefix("machine.") }
         if !drift.isEmpty {
             try? event(
@@ -46,7 +61,9 @@ struct StepContext: Sendable {
             switch action {
             case .delete:
                 machines.stop(name, graceful: true)
-                try machines.remove(name, keepDisk: records[name]?.deletionPolicy != DeletionPolicy.delete.rawValue)
+                try machines.remove(
+                    name, keepDisk: records[name]?.deletionPolicy != DeletionPolicy.delete.rawValue,
+                    owner: records[name]?.owner)
                 try state { try ports.state.removeAgent(name) }
                 return done(name, action, "machine stopped")
             case .pause, .revoke:
@@ -78,6 +95,18 @@ struct StepContext: Sendable {
                     .machineFailed,
                     "the environment disk \(machines.diskLocation(name)) of \(name) is missing (deleted?), so its files are gone; `agentry apply --recreate-missing-disks` starts it with an empty disk"
                 )
+            }
+            // A name new to the state may find a disk retired under it: its own owner's comes back,
+            // another owner's is set aside.
+            var claimed = ""
+            if records[name] == nil {
+                switch try machines.claimDisk(name, owner: owner(name)) {
+                case .none: break
+                case .kept: claimed = ", its retired disk taken back"
+                case .setAside(let place):
+                    claimed = ", a disk retired by another owner set aside (\(place))"
+                    try? event(name, "disk", "a disk retired by another owner was set aside to \(place)")
+                }
             }
             let prepared = try machines.prepare(spec)
             // A new disk owes the agent its memory: journalled before anything can interrupt it.
@@ -120,6 +149,7 @@ struct StepContext: Sendable {
             if try state({ try ports.state.agent(name)?.restorePending }) == true {
                 detail += try restoreMemory(bundle, channel: channel)
             }
+            detail += claimed
             detail += action == .update ? ", configuration pushed (\(rendered.files.count) files)" : ""
             detail += resized && action != .restart ? ", restarted with the wanted resources" : ""
             try markApplied(name, wanted, machineState: "running", accelerator: prepared.accelerator)
@@ -144,9 +174,16 @@ struct StepContext: Sendable {
     /// the latest snapshot in history.
     func restoreMemory(_ bundle: AgentBundle, channel: any GuestChannel) throws -> String {
         let location = HistoryLocation(repository: historyRepository, branch: options.historyBranch)
-        guard let (runID, files) = try HistoryQueries(ports).latestMemory(agent: bundle.name, in: location),
-            !files.isEmpty
-        else { return "" }
+        let latest: (runID: String, files: [HistoryFile])?
+        do {
+            latest = try HistoryQueries(ports).latestMemory(
+                agent: bundle.name, owner: bundle.agent.metadata.owner, in: location)
+        } catch let error as CoreError where error.code == .agentBlocked {
+            // Another owner's memory: not this agent's to have.
+            try event(bundle.name, "memory", error.message)
+            return ", memory not restored (\(error.message))"
+        }
+        guard let (runID, files) = latest, !files.isEmpty else { return "" }
         let folder = AgentLayout.memoryDirectory(bundle.agent)
         let placed = files.map { BundleFile(path: folder + "/" + $0.path, bytes: $0.bytes) }
         try Provisioner.unpack(placed, over: channel, what: "restoring the memory of \(bundle.name)")

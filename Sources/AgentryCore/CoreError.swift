@@ -18,6 +18,8 @@ public struct CoreError: AgentryFailure {
         case stateUnavailable
         /// A saved plan no longer matches (another commit, changed actual state).
         case planStale
+        /// The state directory applied another agent repository.
+        case stateBelongsElsewhere
         /// The planner refused (an empty desired state, a mass delete).
         case planRefused
         /// The agent is killed, paused or revoked, and so does not run.
@@ -52,7 +54,7 @@ public struct CoreError: AgentryFailure {
         case .invalidArgument, .invalidRepository: return .invalidInput
         case .notFound: return .notFound
         case .stateLocked: return .locked
-        case .planStale, .planRefused, .agentBlocked, .machineNotRunning: return .conflict
+        case .planStale, .planRefused, .agentBlocked, .machineNotRunning, .stateBelongsElsewhere: return .conflict
         case .repositoryUnavailable, .secretUnavailable, .machineFailed, .historyUnavailable: return .unavailable
         case .stateUnavailable, .io: return .io
         case .internalFailure: return .internalFailure

@@ -47,60 +47,96 @@ public struct HistoryQueries: Sendable {
         }
     }
 
-    /// Every run record on the branch, newest first, optionally of one agent.
-    public func runs(agent: String?, in location: HistoryLocation) throws -> [RunRecord] {
+    /// The runs recorded on a branch: their records, newest first, and the records that could not
+    /// be read (reported, never skipped in silence).
+    public struct Listing: Sendable {
+        public var records: [RunRecord]
+        /// `runs/<agent>/<run>/record.yaml` and why it could not be read.
+        public var unreadable: [(path: String, reason: String)]
+    }
+
+    /// Every run on the branch, optionally of one agent.
+    public func runs(agent: String?, in location: HistoryLocation) throws -> Listing {
         try history(location, "read") {
             let folder = agent.map { "runs/" + $0 } ?? "runs"
-            guard let paths = try ports.history.paths(under: folder, in: location) else { return [] }
+            guard let paths = try ports.history.paths(under: folder, in: location) else {
+                return Listing(records: [], unreadable: [])
+            }
             var records: [RunRecord] = []
+            var unreadable: [(String, String)] = []
             for path in paths where path.hasSuffix("/record.yaml") && path.split(separator: "/").count == 4 {
                 guard let bytes = try ports.history.read(path, in: location) else { continue }
-                if let record = RunRecord.parse(String(decoding: bytes, as: UTF8.self)) { records.append(record) }
+                switch RunRecord.parse(String(decoding: bytes, as: UTF8.self)) {
+                case .success(let record): records.append(record)
+                case .failure(let failure): unreadable.append((path, failure.reason))
+                }
             }
-            return records.sorted { ($0.startedAt, $0.runID) > ($1.startedAt, $1.runID) }
+            return Listing(
+                records: records.sorted { ($0.startedAt, $0.runID) > ($1.startedAt, $1.runID) }, unreadable: unreadable)
         }
     }
 
-    /// One run: its record, the record's text and its log (by id, or a unique prefix of one).
-    public func run(_ id: String, in location: HistoryLocation) throws -> (record: RunRecord, text: String, log: String)
+    /// One run: its record, the record's text and its log (by id, or a unique prefix of one). A run
+    /// whose record cannot be read is shown as it is, with why.
+    public func run(_ id: String, in location: HistoryLocation) throws
+        -> (record: RunRecord?, text: String, log: String, problem: String?)
     {
-        let matches = try runs(agent: nil, in: location).filter { $0.runID.hasPrefix(id) }
-        guard let record = matches.first else {
+        let listing = try runs(agent: nil, in: location)
+        let matches =
+            listing.records.filter { $0.runID.hasPrefix(id) }.map { ($0.folder, $0 as RunRecord?, nil as String?) }
+            + listing.unreadable.filter { $0.path.split(separator: "/")[2].hasPrefix(id) }.map {
+                (String($0.path.dropLast("/record.yaml".count)), nil as RunRecord?, $0.reason as String?)
+            }
+        guard let (folder, record, problem) = matches.first else {
             throw CoreError(.notFound, "no run \(id) in \(location.branch) (see `agentry history`)")
         }
         guard matches.count == 1 else {
-            throw CoreError(
-                .invalidArgument,
-                "\(id) names \(matches.count) runs: \(matches.prefix(5).map(\.runID).joined(separator: ", "))")
+            let names = matches.prefix(5).map { String($0.0.split(separator: "/").last ?? "") }
+            throw CoreError(.invalidArgument, "\(id) names \(matches.count) runs: \(names.joined(separator: ", "))")
         }
         return try history(location, "read") {
-            let text = try ports.history.read(record.folder + "/record.yaml", in: location).map {
+            let text = try ports.history.read(folder + "/record.yaml", in: location).map {
                 String(decoding: $0, as: UTF8.self)
             }
-            let log = try ports.history.read(record.folder + "/log.txt", in: location).map {
+            let log = try ports.history.read(folder + "/log.txt", in: location).map {
                 String(decoding: $0, as: UTF8.self)
             }
-            return (record, text ?? "", log ?? "")
+            return (record, text ?? "", log ?? "", problem)
         }
     }
 
     /// The log of the agent's latest run.
     public func latestLog(agent: String, in location: HistoryLocation) throws -> String {
-        guard let latest = try runs(agent: agent, in: location).first else {
+        guard let latest = try runs(agent: agent, in: location).records.first else {
             throw CoreError(.notFound, "no runs of \(agent) recorded in \(location.branch)")
         }
         return try run(latest.runID, in: location).log
     }
 
-    /// The memory snapshot of the agent's latest run that kept one: paths relative to the memory folder.
-    func latestMemory(agent: String, in location: HistoryLocation) throws -> (runID: String, files: [HistoryFile])? {
-        guard let record = try runs(agent: agent, in: location).first(where: { $0.memoryFiles > 0 }) else { return nil }
+    /// The memory snapshot of the agent's latest run that stored one, when that run was of the same
+    /// owner (a name reused by another owner gets nothing of the old agent's): paths relative to the
+    /// memory folder, under their own names again.
+    func latestMemory(agent: String, owner: String?, in location: HistoryLocation) throws
+        -> (runID: String, files: [HistoryFile])?
+    {
+        let stored = try runs(agent: agent, in: location).records.filter { $0.memoryStored && $0.memoryFiles > 0 }
+        guard let record = stored.first else { return nil }
+        guard let owner, record.owner == owner else {
+            throw CoreError(
+                .agentBlocked,
+                "the latest memory snapshot of \(agent) (run \(record.runID)) belongs to \(record.owner.isEmpty ? "an owner not recorded" : record.owner), not \(owner ?? "nobody"); it is not restored"
+            )
+        }
         return try history(location, "read") {
-            let prefix = record.folder + "/memory"
-            let files = try ports.history.files(under: prefix, in: location) ?? []
+            let prefix = record.folder + "/memory/"
+            let files = try ports.history.files(under: String(prefix.dropLast()), in: location) ?? []
+            let names = Dictionary(record.memoryRenamed.map { ($0.storedAs, $0.path) }, uniquingKeysWith: { a, _ in a })
             return (
                 record.runID,
-                files.map { HistoryFile(path: String($0.path.dropFirst(prefix.count + 1)), bytes: $0.bytes) }
+                files.map { file in
+                    let stored = String(file.path.dropFirst(prefix.count))
+                    return HistoryFile(path: names[stored] ?? stored, bytes: file.bytes)
+                }
             )
         }
     }
@@ -113,16 +149,20 @@ public struct HistoryQueries: Sendable {
             table.append([
                 record.runID, record.agent, Timestamp.rfc3339(record.startedAt.timeIntervalSince1970),
                 DurationText.format(milliseconds: UInt64(max(0, record.durationMilliseconds))),
-                record.timedOut ? "timed out" : "exit \(record.exitStatus)", record.harnessName, record.modelName,
+                record.summaryWord, record.harnessName, record.modelName,
                 record.triggeredBy,
             ])
         }
         return table.rendered
     }
 
-    public static func json(_ runs: [RunRecord]) -> String {
+    public static func json(_ runs: [RunRecord], unreadable: [(path: String, reason: String)] = []) -> String {
         JSON.object([
-            ("formatVersion", .int(1)),
+            ("formatVersion", .int(2)),
+            (
+                "unreadable",
+                .array(unreadable.map { .object([("path", .string($0.path)), ("reason", .string($0.reason))]) })
+            ),
             (
                 "runs",
                 .array(
@@ -133,7 +173,8 @@ public struct HistoryQueries: Sendable {
                             ("by", .string(record.triggeredBy)),
                             ("desiredCommit", .string(record.desiredCommit)),
                             ("durationMs", .int(record.durationMilliseconds)),
-                            ("exitStatus", .int(record.exitStatus)),
+                            ("exitStatus", record.exitStatus.map(JSON.int) ?? .null),
+                            ("outcome", .string(record.outcome.rawValue)),
                             ("harness", .string(record.harnessName)),
                             ("model", .string(record.modelName)),
                             ("runId", .string(record.runID)),

@@ -31,26 +31,25 @@ public struct Operations: Sendable {
         guard record.lifecycle == "active" else {
             throw CoreError(.agentBlocked, "\(agent) is \(record.lifecycle); its machine does not run")
         }
-        return try await ports.lanes.withLane(agent) {
-            try await BlockingWork.run {
-                guard ports.machines.isRunning(agent) else {
-                    throw CoreError(
-                        .machineNotRunning, "the machine of \(agent) is not running; `agentry apply` starts it again")
+        // Not in the agent's lane: a command works beside a run or an apply's step.
+        return try await BlockingWork.run {
+            guard ports.machines.isRunning(agent) else {
+                throw CoreError(
+                    .machineNotRunning, "the machine of \(agent) is not running; `agentry apply` starts it again")
+            }
+            return try reporting(.machineFailed) {
+                let channel = try ports.machines.connect(agent, timeout: .seconds(10))
+                var base = ["PATH=" + GuestShell.runPath, "HOME=" + AgentLayout.home]
+                // Behind an egress allowlist, commands find the proxy as runs do.
+                if EgressPolicy(fields: record.fields).allowlist != nil {
+                    base += EgressProxyAddress.environment.map { "\($0.key)=\($0.value)" }.sorted()
                 }
-                return try reporting(.machineFailed) {
-                    let channel = try ports.machines.connect(agent, timeout: .seconds(10))
-                    var base = ["PATH=" + GuestShell.runPath, "HOME=" + AgentLayout.home]
-                    // Behind an egress allowlist, commands find the proxy as runs do.
-                    if EgressPolicy(fields: record.fields).allowlist != nil {
-                        base += EgressProxyAddress.environment.map { "\($0.key)=\($0.value)" }.sorted()
-                    }
-                    let result = try channel.exec(
-                        argv, environment: base + environment, timeout: timeout, output: output)
-                    if result.timedOut, let timeout {
-                        output(.stderr, Array("agentry: timed out after \(timeout); the command was killed\n".utf8))
-                    }
-                    return result.status
+                let result = try channel.exec(
+                    argv, environment: base + environment, timeout: timeout, output: output)
+                if result.timedOut, let timeout {
+                    output(.stderr, Array("agentry: timed out after \(timeout); the command was killed\n".utf8))
                 }
+                return result.status
             }
         }
     }

@@ -32,15 +32,23 @@ public struct Planning: Sendable {
         self.ports = ports
     }
 
-    /// `agentry plan`: the desired state at `target` against the actual state.
-    public func plan(_ target: Target, options: PlanOptions) async throws -> Outcome {
+    /// `agentry plan`: the desired state at `target` against the actual state. A state that is not
+    /// there is an error, never an empty state that plans to create everything; `emptyState` plans
+    /// against nothing applied on purpose (a first deployment), reading no state at all.
+    /// `adopt`: plan although the state belongs to another agent repository.
+    public func plan(_ target: Target, options: PlanOptions, emptyState: Bool = false, adopt: Bool = false) async throws
+        -> Outcome
+    {
         let ports = ports
         return try await BlockingWork.run {
-            let reader = try ports.reader(target.repository, path: target.path)
+            if !emptyState { try reporting(.stateUnavailable) { try ports.state.checkReadable() } }
+            let reader = try ports.reader(target.repository, path: target.path, cache: !emptyState)
+            if !emptyState && !adopt { try Self.checkOwner(ports.state, reader.identity) }
             let loaded = try reporting(.repositoryUnavailable) { try reader.load(target.ref) }
             guard loaded.report.isValid else { return .invalid(loaded.report) }
             return try Self.plan(
-                loaded, reader: reader, state: ports.state, machines: ports.machines, options: options, target: target)
+                loaded, reader: reader, state: emptyState ? NoState() : ports.state, machines: ports.machines,
+                options: options, target: target)
         }
     }
 
@@ -114,7 +122,9 @@ public struct Planning: Sendable {
     {
         let ports = ports
         return try await BlockingWork.run {
-            let reader = try ports.reader(repository, path: path, cache: useCache)
+            // The parse cache when there is a state to keep it in (diff needs none, and creates none).
+            let cache = useCache && (try? ports.state.checkReadable()) != nil
+            let reader = try ports.reader(repository, path: path, cache: cache)
             let (before, after) = try reporting(.repositoryUnavailable) {
                 (try reader.load(base, remember: false), try reader.load(head))
             }
@@ -148,6 +158,32 @@ public struct Planning: Sendable {
     }
 }
 
+extension Planning {
+    static let ownerSetting = "repository"
+
+    /// The agent repository a state directory applied, when one was recorded.
+    static func owner(_ state: any StateStore) throws -> RepositoryIdentity? {
+        guard let text = try reporting(.stateUnavailable, { try state.setting(ownerSetting) }) else { return nil }
+        return try? JSONDecoder().decode(RepositoryIdentity.self, from: Data(text.utf8))
+    }
+
+    /// Refuses a repository other than the one the state applied: its agents would be planned as
+    /// deleted, or another repository's agents would take over machines of the same names.
+    static func checkOwner(_ state: any StateStore, _ identity: RepositoryIdentity) throws {
+        guard let owner = try owner(state), owner != identity else { return }
+        throw CoreError(
+            .stateBelongsElsewhere,
+            "the state in \(state.location) belongs to the agent repository \(owner.description), not \(identity.description); use the --state-dir of this repository, or --adopt to move the state to it"
+        )
+    }
+
+    /// Records the repository the state applied (needs the writer lock).
+    static func recordOwner(_ state: any StateStore, _ identity: RepositoryIdentity) throws {
+        let text = String(decoding: try JSONEncoder().encode(identity), as: UTF8.self)
+        try reporting(.stateUnavailable) { try state.setSetting(ownerSetting, text) }
+    }
+}
+
 extension Ports {
     /// A reader of the agent repository, with the parse cache unless `cache` is false.
     func reader(_ repository: String, path: String, cache: Bool = true) throws -> any RepositoryReader {
@@ -155,4 +191,40 @@ extension Ports {
             try source.reader(repository: repository, path: path, cache: cache ? parseCache : nil)
         }
     }
+}
+
+/// Nothing applied: the state a first deployment plans against (`plan --empty-state`).
+struct NoState: StateStore {
+    var exists: Bool { false }
+    var location: String { "(no state)" }
+    func checkReadable() throws {}
+    func agents() throws -> [AgentRecord] { [] }
+    func agent(_ name: String) throws -> AgentRecord? { nil }
+    func appliedAgents() throws -> [AppliedAgent] { [] }
+    func save(_ record: AgentRecord) throws {
+        throw CoreError(.internalFailure, "internal: the empty state is not written")
+    }
+    func removeAgent(_ name: String) throws {
+        throw CoreError(.internalFailure, "internal: the empty state is not written")
+    }
+    func killSwitch(_ name: String) throws -> KillSwitch? { nil }
+    func killedAgents() throws -> Set<String> { [] }
+    func setKillSwitch(_ name: String, reason: String?, actor: String, at time: Date) throws {}
+    func append(_ event: EventRecord) throws {}
+    func events(agent: String?, limit: Int) throws -> [EventRecord] { [] }
+    func rememberedRepository() -> String? { nil }
+    func rememberRepository(_ absolutePath: String) {}
+    func setting(_ key: String) throws -> String? { nil }
+    func setSetting(_ key: String, _ value: String?) throws {}
+    func beginAudit(_ audit: PendingAudit) throws {}
+    func saveRunJournal(_ journal: RunJournal) throws {}
+    func runJournals() throws -> [RunJournal] { [] }
+    func clearRunJournal(agent: String) throws {}
+    func appendAudit(_ id: String, step: String) throws {}
+    func pendingAudits() throws -> [PendingAudit] { [] }
+    func finishAudit(_ id: String) throws {}
+    func lockForWriting() throws -> any StateWriterLock {
+        throw CoreError(.internalFailure, "internal: the empty state is not written")
+    }
+    func withWriterLockIfFree(_ body: () throws -> Void) throws -> Bool { false }
 }

@@ -65,6 +65,8 @@ enum RunCollection {
         var size: Int
         var sha256: String
         var bytes: [UInt8]?
+        /// Redaction changed it: it held a secret value.
+        var redacted = false
     }
 
     /// In one guest command: removes the run's secrets, then returns the files of `folders`
@@ -128,16 +130,13 @@ enum RunCollection {
 
     /// A collected file: its bytes redacted, and its digest and size those of what is stored when
     /// redaction changed it (a digest of a file that holds only a token would let a weak token be
-    /// guessed). Paths git refuses to store (a `.git` folder inside the output) keep their digest only.
+    /// guessed). Names git would refuse are stored by digest (`HistoryName`).
     static func collectedFile(folder: String, relative: String, path: String, raw: [UInt8], redactor: Redactor) -> File
     {
         let clean = redactor.redact(raw)
-        let storable = !relative.split(separator: "/").contains {
-            $0.lowercased() == ".git" || $0.lowercased() == "git~1"
-        }
         return File(
-            folder: folder, relative: relative, path: path, size: clean.count, sha256: SHA256.hex(clean),
-            bytes: storable ? clean : nil)
+            folder: folder, relative: relative, path: path, size: clean.count, sha256: SHA256.hex(clean), bytes: clean,
+            redacted: clean != raw)
     }
 
     /// Keeps the bytes of files while their sum stays within `total`; the rest by digest only.

@@ -53,6 +53,8 @@ public struct StatusReport: Sendable {
         async throws -> StatusReport
     {
         try await BlockingWork.run {
+            // A state that is not there is an error: status never shows an empty state as true.
+            try reporting(.stateUnavailable) { try ports.state.checkReadable() }
             var desired: [String: DesiredAgent] = [:]
             var commit: String?
             let location = repository ?? (ports.source.isRepository(".") ? "." : nil)
@@ -69,7 +71,7 @@ public struct StatusReport: Sendable {
             var records: [String: AgentRecord] = [:]
             var applied: [String: AppliedAgent] = [:]
             var kills: [String: KillSwitch] = [:]
-            if ports.state.exists {
+            do {
                 try reporting(.stateUnavailable) {
                     for record in try ports.state.agents() { records[record.name] = record }
                     for row in try ports.state.appliedAgents() { applied[row.name] = row }

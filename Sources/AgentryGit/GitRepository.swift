@@ -157,6 +157,14 @@ public final class GitRepository {
         String(cString: git_repository_path(handle))
     }
 
+    /// The URL of the `origin` remote, when there is one.
+    public var originURL: String? {
+        var remote: OpaquePointer?
+        guard git_remote_lookup(&remote, handle, "origin") == 0, let remote else { return nil }
+        defer { git_remote_free(remote) }
+        return git_remote_url(remote).map { String(cString: $0) }
+    }
+
     /// Resolves a revision (`HEAD`, a branch, a tag, a commit id or any rev-parse expression) to a commit.
     public func commit(for revision: String) throws -> ObjectID {
         var object: OpaquePointer?

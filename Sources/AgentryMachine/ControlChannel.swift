@@ -164,8 +164,8 @@ public final class ControlChannel {
     /// Runs a command in the guest, streaming its output to `output`; returns its exit status.
     func run(
         _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
-        output: (ProcessStream, [UInt8]) -> Void
-    ) throws -> (status: Int, timedOut: Bool) {
+        interruption: Interruption?, output: (ProcessStream, [UInt8]) -> Void
+    ) throws -> GuestExit {
         let id = newID()
         // Rounded up: a timeout under a millisecond is still a timeout (0 would mean none).
         let milliseconds = timeout.map { max(1, Int($0.millisecondsRoundedUp)) } ?? 0
@@ -174,11 +174,23 @@ public final class ControlChannel {
                 id: id, argv: argv, environment: environment, directory: directory, stdin: stdin,
                 timeoutMillis: milliseconds))
         // The guest enforces the timeout; the host allows a margin before it gives up on the guest.
-        let hostDeadline = ContinuousClock.now + (timeout.map { $0 + .seconds(30) } ?? .seconds(86_400 * 365))
-        while let message = try receive(until: hostDeadline) {
+        var hostDeadline = ContinuousClock.now + (timeout.map { $0 + .seconds(30) } ?? .seconds(86_400 * 365))
+        var interrupted = false
+        while true {
+            if !interrupted, interruption?.isInterrupted == true {
+                // The whole process tree goes; its exit comes back as usual.
+                interrupted = true
+                try send(.signal(id: newID(), target: id, signal: Int(SIGKILL)))
+                hostDeadline = min(hostDeadline, ContinuousClock.now + .seconds(10))
+            }
+            guard let message = try receive(until: min(hostDeadline, .now + .milliseconds(250))) else {
+                if ContinuousClock.now >= hostDeadline { break }
+                continue
+            }
             switch message {
             case .output(id, let stream, let data): output(stream, data)
-            case .exited(id, let status, _, let timedOut): return (status, timedOut)
+            case .exited(id, let status, _, let timedOut):
+                return GuestExit(status: status, timedOut: timedOut, interrupted: interrupted)
             case .failure(id, let text): throw MachineError(.guestRefused, text)
             default: continue
             }
@@ -217,10 +229,10 @@ extension ControlChannel: GuestChannel {
 
     public func exec(
         _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
-        output: (ProcessStream, [UInt8]) -> Void
+        interruption: Interruption?, output: (ProcessStream, [UInt8]) -> Void
     ) throws -> GuestExit {
-        let result = try run(
-            argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout, output: output)
-        return GuestExit(status: result.status, timedOut: result.timedOut)
+        try run(
+            argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout,
+            interruption: interruption, output: output)
     }
 }

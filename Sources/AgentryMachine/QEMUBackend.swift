@@ -41,7 +41,12 @@ public final class QEMUBackend: MachineBackend {
         self.progress = progress
     }
 
-    func directory(_ name: String) -> String { stateDirectory + "/agents/" + name }
+    /// The machine's folder. Names are checked again here, where they become paths: a name that
+    /// is not a DNS label (a damaged or hostile state database) never leaves `agents/`.
+    func directory(_ name: String) -> String {
+        let safe = ResourceName.isValid(name) ? name : ".invalid/name-" + Hex.string(Array(name.utf8).prefix(32))
+        return stateDirectory + "/agents/" + safe
+    }
     var imagesDirectory: String { stateDirectory + "/images" }
 
     public func isRunning(_ name: String) -> Bool { QEMUMachine.runningPID(directory(name)) != nil }
@@ -89,16 +94,40 @@ public final class QEMUBackend: MachineBackend {
         try? FileManager.default.removeItem(atPath: diskLocation(name))
     }
 
-    public func remove(_ name: String, keepDisk: Bool) throws {
+    public func remove(_ name: String, keepDisk: Bool, owner: String?) throws {
         let directory = directory(name)
         if keepDisk {
-            // The machine's runtime files go; the disk stays (deletionPolicy: retain).
-            for file in ["serial.log", "qemu.log"] {
+            // The machine's runtime files go; the disk stays (deletionPolicy: retain), marked with
+            // who it belonged to.
+            for file in ["serial.log", "qemu.log", "exit.json", "supervisor.log"] {
                 try? FileManager.default.removeItem(atPath: directory + "/" + file)
             }
+            let retired = Retired(owner: owner ?? "", at: Timestamp.rfc3339(Date().timeIntervalSince1970))
+            try JSONEncoder().encode(retired).write(to: URL(fileURLWithPath: directory + "/retired.json"))
         } else {
             try? FileManager.default.removeItem(atPath: directory)
         }
+    }
+
+    struct Retired: Codable {
+        var owner: String
+        var at: String
+    }
+
+    public func claimDisk(_ name: String, owner: String?) throws -> DiskClaim {
+        let directory = directory(name)
+        let marker = directory + "/retired.json"
+        guard let data = FileManager.default.contents(atPath: marker) else { return .none }
+        let retired = try? JSONDecoder().decode(Retired.self, from: data)
+        if let retired, !retired.owner.isEmpty, retired.owner == owner {
+            try FileManager.default.removeItem(atPath: marker)
+            return .kept
+        }
+        let folder = stateDirectory + "/agents/.retired"
+        let aside = folder + "/\(name)-\(Timestamp.compact(Date().timeIntervalSince1970))-\(Hex.random(bytes: 3))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: directory, toPath: aside)
+        return .setAside(aside)
     }
 
     public func consoleTail(_ name: String) -> String { QEMUMachine.serialTail(directory(name)) }
@@ -122,6 +151,52 @@ public final class QEMUBackend: MachineBackend {
     }
 
     public var debianMirror: String { images.mirror() }
+
+    final class RunLock: RunLease {
+        let descriptor: HeldDescriptor
+
+        init(_ descriptor: Int32) { self.descriptor = HeldDescriptor(descriptor) }
+
+        func release() { descriptor.release() }
+    }
+
+    public func lockRun(
+        _ name: String, deadline: ContinuousClock.Instant?, interruption: Interruption?, waiting: (String) -> Void
+    ) throws -> any RunLease {
+        let folder = directory(name)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let path = folder + "/run.lock"
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw MachineError(.diskFailed, "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        var told = false
+        while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let count = pread(descriptor, &buffer, buffer.count, 0)
+            let holder =
+                count > 0
+                ? String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                : "?"
+            if !told {
+                waiting("a run of \(name) is in progress (process \(holder)); waiting for it to end")
+                told = true
+            }
+            if interruption?.isInterrupted == true || deadline.map({ ContinuousClock.now >= $0 }) == true {
+                close(descriptor)
+                throw MachineError(
+                    .guestFailed,
+                    interruption?.isInterrupted == true
+                        ? "interrupted while waiting for the run of \(name) in progress (process \(holder))"
+                        : "a run of \(name) is still in progress (process \(holder)); try again once it ends")
+            }
+            usleep(100_000)
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(descriptor, 0)
+        _ = pwrite(descriptor, pid, pid.count, 0)
+        return RunLock(descriptor)
+    }
 
     /// The machine for a spec: its image (built when missing), the accelerator (probed once).
     func configuration(_ spec: MachineSpec) throws -> MachineConfiguration {

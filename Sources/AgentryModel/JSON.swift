@@ -57,9 +57,13 @@ public indirect enum JSON: Sendable, Equatable {
         }
     }
 
-    public static func quote(_ text: String, into output: inout String) {
+    /// `text` as a double-quoted string; `also` names further scalars to write as `\\uXXXX` (YAML,
+    /// whose double-quoted strings read JSON's escapes, needs more of them escaped than JSON).
+    public static func quote(_ text: String, into output: inout String, also: ((UInt32) -> Bool)? = nil) {
         // Fast path: nothing to escape (the common case), appended whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+        if also == nil,
+            !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") })
+        {
             output += "\""
             output += text
             output += "\""
@@ -74,7 +78,7 @@ public indirect enum JSON: Sendable, Equatable {
             case "\r": output += "\\r"
             case "\t": output += "\\t"
             default:
-                if scalar.value < 0x20 {
+                if scalar.value < 0x20 || also?(scalar.value) == true {
                     let hex = String(scalar.value, radix: 16)
                     output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
                 } else {

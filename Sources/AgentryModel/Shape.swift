@@ -187,6 +187,12 @@ public enum StringFormat: Sendable {
     }
 }
 
+/// Names of resources (agents, harnesses, models, environments): DNS labels.
+public enum ResourceName {
+    /// Whether `name` is a DNS label (and so safe as a file name, a path segment, a host name).
+    public static func isValid(_ name: String) -> Bool { Formats.isDNSLabel(name.utf8) }
+}
+
 enum Formats {
     static func isLowerAlnum(_ byte: UInt8) -> Bool {
         (byte >= 97 && byte <= 122) || (byte >= 48 && byte <= 57)

@@ -70,13 +70,55 @@ public enum GuestScripts {
 
     public static func removeSecrets(_ secretFolder: String) -> String { "rm -rf -- \(secretFolder)" }
 
+    /// The cgroup a run's harness and everything it starts live in: a process that leaves the
+    /// harness's session (`setsid`, a double fork) stays in it, so the run's end reaches it.
+    public static let runGroup = "/sys/fs/cgroup/agentry-run"
+
+    /// Ends every process of the run's cgroup and waits (briefly) until they are gone.
+    public static func endRun() -> String {
+        """
+        if [ -f \(runGroup)/cgroup.kill ]; then
+            echo 1 > \(runGroup)/cgroup.kill 2>/dev/null || true
+            i=0
+            while [ -n "$(cat \(runGroup)/cgroup.procs 2>/dev/null)" ] && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+        fi
+
+        """
+    }
+
+    /// Before a run: the cgroup ready (cgroup2 mounted once per boot), and what an earlier run that
+    /// was interrupted left behind ended: its processes, and its secrets folder.
+    public static func clearEarlierRuns() -> String {
+        """
+        if [ ! -f /sys/fs/cgroup/cgroup.procs ]; then mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true; fi
+        mkdir -p \(runGroup) 2>/dev/null || true
+
+        """ + endRun() + "find /run/secrets -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + 2>/dev/null || true\n"
+    }
+
+    /// The name the run-group wrapper gives itself (its `$0`).
+    public static let runGroupWrapper = "agentry-run"
+
+    /// `command`, started inside the run's cgroup (as is all it starts).
+    public static func inRunGroup(_ command: [String]) -> [String] {
+        ["/bin/sh", "-c", "echo $$ > \(runGroup)/cgroup.procs 2>/dev/null; exec \"$@\"", runGroupWrapper] + command
+    }
+
+    /// The command `inRunGroup` wraps, when `argv` is such a wrapper.
+    public static func runGroupCommand(_ argv: [String]) -> [String]? {
+        guard argv.count > 4, argv[0] == "/bin/sh", argv[1] == "-c", argv[3] == runGroupWrapper else { return nil }
+        return Array(argv[4...])
+    }
+
     /// In one command: removes the run's secrets, then prints the files of `folders` (relative to
     /// the home) up to `smallestLimit` bytes as a tar on standard output, and for larger ones their
     /// digest and size on standard error (`sha256sum` and `wc -c` lines; see `CollectListing`).
     public static func collect(folders: [String], smallestLimit: Int, secretFolder: String) -> String {
         let kib = smallestLimit / 1024
         let existing = folders.map(GuestShell.quote).joined(separator: " ")
-        var script = "rm -rf -- \(secretFolder)\ncd \(AgentLayout.home) || exit 0\nlist=/run/agentry-collect.$$\n"
+        // The run's secrets go, and whatever the harness left running (it must not write on).
+        var script = "rm -rf -- \(secretFolder)\n" + endRun()
+        script += "cd \(AgentLayout.home) || exit 0\nlist=/run/agentry-collect.$$\n"
         script += """
             set --
             for folder in \(existing); do [ -d "$folder" ] && set -- "$@" "$folder"; done

@@ -52,12 +52,31 @@ public struct StreamRedactor {
     }
 
     /// The redacted bytes that are safe to pass on now. Positions from which the longest secret
-    /// would still fit in what has arrived are decided; the rest waits for the next chunk.
+    /// would still fit in what has arrived are decided; after them, bytes that cannot begin a
+    /// secret pass on too, and only a tail that could be the start of one waits for the next chunk
+    /// (so output shows as it comes, unless it might be a secret).
     public mutating func feed(_ bytes: [UInt8]) -> [UInt8] {
         let longest = redactor.longest
         guard longest > 0 else { return bytes }
         let text = held + bytes
-        let (output, index) = redactor.scan(text, before: text.count - (longest - 1))
+        var (output, index) = redactor.scan(text, before: text.count - (longest - 1))
+        let mask = Array("***".utf8)
+        undecided: while index < text.count {
+            // Longest first, as `scan` decides: a longer secret that may still arrive holds the rest.
+            for secret in redactor.secrets where text[index] == secret[0] {
+                if index + secret.count <= text.count {
+                    if text[index..<(index + secret.count)].elementsEqual(secret) {
+                        output += mask
+                        index += secret.count
+                        continue undecided
+                    }
+                } else if secret.starts(with: text[index...]) {
+                    break undecided
+                }
+            }
+            output.append(text[index])
+            index += 1
+        }
         held = index < text.count ? Array(text[index...]) : []
         return output
     }

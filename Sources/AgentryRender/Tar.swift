@@ -1,27 +1,68 @@
-/// Writes a POSIX ustar archive (what busybox tar and GNU tar both extract).
+/// Writes a POSIX archive that busybox tar and GNU tar both extract: ustar headers, and a pax
+/// extended header before a file whose path or link target does not fit in them (so paths have no
+/// length limit).
 public struct TarWriter {
     public private(set) var bytes: [UInt8] = []
 
     public init() {}
 
+    /// The longest path the archive takes (Linux's PATH_MAX).
+    public static let pathLimit = 4096
+
     public mutating func add(_ file: BundleFile) throws {
-        var header = [UInt8](repeating: 0, count: 512)
-        var name = Array(file.path.utf8)
-        var prefix: [UInt8] = []
-        if name.count > 100 {
-            // Split at a slash: up to 155 bytes of prefix, up to 100 of name.
-            guard
-                let split = name.indices.last(where: {
-                    name[$0] == UInt8(ascii: "/") && $0 <= 155 && name.count - $0 - 1 <= 100
-                })
-            else {
-                throw RenderError(
-                    code: .pathTooLong, message: "the path \(file.path) is too long for the archive (255 bytes at most)"
-                )
-            }
-            prefix = Array(name[..<split])
-            name = Array(name[(split + 1)...])
+        let path = Array(file.path.utf8)
+        guard !path.isEmpty, path.count < Self.pathLimit, !path.contains(0) else {
+            throw RenderError(
+                code: .pathTooLong,
+                message:
+                    "the path \(file.path.prefix(200)) cannot go in the archive (empty, NUL, or \(Self.pathLimit) bytes or more)"
+            )
         }
+        var name = path
+        var prefix: [UInt8] = []
+        var extended: [(String, [UInt8])] = []
+        if name.count > 100 {
+            // Split at a slash: up to 155 bytes of prefix, up to 100 of name; else a pax header.
+            if let split = name.indices.last(where: {
+                name[$0] == UInt8(ascii: "/") && $0 <= 155 && name.count - $0 - 1 <= 100 && $0 > 0
+            }) {
+                prefix = Array(name[..<split])
+                name = Array(name[(split + 1)...])
+            } else {
+                extended.append(("path", path))
+                name = Array(name.suffix(100))
+            }
+        }
+        if let target = file.linkTarget, target.utf8.count > 100 { extended.append(("linkpath", Array(target.utf8))) }
+        if !extended.isEmpty {
+            var records: [UInt8] = []
+            for (key, value) in extended { records += Self.paxRecord(key, value) }
+            bytes += Self.header(
+                name: Array("PaxHeaders/".utf8) + Array(name.suffix(89)), prefix: [], mode: 0o644, size: records.count,
+                type: UInt8(ascii: "x"), link: [])
+            bytes += records
+            bytes += [UInt8](repeating: 0, count: (512 - records.count % 512) % 512)
+        }
+        let isLink = file.linkTarget != nil
+        bytes += Self.header(
+            name: name, prefix: prefix, mode: file.mode, size: isLink ? 0 : file.bytes.count,
+            type: isLink ? UInt8(ascii: "2") : UInt8(ascii: "0"), link: Array((file.linkTarget ?? "").utf8.prefix(100)))
+        if !isLink {
+            bytes += file.bytes
+            bytes += [UInt8](repeating: 0, count: (512 - file.bytes.count % 512) % 512)
+        }
+    }
+
+    /// `"<length> key=value\n"`, the length counting itself.
+    static func paxRecord(_ key: String, _ value: [UInt8]) -> [UInt8] {
+        let body = Array(" \(key)=".utf8) + value + [0x0A]
+        var length = body.count + 1
+        while String(length).utf8.count + body.count != length { length = String(length).utf8.count + body.count }
+        return Array(String(length).utf8) + body
+    }
+
+    static func header(name: [UInt8], prefix: [UInt8], mode: Int, size: Int, type: UInt8, link: [UInt8]) -> [UInt8] {
+        var header = [UInt8](repeating: 0, count: 512)
         func put(_ value: [UInt8], at offset: Int) {
             for (index, byte) in value.enumerated() { header[offset + index] = byte }
         }
@@ -29,16 +70,15 @@ public struct TarWriter {
             let text = String(value, radix: 8)
             return Array((String(repeating: "0", count: max(0, width - 1 - text.count)) + text).utf8) + [0]
         }
-        let isLink = file.linkTarget != nil
         put(name, at: 0)
-        put(octal(file.mode & 0o7777, width: 8), at: 100)
+        put(octal(mode & 0o7777, width: 8), at: 100)
         put(octal(0, width: 8), at: 108)
         put(octal(0, width: 8), at: 116)
-        put(octal(isLink ? 0 : file.bytes.count, width: 12), at: 124)
+        put(octal(size, width: 12), at: 124)
         put(octal(0, width: 12), at: 136)
         put(Array("        ".utf8), at: 148)
-        header[156] = isLink ? UInt8(ascii: "2") : UInt8(ascii: "0")
-        if let target = file.linkTarget { put(Array(target.utf8.prefix(100)), at: 157) }
+        header[156] = type
+        put(link, at: 157)
         put(Array("ustar".utf8) + [0] + Array("00".utf8), at: 257)
         put(prefix, at: 345)
         let checksum = header.reduce(0) { $0 + Int($1) }
@@ -46,11 +86,7 @@ public struct TarWriter {
             Array(
                 (String(repeating: "0", count: max(0, 6 - String(checksum, radix: 8).count))
                     + String(checksum, radix: 8)).utf8) + [0, 0x20], at: 148)
-        bytes += header
-        if !isLink {
-            bytes += file.bytes
-            bytes += [UInt8](repeating: 0, count: (512 - file.bytes.count % 512) % 512)
-        }
+        return header
     }
 
     public mutating func finish() -> [UInt8] {
@@ -59,8 +95,29 @@ public struct TarWriter {
     }
 }
 
-/// Reads the regular files of a tar archive (ustar and GNU, as busybox and GNU tar write them).
+/// Reads the regular files of a tar archive (ustar, GNU long names and pax headers, as busybox and
+/// GNU tar write them). The archive may come from a hostile guest: it never reads out of bounds.
 public enum TarReader {
+    /// The `path` record of a pax extended header.
+    static func paxPath(_ data: [UInt8]) -> String? {
+        var index = 0
+        var path: String?
+        while index < data.count {
+            guard let space = data[index...].firstIndex(of: 0x20),
+                let length = Int(String(decoding: data[index..<space], as: UTF8.self)), length > space - index,
+                index + length <= data.count
+            else { break }
+            let record = data[(space + 1)..<(index + length)].dropLast()  // the newline
+            if let equals = record.firstIndex(of: UInt8(ascii: "=")),
+                String(decoding: record[record.startIndex..<equals], as: UTF8.self) == "path"
+            {
+                path = String(decoding: record[(equals + 1)...], as: UTF8.self)
+            }
+            index += length
+        }
+        return path
+    }
+
     public static func files(_ bytes: [UInt8]) -> [(path: String, bytes: [UInt8])] {
         var files: [(String, [UInt8])] = []
         var offset = 0
@@ -83,6 +140,8 @@ public enum TarReader {
             switch type {
             case UInt8(ascii: "L"):
                 longName = String(decoding: data.prefix { $0 != 0 }, as: UTF8.self)
+            case UInt8(ascii: "x"):
+                if let path = paxPath(data) { longName = path }
             case UInt8(ascii: "0"), 0:
                 files.append((longName ?? name, data))
                 longName = nil

@@ -46,6 +46,11 @@ public final class CommitReader: RepositoryReader {
 
     var displayPrefix: String { subpath.isEmpty ? "" : subpath + "/" }
 
+    public var identity: RepositoryIdentity {
+        let folder = URL(fileURLWithPath: git.gitDirectory).standardizedFileURL.resolvingSymlinksInPath().path
+        return RepositoryIdentity(location: git.originURL ?? folder, path: subpath)
+    }
+
     /// Resolves a ref to a commit id.
     public func commit(for ref: String) throws -> String {
         try SourceError.reading { "\(try git.commit(for: ref))" }

@@ -18,11 +18,27 @@ extension SQLiteStateStore {
     // MARK: - Agents
 
     public func agents() throws -> [AgentRecord] {
-        try reading([]) { db in try AgentRecord.order(Column("name")).fetchAll(db) }
+        let records = try reading([]) { db in try AgentRecord.order(Column("name")).fetchAll(db) }
+        try Self.checked(records.map(\.name))
+        return records
+    }
+
+    /// Names read back from the database become paths and guest names: one that is not an agent
+    /// name (a database changed outside agentry) stops the command, naming it.
+    @discardableResult
+    static func checked(_ names: [String]) throws -> [String] {
+        if let bad = names.first(where: { !ResourceName.isValid($0) }) {
+            throw StateError(
+                code: .corrupt,
+                message:
+                    "the state database holds an agent named \(bad.debugDescription), which is not an agent name (a DNS label); it was changed outside agentry"
+            )
+        }
+        return names
     }
 
     public func appliedAgents() throws -> [AppliedAgent] {
-        try reading([]) { db in
+        let rows: [AppliedAgent] = try reading([]) { db in
             let cursor = try Row.fetchCursor(
                 db,
                 sql:
@@ -37,6 +53,8 @@ extension SQLiteStateStore {
             }
             return rows
         }
+        try Self.checked(rows.map(\.name))
+        return rows
     }
 
     public func agent(_ name: String) throws -> AgentRecord? {
@@ -66,7 +84,7 @@ extension SQLiteStateStore {
     }
 
     public func killedAgents() throws -> Set<String> {
-        try reading([]) { db in Set(try String.fetchAll(db, sql: "SELECT name FROM kill_switch")) }
+        Set(try Self.checked(try reading([]) { db in try String.fetchAll(db, sql: "SELECT name FROM kill_switch") }))
     }
 
     public func setKillSwitch(_ name: String, reason: String?, actor: String, at time: Date) throws {
@@ -123,7 +141,9 @@ extension SQLiteStateStore {
     public func saveSnapshot(
         key: String, source: String, data: Data, files: [CachedParse], removed: [String], replaceAll: Bool
     ) throws -> Bool {
-        try withWriterLockIfFree {
+        // A cache never creates the state: read-only commands leave no state directory behind.
+        guard exists else { return false }
+        return try withWriterLockIfFree {
             let pool = try writer()
             try describing {
                 try pool.write { db in

@@ -19,6 +19,8 @@ public struct StateError: AgentryFailure {
         case corrupt
         /// Writing without the writer lock (a bug).
         case notWriter
+        /// There is no state to read (no folder, a file, no database).
+        case missing
         case io
     }
 
@@ -37,6 +39,7 @@ public struct StateError: AgentryFailure {
         case .locked: return .locked
         case .newerSchema, .corrupt: return .conflict
         case .notWriter: return .internalFailure
+        case .missing: return .notFound
         case .io: return .io
         }
     }
@@ -78,6 +81,30 @@ public final class SQLiteStateStore: StateStore, ParseCache {
     var databasePath: String { directory + "/" + Self.databaseName }
 
     public var exists: Bool { FileManager.default.fileExists(atPath: databasePath) }
+
+    public var location: String { directory }
+
+    public func checkReadable() throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) else {
+            throw StateError(
+                code: .missing,
+                message:
+                    "there is no agentry state in \(directory) (the folder does not exist): nothing was applied there, or --state-dir is wrong; apply creates it"
+            )
+        }
+        guard isDirectory.boolValue else {
+            throw StateError(code: .missing, message: "the state directory \(directory) is a file, not a folder")
+        }
+        guard exists else {
+            throw StateError(
+                code: .missing,
+                message:
+                    "\(directory) holds no agentry state database (\(Self.databaseName)): nothing was applied there, or --state-dir is wrong; apply creates it"
+            )
+        }
+        _ = try pool(create: false)
+    }
 
     /// The open database; nil when there is none and `create` is false.
     func pool(create: Bool) throws -> DatabasePool? {
@@ -133,22 +160,15 @@ public final class SQLiteStateStore: StateStore, ParseCache {
 
     final class WriterLock: StateWriterLock {
         let store: SQLiteStateStore
-        let descriptor: Mutex<Int32?>
+        let descriptor: HeldDescriptor
 
         init(store: SQLiteStateStore, descriptor: Int32) {
             self.store = store
-            self.descriptor = Mutex(descriptor)
+            self.descriptor = HeldDescriptor(descriptor)
         }
 
         func release() {
-            guard
-                let held = descriptor.withLock({ value -> Int32? in
-                    defer { value = nil }
-                    return value
-                })
-            else { return }
-            store.inner.withLock { $0.locks -= 1 }
-            close(held)
+            if descriptor.release() { store.inner.withLock { $0.locks -= 1 } }
         }
 
         deinit { release() }
@@ -266,5 +286,57 @@ public final class SQLiteStateStore: StateStore, ParseCache {
     public func rememberRepository(_ absolutePath: String) {
         try? (absolutePath + "\n").write(
             toFile: directory + "/" + Self.repositoryFile, atomically: true, encoding: .utf8)
+    }
+}
+
+extension SQLiteStateStore {
+    // MARK: - The run journal (files beside the database: no writer lock needed)
+
+    var journalFolder: String { directory + "/runs" }
+
+    func journalFile(_ agent: String) throws -> String {
+        guard ResourceName.isValid(agent) else {
+            throw StateError(
+                code: .corrupt, message: "\"\(agent)\" is not an agent name; the run journal is not written")
+        }
+        return journalFolder + "/" + agent + ".json"
+    }
+
+    public func saveRunJournal(_ journal: RunJournal) throws {
+        try makeDirectory()
+        try FileManager.default.createDirectory(atPath: journalFolder, withIntermediateDirectories: true)
+        let file = try journalFile(journal.agent)
+        let temporary = TemporaryName.beside(file)
+        do {
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .secondsSince1970
+            try encoder.encode(journal).write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, file) == 0 else {
+                throw StateError(code: .io, message: "cannot write \(file): \(String(cString: strerror(errno)))")
+            }
+        } catch let error as StateError {
+            unlink(temporary)
+            throw error
+        } catch {
+            unlink(temporary)
+            throw StateError(code: .io, message: "cannot write \(file): \(error.localizedDescription)")
+        }
+    }
+
+    public func runJournals() throws -> [RunJournal] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: journalFolder)) ?? []
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        return names.filter { $0.hasSuffix(".json") }.sorted().compactMap { name in
+            guard let data = FileManager.default.contents(atPath: journalFolder + "/" + name),
+                let journal = try? decoder.decode(RunJournal.self, from: data), ResourceName.isValid(journal.agent),
+                name == journal.agent + ".json"
+            else { return nil }
+            return journal
+        }
+    }
+
+    public func clearRunJournal(agent: String) throws {
+        unlink(try journalFile(agent))
     }
 }

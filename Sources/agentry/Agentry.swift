@@ -76,7 +76,8 @@ enum ExitStatus {
     static func of(_ error: CoreError) -> Int32 {
         switch error.code {
         case .invalidArgument, .repositoryUnavailable, .invalidRepository, .notFound, .stateLocked, .stateUnavailable,
-            .planStale, .planRefused, .agentBlocked, .machineNotRunning, .secretUnavailable, .machineFailed,
+            .planStale, .planRefused, .stateBelongsElsewhere, .agentBlocked, .machineNotRunning, .secretUnavailable,
+            .machineFailed,
             .historyUnavailable, .io, .internalFailure:
             return couldNotRun
         }

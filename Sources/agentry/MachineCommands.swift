@@ -43,6 +43,10 @@ struct ApplyCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Where an agent's environment disk file has gone missing, start it with an empty one.")
     var recreateMissingDisks = false
 
+    @Flag(
+        name: .long, help: "Apply although the state directory applied another agent repository, making it this one's.")
+    var adopt = false
+
     @OptionGroup var state: StateOptions
     @OptionGroup var format: PlanOutputOptions
     @OptionGroup var logging: LoggingOptions
@@ -63,7 +67,7 @@ struct ApplyCommand: AsyncParsableCommand {
             let options = ApplyOptions(
                 bootTimeout: .seconds(bootTimeout), actor: ports.host.actor(actor),
                 planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete),
-                recreateMissingDisks: recreateMissingDisks, historyBranch: ports.host.historyBranch)
+                recreateMissingDisks: recreateMissingDisks, historyBranch: ports.host.historyBranch, adopt: adopt)
             let outcome = try await Apply(ports, progress: Output.progress).run(
                 .init(
                     target: .init(repository: repo ?? ".", ref: ref ?? "HEAD", path: path ?? ""), savedPlan: saved,

@@ -102,6 +102,12 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Allow deleting more than half of the running agents at once.")
     var allowMassDelete = false
 
+    @Flag(name: .long, help: "Plan against nothing applied (a first deployment), reading no state directory.")
+    var emptyState = false
+
+    @Flag(name: .long, help: "Plan although the state directory applied another agent repository.")
+    var adopt = false
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -110,7 +116,8 @@ struct PlanCommand: AsyncParsableCommand {
         try await format.run {
             let outcome = try await Planning(ports).plan(
                 .init(repository: repo, ref: ref, path: path),
-                options: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete))
+                options: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete), emptyState: emptyState,
+                adopt: adopt)
             status = try format.finish(outcome) { document in
                 guard let out else { return }
                 do {

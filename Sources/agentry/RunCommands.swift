@@ -9,18 +9,26 @@ import ArgumentParser
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract:
-            "Run an agent once: its harness in its machine, secrets projected for the run, the record committed to history.",
+        abstract: "Run an agent once, at its applied revision, and record the run in history.",
         discussion: """
-            Brings the agent's machine up to the desired commit first (apply's rules, this agent only), \
-            pushes its configuration, installs its harness once per environment disk and harness \
-            revision, delivers its secrets into a tmpfs for this run only, runs the harness command in \
-            its home with output streamed (secret values shown as ***), kills the whole process tree at \
-            the timeout, collects the output folder as artifacts and the memory folder as a snapshot, \
-            and commits runs/<agent>/<run-id>/ to the history branch (pushed when there is an origin).
+            Runs the revision that was applied to the agent (only apply changes what runs): when the \
+            repository holds another revision, says so and runs the applied one; --apply applies the \
+            repository to this agent first. Pushes its configuration, installs its harness once per \
+            environment disk and harness revision, delivers its secrets into a tmpfs for this run only, \
+            runs the harness command in its home with output streamed (secret values shown as ***) and \
+            kills all it started at the timeout, collects the output folder as artifacts and the memory \
+            folder as a snapshot, and commits runs/<agent>/<run-id>/ to the history branch (pushed when \
+            there is an origin).
 
-            Exit status: the harness's own; 2 when the run could not start (a paused, revoked or killed \
-            agent, a missing secret, an invalid repository).
+            Every run gets a record, whatever happens to it: outcome succeeded, failed, timedOut, \
+            interrupted, notStarted or machineLost, with the phase it stopped in and why. One run of an \
+            agent at a time: a second waits for the first, saying so. Ctrl-C or SIGTERM kills the \
+            harness and all it started, removes the run's secrets and records the run as interrupted \
+            (a second Ctrl-C leaves at once; the next run records it).
+
+            Exit status: the harness's own; 124 when it timed out; 130 / 143 when interrupted by \
+            SIGINT / SIGTERM; 2 when the run could not start (a paused, revoked or killed agent, a \
+            missing secret, a machine that is not running) or the machine was lost.
             """)
 
     @Argument(help: "The agent.")
@@ -35,8 +43,15 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Kill the run after this long (15m, 90s). (default: the agent's run.timeout)")
     var timeout: String?
 
-    @Option(name: .long, help: "The commit, branch or tag to run. (default: HEAD)")
-    var ref: String = "HEAD"
+    @Flag(name: .long, help: "Apply the repository (at --ref) to this agent first.")
+    var apply = false
+
+    @Option(
+        name: .long,
+        help:
+            "The commit, branch or tag: with --apply, what to apply; without, it must hold the applied revision. (default: HEAD)"
+    )
+    var ref: String?
 
     @Option(name: .long, help: "The agent repository's folder inside the git repository.")
     var path: String = ""
@@ -68,23 +83,42 @@ struct RunCommand: AsyncParsableCommand {
         let text =
             try promptFile.map { String(decoding: try readInput($0, what: "the prompt file"), as: UTF8.self) } ?? prompt
         let branch = historyBranch ?? ports.host.historyBranch
+        let interruption = Interruption()
+        let signals = SignalWatch([SIGINT, SIGTERM]) { signal, count in
+            if count > 1 {
+                Output.progress("leaving at once; the next run of \(agent) records this one as interrupted")
+                Glibc.exit(128 + signal)
+            }
+            Output.progress("stopping the run (again to leave at once)")
+            interruption.interrupt(signal)
+        }
+        defer { signals.cancel() }
         let request = Runner.Request(
-            agent: agent, target: .init(repository: repo, ref: ref, path: path), prompt: text,
+            agent: agent, repository: repo, path: path, ref: ref, prompt: text,
             timeout: timeout.flatMap(DurationText.parse).map { .milliseconds(saturating: $0) },
-            actor: ports.host.actor(actor),
-            trigger: trigger, historyBranch: branch)
+            actor: ports.host.actor(actor), trigger: trigger, historyBranch: branch, applyFirst: apply,
+            interruption: interruption)
         let outcome = try await Runner(
             ports, progress: Output.progress,
             output: { stream, data in Output.write(data, to: stream == .stdout ? 1 : 2) }
         ).run(request)
         let record = outcome.record
-        let summary = record.timedOut ? "timed out" : "exit \(record.exitStatus)"
-        let took = DurationText.format(milliseconds: UInt64(max(0, record.durationMilliseconds)))
-        Output.progress(
-            "run \(record.runID): \(summary) in \(took), \(record.artifacts.count) artifact(s); recorded in \(branch) at \(outcome.historyCommit.prefix(12))"
-        )
-        if let warning = outcome.pushWarning { Output.progress("warning: \(warning)") }
-        throw ExitCode(Int32(truncatingIfNeeded: record.exitStatus))
+        var line =
+            "run \(record.runID): \(record.summary), \(record.artifacts.count + record.artifactsOmitted) artifact(s)"
+        if let reason = record.reason, record.outcome != .succeeded { line += " (\(reason))" }
+        if let commit = outcome.historyCommit {
+            Output.progress(line + "; recorded in \(branch) at \(commit.prefix(12))")
+            if let warning = outcome.historyWarning { Output.progress("warning: \(warning)") }
+        } else {
+            Output.progress(
+                line + "; NOT recorded: \(outcome.historyWarning ?? "the history branch could not be written")")
+        }
+        switch record.outcome {
+        case .succeeded, .failed: throw ExitCode(Int32(truncatingIfNeeded: record.exitStatus ?? 1))
+        case .timedOut: throw ExitCode(124)
+        case .interrupted: throw ExitCode(128 + (interruption.signal ?? SIGINT))
+        case .notStarted, .machineLost: throw ExitCode(ExitStatus.couldNotRun)
+        }
     }
 }
 
@@ -124,12 +158,21 @@ struct HistoryCommand: ParsableCommand {
 
     func run() throws {
         let (queries, location) = try history.queries()
-        let runs = Array(try queries.runs(agent: agent, in: location).prefix(limit))
-        if output == .json { return Output.standardOutput(HistoryQueries.json(runs)) }
+        let listing = try queries.runs(agent: agent, in: location)
+        let runs = Array(listing.records.prefix(limit))
+        if output == .json {
+            return Output.standardOutput(HistoryQueries.json(runs, unreadable: listing.unreadable))
+        }
+        // A record that cannot be read is reported, never skipped in silence.
+        for (path, reason) in listing.unreadable {
+            Output.progress("warning: \(path) in \(location.branch) cannot be read: \(reason)")
+        }
         guard !runs.isEmpty else {
+            if !listing.unreadable.isEmpty { throw ExitCode(ExitStatus.invalid) }
             return Output.progress("no runs recorded in \(location.branch)\(agent.map { " for \($0)" } ?? "")")
         }
         Output.standardOutput(HistoryQueries.table(runs))
+        if !listing.unreadable.isEmpty { throw ExitCode(ExitStatus.invalid) }
     }
 }
 
@@ -144,6 +187,7 @@ struct ShowCommand: ParsableCommand {
     func run() throws {
         let (queries, location) = try history.queries()
         let found = try queries.run(runID, in: location)
+        if let problem = found.problem { Output.progress("warning: this record cannot be read: \(problem)") }
         Output.standardOutput(found.text)
         Output.standardOutput("--- log.txt\n" + found.log)
         if !found.log.hasSuffix("\n") && !found.log.isEmpty { Output.standardOutput("\n") }

@@ -214,7 +214,7 @@ import Testing
         try fixture.agent("greeter")
         try fixture.commit()
         let planned = try #require(
-            try await Planning(fixture.ports).plan(fixture.target, options: PlanOptions()).document)
+            try await Planning(fixture.ports).plan(fixture.target, options: PlanOptions(), emptyState: true).document)
         let saved = try SavedPlan.parse(Array(PlanOutput.json(planned).utf8), name: "plan.json")
         _ = try await fixture.apply()
         await #expect {

@@ -1,4 +1,5 @@
 import AgentryCore
+import AgentryRender
 import AgentrySource
 import AgentryTesting
 import Foundation
@@ -53,7 +54,7 @@ struct Fixture {
     /// An agent; `extra` lines go at the end of its spec (two spaces in).
     func agent(
         _ name: String, instructions: String = "Greet people.", lifecycle: String = "active",
-        deletionPolicy: String = "retain",
+        deletionPolicy: String = "retain", owner: String = "test",
         extra: [String] = []
     ) throws {
         try write(
@@ -61,7 +62,7 @@ struct Fixture {
             """
             apiVersion: agentry/v1
             kind: Agent
-            metadata: {name: \(name), owner: test}
+            metadata: {name: \(name), owner: \(owner)}
             spec:
               instructions: \(instructions.debugDescription)
               harness: shell
@@ -88,11 +89,31 @@ struct Fixture {
         outcome.steps.first { $0.agent == agent }
     }
 
-    func run(_ agent: String, prompt: String? = nil, timeout: Duration? = nil) async throws -> Runner.Outcome {
-        try await Runner(ports, progress: { _ in }, output: { _, _ in }).run(
-            .init(
-                agent: agent, target: target, prompt: prompt, timeout: timeout, actor: "ana",
-                historyBranch: "agentry/history"))
+    /// Runs `agent`, applying the repository first unless `apply` is false; `progress` gets what
+    /// the run says.
+    func run(
+        _ agent: String, prompt: String? = nil, timeout: Duration? = nil, apply: Bool = true, ref: String? = nil,
+        interruption: Interruption? = nil, progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> Runner.Outcome {
+        try await Runner(ports, progress: progress, output: { _, _ in }).run(
+            request(
+                agent, prompt: prompt, timeout: timeout, apply: apply, ref: ref, interruption: interruption))
+    }
+
+    func request(
+        _ agent: String, prompt: String? = nil, timeout: Duration? = nil, apply: Bool = true, ref: String? = nil,
+        interruption: Interruption? = nil
+    ) -> Runner.Request {
+        Runner.Request(
+            agent: agent, repository: repo.path, path: "", ref: ref, prompt: prompt, timeout: timeout, actor: "ana",
+            historyBranch: "agentry/history", applyFirst: apply, interruption: interruption)
+    }
+
+    var history: HistoryLocation { HistoryLocation(repository: repo.path, branch: "agentry/history") }
+
+    /// The records of the agent's runs in history, newest first.
+    func records(_ agent: String) throws -> [RunRecord] {
+        try HistoryQueries(ports).runs(agent: agent, in: history).records
     }
 }
 

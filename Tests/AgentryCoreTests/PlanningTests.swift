@@ -189,7 +189,11 @@ import Testing
         let planning = Planning(ports)
         let target = Planning.Target(repository: directory.path, ref: "HEAD", path: "")
         let planAt = { () async throws -> Planning.Outcome in try await planning.plan(target, options: PlanOptions()) }
-        guard case .planned(let first) = try await planAt() else { throw Shell.Failure(description: "no plan") }
+        // Before anything was applied there is no state: planning says so, unless told to plan
+        // against an empty one.
+        await #expect { try await planAt() } throws: { "\($0)".contains("no agentry state") }
+        guard case .planned(let first) = try await planning.plan(target, options: PlanOptions(), emptyState: true)
+        else { throw Shell.Failure(description: "no plan") }
         #expect(first.plan.count(.create) == 3)
 
         _ = try await Apply(ports).run(.init(target: target, options: ApplyOptions(actor: "ci")))
@@ -249,7 +253,7 @@ import Testing
         try directory.write("agents/bad.yaml", "apiVersion: agentry/v1\nkind: Agent\n")
         try directory.commitAll()
         let outcome = try await Planning(ports()).plan(
-            .init(repository: directory.path, ref: "HEAD", path: ""), options: PlanOptions())
+            .init(repository: directory.path, ref: "HEAD", path: ""), options: PlanOptions(), emptyState: true)
         guard case .invalid(let report) = outcome else {
             Issue.record("expected invalid, got \(outcome)")
             return

@@ -126,3 +126,66 @@ import Testing
         #expect(stopped.stopRequested && stopped.status == 0, "\(stopped)")
     }
 }
+
+/// What the backend keeps on the host for each agent, without booting anything: retired disks and
+/// who they belonged to, the run lock, names that are not agent names.
+@Suite struct MachineFolderTests {
+    func backend(_ state: TemporaryDirectory) -> QEMUBackend {
+        let environment = ProcessInfo.processInfo.environment
+        return QEMUBackend(
+            stateDirectory: state.path, guestAgent: "/nonexistent", executable: Agentry.binary.path,
+            commands: HostCommands(environment: environment), environment: environment, progress: { _ in })
+    }
+
+    /// A retired disk comes back to an agent of its owner; one of another owner is set aside, never
+    /// handed to the newcomer.
+    @Test func aRetiredDiskGoesOnlyToItsOwner() throws {
+        let state = try TemporaryDirectory("agentry-machine-folders")
+        let backend = backend(state)
+        for name in ["mine", "theirs"] {
+            try state.write("agents/\(name)/env.qcow2", "the disk of \(name)\n")
+            try backend.remove(name, keepDisk: true, owner: "team-a")
+        }
+        #expect(try backend.claimDisk("mine", owner: "team-a") == .kept)
+        #expect(FileManager.default.fileExists(atPath: state.path + "/agents/mine/env.qcow2"))
+        guard case .setAside(let place) = try backend.claimDisk("theirs", owner: "team-b") else {
+            Issue.record("the disk of another owner was not set aside")
+            return
+        }
+        #expect(!FileManager.default.fileExists(atPath: state.path + "/agents/theirs"))
+        #expect(try String(contentsOfFile: place + "/env.qcow2", encoding: .utf8) == "the disk of theirs\n")
+        #expect(place.hasPrefix(state.path + "/agents/.retired/theirs-"))
+        #expect(try backend.claimDisk("theirs", owner: "team-b") == .none)
+    }
+
+    /// One holder of an agent's run lock at a time, even within one process; a waiter is told who
+    /// holds it and gives up at its deadline or when interrupted.
+    @Test func theRunLockHasOneHolder() throws {
+        let state = try TemporaryDirectory("agentry-machine-folders")
+        let backend = backend(state)
+        let held = try backend.lockRun("busy", deadline: nil, interruption: nil, waiting: { _ in })
+        var told: [String] = []
+        #expect(throws: MachineError.self) {
+            try backend.lockRun("busy", deadline: .now + .milliseconds(300), interruption: nil) { told.append($0) }
+        }
+        #expect(told.count == 1 && told[0].contains("process \(getpid())"), "\(told)")
+        let interruption = Interruption()
+        interruption.interrupt(SIGINT)
+        #expect(throws: MachineError.self) {
+            try backend.lockRun("busy", deadline: nil, interruption: interruption, waiting: { _ in })
+        }
+        held.release()
+        try backend.lockRun("busy", deadline: .now, interruption: nil, waiting: { _ in }).release()
+    }
+
+    /// A name that is not an agent name (from a damaged state database) never becomes a path
+    /// outside the agents' folder.
+    @Test func namesThatAreNotAgentNamesStayInside() throws {
+        let state = try TemporaryDirectory("agentry-machine-folders")
+        let backend = backend(state)
+        for name in ["../../etc", "a/b", "..", "UPPER", ""] {
+            let folder = URL(fileURLWithPath: backend.directory(name)).standardized.path
+            #expect(folder.hasPrefix(state.path + "/agents/.invalid/"), "\(name) → \(folder)")
+        }
+    }
+}

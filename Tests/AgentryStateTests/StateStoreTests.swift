@@ -103,6 +103,46 @@ import Testing
         }
     }
 
+    /// A state that is not there is said to be missing, however it is missing; reading never
+    /// creates one.
+    @Test func aMissingStateIsAnErrorNeverAnEmptyOne() throws {
+        let directory = try TemporaryDirectory()
+        try directory.write("a-file", "not a folder\n")
+        try FileManager.default.createDirectory(atPath: directory.path + "/empty", withIntermediateDirectories: true)
+        for (folder, says) in [
+            ("absent", "the folder does not exist"), ("a-file", "is a file"),
+            ("empty", "holds no agentry state database"),
+        ] {
+            let store = SQLiteStateStore(directory: directory.path + "/" + folder)
+            #expect(throws: StateError.self) { try store.checkReadable() }
+            do {
+                try store.checkReadable()
+            } catch let error as StateError {
+                #expect(error.code == .missing && error.message.contains(says), "\(error.message)")
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/absent"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path + "/empty").isEmpty)
+    }
+
+    /// Agent names read back become paths: a row whose name is not an agent name is refused.
+    @Test func namesFromTheDatabaseAreChecked() throws {
+        let directory = try TemporaryDirectory()
+        let store = SQLiteStateStore(directory: directory.path)
+        let lock = try store.lockForWriting()
+        try store.save(record("fine"))
+        lock.release()
+        try DatabaseQueue(path: directory.path + "/state.sqlite").write { db in
+            try db.execute(sql: "UPDATE agents SET name = '../../etc' WHERE name = 'fine'")
+        }
+        #expect {
+            try SQLiteStateStore(directory: directory.path).agents()
+        } throws: { error in
+            (error as? StateError)?.code == .corrupt && "\(error)".contains("\"../../etc\"")
+        }
+        #expect(throws: StateError.self) { try SQLiteStateStore(directory: directory.path).appliedAgents() }
+    }
+
     /// A database written by the first schema (v1) migrates forward and keeps its rows.
     @Test func migratesFromTheFirstSchema() throws {
         let directory = try TemporaryDirectory()

@@ -61,7 +61,7 @@ final class FakeGuest: GuestChannel {
 
     func exec(
         _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
-        output: (ProcessStream, [UInt8]) -> Void
+        interruption: Interruption?, output: (ProcessStream, [UInt8]) -> Void
     ) throws -> GuestExit {
         try alive()
         if argv.count == 3, argv[0] == "/bin/sh", argv[1] == "-c", let result = try script(argv[2]) {
@@ -75,10 +75,15 @@ final class FakeGuest: GuestChannel {
                 return (String(pair[..<equals]), String(pair[pair.index(after: equals)...]))
             }, uniquingKeysWith: { _, last in last })
         let harness = machines.world.withLock { $0.harness }
-        let outcome = harness(FakeMachines.Command(machine: name, argv: argv, environment: variables, timeout: timeout))
+        // A run's harness comes wrapped to start in the run's cgroup: the harness sees its own command.
+        let command = GuestScripts.runGroupCommand(argv) ?? argv
+        let outcome = harness(
+            FakeMachines.Command(machine: name, argv: command, environment: variables, timeout: timeout))
         try files { files in for (path, bytes) in outcome.writes { files[path] = bytes } }
         if !outcome.stdout.isEmpty { output(.stdout, Array(outcome.stdout.utf8)) }
         if !outcome.stderr.isEmpty { output(.stderr, Array(outcome.stderr.utf8)) }
+        if interruption?.isInterrupted == true { return GuestExit(status: 137, timedOut: false, interrupted: true) }
+        try alive()
         return GuestExit(status: outcome.status, timedOut: outcome.timedOut)
     }
 
@@ -106,6 +111,10 @@ final class FakeGuest: GuestChannel {
                 removeSecretFolders(script, &files)
                 collect(script, files, &result)
                 return result
+            }
+            // What earlier runs left: every secrets folder goes.
+            if script.contains("find /run/secrets -mindepth 1") {
+                for path in files.keys where path.hasPrefix("/run/secrets/") { files[path] = nil }
             }
             if script.contains("tar -xf \(GuestScripts.configurationStaging)") {
                 try applyConfiguration(script, &files)

@@ -53,6 +53,8 @@ public final class FakeMachines: MachineBackend {
         var calls: [String] = []
         var silent: Set<String> = []
         var prepareFailures: [String: String] = [:]
+        var retired: [String: String] = [:]
+        var runLocks: Set<String> = []
         var harness: @Sendable (Command) -> Outcome = { _ in Outcome() }
     }
 
@@ -187,10 +189,19 @@ public final class FakeMachines: MachineBackend {
         }
     }
 
-    public func remove(_ name: String, keepDisk: Bool) throws {
+    public func remove(_ name: String, keepDisk: Bool, owner: String?) throws {
         world.withLock { world in
             world.calls.append("remove \(name)\(keepDisk ? " keepDisk" : "")")
-            if !keepDisk { world.machines[name] = nil }
+            if keepDisk { world.retired[name] = owner ?? "" } else { world.machines[name] = nil }
+        }
+    }
+
+    public func claimDisk(_ name: String, owner: String?) throws -> DiskClaim {
+        world.withLock { world in
+            guard let retired = world.retired.removeValue(forKey: name) else { return .none }
+            if !retired.isEmpty, retired == owner { return .kept }
+            world.machines[name] = nil
+            return .setAside("fake:/retired/\(name)")
         }
     }
 
@@ -207,4 +218,50 @@ public final class FakeMachines: MachineBackend {
     public func buildImage(base: String) throws -> String { "fake:/images/\(base)" }
 
     public var debianMirror: String { "http://deb.example.org/debian" }
+
+    final class Lease: RunLease {
+        let machines: FakeMachines
+        let name: String
+        let held = Mutex(true)
+
+        init(_ machines: FakeMachines, _ name: String) {
+            self.machines = machines
+            self.name = name
+        }
+
+        func release() {
+            guard
+                held.withLock({ value in
+                    defer { value = false }; return value
+                })
+            else { return }
+            machines.world.withLock { _ = $0.runLocks.remove(name) }
+        }
+
+        deinit { release() }
+    }
+
+    /// Holds an agent's run lock as another process would (a run in progress elsewhere).
+    public func holdRunLock(_ name: String) -> any RunLease {
+        world.withLock { _ = $0.runLocks.insert(name) }
+        return Lease(self, name)
+    }
+
+    public func lockRun(
+        _ name: String, deadline: ContinuousClock.Instant?, interruption: Interruption?, waiting: (String) -> Void
+    ) throws -> any RunLease {
+        var told = false
+        while !world.withLock({ $0.runLocks.insert(name).inserted }) {
+            if !told {
+                waiting("a run of \(name) is in progress (process 4242); waiting for it to end")
+                told = true
+            }
+            if interruption?.isInterrupted == true || deadline.map({ ContinuousClock.now >= $0 }) == true {
+                throw FakeFailure(
+                    .conflict, "a run of \(name) is still in progress (process 4242); try again once it ends")
+            }
+            usleep(1000)
+        }
+        return Lease(self, name)
+    }
 }

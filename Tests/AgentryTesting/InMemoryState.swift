@@ -25,6 +25,7 @@ public final class InMemoryState: StateStore, ParseCache {
         var repository: String?
         var settings: [String: String] = [:]
         var audits: [String: PendingAudit] = [:]
+        var runs: [String: RunJournal] = [:]
         var snapshots: [String: (String, Data)] = [:]
         var parses: [String: [String: CachedParse]] = [:]
         var locks = 0
@@ -46,6 +47,12 @@ public final class InMemoryState: StateStore, ParseCache {
     public var heldLocks: Int { contents.withLock { $0.locks } }
 
     public var exists: Bool { contents.withLock { $0.created } }
+
+    public var location: String { "memory" }
+
+    public func checkReadable() throws {
+        guard exists else { throw FakeFailure(.notFound, "there is no agentry state (nothing was applied)") }
+    }
 
     func write<T>(_ body: (inout Contents) throws -> T) throws -> T {
         try contents.withLock { contents in
@@ -105,6 +112,14 @@ public final class InMemoryState: StateStore, ParseCache {
     public func setSetting(_ key: String, _ value: String?) throws { try write { $0.settings[key] = value } }
 
     public func beginAudit(_ audit: PendingAudit) throws { try write { $0.audits[audit.id] = audit } }
+
+    public func saveRunJournal(_ journal: RunJournal) throws { contents.withLock { $0.runs[journal.agent] = journal } }
+
+    public func runJournals() throws -> [RunJournal] {
+        contents.withLock { $0.runs.values.sorted { $0.agent < $1.agent } }
+    }
+
+    public func clearRunJournal(agent: String) throws { contents.withLock { $0.runs[agent] = nil } }
 
     public func appendAudit(_ id: String, step: String) throws { try write { $0.audits[id]?.steps.append(step) } }
 
@@ -170,7 +185,8 @@ public final class InMemoryState: StateStore, ParseCache {
     public func saveSnapshot(
         key: String, source: String, data: Data, files: [CachedParse], removed: [String], replaceAll: Bool
     ) throws -> Bool {
-        try withWriterLockIfFree {
+        guard exists else { return false }
+        return try withWriterLockIfFree {
             try write { contents in
                 contents.snapshots[key] = (source, data)
                 if replaceAll { contents.parses[key] = [:] }
@@ -239,6 +255,8 @@ public final class InMemoryHistory: HistoryStore {
     private let commits = Mutex([Commit]())
     /// Set to make every record fail (a repository that cannot be written).
     public let failing = Mutex(false)
+    /// Set to refuse commits of more files than this (artifacts that cannot be stored).
+    public let fileLimit = Mutex<Int?>(nil)
 
     public init() {}
 
@@ -250,6 +268,9 @@ public final class InMemoryHistory: HistoryStore {
         throws -> HistoryCommit
     {
         if failing.withLock({ $0 }) { throw FakeFailure(.unavailable, "the history repository is read-only") }
+        if let limit = fileLimit.withLock({ $0 }), files.count > limit {
+            throw FakeFailure(.unavailable, "the history repository refused \(files.count) files (at most \(limit))")
+        }
         return commits.withLock { commits in
             let id = Hex.string(Array(String(commits.count + 1).utf8)).padding(
                 toLength: 40, withPad: "0", startingAt: 0)

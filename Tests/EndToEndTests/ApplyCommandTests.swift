@@ -325,7 +325,6 @@ import Testing
     @Test func aSecondApplyIsRefusedNamingTheHolder() throws {
         defer { stopMachines() }
         let repo = try repository(agents: ["solo"])
-        _ = try agentry(["status"], in: repo)  // make sure the state directory exists
         try FileManager.default.createDirectory(atPath: state.path, withIntermediateDirectories: true)
         let holder = try BackgroundProcess(
             "python3",
@@ -345,7 +344,11 @@ import Testing
         defer { stopMachines() }
         let repo = try repository(agents: ["planned"])
         let planFile = repo.url.appendingPathComponent("plan.json").path
-        #expect(try agentry(["plan", "--out", planFile], in: repo).status == 0)
+        // Nothing applied yet: plan says so, unless asked to plan against an empty state.
+        let noState = try agentry(["plan"], in: repo)
+        #expect(noState.status == 2 && noState.stderr.contains("no agentry state"), "\(noState.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: state.path + "/state.sqlite"), "plan created no state")
+        #expect(try agentry(["plan", "--empty-state", "--out", planFile], in: repo).status == 0)
         try setLifecycle(repo, "planned", "paused")
         try repo.commitAll("moved on")
         let stale = try agentry(["apply", planFile], in: repo)

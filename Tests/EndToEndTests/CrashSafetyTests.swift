@@ -14,13 +14,16 @@ extension ApplyCommandTests {
             try files.write(
                 run + "/record.yaml",
                 """
-                formatVersion: 1
+                formatVersion: 2
                 runId: "20270101-00000\(index)-0000000\(index)"
                 agent: "\(agent)"
+                owner: "test"
+                outcome: "succeeded"
                 startedAt: "2027-01-01T00:00:0\(index).000Z"
                 endedAt: "2027-01-01T00:00:0\(index).500Z"
                 memory:
                   files: 1
+                  stored: true
 
                 """)
             try files.write(run + "/memory/notes.md", "memory of \(agent)\n")

@@ -66,8 +66,21 @@ import Testing
         let directory = try pullRequest()
         let state = try TemporaryDirectory("agentry-state")
         let planFile = state.url.appendingPathComponent("plan.json").path
+        // No state yet: plan, status and diff say so (exit 2) and create nothing; --empty-state
+        // plans a first deployment.
+        let absent = state.path + "/absent"
+        for command in [["plan"], ["status"]] {
+            let refused = try Agentry.run(command + ["--state-dir", absent], in: directory.url)
+            #expect(refused.status == 2 && refused.stderr.contains("no agentry state"), "\(command): \(refused.stderr)")
+        }
+        #expect(try Agentry.run(["diff", "HEAD~1", "HEAD", "--state-dir", absent], in: directory.url).status == 0)
+        try "a file\n".write(toFile: state.path + "/file", atomically: true, encoding: .utf8)
+        let file = try Agentry.run(["plan", "--state-dir", state.path + "/file"], in: directory.url)
+        #expect(file.status == 2 && file.stderr.contains("is a file"), "\(file.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: absent), "read-only commands create no state directory")
         let plan = try Agentry.run(
-            ["plan", "--state-dir", state.path, "--out", planFile, "--detailed-exitcode"], in: directory.url)
+            ["plan", "--state-dir", state.path, "--empty-state", "--out", planFile, "--detailed-exitcode"],
+            in: directory.url)
         #expect(plan.status == 2, "\(plan.stderr)")
         #expect(plan.stdout.contains("2 to create"))
         let saved = try decodeJSON(try String(contentsOfFile: planFile, encoding: .utf8))
@@ -77,14 +90,10 @@ import Testing
                     in: .whitespacesAndNewlines))
         #expect((saved["actualDigest"] as? String)?.count == 64)
 
+        // A folder with no database in it is no state either.
         let status = try Agentry.run(["status", "--state-dir", state.path], in: directory.url)
-        #expect(status.status == 0)
-        #expect(status.stdout.hasPrefix("AGENT"))
-        #expect(status.stdout.contains("triage"))
-        #expect(status.stdout.contains("not applied"))
-        let json = try decodeJSON(
-            try Agentry.run(["status", "--state-dir", state.path, "-o", "json"], in: directory.url).stdout)
-        #expect((json["agents"] as? [[String: Any]])?.count == 2)
+        #expect(status.status == 2 && status.stderr.contains("holds no agentry state database"), "\(status.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: state.path + "/state.sqlite"))
     }
 
     @Test func invalidRepositoriesAreNotPlanned() throws {
@@ -93,7 +102,7 @@ import Testing
         try directory.write("agents/bad.yaml", "apiVersion: agentry/v1\nkind: Agent\n")
         try directory.commitAll()
         let state = try TemporaryDirectory("agentry-state")
-        let result = try Agentry.run(["plan", "--state-dir", state.path], in: directory.url)
+        let result = try Agentry.run(["plan", "--state-dir", state.path, "--empty-state"], in: directory.url)
         #expect(result.status == 1)
         #expect(result.stderr.contains("agents/bad.yaml:"))
         #expect(result.stderr.contains("nothing was planned"))

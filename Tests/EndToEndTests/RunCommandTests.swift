@@ -55,7 +55,7 @@ extension ApplyCommandTests {
             script:
                 "mkdir -p out memory; echo \"$PROMPT from $MODEL\" | tee out/answer.txt; head -c 300000 /dev/zero > 'out/big file.bin'; mkdir -p out/clone/.git; echo ref > out/clone/.git/HEAD; echo seen >> memory/notes; echo to-err >&2; cat AGENTS.md; exit 3"
         )
-        let run = try agentry(["run", "greeter"], in: repo)
+        let run = try agentry(["run", "greeter", "--apply"], in: repo)
         #expect(run.status == 3, "\(run.stderr)")
         #expect(run.stdout.contains("hello there from m\n"))
         #expect(run.stdout.contains("Greet people."), "the instructions are where the harness looks")
@@ -85,15 +85,7 @@ extension ApplyCommandTests {
         // Every record validates against the published schema; the fields say what happened.
         for record in records {
             let text = try git(["show", "agentry/history:" + record], in: repo)
-            let check = try Shell.run(
-                "python3",
-                [
-                    "-c",
-                    "import sys, json, yaml, jsonschema; jsonschema.validate(yaml.safe_load(sys.stdin), json.load(open(sys.argv[1])), format_checker=jsonschema.FormatChecker()); print('valid')",
-                    Agentry.packageRoot.appendingPathComponent("schemas/run-record.schema.json").path,
-                ],
-                input: text)
-            #expect(check.stdout == "valid\n", "\(check.stderr)")
+            try expectValidRecord(text)
             #expect(text.contains("exitStatus: 3"))
             #expect(text.contains("agent: \"greeter\""))
             let head = try git(["rev-parse", "HEAD"], in: repo).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -112,8 +104,15 @@ extension ApplyCommandTests {
                 "path: \"out/big file.bin\"\n    size: 300000\n    sha256: \"\(zeros)\"\n    stored: false"),
             "\(recordText)")
         #expect(!files.contains { $0.hasSuffix("big file.bin") })
-        // A .git folder in the output is listed, never stored (git refuses such paths in a tree).
-        #expect(recordText.contains("path: \"out/clone/.git/HEAD\""))
+        // A .git folder in the output is stored by digest under another name (git refuses such
+        // paths in a tree), its own name kept in the record.
+        let refDigest = try Shell.run("sh", ["-c", "echo ref | sha256sum"]).stdout.prefix(64)
+        #expect(
+            recordText.contains(
+                "path: \"out/clone/.git/HEAD\"\n    size: 4\n    sha256: \"\(refDigest)\"\n    stored: true\n    storedAs: \"_/\(refDigest)\""
+            ),
+            "\(recordText)")
+        #expect(files.contains { $0.hasSuffix("/artifacts/_/\(refDigest)") })
         #expect(!files.contains { $0.contains("/.git/") })
 
         // history, show and logs read it back.
@@ -139,9 +138,13 @@ extension ApplyCommandTests {
             secrets: [("API_TOKEN", "ci/api-token")])
 
         // A missing secret fails the run before it starts, naming the key.
-        let missing = try agentry(["run", "greeter"], in: repo)
+        let missing = try agentry(["run", "greeter", "--apply"], in: repo)
         #expect(missing.status == 2)
         #expect(missing.stderr.contains("ci/api-token"), "\(missing.stderr)")
+        let notStarted = try git(["show", "agentry/history:" + (try latestRunFolder(repo)) + "/record.yaml"], in: repo)
+        #expect(
+            notStarted.contains("outcome: \"notStarted\"") && notStarted.contains("phase: \"secrets\""), "\(notStarted)"
+        )
 
         let set = try Shell.run(
             Agentry.binary.path, ["secret", "set", "ci/api-token", "--state-dir", state.path], input: value + "\n")
@@ -177,21 +180,25 @@ extension ApplyCommandTests {
         #expect(mode == 0o600)
     }
 
+    /// The folder of the run recorded last (run ids sort by second only: two runs in one second
+    /// are told apart by the history's commit order).
     func latestRunFolder(_ repo: TemporaryDirectory) throws -> String {
-        let records = try git(["ls-tree", "-r", "--name-only", "agentry/history", "runs/"], in: repo)
-            .split(separator: "\n").filter { $0.hasSuffix("/record.yaml") }.sorted()
-        return ((records.last.map(String.init) ?? "") as NSString).deletingLastPathComponent
+        let subjects = try git(["log", "--format=%s", "agentry/history", "--", "runs/"], in: repo).split(
+            separator: "\n")
+        guard let subject = subjects.first(where: { $0.hasPrefix("run ") }) else { return "" }
+        let words = subject.split(separator: " ")
+        return "runs/\(words[1])/\(words[2].dropLast())"
     }
 
     /// The timeout ends the whole process tree in the guest, also what left its process group.
     @Test func aTimeoutKillsTheWholeTreeAndIsRecorded() throws {
         defer { stopMachines() }
         let repo = try runRepository(script: "sleep 300 & setsid sleep 301 & echo started; wait")
-        let run = try agentry(["run", "greeter", "--timeout", "2s"], in: repo)
-        #expect(run.status == 137, "\(run.stderr)")
+        let run = try agentry(["run", "greeter", "--apply", "--timeout", "2s"], in: repo)
+        #expect(run.status == 124, "\(run.stderr)")
         #expect(run.stderr.contains("timed out"))
         let record = try git(["show", "agentry/history:" + (try latestRunFolder(repo)) + "/record.yaml"], in: repo)
-        #expect(record.contains("timedOut: true"))
+        #expect(record.contains("timedOut: true") && record.contains("outcome: \"timedOut\""))
         let left = try agentry(
             [
                 "exec", "greeter", "--", "sh", "-c",
@@ -214,7 +221,7 @@ extension ApplyCommandTests {
     @Test func pausedAndKilledAgentsRefuseToRun() throws {
         defer { stopMachines() }
         let repo = try runRepository(script: "echo ran")
-        #expect(try agentry(["run", "greeter"], in: repo).status == 0)
+        #expect(try agentry(["run", "greeter", "--apply"], in: repo).status == 0)
         #expect(
             try agentry(["kill", "greeter", "--reason", "leaking data", "--actor", "oncall"], in: repo).status == 0)
         let killed = try agentry(["run", "greeter"], in: repo)
@@ -228,7 +235,7 @@ extension ApplyCommandTests {
 
         try setLifecycle(repo, "greeter", "paused")
         try repo.commitAll("pause")
-        let paused = try agentry(["run", "greeter"], in: repo)
+        let paused = try agentry(["run", "greeter", "--apply"], in: repo)
         #expect(paused.status == 2)
         #expect(paused.stderr.contains("greeter is paused"), "\(paused.stderr)")
     }
@@ -237,7 +244,7 @@ extension ApplyCommandTests {
     @Test func memoryIsRestoredOntoANewDisk() throws {
         defer { stopMachines() }
         let repo = try runRepository(script: "mkdir -p memory; echo visit >> memory/visits; wc -l < memory/visits")
-        #expect(try agentry(["run", "greeter"], in: repo).stdout == "1\n")
+        #expect(try agentry(["run", "greeter", "--apply"], in: repo).stdout == "1\n")
         #expect(try agentry(["run", "greeter"], in: repo).stdout == "2\n")
         stopMachines()
         try FileManager.default.removeItem(atPath: state.path + "/agents/greeter/env.qcow2")
@@ -272,7 +279,7 @@ extension ApplyCommandTests {
             "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: minimal, resources: {cpus: 1, memory: 192Mi, disk: 256Mi}, network: {egress: [\"10.0.2.2:\(port)\"]}}\n"
         )
         try repo.commitAll("egress allowlist")
-        let run = try agentry(["run", "greeter"], in: repo)
+        let run = try agentry(["run", "greeter", "--apply"], in: repo)
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout == "reached\n", "through the proxy the run's environment names")
 
@@ -330,13 +337,13 @@ extension ApplyCommandTests {
             try repo.commitAll("\(harness) on \(model)")
         }
         try use(harness: "alpha", model: "local")
-        #expect(try agentry(["run", "greeter"], in: repo).stdout == "alpha on m\nalpha ")
+        #expect(try agentry(["run", "greeter", "--apply"], in: repo).stdout == "alpha on m\nalpha ")
         try use(harness: "beta", model: "local")
-        let switched = try agentry(["run", "greeter"], in: repo)
+        let switched = try agentry(["run", "greeter", "--apply"], in: repo)
         #expect(switched.stderr.contains("installing the harness beta"), "\(switched.stderr)")
         #expect(switched.stdout == "beta on m\nalpha beta ", "memory kept across the swap: \(switched.stdout)")
         try use(harness: "beta", model: "other")
-        let remodeled = try agentry(["run", "greeter"], in: repo)
+        let remodeled = try agentry(["run", "greeter", "--apply"], in: repo)
         #expect(!remodeled.stderr.contains("installing"), "a model swap installs nothing")
         #expect(remodeled.stdout == "beta on m2\nalpha beta beta ")
         let installs = try agentry(

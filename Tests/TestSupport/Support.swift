@@ -199,3 +199,101 @@ public final class BackgroundProcess {
         close(output)
     }
 }
+
+/// Waits until `condition` holds, checking every few milliseconds; fails naming `what` once
+/// `seconds` have passed.
+public func waitUntil(_ what: String, seconds: Double = 20, _ condition: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while try !condition() {
+        guard ContinuousClock.now < deadline else { throw WaitFailure(what: what, seconds: seconds) }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+public struct WaitFailure: Error, CustomStringConvertible {
+    public var what: String
+    public var seconds: Double
+    public var description: String { "still waiting, after \(seconds)s, for: \(what)" }
+}
+
+/// A command a test starts and keeps an eye on while it runs (an `agentry run` to interrupt, one
+/// that must wait for another): its output goes to files the test reads as it grows; the test
+/// signals it and waits for its exit status. Killed and reaped when the test is done.
+public final class RunningCommand {
+    public let pid: pid_t
+    let folder: TemporaryDirectory
+    var status: Int32?
+
+    public init(
+        _ program: String, _ arguments: [String], in directory: URL? = nil, environment extra: [String: String] = [:]
+    ) throws {
+        guard let executable = HostProcess.locate(program, path: ProcessInfo.processInfo.environment["PATH"]) else {
+            throw Shell.Failure(description: "\(program) is not installed")
+        }
+        folder = try TemporaryDirectory("agentry-command")
+        let environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+            .map { "\($0.key)=\($0.value)" }
+        let out = folder.path + "/stdout"
+        let err = folder.path + "/stderr"
+        pid = try HostProcess.spawn(executable, arguments, environment: environment, directory: directory?.path) {
+            actions in
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        }
+    }
+
+    public var stdout: String { (try? String(contentsOfFile: folder.path + "/stdout", encoding: .utf8)) ?? "" }
+    public var stderr: String { (try? String(contentsOfFile: folder.path + "/stderr", encoding: .utf8)) ?? "" }
+
+    public func signal(_ number: Int32) { kill(pid, number) }
+
+    /// Its exit status (128 + signal when a signal ended it), waiting at most `seconds`.
+    public func wait(seconds: Double = 120) throws -> Int32 {
+        if let status { return status }
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while true {
+            var raw: Int32 = 0
+            let reaped = waitpid(pid, &raw, WNOHANG)
+            if reaped == pid {
+                let signal = raw & 0x7F
+                let code = signal == 0 ? (raw >> 8) & 0xFF : 128 + signal
+                status = code
+                return code
+            }
+            guard ContinuousClock.now < deadline else {
+                throw Shell.Failure(description: "still running after \(seconds)s; stderr: \(stderr.suffix(2000))")
+            }
+            usleep(20_000)
+        }
+    }
+
+    /// Waits until its standard error holds `text`.
+    public func waitForError(_ text: String, seconds: Double = 120) throws {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while !stderr.contains(text) {
+            guard ContinuousClock.now < deadline else {
+                throw Shell.Failure(description: "no \"\(text)\" after \(seconds)s; stderr: \(stderr.suffix(2000))")
+            }
+            if status == nil {
+                var raw: Int32 = 0
+                if waitpid(pid, &raw, WNOHANG) == pid {
+                    status = (raw & 0x7F) == 0 ? (raw >> 8) & 0xFF : 128 + (raw & 0x7F)
+                    if !stderr.contains(text) {
+                        throw Shell.Failure(
+                            description: "exited (\(status!)) without \"\(text)\": \(stderr.suffix(2000))")
+                    }
+                }
+            }
+            usleep(20_000)
+        }
+    }
+
+    deinit {
+        if status == nil {
+            kill(pid, SIGKILL)
+            var raw: Int32 = 0
+            while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The time, handed in so that tests can set it.
 public protocol WallClock: Sendable {
@@ -15,6 +16,8 @@ public struct HostEnvironment: Sendable {
     public var currentDirectory: String
     /// The login name, for "who" when nobody says.
     public var userName: String
+    /// This process, for journals that name who wrote them.
+    public var processID: Int32 = getpid()
 
     public init(variables: [String: String], hostName: String, currentDirectory: String, userName: String) {
         self.variables = variables
@@ -49,4 +52,21 @@ public struct HostEnvironment: Sendable {
         }
         return "/" + parts.joined(separator: "/")
     }
+}
+
+/// A request to stop what is running (Ctrl-C, SIGTERM), shared between whoever receives it and the
+/// operation that must notice: checked between steps and while waiting on a guest.
+public final class Interruption: Sendable {
+    private let received = Mutex<Int32?>(nil)
+
+    public init() {}
+
+    /// Asks for the stop; `signal` is what asked (SIGINT, SIGTERM).
+    public func interrupt(_ signal: Int32) {
+        received.withLock { if $0 == nil { $0 = signal } }
+    }
+
+    /// The signal that asked, once one did.
+    public var signal: Int32? { received.withLock { $0 } }
+    public var isInterrupted: Bool { signal != nil }
 }

@@ -29,14 +29,24 @@ public protocol MachineBackend: Sendable {
     func stop(_ name: String, graceful: Bool)
     /// Removes the environment disk (the machine must be stopped).
     func removeDisk(_ name: String) throws
-    /// Removes everything of the machine (`keepDisk`: all but the disk).
-    func remove(_ name: String, keepDisk: Bool) throws
+    /// Removes everything of the machine (`keepDisk`: all but the disk, marked as retired by `owner`).
+    func remove(_ name: String, keepDisk: Bool, owner: String?) throws
+    /// A new agent takes its name: a disk retired by the same owner is its own again; one retired by
+    /// another owner is set aside, never given to a stranger.
+    func claimDisk(_ name: String, owner: String?) throws -> DiskClaim
     /// The last lines of the machine's console, for error messages.
     func consoleTail(_ name: String) -> String
     /// The hosts a running machine with an allowlist may reach now (read by its proxy for each
     /// connection, so a harness installation can widen it while it runs).
     func egressAllowlist(_ name: String) -> EgressAllowlist?
     func setEgressAllowlist(_ name: String, _ allowlist: EgressAllowlist) throws
+    /// Takes the agent's run lock, held by a run for as long as it runs and by an apply's step that
+    /// must stop or change the machine: across processes, one of them at a time. While another
+    /// holds it, `waiting` is told (once) and the lock is waited for until `deadline` (nil: as long
+    /// as it takes) or until `interruption` says stop; then it fails.
+    func lockRun(
+        _ name: String, deadline: ContinuousClock.Instant?, interruption: Interruption?, waiting: (String) -> Void
+    ) throws -> any RunLease
     /// Builds a guest image (`minimal` or `debian-12`), even when one is cached; returns where it is.
     func buildImage(base: String) throws -> String
     /// The Debian mirror the machines' apt reaches (registries a harness installation may use).
@@ -91,7 +101,7 @@ public protocol GuestChannel: AnyObject {
     /// at `timeout`.
     func exec(
         _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
-        output: (ProcessStream, [UInt8]) -> Void
+        interruption: Interruption?, output: (ProcessStream, [UInt8]) -> Void
     ) throws -> GuestExit
     func putFile(_ path: String, _ data: [UInt8], mode: Int) throws
     func getFile(_ path: String) throws -> [UInt8]
@@ -104,7 +114,9 @@ extension GuestChannel {
         _ argv: [String], environment: [String] = [], directory: String = AgentLayout.home, timeout: Duration? = nil,
         output: (ProcessStream, [UInt8]) -> Void
     ) throws -> GuestExit {
-        try exec(argv, environment: environment, directory: directory, stdin: [], timeout: timeout, output: output)
+        try exec(
+            argv, environment: environment, directory: directory, stdin: [], timeout: timeout, interruption: nil,
+            output: output)
     }
 }
 
@@ -127,11 +139,19 @@ public struct GuestHello: Sendable, Equatable {
 public struct GuestExit: Sendable, Equatable {
     public var status: Int
     public var timedOut: Bool
+    /// It was killed because an `Interruption` asked.
+    public var interrupted: Bool
 
-    public init(status: Int, timedOut: Bool) {
+    public init(status: Int, timedOut: Bool, interrupted: Bool = false) {
         self.status = status
         self.timedOut = timedOut
+        self.interrupted = interrupted
     }
+}
+
+/// A held run lock (see `MachineBackend.lockRun`).
+public protocol RunLease: AnyObject, Sendable {
+    func release()
 }
 
 /// A machine, measured.
@@ -211,4 +231,14 @@ public struct MachineEnd: Sendable, Equatable {
         if let status { return status == 0 ? "powered off\(when)" : "exit \(status)\(when)" }
         return "ended\(when)"
     }
+}
+
+/// What became of a retired environment disk when an agent of its name came back.
+public enum DiskClaim: Sendable, Equatable {
+    /// There was none.
+    case none
+    /// Its owner came back: the disk is the agent's again.
+    case kept
+    /// Another owner: the disk was moved aside (to this place), the agent starts afresh.
+    case setAside(String)
 }

@@ -18,6 +18,9 @@ public protocol RepositorySource: Sendable {
 
 /// Reads one agent repository at its commits. Not thread-safe: one reader per operation.
 public protocol RepositoryReader: AnyObject {
+    /// Which agent repository this is, wherever it is checked out: its `origin` (else its git
+    /// folder) and the folder inside it. A state directory belongs to one.
+    var identity: RepositoryIdentity { get }
     /// Resolves a ref to a commit id.
     func commit(for ref: String) throws -> String
     /// Reads, validates and compiles the agent repository at `ref`; with `remember`, the result
@@ -87,4 +90,19 @@ public struct LoadedCommit: Sendable {
         self.parsedFiles = parsedFiles
         self.mode = mode
     }
+}
+
+/// Which agent repository a state directory applied.
+public struct RepositoryIdentity: Sendable, Equatable, Codable {
+    /// The `origin` remote's URL, else the git folder's absolute path.
+    public var location: String
+    /// The agent repository's folder inside it (`--path`), empty for the root.
+    public var path: String
+
+    public init(location: String, path: String) {
+        self.location = location
+        self.path = path
+    }
+
+    public var description: String { path.isEmpty ? location : "\(location) (--path \(path))" }
 }

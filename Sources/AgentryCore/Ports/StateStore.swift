@@ -7,6 +7,11 @@ import Foundation
 public protocol StateStore: Sendable {
     /// Whether anything was ever recorded (there is no state before the first apply).
     var exists: Bool { get }
+    /// Where it is, for messages (the state directory).
+    var location: String { get }
+    /// Fails, saying what is wrong, unless there is a state database to read: a state directory
+    /// that is missing, is a file, or holds no database is not an empty state.
+    func checkReadable() throws
 
     func agents() throws -> [AgentRecord]
     func agent(_ name: String) throws -> AgentRecord?
@@ -36,6 +41,13 @@ public protocol StateStore: Sendable {
     func setting(_ key: String) throws -> String?
     /// Needs the writer lock. `nil` removes it.
     func setSetting(_ key: String, _ value: String?) throws
+
+    /// The run journal: a run in progress, written as it starts and moves on, removed once its
+    /// record is in history; one left behind is a run whose agentry stopped (the next run of the
+    /// agent records it as interrupted). Kept apart from the database: no writer lock is needed.
+    func saveRunJournal(_ journal: RunJournal) throws
+    func runJournals() throws -> [RunJournal]
+    func clearRunJournal(agent: String) throws
 
     /// The audit journal: an apply's record is kept here step by step as the steps are carried
     /// out, and committed to history at its end (or by the next apply, when it was killed).
@@ -242,5 +254,45 @@ public struct PendingAudit: Sendable, Equatable {
         self.branch = branch
         self.startedAt = startedAt
         self.steps = steps
+    }
+}
+
+/// What is known of a run in progress, for the record of one that never finished.
+public struct RunJournal: Sendable, Equatable, Codable {
+    public var agent: String
+    public var runID: String
+    public var pid: Int32
+    public var startedAt: Date
+    /// `RunRecord.Phase`.
+    public var phase: String
+    public var owner: String
+    public var commit: String
+    public var revision: String
+    public var actor: String
+    public var trigger: String
+    public var host: String
+    public var promptSHA256: String?
+    public var promptBytes: Int?
+    public var promptIsDefault: Bool?
+    public var historyRepository: String
+    public var historyBranch: String
+
+    public init(
+        agent: String, runID: String, pid: Int32, startedAt: Date, phase: String, owner: String, commit: String,
+        revision: String, actor: String, trigger: String, host: String, historyRepository: String, historyBranch: String
+    ) {
+        self.agent = agent
+        self.runID = runID
+        self.pid = pid
+        self.startedAt = startedAt
+        self.phase = phase
+        self.owner = owner
+        self.commit = commit
+        self.revision = revision
+        self.actor = actor
+        self.trigger = trigger
+        self.host = host
+        self.historyRepository = historyRepository
+        self.historyBranch = historyBranch
     }
 }
