@@ -129,7 +129,8 @@ let package = Package(
         .testTarget(name: "AgentryYAMLTests", dependencies: ["AgentryYAML"]),
         .testTarget(name: "AgentryModelTests", dependencies: ["AgentryModel", "AgentryBasics"]),
         .testTarget(name: "AgentryPlanTests", dependencies: ["AgentryPlan", "AgentryModel"]),
-        .testTarget(name: "AgentryRenderTests", dependencies: ["AgentryRender", "AgentryModel", "TestSupport"]),
+        .testTarget(
+            name: "AgentryRenderTests", dependencies: ["AgentryRender", "AgentryModel", "AgentryBasics", "TestSupport"]),
         .testTarget(
             name: "AgentryCoreTests",
             dependencies: [

@@ -30,3 +30,25 @@ public enum TemporaryName {
         "\(path).\(purpose)-\(getpid())-\(Hex.random(bytes: 6))"
     }
 }
+
+/// Standard base64 (RFC 4648, with padding).
+public enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    public static func encode(_ bytes: [UInt8]) -> String {
+        var output = [UInt8]()
+        output.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var index = 0
+        while index < bytes.count {
+            let chunk = Array(bytes[index..<min(index + 3, bytes.count)])
+            let value =
+                Int(chunk[0]) << 16 | Int(chunk.count > 1 ? chunk[1] : 0) << 8 | Int(chunk.count > 2 ? chunk[2] : 0)
+            output.append(alphabet[value >> 18 & 63])
+            output.append(alphabet[value >> 12 & 63])
+            output.append(chunk.count > 1 ? alphabet[value >> 6 & 63] : UInt8(ascii: "="))
+            output.append(chunk.count > 2 ? alphabet[value & 63] : UInt8(ascii: "="))
+            index += 3
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+}

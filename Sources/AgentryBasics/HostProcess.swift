@@ -51,6 +51,17 @@ public enum HostProcess {
         return nil
     }
 
+    /// The environment helpers start with (machine supervisors, QEMU, the egress proxy QEMU runs):
+    /// the search path and the locale, never the variables of the agentry that started them, which
+    /// may hold secrets (`AGENTRY_SECRET_*`) or credentials of the operator's shell.
+    public static func helperEnvironment(_ variables: [String: String]) -> [String] {
+        var kept = ["PATH=" + (variables["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")]
+        for name in ["LANG", "LC_ALL", "TZ", "TMPDIR", "AGENTRY_LOG_LEVEL"] {
+            if let value = variables[name] { kept.append(name + "=" + value) }
+        }
+        return kept
+    }
+
     /// Starts `executable`; `configure` arranges descriptors 0 to 2 (everything above is closed).
     /// `newSession`: the child leads a session of its own (a daemon that outlives its parent's
     /// terminal and process group).

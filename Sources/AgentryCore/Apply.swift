@@ -15,8 +15,10 @@ public struct ApplyOptions: Sendable {
     /// Carry out only these agents' steps (`agentry run` brings up its own agent); nil: all.
     public var only: Set<String>?
     public var historyBranch: String
-    /// At most this many agents' steps at once.
+    /// At most this many agents' steps at once (a commit that adds 5,000 agents queues their boots).
     public var parallelism: Int
+    /// About the number of cores: boots are CPU-bound, more at once only slows each.
+    public static let defaultParallelism = max(2, ProcessInfo.processInfo.activeProcessorCount)
     /// Apply although the state belongs to another agent repository, and make it this one's.
     public var adopt: Bool
     /// How long a step waits for a run of its agent in progress before it gives up on that agent.
@@ -25,7 +27,7 @@ public struct ApplyOptions: Sendable {
     public init(
         bootTimeout: Duration = .seconds(90), actor: String, planOptions: PlanOptions = PlanOptions(),
         recreateMissingDisks: Bool = false, only: Set<String>? = nil, historyBranch: String = "agentry/history",
-        parallelism: Int = .max, adopt: Bool = false
+        parallelism: Int = ApplyOptions.defaultParallelism, adopt: Bool = false
     ) {
         self.adopt = adopt
         self.bootTimeout = bootTimeout

@@ -75,7 +75,13 @@ public struct Planning: Sendable {
         switch Planner.plan(desired: desired, actual: actual, options: options, fields: { fields[$0.name] }) {
         case .failure(let refusal):
             return .refused(refusal)
-        case .success(let plan):
+        case .success(var plan):
+            // What would stop a machine from running here at all, said before apply tries.
+            for index in plan.actions.indices where plan.actions[index].action != .delete {
+                if let problem = machines.pathProblem(plan.actions[index].agent) {
+                    plan.actions[index].notes.append(problem)
+                }
+            }
             return .planned(
                 PlanDocument(
                     kind: .plan, plan: plan, commit: loaded.commit, repository: target.repository, ref: target.ref,

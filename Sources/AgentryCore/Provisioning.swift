@@ -3,6 +3,10 @@ import AgentryModel
 import AgentryRender
 import AgentryWire
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Puts a rendered agent's files into its machine: one archive over the control channel, unpacked
 /// in the home after the previous push's files are removed. Two round trips whatever the file count.
 enum Provisioner {
@@ -56,6 +60,11 @@ enum Provisioner {
 
 /// Commands agentry runs in a guest for itself.
 enum GuestCommand {
+    /// The most standard output agentry keeps from one of its own commands.
+    static let outputLimit = 64 << 10
+    /// How much of its error output is kept for the message.
+    static let errorTail = 4096
+
     /// Runs `script` with `sh -c` in the guest and returns its standard output; fails with its
     /// error output, saying what it was doing (`what`, else the script's start).
     @discardableResult
@@ -65,11 +74,28 @@ enum GuestCommand {
     ) throws -> [UInt8] {
         var out: [UInt8] = []
         var errors: [UInt8] = []
+        // agentry's own scripts say little: more than this is a flood from the guest (a binary
+        // planted on the PATH), and the command is killed rather than held in the host's memory.
+        let flood = Interruption()
         let result = try channel.exec(
-            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home], timeout: timeout,
-            output: { stream, bytes in if stream == .stdout { out += bytes } else { errors += bytes } })
+            ["/bin/sh", "-c", script], environment: ["PATH=" + path, "HOME=" + AgentLayout.home],
+            directory: AgentLayout.home,
+            stdin: [], timeout: timeout, interruption: flood,
+            output: { stream, bytes in
+                if stream == .stdout {
+                    if out.count + bytes.count > Self.outputLimit { flood.interrupt(SIGKILL) } else { out += bytes }
+                } else {
+                    errors = Array((errors + bytes).suffix(Self.errorTail))
+                }
+            })
+        let doing = what ?? "`\(script.prefix(80))`"
+        if flood.isInterrupted {
+            throw CoreError(
+                .machineFailed,
+                "\(doing): the machine printed more than \(Self.outputLimit / 1024) KiB where agentry expects a few lines; the command was killed"
+            )
+        }
         guard result.status == 0 else {
-            let doing = what ?? "`\(script.prefix(80))`"
             throw CoreError(
                 .machineFailed,
                 "\(doing) failed in the machine (exit \(result.status)): \(String(decoding: errors.suffix(400), as: UTF8.self))"

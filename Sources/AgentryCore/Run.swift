@@ -236,8 +236,23 @@ public struct Runner: Sendable {
         needed += rendered.secretEnvironment.values.map { ($0.secret, false) }
         var values: [String: [UInt8]] = [:]
         var missing: [String] = []
+        let metadata = bundle.agent.metadata
         for (reference, optional) in needed where values[reference] == nil && !missing.contains(reference) {
+            // A secret limited to other agents is refused before anything of it is read.
+            if let scope = try reporting(.secretUnavailable, { try ports.secrets.scope(reference) }),
+                !scope.allows(agent: agent, owner: metadata.owner, labels: metadata.labels)
+            {
+                throw CoreError(
+                    .secretUnavailable,
+                    "the run of \(agent) (owner \(metadata.owner ?? "none")) needs the secret \(reference), which is limited to \(scope.description); `agentry secret set \(reference)` with --allow-agent \(agent) (or its owner or a label) widens it"
+                )
+            }
             if let value = try reporting(.secretUnavailable, { try ports.secrets.value(reference) }) {
+                do {
+                    try Secrets.checkLength(reference, value)
+                } catch let error as CoreError {
+                    throw CoreError(.secretUnavailable, "the run of \(agent): \(error.message)")
+                }
                 values[reference] = value
             } else if !optional {
                 missing.append(reference)
@@ -287,10 +302,11 @@ public struct Runner: Sendable {
         }
     }
 
-    /// Runs a shell snippet in the guest with the run's PATH; fails with its error output.
+    /// Runs one of agentry's shell snippets in the guest (the system's PATH, not the run's: nothing
+    /// the agent installed stands in for the tools it uses); fails with its error output.
     @discardableResult
     func shell(_ channel: any GuestChannel, _ script: String, timeout: Duration = .seconds(60)) throws -> [UInt8] {
-        try GuestCommand.shell(script, over: channel, path: GuestShell.runPath, timeout: timeout)
+        try GuestCommand.shell(script, over: channel, path: GuestShell.systemPath, timeout: timeout)
     }
 }
 

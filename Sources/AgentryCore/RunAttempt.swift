@@ -228,7 +228,9 @@ struct RunAttempt {
         guard snapshot else { return }
         var kept: [RunCollection.File] = []
         for file in files where file.folder == memoryFolder {
-            if file.redacted {
+            if file.nameRedacted {
+                memoryExcluded.append(file.relative + " (its name held a secret)")
+            } else if file.redacted {
                 memoryExcluded.append(file.relative + " (it held a secret)")
             } else if file.bytes == nil {
                 memoryExcluded.append(file.relative + " (\(file.size) bytes, over \(RunLimits.memoryFileBytes))")
@@ -342,7 +344,8 @@ struct RunAttempt {
         record.logTruncated = logText.truncated
         var extra: [HistoryFile] = []
         for file in artifacts {
-            let stored = HistoryName.stored(file.relative, sha256: file.sha256)
+            let stored =
+                file.nameRedacted ? "_/" + file.sha256 : HistoryName.stored(file.relative, sha256: file.sha256)
             record.artifacts.append(
                 RunRecord.Artifact(
                     path: file.path, size: file.size, sha256: file.sha256, stored: file.bytes != nil,

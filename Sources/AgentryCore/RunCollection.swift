@@ -67,6 +67,8 @@ enum RunCollection {
         var bytes: [UInt8]?
         /// Redaction changed it: it held a secret value.
         var redacted = false
+        /// Its name held a secret value (`relative` and `path` are redacted): stored by digest.
+        var nameRedacted = false
     }
 
     /// In one guest command: removes the run's secrets, then returns the files of `folders`
@@ -83,7 +85,7 @@ enum RunCollection {
         var archive: [UInt8] = []
         var large: [UInt8] = []
         let result = try channel.exec(
-            ["/bin/sh", "-c", script], environment: ["PATH=" + GuestShell.runPath, "HOME=" + AgentLayout.home],
+            ["/bin/sh", "-c", script], environment: ["PATH=" + GuestShell.systemPath, "HOME=" + AgentLayout.home],
             timeout: .seconds(300),
             output: { stream, bytes in
                 // At most what the limits could ever store, whatever the guest sends.
@@ -122,10 +124,21 @@ enum RunCollection {
                     collectedFile(folder: folder, relative: relative, path: path, raw: data, redactor: redactor))
                 continue
             }
-            collected.append(
-                File(folder: folder, relative: relative, path: path, size: size, sha256: digest, bytes: nil))
+            // Not stored, so no digest either: the guest's digest is of content nobody redacted.
+            collected.append(File(folder: folder, relative: relative, path: path, size: size, sha256: "", bytes: nil))
         }
-        return collected.sorted { $0.path < $1.path }
+        // A secret value in a file's name never reaches history: the name is redacted and the
+        // file stored by its digest.
+        return collected.map { file in
+            var file = file
+            let relative = redactor.text(file.relative)
+            if relative != file.relative {
+                file.relative = relative
+                file.path = redactor.text(file.path)
+                file.nameRedacted = true
+            }
+            return file
+        }.sorted { $0.path < $1.path }
     }
 
     /// A collected file: its bytes redacted, and its digest and size those of what is stored when

@@ -50,9 +50,14 @@ extension Runner {
                 tail = Array((tail + bytes).suffix(2000))
                 pending += bytes
                 while let newline = pending.firstIndex(of: 0x0A) {
-                    let line = String(decoding: pending[..<newline], as: UTF8.self)
+                    let line = String(decoding: pending[..<newline].prefix(1000), as: UTF8.self)
                     if !line.trimmingCharacters(in: .whitespaces).isEmpty { progress("install: " + line) }
                     pending.removeSubrange(...newline)
+                }
+                // A line without an end is shown in pieces: what is held stays bounded.
+                if pending.count > 4096 {
+                    progress("install: " + String(decoding: pending.prefix(1000), as: UTF8.self) + "…")
+                    pending.removeAll()
                 }
             })
         guard result.status == 0 else {

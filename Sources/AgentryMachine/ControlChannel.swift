@@ -89,7 +89,19 @@ public final class ControlChannel {
         if !pending.isEmpty { return pending.removeFirst() }
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            if let message = try decoder.next() { return message }
+            do {
+                if let message = try decoder.next() { return message }
+            } catch let failure as FrameDecoder.Failure {
+                // What comes from the guest is untrusted: a frame that breaks the protocol ends this
+                // session with a clear error, never a raw decoder error.
+                let what: String
+                switch failure {
+                case .tooLarge(let length): what = "a frame of \(length) bytes (at most \(Wire.maxFrame))"
+                default: what = "a malformed frame"
+                }
+                throw MachineError(
+                    .guestFailed, "the machine sent \(what) on its control channel; the session was ended")
+            }
             let remaining = deadline - ContinuousClock.now
             if remaining <= .zero { return nil }
             var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]

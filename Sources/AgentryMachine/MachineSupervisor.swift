@@ -98,7 +98,7 @@ public enum MachineSupervisor {
         let log = logFile(directory)
         let spawned = Result {
             try HostProcess.spawn(
-                executable, arguments, environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" },
+                executable, arguments, environment: HostProcess.helperEnvironment(ProcessInfo.processInfo.environment),
                 newSession: true
             ) { actions in
                 posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
@@ -149,7 +149,7 @@ public enum MachineSupervisor {
             do {
                 let pid = try HostProcess.spawn(
                     executable, Array(qemu.dropFirst()),
-                    environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+                    environment: HostProcess.helperEnvironment(ProcessInfo.processInfo.environment)
                 ) { actions in
                     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
                     posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
@@ -188,7 +188,10 @@ public enum MachineSupervisor {
         let null = open("/dev/null", O_WRONLY)
         dup2(null, 1)
         close(null)
-        let hub = Hub(upstream: upstream!, listener: listener, adopted: adopt)
+        let console = ConsoleLog(
+            socket: UnixSocket.connect(QEMUMachine.consoleSocket(directory)), file: QEMUMachine.serialLog(directory),
+            booted: adopt)
+        let hub = Hub(upstream: upstream!, listener: listener, adopted: adopt, console: console)
         let ended = hub.serve(until: { machine.ended() })
         record(directory, ended)
         // Only what is still ours: a new supervisor may already be starting the machine again.

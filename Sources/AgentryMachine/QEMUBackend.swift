@@ -70,7 +70,22 @@ public final class QEMUBackend: MachineBackend {
 
     public func diskLocation(_ name: String) -> String { QEMUMachine.disk(directory(name)) }
 
+    /// A unix socket's path must fit the kernel's `sun_path` (107 bytes and a NUL).
+    static let socketPathLimit = 107
+
+    public func pathProblem(_ name: String) -> String? {
+        let directory = directory(name)
+        let longest = [
+            QEMUMachine.controlSocket(directory), QEMUMachine.qmpSocket(directory), MachineSupervisor.socket(directory),
+            QEMUMachine.consoleSocket(directory),
+        ].max { $0.utf8.count < $1.utf8.count }!
+        guard longest.utf8.count > Self.socketPathLimit else { return nil }
+        return
+            "the machine's socket \(longest) is \(longest.utf8.count) bytes, more than unix sockets take (\(Self.socketPathLimit)); use a state directory at most \(stateDirectory.utf8.count - (longest.utf8.count - Self.socketPathLimit)) bytes long (--state-dir, AGENTRY_STATE_DIR)"
+    }
+
     public func prepare(_ spec: MachineSpec) throws -> PreparedMachine {
+        if let problem = pathProblem(spec.name) { throw MachineError(.invalidInput, problem) }
         let configuration = try configuration(spec)
         let fresh = try machine.ensureDisk(configuration)
         return PreparedMachine(freshDisk: fresh, accelerator: configuration.accelerator.rawValue)
@@ -128,6 +143,53 @@ public final class QEMUBackend: MachineBackend {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try FileManager.default.moveItem(atPath: directory, toPath: aside)
         return .setAside(aside)
+    }
+
+    public func retainedDisks() -> [RetainedDisk] {
+        let agents = stateDirectory + "/agents"
+        var disks: [RetainedDisk] = []
+        func size(_ folder: String) -> Int64 {
+            let attributes = try? FileManager.default.attributesOfItem(atPath: QEMUMachine.disk(folder))
+            return (attributes?[.size] as? NSNumber)?.int64Value ?? 0
+        }
+        func retired(_ folder: String) -> Retired? {
+            FileManager.default.contents(atPath: folder + "/retired.json").flatMap {
+                try? JSONDecoder().decode(Retired.self, from: $0)
+            }
+        }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: agents)) ?? []
+        where ResourceName.isValid(name) {
+            guard let marker = retired(agents + "/" + name) else { continue }
+            disks.append(
+                RetainedDisk(
+                    id: name, agent: name, owner: marker.owner, retiredAt: marker.at, bytes: size(agents + "/" + name),
+                    setAside: false))
+        }
+        let aside = agents + "/.retired"
+        for folder in (try? FileManager.default.contentsOfDirectory(atPath: aside)) ?? [] where !folder.hasPrefix(".") {
+            let marker = retired(aside + "/" + folder)
+            let agent = folder.split(separator: "-").dropLast(3).joined(separator: "-")
+            disks.append(
+                RetainedDisk(
+                    id: folder, agent: agent.isEmpty ? folder : agent, owner: marker?.owner ?? "",
+                    retiredAt: marker?.at ?? "", bytes: size(aside + "/" + folder), setAside: true))
+        }
+        return disks.sorted { ($0.agent, $0.id) < ($1.agent, $1.id) }
+    }
+
+    public func removeRetainedDisk(_ id: String) throws {
+        guard let disk = retainedDisks().first(where: { $0.id == id }) else {
+            throw MachineError(.invalidInput, "no retained disk \(id) (see `agentry disks`)")
+        }
+        let folder = disk.setAside ? stateDirectory + "/agents/.retired/" + id : directory(id)
+        if !disk.setAside, isRunning(id) {
+            throw MachineError(.invalidInput, "\(id) has a running machine: its disk is in use")
+        }
+        do {
+            try FileManager.default.removeItem(atPath: folder)
+        } catch {
+            throw MachineError(.diskFailed, "cannot remove \(folder): \(error.localizedDescription)")
+        }
     }
 
     public func consoleTail(_ name: String) -> String { QEMUMachine.serialTail(directory(name)) }

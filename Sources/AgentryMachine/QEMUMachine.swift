@@ -71,6 +71,8 @@ public struct QEMUMachine: Sendable {
     public static func controlSocket(_ directory: String) -> String { directory + "/ctl.sock" }
     public static func qmpSocket(_ directory: String) -> String { directory + "/qmp.sock" }
     public static func serialLog(_ directory: String) -> String { directory + "/serial.log" }
+    /// The guest's console, read by the machine's supervisor (see `MachineSupervisor.ConsoleLog`).
+    public static func consoleSocket(_ directory: String) -> String { directory + "/console.sock" }
     static func pidFile(_ directory: String) -> String { directory + "/vm.pid" }
     public static func egressAllowFile(_ directory: String) -> String { directory + "/egress.allow" }
     static func qemuLog(_ directory: String) -> String { directory + "/qemu.log" }
@@ -203,16 +205,22 @@ public struct QEMUMachine: Sendable {
             // hangs in early boot (seen in about one boot in six on a loaded host). Tell it the rate.
             if let khz = HostTSC.kilohertz { append += " tsc_early_khz=\(khz)" }
         }
+        // Paths go into option values, where QEMU reads a comma as the next option: doubled, a
+        // comma in the state directory is part of the path.
+        let option = { (path: String) in path.replacingOccurrences(of: ",", with: ",,") }
         arguments += [
             "-m", "\(configuration.memoryMiB)M", "-smp", "\(configuration.cpus)",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", configuration.image.kernel, "-initrd", configuration.image.initrd, "-append", append,
-            "-serial", "file:" + Self.serialLog(directory),
-            "-qmp", "unix:\(Self.qmpSocket(directory)),server=on,wait=off",
-            "-drive", "id=env,file=\(Self.disk(directory)),format=qcow2,if=none,cache=writeback",
+            // The console goes to the supervisor, which keeps the boot in serial.log and nothing a
+            // run could print to it (an unread socket drops output: a guest never blocks on it).
+            "-chardev", "socket,id=console,path=\(option(Self.consoleSocket(directory))),server=on,wait=off",
+            "-serial", "chardev:console",
+            "-qmp", "unix:\(option(Self.qmpSocket(directory))),server=on,wait=off",
+            "-drive", "id=env,file=\(option(Self.disk(directory))),format=qcow2,if=none,cache=writeback",
             "-device", "virtio-blk-device,drive=env",
             "-device", "virtio-serial-device",
-            "-chardev", "socket,id=ctl,path=\(Self.controlSocket(directory)),server=on,wait=off",
+            "-chardev", "socket,id=ctl,path=\(option(Self.controlSocket(directory))),server=on,wait=off",
             "-device", "virtserialport,chardev=ctl,name=\(Wire.portName)",
             "-pidfile", Self.pidFile(directory),
         ]

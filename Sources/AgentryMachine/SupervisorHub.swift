@@ -35,9 +35,12 @@ extension MachineSupervisor {
         var held: [(Int32, Message)] = []
         var upstreamOpen = true
 
-        init(upstream: Int32, listener: Int32, adopted: Bool) {
+        let console: ConsoleLog
+
+        init(upstream: Int32, listener: Int32, adopted: Bool, console: ConsoleLog) {
             self.upstream = upstream
             self.listener = listener
+            self.console = console
             UnixSocket.setNonBlocking(upstream)
             UnixSocket.setNonBlocking(listener)
             if adopted {
@@ -66,6 +69,7 @@ extension MachineSupervisor {
                 if !upstreamOutbox.isEmpty { upstreamEvents |= Int16(POLLOUT) }
                 descriptors.append(pollfd(fd: upstreamOpen ? upstream : -1, events: upstreamEvents, revents: 0))
                 descriptors.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
+                descriptors.append(pollfd(fd: console.socket, events: Int16(POLLIN), revents: 0))
                 // Clients are not read while the guest's side is backed up: the backlog is bounded.
                 let readClients = upstreamOutbox.count < MachineSupervisor.upstreamBacklog
                 let order = Array(clients.keys)
@@ -79,8 +83,9 @@ extension MachineSupervisor {
                 if ready <= 0 { continue }
                 if descriptors[0].revents != 0 { serviceUpstream(descriptors[0].revents, &buffer) }
                 if descriptors[1].revents & Int16(POLLIN) != 0 { accept() }
+                if descriptors[2].revents != 0 { console.read(&buffer) }
                 for (index, fd) in order.enumerated() {
-                    let revents = descriptors[index + 2].revents
+                    let revents = descriptors[index + 3].revents
                     guard revents != 0, clients[fd] != nil else { continue }
                     if revents & Int16(POLLOUT) != 0 { flush(fd) }
                     if revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { receive(fd, &buffer) }
@@ -115,6 +120,7 @@ extension MachineSupervisor {
         }
 
         func fromGuest(_ message: Message) {
+            if case .hello = message { console.booted() }
             if case .hello = message {
                 // A (re)started guest agent: whatever was in flight is gone.
                 for (id, route) in routes {
@@ -271,6 +277,66 @@ extension Message {
         case .signal(_, let target, let signal): return .signal(id: id, target: target, signal: signal)
         case .ping: return .ping(id: id)
         case .shutdown: return .shutdown(id: id)
+        }
+    }
+}
+
+extension MachineSupervisor {
+    /// The guest's console, kept in `serial.log` for the boot only: what the kernel and the guest
+    /// agent print until the guest reports in (boot failures quote it), at most `limit` bytes.
+    /// After that the console is read and dropped: whatever runs in the machine may write to it
+    /// (a secret among it), and nothing a run writes should reach the host's disk unredacted.
+    final class ConsoleLog {
+        static let limit = 1 << 20
+
+        /// -1 when there is no console socket (an older machine, or QEMU closed it): poll ignores it.
+        private(set) var socket: Int32
+        let file: Int32
+        var written = 0
+        var kept: Bool
+
+        init(socket: Int32?, file path: String, booted: Bool) {
+            self.socket = socket ?? -1
+            file = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            kept = !booted
+            if self.socket >= 0 { UnixSocket.setNonBlocking(self.socket) }
+        }
+
+        deinit {
+            if socket >= 0 { close(socket) }
+            if file >= 0 { close(file) }
+        }
+
+        func read(_ buffer: inout [UInt8]) {
+            guard socket >= 0 else { return }
+            let count = recv(socket, &buffer, buffer.count, 0)
+            if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) {
+                close(socket)
+                socket = -1
+                return
+            }
+            guard count > 0, kept, file >= 0 else { return }
+            let room = Self.limit - written
+            if room <= 0 { return }
+            let take = min(count, room)
+            _ = buffer.withUnsafeBufferPointer { write(file, $0.baseAddress, take) }
+            written += take
+            if written >= Self.limit {
+                note("[agentry: the console printed more than 1 MiB during boot; the rest is not kept]")
+            }
+        }
+
+        /// The guest reported in: from here on the console is not kept.
+        func booted() {
+            guard kept else { return }
+            note("[agentry: the guest reported in; its console is not kept from here on]")
+            kept = false
+        }
+
+        func note(_ line: String) {
+            guard file >= 0 else { return }
+            let bytes = Array(("\n" + line + "\n").utf8)
+            _ = bytes.withUnsafeBufferPointer { write(file, $0.baseAddress, $0.count) }
         }
     }
 }

@@ -1,10 +1,46 @@
+import AgentryBasics
+
 /// Replaces every secret value in `bytes` with `***`.
 public struct Redactor: Sendable {
     let secrets: [[UInt8]]
 
-    public init(_ values: [[UInt8]]) {
+    /// Redacts `values` and, with `encodings`, their common encodings where they appear whole:
+    /// base64 (standard and URL-safe, with and without padding), hex (either case) and URL
+    /// percent-encoding.
+    public init(_ values: [[UInt8]], encodings: Bool = true) {
+        var all = Set(values.filter { !$0.isEmpty })
+        if encodings {
+            for value in all { all.formUnion(Self.encodings(of: value)) }
+        }
         // Longest first, so a value containing another is replaced whole.
-        secrets = values.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
+        secrets = all.sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
+    }
+
+    static func encodings(of value: [UInt8]) -> [[UInt8]] {
+        let standard = Array(Base64.encode(value).utf8)
+        let unpadded = Array(standard.prefix { $0 != UInt8(ascii: "=") })
+        let urlSafe = unpadded.map {
+            $0 == UInt8(ascii: "+") ? UInt8(ascii: "-") : $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0
+        }
+        let lowerHex = Array(Hex.string(value).utf8)
+        let upperHex = Array(Hex.string(value).uppercased().utf8)
+        var percent: [UInt8] = []
+        for byte in value {
+            let unreserved =
+                (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: "~")
+            if unreserved {
+                percent.append(byte)
+            } else {
+                percent += Array(("%" + Hex.string([byte]).uppercased()).utf8)
+            }
+        }
+        return [
+            standard, unpadded, urlSafe, urlSafe + standard.suffix(standard.count - unpadded.count), lowerHex, upperHex,
+            percent,
+        ]
+        .filter { $0 != value && !$0.isEmpty }
     }
 
     public func redact(_ bytes: [UInt8]) -> [UInt8] {

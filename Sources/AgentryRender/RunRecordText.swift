@@ -50,7 +50,7 @@ extension RunRecord {
             for artifact in artifacts {
                 lines.append("  - path: \(q(artifact.path))")
                 lines.append("    size: \(artifact.size)")
-                lines.append("    sha256: \(q(artifact.sha256))")
+                if !artifact.sha256.isEmpty { lines.append("    sha256: \(q(artifact.sha256))") }
                 lines.append("    stored: \(artifact.stored)")
                 if let storedAs = artifact.storedAs { lines.append("    storedAs: \(q(storedAs))") }
             }

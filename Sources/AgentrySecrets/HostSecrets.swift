@@ -34,7 +34,10 @@ public struct HostSecrets: SecretStore {
         "AGENTRY_SECRET_" + String(key.uppercased().map { $0.isLetter || $0.isNumber ? $0 : "_" })
     }
 
-    public func set(_ key: String, value: [UInt8]) throws { try store.set(key, value: value) }
+    public func scope(_ key: String) throws -> SecretScope? { try store.scope(key) }
+    public func set(_ key: String, value: [UInt8], scope: SecretScope?) throws {
+        try store.set(key, value: value, scope: scope)
+    }
     public func list() throws -> [SecretEntry] { try store.list() }
     public func remove(_ key: String) throws { try store.remove(key) }
 }

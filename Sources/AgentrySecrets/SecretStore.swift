@@ -44,8 +44,10 @@ public struct SecretError: AgentryFailure {
 /// and its backups). Each value is bound to its key name as associated data, so a ciphertext moved
 /// to another name does not decrypt. Values are never logged and never written anywhere else.
 ///
-/// Other sources are looked up after the store (`HostSecrets`). Writes are serialised within the
-/// process and go through a temporary file renamed into place.
+/// A secret may be limited to agents (`SecretScope`); the scope is bound into the associated data
+/// with the name, so it cannot be widened by editing the file. Other sources are looked up after
+/// the store (`HostSecrets`). Writes are serialised within the process and across processes (an
+/// `flock` on `secrets.lock` beside the store) and go through a temporary file renamed into place.
 public final class FileSecretStore: Sendable {
     public let file: String
     public let keyFile: String
@@ -79,6 +81,35 @@ public final class FileSecretStore: Sendable {
     struct Entry: Codable {
         var ciphertext: String
         var updatedAt: Date
+        var scope: SecretScope?
+    }
+
+    /// What a value is sealed with besides the key: its name, and its scope when it has one.
+    static func associatedData(_ name: String, _ scope: SecretScope?) -> [UInt8] {
+        guard let scope, !scope.isEmpty else { return Array(name.utf8) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(name.utf8) + [0] + Array((try? encoder.encode(scope)) ?? Data())
+    }
+
+    /// Runs `body` holding the store's lock (other processes' writes wait).
+    func locked<T>(_ body: () throws -> T) throws -> T {
+        try writing.withLock { _ in
+            let folder = (file as NSString).deletingLastPathComponent
+            try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let path = folder + "/secrets.lock"
+            let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else {
+                throw SecretError(.storeProblem, "cannot open \(path): \(String(cString: strerror(errno)))")
+            }
+            defer { close(descriptor) }
+            while flock(descriptor, LOCK_EX) != 0 {
+                guard errno == EINTR else {
+                    throw SecretError(.storeProblem, "cannot lock \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+            return try body()
+        }
     }
 
     struct Contents: Codable {
@@ -160,35 +191,44 @@ public final class FileSecretStore: Sendable {
 
     // MARK: - Operations
 
-    public func set(_ name: String, value: [UInt8]) throws {
+    public func set(_ name: String, value: [UInt8], scope: SecretScope? = nil) throws {
         try checkKey(name)
         guard !value.isEmpty else { throw SecretError(.invalidKey, "the value of \(name) is empty") }
-        var key = try key(create: true)
-        defer { sodium_memzero(&key, key.count) }
-        var nonce = [UInt8](repeating: 0, count: Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES))
-        randombytes_buf(&nonce, nonce.count)
-        var sealed = [UInt8](repeating: 0, count: value.count + Int(crypto_aead_xchacha20poly1305_ietf_ABYTES))
-        var sealedLength: UInt64 = 0
-        let associated = Array(name.utf8)
-        crypto_aead_xchacha20poly1305_ietf_encrypt(
-            &sealed, &sealedLength, value, UInt64(value.count), associated, UInt64(associated.count), nil, nonce, key)
-        try writing.withLock { _ in
+        let scope = scope.flatMap { $0.isEmpty ? nil : $0 }
+        try locked {
+            var key = try key(create: true)
+            defer { sodium_memzero(&key, key.count) }
+            var nonce = [UInt8](repeating: 0, count: Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES))
+            randombytes_buf(&nonce, nonce.count)
+            var sealed = [UInt8](repeating: 0, count: value.count + Int(crypto_aead_xchacha20poly1305_ietf_ABYTES))
+            var sealedLength: UInt64 = 0
+            let associated = Self.associatedData(name, scope)
+            crypto_aead_xchacha20poly1305_ietf_encrypt(
+                &sealed, &sealedLength, value, UInt64(value.count), associated, UInt64(associated.count), nil, nonce,
+                key)
             var contents = try readContents()
             contents.secrets[name] = Entry(
-                ciphertext: Data(nonce + sealed.prefix(Int(sealedLength))).base64EncodedString(), updatedAt: Date())
+                ciphertext: Data(nonce + sealed.prefix(Int(sealedLength))).base64EncodedString(), updatedAt: Date(),
+                scope: scope)
             try writeContents(contents)
         }
     }
 
-    /// Keys and when each was set; never values.
+    /// Keys, scopes and when each was set; never values.
     public func list() throws -> [SecretEntry] {
-        try readContents().secrets.map { SecretEntry(key: $0.key, updatedAt: $0.value.updatedAt) }.sorted {
-            $0.key < $1.key
+        try readContents().secrets.map {
+            SecretEntry(key: $0.key, updatedAt: $0.value.updatedAt, scope: $0.value.scope)
         }
+        .sorted { $0.key < $1.key }
+    }
+
+    /// The agents `name` is limited to; nil when it is not in the store or not limited.
+    public func scope(_ name: String) throws -> SecretScope? {
+        try readContents().secrets[name]?.scope
     }
 
     public func remove(_ name: String) throws {
-        try writing.withLock { _ in
+        try locked {
             var contents = try readContents()
             guard contents.secrets.removeValue(forKey: name) != nil else {
                 throw SecretError(.notFound, "no secret \(name) in the store")
@@ -212,14 +252,15 @@ public final class FileSecretStore: Sendable {
             let sealed = Array(bytes[nonceLength...])
             var plain = [UInt8](repeating: 0, count: sealed.count)
             var plainLength: UInt64 = 0
-            let associated = Array(name.utf8)
+            let associated = Self.associatedData(name, entry.scope)
             let result = crypto_aead_xchacha20poly1305_ietf_decrypt(
                 &plain, &plainLength, nil, sealed, UInt64(sealed.count), associated, UInt64(associated.count), nonce,
                 key)
             guard result == 0 else {
                 throw SecretError(
                     .keyProblem,
-                    "the stored secret \(name) does not decrypt with \(keyFile) (a different key, or a damaged store)")
+                    "the stored secret \(name) does not decrypt with \(keyFile) (a different key, or a damaged or edited store: its scope is sealed with it)"
+                )
             }
             return Array(plain.prefix(Int(plainLength)))
         }

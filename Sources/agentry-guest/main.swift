@@ -15,10 +15,14 @@ func log(_ text: String) {
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
+/// Reads a regular file whole. Anything else (a FIFO, a device, a socket, a symbolic link as the
+/// last component) planted on the disk is refused at once: opening never blocks and reading never
+/// runs forever, so it cannot wedge PID 1.
 func readWholeFile(_ path: String, limit: Int = Wire.maxFrame - 1024) -> [UInt8]? {
-    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
     guard descriptor >= 0 else { return nil }
     defer { close(descriptor) }
+    guard isRegularFile(descriptor) else { return nil }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
     while bytes.count <= limit {
@@ -28,6 +32,17 @@ func readWholeFile(_ path: String, limit: Int = Wire.maxFrame - 1024) -> [UInt8]
         bytes += chunk[0..<count]
     }
     return bytes.count <= limit ? bytes : nil
+}
+
+/// Whether `descriptor` is a regular file; errno says why not (EINVAL for another kind of file).
+func isRegularFile(_ descriptor: Int32) -> Bool {
+    var status = stat()
+    guard fstat(descriptor, &status) == 0 else { return false }
+    guard status.st_mode & S_IFMT == S_IFREG else {
+        errno = EINVAL
+        return false
+    }
+    return true
 }
 
 func text(_ path: String) -> String {
@@ -227,9 +242,17 @@ final class Agent {
             start(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout)
         case .putFile(let id, let path, let mode, let data):
             makeParents(path)
-            let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(mode))
+            // Never blocks on a FIFO planted where the file goes, never writes through a device or a
+            // symbolic link: only a regular file (made or truncated) is written.
+            let descriptor = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, mode_t(mode))
             guard descriptor >= 0 else {
                 send(.failure(id: id, message: "cannot write \(path): \(String(cString: strerror(errno)))"))
+                return
+            }
+            guard isRegularFile(descriptor), ftruncate(descriptor, 0) == 0 else {
+                let reason = errno == EINVAL ? "not a regular file" : String(cString: strerror(errno))
+                close(descriptor)
+                send(.failure(id: id, message: "cannot write \(path): \(reason)"))
                 return
             }
             var offset = 0
@@ -258,7 +281,8 @@ final class Agent {
             if let data = readWholeFile(path) {
                 send(.fileData(id: id, data: data))
             } else {
-                send(.failure(id: id, message: "cannot read \(path): \(String(cString: strerror(errno)))"))
+                let reason = errno == EINVAL ? "not a regular file" : String(cString: strerror(errno))
+                send(.failure(id: id, message: "cannot read \(path): \(reason)"))
             }
         case .signal(let id, let target, let signal):
             if let job = jobs[target] {

@@ -2,6 +2,7 @@ import AgentryComposition
 import AgentryCore
 import ArgumentParser
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -20,6 +21,7 @@ struct Agentry: AsyncParsableCommand {
         subcommands: [
             Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
             RunCommand.self, ExecCommand.self, KillCommand.self, UnkillCommand.self, SecretCommand.self,
+            DisksCommand.self,
             HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,
             EgressProxyCommand.self, MachineSupervisorCommand.self, Schema.self, Init.self,
         ]
@@ -90,8 +92,11 @@ enum Output {
         write(Array(text.utf8), to: 1)
     }
 
+    /// A message on standard error; at a terminal, with control sequences neutralised (messages
+    /// quote what guests printed: an install's lines, a command's error output).
     static func error(_ line: String) {
-        write(Array((line + "\n").utf8), to: 2)
+        let bytes = Array((line + "\n").utf8)
+        write(isatty(2) != 0 ? TerminalFilter.filter(bytes) : bytes, to: 2)
     }
 
     /// Progress lines of long operations.
@@ -112,5 +117,35 @@ enum Output {
                 offset += written
             }
         }
+    }
+}
+
+/// What a guest prints, on its way to this process's output: control sequences neutralised when
+/// the output is a terminal (`TerminalFilter`), passed as they are to a file or pipe.
+final class GuestOutput: Sendable {
+    private let filters = Mutex<[Int32: TerminalFilter]>([:])
+    private let terminals: Set<Int32> = Set([1, 2].filter { isatty($0) != 0 })
+
+    func write(_ data: [UInt8], to descriptor: Int32) {
+        guard terminals.contains(descriptor) else { return Output.write(data, to: descriptor) }
+        let clean = filters.withLock { $0[descriptor, default: TerminalFilter()].feed(data) }
+        Output.write(clean, to: descriptor)
+    }
+
+    /// Whatever a filter still holds (an unfinished sequence), shown.
+    func finish() {
+        let rest = filters.withLock { filters in
+            filters.map { ($0.key, $0.value) }.map { descriptor, filter in
+                var filter = filter
+                return (descriptor, filter.finish())
+            }
+        }
+        for (descriptor, bytes) in rest where !bytes.isEmpty { Output.write(bytes, to: descriptor) }
+    }
+
+    /// A whole text from a guest (a stored log, a record) to standard output.
+    static func text(_ text: String) {
+        let bytes = Array(text.utf8)
+        Output.write(isatty(1) != 0 ? TerminalFilter.filter(bytes) : bytes, to: 1)
     }
 }

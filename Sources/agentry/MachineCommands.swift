@@ -31,6 +31,9 @@ struct ApplyCommand: AsyncParsableCommand {
     @Option(name: .long, help: "How long a machine may take to report in, in seconds.")
     var bootTimeout: Int = 90
 
+    @Option(name: .long, help: "At most this many agents' machines changed at once. (default: the number of cores)")
+    var parallelism: Int?
+
     @Option(name: .long, help: "Who is applying, for the event log. (default: $AGENTRY_ACTOR or the login name)")
     var actor: String?
 
@@ -52,6 +55,9 @@ struct ApplyCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
+        if let parallelism, parallelism < 1 {
+            throw ValidationError("--parallelism \(parallelism): expected 1 or more")
+        }
         if let plan, repo != nil || ref != nil || path != nil {
             throw ValidationError(
                 "\(plan) is carried out for the repository, ref and path it was planned from; drop --repo, --ref and --path"
@@ -67,7 +73,8 @@ struct ApplyCommand: AsyncParsableCommand {
             let options = ApplyOptions(
                 bootTimeout: .seconds(bootTimeout), actor: ports.host.actor(actor),
                 planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete),
-                recreateMissingDisks: recreateMissingDisks, historyBranch: ports.host.historyBranch, adopt: adopt)
+                recreateMissingDisks: recreateMissingDisks, historyBranch: ports.host.historyBranch,
+                parallelism: parallelism ?? ApplyOptions.defaultParallelism, adopt: adopt)
             let outcome = try await Apply(ports, progress: Output.progress).run(
                 .init(
                     target: .init(repository: repo ?? ".", ref: ref ?? "HEAD", path: path ?? ""), savedPlan: saved,
@@ -103,9 +110,11 @@ struct ExecCommand: AsyncParsableCommand {
         guard !command.isEmpty else {
             throw ValidationError("name a command after --, e.g. agentry exec \(agent) -- uname -a")
         }
+        let guest = GuestOutput()
         let status = try await Operations(state.ports(try LoggingOptions.quiet())).exec(
             agent: agent, argv: command, timeout: timeout.map { .seconds($0) },
-            output: { stream, data in Output.write(data, to: stream == .stdout ? 1 : 2) })
+            output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) })
+        guest.finish()
         throw ExitCode(Int32(truncatingIfNeeded: status))
     }
 }
@@ -192,5 +201,43 @@ struct ImageBuild: AsyncParsableCommand {
     func run() async throws {
         let ports = state.ports(try logging.makeLogger(), progress: { Output.error("image: \($0)") })
         Output.standardOutput(try await Images(ports).build(base: base) + "\n")
+    }
+}
+
+struct DisksCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "disks",
+        abstract: "List the environment disks that belong to no agent; `disks rm ID` removes one.",
+        discussion: """
+            A deleted agent with deletionPolicy: retain leaves its disk, marked with its owner: an \\
+            agent of the same name and owner gets it back; one of another owner starts afresh and the \\
+            old disk is set aside (agents/.retired/). Both stay until removed here.
+            """,
+        subcommands: [DisksList.self, DisksRemove.self], defaultSubcommand: DisksList.self)
+}
+
+struct DisksList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List retained disks.")
+
+    @OptionGroup var state: StateOptions
+
+    func run() throws {
+        let disks = RetainedDisks(state.ports(try LoggingOptions.quiet())).list()
+        guard !disks.isEmpty else { return Output.progress("no retained disks") }
+        Output.standardOutput(RetainedDisks.table(disks))
+    }
+}
+
+struct DisksRemove: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove a retained disk for good.")
+
+    @Argument(help: "The disk's ID (see `agentry disks`).")
+    var id: String
+
+    @OptionGroup var state: StateOptions
+
+    func run() throws {
+        try RetainedDisks(state.ports(try LoggingOptions.quiet())).remove(id)
+        Output.progress("removed the retained disk \(id)")
     }
 }

@@ -126,6 +126,15 @@ struct PlanCommand: AsyncParsableCommand {
                     throw CoreError(.io, "cannot write the plan to \(out): \(error.localizedDescription)")
                 }
             }
+            // Disks of deleted agents stay until removed: said, so they are not forgotten.
+            if !emptyState, case .planned = outcome {
+                let disks = RetainedDisks(ports).list()
+                if !disks.isEmpty {
+                    Output.progress(
+                        "\(disks.count) retained disk\(disks.count == 1 ? "" : "s") of deleted agents (\(disks.map(\.agent).joined(separator: ", "))); `agentry disks` lists them, `agentry disks rm ID` removes one"
+                    )
+                }
+            }
         }
         if let status { throw ExitCode(status) }
     }

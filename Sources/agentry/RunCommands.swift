@@ -98,10 +98,12 @@ struct RunCommand: AsyncParsableCommand {
             timeout: timeout.flatMap(DurationText.parse).map { .milliseconds(saturating: $0) },
             actor: ports.host.actor(actor), trigger: trigger, historyBranch: branch, applyFirst: apply,
             interruption: interruption)
+        let guest = GuestOutput()
         let outcome = try await Runner(
             ports, progress: Output.progress,
-            output: { stream, data in Output.write(data, to: stream == .stdout ? 1 : 2) }
+            output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) }
         ).run(request)
+        guest.finish()
         let record = outcome.record
         var line =
             "run \(record.runID): \(record.summary), \(record.artifacts.count + record.artifactsOmitted) artifact(s)"
@@ -188,8 +190,8 @@ struct ShowCommand: ParsableCommand {
         let (queries, location) = try history.queries()
         let found = try queries.run(runID, in: location)
         if let problem = found.problem { Output.progress("warning: this record cannot be read: \(problem)") }
-        Output.standardOutput(found.text)
-        Output.standardOutput("--- log.txt\n" + found.log)
+        GuestOutput.text(found.text)
+        GuestOutput.text("--- log.txt\n" + found.log)
         if !found.log.hasSuffix("\n") && !found.log.isEmpty { Output.standardOutput("\n") }
     }
 }
@@ -205,7 +207,7 @@ struct LogsCommand: ParsableCommand {
 
     func run() throws {
         let (queries, location) = try history.queries()
-        Output.standardOutput(try queries.latestLog(agent: agent, in: location))
+        GuestOutput.text(try queries.latestLog(agent: agent, in: location))
     }
 }
 
@@ -225,20 +227,58 @@ struct SecretCommand: ParsableCommand {
 struct SecretSet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set",
-        abstract: "Store a secret; the value is read from standard input (one trailing newline dropped).")
+        abstract: "Store a secret; the value is read from standard input (one trailing newline dropped).",
+        discussion: """
+            At a terminal the value is read without echo. Values under 8 bytes are refused. With \
+            --allow-agent, --allow-owner or --allow-label (each repeatable), only agents that match one \
+            of them may use the secret: a run of any other agent that references it fails before it \
+            starts, naming the key and the rule. Without them, any agent may.
+            """)
 
     @Argument(help: "The key, such as github/token.")
     var key: String
 
+    @Option(name: .customLong("allow-agent"), help: "Only this agent may use it.")
+    var agents: [String] = []
+
+    @Option(name: .customLong("allow-owner"), help: "Only agents of this owner (metadata.owner) may use it.")
+    var owners: [String] = []
+
+    @Option(name: .customLong("allow-label"), help: "Only agents with this label (key=value) may use it.")
+    var labels: [String] = []
+
     @OptionGroup var state: StateOptions
 
     func run() throws {
-        if isatty(0) != 0 { Output.progress("type the value of \(key), then Ctrl-D") }
-        var value = try readInput("-", what: "the value from")
+        var value: [UInt8]
+        if isatty(0) != 0 {
+            value = try readWithoutEcho(prompt: "value of \(key): ")
+        } else {
+            value = try readInput("-", what: "the value from")
+        }
         if value.last == 0x0A { value.removeLast() }
         if value.last == 0x0D { value.removeLast() }
-        try Secrets(state.ports(try LoggingOptions.quiet())).set(key, value: value)
-        Output.progress("stored \(key)")
+        let scope = SecretScope(agents: agents, owners: owners, labels: labels)
+        try Secrets(state.ports(try LoggingOptions.quiet())).set(key, value: value, scope: scope.isEmpty ? nil : scope)
+        Output.progress("stored \(key)\(scope.isEmpty ? "" : " (only \(scope.description))")")
+    }
+
+    /// One line from the terminal with echo off (restored however it ends).
+    func readWithoutEcho(prompt: String) throws -> [UInt8] {
+        var saved = termios()
+        guard tcgetattr(0, &saved) == 0 else { return try readInput("-", what: "the value from") }
+        var quiet = saved
+        quiet.c_lflag &= ~tcflag_t(ECHO)
+        Output.write(Array(prompt.utf8), to: 2)
+        tcsetattr(0, TCSAFLUSH, &quiet)
+        defer {
+            tcsetattr(0, TCSAFLUSH, &saved)
+            Output.write([0x0A], to: 2)
+        }
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(0, &byte, 1) == 1, byte != 0x0A { line.append(byte) }
+        return line
     }
 }
 

@@ -234,4 +234,17 @@ import Testing
         await #expect { try await fixture.apply() } throws: { ($0 as? CoreError)?.code == .stateLocked }
         #expect(fixture.fakes.machines.calls.isEmpty)
     }
+
+    /// A commit that adds many agents queues their boots: at most `parallelism` at once.
+    @Test func bootsAreBoundedByParallelism() async throws {
+        let fixture = try Fixture()
+        for index in 0..<12 { try fixture.agent("many-\(index)") }
+        try fixture.commit()
+        fixture.fakes.machines.setBootTime(microseconds: 20_000)
+        let outcome = try await fixture.apply(ApplyOptions(actor: "ci", parallelism: 3))
+        #expect(outcome.steps.count == 12 && outcome.steps.allSatisfy { !$0.failed })
+        #expect(fixture.fakes.machines.mostBootingAtOnce <= 3)
+        #expect(fixture.fakes.machines.mostBootingAtOnce >= 2, "boots of different agents still overlap")
+        #expect(ApplyOptions(actor: "ci").parallelism == ApplyOptions.defaultParallelism)
+    }
 }

@@ -439,4 +439,59 @@ import Testing
         #expect(step.detail.contains("memory not restored"), "\(step.detail)")
         #expect(fixture.fakes.machines.text("reused", "/agent/memory/notes.md") == nil)
     }
+
+    /// A secret limited to other agents is refused before the run starts, naming the key and the
+    /// rule; one limited to this agent's owner or a label of it is delivered.
+    @Test func scopedSecretsReachOnlyTheAgentsTheyAreFor() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter", extra: ["secrets:", "  - {env: API_TOKEN, ref: ci/api-token}"])
+        try fixture.commit()
+        let secrets = Secrets(fixture.ports)
+        try secrets.set("ci/api-token", value: Array("tok-scoped-1".utf8), scope: SecretScope(owners: ["platform"]))
+        let started = Mutex(false)
+        fixture.fakes.machines.setHarness { _ in
+            started.withLock { $0 = true }
+            return .init()
+        }
+        await #expect {
+            try await fixture.run("greeter")
+        } throws: { error in
+            "\(error)".contains("ci/api-token") && "\(error)".contains("limited to owner platform")
+        }
+        #expect(!started.withLock { $0 })
+        try secrets.set("ci/api-token", value: Array("tok-scoped-1".utf8), scope: SecretScope(owners: ["test"]))
+        #expect(try await fixture.run("greeter", apply: false).record.outcome == .succeeded)
+        try secrets.set("ci/api-token", value: Array("tok-scoped-1".utf8), scope: SecretScope(agents: ["other"]))
+        await #expect { try await fixture.run("greeter", apply: false) } throws: { "\($0)".contains("agent other") }
+    }
+
+    /// Values too short to redact safely are refused when set, and when a run finds one elsewhere.
+    @Test func shortSecretValuesAreRefused() async throws {
+        let fixture = try Fixture(secrets: ["ci/api-token": "short"])
+        #expect(throws: CoreError.self) { try Secrets(fixture.ports).set("x/y", value: Array("1234567".utf8)) }
+        try fixture.agent("greeter", extra: ["secrets:", "  - {env: API_TOKEN, ref: ci/api-token}"])
+        try fixture.commit()
+        await #expect { try await fixture.run("greeter") } throws: { "\($0)".contains("under 8 are refused") }
+    }
+
+    /// A secret in a file's name never reaches history: the name is redacted, the file stored by
+    /// digest (a memory file so named is left out).
+    @Test func secretsInFileNamesAreRedacted() async throws {
+        let token = "tok-in-a-name-42"
+        let fixture = try Fixture(secrets: ["ci/api-token": token])
+        try fixture.agent("writer", extra: ["secrets:", "  - {env: API_TOKEN, ref: ci/api-token}"])
+        try fixture.commit()
+        fixture.fakes.machines.setHarness { _ in
+            .init(writes: [
+                "/agent/out/\(token).txt": Array("content\n".utf8), "/agent/memory/\(token)/notes": Array("n\n".utf8),
+            ])
+        }
+        let record = try await fixture.run("writer").record
+        #expect(record.artifacts.map(\.path) == ["out/***.txt"])
+        #expect(record.artifacts.first?.storedAs?.hasPrefix("_/") == true)
+        #expect(record.memoryExcluded == ["***/notes (its name held a secret)"])
+        for file in try #require(fixture.fakes.history.all.last).files {
+            #expect(!file.path.contains(token) && !String(decoding: file.bytes, as: UTF8.self).contains(token))
+        }
+    }
 }

@@ -1,3 +1,4 @@
+import AgentryBasics
 import Foundation
 import TestSupport
 import Testing
@@ -212,5 +213,48 @@ import Testing
         #expect(stream.feed(Array("terrupt done".utf8)) == Array("*** done".utf8))
         #expect(stream.feed(Array(" tok".utf8)) == Array(" ".utf8))
         #expect(stream.finish() == Array("tok".utf8))
+    }
+}
+
+@Suite struct HostileOutputTests {
+    /// A secret is redacted also where it appears base64-, hex- or percent-encoded.
+    @Test func encodedSecretsAreRedactedToo() {
+        let secret = "s3cr3t/value+42?"
+        let redactor = Redactor([Array(secret.utf8)])
+        let encoded = [
+            Base64.encode(Array(secret.utf8)), "czNjcjN0L3ZhbHVlKzQyPw", "czNjcjN0L3ZhbHVlKzQyPw",
+            Hex.string(Array(secret.utf8)), Hex.string(Array(secret.utf8)).uppercased(), "s3cr3t%2Fvalue%2B42%3F",
+            "czNjcjN0L3ZhbHVlKzQyPw".replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "+", with: "-"),
+        ]
+        for form in encoded {
+            let text = "before \(form) after"
+            #expect(redactor.text(text) == "before *** after", "\(form)")
+        }
+        #expect(redactor.text("an ordinary line of text") == "an ordinary line of text")
+    }
+
+    /// What a guest prints reaches a terminal with its control sequences shown, not obeyed; colour
+    /// passes; a sequence split across chunks is caught.
+    @Test func terminalControlSequencesAreNeutralised() {
+        let cases: [(String, String)] = [
+            ("plain text\n", "plain text\n"),
+            ("\u{1B}[31mred\u{1B}[0m", "\u{1B}[31mred\u{1B}[0m"),
+            ("\u{1B}]0;owned title\u{07}", "^[]0;owned title^G"),
+            ("\u{1B}]52;c;Y2xpcGJvYXJk\u{1B}\\", "^[]52;c;Y2xpcGJvYXJk^[\\"),
+            ("\u{1B}[2J\u{1B}[H", "^[[2J^[[H"),
+            ("bell\u{07} null\u{00} del\u{7F}", "bell^G null^@ del^?"),
+            ("c1 \u{9B}31m", "c1 ^[[31m"),
+            ("tab\tcr\r\n", "tab\tcr\r\n"),
+        ]
+        for (input, expected) in cases {
+            let whole = String(decoding: TerminalFilter.filter(Array(input.utf8)), as: UTF8.self)
+            #expect(whole == expected, "\(input.debugDescription) → \(whole.debugDescription)")
+            // Byte by byte, the same.
+            var filter = TerminalFilter()
+            var output: [UInt8] = []
+            for byte in Array(input.utf8) { output += filter.feed([byte]) }
+            output += filter.finish()
+            #expect(String(decoding: output, as: UTF8.self) == expected, "\(input.debugDescription) in single bytes")
+        }
     }
 }

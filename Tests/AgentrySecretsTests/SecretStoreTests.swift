@@ -75,9 +75,38 @@ import Testing
         #expect(try secrets.value("ci/token") == Array("from-folder".utf8))
         #expect(try secrets.value("model/key") == Array("from-env".utf8))
         #expect(try secrets.value("absent") == nil)
-        try secrets.set("ci/token", value: Array("from-store".utf8))
+        try secrets.set("ci/token", value: Array("from-store".utf8), scope: nil)
         #expect(try secrets.value("ci/token") == Array("from-store".utf8), "the store comes first")
         #expect(try secrets.list().map(\.key) == ["ci/token"])
         #expect(HostSecrets.variable(for: "github/triage-token") == "AGENTRY_SECRET_GITHUB_TRIAGE_TOKEN")
+    }
+
+    /// A scope is sealed with the value: widening it by editing the file breaks the secret instead.
+    @Test func aScopeCannotBeWidenedByEditingTheStore() throws {
+        let state = try TemporaryDirectory()
+        let store = FileSecretStore(stateDirectory: state.path)
+        try store.set("ci/token", value: Array("scoped-value-1".utf8), scope: SecretScope(owners: ["platform"]))
+        #expect(try store.scope("ci/token") == SecretScope(owners: ["platform"]))
+        #expect(try store.list().first?.scope?.description == "owner platform")
+        let file = state.path + "/secrets.json"
+        let edited = try String(contentsOfFile: file, encoding: .utf8).replacingOccurrences(
+            of: "\"platform\"", with: "\"anyone\"")
+        try edited.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(throws: SecretError.self) { try store.value("ci/token") }
+    }
+
+    /// Writers in several processes at once lose nothing (the store is locked across processes;
+    /// separate store objects stand for separate processes here, each with its own file lock).
+    @Test func concurrentWritersLoseNothing() throws {
+        let state = try TemporaryDirectory()
+        try FileSecretStore(stateDirectory: state.path).set("seed/key", value: Array("seed-value-1".utf8))
+        DispatchQueue.concurrentPerform(iterations: 4) { writer in
+            let store = FileSecretStore(stateDirectory: state.path)
+            for index in 0..<15 {
+                try? store.set("writer\(writer)/key\(index)", value: Array("value-\(writer)-\(index)-x".utf8))
+            }
+        }
+        let keys = try FileSecretStore(stateDirectory: state.path).list().map(\.key)
+        #expect(keys.count == 61, "\(keys.count) keys")
     }
 }

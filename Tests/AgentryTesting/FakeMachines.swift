@@ -55,6 +55,9 @@ public final class FakeMachines: MachineBackend {
         var prepareFailures: [String: String] = [:]
         var retired: [String: String] = [:]
         var runLocks: Set<String> = []
+        var bootMicroseconds: UInt32 = 0
+        var booting = 0
+        var mostBootingAtOnce = 0
         var harness: @Sendable (Command) -> Outcome = { _ in Outcome() }
     }
 
@@ -157,8 +160,13 @@ public final class FakeMachines: MachineBackend {
             world.machines[spec.name]?.end = nil
             world.machines[spec.name]?.boots += 1
             world.machines[spec.name]?.spec = spec
+            world.booting += 1
+            world.mostBootingAtOnce = max(world.mostBootingAtOnce, world.booting)
             return world.silent.contains(spec.name)
         }
+        // A boot takes a while (when a test says so), so that boots can overlap.
+        usleep(world.withLock { $0.bootMicroseconds })
+        world.withLock { $0.booting -= 1 }
         return FakeGuest(machines: self, name: spec.name, silent: silent, booting: true)
     }
 
@@ -217,6 +225,25 @@ public final class FakeMachines: MachineBackend {
 
     public func buildImage(base: String) throws -> String { "fake:/images/\(base)" }
 
+    public func pathProblem(_ name: String) -> String? { nil }
+
+    public func retainedDisks() -> [RetainedDisk] {
+        world.withLock { world in
+            world.retired.sorted { $0.key < $1.key }.map {
+                RetainedDisk(id: $0.key, agent: $0.key, owner: $0.value, retiredAt: "-", bytes: 0, setAside: false)
+            }
+        }
+    }
+
+    public func removeRetainedDisk(_ id: String) throws {
+        try world.withLock { world in
+            guard world.retired.removeValue(forKey: id) != nil else {
+                throw FakeFailure(.notFound, "no retained disk \(id)")
+            }
+            world.machines[id] = nil
+        }
+    }
+
     public var debianMirror: String { "http://deb.example.org/debian" }
 
     final class Lease: RunLease {
@@ -240,6 +267,10 @@ public final class FakeMachines: MachineBackend {
 
         deinit { release() }
     }
+
+    /// Makes every boot take `microseconds`, and says how many machines booted at once at most.
+    public func setBootTime(microseconds: UInt32) { world.withLock { $0.bootMicroseconds = microseconds } }
+    public var mostBootingAtOnce: Int { world.withLock { $0.mostBootingAtOnce } }
 
     /// Holds an agent's run lock as another process would (a run in progress elsewhere).
     public func holdRunLock(_ name: String) -> any RunLease {

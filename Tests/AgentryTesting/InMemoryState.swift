@@ -199,20 +199,26 @@ public final class InMemoryState: StateStore, ParseCache {
 
 /// Secrets in memory.
 public final class InMemorySecrets: SecretStore {
-    private let values = Mutex([String: ([UInt8], Date)]())
+    private let values = Mutex([String: ([UInt8], Date, SecretScope?)]())
 
     public init(_ initial: [String: String] = [:]) {
         values.withLock { values in
-            for (key, value) in initial { values[key] = (Array(value.utf8), Date(timeIntervalSince1970: 0)) }
+            for (key, value) in initial { values[key] = (Array(value.utf8), Date(timeIntervalSince1970: 0), nil) }
         }
     }
 
     public func value(_ key: String) throws -> [UInt8]? { values.withLock { $0[key]?.0 } }
 
-    public func set(_ key: String, value: [UInt8]) throws { values.withLock { $0[key] = (value, Date()) } }
+    public func scope(_ key: String) throws -> SecretScope? { values.withLock { $0[key]?.2 } }
+
+    public func set(_ key: String, value: [UInt8], scope: SecretScope?) throws {
+        values.withLock { $0[key] = (value, Date(), scope.flatMap { $0.isEmpty ? nil : $0 }) }
+    }
 
     public func list() throws -> [SecretEntry] {
-        values.withLock { $0.map { SecretEntry(key: $0.key, updatedAt: $0.value.1) }.sorted { $0.key < $1.key } }
+        values.withLock {
+            $0.map { SecretEntry(key: $0.key, updatedAt: $0.value.1, scope: $0.value.2) }.sorted { $0.key < $1.key }
+        }
     }
 
     public func remove(_ key: String) throws {

@@ -67,14 +67,15 @@ import Testing
         _ = try? Shell.run("pkill", ["-9", "-f", state.path + "/agents/"])
     }
 
-    func agentry(_ arguments: [String], in directory: TemporaryDirectory, timeout: TimeInterval = 240) throws
-        -> Agentry.Result
-    {
+    func agentry(
+        _ arguments: [String], in directory: TemporaryDirectory, timeout: TimeInterval = 240,
+        environment: [String: String] = [:]
+    ) throws -> Agentry.Result {
         // Options go before any `--`, after which everything is the command to run.
         let withState = [arguments[0], "--state-dir", state.path] + arguments.dropFirst()
         return try Shell.run(
             Agentry.binary.path, withState, in: directory.url,
-            environment: ["AGENTRY_ACCELERATOR": "tcg"], timeout: timeout)
+            environment: environment.merging(["AGENTRY_ACCELERATOR": "tcg"]) { own, _ in own }, timeout: timeout)
     }
 
     func setLifecycle(_ directory: TemporaryDirectory, _ agent: String, _ lifecycle: String) throws {

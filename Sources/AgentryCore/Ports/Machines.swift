@@ -34,6 +34,14 @@ public protocol MachineBackend: Sendable {
     /// A new agent takes its name: a disk retired by the same owner is its own again; one retired by
     /// another owner is set aside, never given to a stranger.
     func claimDisk(_ name: String, owner: String?) throws -> DiskClaim
+    /// Environment disks kept after their agents were deleted (`deletionPolicy: retain`), and
+    /// those set aside when another owner's agent took the name.
+    func retainedDisks() -> [RetainedDisk]
+    /// Removes one of them (by `RetainedDisk.id`).
+    func removeRetainedDisk(_ id: String) throws
+    /// Why a machine of this name cannot run here, when it cannot (a socket path too long for the
+    /// kernel), with the fix; nil when it can.
+    func pathProblem(_ name: String) -> String?
     /// The last lines of the machine's console, for error messages.
     func consoleTail(_ name: String) -> String
     /// The hosts a running machine with an allowlist may reach now (read by its proxy for each
@@ -241,4 +249,26 @@ public enum DiskClaim: Sendable, Equatable {
     case kept
     /// Another owner: the disk was moved aside (to this place), the agent starts afresh.
     case setAside(String)
+}
+
+/// An environment disk that belongs to no agent now.
+public struct RetainedDisk: Sendable, Equatable {
+    /// What `removeRetainedDisk` takes: the agent's name, or the set-aside folder's name.
+    public var id: String
+    /// The agent it belonged to.
+    public var agent: String
+    public var owner: String
+    public var retiredAt: String
+    public var bytes: Int64
+    /// Set aside when another owner's agent took its name (never handed back by name).
+    public var setAside: Bool
+
+    public init(id: String, agent: String, owner: String, retiredAt: String, bytes: Int64, setAside: Bool) {
+        self.id = id
+        self.agent = agent
+        self.owner = owner
+        self.retiredAt = retiredAt
+        self.bytes = bytes
+        self.setAside = setAside
+    }
 }
