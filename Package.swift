@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: System libraries
@@ -83,6 +84,9 @@ let package = Package(
             name: "AgentryMachine",
             dependencies: [
                 "AgentryCore", "AgentryRender", "AgentryModel", "AgentryWire", "AgentryBasics", "CGuestSupport",
+                // The egress proxy: NIO's event loop, and its HTTP/1 parser (llhttp) for what guests send.
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
 

@@ -6,9 +6,10 @@ set -euo pipefail
 # Debian packages: libgit2 (git access), libyaml/libsqlite3 headers (YAML, state store), libsodium
 # (the secret store's encryption), git (tests),
 # python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline), QEMU and
-# qemu-img (the microVMs), busybox-static and debootstrap (the guest images), procps (pgrep/pkill in tests).
+# qemu-img (the microVMs), busybox-static and debootstrap (the guest images), socat (joins a guest's
+# connections to its egress proxy), procps (pgrep/pkill in tests).
 packages=(libgit2-dev libyaml-dev libsqlite3-dev libsodium-dev pkg-config git python3 python3-yaml python3-jsonschema
-    qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils debootstrap)
+    qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils debootstrap socat)
 
 missing=()
 for package in "${packages[@]}"; do

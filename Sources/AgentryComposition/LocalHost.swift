@@ -76,16 +76,6 @@ public enum LocalHost {
             ? MachineSupervisor.start(executable: currentExecutable, directory: directory, adopt: adopt, qemu: qemu)
             : MachineSupervisor.run(directory: directory, adopt: adopt, qemu: qemu)
     }
-
-    /// Serves one connection of a machine's egress proxy on standard input and output (QEMU starts
-    /// `agentry egress-proxy` for each); returns the exit status.
-    public static func serveEgressProxy(allow: [String], allowFile: String?) -> Int32 {
-        var entries = allow
-        if let allowFile, let text = try? String(contentsOfFile: allowFile, encoding: .utf8) {
-            entries += EgressAllowlist(text: text).entries
-        }
-        return EgressProxyServer.serve(EgressAllowlist(entries))
-    }
 }
 
 /// The system's clock.

@@ -1,4 +1,5 @@
 import AgentryBasics
+import AgentryRender
 import AgentryWire
 import Foundation
 
@@ -137,6 +138,20 @@ public enum MachineSupervisor {
         try? "\(getpid())\n".write(toFile: pidFile(directory), atomically: true, encoding: .utf8)
         unlink(exitFile(directory))
         var machine: Supervised
+        // The machine's egress proxy, when its egress is an allowlist: served before QEMU starts, so
+        // the guest's first connection finds it.
+        var egress: EgressService?
+        if FileManager.default.fileExists(atPath: QEMUMachine.egressAllowFile(directory)) {
+            let allowFile = QEMUMachine.egressAllowFile(directory)
+            do {
+                egress = try EgressService(socket: QEMUMachine.egressSocket(directory)) {
+                    EgressAllowlist(text: (try? String(contentsOfFile: allowFile, encoding: .utf8)) ?? "")
+                }
+            } catch {
+                return tell("failed: \(error)")
+            }
+        }
+        defer { egress?.stop() }
         if adopt {
             guard let pid = QEMUMachine.runningPID(directory) else { return tell("failed: there is no QEMU to adopt") }
             machine = .adopted(pid)

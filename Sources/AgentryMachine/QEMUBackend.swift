@@ -77,7 +77,7 @@ public final class QEMUBackend: MachineBackend {
         let directory = directory(name)
         let longest = [
             QEMUMachine.controlSocket(directory), QEMUMachine.qmpSocket(directory), MachineSupervisor.socket(directory),
-            QEMUMachine.consoleSocket(directory),
+            QEMUMachine.consoleSocket(directory), QEMUMachine.egressSocket(directory),
         ].max { $0.utf8.count < $1.utf8.count }!
         guard longest.utf8.count > Self.socketPathLimit else { return nil }
         return
@@ -267,7 +267,13 @@ public final class QEMUBackend: MachineBackend {
             name: spec.name, directory: directory(spec.name), image: image, cpus: spec.cpus, memoryMiB: spec.memoryMiB,
             diskBytes: spec.diskBytes, network: spec.egress.hasNetwork, accelerator: accelerator(image))
         if let allowlist = spec.egress.allowlist {
-            configuration.restrict(to: allowlist, proxyExecutable: executable)
+            guard let socat = machine.commands.locate("socat") else {
+                throw MachineError(
+                    .toolMissing,
+                    "socat is not installed; machines whose egress is an allowlist reach their proxy through it (apt-get install socat)"
+                )
+            }
+            configuration.restrict(to: allowlist, connector: socat)
         }
         return configuration
     }

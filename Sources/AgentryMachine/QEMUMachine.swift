@@ -24,10 +24,10 @@ public struct MachineConfiguration: Sendable {
     public var diskBytes: UInt64
     /// User-mode networking (`egress: all`); no network device otherwise.
     public var network: Bool
-    /// With a network: only these hosts, through `agentry egress-proxy` (nil: unrestricted).
+    /// With a network: only these hosts, through the supervisor's egress proxy (nil: unrestricted).
     public var allowlist: EgressAllowlist?
-    /// The agentry executable QEMU starts as the egress proxy.
-    public var proxyExecutable: String?
+    /// The connector QEMU starts for each guest connection to the proxy (`socat`).
+    public var proxyConnector: String?
     public var accelerator: Accelerator
 
     public init(
@@ -45,10 +45,10 @@ public struct MachineConfiguration: Sendable {
     }
 
     /// The machine for an Environment's `egress`: none, all, or an allowlist (hosts, model-only).
-    public mutating func restrict(to allowlist: EgressAllowlist, proxyExecutable: String) {
+    public mutating func restrict(to allowlist: EgressAllowlist, connector: String) {
         network = true
         self.allowlist = allowlist
-        self.proxyExecutable = proxyExecutable
+        proxyConnector = connector
     }
 }
 
@@ -75,6 +75,8 @@ public struct QEMUMachine: Sendable {
     public static func consoleSocket(_ directory: String) -> String { directory + "/console.sock" }
     static func pidFile(_ directory: String) -> String { directory + "/vm.pid" }
     public static func egressAllowFile(_ directory: String) -> String { directory + "/egress.allow" }
+    /// Where the supervisor serves the machine's egress proxy (`EgressService`).
+    public static func egressSocket(_ directory: String) -> String { directory + "/egress.sock" }
     static func qemuLog(_ directory: String) -> String { directory + "/qemu.log" }
 
     /// The QEMU process serving this folder, if it is alive (by pidfile, checked against its command line).
@@ -224,15 +226,17 @@ public struct QEMUMachine: Sendable {
             "-device", "virtserialport,chardev=ctl,name=\(Wire.portName)",
             "-pidfile", Self.pidFile(directory),
         ]
+        if configuration.allowlist == nil { unlink(Self.egressAllowFile(directory)) }
         if configuration.network {
             var netdev = "user,id=net"
-            if let allowlist = configuration.allowlist, let proxy = configuration.proxyExecutable {
-                // Nothing leaves but what the proxy relays (QEMU option values double their commas).
-                // The allowlist is read from a file per connection, so a harness installation can
-                // widen it for its package registries while it runs.
+            if let allowlist = configuration.allowlist, let connector = configuration.proxyConnector {
+                // Nothing leaves but what the proxy relays. QEMU starts the connector for each guest
+                // connection to 10.0.2.100:3128; it joins the supervisor's proxy, which bounds what
+                // all of them cost. The allowlist is read from a file for each request, so a harness
+                // installation can widen it for its package registries while it runs.
                 try? allowlist.text.write(toFile: Self.egressAllowFile(directory), atomically: true, encoding: .utf8)
                 let command =
-                    "\(GuestShell.quote(proxy)) egress-proxy --allow-file \(GuestShell.quote(Self.egressAllowFile(directory)))"
+                    "\(GuestShell.quote(connector)) STDIO UNIX-CONNECT:\(GuestShell.quote(Self.egressSocket(directory)))"
                     .replacingOccurrences(of: ",", with: ",,")
                 netdev +=
                     ",restrict=on,guestfwd=tcp:\(EgressProxyAddress.guestAddress):\(EgressProxyAddress.guestPort)-cmd:\(command)"

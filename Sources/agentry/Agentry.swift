@@ -23,7 +23,7 @@ struct Agentry: AsyncParsableCommand {
             RunCommand.self, ExecCommand.self, KillCommand.self, UnkillCommand.self, SecretCommand.self,
             DisksCommand.self,
             HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,
-            EgressProxyCommand.self, MachineSupervisorCommand.self, Schema.self, Init.self,
+            MachineSupervisorCommand.self, Schema.self, Init.self,
         ]
     )
 

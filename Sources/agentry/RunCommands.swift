@@ -328,25 +328,6 @@ struct HistoryBenchCommand: ParsableCommand {
     }
 }
 
-/// Started by QEMU (`guestfwd ... cmd:`) for each connection a machine with an egress allowlist
-/// opens to its proxy address: serves that one connection on standard input and output.
-struct EgressProxyCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "egress-proxy", abstract: "The egress proxy of machines with an allowlist (run by QEMU).",
-        shouldDisplay: false)
-
-    @Option(name: .long, help: "Allowed hosts: host, host:port or *.domain, comma-separated.")
-    var allow: String?
-
-    @Option(name: .long, help: "A file of allowed hosts, one per line (read for each connection).")
-    var allowFile: String?
-
-    func run() throws {
-        let entries = allow.map { $0.split(separator: ",").map(String.init) } ?? []
-        throw ExitCode(LocalHost.serveEgressProxy(allow: entries, allowFile: allowFile))
-    }
-}
-
 /// Started by agentry for each machine: runs QEMU, records how it ends, and shares its control channel.
 struct MachineSupervisorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -293,6 +293,29 @@ extension ApplyCommandTests {
                 "unset http_proxy HTTP_PROXY; wget -q -T 3 -O - http://10.0.2.2:\(port)/ok.txt 2>&1; echo status=$?",
             ], in: repo, timeout: 60)
         #expect(!direct.stdout.contains("reached") && direct.stdout.contains("status=1"), "\(direct.stdout)")
+
+        // A guest that opens connection after connection to the proxy and holds them: the host
+        // keeps a bounded number (64 a machine; more are refused at once), and closes held ones at
+        // the request-head deadline, so the connectors QEMU started for them go too.
+        let socket = state.path + "/agents/greeter/egress.sock"
+        let connectors = { () throws -> Int in
+            let listed = try Shell.run("pgrep", ["-c", "-f", "socat STDIO UNIX-CONNECT:\(socket)"])
+            return Int(listed.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        let flood = try agentry(
+            [
+                "exec", "greeter", "--", "sh", "-c",
+                "i=0; while [ $i -lt 150 ]; do (sleep 40 | nc 10.0.2.100 3128 >/dev/null 2>&1 &); i=$((i+1)); done; echo opened",
+            ], in: repo, timeout: 60)
+        #expect(flood.stdout == "opened\n", "\(flood.stderr)")
+        var most = 0
+        try waitUntil(seconds: 60) {
+            let count = try connectors()
+            most = max(most, count)
+            return count == 0 && most > 0
+        }
+        #expect(most <= 80, "at most \(most) connectors at once")
+        #expect(try agentry(["exec", "greeter", "--", "echo", "alive"], in: repo).stdout == "alive\n")
     }
 }
 
