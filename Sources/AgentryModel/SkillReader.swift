@@ -41,6 +41,16 @@ enum SkillReader {
             default:
                 continue  // a stray file under skills/ is not a skill
             }
+            // Skill files are placed in the machine through an archive and the file system, whose
+            // paths end at 4096 bytes, the home and the skills folder in front.
+            for (path, entry) in tree.entries where path.hasPrefix(folder + "/") && path.utf8.count > maximumPath {
+                if case .directory = entry { continue }
+                result.diagnostics.append(
+                    Diagnostic(
+                        .error, .skillSpec, file: displayPrefix + path, at: .start,
+                        "the path of this skill file is \(path.utf8.count) bytes; files placed in a machine take at most \(maximumPath)"
+                    ))
+            }
             guard let entry = tree.entries[manifest], case .file = entry else {
                 result.diagnostics.append(
                     Diagnostic(
@@ -68,6 +78,10 @@ enum SkillReader {
         }
         return result
     }
+
+    /// The longest path of a skill file in the repository (the guest's limit is 4096 bytes, with
+    /// the agent's home and the harness's skills folder in front).
+    static let maximumPath = 3800
 
     static func read(
         name: String, folder: String, display: String, entry: SourceTree.Entry, into diagnostics: inout [Diagnostic]

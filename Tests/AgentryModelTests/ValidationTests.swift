@@ -192,6 +192,19 @@ import Testing
         #expect(absolute.codes().allSatisfy { $0 == "path-escape" } && !absolute.isValid)
     }
 
+    /// A skill file whose path a machine could not take is refused by validate, not by apply.
+    @Test func skillFilesWithOverlongPathsAreRefused() {
+        let deep = (0..<16).map { _ in String(repeating: "d", count: 250) }.joined(separator: "/")
+        var files = Fixture.repository()
+        files["skills/gh-triage/\(deep)/notes.md"] = "x"
+        let report = validate(files)
+        #expect(report.codes() == ["skill-spec"], "\(report.diagnostics)")
+        #expect(report.diagnostics.first?.message.contains("at most 3800") == true)
+        var fine = Fixture.repository()
+        fine["skills/gh-triage/\(deep.prefix(3000))/notes.md"] = "x"
+        #expect(validate(fine).isValid)
+    }
+
     @Test func skillsNeedFrontMatterWithTheFolderName() {
         let renamed = Fixture.skill.replacingOccurrences(of: "name: gh-triage", with: "name: triage")
         #expect(validate(Fixture.repository(["skills/gh-triage/SKILL.md": renamed])).codes() == ["skill-name-mismatch"])
