@@ -4,6 +4,7 @@ import AgentrySource
 import AgentryTesting
 import Foundation
 import Logging
+import Synchronization
 import TestSupport
 
 /// An agent repository in a temporary git repository, and fakes for everything else.
@@ -107,6 +108,23 @@ struct Fixture {
         Runner.Request(
             agent: agent, repository: repo.path, path: "", ref: ref, prompt: prompt, timeout: timeout, actor: "ana",
             historyBranch: "agentry/history", applyFirst: apply, interruption: interruption)
+    }
+
+    /// Whether a harness was started.
+    final class HarnessWatch: Sendable {
+        let started = Mutex(false)
+
+        func withLock<T>(_ body: (inout Bool) -> T) -> T { started.withLock { body(&$0) } }
+    }
+
+    /// Sets a harness that does nothing and says whether it was started.
+    func watchHarness() -> HarnessWatch {
+        let watch = HarnessWatch()
+        fakes.machines.setHarness { _ in
+            watch.withLock { $0 = true }
+            return .init()
+        }
+        return watch
     }
 
     var history: HistoryLocation { HistoryLocation(repository: repo.path, branch: "agentry/history") }

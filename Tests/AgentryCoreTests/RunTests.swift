@@ -90,11 +90,7 @@ import Testing
         let fixture = try Fixture()
         try fixture.agent("greeter", extra: ["secrets:", "  - {env: API_TOKEN, ref: ci/api-token}"])
         try fixture.commit()
-        let started = Mutex(false)
-        fixture.fakes.machines.setHarness { _ in
-            started.withLock { $0 = true }
-            return .init()
-        }
+        let started = fixture.watchHarness()
         await #expect {
             try await fixture.run("greeter")
         } throws: { error in
@@ -263,11 +259,7 @@ import Testing
         try fixture.agent("greeter")
         try fixture.commit()
         _ = try await fixture.apply()
-        let started = Mutex(false)
-        fixture.fakes.machines.setHarness { _ in
-            started.withLock { $0 = true }
-            return .init()
-        }
+        let started = fixture.watchHarness()
         let interruption = Interruption()
         interruption.interrupt(SIGTERM)
         let outcome = try await fixture.run("greeter", apply: false, interruption: interruption)
@@ -448,11 +440,7 @@ import Testing
         try fixture.commit()
         let secrets = Secrets(fixture.ports)
         try secrets.set("ci/api-token", value: Array("tok-scoped-1".utf8), scope: SecretScope(owners: ["platform"]))
-        let started = Mutex(false)
-        fixture.fakes.machines.setHarness { _ in
-            started.withLock { $0 = true }
-            return .init()
-        }
+        let started = fixture.watchHarness()
         await #expect {
             try await fixture.run("greeter")
         } throws: { error in
