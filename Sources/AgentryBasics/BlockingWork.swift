@@ -1,24 +1,127 @@
 import Dispatch
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Runs blocking work (libgit2, QEMU and its tools, the guest's control channel, disk formatting)
 /// on threads of its own, never on Swift concurrency's cooperative pool, whose few threads must
 /// stay free for the tasks that wait: one slow guest must not stall every other agent's work.
+///
+/// Not on a Dispatch queue either: on Linux, libdispatch lets only about ten blocked items of a
+/// queue run at once and adds threads slowly, so ten guests that do not answer would stall every
+/// other agent. Each piece of work gets a thread of its own at once (an idle one when there is one,
+/// a new one otherwise); callers bound how much they start (`--parallelism`, one run per agent).
 public enum BlockingWork {
-    private static let queue = DispatchQueue(label: "agentry.blocking", qos: .userInitiated, attributes: .concurrent)
+    static let threads = WorkerThreads()
 
     /// Runs `body` on a blocking-work thread and resumes the caller with its result.
     public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async {
-                continuation.resume(with: Result { try body() })
-            }
+            threads.submit { continuation.resume(with: Result { try body() }) }
         }
     }
 
     /// The same for work that cannot fail.
     public static func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
-            queue.async { continuation.resume(returning: body()) }
+            threads.submit { continuation.resume(returning: body()) }
+        }
+    }
+
+    /// How many threads do blocking work now, busy or idle (idle ones end after a while).
+    public static var threadCount: Int { threads.count }
+}
+
+/// Threads that each take one job at a time; one is started whenever none is idle, and an idle one
+/// ends after `idleLimit`.
+final class WorkerThreads: Sendable {
+    typealias Job = @Sendable () -> Void
+
+    final class Worker: Sendable {
+        let wake = DispatchSemaphore(value: 0)
+        let job: Mutex<Job?>
+
+        init(_ job: @escaping Job) { self.job = Mutex(job) }
+    }
+
+    struct Pool {
+        var idle: [Worker] = []
+        var count = 0
+    }
+
+    let pool = Mutex(Pool())
+    let idleLimit: DispatchTimeInterval
+
+    init(idleLimit: DispatchTimeInterval = .seconds(30)) { self.idleLimit = idleLimit }
+
+    var count: Int { pool.withLock { $0.count } }
+
+    func submit(_ job: @escaping Job) {
+        if let worker = pool.withLock({ $0.idle.popLast() }) {
+            worker.job.withLock { $0 = job }
+            worker.wake.signal()
+            return
+        }
+        let worker = Worker(job)
+        pool.withLock { $0.count += 1 }
+        start(worker)
+    }
+
+    func start(_ worker: Worker) {
+        let context = Unmanaged.passRetained(Started(threads: self, worker: worker)).toOpaque()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        var thread = pthread_t()
+        let started = pthread_create(
+            &thread, &attributes,
+            { context in
+                let started = Unmanaged<Started>.fromOpaque(context!).takeRetainedValue()
+                started.threads.serve(started.worker)
+                return nil
+            }, context)
+        if started != 0 {
+            // No thread to be had (the process's limit): the job runs here rather than never.
+            Unmanaged<Started>.fromOpaque(context).release()
+            pool.withLock { $0.count -= 1 }
+            worker.job.withLock { job in
+                defer { job = nil }; return job
+            }?()
+        }
+    }
+
+    final class Started {
+        let threads: WorkerThreads
+        let worker: Worker
+
+        init(threads: WorkerThreads, worker: Worker) {
+            self.threads = threads
+            self.worker = worker
+        }
+    }
+
+    /// A worker's life: its job, then idle until handed another or until `idleLimit` passes.
+    func serve(_ worker: Worker) {
+        while true {
+            if let job = worker.job.withLock({ job in
+                defer { job = nil }; return job
+            }) {
+                job()
+            }
+            pool.withLock { $0.idle.append(worker) }
+            guard worker.wake.wait(timeout: .now() + idleLimit) == .timedOut else { continue }
+            let retired = pool.withLock { pool in
+                guard let index = pool.idle.firstIndex(where: { $0 === worker }) else { return false }
+                pool.idle.remove(at: index)
+                pool.count -= 1
+                return true
+            }
+            if retired { return }
+            // Handed a job just as it timed out: the hand-over's signal follows.
+            worker.wake.wait()
         }
     }
 }

@@ -1,5 +1,6 @@
 import AgentryBasics
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct TimestampTests {
@@ -85,5 +86,36 @@ import Testing
         #expect(result.status == 0 && String(decoding: result.stdout, as: UTF8.self) == "started\n")
         #expect(ContinuousClock.now - started < .seconds(10))
         #expect(HostProcess.locate("no-such-program-here", path: "/usr/bin") == nil)
+    }
+}
+
+@Suite struct BlockingWorkTests {
+    /// Forty pieces of work that each block until all forty have started: they all run at once (a
+    /// pool that ran only some would never let any finish, and the wait would give up).
+    @Test func blockedWorkNeverStarvesOtherWork() async throws {
+        final class Started: Sendable { let count = Atomic(0) }
+        let count = 40
+        let started = Started()
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    await BlockingWork.run {
+                        started.count.add(1, ordering: .relaxed)
+                        let deadline = ContinuousClock.now + .seconds(60)
+                        while started.count.load(ordering: .relaxed) < count {
+                            guard ContinuousClock.now < deadline else { return false }
+                            usleep(1000)
+                        }
+                        return true
+                    }
+                }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results.count == count && results.allSatisfy { $0 }, "every piece of work ran beside the others")
+        #expect(BlockingWork.threadCount >= count)
+        // Errors come back to the caller.
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) { try await BlockingWork.run { () throws -> Int in throw Refused() } }
     }
 }
