@@ -18,7 +18,8 @@ import Foundation
 ///   guest is never written to before it says hello (bytes queued for an unopened port make QEMU spin),
 ///   and the guest's hello is kept for clients that connect later. A client that goes away (a run
 ///   interrupted, agentry killed) has the commands it started killed in the guest.
-/// - **Bounded.** Frames are at most `Wire.maxFrame`; a client that does not read its replies is
+/// - **Bounded.** Frames are at most `Wire.maxFrame`; the guest is read no faster than its
+///   `GuestAllowance` (frames and bytes a second); a client that does not read its replies is
 ///   dropped past `clientBacklog`; clients are not read while the guest is not reading.
 ///
 /// A supervisor can also adopt a QEMU it did not start (started by an earlier agentry, or whose

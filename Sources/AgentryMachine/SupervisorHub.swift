@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryWire
 
 #if canImport(Glibc)
@@ -34,13 +35,21 @@ extension MachineSupervisor {
         /// Requests of clients that came before the guest was up.
         var held: [(Int32, Message)] = []
         var upstreamOpen = true
+        /// What the guest may still send; `starved`: frames wait in the decoder for more allowance.
+        var allowance: GuestAllowance
+        var starved = false
+        var lastStarvedNote: Duration?
 
         let console: ConsoleLog
 
-        init(upstream: Int32, listener: Int32, adopted: Bool, console: ConsoleLog) {
+        init(
+            upstream: Int32, listener: Int32, adopted: Bool, console: ConsoleLog,
+            allowance: GuestAllowance = GuestAllowance()
+        ) {
             self.upstream = upstream
             self.listener = listener
             self.console = console
+            self.allowance = allowance
             UnixSocket.setNonBlocking(upstream)
             UnixSocket.setNonBlocking(listener)
             if adopted {
@@ -64,8 +73,11 @@ extension MachineSupervisor {
                     for fd in Array(clients.keys) { drop(fd, killingCommands: false) }
                     return result
                 }
+                if starved { drainUpstream() }
+                // The guest is read only while it has allowance left (and nothing waits decoded).
+                let readUpstream = !starved && allowance.mayRead()
                 var descriptors: [pollfd] = []
-                var upstreamEvents = Int16(POLLIN)
+                var upstreamEvents = readUpstream ? Int16(POLLIN) : 0
                 if !upstreamOutbox.isEmpty { upstreamEvents |= Int16(POLLOUT) }
                 descriptors.append(pollfd(fd: upstreamOpen ? upstream : -1, events: upstreamEvents, revents: 0))
                 descriptors.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
@@ -78,10 +90,13 @@ extension MachineSupervisor {
                     if !(clients[fd]?.outbox.isEmpty ?? true) { events |= Int16(POLLOUT) }
                     descriptors.append(pollfd(fd: fd, events: events, revents: 0))
                 }
-                let ready = poll(&descriptors, nfds_t(descriptors.count), 200)
+                let refill = readUpstream ? 200 : Int(min(200, max(1, allowance.untilRefilled.milliseconds)))
+                let ready = poll(&descriptors, nfds_t(descriptors.count), Int32(refill))
                 if ready < 0 && errno != EINTR { continue }
                 if ready <= 0 { continue }
-                if descriptors[0].revents != 0 { serviceUpstream(descriptors[0].revents, &buffer) }
+                if descriptors[0].revents != 0 {
+                    serviceUpstream(descriptors[0].revents, reading: readUpstream, &buffer)
+                }
                 if descriptors[1].revents & Int16(POLLIN) != 0 { accept() }
                 if descriptors[2].revents != 0 { console.read(&buffer) }
                 for (index, fd) in order.enumerated() {
@@ -95,14 +110,14 @@ extension MachineSupervisor {
 
         // MARK: - The guest's side
 
-        func serviceUpstream(_ revents: Int16, _ buffer: inout [UInt8]) {
+        func serviceUpstream(_ revents: Int16, reading: Bool, _ buffer: inout [UInt8]) {
             if revents & Int16(POLLOUT) != 0, !upstreamOutbox.isEmpty {
                 let written = upstreamOutbox.withUnsafeBytes {
                     send(upstream, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
                 }
                 if written > 0 { upstreamOutbox.consume(written) }
             }
-            guard revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 else { return }
+            guard reading, revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 else { return }
             let count = recv(upstream, &buffer, buffer.count, 0)
             if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) {
                 // QEMU closed the socket: it is exiting; `ended` will say so.
@@ -110,13 +125,40 @@ extension MachineSupervisor {
                 return
             }
             guard count > 0 else { return }
+            allowance.spend(bytes: count)
             upstreamDecoder.append(buffer[0..<count])
+            drainUpstream()
+        }
+
+        /// Hands on the guest's complete frames, as many as its allowance covers; the rest wait
+        /// (and the guest is not read) until it refills.
+        func drainUpstream() {
             do {
-                while let message = try upstreamDecoder.next() { fromGuest(message) }
+                while true {
+                    guard allowance.hasFrame() else {
+                        if !starved { noteStarved() }
+                        starved = true
+                        return
+                    }
+                    guard let message = try upstreamDecoder.next() else { break }
+                    allowance.tookFrame()
+                    fromGuest(message)
+                }
             } catch {
                 // A guest that breaks the framing is resynchronised by forgetting what it sent.
                 upstreamDecoder = FrameDecoder()
             }
+            starved = false
+        }
+
+        /// Said in the supervisor's log, at most once a minute.
+        func noteStarved() {
+            let now = allowance.elapsed()
+            if let last = lastStarvedNote, now - last < .seconds(60) { return }
+            lastStarvedNote = now
+            let line =
+                "the guest sent more than \(Int(allowance.framesPerSecond)) frames or \(Int(allowance.bytesPerSecond) >> 20) MiB in a second; it is read no faster than that\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
         }
 
         func fromGuest(_ message: Message) {
