@@ -84,6 +84,10 @@ public struct SystemClock: WallClock {
 
     public func now() -> Date { Date() }
 
+    public func pause(for duration: Duration) {
+        usleep(UInt32(min(max(0, duration.milliseconds), 10_000_000) * 1000))
+    }
+
     public func sleep(for duration: Duration) async {
         try? await Task.sleep(for: duration)
     }

@@ -47,12 +47,15 @@ public struct AppliedStep: Sendable {
     /// What was done, or why it failed.
     public var detail: String
     public var failed: Bool
+    /// Left to another apply that was carrying out the same agent (or had just done so).
+    public var skipped: Bool
 
-    public init(agent: String, action: Action, detail: String, failed: Bool) {
+    public init(agent: String, action: Action, detail: String, failed: Bool, skipped: Bool = false) {
         self.agent = agent
         self.action = action
         self.detail = detail
         self.failed = failed
+        self.skipped = skipped
     }
 }
 
@@ -105,30 +108,53 @@ public struct Apply: Sendable {
         var bundles: [String: AgentBundle]
     }
 
-    /// Applies `request`, agents' steps in parallel (each in its lane).
+    /// How long an apply waits for another to finish planning or recording (they hold the writer
+    /// lock briefly) before it records its own end, and a step before it records what it did.
+    static let writerPatience: Duration = .seconds(120)
+
+    /// Applies `request`, agents' steps in parallel (each in its lane). The state's writer lock is
+    /// held while planning and while recording, never while waiting on a machine: another apply
+    /// (of other agents) goes on beside one whose guest is stuck, and a step that finds its agent
+    /// busy with another apply leaves it to that one.
     func converge(_ request: Request, holdingLanes: Set<String>) async throws -> Converged {
-        let lock = try reporting(.stateUnavailable) { try ports.state.lockForWriting() }
-        defer { lock.release() }
-        let begun = try await BlockingWork.run { try begin(request, bundleAlways: [], heldRunLocks: []) }
+        let begun = try await BlockingWork.run {
+            let lock = try reporting(.stateUnavailable) { try ports.state.lockForWriting() }
+            defer { lock.release() }
+            return try begin(request, bundleAlways: [], heldRunLocks: [])
+        }
         guard case .ready(let context, let selected, let document) = begun else {
             guard case .done(let converged) = begun else { throw CoreError(.internalFailure, "internal: no apply") }
             return converged
         }
         let steps = try await runSteps(
             selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
-        return try await BlockingWork.run { try end(request, context: context, document: document, steps: steps) }
+        return try await BlockingWork.run {
+            try reporting(.stateUnavailable) {
+                try ports.state.withWriterLock(waitingUpTo: Self.writerPatience) {
+                    try end(request, context: context, document: document, steps: steps)
+                }
+            }
+        }
     }
 
     /// The apply of one agent on the calling thread, for a run that applies first: the caller holds
-    /// the state's writer lock and the agent's run lock.
-    func convergeAlone(_ request: Request, agent: String) throws -> Converged {
-        let begun = try begin(request, bundleAlways: [agent], heldRunLocks: [agent])
+    /// the agent's run lock, and hands in the writer lock, held for planning only.
+    func convergeAlone(_ request: Request, agent: String, writer: any StateWriterLock) throws -> Converged {
+        let begun: Begun
+        do {
+            defer { writer.release() }
+            begun = try begin(request, bundleAlways: [agent], heldRunLocks: [agent])
+        }
         guard case .ready(let context, let selected, let document) = begun else {
             guard case .done(let converged) = begun else { throw CoreError(.internalFailure, "internal: no apply") }
             return converged
         }
         let steps = selected.compactMap { context.step($0) }
-        return try end(request, context: context, document: document, steps: steps)
+        return try reporting(.stateUnavailable) {
+            try ports.state.withWriterLock(waitingUpTo: Self.writerPatience) {
+                try end(request, context: context, document: document, steps: steps)
+            }
+        }
     }
 
     enum Begun: Sendable {
@@ -157,7 +183,8 @@ public struct Apply: Sendable {
             id: RunID.make(ports.clock.now()), desiredCommit: loaded.commit,
             ref: request.savedPlan?.ref ?? request.target.ref, summary: PlanOutput.summary(plan),
             actor: request.options.actor, repository: ports.host.absolute(repository),
-            branch: request.options.historyBranch, startedAt: ports.clock.now())
+            branch: request.options.historyBranch, startedAt: ports.clock.now(), pid: ports.host.processID,
+            host: ports.host.hostName)
         commitPendingAudits()
         try reporting(.stateUnavailable) { try ports.state.beginAudit(audit) }
         let context = StepContext(
@@ -303,7 +330,8 @@ public struct Apply: Sendable {
     /// journalled for the next apply; one with no step carried out is dropped.
     func commitPendingAudits(current: String? = nil) {
         guard let pending = try? ports.state.pendingAudits() else { return }
-        for audit in pending {
+        // Another apply still going (it records its own at its end) is left alone.
+        for audit in pending where audit.id == current || !audit.live {
             guard !audit.steps.isEmpty else {
                 try? ports.state.finishAudit(audit.id)
                 continue

@@ -38,15 +38,23 @@ struct StepContext: Sendable {
         let action = planned.action
         if action == .noop { return nil }
         // A run in progress is never killed by an apply: the step waits for it (revoking does not:
-        // it stops the agent now, as the kill switch does).
+        // it stops the agent now, as the kill switch does). Another apply carrying out this agent
+        // is left to it; one that finished while this step waited may have done its work.
         var lease: (any RunLease)?
         if action != .revoke && !heldRunLocks.contains(name) {
+            if let other = machines.runLockHolder(name), other.kind == .apply {
+                return skipped(name, action, "\(other.description) is carrying it out")
+            }
             do {
                 lease = try machines.lockRun(
-                    name, deadline: .now + options.runWait, interruption: nil,
-                    waiting: { progress("\($0) before \(action.rawValue)") })
+                    name, for: RunLockHolder(.apply, pid: ports.host.processID), deadline: .now + options.runWait,
+                    interruption: nil, waiting: { progress("\($0) before \(action.rawValue)") })
             } catch {
                 return fail(name, action, error)
+            }
+            if let reason = doneMeanwhile(name, planned: planned) {
+                lease?.release()
+                return skipped(name, action, reason)
             }
         }
         defer { lease?.release() }
@@ -170,6 +178,28 @@ struct StepContext: Sendable {
         return AppliedStep(agent: name, action: action, detail: detail, failed: false)
     }
 
+    /// A step left to another apply: not a failure, and nothing of this agent was touched.
+    func skipped(_ name: String, _ action: Action, _ reason: String) -> AppliedStep {
+        try? event(name, "step", "\(action.rawValue): skipped, \(reason)")
+        try? state { try ports.state.appendAudit(auditID, step: "\(action.rawValue) \(name): skipped") }
+        return AppliedStep(agent: name, action: action, detail: reason, failed: false, skipped: true)
+    }
+
+    /// Why the step has nothing left to do, when another apply carried out this agent while the step
+    /// waited for its run lock: its record changed since planning and now says what is wanted.
+    func doneMeanwhile(_ name: String, planned: PlannedAction) -> String? {
+        guard let now = try? state({ try ports.state.agent(name) }) else {
+            return planned.action == .delete && records[name] != nil ? "another apply deleted it meanwhile" : nil
+        }
+        guard now != records[name], planned.action != .delete, let wanted = loaded.desired.agents[name],
+            now.appliedRevision == wanted.revision, now.lifecycle == wanted.lifecycle.rawValue
+        else { return nil }
+        let running = now.machineState == "running" && machines.isRunning(name)
+        let stopped = now.machineState == "stopped" && !machines.isRunning(name)
+        guard wanted.lifecycle == .active ? running : stopped else { return nil }
+        return "another apply carried it out meanwhile"
+    }
+
     /// Memory survives the machine: a new environment disk gets the agent's memory folder back from
     /// the latest snapshot in history.
     func restoreMemory(_ bundle: AgentBundle, channel: any GuestChannel) throws -> String {
@@ -205,8 +235,12 @@ struct StepContext: Sendable {
         }
     }
 
+    /// The state, under the writer lock held only as long as `body` (a step never holds it while
+    /// it waits on a machine, so another apply goes on beside a stuck guest).
     func state<T>(_ body: () throws -> T) throws -> T {
-        try reporting(.stateUnavailable, body)
+        try reporting(.stateUnavailable) {
+            try ports.state.withWriterLock(waitingUpTo: Apply.writerPatience, body)
+        }
     }
 
     /// The step has begun: the machine is `starting` under the revision applied before (none for a

@@ -70,7 +70,7 @@ public struct Operations: Sendable {
             ports.machines.stop(agent, graceful: false)
             if var record = try reporting(.stateUnavailable, { try ports.state.agent(agent) }) {
                 record.machineState = "killed"
-                _ = try? ports.state.withWriterLockIfFree { try ports.state.save(record) }
+                _ = try? ports.state.withWriterLock(waitingUpTo: .seconds(10)) { try ports.state.save(record) }
             }
             recordEvent("kill", agent: agent, reason: reason, actor: actor, repository: repository, warn: warn)
         }

@@ -233,4 +233,7 @@ struct NoState: StateStore {
         throw CoreError(.internalFailure, "internal: the empty state is not written")
     }
     func withWriterLockIfFree(_ body: () throws -> Void) throws -> Bool { false }
+    func withWriterLock<T>(waitingUpTo patience: Duration, _ body: () throws -> T) throws -> T {
+        throw CoreError(.internalFailure, "internal: the empty state is not written")
+    }
 }

@@ -82,26 +82,23 @@ public struct Runner: Sendable {
         }
         // Not in the agent's lane: runs and apply steps are ordered by the run lock (across
         // processes too), and `exec` works beside a run.
-        // `run --apply` takes the state's writer lock before the run lock, in the order an apply
-        // takes them (an apply holds the writer lock while its steps wait for runs).
-        let writer = request.applyFirst ? await waitForWriterLock(request) : nil
         let runner = self
-        return try await BlockingWork.run { try runner.execute(request, writer: writer) }
+        return try await BlockingWork.run { try runner.execute(request) }
     }
 
     /// The whole run, on a blocking-work thread.
-    func execute(_ request: Request, writer held: Result<any StateWriterLock, any Error>?) throws -> Outcome {
-        var writer = try? held?.get()
-        defer { writer?.release() }
+    func execute(_ request: Request) throws -> Outcome {
         var attempt = RunAttempt(runner: self, request: request)
         // A name that is no applied agent gets no history folder: refused as it is.
         try attempt.checkApplied()
-        // The run lock: one run of an agent at a time, across processes; kept until the record is in.
+        // The run lock: one run of an agent at a time, across processes; kept until the record is
+        // in. Nobody holds the state's writer lock while waiting for it (apply takes it only to
+        // plan and to record), so the order cannot deadlock.
         let lease: (any RunLease)?
         do {
-            if let held { _ = try held.get() }
             lease = try ports.machines.lockRun(
-                request.agent, deadline: nil, interruption: request.interruption, waiting: { progress($0) })
+                request.agent, for: RunLockHolder(.run, pid: ports.host.processID), deadline: nil,
+                interruption: request.interruption, waiting: { progress($0) })
         } catch {
             attempt.absorb(error)
             return try attempt.finish()
@@ -110,35 +107,33 @@ public struct Runner: Sendable {
         recordInterruptedRuns(of: request.agent)
         do {
             try attempt.prepare()
-            writer?.release()
-            writer = nil
             try perform(&attempt)
         } catch {
-            writer?.release()
-            writer = nil
             attempt.absorb(error)
         }
         return try attempt.finish()
     }
 
-    /// How long `run --apply` waits for an apply that holds the state's writer lock.
+    /// How long `run --apply` waits for another apply that is planning or recording.
     static let writerPatience: TimeInterval = 120
 
-    func waitForWriterLock(_ request: Request) async -> Result<any StateWriterLock, any Error> {
+    /// The state's writer lock for `run --apply`, waited for (on the state's clock) while another
+    /// apply plans or records.
+    func waitForWriterLock(_ request: Request) throws -> any StateWriterLock {
         let deadline = ports.clock.now().addingTimeInterval(Self.writerPatience)
         var told = false
         while true {
             let error: CoreError
             do {
-                return .success(try reporting(.stateUnavailable) { try ports.state.lockForWriting() })
+                return try reporting(.stateUnavailable) { try ports.state.lockForWriting() }
             } catch let failure {
                 error = failure
             }
-            guard error.code == .stateLocked, ports.clock.now() < deadline, request.interruption?.isInterrupted != true
-            else { return .failure(error) }
+            guard error.code == .stateLocked, ports.clock.now() < deadline else { throw error }
+            try checkInterruption(request)
             if !told { progress("\(error.message); waiting for it to finish") }
             told = true
-            await ports.clock.sleep(for: .milliseconds(250))
+            ports.clock.pause(for: .milliseconds(250))
         }
     }
 

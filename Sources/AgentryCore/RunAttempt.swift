@@ -155,12 +155,14 @@ struct RunAttempt {
         )
     }
 
-    /// `run --apply`: the apply of this agent, with the run's lock held.
+    /// `run --apply`: the apply of this agent, with the run's lock held (the writer lock only while
+    /// it plans and records).
     func applyFirst() throws {
         let target = Planning.Target(repository: request.repository, ref: request.ref ?? "HEAD", path: request.path)
         let options = ApplyOptions(actor: request.actor, only: [request.agent], historyBranch: request.historyBranch)
+        let writer = try runner.waitForWriterLock(request)
         let converged = try Apply(ports, progress: runner.progress).convergeAlone(
-            Apply.Request(target: target, options: options), agent: request.agent)
+            Apply.Request(target: target, options: options), agent: request.agent, writer: writer)
         switch converged.outcome.plan {
         case .invalid(let report):
             throw CoreError(
@@ -373,7 +375,8 @@ struct RunAttempt {
             try? ports.state.clearRunJournal(agent: request.agent)
         }
         let word = record.summary
-        _ = try? ports.state.withWriterLockIfFree {
+        // Writers hold the lock briefly (never while waiting on a machine): worth a short wait.
+        _ = try? ports.state.withWriterLock(waitingUpTo: .seconds(10)) {
             if record.outcome != .notStarted, var agent = try? ports.state.agent(request.agent) {
                 agent.lastRunAt = ended
                 try? ports.state.save(agent)

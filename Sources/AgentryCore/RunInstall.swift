@@ -66,7 +66,7 @@ extension Runner {
                 "installing the harness \(harness.metadata.name) failed (exit \(result.status)):\n\(String(decoding: tail, as: UTF8.self))"
             )
         }
-        _ = try? ports.state.withWriterLockIfFree {
+        _ = try? ports.state.withWriterLock(waitingUpTo: .seconds(10)) {
             try? ports.state.append(
                 EventRecord(
                     time: ports.clock.now(), agent: bundle.name, kind: "install", actor: actor,

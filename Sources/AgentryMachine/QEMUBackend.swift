@@ -223,7 +223,8 @@ public final class QEMUBackend: MachineBackend {
     }
 
     public func lockRun(
-        _ name: String, deadline: ContinuousClock.Instant?, interruption: Interruption?, waiting: (String) -> Void
+        _ name: String, for holder: RunLockHolder, deadline: ContinuousClock.Instant?, interruption: Interruption?,
+        waiting: (String) -> Void
     ) throws -> any RunLease {
         let folder = directory(name)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -234,14 +235,9 @@ public final class QEMUBackend: MachineBackend {
         }
         var told = false
         while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
-            var buffer = [UInt8](repeating: 0, count: 32)
-            let count = pread(descriptor, &buffer, buffer.count, 0)
-            let holder =
-                count > 0
-                ? String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                : "?"
+            let other = Self.holder(descriptor)?.description ?? "another process"
             if !told {
-                waiting("a run of \(name) is in progress (process \(holder)); waiting for it to end")
+                waiting("\(name) is busy with \(other); waiting for it to end")
                 told = true
             }
             if interruption?.isInterrupted == true || deadline.map({ ContinuousClock.now >= $0 }) == true {
@@ -249,15 +245,36 @@ public final class QEMUBackend: MachineBackend {
                 throw MachineError(
                     .guestFailed,
                     interruption?.isInterrupted == true
-                        ? "interrupted while waiting for the run of \(name) in progress (process \(holder))"
-                        : "a run of \(name) is still in progress (process \(holder)); try again once it ends")
+                        ? "interrupted while waiting for \(other) on \(name)"
+                        : "\(name) is still busy with \(other); try again once it ends")
             }
             usleep(100_000)
         }
-        let pid = Array("\(getpid())\n".utf8)
+        let text = Array("\(holder.pid) \(holder.kind.rawValue)\n".utf8)
         _ = ftruncate(descriptor, 0)
-        _ = pwrite(descriptor, pid, pid.count, 0)
+        _ = pwrite(descriptor, text, text.count, 0)
         return RunLock(descriptor)
+    }
+
+    public func runLockHolder(_ name: String) -> RunLockHolder? {
+        let descriptor = open(directory(name) + "/run.lock", O_RDWR | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        if flock(descriptor, LOCK_EX | LOCK_NB) == 0 {
+            flock(descriptor, LOCK_UN)
+            return nil
+        }
+        return Self.holder(descriptor) ?? RunLockHolder(.run, pid: 0)
+    }
+
+    /// What a held run lock says of its holder: `pid kind`.
+    static func holder(_ descriptor: Int32) -> RunLockHolder? {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = pread(descriptor, &buffer, buffer.count, 0)
+        guard count > 0 else { return nil }
+        let words = String(decoding: buffer[0..<count], as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        guard let pid = words.first.flatMap({ Int32($0) }) else { return nil }
+        return RunLockHolder(words.count > 1 && words[1] == "apply" ? .apply : .run, pid: pid)
     }
 
     /// The machine for a spec: its image (built when missing), the accelerator (probed once).

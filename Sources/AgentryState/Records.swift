@@ -220,13 +220,27 @@ extension SQLiteStateStore {
 
     struct AuditHeader: Codable {
         var desiredCommit, ref, summary, actor, repository, branch: String
+        var pid: Int32?
+        var host: String?
+    }
+
+    /// Whether the process `pid` of `host` is this host's and alive (an agentry, by its name; a
+    /// killed one its parent has not reaped yet is not).
+    static func isAlive(pid: Int32?, host: String?) -> Bool {
+        guard let pid, pid > 0, host == ProcessInfo.processInfo.hostName else { return false }
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        let name = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        // `pid (comm) S ...`: the state follows the last parenthesis.
+        let processState = status.split(separator: ")").last?.split(separator: " ").first ?? "?"
+        return name.hasPrefix("agentry") && processState != "Z" && processState != "X"
     }
 
     public func beginAudit(_ audit: PendingAudit) throws {
         let pool = try writer()
         let header = AuditHeader(
             desiredCommit: audit.desiredCommit, ref: audit.ref, summary: audit.summary, actor: audit.actor,
-            repository: audit.repository, branch: audit.branch)
+            repository: audit.repository, branch: audit.branch, pid: audit.pid, host: audit.host)
         let text = String(decoding: try JSONEncoder().encode(header), as: UTF8.self)
         try describing {
             try pool.write { db in
@@ -260,10 +274,13 @@ extension SQLiteStateStore {
                     return nil
                 }
                 let steps: String = row["steps"]
-                return PendingAudit(
+                var audit = PendingAudit(
                     id: row["apply_id"], desiredCommit: header.desiredCommit, ref: header.ref, summary: header.summary,
                     actor: header.actor, repository: header.repository, branch: header.branch,
-                    startedAt: row["started_at"], steps: steps.split(separator: "\n").map(String.init))
+                    startedAt: row["started_at"], steps: steps.split(separator: "\n").map(String.init),
+                    pid: header.pid, host: header.host)
+                audit.live = Self.isAlive(pid: header.pid, host: header.host)
+                return audit
             }
         }
     }

@@ -57,8 +57,10 @@ public final class SQLiteStateStore: StateStore, ParseCache {
 
     struct Inner {
         var pool: DatabasePool?
-        /// Writer locks this process holds through this store.
-        var locks = 0
+        /// Writer locks this process holds through this store, by the thread that took them: the
+        /// lock is the thread's (a write from another thread of this process while one holds it is
+        /// not covered by it, and takes the lock itself).
+        var holders: [UInt: Int] = [:]
     }
 
     public static let databaseName = "state.sqlite"
@@ -128,7 +130,11 @@ public final class SQLiteStateStore: StateStore, ParseCache {
         }
     }
 
-    var isWriter: Bool { inner.withLock { $0.locks > 0 } }
+    /// Whether the calling thread holds the writer lock.
+    var isWriter: Bool {
+        let thread = UInt(pthread_self())
+        return inner.withLock { ($0.holders[thread] ?? 0) > 0 }
+    }
 
     func writer() throws -> DatabasePool {
         guard isWriter else {
@@ -161,14 +167,20 @@ public final class SQLiteStateStore: StateStore, ParseCache {
     final class WriterLock: StateWriterLock {
         let store: SQLiteStateStore
         let descriptor: HeldDescriptor
+        let thread: UInt
 
-        init(store: SQLiteStateStore, descriptor: Int32) {
+        init(store: SQLiteStateStore, descriptor: Int32, thread: UInt) {
             self.store = store
             self.descriptor = HeldDescriptor(descriptor)
+            self.thread = thread
         }
 
         func release() {
-            if descriptor.release() { store.inner.withLock { $0.locks -= 1 } }
+            guard descriptor.release() else { return }
+            store.inner.withLock { inner in
+                inner.holders[thread, default: 1] -= 1
+                if inner.holders[thread] == 0 { inner.holders[thread] = nil }
+            }
         }
 
         deinit { release() }
@@ -177,8 +189,9 @@ public final class SQLiteStateStore: StateStore, ParseCache {
     public func lockForWriting() throws -> any StateWriterLock {
         try makeDirectory()
         let descriptor = try Self.acquireLock(directory)
-        inner.withLock { $0.locks += 1 }
-        return WriterLock(store: self, descriptor: descriptor)
+        let thread = UInt(pthread_self())
+        inner.withLock { $0.holders[thread, default: 0] += 1 }
+        return WriterLock(store: self, descriptor: descriptor, thread: thread)
     }
 
     @discardableResult
@@ -191,6 +204,22 @@ public final class SQLiteStateStore: StateStore, ParseCache {
         defer { lock.release() }
         try body()
         return true
+    }
+
+    public func withWriterLock<T>(waitingUpTo patience: Duration, _ body: () throws -> T) throws -> T {
+        if isWriter { return try body() }
+        let deadline = ContinuousClock.now + patience
+        var lock: (any StateWriterLock)?
+        while lock == nil {
+            do {
+                lock = try lockForWriting()
+            } catch let error as StateError {
+                guard case .locked = error.code, ContinuousClock.now < deadline else { throw error }
+                usleep(20_000)
+            }
+        }
+        defer { lock?.release() }
+        return try body()
     }
 
     static func acquireLock(_ directory: String) throws -> Int32 {

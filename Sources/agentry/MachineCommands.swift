@@ -82,7 +82,8 @@ struct ApplyCommand: AsyncParsableCommand {
             status = try format.finish(outcome.plan)
             for step in outcome.steps {
                 Output.error(
-                    "\(step.failed ? "FAILED" : "done  ") \(step.action.rawValue) \(step.agent): \(step.detail)")
+                    "\(step.failed ? "FAILED" : step.skipped ? "skipped" : "done  ") \(step.action.rawValue) \(step.agent): \(step.detail)"
+                )
             }
             if outcome.steps.contains(where: \.failed) { status = ExitStatus.invalid }
         }

@@ -2,6 +2,7 @@ import AgentryCore
 import AgentryRender
 import AgentryTesting
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -242,9 +243,82 @@ import Testing
         try fixture.commit()
         fixture.fakes.machines.setBootTime(microseconds: 20_000)
         let outcome = try await fixture.apply(ApplyOptions(actor: "ci", parallelism: 3))
-        #expect(outcome.steps.count == 12 && outcome.steps.allSatisfy { !$0.failed })
+        #expect(
+            outcome.steps.count == 12 && outcome.steps.allSatisfy { !$0.failed }, "\(outcome.steps.filter(\.failed))")
         #expect(fixture.fakes.machines.mostBootingAtOnce <= 3)
         #expect(fixture.fakes.machines.mostBootingAtOnce >= 2, "boots of different agents still overlap")
         #expect(ApplyOptions(actor: "ci").parallelism == ApplyOptions.defaultParallelism)
+    }
+
+    /// An apply whose guest is stuck in its boot holds no lock on the state meanwhile: another apply
+    /// of the same repository (another process) carries out the rest, leaves the stuck agent to the
+    /// apply that has it, and ends; the first ends once the guest reports in.
+    @Test func anotherApplyGoesOnBesideAStuckGuest() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("stuck")
+        try fixture.agent("other")
+        try fixture.commit()
+        let machines = fixture.fakes.machines
+        machines.holdBoot("stuck")
+        let first = Task { try await fixture.apply() }
+        try await waitUntil("the first apply is booting stuck and has done other", seconds: 120) {
+            try machines.isBooting("stuck") && fixture.fakes.state.agent("other")?.machineState == "running"
+        }
+        #expect(fixture.fakes.state.heldLocks == 0, "no writer lock while a guest boots")
+        #expect(machines.runLockHolder("stuck")?.kind == .apply)
+
+        try fixture.agent("other", instructions: "Greet people twice.")
+        try fixture.commit()
+        // Another process: its own lanes, its own process id.
+        var elsewhere = fixture.fakes.ports(source: fixture.ports.source)
+        elsewhere.host.processID = 4243
+        let second = try await Apply(elsewhere).run(.init(target: fixture.target, options: ApplyOptions(actor: "ci")))
+        let skipped = try #require(fixture.step(second, "stuck"))
+        #expect(skipped.skipped && !skipped.failed, "\(skipped)")
+        #expect(skipped.detail == "an apply (process \(getpid())) is carrying it out", "\(skipped.detail)")
+        #expect(fixture.step(second, "other")?.action == .update && fixture.step(second, "other")?.failed == false)
+        #expect(machines.text("other", "/agent/AGENTS.md") == "Greet people twice.")
+        #expect(machines.isBooting("stuck"), "the second apply did not wait for the stuck guest")
+        let audits = fixture.fakes.history.all.filter { $0.files.first?.path.hasPrefix("applies/") == true }
+        #expect(audits.count == 1, "the first apply's audit is its own to commit, not marked interrupted")
+
+        machines.releaseBoot("stuck")
+        let firstOutcome = try await first.value
+        #expect(fixture.step(firstOutcome, "stuck")?.failed == false)
+        #expect(try fixture.fakes.state.agent("stuck")?.machineState == "running")
+        #expect(machines.machine("stuck")?.boots == 1)
+        let all = fixture.fakes.history.all.filter { $0.files.first?.path.hasPrefix("applies/") == true }
+        #expect(all.count == 2)
+        #expect(!all.contains { String(decoding: $0.files[0].bytes, as: UTF8.self).contains("interrupted: ") })
+    }
+
+    /// Two applies wait for the same run; whichever gets the agent first carries out its step, and
+    /// the other finds it done and leaves it (one boot, no failure).
+    @Test func aStepThatWaitedFindsItsWorkDoneByAnotherApply() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        let machines = fixture.fakes.machines
+        let run = machines.holdRunLock("greeter")
+        let waiting = Mutex(0)
+        let progress: @Sendable (String) -> Void = { line in
+            if line.contains("busy with a run (process 4242)") { waiting.withLock { $0 += 1 } }
+        }
+        // Two processes: each its own lanes.
+        let (onePorts, twoPorts) = (
+            fixture.fakes.ports(source: fixture.ports.source), fixture.fakes.ports(source: fixture.ports.source)
+        )
+        let request = Apply.Request(target: fixture.target, options: ApplyOptions(actor: "ci"))
+        // The second plans once the first is past planning (planning takes the writer lock).
+        let one = Task { try await Apply(onePorts, progress: progress).run(request) }
+        try await waitUntil("the first apply waits for the run", seconds: 120) { waiting.withLock { $0 } == 1 }
+        let two = Task { try await Apply(twoPorts, progress: progress).run(request) }
+        try await waitUntil("both applies wait for the run", seconds: 120) { waiting.withLock { $0 } == 2 }
+        run.release()
+        let steps = [try await one.value, try await two.value].compactMap { fixture.step($0, "greeter") }
+        #expect(steps.count == 2 && steps.allSatisfy { !$0.failed }, "\(steps)")
+        #expect(steps.filter(\.skipped).map(\.detail) == ["another apply carried it out meanwhile"])
+        #expect(machines.machine("greeter")?.boots == 1)
+        #expect(try fixture.fakes.state.agent("greeter")?.machineState == "running")
     }
 }

@@ -309,7 +309,7 @@ import Testing
             try await fixture.run("greeter", apply: false, progress: { line in said.withLock { $0.append(line) } })
         }
         try await waitUntil("the second run says it waits") {
-            said.withLock { $0 }.contains { $0.contains("in progress") && $0.contains("waiting") }
+            said.withLock { $0 }.contains { $0.contains("busy with a run (process 4242)") && $0.contains("waiting") }
         }
         #expect(try fixture.records("greeter").isEmpty, "it has not run while the first holds the agent")
         held.release()

@@ -159,23 +159,33 @@ import Testing
     }
 
     /// One holder of an agent's run lock at a time, even within one process; a waiter is told who
-    /// holds it and gives up at its deadline or when interrupted.
+    /// holds it (a run or an apply, and its process) and gives up at its deadline or when
+    /// interrupted.
     @Test func theRunLockHasOneHolder() throws {
         let state = try TemporaryDirectory("agentry-machine-folders")
         let backend = backend(state)
-        let held = try backend.lockRun("busy", deadline: nil, interruption: nil, waiting: { _ in })
+        let run = RunLockHolder(.run, pid: getpid())
+        #expect(backend.runLockHolder("busy") == nil)
+        let held = try backend.lockRun("busy", for: run, deadline: nil, interruption: nil, waiting: { _ in })
+        #expect(backend.runLockHolder("busy") == run)
         var told: [String] = []
         #expect(throws: MachineError.self) {
-            try backend.lockRun("busy", deadline: .now + .milliseconds(300), interruption: nil) { told.append($0) }
+            try backend.lockRun(
+                "busy", for: RunLockHolder(.apply, pid: 1), deadline: .now + .milliseconds(300), interruption: nil
+            ) { told.append($0) }
         }
-        #expect(told.count == 1 && told[0].contains("process \(getpid())"), "\(told)")
+        #expect(told == ["busy is busy with a run (process \(getpid())); waiting for it to end"], "\(told)")
         let interruption = Interruption()
         interruption.interrupt(SIGINT)
         #expect(throws: MachineError.self) {
-            try backend.lockRun("busy", deadline: nil, interruption: interruption, waiting: { _ in })
+            try backend.lockRun("busy", for: run, deadline: nil, interruption: interruption, waiting: { _ in })
         }
         held.release()
-        try backend.lockRun("busy", deadline: .now, interruption: nil, waiting: { _ in }).release()
+        #expect(backend.runLockHolder("busy") == nil)
+        let apply = RunLockHolder(.apply, pid: getpid())
+        let step = try backend.lockRun("busy", for: apply, deadline: .now, interruption: nil, waiting: { _ in })
+        #expect(backend.runLockHolder("busy") == apply)
+        step.release()
     }
 
     /// A name that is not an agent name (from a damaged state database) never becomes a path

@@ -77,6 +77,43 @@ import Testing
             "the parse cache is not saved while another writer holds the lock")
     }
 
+    /// A journalled audit is another apply's still going only while its process lives on this host:
+    /// killed (reaped or not), elsewhere, or not an agentry, it was interrupted.
+    @Test func anAuditIsLiveOnlyWhileItsApplyLives() async throws {
+        let directory = try TemporaryDirectory()
+        let store = SQLiteStateStore(directory: directory.path + "/state")
+        // A process named as agentry is (the kernel names it after the link it was started by).
+        try FileManager.default.createSymbolicLink(
+            atPath: directory.path + "/agentry-apply", withDestinationPath: "/bin/sleep")
+        let apply = try BackgroundProcess(directory.path + "/agentry-apply", ["30"])
+        let other = try BackgroundProcess("sleep", ["30"])
+        let here = ProcessInfo.processInfo.hostName
+        let lock = try store.lockForWriting()
+        for (id, pid, host) in [
+            ("live", apply.pid, here), ("elsewhere", apply.pid, "another-host"), ("not-agentry", other.pid, here),
+            ("gone", Int32.max - 1, here), ("unknown", nil, nil),
+        ] as [(String, Int32?, String?)] {
+            try store.beginAudit(
+                PendingAudit(
+                    id: id, desiredCommit: "c", ref: "HEAD", summary: "", actor: "ci", repository: "/r",
+                    branch: "agentry/history", startedAt: Date(), pid: pid, host: host))
+        }
+        lock.release()
+        try await waitUntil("the stand-in apply runs") {
+            (try? String(contentsOfFile: "/proc/\(apply.pid)/comm", encoding: .utf8)) == "agentry-apply\n"
+        }
+        let live = { try Dictionary(uniqueKeysWithValues: store.pendingAudits().map { ($0.id, $0.live) }) }
+        #expect(
+            try live() == ["live": true, "elsewhere": false, "not-agentry": false, "gone": false, "unknown": false])
+        // Killed and not yet reaped by its parent (a zombie): not live.
+        kill(apply.pid, SIGKILL)
+        try await waitUntil("the stand-in apply is dead") {
+            let stat = (try? String(contentsOfFile: "/proc/\(apply.pid)/stat", encoding: .utf8)) ?? ""
+            return stat.contains(") Z ")
+        }
+        #expect(try live()["live"] == false)
+    }
+
     @Test func aDatabaseFromANewerAgentryIsRefused() throws {
         let directory = try TemporaryDirectory()
         let store = SQLiteStateStore(directory: directory.path)

@@ -52,9 +52,11 @@ public final class FakeMachines: MachineBackend {
         var machines: [String: Machine] = [:]
         var calls: [String] = []
         var silent: Set<String> = []
+        var heldBoots: Set<String> = []
+        var inBoot: Set<String> = []
         var prepareFailures: [String: String] = [:]
         var retired: [String: String] = [:]
-        var runLocks: Set<String> = []
+        var runLocks: [String: RunLockHolder] = [:]
         var bootMicroseconds: UInt32 = 0
         var booting = 0
         var mostBootingAtOnce = 0
@@ -79,6 +81,16 @@ public final class FakeMachines: MachineBackend {
 
     /// It says hello again.
     public func reportsIn(_ name: String) { world.withLock { _ = $0.silent.remove(name) } }
+
+    /// The machine's boot does not return until `releaseBoot` (a guest stuck in its boot).
+    public func holdBoot(_ name: String) { world.withLock { _ = $0.heldBoots.insert(name) } }
+
+    public func releaseBoot(_ name: String) { world.withLock { _ = $0.heldBoots.remove(name) } }
+
+    /// Whether a boot of `name` is under way.
+    public func isBooting(_ name: String) -> Bool {
+        world.withLock { $0.inBoot.contains(name) }
+    }
 
     /// Puts a file on the machine's disk behind agentry's back.
     public func putFileForTest(_ name: String, _ path: String, _ text: String) throws {
@@ -161,12 +173,17 @@ public final class FakeMachines: MachineBackend {
             world.machines[spec.name]?.boots += 1
             world.machines[spec.name]?.spec = spec
             world.booting += 1
+            world.inBoot.insert(spec.name)
             world.mostBootingAtOnce = max(world.mostBootingAtOnce, world.booting)
             return world.silent.contains(spec.name)
         }
         // A boot takes a while (when a test says so), so that boots can overlap.
         usleep(world.withLock { $0.bootMicroseconds })
-        world.withLock { $0.booting -= 1 }
+        while world.withLock({ $0.heldBoots.contains(spec.name) }) { usleep(1000) }
+        world.withLock {
+            $0.booting -= 1
+            $0.inBoot.remove(spec.name)
+        }
         return FakeGuest(machines: self, name: spec.name, silent: silent, booting: true)
     }
 
@@ -262,7 +279,7 @@ public final class FakeMachines: MachineBackend {
                     defer { value = false }; return value
                 })
             else { return }
-            machines.world.withLock { _ = $0.runLocks.remove(name) }
+            machines.world.withLock { _ = $0.runLocks.removeValue(forKey: name) }
         }
 
         deinit { release() }
@@ -272,24 +289,32 @@ public final class FakeMachines: MachineBackend {
     public func setBootTime(microseconds: UInt32) { world.withLock { $0.bootMicroseconds = microseconds } }
     public var mostBootingAtOnce: Int { world.withLock { $0.mostBootingAtOnce } }
 
-    /// Holds an agent's run lock as another process would (a run in progress elsewhere).
-    public func holdRunLock(_ name: String) -> any RunLease {
-        world.withLock { _ = $0.runLocks.insert(name) }
+    /// Holds an agent's run lock as another process would (a run, or an apply's step, elsewhere).
+    public func holdRunLock(_ name: String, as holder: RunLockHolder = RunLockHolder(.run, pid: 4242)) -> any RunLease {
+        world.withLock { $0.runLocks[name] = holder }
         return Lease(self, name)
     }
 
+    public func runLockHolder(_ name: String) -> RunLockHolder? { world.withLock { $0.runLocks[name] } }
+
     public func lockRun(
-        _ name: String, deadline: ContinuousClock.Instant?, interruption: Interruption?, waiting: (String) -> Void
+        _ name: String, for holder: RunLockHolder, deadline: ContinuousClock.Instant?, interruption: Interruption?,
+        waiting: (String) -> Void
     ) throws -> any RunLease {
         var told = false
-        while !world.withLock({ $0.runLocks.insert(name).inserted }) {
+        while true {
+            let other = world.withLock { world -> RunLockHolder? in
+                if let other = world.runLocks[name] { return other }
+                world.runLocks[name] = holder
+                return nil
+            }
+            guard let other else { break }
             if !told {
-                waiting("a run of \(name) is in progress (process 4242); waiting for it to end")
+                waiting("\(name) is busy with \(other.description); waiting for it to end")
                 told = true
             }
             if interruption?.isInterrupted == true || deadline.map({ ContinuousClock.now >= $0 }) == true {
-                throw FakeFailure(
-                    .conflict, "a run of \(name) is still in progress (process 4242); try again once it ends")
+                throw FakeFailure(.conflict, "\(name) is still busy with \(other.description); try again once it ends")
             }
             usleep(1000)
         }

@@ -28,7 +28,8 @@ public final class InMemoryState: StateStore, ParseCache {
         var runs: [String: RunJournal] = [:]
         var snapshots: [String: (String, Data)] = [:]
         var parses: [String: [String: CachedParse]] = [:]
-        var locks = 0
+        /// Writer locks held, by thread (as the real store: the lock is the thread's that took it).
+        var holders: [UInt: Int] = [:]
         var lockedElsewhere = false
         var created = false
     }
@@ -44,7 +45,13 @@ public final class InMemoryState: StateStore, ParseCache {
     }
 
     /// How many writer locks are held now.
-    public var heldLocks: Int { contents.withLock { $0.locks } }
+    public var heldLocks: Int { contents.withLock { $0.holders.values.reduce(0, +) } }
+
+    /// Whether the calling thread holds the writer lock.
+    var isWriter: Bool {
+        let thread = UInt(pthread_self())
+        return contents.withLock { ($0.holders[thread] ?? 0) > 0 }
+    }
 
     public var exists: Bool { contents.withLock { $0.created } }
 
@@ -56,7 +63,9 @@ public final class InMemoryState: StateStore, ParseCache {
 
     func write<T>(_ body: (inout Contents) throws -> T) throws -> T {
         try contents.withLock { contents in
-            guard contents.locks > 0 else { throw FakeFailure(.internalFailure, "written without the writer lock") }
+            guard (contents.holders[UInt(pthread_self())] ?? 0) > 0 else {
+                throw FakeFailure(.internalFailure, "written without the writer lock")
+            }
             contents.created = true
             return try body(&contents)
         }
@@ -123,8 +132,19 @@ public final class InMemoryState: StateStore, ParseCache {
 
     public func appendAudit(_ id: String, step: String) throws { try write { $0.audits[id]?.steps.append(step) } }
 
+    /// An audit whose apply says which process it is counts as live (fakes kill no process), unless
+    /// that process is listed here as gone.
+    public let goneProcesses = Mutex<Set<Int32>>([])
+
     public func pendingAudits() throws -> [PendingAudit] {
-        contents.withLock { $0.audits.values.sorted { $0.startedAt < $1.startedAt } }
+        let gone = goneProcesses.withLock { $0 }
+        return contents.withLock {
+            $0.audits.values.sorted { $0.startedAt < $1.startedAt }.map { audit in
+                var audit = audit
+                audit.live = audit.pid.map { !gone.contains($0) } ?? false
+                return audit
+            }
+        }
     }
 
     public func finishAudit(_ id: String) throws { try write { $0.audits[id] = nil } }
@@ -132,6 +152,7 @@ public final class InMemoryState: StateStore, ParseCache {
     final class Lock: StateWriterLock {
         let state: InMemoryState
         let held = Mutex(true)
+        let thread = UInt(pthread_self())
 
         init(_ state: InMemoryState) { self.state = state }
 
@@ -141,7 +162,10 @@ public final class InMemoryState: StateStore, ParseCache {
                     defer { value = false }; return value
                 })
             else { return }
-            state.contents.withLock { $0.locks -= 1 }
+            state.contents.withLock { contents in
+                contents.holders[thread, default: 1] -= 1
+                if contents.holders[thread] == 0 { contents.holders[thread] = nil }
+            }
         }
 
         deinit { release() }
@@ -149,17 +173,34 @@ public final class InMemoryState: StateStore, ParseCache {
 
     public func lockForWriting() throws -> any StateWriterLock {
         try contents.withLock { contents in
-            guard !contents.lockedElsewhere else {
+            // One holder at a time, as an flock on a file of its own gives each taker.
+            guard !contents.lockedElsewhere, contents.holders.isEmpty else {
                 throw FakeFailure(
                     .locked, "the state is locked by process 4242 (another agentry apply or reconcile is writing)")
             }
-            contents.locks += 1
+            contents.holders[UInt(pthread_self()), default: 0] += 1
         }
         return Lock(self)
     }
 
+    public func withWriterLock<T>(waitingUpTo patience: Duration, _ body: () throws -> T) throws -> T {
+        if isWriter { return try body() }
+        let deadline = ContinuousClock.now + patience
+        var lock: (any StateWriterLock)?
+        while lock == nil {
+            do {
+                lock = try lockForWriting()
+            } catch {
+                guard ContinuousClock.now < deadline else { throw error }
+                usleep(1000)
+            }
+        }
+        defer { lock?.release() }
+        return try body()
+    }
+
     public func withWriterLockIfFree(_ body: () throws -> Void) throws -> Bool {
-        if heldLocks > 0 {
+        if isWriter {
             try body()
             return true
         }
@@ -246,6 +287,8 @@ public final class ManualClock: WallClock {
         advance(by: Double(duration.milliseconds) / 1000)
         await Task.yield()
     }
+
+    public func pause(for duration: Duration) { advance(by: Double(duration.milliseconds) / 1000) }
 }
 
 /// History branches in memory: each record is a commit of files.

@@ -6,6 +6,8 @@ public protocol WallClock: Sendable {
     func now() -> Date
     /// Waits (a fake clock just moves on).
     func sleep(for duration: Duration) async
+    /// Waits on the calling thread (blocking work; a fake clock just moves on).
+    func pause(for duration: Duration)
 }
 
 /// The host agentry runs on, as the core sees it: its environment variables, its name, the folder

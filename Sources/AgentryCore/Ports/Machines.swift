@@ -53,8 +53,11 @@ public protocol MachineBackend: Sendable {
     /// holds it, `waiting` is told (once) and the lock is waited for until `deadline` (nil: as long
     /// as it takes) or until `interruption` says stop; then it fails.
     func lockRun(
-        _ name: String, deadline: ContinuousClock.Instant?, interruption: Interruption?, waiting: (String) -> Void
+        _ name: String, for holder: RunLockHolder, deadline: ContinuousClock.Instant?, interruption: Interruption?,
+        waiting: (String) -> Void
     ) throws -> any RunLease
+    /// Who holds the agent's run lock now (nil: nobody).
+    func runLockHolder(_ name: String) -> RunLockHolder?
     /// Builds a guest image (`minimal` or `debian-12`), even when one is cached; returns where it is.
     func buildImage(base: String) throws -> String
     /// The Debian mirror the machines' apt reaches (registries a harness installation may use).
@@ -271,4 +274,22 @@ public struct RetainedDisk: Sendable, Equatable {
         self.bytes = bytes
         self.setAside = setAside
     }
+}
+
+/// What holds an agent's run lock: a run, or an apply's step; and which process.
+public struct RunLockHolder: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case run, apply
+    }
+
+    public var kind: Kind
+    public var pid: Int32
+
+    public init(_ kind: Kind, pid: Int32) {
+        self.kind = kind
+        self.pid = pid
+    }
+
+    /// `a run (process 4242)`.
+    public var description: String { "\(kind == .run ? "a run" : "an apply") (process \(pid))" }
 }

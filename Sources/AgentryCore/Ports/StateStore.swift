@@ -60,10 +60,14 @@ public protocol StateStore: Sendable {
     /// Takes the writer lock until the returned lock is released; fails at once (a failure of
     /// category `locked`, naming the holder) when another process holds it.
     func lockForWriting() throws -> any StateWriterLock
-    /// Runs `body` under the writer lock, taking it briefly if this process does not hold it;
-    /// false, without running `body`, when another process holds it.
+    /// Runs `body` under the writer lock, taking it briefly if the calling thread does not hold it;
+    /// false, without running `body`, when another holds it (for what may be skipped: a cache).
     @discardableResult
     func withWriterLockIfFree(_ body: () throws -> Void) throws -> Bool
+    /// Runs `body` under the writer lock, taking it briefly if the calling thread does not hold it
+    /// and waiting up to `patience` while another does (its hold is brief: nobody holds the lock
+    /// while waiting on a machine); then fails as `lockForWriting` does.
+    func withWriterLock<T>(waitingUpTo patience: Duration, _ body: () throws -> T) throws -> T
 }
 
 /// The writer lock, held until `release` (or until the process ends).
@@ -240,11 +244,19 @@ public struct PendingAudit: Sendable, Equatable {
     public var startedAt: Date
     /// `create greeter: done`, one per step carried out, in order.
     public var steps: [String]
+    /// The process of the apply that writes it, and its host.
+    public var pid: Int32?
+    public var host: String?
+    /// Its apply is still going (its process lives, on this host): not an interrupted apply's.
+    /// Set by the store as it reads.
+    public var live = false
 
     public init(
         id: String, desiredCommit: String, ref: String, summary: String, actor: String, repository: String,
-        branch: String, startedAt: Date, steps: [String] = []
+        branch: String, startedAt: Date, steps: [String] = [], pid: Int32? = nil, host: String? = nil
     ) {
+        self.pid = pid
+        self.host = host
         self.id = id
         self.desiredCommit = desiredCommit
         self.ref = ref
