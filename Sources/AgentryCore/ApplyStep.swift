@@ -116,8 +116,10 @@ struct StepContext: Sendable {
                     try? event(name, "disk", "a disk retired by another owner was set aside to \(place)")
                 }
             }
+            // A new disk owes the agent its memory: journalled before the disk is made, so that an
+            // apply killed between making it and recording it still owes the memory.
+            if !machines.diskExists(name) { try oweMemory(name, wanted) }
             let prepared = try machines.prepare(spec)
-            // A new disk owes the agent its memory: journalled before anything can interrupt it.
             try markStarting(name, wanted, freshDisk: prepared.freshDisk)
             if wanted.lifecycle != .active {
                 try markApplied(name, wanted, machineState: "stopped", accelerator: prepared.accelerator)
@@ -131,7 +133,7 @@ struct StepContext: Sendable {
                 guard let hello = try booting.waitUntilReady(timeout: options.bootTimeout, booting: true) else {
                     throw CoreError(
                         .machineFailed,
-                        "the machine \(name) did not report in within \(options.bootTimeout); the end of its serial log:\n\(machines.consoleTail(name))"
+                        "the machine \(name) did not report in within \(options.bootTimeout.goStyle); the end of its serial log:\n\(machines.consoleTail(name))"
                     )
                 }
                 detail = "running (booted in \(hello.uptimeMilliseconds) ms, disk \(hello.disk))"
@@ -257,6 +259,23 @@ struct StepContext: Sendable {
             record.machineState = "starting"
             record.machineDetail = nil
             record.restorePending = record.restorePending || freshDisk
+            record.updatedAt = ports.clock.now()
+            try ports.state.save(record)
+        }
+    }
+
+    /// A disk is about to be made: the agent is owed its memory (the machine's state is left as it
+    /// was: nothing says a disk exists yet).
+    func oweMemory(_ name: String, _ wanted: DesiredAgent) throws {
+        try state {
+            var record =
+                try ports.state.agent(name)
+                ?? AgentRecord(
+                    name: name, appliedRevision: "", appliedFields: [], appliedCommit: "",
+                    lifecycle: wanted.lifecycle.rawValue, deletionPolicy: wanted.deletionPolicy.rawValue,
+                    machineID: name, updatedAt: ports.clock.now(), owner: owner(name))
+            guard !record.restorePending else { return }
+            record.restorePending = true
             record.updatedAt = ports.clock.now()
             try ports.state.save(record)
         }
