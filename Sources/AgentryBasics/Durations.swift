@@ -64,6 +64,9 @@ public enum DurationText {
 }
 
 extension Duration {
+    /// As agentry prints durations, Go-style: `90s`, `15m`, `1h30m`, `1s500ms`.
+    public var goStyle: String { DurationText.format(milliseconds: UInt64(max(0, millisecondsRoundedUp))) }
+
     /// Whole milliseconds, truncated.
     public var milliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000

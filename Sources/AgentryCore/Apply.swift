@@ -49,6 +49,8 @@ public struct AppliedStep: Sendable {
     public var failed: Bool
     /// Left to another apply that was carrying out the same agent (or had just done so).
     public var skipped: Bool
+    /// How long the step took, waiting for the agent included.
+    public var duration: Duration = .zero
 
     public init(agent: String, action: Action, detail: String, failed: Bool, skipped: Bool = false) {
         self.agent = agent
@@ -57,6 +59,13 @@ public struct AppliedStep: Sendable {
         self.failed = failed
         self.skipped = skipped
     }
+}
+
+/// What an apply says as it goes: the plan once made, then each step as it starts and ends.
+public enum ApplyEvent: Sendable {
+    case planned(PlanDocument)
+    case stepStarted(agent: String, action: Action)
+    case stepEnded(AppliedStep)
 }
 
 /// `agentry apply`: plans the desired state at a commit (or takes a saved plan, refusing it when
@@ -69,10 +78,20 @@ public struct AppliedStep: Sendable {
 public struct Apply: Sendable {
     let ports: Ports
     let progress: @Sendable (String) -> Void
+    let observe: @Sendable (ApplyEvent) -> Void
+    let approve: (@Sendable (PlanDocument) async -> Bool)?
 
-    public init(_ ports: Ports, progress: @escaping @Sendable (String) -> Void = { _ in }) {
+    /// `observe` hears the plan and each step as it starts and ends; `approve`, when given, is asked
+    /// once the plan is made (with changes to carry out) and nothing is done unless it says yes.
+    public init(
+        _ ports: Ports, progress: @escaping @Sendable (String) -> Void = { _ in },
+        observe: @escaping @Sendable (ApplyEvent) -> Void = { _ in },
+        approve: (@Sendable (PlanDocument) async -> Bool)? = nil
+    ) {
         self.ports = ports
         self.progress = progress
+        self.observe = observe
+        self.approve = approve
     }
 
     public struct Request: Sendable {
@@ -90,6 +109,10 @@ public struct Apply: Sendable {
     public struct Outcome: Sendable {
         public var plan: Planning.Outcome
         public var steps: [AppliedStep]
+        /// The plan was not approved: nothing was carried out.
+        public var declined = false
+        /// From the start of planning to the end of recording.
+        public var duration: Duration = .zero
     }
 
     public func run(_ request: Request) async throws -> Outcome {
@@ -98,7 +121,10 @@ public struct Apply: Sendable {
         if let saved = request.savedPlan {
             request.target = Planning.Target(repository: saved.repository, ref: saved.ref, path: saved.path)
         }
-        return try await converge(request, holdingLanes: []).outcome
+        let started = ContinuousClock.now
+        var outcome = try await converge(request, holdingLanes: []).outcome
+        outcome.duration = ContinuousClock.now - started
+        return outcome
     }
 
     /// What a converge read: the loaded commit and the bundles of the agents it read for machines.
@@ -124,6 +150,20 @@ public struct Apply: Sendable {
         }
         guard case .ready(let context, let selected, let document) = begun else {
             guard case .done(let converged) = begun else { throw CoreError(.internalFailure, "internal: no apply") }
+            return converged
+        }
+        observe(.planned(document))
+        let work = selected.contains { $0.action != .noop }
+        if work, let approve, !(await approve(document)) {
+            // Declined: the audit journal entry has no step and is dropped as the apply ends.
+            var converged = try await BlockingWork.run {
+                try reporting(.stateUnavailable) {
+                    try ports.state.withWriterLock(waitingUpTo: Self.writerPatience) {
+                        try end(request, context: context, document: document, steps: [], declined: true)
+                    }
+                }
+            }
+            converged.outcome.declined = true
             return converged
         }
         let steps = try await runSteps(
@@ -195,9 +235,10 @@ public struct Apply: Sendable {
     }
 
     /// The apply's event, its audit record in history.
-    func end(_ request: Request, context: StepContext, document: PlanDocument, steps: [AppliedStep]) throws -> Converged
-    {
-        try finish(request, plan: document.plan, loaded: context.loaded, steps: steps)
+    func end(
+        _ request: Request, context: StepContext, document: PlanDocument, steps: [AppliedStep], declined: Bool = false
+    ) throws -> Converged {
+        if !declined { try finish(request, plan: document.plan, loaded: context.loaded, steps: steps) }
         commitPendingAudits(current: context.auditID)
         return Converged(
             outcome: Outcome(plan: .planned(document), steps: steps), loaded: context.loaded, bundles: context.bundles)
@@ -294,9 +335,17 @@ public struct Apply: Sendable {
                     results[done] = step
                 }
                 running += 1
+                let observe = observe
                 group.addTask {
                     let body: @Sendable () async throws -> AppliedStep? = {
-                        await BlockingWork.run { context.step(planned) }
+                        if planned.action != .noop {
+                            observe(.stepStarted(agent: planned.agent, action: planned.action))
+                        }
+                        let started = ContinuousClock.now
+                        var step = await BlockingWork.run { context.step(planned) }
+                        step?.duration = ContinuousClock.now - started
+                        if let step { observe(.stepEnded(step)) }
+                        return step
                     }
                     let step =
                         holdingLanes.contains(planned.agent)

@@ -47,7 +47,7 @@ public struct Operations: Sendable {
                 let result = try channel.exec(
                     argv, environment: base + environment, timeout: timeout, output: output)
                 if result.timedOut, let timeout {
-                    output(.stderr, Array("agentry: timed out after \(timeout); the command was killed\n".utf8))
+                    output(.stderr, Array("agentry: timed out after \(timeout.goStyle); the command was killed\n".utf8))
                 }
                 return result.status
             }
@@ -57,13 +57,25 @@ public struct Operations: Sendable {
     /// The kill switch: stops the machine at once and keeps apply and runs from starting it until
     /// `unkill`. Recorded in the event log and the history branch with who and why. It does not wait
     /// for the agent's lane: whatever holds it finds the machine gone.
+    ///
+    /// Idempotent: an agent already killed stays killed as it was (the earlier reason and who are
+    /// returned). An agent neither applied nor in the repository is refused unless `force` (to
+    /// pre-empt one that is yet to come): a typo must not look like a stopped agent.
+    @discardableResult
     public func kill(
-        agent: String, reason: String, actor: String, repository: String?, warn: @escaping @Sendable (String) -> Void
+        agent: String, reason: String, actor: String, repository: String?, force: Bool = false,
+        warn: @escaping @Sendable (String) -> Void
     )
-        async throws
+        async throws -> KillSwitch?
     {
         let ports = ports
-        try await BlockingWork.run {
+        return try await BlockingWork.run {
+            if let existing = try reporting(.stateUnavailable, { try ports.state.killSwitch(agent) }) {
+                return existing
+            }
+            if !force {
+                try checkKnown(agent, repository: repository)
+            }
             try reporting(.stateUnavailable) {
                 try ports.state.setKillSwitch(agent, reason: reason, actor: actor, at: ports.clock.now())
             }
@@ -73,24 +85,47 @@ public struct Operations: Sendable {
                 _ = try? ports.state.withWriterLock(waitingUpTo: .seconds(10)) { try ports.state.save(record) }
             }
             recordEvent("kill", agent: agent, reason: reason, actor: actor, repository: repository, warn: warn)
+            return nil
         }
     }
 
+    /// Fails unless `agent` is in the state or in the repository (at HEAD of the one given, else of
+    /// the one the state applied).
+    func checkKnown(_ agent: String, repository: String?) throws {
+        if try reporting(.stateUnavailable, { try ports.state.agent(agent) }) != nil { return }
+        let location = repository ?? ports.state.rememberedRepository()
+        var looked = "the state"
+        if let location {
+            let path = (try? Planning.owner(ports.state))??.path ?? ""
+            if let loaded = try? ports.reader(location, path: path, cache: false).load("HEAD") {
+                if loaded.desired.agents[agent] != nil
+                    || loaded.report.index.agents.contains(where: { $0.name == agent })
+                {
+                    return
+                }
+                looked = "the state or the repository \(location)"
+            }
+        }
+        throw CoreError(
+            .notFound,
+            "no agent \(agent) in \(looked); `agentry kill --force \(agent)` sets the switch for an agent yet to come")
+    }
+
+    /// Lifts the kill switch; false (and nothing done) when the agent was not killed.
+    @discardableResult
     public func unkill(agent: String, actor: String, repository: String?, warn: @escaping @Sendable (String) -> Void)
-        async throws
+        async throws -> Bool
     {
         let ports = ports
-        try await BlockingWork.run {
-            guard ports.state.exists else {
-                throw CoreError(.notFound, "no agentry state yet; run `agentry apply` first")
-            }
-            guard try reporting(.stateUnavailable, { try ports.state.killSwitch(agent) }) != nil else {
-                throw CoreError(.notFound, "\(agent) is not killed")
-            }
+        return try await BlockingWork.run {
+            guard ports.state.exists,
+                try reporting(.stateUnavailable, { try ports.state.killSwitch(agent) }) != nil
+            else { return false }
             try reporting(.stateUnavailable) {
                 try ports.state.setKillSwitch(agent, reason: nil, actor: actor, at: ports.clock.now())
             }
             recordEvent("unkill", agent: agent, reason: nil, actor: actor, repository: repository, warn: warn)
+            return true
         }
     }
 

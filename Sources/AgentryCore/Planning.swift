@@ -11,6 +11,12 @@ public struct Planning: Sendable {
         /// The planner refused (an empty desired state, a mass delete).
         case refused(PlanRefusal)
         case planned(PlanDocument)
+
+        /// The plan, when one was made.
+        public var document: PlanDocument? {
+            if case .planned(let document) = self { return document }
+            return nil
+        }
     }
 
     /// Which agent repository, at which commit.
@@ -235,5 +241,37 @@ struct NoState: StateStore {
     func withWriterLockIfFree(_ body: () throws -> Void) throws -> Bool { false }
     func withWriterLock<T>(waitingUpTo patience: Duration, _ body: () throws -> T) throws -> T {
         throw CoreError(.internalFailure, "internal: the empty state is not written")
+    }
+}
+
+/// Which agent repository a command reads, chosen the same way by every command: the flag, then
+/// `$AGENTRY_REPO` (with `$AGENTRY_PATH`), then the repository the state directory applied (with its
+/// `--path`), then the current folder.
+public struct AgentRepository: Sendable, Equatable {
+    public var repository: String
+    public var path: String
+    /// Where the choice came from, for messages: `--repo`, `$AGENTRY_REPO`, `the state`, `.`.
+    public var origin: String
+
+    public init(repository: String, path: String, origin: String) {
+        self.repository = repository
+        self.path = path
+        self.origin = origin
+    }
+
+    /// `usingState`: whether the state's applied repository is a candidate (commands that read a
+    /// state; `validate` and `diff` do not).
+    public static func resolve(repo: String?, path: String?, ports: Ports, usingState: Bool = true) -> AgentRepository {
+        let variables = ports.host.variables
+        let explicitPath = path ?? variables["AGENTRY_PATH"].flatMap { $0.isEmpty ? nil : $0 }
+        if let repo { return AgentRepository(repository: repo, path: explicitPath ?? "", origin: "--repo") }
+        if let repo = variables["AGENTRY_REPO"], !repo.isEmpty {
+            return AgentRepository(repository: repo, path: explicitPath ?? "", origin: "$AGENTRY_REPO")
+        }
+        if usingState, ports.state.exists, let applied = ports.state.rememberedRepository() {
+            let owner = (try? Planning.owner(ports.state)) ?? nil
+            return AgentRepository(repository: applied, path: explicitPath ?? owner?.path ?? "", origin: "the state")
+        }
+        return AgentRepository(repository: ".", path: explicitPath ?? "", origin: ".")
     }
 }

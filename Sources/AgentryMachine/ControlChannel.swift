@@ -170,7 +170,7 @@ public final class ControlChannel {
         while let message = try receive(until: deadline) {
             if message.id == id { return message }
         }
-        throw MachineError(.guestFailed, "the guest agent did not answer within \(timeout)")
+        throw MachineError(.guestFailed, "the guest agent did not answer within \(timeout.goStyle)")
     }
 
     /// Runs a command in the guest, streaming its output to `output`; returns its exit status.

@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryRender
 import Foundation
 import NIOConcurrencyHelpers
@@ -166,7 +167,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard case .head = handler.state else { return }
             handler.refuse(
                 context, .requestTimeout,
-                "agentry: no complete request within \(handler.limits.requestHead.nanoseconds / 1_000_000_000) s")
+                "agentry: no complete request within \(Duration.nanoseconds(handler.limits.requestHead.nanoseconds).goStyle)"
+            )
         }
     }
 

@@ -302,7 +302,7 @@ public struct QEMUMachine: Sendable {
         guard try channel.waitUntilReady(deadline: deadline, booting: false) != nil else {
             throw MachineError(
                 .bootFailed,
-                "the machine \(name) did not report in within \(timeout); the end of its serial log:\n\(Self.serialTail(directory))"
+                "the machine \(name) did not report in within \(timeout.goStyle); the end of its serial log:\n\(Self.serialTail(directory))"
             )
         }
         return channel

@@ -9,18 +9,27 @@ public enum ValidationOutput {
     /// Bumped only when a field is removed or changes meaning; new fields may appear at any time.
     public static let formatVersion = 1
 
-    public static func text(_ report: ValidationReport) -> String {
+    public static func text(_ report: ValidationReport, warningsAsErrors: Bool = false) -> String {
         var lines = report.diagnostics.map { diagnostic in
             "\(diagnostic.file):\(diagnostic.mark.line):\(diagnostic.mark.column): \(diagnostic.severity.rawValue)[\(diagnostic.code.rawValue)]: \(diagnostic.message)"
         }
-        lines.append(summary(report))
+        lines.append(summary(report, warningsAsErrors: warningsAsErrors))
         return lines.joined(separator: "\n") + "\n"
     }
 
-    public static func summary(_ report: ValidationReport) -> String {
+    /// Whether the report passes: no errors, and no warnings when they count as errors.
+    public static func passes(_ report: ValidationReport, warningsAsErrors: Bool) -> Bool {
+        report.isValid && !(warningsAsErrors && report.warningCount > 0)
+    }
+
+    public static func summary(_ report: ValidationReport, warningsAsErrors: Bool = false) -> String {
         let index = report.index
         let counts =
             "\(plural(index.agents.count, "agent")), \(plural(index.harnesses.count, "harness", "harnesses")), \(plural(index.models.count, "model")), \(plural(index.environments.count, "environment")), \(plural(index.skills.count, "skill"))"
+        if report.isValid && !passes(report, warningsAsErrors: warningsAsErrors) {
+            return
+                "invalid: 0 errors, \(plural(report.warningCount, "warning")) (--warnings-as-errors) in \(plural(report.filesChecked, "file")) (\(counts))"
+        }
         if report.isValid {
             let warnings = report.warningCount > 0 ? " with \(plural(report.warningCount, "warning"))" : ""
             return "valid\(warnings): \(plural(report.filesChecked, "file")) (\(counts))"
@@ -33,7 +42,9 @@ public enum ValidationOutput {
         "\(count) \(count == 1 ? singular : (plural ?? singular + "s"))"
     }
 
-    public static func json(_ report: ValidationReport, source: SourceDescription) -> String {
+    public static func json(_ report: ValidationReport, source: SourceDescription, warningsAsErrors: Bool = false)
+        -> String
+    {
         let sourceJSON: JSON
         switch source {
         case .git(let repository, let ref, let commit, let path):
@@ -47,7 +58,7 @@ public enum ValidationOutput {
         let index = report.index
         let document = JSON.object([
             ("formatVersion", .int(formatVersion)),
-            ("valid", .bool(report.isValid)),
+            ("valid", .bool(passes(report, warningsAsErrors: warningsAsErrors))),
             ("source", sourceJSON),
             (
                 "summary",
@@ -82,7 +93,7 @@ public enum ValidationOutput {
     }
 
     /// GitHub Actions workflow commands: each diagnostic becomes an annotation on the pull request.
-    public static func github(_ report: ValidationReport) -> String {
+    public static func github(_ report: ValidationReport, warningsAsErrors: Bool = false) -> String {
         var lines = report.diagnostics.map { diagnostic in
             let properties = [
                 "file=\(escapeProperty(diagnostic.file))",
@@ -92,7 +103,7 @@ public enum ValidationOutput {
             ].joined(separator: ",")
             return "::\(diagnostic.severity.rawValue) \(properties)::\(escapeData(diagnostic.message))"
         }
-        lines.append(summary(report))
+        lines.append(summary(report, warningsAsErrors: warningsAsErrors))
         return lines.joined(separator: "\n") + "\n"
     }
 

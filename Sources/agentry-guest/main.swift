@@ -360,7 +360,10 @@ final class Agent {
             close(input[1])
             close(output[0])
             close(errors[0])
-            send(.failure(id: id, message: "cannot run \(argv[0]): \(String(cString: strerror(result)))"))
+            // As a shell says it: on standard error, and 127 (not found) or 126 (not executable).
+            let text = "agentry-guest: cannot run \(argv[0]): \(String(cString: strerror(result)))\n"
+            send(.output(id: id, stream: .stderr, data: Array(text.utf8)))
+            send(.exited(id: id, status: result == ENOENT || result == ENOTDIR ? 127 : 126, signal: 0, timedOut: false))
             return
         }
         // Small inputs: write and close; the command sees end of file after it.

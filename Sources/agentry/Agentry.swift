@@ -73,12 +73,17 @@ enum ExitStatus {
     static let couldNotRun: Int32 = 2
     /// `--detailed-exitcode`: there are changes to apply.
     static let changes: Int32 = 2
+    /// `exec`: agentry could not run the command (as `docker exec`: 126 and 127 are the guest's).
+    static let execCouldNotRun: Int32 = 125
 
     /// The exit code of a use case's failure.
     static func of(_ error: CoreError) -> Int32 {
         switch error.code {
+        // A saved plan that no longer holds, or a plan the planner refuses: the input is wrong.
+        case .planStale, .planRefused:
+            return invalid
         case .invalidArgument, .repositoryUnavailable, .invalidRepository, .notFound, .stateLocked, .stateUnavailable,
-            .planStale, .planRefused, .stateBelongsElsewhere, .agentBlocked, .machineNotRunning, .secretUnavailable,
+            .stateBelongsElsewhere, .agentBlocked, .machineNotRunning, .secretUnavailable,
             .machineFailed,
             .historyUnavailable, .io, .internalFailure:
             return couldNotRun
@@ -94,8 +99,8 @@ enum Output {
 
     /// A message on standard error; at a terminal, with control sequences neutralised (messages
     /// quote what guests printed: an install's lines, a command's error output).
-    static func error(_ line: String) {
-        let bytes = Array((line + "\n").utf8)
+    static func error(_ line: String, newline: Bool = true) {
+        let bytes = Array((line + (newline ? "\n" : "")).utf8)
         write(isatty(2) != 0 ? TerminalFilter.filter(bytes) : bytes, to: 2)
     }
 

@@ -2,6 +2,7 @@ import AgentryComposition
 import AgentryCore
 import ArgumentParser
 import Foundation
+import Synchronization
 
 struct ApplyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,17 +20,19 @@ struct ApplyCommand: AsyncParsableCommand {
     @Argument(help: "A plan saved by `agentry plan --out`.")
     var plan: String?
 
-    @Option(name: .long, help: "The git repository. (default: .)")
+    @Option(name: .long, help: RepositoryHelp.repo)
     var repo: String?
 
     @Option(name: .long, help: "The commit, branch or tag to apply. (default: HEAD)")
     var ref: String?
 
-    @Option(name: .long, help: "The agent repository's folder inside the git repository.")
+    @Option(name: .long, help: RepositoryHelp.path)
     var path: String?
 
-    @Option(name: .long, help: "How long a machine may take to report in, in seconds.")
-    var bootTimeout: Int = 90
+    @Option(
+        name: .long, help: "How long a machine may take to report in (90s, 5m). (default: 90s)",
+        transform: GoDuration.parse)
+    var bootTimeout: Duration?
 
     @Option(name: .long, help: "At most this many agents' machines changed at once. (default: the number of cores)")
     var parallelism: Int?
@@ -49,6 +52,9 @@ struct ApplyCommand: AsyncParsableCommand {
     @Flag(
         name: .long, help: "Apply although the state directory applied another agent repository, making it this one's.")
     var adopt = false
+
+    @Flag(name: .long, help: "Do not ask for confirmation at a terminal (CI and pipes never ask).")
+    var autoApprove = false
 
     @OptionGroup var state: StateOptions
     @OptionGroup var format: PlanOutputOptions
@@ -70,24 +76,103 @@ struct ApplyCommand: AsyncParsableCommand {
         var status: Int32?
         try await format.run {
             let saved = try plan.map { try SavedPlan.parse(try readInput($0, what: "the plan"), name: $0) }
+            let source = AgentRepository.resolve(repo: repo, path: path, ports: ports)
             let options = ApplyOptions(
-                bootTimeout: .seconds(bootTimeout), actor: ports.host.actor(actor),
+                bootTimeout: bootTimeout ?? .seconds(90), actor: ports.host.actor(actor),
                 planOptions: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete),
                 recreateMissingDisks: recreateMissingDisks, historyBranch: ports.host.historyBranch,
                 parallelism: parallelism ?? ApplyOptions.defaultParallelism, adopt: adopt)
-            let outcome = try await Apply(ports, progress: Output.progress).run(
+            let json = format.output == .json
+            let stream = ApplyStream(format: format, printPlan: !json)
+            // At a terminal a person confirms the plan; CI, pipes, saved plans and -o json never ask.
+            let ask = !autoApprove && saved == nil && !json && isatty(0) != 0 && isatty(2) != 0
+            let ticker = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(10))
+                    stream.tick()
+                }
+            }
+            defer { ticker.cancel() }
+            let confirm: @Sendable (PlanDocument) async -> Bool = { _ in ApplyStream.confirm() }
+            let outcome = try await Apply(
+                ports, progress: Output.progress, observe: { stream.hear($0) }, approve: ask ? confirm : nil
+            ).run(
                 .init(
-                    target: .init(repository: repo ?? ".", ref: ref ?? "HEAD", path: path ?? ""), savedPlan: saved,
+                    target: .init(repository: source.repository, ref: ref ?? "HEAD", path: source.path),
+                    savedPlan: saved,
                     options: options))
-            status = try format.finish(outcome.plan)
-            for step in outcome.steps {
-                Output.error(
-                    "\(step.failed ? "FAILED" : step.skipped ? "skipped" : "done  ") \(step.action.rawValue) \(step.agent): \(step.detail)"
-                )
+            if json {
+                if case .invalid(let report) = outcome.plan {
+                    Output.error(ValidationOutput.text(report).trimmingCharacters(in: .newlines))
+                }
+                Output.standardOutput(outcome.json)
+                if case .planned = outcome.plan {} else { status = ExitStatus.invalid }
+            } else if stream.printedPlan {
+                if outcome.plan.document?.plan.hasChanges == true || !outcome.steps.isEmpty {
+                    Output.error(outcome.summaryLine)
+                }
+            } else {
+                status = try format.finish(outcome.plan)
             }
             if outcome.steps.contains(where: \.failed) { status = ExitStatus.invalid }
         }
         if let status { throw ExitCode(status) }
+    }
+}
+
+/// What `apply` prints as it goes: the plan, each step as it starts and ends (with how long it
+/// took), a line every ten seconds for steps still going, then the summary.
+final class ApplyStream: Sendable {
+    let format: PlanOutputOptions
+    let printPlan: Bool
+    let state = Mutex<(printed: Bool, running: [String: (Action, ContinuousClock.Instant)])>((false, [:]))
+
+    init(format: PlanOutputOptions, printPlan: Bool) {
+        self.format = format
+        self.printPlan = printPlan
+    }
+
+    var printedPlan: Bool { state.withLock { $0.printed } }
+
+    func hear(_ event: ApplyEvent) {
+        switch event {
+        case .planned(let document):
+            guard printPlan else { return }
+            format.print(document)
+            state.withLock { $0.printed = true }
+        case .stepStarted(let agent, let action):
+            state.withLock { $0.running[agent] = (action, .now) }
+            Output.progress("\(action.rawValue) \(agent): started")
+        case .stepEnded(let step):
+            state.withLock { _ = $0.running.removeValue(forKey: step.agent) }
+            let label = step.failed ? "FAILED" : step.skipped ? "skipped" : "done  "
+            var lines = step.detail.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            let seconds = ApplyStream.seconds(step.duration)
+            lines[0] = "\(label) \(step.action.rawValue) \(step.agent): \(lines[0]) (\(seconds))"
+            Output.error(lines.joined(separator: "\n"))
+        }
+    }
+
+    /// `create greeter: still going after 20s`, for each step still going.
+    func tick() {
+        let running = state.withLock { $0.running }
+        for (agent, (action, started)) in running.sorted(by: { $0.key < $1.key }) {
+            let elapsed = ContinuousClock.now - started
+            guard elapsed >= .seconds(10) else { continue }
+            Output.progress("\(action.rawValue) \(agent): still going after \(ApplyStream.seconds(elapsed))")
+        }
+    }
+
+    /// `4.1s`: tenths of a second, as the summary line says it.
+    static func seconds(_ duration: Duration) -> String {
+        DurationText.seconds(milliseconds: Int(duration.milliseconds))
+    }
+
+    /// Asks at the terminal; only `yes` goes on.
+    static func confirm() -> Bool {
+        Output.error(
+            "Apply these changes? Only 'yes' is accepted (--auto-approve skips this question): ", newline: false)
+        return readLine()?.trimmingCharacters(in: .whitespaces) == "yes"
     }
 }
 
@@ -99,22 +184,33 @@ struct ExecCommand: AsyncParsableCommand {
     @Argument(help: "The agent.")
     var agent: String
 
-    @Option(name: .long, help: "Kill the command's process group after this many seconds.")
-    var timeout: Int?
+    @Option(
+        name: .long, help: "Kill the command's process group after this long (90s, 15m).", transform: GoDuration.parse)
+    var timeout: Duration?
 
     @Argument(parsing: .postTerminator, help: "The command, after --.")
     var command: [String] = []
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         guard !command.isEmpty else {
             throw ValidationError("name a command after --, e.g. agentry exec \(agent) -- uname -a")
         }
         let guest = GuestOutput()
-        let status = try await Operations(state.ports(try LoggingOptions.quiet())).exec(
-            agent: agent, argv: command, timeout: timeout.map { .seconds($0) },
-            output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) })
+        // As `docker exec`: 125 when agentry could not run the command at all; 126 and 127 come
+        // from the guest (not executable, not found); otherwise the command's own status.
+        let status: Int
+        do {
+            status = try await Operations(state.ports(try logging.makeLogger())).exec(
+                agent: agent, argv: command, timeout: timeout,
+                output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) })
+        } catch let error as CoreError {
+            guest.finish()
+            Output.error("error: \(error.message)")
+            throw ExitCode(ExitStatus.execCouldNotRun)
+        }
         guest.finish()
         throw ExitCode(Int32(truncatingIfNeeded: status))
     }
@@ -139,14 +235,24 @@ struct KillCommand: AsyncParsableCommand {
         help: "The git repository whose history branch records the event. (default: the one the last apply read)")
     var repo: String?
 
+    @Flag(name: .long, help: "Set the switch although no agent of this name is applied or in the repository yet.")
+    var force = false
+
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let ports = state.ports(try LoggingOptions.quiet())
-        try await Operations(ports).kill(
-            agent: agent, reason: reason, actor: ports.host.actor(actor), repository: repo,
+        let ports = state.ports(try logging.makeLogger())
+        let earlier = try await Operations(ports).kill(
+            agent: agent, reason: reason, actor: ports.host.actor(actor), repository: repo, force: force,
             warn: { Output.progress("warning: \($0)") })
-        Output.standardOutput("\(agent) is killed; `agentry unkill \(agent)` lifts the switch.\n")
+        if let earlier {
+            Output.standardOutput(
+                "\(agent) was already killed (\(earlier.reason), by \(earlier.actor) at \(ISO8601DateFormatter().string(from: earlier.time))); nothing changed.\n"
+            )
+        } else {
+            Output.standardOutput("\(agent) is killed; `agentry unkill \(agent)` lifts the switch.\n")
+        }
     }
 }
 
@@ -167,11 +273,16 @@ struct UnkillCommand: AsyncParsableCommand {
 
     @OptionGroup var state: StateOptions
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() async throws {
-        let ports = state.ports(try LoggingOptions.quiet())
-        try await Operations(ports).unkill(
+        let ports = state.ports(try logging.makeLogger())
+        let lifted = try await Operations(ports).unkill(
             agent: agent, actor: ports.host.actor(actor), repository: repo, warn: { Output.progress("warning: \($0)") })
-        Output.standardOutput("\(agent): kill switch lifted; run `agentry apply` to start it.\n")
+        Output.standardOutput(
+            lifted
+                ? "\(agent): kill switch lifted; run `agentry apply` to start it.\n"
+                : "\(agent) is not killed; nothing changed.\n")
     }
 }
 
@@ -221,9 +332,10 @@ struct DisksList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List retained disks.")
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
-        let disks = RetainedDisks(state.ports(try LoggingOptions.quiet())).list()
+        let disks = RetainedDisks(state.ports(try logging.makeLogger())).list()
         guard !disks.isEmpty else { return Output.progress("no retained disks") }
         Output.standardOutput(RetainedDisks.table(disks))
     }
@@ -236,9 +348,10 @@ struct DisksRemove: ParsableCommand {
     var id: String
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
-        try RetainedDisks(state.ports(try LoggingOptions.quiet())).remove(id)
+        try RetainedDisks(state.ports(try logging.makeLogger())).remove(id)
         Output.progress("removed the retained disk \(id)")
     }
 }

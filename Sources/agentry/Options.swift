@@ -24,12 +24,27 @@ struct LoggingOptions: ParsableArguments {
         return logger
     }
 
-    /// For commands without `--log-level`: warnings and worse.
-    static func quiet() throws -> Logger {
-        var logger = Logger(label: "agentry") { label in StreamLogHandler.standardError(label: label) }
-        logger.logLevel = .warning
-        return logger
+}
+
+/// A duration on the command line, Go-style as everywhere in agentry: `90s`, `15m`, `1h30m` (and
+/// `0`, nothing at all).
+enum GoDuration {
+    static func parse(_ text: String) throws -> Duration {
+        if text == "0" { return .zero }
+        guard let milliseconds = DurationText.parse(text) else {
+            throw ValidationError("\(text): expected a duration such as 90s, 15m or 1h30m")
+        }
+        return .milliseconds(saturating: milliseconds)
     }
+}
+
+/// How every command names the agent repository: `--repo` and `--path`, else `$AGENTRY_REPO` and
+/// `$AGENTRY_PATH`, else the repository the state directory applied, else `.`.
+enum RepositoryHelp {
+    static let repo: ArgumentHelp =
+        "The agent repository: a git work tree, .git folder or bare repository. (env: AGENTRY_REPO; default: the repository the state applied, else .)"
+    static let path: ArgumentHelp =
+        "The agent repository's folder inside the git repository. (env: AGENTRY_PATH; default: the root)"
 }
 
 /// Where the actual state lives.

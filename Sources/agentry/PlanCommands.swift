@@ -77,14 +77,14 @@ struct PlanCommand: AsyncParsableCommand {
             --detailed-exitcode: 0 no changes, 1 any error, 2 changes.
             """)
 
-    @Option(name: .long, help: "The git repository. (default: .)")
-    var repo: String = "."
+    @Option(name: .long, help: RepositoryHelp.repo)
+    var repo: String?
 
     @Option(name: .long, help: "The commit, branch or tag to plan. (default: HEAD)")
     var ref: String = "HEAD"
 
-    @Option(name: .long, help: "The agent repository's folder inside the git repository.")
-    var path: String = ""
+    @Option(name: .long, help: RepositoryHelp.path)
+    var path: String?
 
     @OptionGroup var state: StateOptions
     @OptionGroup var format: PlanOutputOptions
@@ -114,8 +114,9 @@ struct PlanCommand: AsyncParsableCommand {
         let ports = state.ports(try logging.makeLogger())
         var status: Int32?
         try await format.run {
+            let source = AgentRepository.resolve(repo: repo, path: path, ports: ports, usingState: !emptyState)
             let outcome = try await Planning(ports).plan(
-                .init(repository: repo, ref: ref, path: path),
+                .init(repository: source.repository, ref: ref, path: source.path),
                 options: PlanOptions(allowEmpty: allowEmpty, allowMassDelete: allowMassDelete), emptyState: emptyState,
                 adopt: adopt)
             status = try format.finish(outcome) { document in
@@ -157,11 +158,11 @@ struct DiffCommand: AsyncParsableCommand {
     @Argument(help: "The head commit (the pull request).")
     var head: String
 
-    @Option(name: .long, help: "The git repository. (default: .)")
-    var repo: String = "."
+    @Option(name: .long, help: "The agent repository. (env: AGENTRY_REPO; default: .)")
+    var repo: String?
 
-    @Option(name: .long, help: "The agent repository's folder inside the git repository.")
-    var path: String = ""
+    @Option(name: .long, help: RepositoryHelp.path)
+    var path: String?
 
     @Option(name: .long, help: "A state directory whose parse cache to use and update (optional).")
     var stateDir: String?
@@ -175,8 +176,9 @@ struct DiffCommand: AsyncParsableCommand {
         let ports = LocalHost.ports(stateDirectory: LocalHost.stateDirectory(directory), logger: logger)
         var status: Int32?
         try await format.run {
+            let source = AgentRepository.resolve(repo: repo, path: path, ports: ports, usingState: false)
             let outcome = try await Planning(ports).diff(
-                repository: repo, base: base, head: head, path: path, useCache: directory != nil)
+                repository: source.repository, base: base, head: head, path: source.path, useCache: directory != nil)
             status = try format.finish(outcome)
         }
         if let status { throw ExitCode(status) }
@@ -195,14 +197,14 @@ struct StatusCommand: AsyncParsableCommand {
     @Argument(help: "Only this agent.")
     var agent: String?
 
-    @Option(name: .long, help: "The git repository whose desired state to compare. (default: . when it is one)")
+    @Option(name: .long, help: RepositoryHelp.repo)
     var repo: String?
 
     @Option(name: .long, help: "The commit, branch or tag. (default: HEAD)")
     var ref: String = "HEAD"
 
-    @Option(name: .long, help: "The agent repository's folder inside the git repository.")
-    var path: String = ""
+    @Option(name: .long, help: RepositoryHelp.path)
+    var path: String?
 
     @OptionGroup var state: StateOptions
 
@@ -212,8 +214,12 @@ struct StatusCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        let ports = state.ports(try logging.makeLogger())
+        let source = AgentRepository.resolve(repo: repo, path: path, ports: ports)
+        // Outside any repository, with none named and none applied: the state alone.
+        let repository = source.origin == "." && !ports.source.isRepository(".") ? nil : source.repository
         let report = try await StatusReport.collect(
-            repository: repo, ref: ref, path: path, agent: agent, ports: state.ports(try logging.makeLogger()))
+            repository: repository, ref: ref, path: source.path, agent: agent, ports: ports)
         switch output {
         case .json: Output.standardOutput(report.json)
         case .text: Output.standardOutput(report.table)

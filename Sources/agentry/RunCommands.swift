@@ -40,8 +40,10 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Read the prompt from this file (- for standard input).")
     var promptFile: String?
 
-    @Option(name: .long, help: "Kill the run after this long (15m, 90s). (default: the agent's run.timeout)")
-    var timeout: String?
+    @Option(
+        name: .long, help: "Kill the run after this long (15m, 90s). (default: the agent's run.timeout)",
+        transform: GoDuration.parse)
+    var timeout: Duration?
 
     @Flag(name: .long, help: "Apply the repository (at --ref) to this agent first.")
     var apply = false
@@ -53,8 +55,8 @@ struct RunCommand: AsyncParsableCommand {
     )
     var ref: String?
 
-    @Option(name: .long, help: "The agent repository's folder inside the git repository.")
-    var path: String = ""
+    @Option(name: .long, help: RepositoryHelp.path)
+    var path: String?
 
     @Option(name: .long, help: "What started the run, for the record. (default: manual)")
     var trigger: String = "manual"
@@ -62,8 +64,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Who, for the record. (default: $AGENTRY_ACTOR or the login name)")
     var actor: String?
 
-    @Option(name: .long, help: "The git repository. (default: .)")
-    var repo: String = "."
+    @Option(name: .long, help: RepositoryHelp.repo)
+    var repo: String?
 
     @Option(name: .long, help: "The history branch. (env: AGENTRY_HISTORY_BRANCH; default agentry/history)")
     var historyBranch: String?
@@ -73,9 +75,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func validate() throws {
         if prompt != nil && promptFile != nil { throw ValidationError("give --prompt or --prompt-file, not both") }
-        if let timeout, DurationText.parse(timeout) == nil {
-            throw ValidationError("--timeout \(timeout): expected a duration such as 90s, 15m or 1h30m")
-        }
+        if timeout == .zero { throw ValidationError("--timeout 0: a run needs some time; give 90s, 15m or 1h30m") }
     }
 
     func run() async throws {
@@ -93,9 +93,10 @@ struct RunCommand: AsyncParsableCommand {
             interruption.interrupt(signal)
         }
         defer { signals.cancel() }
+        let source = AgentRepository.resolve(repo: repo, path: path, ports: ports)
         let request = Runner.Request(
-            agent: agent, repository: repo, path: path, ref: ref, prompt: text,
-            timeout: timeout.flatMap(DurationText.parse).map { .milliseconds(saturating: $0) },
+            agent: agent, repository: source.repository, path: source.path, ref: ref, prompt: text,
+            timeout: timeout,
             actor: ports.host.actor(actor), trigger: trigger, historyBranch: branch, applyFirst: apply,
             interruption: interruption)
         let guest = GuestOutput()
@@ -129,17 +130,21 @@ struct HistoryOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "The git repository (its history branch holds the records). (default: the one the last apply read, else .)")
-    var repository: String?
+            "The agent repository; its history branch holds the records. (env: AGENTRY_REPO; default: the repository the state applied, else .)"
+    )
+    var repo: String?
 
     @Option(name: .long, help: "The history branch. (env: AGENTRY_HISTORY_BRANCH; default agentry/history)")
     var historyBranch: String?
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func queries() throws -> (HistoryQueries, HistoryLocation) {
-        let queries = HistoryQueries(state.ports(try LoggingOptions.quiet()))
-        return (queries, queries.location(repository: repository, branch: historyBranch))
+        let ports = state.ports(try logging.makeLogger())
+        let queries = HistoryQueries(ports)
+        let source = AgentRepository.resolve(repo: repo, path: nil, ports: ports)
+        return (queries, queries.location(repository: source.repository, branch: historyBranch))
     }
 }
 
@@ -248,6 +253,7 @@ struct SecretSet: ParsableCommand {
     var labels: [String] = []
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
         var value: [UInt8]
@@ -259,7 +265,7 @@ struct SecretSet: ParsableCommand {
         if value.last == 0x0A { value.removeLast() }
         if value.last == 0x0D { value.removeLast() }
         let scope = SecretScope(agents: agents, owners: owners, labels: labels)
-        try Secrets(state.ports(try LoggingOptions.quiet())).set(key, value: value, scope: scope.isEmpty ? nil : scope)
+        try Secrets(state.ports(try logging.makeLogger())).set(key, value: value, scope: scope.isEmpty ? nil : scope)
         Output.progress("stored \(key)\(scope.isEmpty ? "" : " (only \(scope.description))")")
     }
 
@@ -287,9 +293,10 @@ struct SecretList: ParsableCommand {
         commandName: "list", abstract: "List the stored keys (never values).")
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
-        Output.standardOutput(try Secrets(state.ports(try LoggingOptions.quiet())).list())
+        Output.standardOutput(try Secrets(state.ports(try logging.makeLogger())).list())
     }
 }
 
@@ -300,9 +307,10 @@ struct SecretRemove: ParsableCommand {
     var key: String
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
-        try Secrets(state.ports(try LoggingOptions.quiet())).remove(key)
+        try Secrets(state.ports(try logging.makeLogger())).remove(key)
     }
 }
 

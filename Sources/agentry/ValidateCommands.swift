@@ -4,13 +4,13 @@ import ArgumentParser
 
 /// Options that choose where an agent repository is read from.
 struct SourceOptions: ParsableArguments {
-    @Option(name: .long, help: "The git repository (work tree, .git folder or bare repository).")
+    @Option(name: .long, help: "The agent repository. (env: AGENTRY_REPO; default: .)")
     var repo: String?
 
     @Option(name: .long, help: "The commit, branch or tag to read. (default: HEAD)")
     var ref: String?
 
-    @Option(name: .long, help: "The agent repository's folder inside the git repository. (default: the root)")
+    @Option(name: .long, help: RepositoryHelp.path)
     var path: String?
 
     @Option(name: .long, help: "Read a plain folder instead of a git commit (for pre-commit hooks and editors).")
@@ -23,7 +23,11 @@ struct SourceOptions: ParsableArguments {
             }
             return .directory(dir)
         }
-        return .git(repository: repo ?? ".", ref: ref ?? "HEAD", path: path ?? "")
+        let environment = LocalHost.environment()
+        return .git(
+            repository: repo ?? environment["AGENTRY_REPO"].flatMap { $0.isEmpty ? nil : $0 } ?? ".",
+            ref: ref ?? "HEAD",
+            path: path ?? environment["AGENTRY_PATH"] ?? "")
     }
 }
 
@@ -55,13 +59,15 @@ struct Validate: AsyncParsableCommand {
 
     func run() async throws {
         let outcome = try await Validation.run(try source.location(), ports: defaultPorts(try logging.makeLogger()))
+        let strict = warningsAsErrors
         switch output {
-        case .text: Output.standardOutput(ValidationOutput.text(outcome.report))
-        case .json: Output.standardOutput(ValidationOutput.json(outcome.report, source: outcome.source))
-        case .github: Output.standardOutput(ValidationOutput.github(outcome.report))
+        case .text: Output.standardOutput(ValidationOutput.text(outcome.report, warningsAsErrors: strict))
+        case .json:
+            Output.standardOutput(
+                ValidationOutput.json(outcome.report, source: outcome.source, warningsAsErrors: strict))
+        case .github: Output.standardOutput(ValidationOutput.github(outcome.report, warningsAsErrors: strict))
         }
-        let failed = !outcome.report.isValid || (warningsAsErrors && outcome.report.warningCount > 0)
-        if failed { throw ExitCode(ExitStatus.invalid) }
+        if !ValidationOutput.passes(outcome.report, warningsAsErrors: strict) { throw ExitCode(ExitStatus.invalid) }
     }
 }
 
@@ -76,7 +82,10 @@ struct Schema: ParsableCommand {
     @Flag(name: .long, help: "Print the Markdown field reference of every kind instead (docs/reference.md).")
     var reference = false
 
+    @OptionGroup var logging: LoggingOptions
+
     func run() throws {
+        _ = try logging.makeLogger()
         if reference {
             Output.standardOutput(FieldReference.markdown())
             return

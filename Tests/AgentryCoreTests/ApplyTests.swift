@@ -167,7 +167,7 @@ import Testing
         fixture.fakes.machines.neverReportsIn("mute")
         let outcome = try await fixture.apply(ApplyOptions(bootTimeout: .seconds(5), actor: "ci"))
         let mute = try #require(fixture.step(outcome, "mute"))
-        #expect(mute.failed && mute.detail.contains("did not report in within 5.0 seconds"), "\(mute.detail)")
+        #expect(mute.failed && mute.detail.contains("did not report in within 5s"), "\(mute.detail)")
         #expect(mute.detail.contains("[fake console of mute]"), "quotes the console")
         #expect(try fixture.fakes.state.agent("mute")?.machineState == "failed")
         #expect(!fixture.fakes.machines.isRunning("mute"))

@@ -134,10 +134,3 @@ struct Fixture {
         try HistoryQueries(ports).runs(agent: agent, in: history).records
     }
 }
-
-extension Planning.Outcome {
-    var document: PlanDocument? {
-        if case .planned(let document) = self { return document }
-        return nil
-    }
-}

@@ -55,7 +55,24 @@ import Testing
             agent: "rogue", reason: "leaking tokens", actor: "ana", repository: nil, warn: { _ in })
         #expect(!fixture.fakes.machines.isRunning("rogue"))
         #expect(try fixture.fakes.state.killSwitch("rogue")?.reason == "leaking tokens")
-        let event = try #require(fixture.fakes.history.all.last)
+        // Killing again keeps the first reason and who, and says so.
+        let earlier = try await operations.kill(
+            agent: "rogue", reason: "another reason", actor: "bo", repository: nil, warn: { _ in })
+        #expect(earlier?.reason == "leaking tokens" && earlier?.actor == "ana")
+        #expect(try fixture.fakes.state.killSwitch("rogue")?.actor == "ana")
+        // A name nobody knows is refused, unless forced.
+        await #expect {
+            try await operations.kill(
+                agent: "rouge", reason: "typo", actor: "ana", repository: fixture.repo.path, warn: { _ in })
+        } throws: {
+            ($0 as? CoreError)?.code == .notFound && "\($0)".contains("kill --force rouge")
+        }
+        #expect(try fixture.fakes.state.killSwitch("rouge") == nil)
+        try await operations.kill(
+            agent: "future", reason: "not yet", actor: "ana", repository: fixture.repo.path, force: true, warn: { _ in }
+        )
+        #expect(try fixture.fakes.state.killSwitch("future") != nil)
+        let event = try #require(fixture.fakes.history.all.filter { $0.message.contains("rogue-kill") }.last)
         #expect(
             event.files.first?.path.hasPrefix("events/") == true && event.message.hasPrefix("kill rogue-kill by ana"))
         #expect(event.location.repository == fixture.repo.path, "recorded where the last apply read")
@@ -70,12 +87,10 @@ import Testing
         let blocked = try await fixture.apply()
         #expect(blocked.steps.first?.detail.contains("blocked by the kill switch") == true)
         #expect(!fixture.fakes.machines.isRunning("rogue"))
-        try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in })
-        await #expect {
-            try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in })
-        } throws: {
-            ($0 as? CoreError)?.code == .notFound && "\($0)".contains("is not killed")
-        }
+        #expect(try await operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in }))
+        #expect(
+            try await !operations.unkill(agent: "rogue", actor: "ana", repository: nil, warn: { _ in }),
+            "unkilling an agent that is not killed changes nothing")
         _ = try await fixture.apply()
         #expect(fixture.fakes.machines.isRunning("rogue"))
     }

@@ -198,12 +198,20 @@ import Testing
         let failing = try agentry(["exec", "runner", "--", "sh", "-c", "echo to-err >&2; exit 7"], in: repo)
         #expect(failing.status == 7)
         #expect(failing.stderr == "to-err\n")
-        let slow = try agentry(["exec", "runner", "--timeout", "1", "--", "sleep", "30"], in: repo)
+        let slow = try agentry(["exec", "runner", "--timeout", "1s", "--", "sleep", "30"], in: repo)
         #expect(slow.status == 137)
-        #expect(slow.stderr.contains("timed out"))
+        #expect(slow.stderr.contains("agentry: timed out after 1s; the command was killed"), "\(slow.stderr)")
+        let bare = try agentry(["exec", "runner", "--timeout", "1", "--", "true"], in: repo)
+        #expect(bare.status == 2 && bare.stderr.contains("1: expected a duration such as 90s"), "\(bare.stderr)")
+        // As `docker exec`: 125 agentry could not run it, 126 not executable, 127 not found.
         let missing = try agentry(["exec", "nobody", "--", "true"], in: repo)
-        #expect(missing.status == 2)
+        #expect(missing.status == 125)
         #expect(missing.stderr.contains("no agent nobody has been applied"))
+        let notFound = try agentry(["exec", "runner", "--", "no-such-command"], in: repo)
+        #expect(notFound.status == 127, "\(notFound.stderr)")
+        #expect(notFound.stderr.contains("cannot run no-such-command: No such file or directory"))
+        let notExecutable = try agentry(["exec", "runner", "--", "/proc/version"], in: repo)
+        #expect(notExecutable.status == 126, "\(notExecutable.stderr)")
     }
 
     @Test func killSwitchBlocksApplyAndExecUntilLifted() throws {
@@ -212,14 +220,30 @@ import Testing
         #expect(try agentry(["apply"], in: repo).status == 0)
         let killed = try agentry(["kill", "rogue", "--reason", "leaking tokens", "--actor", "ana"], in: repo)
         #expect(killed.status == 0)
-        #expect(try agentry(["status"], in: repo).stdout.contains("killed"))
+        let status = try agentry(["status"], in: repo).stdout
+        #expect(status.contains("killed") && status.contains("leaking tokens, by ana"), "\(status)")
+        // Idempotent: killing again changes nothing and says who did it first.
+        let again = try agentry(["kill", "rogue", "--reason", "another reason", "--actor", "bo"], in: repo)
+        #expect(again.status == 0 && again.stdout.contains("already killed (leaking tokens, by ana"), "\(again.stdout)")
         let blocked = try agentry(["apply"], in: repo)
         #expect(blocked.stderr.contains("blocked by the kill switch"))
         let exec = try agentry(["exec", "rogue", "--", "true"], in: repo)
-        #expect(exec.status == 2)
+        #expect(exec.status == 125)
         #expect(exec.stderr.contains("leaking tokens, by ana"))
         #expect(try agentry(["unkill", "rogue", "--actor", "ana"], in: repo).status == 0)
+        let lifted = try agentry(["status"], in: repo).stdout
+        #expect(!lifted.contains("leaking tokens"), "the switch is gone from status at once: \(lifted)")
+        let unkillAgain = try agentry(["unkill", "rogue"], in: repo)
+        #expect(unkillAgain.status == 0 && unkillAgain.stdout.contains("rogue is not killed; nothing changed"))
         #expect(try agentry(["apply"], in: repo).stderr.contains("rogue: running"))
+
+        // A name that is neither applied nor in the repository is a typo until --force says not.
+        let typo = try agentry(["kill", "rouge", "--reason", "x"], in: repo)
+        #expect(typo.status == 2 && typo.stderr.contains("no agent rouge in the state or the repository"))
+        #expect(typo.stderr.contains("agentry kill --force rouge"), "\(typo.stderr)")
+        let future = try agentry(["kill", "future", "--reason", "not yet", "--force"], in: repo)
+        #expect(future.status == 0, "\(future.stderr)")
+        #expect(try agentry(["unkill", "future"], in: repo).status == 0)
         #expect(try agentry(["exec", "rogue", "--", "true"], in: repo).status == 0)
     }
 
@@ -353,7 +377,7 @@ import Testing
         try setLifecycle(repo, "planned", "paused")
         try repo.commitAll("moved on")
         let stale = try agentry(["apply", planFile], in: repo)
-        #expect(stale.status == 2)
+        #expect(stale.status == 1, "a refused saved plan is invalid input")
         #expect(stale.stderr.contains("plan again"))
 
         // A plan whose actions were edited is refused, naming what differs; so are other refs.
@@ -362,7 +386,7 @@ import Testing
         try saved.replacingOccurrences(of: "\"action\": \"create\"", with: "\"action\": \"noop\"")
             .write(toFile: planFile, atomically: true, encoding: .utf8)
         let tampered = try agentry(["apply", planFile], in: repo)
-        #expect(tampered.status == 2)
+        #expect(tampered.status == 1)
         #expect(tampered.stderr.contains("planned: noop in the saved plan, create now"), "\(tampered.stderr)")
         let otherRef = try agentry(["apply", planFile, "--ref", "HEAD~1"], in: repo)
         #expect(otherRef.status == 2 && otherRef.stderr.contains("drop --repo, --ref and --path"), "\(otherRef.stderr)")

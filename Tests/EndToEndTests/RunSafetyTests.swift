@@ -297,15 +297,16 @@ extension ApplyCommandTests {
         let second = try repository(agents: ["owned"])
         try setLifecycle(second, "owned", "paused")
         try second.commitAll("paused")
-        let refused = try agentry(["plan"], in: second)
+        // Named explicitly: without --repo, agentry reads the repository the state applied.
+        let refused = try agentry(["plan", "--repo", second.path], in: second)
         #expect(refused.status == 2, "\(refused.stderr)")
         #expect(
             refused.stderr.contains("belongs to the agent repository \(first.path)")
                 && refused.stderr.contains("not \(second.path)"), "\(refused.stderr)")
-        #expect(try agentry(["apply"], in: second).status == 2)
-        #expect(try agentry(["plan", "--adopt"], in: second).status == 0)
-        #expect(try agentry(["apply", "--adopt"], in: second).status == 0)
-        let back = try agentry(["plan"], in: first)
+        #expect(try agentry(["apply"], in: second, environment: ["AGENTRY_REPO": second.path]).status == 2)
+        #expect(try agentry(["plan", "--adopt", "--repo", second.path], in: second).status == 0)
+        #expect(try agentry(["apply", "--adopt", "--repo", second.path], in: second).status == 0)
+        let back = try agentry(["plan", "--repo", first.path], in: first)
         #expect(back.status == 2 && back.stderr.contains("belongs to the agent repository \(second.path)"))
     }
 }

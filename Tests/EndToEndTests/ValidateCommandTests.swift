@@ -103,6 +103,10 @@ import Testing
         let strict = try Agentry.run(["validate", "--dir", directory.path, "--warnings-as-errors"])
         #expect(strict.status == 1)
         #expect(strict.stdout.contains("warning[empty-file]"))
+        #expect(strict.stdout.contains("invalid: 0 errors, 1 warning (--warnings-as-errors)"), "\(strict.stdout)")
+        let json = try Agentry.run(["validate", "--dir", directory.path, "--warnings-as-errors", "-o", "json"])
+        #expect(json.status == 1)
+        #expect(try decodeJSON(json.stdout)["valid"] as? Bool == false, "\(json.stdout)")
     }
 
     @Test(arguments: [

@@ -15,6 +15,8 @@ head=${2:?usage: pr-check.sh BASE HEAD [COMMENT_FILE] [--path DIR]}
 comment=${3:-agentry-comment.md}
 shift $(( $# < 3 ? $# : 3 ))
 agentry=${AGENTRY:-agentry}
+# The checkout is the repository to read (not the one the state applied, agentry's default).
+export AGENTRY_REPO=${AGENTRY_REPO:-$PWD}
 format=${VALIDATE_FORMAT:-$([ "${GITHUB_ACTIONS:-}" = true ] && echo github || echo text)}
 
 status=0
