@@ -61,13 +61,13 @@ public enum LocalHost {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
-    /// Where the guest agent binary is: `$AGENTRY_GUEST`, else beside the agentry executable, else
-    /// `/usr/lib/agentry/agentry-guest`.
+    /// Where the guest agent binary is: beside the agentry executable (as a release installs them),
+    /// else `$AGENTRY_GUEST`, else `/usr/lib/agentry/agentry-guest`; the first that is there (the
+    /// machine backend's error names all three when none is).
     static func guestAgent(_ host: HostEnvironment) -> String {
-        if let explicit = host["AGENTRY_GUEST"] { return explicit }
         let beside = (currentExecutable as NSString).deletingLastPathComponent + "/agentry-guest"
-        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
-        return "/usr/lib/agentry/agentry-guest"
+        let candidates = [beside] + (host["AGENTRY_GUEST"].map { [$0] } ?? []) + ["/usr/lib/agentry/agentry-guest"]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? beside
     }
 
     /// `agentry machine-supervisor start|run`: a machine's supervisor (see `MachineSupervisor`).

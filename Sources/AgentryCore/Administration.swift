@@ -40,6 +40,35 @@ public struct Secrets: Sendable {
         try reporting(.secretUnavailable) { try ports.secrets.remove(key) }
     }
 
+    /// `{"formatVersion": 1, "kind": "secrets", "secrets": [{"key", "updatedAt", "scope"}]}`; never values.
+    public func listJSON() throws -> String {
+        let entries = try reporting(.secretUnavailable) { try ports.secrets.list() }
+        return JSON.object([
+            ("formatVersion", .int(1)),
+            ("kind", .string("secrets")),
+            (
+                "secrets",
+                .array(
+                    entries.map { entry in
+                        .object([
+                            ("key", .string(entry.key)),
+                            ("updatedAt", .string(Timestamp.rfc3339(entry.updatedAt.timeIntervalSince1970))),
+                            (
+                                "scope",
+                                entry.scope.map { scope in
+                                    .object([
+                                        ("agents", .array(scope.agents.map(JSON.string))),
+                                        ("owners", .array(scope.owners.map(JSON.string))),
+                                        ("labels", .array(scope.labels.map(JSON.string))),
+                                    ])
+                                } ?? .null
+                            ),
+                        ])
+                    })
+            ),
+        ]).rendered() + "\n"
+    }
+
     /// Keys and when each was set, a line each (`key<TAB>time`); never values.
     public func list() throws -> String {
         try reporting(.secretUnavailable) { try ports.secrets.list() }

@@ -165,25 +165,41 @@ public struct HistoryQueries: Sendable {
             ),
             (
                 "runs",
-                .array(
-                    runs.map { record in
-                        .object([
-                            ("agent", .string(record.agent)),
-                            ("artifacts", .int(record.artifacts.count)),
-                            ("by", .string(record.triggeredBy)),
-                            ("desiredCommit", .string(record.desiredCommit)),
-                            ("durationMs", .int(record.durationMilliseconds)),
-                            ("exitStatus", record.exitStatus.map(JSON.int) ?? .null),
-                            ("outcome", .string(record.outcome.rawValue)),
-                            ("harness", .string(record.harnessName)),
-                            ("model", .string(record.modelName)),
-                            ("runId", .string(record.runID)),
-                            ("startedAt", .string(Timestamp.rfc3339(record.startedAt.timeIntervalSince1970))),
-                            ("timedOut", .bool(record.timedOut)),
-                            ("trigger", .string(record.trigger)),
-                        ])
-                    })
+                .array(runs.map(runJSON))
             ),
+        ]).rendered() + "\n"
+    }
+
+    /// One run as `history -o json` and `show -o json` give it.
+    public static func runJSON(_ record: RunRecord) -> JSON {
+        .object([
+            ("agent", .string(record.agent)),
+            ("artifacts", .int(record.artifacts.count)),
+            ("by", .string(record.triggeredBy)),
+            ("desiredCommit", .string(record.desiredCommit)),
+            ("durationMs", .int(record.durationMilliseconds)),
+            ("exitStatus", record.exitStatus.map(JSON.int) ?? .null),
+            ("outcome", .string(record.outcome.rawValue)),
+            ("harness", .string(record.harnessName)),
+            ("model", .string(record.modelName)),
+            ("runId", .string(record.runID)),
+            ("startedAt", .string(Timestamp.rfc3339(record.startedAt.timeIntervalSince1970))),
+            ("timedOut", .bool(record.timedOut)),
+            ("trigger", .string(record.trigger)),
+        ])
+    }
+
+    /// `show -o json` and `logs -o json`: the run, its record as stored (YAML) and its log.
+    public static func runDocument(
+        kind: String, record: RunRecord?, text: String, log: String, problem: String?
+    ) -> String {
+        JSON.object([
+            ("formatVersion", .int(2)),
+            ("kind", .string(kind)),
+            ("run", record.map(runJSON) ?? .null),
+            ("problem", problem.map(JSON.string) ?? .null),
+            ("record", .string(text)),
+            ("log", .string(log)),
         ]).rendered() + "\n"
     }
 }

@@ -110,7 +110,8 @@ public struct ImageBuilder: Sendable {
         guard manager.isExecutableFile(atPath: guestAgent) else {
             throw MachineError(
                 .imageFailed,
-                "the guest agent \(guestAgent) is missing; build it with `swift build --product agentry-guest`")
+                "the guest agent (agentry-guest) is missing: agentry looked beside its own executable (\(guestAgent)), in $AGENTRY_GUEST and in /usr/lib/agentry/agentry-guest; build it with `swift build --product agentry-guest` or install both binaries with reconciler/install.sh"
+            )
         }
         guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: manager.isExecutableFile(atPath:)) else {
             throw MachineError(.imageFailed, "busybox is not installed (apt-get install busybox-static)")

@@ -51,13 +51,36 @@ struct Agentry: AsyncParsableCommand {
             if code == .success {
                 Self.exit(withError: error)  // --help and --version
             }
+            let words = Array(CommandLine.arguments.dropFirst().prefix { $0 != "--" }.filter { !$0.hasPrefix("-") })
+            let path = commandPath(words)
+            if path.isEmpty, let first = words.first {
+                let names = configuration.subcommands.filter { $0.configuration.shouldDisplay }.map { $0._commandName }
+                let suggestion = Suggest.closest(first, names).map { "; did you mean \"\($0)\"?" } ?? ""
+                Output.error("error: unknown command \"\(first)\"\(suggestion)")
+                Output.error("Run 'agentry --help' for the commands.")
+                Glibc.exit(ExitStatus.couldNotRun)
+            }
             let message = fullMessage(for: error)
             Output.error(message.hasPrefix("Error:") || message.hasPrefix("error:") ? message : "error: \(message)")
             if error is ValidationError || code == .validationFailure {
-                Output.error("Run 'agentry --help' for usage.")
+                Output.error("Run '\((["agentry"] + path).joined(separator: " ")) --help' for usage.")
             }
             Glibc.exit(ExitStatus.couldNotRun)
         }
+    }
+
+    /// The (sub)command names at the start of `words`: `["secret", "set"]`, or empty when the
+    /// first word names no command.
+    static func commandPath(_ words: [String]) -> [String] {
+        var path: [String] = []
+        var commands = configuration.subcommands
+        for word in words {
+            guard let command = commands.first(where: { $0._commandName == word }) else { break }
+            path.append(word)
+            commands = command.configuration.subcommands
+            if commands.isEmpty { break }
+        }
+        return path
     }
 }
 

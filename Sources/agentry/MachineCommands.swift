@@ -74,7 +74,7 @@ struct ApplyCommand: AsyncParsableCommand {
     func run() async throws {
         let ports = state.ports(try logging.makeLogger())
         var status: Int32?
-        try await format.run {
+        try await format.run(kind: "apply") {
             let saved = try plan.map { try SavedPlan.parse(try readInput($0, what: "the plan"), name: $0) }
             let source = AgentRepository.resolve(repo: repo, path: path, ports: ports)
             let options = ApplyOptions(
@@ -238,14 +238,24 @@ struct KillCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Set the switch although no agent of this name is applied or in the repository yet.")
     var force = false
 
+    @Option(name: [.short, .long], help: "Output: text or json.")
+    var output: StatusFormat = .text
+
     @OptionGroup var state: StateOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         let ports = state.ports(try logging.makeLogger())
+        let who = ports.host.actor(actor)
         let earlier = try await Operations(ports).kill(
-            agent: agent, reason: reason, actor: ports.host.actor(actor), repository: repo, force: force,
+            agent: agent, reason: reason, actor: who, repository: repo, force: force,
             warn: { Output.progress("warning: \($0)") })
+        if output == .json {
+            let current = try ports.state.killSwitch(agent)
+            return Output.standardOutput(
+                KillDocument.json(
+                    kind: "kill", agent: agent, changed: earlier == nil, killed: current ?? earlier))
+        }
         if let earlier {
             Output.standardOutput(
                 "\(agent) was already killed (\(earlier.reason), by \(earlier.actor) at \(ISO8601DateFormatter().string(from: earlier.time))); nothing changed.\n"
@@ -256,9 +266,28 @@ struct KillCommand: AsyncParsableCommand {
     }
 }
 
+/// `kill -o json` and `unkill -o json`: the agent's switch after the command, and whether it changed.
+enum KillDocument {
+    static func json(kind: String, agent: String, changed: Bool, killed: KillSwitch?) -> String {
+        JSON.object([
+            ("formatVersion", .int(1)),
+            ("kind", .string(kind)),
+            ("agent", .string(agent)),
+            ("changed", .bool(changed)),
+            ("killed", .bool(killed != nil)),
+            ("reason", killed.map { .string($0.reason) } ?? .null),
+            ("by", killed.map { .string($0.actor) } ?? .null),
+            ("at", killed.map { .string(Timestamp.rfc3339($0.time.timeIntervalSince1970)) } ?? .null),
+        ]).rendered() + "\n"
+    }
+}
+
 struct UnkillCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unkill", abstract: "Lift the kill switch; the next apply starts the machine again.")
+
+    @Option(name: [.short, .long], help: "Output: text or json.")
+    var output: StatusFormat = .text
 
     @Argument(help: "The agent.")
     var agent: String
@@ -279,6 +308,9 @@ struct UnkillCommand: AsyncParsableCommand {
         let ports = state.ports(try logging.makeLogger())
         let lifted = try await Operations(ports).unkill(
             agent: agent, actor: ports.host.actor(actor), repository: repo, warn: { Output.progress("warning: \($0)") })
+        if output == .json {
+            return Output.standardOutput(KillDocument.json(kind: "unkill", agent: agent, changed: lifted, killed: nil))
+        }
         Output.standardOutput(
             lifted
                 ? "\(agent): kill switch lifted; run `agentry apply` to start it.\n"
@@ -310,9 +342,18 @@ struct ImageBuild: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
     @OptionGroup var logging: LoggingOptions
 
+    @Option(name: [.short, .long], help: "Output: text or json.")
+    var output: StatusFormat = .text
+
     func run() async throws {
         let ports = state.ports(try logging.makeLogger(), progress: { Output.error("image: \($0)") })
-        Output.standardOutput(try await Images(ports).build(base: base) + "\n")
+        let directory = try await Images(ports).build(base: base)
+        Output.standardOutput(
+            output == .json
+                ? JSON.object([
+                    ("formatVersion", .int(1)), ("kind", .string("image")), ("base", .string(base)),
+                    ("directory", .string(directory)),
+                ]).rendered() + "\n" : directory + "\n")
     }
 }
 

@@ -29,15 +29,20 @@ struct PlanOutputOptions: ParsableArguments {
         }
     }
 
-    /// Prints an outcome; its exit code, when it is not success.
-    func finish(_ outcome: Planning.Outcome, save: ((PlanDocument) throws -> Void)? = nil) throws -> Int32? {
+    /// Prints an outcome; its exit code, when it is not success. An invalid repository or a refusal
+    /// still gives a JSON or Markdown document that says so (a pull-request comment shows why).
+    func finish(_ outcome: Planning.Outcome, kind: String = "plan", save: ((PlanDocument) throws -> Void)? = nil)
+        throws -> Int32?
+    {
         switch outcome {
         case .invalid(let report):
             Output.error(ValidationOutput.text(report).trimmingCharacters(in: .newlines))
             Output.error("error: the repository is invalid; nothing was planned")
+            printFailure(kind: kind, message: "the repository is invalid", report: report)
             return ExitStatus.invalid
         case .refused(let refusal):
             Output.error("error: refusing to plan: \(refusal)")
+            printFailure(kind: kind, message: "refusing to plan: \(refusal)", report: nil)
             return ExitStatus.invalid
         case .planned(let document):
             try save?(document)
@@ -47,12 +52,57 @@ struct PlanOutputOptions: ParsableArguments {
     }
 
     /// With --detailed-exitcode, "could not run" is an error like any other: 1, as 2 means changes.
-    func run(_ body: () async throws -> Void) async throws {
+    /// Whatever stopped it, JSON and Markdown readers get a document that says so.
+    func run(kind: String = "plan", _ body: () async throws -> Void) async throws {
         do {
             try await body()
-        } catch let error as CoreError where detailedExitcode {
+        } catch let error as CoreError {
+            printFailure(kind: kind, message: error.message, report: nil)
+            guard detailedExitcode else { throw error }
             Output.error("error: \(error.message)")
             throw ExitCode(ExitStatus.invalid)
+        }
+    }
+
+    /// Text for a Markdown list item: one line, HTML kept as text.
+    static func oneLine(_ text: String) -> String {
+        text.split(separator: "\n").joined(separator: " ").replacingOccurrences(of: "<", with: "&lt;")
+    }
+
+    /// `{"formatVersion": 1, "kind": "plan", "valid": false, "error": ..., "diagnostics": [...]}`, or
+    /// a Markdown heading with the errors as a list; nothing for text (standard error says it).
+    func printFailure(kind: String, message: String, report: ValidationReport?) {
+        let diagnostics = report?.diagnostics ?? []
+        switch output {
+        case .text: return
+        case .json:
+            let document = JSON.object([
+                ("formatVersion", .int(1)),
+                ("kind", .string(kind)),
+                ("valid", .bool(report == nil)),
+                ("error", .string(message)),
+                (
+                    "diagnostics",
+                    .array(
+                        diagnostics.map { diagnostic in
+                            .object([
+                                ("file", .string(diagnostic.file)), ("line", .int(diagnostic.mark.line)),
+                                ("column", .int(diagnostic.mark.column)),
+                                ("severity", .string(diagnostic.severity.rawValue)),
+                                ("code", .string(diagnostic.code.rawValue)), ("message", .string(diagnostic.message)),
+                            ])
+                        })
+                ),
+            ])
+            Output.standardOutput(document.rendered() + "\n")
+        case .markdown:
+            var lines = ["### agentry \(kind): \(PlanOutputOptions.oneLine(message))", ""]
+            for diagnostic in diagnostics {
+                lines.append(
+                    "- `\(diagnostic.file):\(diagnostic.mark.line):\(diagnostic.mark.column)` \(diagnostic.severity.rawValue)[\(diagnostic.code.rawValue)]: \(PlanOutputOptions.oneLine(diagnostic.message))"
+                )
+            }
+            Output.standardOutput(lines.joined(separator: "\n") + "\n")
         }
     }
 }
@@ -175,11 +225,11 @@ struct DiffCommand: AsyncParsableCommand {
         let directory = stateDir ?? LocalHost.environment()["AGENTRY_STATE_DIR"]
         let ports = LocalHost.ports(stateDirectory: LocalHost.stateDirectory(directory), logger: logger)
         var status: Int32?
-        try await format.run {
+        try await format.run(kind: "diff") {
             let source = AgentRepository.resolve(repo: repo, path: path, ports: ports, usingState: false)
             let outcome = try await Planning(ports).diff(
                 repository: source.repository, base: base, head: head, path: source.path, useCache: directory != nil)
-            status = try format.finish(outcome)
+            status = try format.finish(outcome, kind: "diff")
         }
         if let status { throw ExitCode(status) }
     }

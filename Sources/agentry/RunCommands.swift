@@ -189,11 +189,19 @@ struct ShowCommand: ParsableCommand {
     @Argument(help: "The run id (or a unique prefix).")
     var runID: String
 
+    @Option(name: [.short, .long], help: "Output: text or json.")
+    var output: StatusFormat = .text
+
     @OptionGroup var history: HistoryOptions
 
     func run() throws {
         let (queries, location) = try history.queries()
         let found = try queries.run(runID, in: location)
+        if output == .json {
+            return Output.standardOutput(
+                HistoryQueries.runDocument(
+                    kind: "run", record: found.record, text: found.text, log: found.log, problem: found.problem))
+        }
         if let problem = found.problem { Output.progress("warning: this record cannot be read: \(problem)") }
         GuestOutput.text(found.text)
         GuestOutput.text("--- log.txt\n" + found.log)
@@ -208,11 +216,21 @@ struct LogsCommand: ParsableCommand {
     @Argument(help: "The agent.")
     var agent: String
 
+    @Option(name: [.short, .long], help: "Output: text or json.")
+    var output: StatusFormat = .text
+
     @OptionGroup var history: HistoryOptions
 
     func run() throws {
         let (queries, location) = try history.queries()
-        GuestOutput.text(try queries.latestLog(agent: agent, in: location))
+        guard output == .json else { return GuestOutput.text(try queries.latestLog(agent: agent, in: location)) }
+        guard let latest = try queries.runs(agent: agent, in: location).records.first else {
+            throw CoreError(.notFound, "no runs of \(agent) recorded in \(location.branch)")
+        }
+        let found = try queries.run(latest.runID, in: location)
+        Output.standardOutput(
+            HistoryQueries.runDocument(
+                kind: "log", record: found.record, text: found.text, log: found.log, problem: found.problem))
     }
 }
 
@@ -292,11 +310,15 @@ struct SecretList: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list", abstract: "List the stored keys (never values).")
 
+    @Option(name: [.short, .long], help: "Output: text or json.")
+    var output: StatusFormat = .text
+
     @OptionGroup var state: StateOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
-        Output.standardOutput(try Secrets(state.ports(try logging.makeLogger())).list())
+        let secrets = Secrets(state.ports(try logging.makeLogger()))
+        Output.standardOutput(output == .json ? try secrets.listJSON() : try secrets.list())
     }
 }
 

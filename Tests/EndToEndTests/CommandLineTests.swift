@@ -75,6 +75,43 @@ extension ApplyCommandTests {
         #expect(history.status == 0, "\(history.stderr)")
     }
 
+    /// `-o json` on the commands that report: kill, unkill, secret list, show and logs.
+    @Test func reportingCommandsSpeakJSON() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["spoken"])
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        let kill = try decodeJSON(
+            try agentry(["kill", "spoken", "--reason", "testing", "--actor", "ana", "-o", "json"], in: repo).stdout)
+        #expect(kill["kind"] as? String == "kill" && kill["changed"] as? Bool == true)
+        #expect(
+            kill["killed"] as? Bool == true && kill["reason"] as? String == "testing" && kill["by"] as? String == "ana")
+        let again = try decodeJSON(try agentry(["kill", "spoken", "--reason", "other", "-o", "json"], in: repo).stdout)
+        #expect(again["changed"] as? Bool == false && again["reason"] as? String == "testing")
+        let unkill = try decodeJSON(try agentry(["unkill", "spoken", "-o", "json"], in: repo).stdout)
+        #expect(unkill["changed"] as? Bool == true && unkill["killed"] as? Bool == false)
+
+        let set = try Shell.run(
+            Agentry.binary.path, ["secret", "set", "ci/token", "--allow-owner", "test", "--state-dir", state.path],
+            input: "a-long-enough-value\n")
+        #expect(set.status == 0, "\(set.stderr)")
+        let secrets = try decodeJSON(
+            try Shell.run(Agentry.binary.path, ["secret", "list", "--state-dir", state.path, "-o", "json"]).stdout)
+        let entry = (secrets["secrets"] as? [[String: Any]])?.first
+        #expect(entry?["key"] as? String == "ci/token")
+        #expect((entry?["scope"] as? [String: Any])?["owners"] as? [String] == ["test"])
+        #expect(
+            !(try Shell.run(Agentry.binary.path, ["secret", "list", "--state-dir", state.path, "-o", "json"]).stdout
+                .contains("a-long-enough-value")))
+
+        #expect(try agentry(["apply"], in: repo).status == 0, "the unkilled agent starts again")
+        #expect(try agentry(["run", "spoken", "--prompt", "said"], in: repo).status == 0)
+        let logs = try decodeJSON(try agentry(["logs", "spoken", "-o", "json"], in: repo).stdout)
+        #expect((logs["log"] as? String)?.contains("said") == true, "\(logs)")
+        let run = try #require((logs["run"] as? [String: Any])?["runId"] as? String)
+        let show = try decodeJSON(try agentry(["show", run, "-o", "json"], in: repo).stdout)
+        #expect(show["kind"] as? String == "run" && (show["record"] as? String)?.contains(run) == true)
+    }
+
     /// `--log-level` is taken by every command, and checked.
     @Test func everyCommandTakesALogLevel() throws {
         let repo = try repository(agents: ["quiet"])
@@ -92,6 +129,118 @@ extension ApplyCommandTests {
             #expect(
                 result.stderr.contains("--log-level loud: expected one of trace, debug"), "\(command): \(result.stderr)"
             )
+        }
+    }
+}
+
+/// Installing as a release does, and a mistyped command.
+@Suite struct InstallationTests {
+    /// `reconciler/install.sh` puts both binaries side by side; the installed agentry finds its
+    /// guest agent there, and says where it looked when it is not.
+    @Test func anInstalledAgentryFindsItsGuestAgentBesideIt() throws {
+        let prefix = try TemporaryDirectory("agentry-prefix")
+        let built = Agentry.binary.deletingLastPathComponent().path
+        let script = Agentry.packageRoot.appendingPathComponent("reconciler/install.sh").path
+        let installed = try Shell.run(script, ["--prefix", prefix.path, "--from", built])
+        #expect(installed.status == 0, "\(installed.stderr)")
+        let agentry = prefix.path + "/bin/agentry"
+        #expect(FileManager.default.isExecutableFile(atPath: prefix.path + "/bin/agentry-guest"))
+        let quickstart = Agentry.packageRoot.appendingPathComponent("examples/quickstart").path
+        #expect(try Shell.run(agentry, ["validate", "--dir", quickstart]).status == 0)
+
+        try FileManager.default.removeItem(atPath: prefix.path + "/bin/agentry-guest")
+        let state = try TemporaryDirectory("agentry-prefix-state")
+        let missing = try Shell.run(
+            agentry, ["image", "build", "--state-dir", state.path], environment: ["AGENTRY_GUEST": ""])
+        #expect(missing.status == 2)
+        #expect(
+            missing.stderr.contains("looked beside its own executable (\(prefix.path)/bin/agentry-guest)")
+                && missing.stderr.contains("/usr/lib/agentry/agentry-guest"), "\(missing.stderr)")
+    }
+
+    /// A mistyped command gets a suggestion; a command's own mistakes point at its own help.
+    @Test func mistakesPointAtTheRightHelp() throws {
+        let typo = try Agentry.run(["aply"])
+        #expect(typo.status == 2)
+        #expect(typo.stderr.contains("unknown command \"aply\"; did you mean \"apply\"?"), "\(typo.stderr)")
+        let own = try Agentry.run(["secret", "set"])
+        #expect(own.status == 2)
+        #expect(own.stderr.contains("Run 'agentry secret set --help' for usage."), "\(own.stderr)")
+        let bad = try Agentry.run(["apply", "--parallelism", "0"])
+        #expect(bad.stderr.contains("Run 'agentry apply --help' for usage."), "\(bad.stderr)")
+    }
+
+    /// `plan` and `diff` of an invalid repository or a bad ref still print a JSON or Markdown
+    /// document that says why (a pull-request comment is never empty).
+    @Test func planAndDiffOfAnInvalidRepositorySaySoInEveryFormat() throws {
+        let repo = try TemporaryDirectory("agentry-invalid")
+        try repo.copy(from: Agentry.packageRoot.appendingPathComponent("examples/quickstart"))
+        let base = try repo.commitAll("base")
+        try repo.write("agents/broken.yaml", "apiVersion: agentry/v1\nkind: Agent\nmetadata: {name: broken}\n")
+        let head = try repo.commitAll("broken")
+        let json = try Agentry.run(["diff", base, head, "-o", "json"], in: repo.url)
+        #expect(json.status == 1, "\(json.stderr)")
+        let document = try decodeJSON(json.stdout)
+        #expect(document["kind"] as? String == "diff" && document["valid"] as? Bool == false)
+        let diagnostics = document["diagnostics"] as? [[String: Any]] ?? []
+        #expect(diagnostics.contains { $0["file"] as? String == "agents/broken.yaml" }, "\(document)")
+        let markdown = try Agentry.run(["diff", base, head, "-o", "markdown"], in: repo.url)
+        #expect(markdown.status == 1)
+        #expect(markdown.stdout.hasPrefix("### agentry diff: the repository is invalid"), "\(markdown.stdout)")
+        #expect(markdown.stdout.contains("- `agents/broken.yaml:"), "\(markdown.stdout)")
+        let plan = try Agentry.run(["plan", "--empty-state", "-o", "json"], in: repo.url)
+        let planDocument = try decodeJSON(plan.stdout)
+        #expect(plan.status == 1 && planDocument["valid"] as? Bool == false)
+        let badRef = try Agentry.run(["plan", "--empty-state", "--ref", "no-such-ref", "-o", "json"], in: repo.url)
+        #expect(badRef.status == 2)
+        let badRefDocument = try decodeJSON(badRef.stdout)
+        #expect((badRefDocument["error"] as? String)?.contains("no-such-ref") == true, "\(badRef.stdout)")
+    }
+}
+
+/// README's command table is checked against the commands themselves: every command is in it, and
+/// every flag it names exists.
+@Suite struct CommandTableTests {
+    @Test func readmesCommandTableMatchesTheCommands() throws {
+        let readme = try String(
+            contentsOf: Agentry.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let rows = readme.split(separator: "\n").filter { $0.hasPrefix("| `agentry ") }
+        #expect(!rows.isEmpty)
+        let help = try Agentry.run(["--help"]).stdout
+        let listed = help.components(separatedBy: "SUBCOMMANDS:").last ?? ""
+        let commands = listed.split(separator: "\n").compactMap { line -> String? in
+            let words = line.split(separator: " ")
+            guard line.hasPrefix("  "), !line.hasPrefix("    "), let first = words.first,
+                first.allSatisfy({ $0.isLowercase || $0 == "-" })
+            else { return nil }
+            return String(first)
+        }
+        #expect(commands.count >= 15, "\(commands)")
+        for command in commands where command != "help" {
+            #expect(
+                rows.contains { $0.contains("`agentry \(command)") || $0.contains("/ `agentry \(command)") },
+                "README's command table has no row for `agentry \(command)`")
+        }
+        // Each row's flags exist in that command's (or its subcommands') help.
+        for row in rows {
+            let cell = row.split(separator: "|", omittingEmptySubsequences: true).first.map(String.init) ?? ""
+            for usage in cell.components(separatedBy: "` / `") {
+                let words = usage.replacingOccurrences(of: "`", with: "").split(separator: " ").map(String.init)
+                guard words.first == "agentry", words.count > 1 else { continue }
+                let path = Array(words.dropFirst().prefix { !$0.hasPrefix("-") && !$0.hasPrefix("[") })
+                    .filter { $0.allSatisfy { $0.isLowercase || $0 == "-" } }
+                let flags = Set(
+                    words.flatMap { word in
+                        word.split(whereSeparator: { "[]|".contains($0) }).map(String.init).filter {
+                            $0.hasPrefix("--")
+                        }
+                    })
+                guard !flags.isEmpty else { continue }
+                let text = try Agentry.run(path + ["--help"]).stdout
+                for flag in flags {
+                    #expect(text.contains(flag), "README names \(flag) for `agentry \(path.joined(separator: " "))`")
+                }
+            }
         }
     }
 }
