@@ -7,6 +7,9 @@ public enum Validation {
     public struct Outcome: Sendable {
         public var report: ValidationReport
         public var source: SourceDescription
+        /// Files of the agent repository changed in the work tree but not committed, when HEAD was
+        /// validated: validate reads the commit, so they were not checked.
+        public var uncommitted: [String] = []
     }
 
     public static func run(_ location: RepositoryLocation, ports: Ports) async throws -> Outcome {
@@ -32,7 +35,11 @@ public enum Validation {
                     "files": "\(report.filesChecked)",
                     "load": "\(loadedAt - start)", "validate": "\(clock.now - loadedAt)",
                 ])
-            return Outcome(report: report, source: loaded.source)
+            var outcome = Outcome(report: report, source: loaded.source)
+            if case .git(let repository, let ref, let path) = location, ref == "HEAD" {
+                outcome.uncommitted = source.uncommittedChanges(repository, path: path)
+            }
+            return outcome
         }
     }
 }

@@ -1,6 +1,10 @@
 import AgentryBasics
 import CGit2
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A libgit2 failure, with the operation that failed and libgit2's own message.
 public struct GitError: AgentryFailure {
     public enum Code: Sendable, Equatable {
@@ -155,6 +159,39 @@ public final class GitRepository {
     /// The `.git` folder (or the bare repository itself).
     public var gitDirectory: String {
         String(cString: git_repository_path(handle))
+    }
+
+    /// Files under `subpath` (relative to the work tree's root; empty for all) that differ from
+    /// HEAD in the index or the work tree, untracked ones included, sorted; empty for a bare
+    /// repository.
+    public func changedPaths(under subpath: String) throws -> [String] {
+        guard workdir != nil else { return [] }
+        var options = git_status_options()
+        git_status_options_init(&options, UInt32(GIT_STATUS_OPTIONS_VERSION))
+        options.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR
+        options.flags =
+            GIT_STATUS_OPT_INCLUDE_UNTRACKED.rawValue | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS.rawValue
+            | GIT_STATUS_OPT_EXCLUDE_SUBMODULES.rawValue
+        var list: OpaquePointer?
+        let pattern = strdup(subpath.isEmpty ? "*" : subpath + "/*")
+        defer { free(pattern) }
+        var patterns: [UnsafeMutablePointer<CChar>?] = [pattern]
+        let result = patterns.withUnsafeMutableBufferPointer { buffer in
+            options.pathspec = git_strarray(strings: buffer.baseAddress, count: 1)
+            return git_status_list_new(&list, handle, &options)
+        }
+        guard result == 0, let list else { throw GitError.last(result, "read the work tree's status") }
+        defer { git_status_list_free(list) }
+        var paths: Set<String> = []
+        for index in 0..<git_status_list_entrycount(list) {
+            guard let entry = git_status_byindex(list, index)?.pointee else { continue }
+            for delta in [entry.head_to_index, entry.index_to_workdir] {
+                if let path = delta?.pointee.new_file.path ?? delta?.pointee.old_file.path {
+                    paths.insert(String(cString: path))
+                }
+            }
+        }
+        return paths.sorted()
     }
 
     /// The URL of the `origin` remote, when there is one.
@@ -354,5 +391,35 @@ public struct Signature: Sendable {
     public init(name: String, email: String) {
         self.name = name
         self.email = email
+    }
+
+    /// The user's own git identity, as git finds it: `$GIT_AUTHOR_NAME`/`$GIT_AUTHOR_EMAIL`, else
+    /// `user.name`/`user.email` in `~/.gitconfig` or `$XDG_CONFIG_HOME/git/config` (read on purpose:
+    /// agentry otherwise ignores the user's git configuration); nil for a part that is nowhere.
+    public static func user(environment: [String: String]) -> (name: String?, email: String?) {
+        _ = Library.initialised
+        let home = environment["HOME"] ?? ""
+        let xdg = environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
+        // Later files win, as in git: the XDG file, then ~/.gitconfig.
+        var found: [String: String] = [:]
+        for file in [xdg + "/git/config", home + "/.gitconfig"] where !home.isEmpty || file.hasPrefix("/") {
+            var config: OpaquePointer?
+            guard access(file, F_OK) == 0, git_config_open_ondisk(&config, file) == 0,
+                let config
+            else { continue }
+            defer { git_config_free(config) }
+            for key in ["user.name", "user.email"] {
+                var buffer = git_buf()
+                if git_config_get_string_buf(&buffer, config, key) == 0, let pointer = buffer.ptr {
+                    found[key] = String(cString: pointer)
+                }
+                git_buf_dispose(&buffer)
+            }
+        }
+        func nonEmpty(_ value: String?) -> String? { value.flatMap { $0.isEmpty ? nil : $0 } }
+        return (
+            nonEmpty(environment["GIT_AUTHOR_NAME"]) ?? nonEmpty(found["user.name"]),
+            nonEmpty(environment["GIT_AUTHOR_EMAIL"]) ?? nonEmpty(environment["EMAIL"]) ?? nonEmpty(found["user.email"])
+        )
     }
 }

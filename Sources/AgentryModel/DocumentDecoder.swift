@@ -117,7 +117,8 @@ enum DocumentDecoder {
             return
         }
         checker.check(root, .object(kind.shape), path: "")
-        let origin = Origin(file: display, mark: root.mark)
+        // Where the resource is defined: its `metadata.name` (a duplicate is reported there).
+        let origin = Origin(file: display, mark: root["metadata"]?["name"]?.mark ?? root.mark)
         switch kind {
         case .agent:
             let agent = Extract.agent(root, origin: origin)

@@ -22,6 +22,10 @@ public struct GitRepositorySource: RepositorySource {
         (try? GitRepository.open(path)) != nil
     }
 
+    public func uncommittedChanges(_ repository: String, path: String) -> [String] {
+        (try? GitRepository.open(repository).changedPaths(under: path)) ?? []
+    }
+
     public func scaffold(at path: String, owner: String) throws -> String {
         try Scaffold.create(at: path, owner: owner)
     }

@@ -166,6 +166,10 @@ public enum Scaffold {
         guard isPlainText(owner) else {
             throw SourceError(.invalidPath, "--owner must be a plain single line (no ':' or '#')")
         }
+        func author() -> Signature {
+            let user = Signature.user(environment: ProcessInfo.processInfo.environment)
+            return Signature(name: user.name ?? "agentry init", email: user.email ?? "agentry@localhost")
+        }
         do {
             let repository = try GitRepository.create(at: path)
             let root = repository.workdir ?? path
@@ -176,7 +180,7 @@ public enum Scaffold {
             }
             let commit = try repository.commitWorkTree(
                 message: "Start an agentry repository\n\nCreated by `agentry init`.",
-                author: Signature(name: "agentry init", email: "agentry@localhost"))
+                author: author())
             return "\(commit)"
         } catch let error as GitError {
             throw SourceError(.git, error.description, cause: error)

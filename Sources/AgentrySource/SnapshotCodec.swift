@@ -30,8 +30,9 @@ struct DerivedSnapshot {
 /// Compact binary forms of `DerivedSnapshot` and `FileResult`. Decoding is defensive: anything
 /// unexpected means "no cache", never a wrong answer.
 enum SnapshotCodec {
-    static let snapshotMagic = Array("agentry-derived-1\n".utf8)
-    static let fileMagic: UInt8 = 1
+    // Bumped when what a parse records changes (2: origins at `metadata.name`).
+    static let snapshotMagic = Array("agentry-derived-2\n".utf8)
+    static let fileMagic: UInt8 = 2
 
     static func encode(_ snapshot: DerivedSnapshot) -> [UInt8] {
         var writer = ByteWriter()

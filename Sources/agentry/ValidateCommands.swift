@@ -59,6 +59,13 @@ struct Validate: AsyncParsableCommand {
 
     func run() async throws {
         let outcome = try await Validation.run(try source.location(), ports: defaultPorts(try logging.makeLogger()))
+        if !outcome.uncommitted.isEmpty {
+            let shown = outcome.uncommitted.prefix(3).joined(separator: ", ")
+            let more = outcome.uncommitted.count > 3 ? " and \(outcome.uncommitted.count - 3) more" : ""
+            Output.progress(
+                "note: uncommitted changes to \(shown)\(more) were not checked: validate reads the commit (HEAD); commit them, or check the files as they are with `agentry validate --dir .`"
+            )
+        }
         let strict = warningsAsErrors
         switch output {
         case .text: Output.standardOutput(ValidationOutput.text(outcome.report, warningsAsErrors: strict))

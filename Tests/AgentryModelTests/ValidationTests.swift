@@ -159,7 +159,9 @@ import Testing
         let report = validate(Fixture.repository(["harnesses/copy.yaml": Fixture.harness]))
         let diagnostic = try #require(report.first(.duplicateName))
         #expect(diagnostic.file == "harnesses/hermes.yaml")
-        #expect(diagnostic.message.contains("harnesses/copy.yaml:1:1"))
+        // At the second definition's `metadata.name`, naming the first's.
+        #expect(diagnostic.mark.line == 3 && diagnostic.mark.column == 18, "\(diagnostic.mark)")
+        #expect(diagnostic.message.contains("harnesses/copy.yaml:3:18"), "\(diagnostic.message)")
     }
 
     @Test func instructionFilesMustExistAndStayInside() {

@@ -37,6 +37,15 @@ import Testing
         let fromGit = try Agentry.run(["validate"], in: directory.url)
         #expect(fromGit.status == 0, "\(fromGit.stdout)\(fromGit.stderr)")
         #expect(fromGit.stdout == fromFolder.stdout)
+        #expect(!fromGit.stderr.contains("uncommitted"), "a clean work tree: \(fromGit.stderr)")
+
+        // validate reads the commit: changes not committed yet are said not to have been checked.
+        try directory.write("agents/new.yaml", "apiVersion: agentry/v1\nkind: Agent\n")
+        let dirty = try Agentry.run(["validate"], in: directory.url)
+        #expect(dirty.status == 0, "the commit is still valid: \(dirty.stdout)")
+        #expect(
+            dirty.stderr.contains("note: uncommitted changes to agents/new.yaml were not checked"), "\(dirty.stderr)")
+        #expect(try Agentry.run(["validate", "--ref", "HEAD~0"], in: directory.url).stderr.isEmpty)
     }
 
     @Test func invalidRepositoryExitsOneWithCompilerStyleLines() throws {
@@ -179,6 +188,19 @@ import Testing
         let again = try Agentry.run(["init", "team-agents"], in: directory.url)
         #expect(again.status == 2)
         #expect(again.stderr.contains("not empty"))
+
+        // The first commit is the user's, as git knows them.
+        let home = try TemporaryDirectory("agentry-home")
+        try home.write(".gitconfig", "[user]\n\tname = Ana Lima\n\temail = ana@example.com\n")
+        let mine = try Shell.run(
+            Agentry.binary.path, ["init", "mine"], in: directory.url,
+            environment: [
+                "HOME": home.path, "XDG_CONFIG_HOME": "", "GIT_AUTHOR_NAME": "", "GIT_AUTHOR_EMAIL": "", "EMAIL": "",
+            ])
+        #expect(mine.status == 0, "\(mine.stderr)")
+        let author = try Shell.run(
+            "git", ["-C", directory.url.appendingPathComponent("mine").path, "log", "-1", "--format=%an <%ae>"])
+        #expect(author.stdout == "Ana Lima <ana@example.com>\n", "\(author.stdout)\(author.stderr)")
     }
 
     @Test func preCommitHookRunsValidateOnTheWorkTree() throws {

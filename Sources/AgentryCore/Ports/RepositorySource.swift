@@ -12,6 +12,10 @@ public protocol RepositorySource: Sendable {
     func folder(_ path: String) throws -> LoadedRepository
     /// Whether `path` is (inside) a git repository.
     func isRepository(_ path: String) -> Bool
+    /// Files of the agent repository (`path` inside the git repository at `repository`) that
+    /// differ from HEAD in its work tree or index, untracked ones included; empty when there is no
+    /// work tree or it cannot be read.
+    func uncommittedChanges(_ repository: String, path: String) -> [String]
     /// Creates a git repository at `path` with the starter layout and commits it; returns the commit.
     func scaffold(at path: String, owner: String) throws -> String
 }
