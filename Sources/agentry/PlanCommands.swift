@@ -130,7 +130,7 @@ struct PlanCommand: AsyncParsableCommand {
     @Option(name: .long, help: RepositoryHelp.repo)
     var repo: String?
 
-    @Option(name: .long, help: "The commit, branch or tag to plan. (default: HEAD)")
+    @Option(name: .long, help: "The commit, branch or tag to plan.")
     var ref: String = "HEAD"
 
     @Option(name: .long, help: RepositoryHelp.path)
@@ -250,7 +250,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(name: .long, help: RepositoryHelp.repo)
     var repo: String?
 
-    @Option(name: .long, help: "The commit, branch or tag. (default: HEAD)")
+    @Option(name: .long, help: "The commit, branch or tag.")
     var ref: String = "HEAD"
 
     @Option(name: .long, help: RepositoryHelp.path)

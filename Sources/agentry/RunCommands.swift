@@ -58,7 +58,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: RepositoryHelp.path)
     var path: String?
 
-    @Option(name: .long, help: "What started the run, for the record. (default: manual)")
+    @Option(name: .long, help: "What started the run, for the record.")
     var trigger: String = "manual"
 
     @Option(name: .long, help: "Who, for the record. (default: $AGENTRY_ACTOR or the login name)")

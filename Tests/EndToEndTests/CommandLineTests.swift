@@ -243,4 +243,32 @@ extension ApplyCommandTests {
             }
         }
     }
+
+    /// Each option's help states its default once (ArgumentParser adds defaults it knows; the help
+    /// text must not repeat them).
+    @Test func helpStatesEachDefaultOnce() throws {
+        let commands: [[String]] = [
+            ["validate"], ["plan"], ["diff"], ["apply"], ["status"], ["run"], ["exec"], ["kill"], ["unkill"],
+            ["secret", "set"], ["secret", "list"], ["disks", "list"], ["history"], ["show"], ["logs"],
+            ["image", "build"], ["schema"], ["init"],
+        ]
+        for command in commands {
+            let help = try Agentry.run(command + ["--help"]).stdout
+            // An option's block: its line and the indented lines after it.
+            var blocks: [String] = []
+            for line in help.split(separator: "\n") {
+                if line.hasPrefix("  -") {
+                    blocks.append(String(line))
+                } else if !blocks.isEmpty {
+                    blocks[blocks.count - 1] += " " + line
+                }
+            }
+            for block in blocks {
+                let words = block.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+                #expect(
+                    words.components(separatedBy: "default").count <= 2,
+                    "agentry \(command.joined(separator: " ")): \(words)")
+            }
+        }
+    }
 }
