@@ -13,24 +13,11 @@ public struct Operations: Sendable {
     /// Runs a command in the agent's machine (in its lane), streaming its output; returns its exit
     /// status (137 after a timeout kill).
     public func exec(
-        agent: String, argv: [String], timeout: Duration?, environment: [String] = [],
+        agent: String, argv: [String], timeout: Duration?, environment: [String] = [], stdin: [UInt8] = [],
         output: @escaping @Sendable (ProcessStream, [UInt8]) -> Void
     ) async throws -> Int {
         let ports = ports
-        guard ports.state.exists else {
-            throw CoreError(.notFound, "no agentry state yet; run `agentry apply` first")
-        }
-        guard let record = try reporting(.stateUnavailable, { try ports.state.agent(agent) }) else {
-            throw CoreError(.notFound, "no agent \(agent) has been applied (see `agentry status`)")
-        }
-        if let kill = try reporting(.stateUnavailable, { try ports.state.killSwitch(agent) }) {
-            throw CoreError(
-                .agentBlocked,
-                "\(agent) is killed (\(kill.reason), by \(kill.actor)); `agentry unkill \(agent)` lifts it")
-        }
-        guard record.lifecycle == "active" else {
-            throw CoreError(.agentBlocked, "\(agent) is \(record.lifecycle); its machine does not run")
-        }
+        let record = try reachable(agent)
         // Not in the agent's lane: a command works beside a run or an apply's step.
         return try await BlockingWork.run {
             guard ports.machines.isRunning(agent) else {
@@ -45,13 +32,33 @@ public struct Operations: Sendable {
                     base += EgressProxyAddress.environment.map { "\($0.key)=\($0.value)" }.sorted()
                 }
                 let result = try channel.exec(
-                    argv, environment: base + environment, timeout: timeout, output: output)
+                    argv, environment: base + environment, directory: AgentLayout.home, stdin: stdin,
+                    timeout: timeout, interruption: nil, output: output)
                 if result.timedOut, let timeout {
                     output(.stderr, Array("agentry: timed out after \(timeout.goStyle); the command was killed\n".utf8))
                 }
                 return result.status
             }
         }
+    }
+
+    /// The applied record of an agent whose machine may be reached (applied, not killed, active).
+    func reachable(_ agent: String) throws -> AgentRecord {
+        guard ports.state.exists else {
+            throw CoreError(.notFound, "no agentry state yet; run `agentry apply` first")
+        }
+        guard let record = try reporting(.stateUnavailable, { try ports.state.agent(agent) }) else {
+            throw CoreError(.notFound, "no agent \(agent) has been applied (see `agentry status`)")
+        }
+        if let kill = try reporting(.stateUnavailable, { try ports.state.killSwitch(agent) }) {
+            throw CoreError(
+                .agentBlocked,
+                "\(agent) is killed (\(kill.reason), by \(kill.actor)); `agentry unkill \(agent)` lifts it")
+        }
+        guard record.lifecycle == "active" else {
+            throw CoreError(.agentBlocked, "\(agent) is \(record.lifecycle); its machine does not run")
+        }
+        return record
     }
 
     /// The kill switch: stops the machine at once and keeps apply and runs from starting it until

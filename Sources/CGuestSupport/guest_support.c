@@ -13,6 +13,10 @@ int agentry_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
 }
 
+int agentry_memfd(void) {
+    return (int)syscall(SYS_memfd_create, "agentry-stdin", 1u /* MFD_CLOEXEC */);
+}
+
 int agentry_power_off(void) {
     return reboot(RB_POWER_OFF);
 }

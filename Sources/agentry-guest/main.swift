@@ -18,6 +18,20 @@ func log(_ text: String) {
 /// Reads a regular file whole. Anything else (a FIFO, a device, a socket, a symbolic link as the
 /// last component) planted on the disk is refused at once: opening never blocks and reading never
 /// runs forever, so it cannot wedge PID 1.
+/// Writes all of `bytes` to `descriptor`; false on an error.
+func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBufferPointer { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { return false }
+            offset += written
+        }
+        return true
+    }
+}
+
 func readWholeFile(_ path: String, limit: Int = Wire.maxFrame - 1024) -> [UInt8]? {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
     guard descriptor >= 0 else { return nil }
@@ -315,18 +329,25 @@ final class Agent {
             send(.failure(id: id, message: "empty command"))
             return
         }
-        var input: [Int32] = [0, 0]
+        // Standard input is an in-memory file holding all of it: writing it never blocks this agent
+        // (a command that writes before it reads cannot wedge it), and the command sees its end.
+        let input = agentry_memfd()
         var output: [Int32] = [0, 0]
         var errors: [Int32] = [0, 0]
-        guard agentry_pipe_cloexec(&input) == 0, agentry_pipe_cloexec(&output) == 0, agentry_pipe_cloexec(&errors) == 0
-        else {
+        guard input >= 0, writeAll(input, stdin), lseek(input, 0, SEEK_SET) == 0 else {
+            if input >= 0 { close(input) }
+            send(.failure(id: id, message: "cannot hold the command's input: \(String(cString: strerror(errno)))"))
+            return
+        }
+        guard agentry_pipe_cloexec(&output) == 0, agentry_pipe_cloexec(&errors) == 0 else {
+            close(input)
             send(.failure(id: id, message: "cannot make pipes: \(String(cString: strerror(errno)))"))
             return
         }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, input, 0)
         posix_spawn_file_actions_adddup2(&actions, output[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
         if !directory.isEmpty { agentry_spawn_chdir(&actions, directory) }
@@ -353,11 +374,10 @@ final class Agent {
         // posix_spawnp would search the guest agent's own PATH: search the command's instead.
         let program = resolve(argv[0], environment: environment)
         let result = posix_spawn(&pid, program, &actions, &attributes, cArgv, cEnv)
-        close(input[0])
+        close(input)
         close(output[1])
         close(errors[1])
         guard result == 0 else {
-            close(input[1])
             close(output[0])
             close(errors[0])
             // As a shell says it: on standard error, and 127 (not found) or 126 (not executable).
@@ -366,19 +386,6 @@ final class Agent {
             send(.exited(id: id, status: result == ENOENT || result == ENOTDIR ? 127 : 126, signal: 0, timedOut: false))
             return
         }
-        // Small inputs: write and close; the command sees end of file after it.
-        stdin.withUnsafeBufferPointer { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let written = write(input[1], buffer.baseAddress! + offset, buffer.count - offset)
-                if written <= 0 {
-                    if written < 0 && errno == EINTR { continue }
-                    break
-                }
-                offset += written
-            }
-        }
-        close(input[1])
         let job = Job(
             id: id, pid: pid, stdout: output[0], stderr: errors[0],
             deadline: timeout > 0 ? now() + Double(timeout) / 1000 : nil)

@@ -191,6 +191,13 @@ struct ExecCommand: AsyncParsableCommand {
     @Argument(parsing: .postTerminator, help: "The command, after --.")
     var command: [String] = []
 
+    @Flag(
+        name: [.short, .long],
+        help:
+            "Pass standard input to the command (read to its end first; up to 15 MiB, larger files go with `agentry cp`)."
+    )
+    var interactive = false
+
     @OptionGroup var state: StateOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -203,8 +210,15 @@ struct ExecCommand: AsyncParsableCommand {
         // from the guest (not executable, not found); otherwise the command's own status.
         let status: Int
         do {
+            let input = interactive ? try readInput("-", what: "standard input") : []
+            guard input.count <= Copy.largestFile else {
+                throw CoreError(
+                    .invalidArgument,
+                    "standard input is \(input.count) bytes; exec -i passes up to \(Copy.largestFile) (copy larger files with `agentry cp`)"
+                )
+            }
             status = try await Operations(state.ports(try logging.makeLogger())).exec(
-                agent: agent, argv: command, timeout: timeout,
+                agent: agent, argv: command, timeout: timeout, stdin: input,
                 output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) })
         } catch let error as CoreError {
             guest.finish()
@@ -394,5 +408,130 @@ struct DisksRemove: ParsableCommand {
     func run() throws {
         try RetainedDisks(state.ports(try logging.makeLogger())).remove(id)
         Output.progress("removed the retained disk \(id)")
+    }
+}
+
+struct CopyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cp",
+        abstract: "Copy files and folders between the host and an agent's machine, byte for byte.",
+        discussion: """
+            One side is AGENT:PATH (a relative PATH is in the agent's home, /agent). A folder is copied \
+            with the regular files in it; into an existing folder, it goes under its own name. Files \
+            of up to 15 MiB, at most 10,000 at once. Names from the guest that could leave the \
+            destination are refused and named.
+            """)
+
+    @Argument(help: "What to copy: a host path, or AGENT:PATH.")
+    var source: String
+
+    @Argument(help: "Where to: a host path, or AGENT:PATH.")
+    var destination: String
+
+    @OptionGroup var state: StateOptions
+    @OptionGroup var logging: LoggingOptions
+
+    /// `agent:path` when the part before the first colon is an agent name.
+    static func guest(_ text: String) -> (agent: String, path: String)? {
+        guard let colon = text.firstIndex(of: ":") else { return nil }
+        let agent = String(text[..<colon])
+        guard !agent.isEmpty, agent.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" }) else { return nil }
+        return (agent, String(text[text.index(after: colon)...]))
+    }
+
+    func validate() throws {
+        switch (Self.guest(source), Self.guest(destination)) {
+        case (nil, nil): throw ValidationError("one side must be AGENT:PATH, e.g. agentry cp report.txt greeter:in/")
+        case (.some, .some): throw ValidationError("copy between the host and one agent: one side is a host path")
+        default: break
+        }
+    }
+
+    func run() async throws {
+        let copy = Copy(state.ports(try logging.makeLogger()))
+        if let (agent, path) = Self.guest(destination) {
+            let files = try Self.read(source)
+            let single = files.count == 1 && files[0].path.isEmpty
+            var target = path
+            if single && (path.hasSuffix("/") || path.isEmpty) {
+                target += (source as NSString).lastPathComponent
+            } else if !single {
+                target = path.isEmpty || path.hasSuffix("/") ? path + (source as NSString).lastPathComponent : path
+            }
+            let count = try await copy.toGuest(agent: agent, files: files, destination: target)
+            Output.progress("copied \(count) file\(count == 1 ? "" : "s") to \(agent):\(Copy.guestPath(target))")
+        } else if let (agent, path) = Self.guest(source) {
+            let (files, refused) = try await copy.fromGuest(agent: agent, source: path)
+            var target = destination
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: target, isDirectory: &isFolder), isFolder.boolValue {
+                target += "/" + (Copy.guestPath(path) as NSString).lastPathComponent
+            }
+            for file in files {
+                try Self.write(file.bytes, to: file.path.isEmpty ? target : target + "/" + file.path)
+            }
+            Output.progress("copied \(files.count) file\(files.count == 1 ? "" : "s") to \(target)")
+            if !refused.isEmpty {
+                Output.error(
+                    "error: \(refused.count) name\(refused.count == 1 ? "" : "s") from the guest refused (they could leave \(target)): \(refused.prefix(5).joined(separator: ", "))"
+                )
+                throw ExitCode(ExitStatus.invalid)
+            }
+        }
+    }
+
+    /// A host file (one, path empty) or the regular files under a host folder.
+    static func read(_ path: String) throws -> [Copy.File] {
+        let manager = FileManager.default
+        var isFolder: ObjCBool = false
+        guard manager.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw CoreError(.notFound, "\(path) does not exist")
+        }
+        guard isFolder.boolValue else {
+            return [
+                Copy.File(
+                    path: "", bytes: try readInput(path, what: "the file"),
+                    executable: manager.isExecutableFile(atPath: path))
+            ]
+        }
+        var files: [Copy.File] = []
+        guard let walker = manager.enumerator(atPath: path) else {
+            throw CoreError(.io, "cannot read the folder \(path)")
+        }
+        while let relative = walker.nextObject() as? String {
+            let full = path + "/" + relative
+            let type = (try? manager.attributesOfItem(atPath: full)[.type] as? FileAttributeType) ?? nil
+            guard type == .typeRegular else {
+                if type == .typeSymbolicLink { Output.progress("warning: \(full) is a symbolic link; not copied") }
+                continue
+            }
+            files.append(
+                Copy.File(
+                    path: relative, bytes: try readInput(full, what: "the file"),
+                    executable: manager.isExecutableFile(atPath: full)))
+        }
+        return files
+    }
+
+    /// Writes a file from the guest, creating its folders, never through a symbolic link at its name.
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty {
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        }
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw CoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(descriptor) }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBufferPointer {
+                Glibc.write(descriptor, $0.baseAddress! + offset, bytes.count - offset)
+            }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { throw CoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+            offset += written
+        }
     }
 }

@@ -179,4 +179,16 @@ import Testing
         let value = try await lanes.withLane("a") { 1 }
         #expect(value == 1)
     }
+
+    /// Names a guest lists for `cp` become host paths only when they stay under the destination.
+    @Test func onlyPlainRelativeNamesFromAGuestBecomeHostPaths() {
+        for safe in ["a.txt", "deep/b.bin", "a..b", ".hidden/x"] { #expect(Copy.isSafeRelative(safe), "\(safe)") }
+        for unsafe in [
+            "", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "new\nline", "tab\there", "del\u{7F}",
+        ] {
+            #expect(!Copy.isSafeRelative(unsafe), "\(unsafe.debugDescription)")
+        }
+        #expect(Copy.guestPath("notes") == "/agent/notes" && Copy.guestPath("/tmp/x") == "/tmp/x")
+        #expect(Copy.guestPath("") == "/agent")
+    }
 }

@@ -112,6 +112,62 @@ extension ApplyCommandTests {
         #expect(show["kind"] as? String == "run" && (show["record"] as? String)?.contains(run) == true)
     }
 
+    /// Binary data goes in and out byte for byte: `exec -i` passes standard input, `exec` returns
+    /// output undecoded, `cp` copies files and folders both ways; names from the guest that could
+    /// leave the destination are refused.
+    @Test func bytesRoundTripThroughExecAndCp() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["carrier"])
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        let work = try TemporaryDirectory("agentry-cp")
+        var generator = SystemRandomNumberGenerator()
+        let payload = Data((0..<(3 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        try payload.write(to: work.url.appendingPathComponent("blob.bin"))
+        let binary = Agentry.binary.path
+        func shell(_ script: String) throws -> Agentry.Result {
+            try Shell.run(
+                "/bin/sh", ["-c", script], in: work.url,
+                environment: ["AGENTRY": binary, "STATE": state.path, "AGENTRY_ACCELERATOR": "tcg"], timeout: 240)
+        }
+        // exec -i: 3 MiB of random bytes in, and back out through exec's output.
+        let fed = try shell(#""$AGENTRY" exec --state-dir "$STATE" -i carrier -- sh -c 'cat > in.bin' < blob.bin"#)
+        #expect(fed.status == 0, "\(fed.stderr)")
+        let back = try shell(#""$AGENTRY" exec --state-dir "$STATE" carrier -- cat in.bin > out.bin"#)
+        #expect(back.status == 0, "\(back.stderr)")
+        #expect(try Data(contentsOf: work.url.appendingPathComponent("out.bin")) == payload)
+
+        // cp a folder in (with a nested file), and back out under another name.
+        try work.write("tree/a.txt", "first\n")
+        try FileManager.default.createDirectory(
+            at: work.url.appendingPathComponent("tree/deep"), withIntermediateDirectories: true)
+        try payload.write(to: work.url.appendingPathComponent("tree/deep/b.bin"))
+        #expect(try shell(#""$AGENTRY" cp --state-dir "$STATE" tree carrier:inbox/"#).status == 0)
+        let listed = try agentry(
+            ["exec", "carrier", "--", "sh", "-c", "cd inbox/tree && find . -type f | sort"], in: repo)
+        #expect(listed.stdout == "./a.txt\n./deep/b.bin\n", "\(listed.stdout)")
+        let out = try shell(#""$AGENTRY" cp --state-dir "$STATE" carrier:inbox/tree copied"#)
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(try Data(contentsOf: work.url.appendingPathComponent("copied/deep/b.bin")) == payload)
+        #expect(try String(contentsOf: work.url.appendingPathComponent("copied/a.txt"), encoding: .utf8) == "first\n")
+        // One file out, into an existing folder.
+        let one = try shell(#""$AGENTRY" cp --state-dir "$STATE" carrier:in.bin copied"#)
+        #expect(one.status == 0, "\(one.stderr)")
+        #expect(try Data(contentsOf: work.url.appendingPathComponent("copied/in.bin")) == payload)
+
+        // A hostile name in the guest is refused and named; the rest is copied.
+        let hostile = try agentry(
+            [
+                "exec", "carrier", "--", "sh", "-c",
+                "mkdir -p bad && echo ok > bad/fine.txt && printf x > \"bad/$(printf 'a\\nb')\"",
+            ],
+            in: repo)
+        #expect(hostile.status == 0, "\(hostile.stderr)")
+        let refused = try shell(#""$AGENTRY" cp --state-dir "$STATE" carrier:bad fromguest"#)
+        #expect(refused.status == 1 && refused.stderr.contains("refused"), "\(refused.stderr)")
+        #expect(FileManager.default.fileExists(atPath: work.path + "/fromguest/fine.txt"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work.path + "/fromguest") == ["fine.txt"])
+    }
+
     /// `--log-level` is taken by every command, and checked.
     @Test func everyCommandTakesALogLevel() throws {
         let repo = try repository(agents: ["quiet"])

@@ -6,6 +6,10 @@
 /* pipe2(fds, O_CLOEXEC). */
 int agentry_pipe_cloexec(int fds[2]);
 
+/* An anonymous in-memory file (memfd_create, close-on-exec): a command's standard input that
+   never blocks the writer. */
+int agentry_memfd(void);
+
 /* Powers the machine off (reboot(RB_POWER_OFF)); only PID 1 may. */
 int agentry_power_off(void);
 
