@@ -1,6 +1,7 @@
 import AgentryBasics
 import AgentryModel
 import AgentryPlan
+import AgentryRender
 import Foundation
 
 /// Plans and diffs: the desired state from git against the actual state (or another commit).
@@ -88,10 +89,11 @@ public struct Planning: Sendable {
                     plan.actions[index].notes.append(problem)
                 }
             }
-            return .planned(
-                PlanDocument(
-                    kind: .plan, plan: plan, commit: loaded.commit, repository: target.repository, ref: target.ref,
-                    path: target.path, actualDigest: actual.digest))
+            var document = PlanDocument(
+                kind: .plan, plan: plan, commit: loaded.commit, repository: target.repository, ref: target.ref,
+                path: target.path, actualDigest: actual.digest)
+            document.textChanges = textChangesSinceApplied(plan, loaded: loaded, reader: reader, state: state)
+            return .planned(document)
         }
     }
 
@@ -160,11 +162,13 @@ public struct Planning: Sendable {
             case .failure(let refusal):
                 return .refused(refusal)
             case .success(let plan):
-                return .planned(
-                    PlanDocument(
-                        kind: .diff, plan: plan, commit: after.commit, baseCommit: before.commit,
-                        repository: repository,
-                        ref: head, path: path))
+                var document = PlanDocument(
+                    kind: .diff, plan: plan, commit: after.commit, baseCommit: before.commit,
+                    repository: repository,
+                    ref: head, path: path)
+                document.textChanges = Self.textChanges(
+                    plan, before: { try? reader.bundle($0, in: before) }, after: { try? reader.bundle($0, in: after) })
+                return .planned(document)
             }
         }
     }
@@ -273,5 +277,100 @@ public struct AgentRepository: Sendable, Equatable {
             return AgentRepository(repository: applied, path: explicitPath ?? owner?.path ?? "", origin: "the state")
         }
         return AgentRepository(repository: ".", path: explicitPath ?? "", origin: ".")
+    }
+}
+
+extension Planning {
+    /// At most this many texts are shown as diffs in one plan, each of at most `largestText` bytes.
+    static let mostTextChanges = 50
+    static let largestText = 256 << 10
+
+    /// The texts behind changed `instructions` and `skills.*` digests of `plan`'s actions, read
+    /// from both sides' bundles; each changed text once, with the agents it affects.
+    static func textChanges(
+        _ plan: Plan, before: (String) -> AgentBundle?, after: (String) -> AgentBundle?
+    ) -> [TextChange] {
+        // One group per distinct change (the field and its digests before and after): a skill or an
+        // instructions file shared by many agents is read once and shown once.
+        var groups: [Change: [String]] = [:]
+        var order: [Change] = []
+        for action in plan.listed {
+            for change in action.reasons where change.field == "instructions" || change.field.hasPrefix("skills.") {
+                if groups[change] == nil {
+                    guard order.count < mostTextChanges else { continue }
+                    order.append(change)
+                }
+                groups[change, default: []].append(action.agent)
+            }
+        }
+        var changes: [TextChange] = []
+        for change in order {
+            let agents = groups[change] ?? []
+            guard let first = agents.first else { continue }
+            let old = before(first)
+            let new = after(first)
+            func note(_ path: String, _ oldBytes: [UInt8]?, _ newBytes: [UInt8]?) {
+                guard oldBytes != newBytes else { return }
+                changes.append(TextChange(path: path, old: oldBytes.map(text), new: newBytes.map(text), agents: agents))
+            }
+            if change.field == "instructions" {
+                note(instructionsPath(new ?? old), old?.instructions, new?.instructions)
+                continue
+            }
+            let skill = String(change.field.dropFirst("skills.".count))
+            let oldFiles = Dictionary(
+                (old?.skills.first { $0.name == skill }?.files ?? []).map { ($0.path, $0.bytes) },
+                uniquingKeysWith: { a, _ in a })
+            let newFiles = Dictionary(
+                (new?.skills.first { $0.name == skill }?.files ?? []).map { ($0.path, $0.bytes) },
+                uniquingKeysWith: { a, _ in a })
+            for file in Set(oldFiles.keys).union(newFiles.keys).sorted() {
+                note("skills/\(skill)/\(file)", oldFiles[file], newFiles[file])
+            }
+        }
+        return changes
+    }
+
+    /// The texts a plan changes, against the commit each agent was applied at (at most three
+    /// applied commits are read; agents applied at others show digests only).
+    static func textChangesSinceApplied(
+        _ plan: Plan, loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore
+    ) -> [TextChange] {
+        let touched = plan.listed.contains { action in
+            action.reasons.contains { $0.field == "instructions" || $0.field.hasPrefix("skills.") }
+        }
+        guard touched, let records = try? state.agents() else { return [] }
+        let applied = Dictionary(records.map { ($0.name, $0.appliedCommit) }, uniquingKeysWith: { a, _ in a })
+        var commits: [String: LoadedCommit] = [:]
+        return textChanges(
+            plan,
+            before: { name in
+                guard let commit = applied[name], !commit.isEmpty else { return nil }
+                if commits[commit] == nil {
+                    guard commits.count < 3, let old = try? reader.load(commit, remember: false) else { return nil }
+                    commits[commit] = old
+                }
+                return commits[commit].flatMap { try? reader.bundle(name, in: $0) }
+            },
+            after: { try? reader.bundle($0, in: loaded) })
+    }
+
+    /// Where an agent's instructions are: their file (`agents/hello/INSTRUCTIONS.md`), or the agent's
+    /// own file for inline ones (`agents/docs-writer.yaml: instructions`).
+    static func instructionsPath(_ bundle: AgentBundle?) -> String {
+        guard let bundle else { return "instructions" }
+        let file = bundle.agent.origin.file
+        guard case .file(let relative, _)? = bundle.agent.instructions else { return file + ": instructions" }
+        let folder = file.split(separator: "/").dropLast().joined(separator: "/")
+        return (folder.isEmpty ? "" : folder + "/")
+            + (relative.hasPrefix("./") ? String(relative.dropFirst(2)) : relative)
+    }
+
+    /// A text to show: UTF-8 without NUL, of a size worth showing; otherwise a line saying what it is.
+    static func text(_ bytes: [UInt8]) -> String {
+        guard bytes.count <= largestText, !bytes.contains(0), let text = String(validating: bytes, as: UTF8.self) else {
+            return "(\(bytes.count) bytes, not shown: \(bytes.count > largestText ? "large" : "binary"))\n"
+        }
+        return text
     }
 }

@@ -20,6 +20,8 @@ public struct PlanDocument: Sendable {
     public var path: String
     /// Digest of the actual state the plan was computed against (plans only).
     public var actualDigest: String?
+    /// The texts behind changed digests (instructions, skill files), each once.
+    public var textChanges: [TextChange] = []
 
     public init(
         kind: Kind, plan: Plan, commit: String, baseCommit: String? = nil, repository: String, ref: String,
@@ -117,6 +119,19 @@ public enum PlanOutput {
             for note in action.notes { lines.append("        " + note) }
             for change in action.reasons { lines.append("        " + reason(change)) }
         }
+        for change in document.textChanges {
+            lines.append("")
+            lines.append("  \(bold)\(change.path)\(reset) (\(agentsPhrase(change.agents))):")
+            for line in change.unifiedDiff {
+                let tint =
+                    !color
+                    ? ""
+                    : line.hasPrefix("+") && !line.hasPrefix("+++")
+                        ? "\u{1B}[32m"
+                        : line.hasPrefix("-") && !line.hasPrefix("---") ? "\u{1B}[31m" : ""
+                lines.append("    \(tint)\(line)\(tint.isEmpty ? "" : reset)")
+            }
+        }
         if !plan.hasChanges {
             let blocked = plan.count(.blocked)
             lines.append(
@@ -149,7 +164,7 @@ public enum PlanOutput {
         lines += ["| Agent | Action | Why |", "|---|---|---|"]
         for action in plan.listed {
             var why = action.notes.first.map { [$0] } ?? []
-            why += action.reasons.prefix(3).map { "`\(escape(reason($0)))`" }
+            why += action.reasons.prefix(3).map { codeSpan(escape(reason($0))) }
             if action.reasons.count > 3 { why.append("and \(action.reasons.count - 3) more") }
             lines.append("| `\(action.agent)` | **\(action.action.rawValue)** | \(why.joined(separator: "<br>")) |")
         }
@@ -160,7 +175,7 @@ public enum PlanOutput {
             for note in action.notes { lines.append("- \(note)") }
             for change in action.reasons {
                 lines.append(
-                    "- `\(change.field)`: \(change.old.map { "`\(escape(display($0)))`" } ?? "(none)") → \(change.new.map { "`\(escape(display($0)))`" } ?? "(removed)")"
+                    "- \(codeSpan(change.field)): \(change.old.map { codeSpan(escape(display($0))) } ?? "(none)") → \(change.new.map { codeSpan(escape(display($0))) } ?? "(removed)")"
                 )
             }
             if let from = action.fromRevision, let to = action.toRevision, from != to {
@@ -168,12 +183,42 @@ public enum PlanOutput {
             }
             lines.append("")
         }
+        for change in document.textChanges {
+            lines.append("#### `\(change.path)` (\(agentsPhrase(change.agents)))")
+            lines.append("")
+            let body = change.unifiedDiff
+            let fence = String(repeating: "`", count: max(3, longestBacktickRun(body.joined(separator: "\n")) + 1))
+            lines += [fence + "diff"] + body + [fence, ""]
+        }
         lines.append("</details>")
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// `agent hello` or `2 agents: docs-writer, hello`.
+    static func agentsPhrase(_ agents: [String]) -> String {
+        agents.count == 1 ? "agent \(agents[0])" : "\(agents.count) agents: \(agents.joined(separator: ", "))"
+    }
+
+    static func longestBacktickRun(_ text: String) -> Int {
+        var longest = 0
+        var run = 0
+        for character in text {
+            run = character == "`" ? run + 1 : 0
+            longest = max(longest, run)
+        }
+        return longest
+    }
+
+    /// A Markdown code span that holds any text, backticks included (CommonMark: a longer fence).
+    static func codeSpan(_ text: String) -> String {
+        let fence = String(repeating: "`", count: longestBacktickRun(text) + 1)
+        let padded = text.hasPrefix("`") || text.hasSuffix("`") ? " \(text) " : text
+        return fence + padded + fence
+    }
+
+    /// Table-safe: a `|` would end the cell (backticks are kept: code spans take them).
     static func escape(_ text: String) -> String {
-        text.replacingAll("|", with: "\\|").replacingAll("`", with: "'")
+        text.replacingAll("|", with: "\\|")
     }
 
     public static func json(_ document: PlanDocument) -> String {
@@ -218,6 +263,20 @@ public enum PlanOutput {
                         return .object(item)
                     })
             ))
+        if !document.textChanges.isEmpty {
+            pairs.append(
+                (
+                    "textChanges",
+                    .array(
+                        document.textChanges.map { change in
+                            .object([
+                                ("path", .string(change.path)),
+                                ("agents", .array(change.agents.map(JSON.string))),
+                                ("diff", .string(change.unifiedDiff.joined(separator: "\n") + "\n")),
+                            ])
+                        })
+                ))
+        }
         return JSON.object(pairs).rendered() + "\n"
     }
 }

@@ -322,3 +322,21 @@ import Testing
         #expect(try fixture.fakes.state.agent("greeter")?.machineState == "running")
     }
 }
+
+extension ApplyTests {
+    /// A plan shows changed instructions as a unified diff against the text that was applied.
+    @Test func aPlanShowsChangedInstructionsAgainstWhatWasApplied() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter", instructions: "Greet people.\nBe brief.")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        try fixture.agent("greeter", instructions: "Greet people.\nBe warm.")
+        try fixture.commit()
+        let document = try #require(
+            try await Planning(fixture.ports).plan(fixture.target, options: PlanOptions()).document)
+        let change = try #require(document.textChanges.first)
+        #expect(change.path == "agents/greeter.yaml: instructions" && change.agents == ["greeter"])
+        #expect(change.unifiedDiff.suffix(3) == [" Greet people.", "-Be brief.", "+Be warm."], "\(change.unifiedDiff)")
+        #expect(PlanOutput.markdown(document).contains("```diff\n--- a/agents/greeter.yaml: instructions"))
+    }
+}

@@ -226,6 +226,35 @@ extension ApplyCommandTests {
         #expect(bad.stderr.contains("Run 'agentry apply --help' for usage."), "\(bad.stderr)")
     }
 
+    /// Changed instructions and skill files show as unified diffs, a shared skill once with the
+    /// agents it affects, in text and in Markdown (backticks intact).
+    @Test func changedTextsShowAsUnifiedDiffs() throws {
+        let repo = try TemporaryDirectory("agentry-textdiff")
+        try repo.copy(from: Agentry.packageRoot.appendingPathComponent("examples/quickstart"))
+        let base = try repo.commitAll("base")
+        let instructions = try String(
+            contentsOf: repo.url.appendingPathComponent("agents/hello/INSTRUCTIONS.md"), encoding: .utf8)
+        try repo.write("agents/hello/INSTRUCTIONS.md", instructions + "Say `hello` twice.\n")
+        let skill = try String(contentsOf: repo.url.appendingPathComponent("skills/greeting/SKILL.md"), encoding: .utf8)
+        try repo.write("skills/greeting/SKILL.md", skill + "\nMore steps.\n")
+        let head = try repo.commitAll("head")
+        let text = try Agentry.run(["diff", base, head], in: repo.url)
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("    +++ b/agents/hello/INSTRUCTIONS.md\n"), "\(text.stdout)")
+        #expect(text.stdout.contains("    +Say `hello` twice.\n"))
+        let markdown = try Agentry.run(["diff", base, head, "-o", "markdown"], in: repo.url).stdout
+        #expect(
+            markdown.contains("```diff\n--- a/agents/hello/INSTRUCTIONS.md\n+++ b/agents/hello/INSTRUCTIONS.md\n@@ "))
+        #expect(markdown.contains("\n+Say `hello` twice.\n```\n"), "\(markdown)")
+        // The shared skill is shown once, naming the agents that use it.
+        let skillHeadings = markdown.components(separatedBy: "#### `skills/greeting/SKILL.md`").count - 1
+        #expect(skillHeadings == 1, "\(markdown)")
+        #expect(markdown.contains("#### `skills/greeting/SKILL.md` (2 agents: docs-writer, hello)"), "\(markdown)")
+        let json = try decodeJSON(try Agentry.run(["diff", base, head, "-o", "json"], in: repo.url).stdout)
+        let changes = json["textChanges"] as? [[String: Any]] ?? []
+        #expect(changes.contains { ($0["diff"] as? String)?.contains("+More steps.") == true }, "\(json)")
+    }
+
     /// `plan` and `diff` of an invalid repository or a bad ref still print a JSON or Markdown
     /// document that says why (a pull-request comment is never empty).
     @Test func planAndDiffOfAnInvalidRepositorySaySoInEveryFormat() throws {
