@@ -52,7 +52,9 @@ public enum LocalHost {
             commands: HostCommands(environment: host.variables), environment: host.variables, progress: progress)
         return Ports(
             source: GitRepositorySource(logger: logger), state: state, parseCache: parseCache ? state : nil,
-            secrets: secrets, machines: machines, history: GitHistory(hostName: host.hostName), clock: SystemClock(),
+            secrets: secrets, machines: machines,
+            history: GitHistory(hostName: host.hostName, credentials: GitCredentials(environment: host.variables)),
+            clock: SystemClock(),
             host: host, logger: logger)
     }
 

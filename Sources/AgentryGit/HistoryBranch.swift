@@ -1,6 +1,23 @@
 import CGit2
 import Foundation
 
+/// What agentry offers a remote that asks who is pushing: an HTTPS token (sent as the password),
+/// else a key from the user's ssh-agent.
+public struct GitCredentials: Sendable, Equatable {
+    public var token: String?
+    public var username: String?
+
+    public init(token: String? = nil, username: String? = nil) {
+        self.token = token.flatMap { $0.isEmpty ? nil : $0 }
+        self.username = username.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// From `$AGENTRY_GIT_TOKEN` and `$AGENTRY_GIT_USERNAME`.
+    public init(environment: [String: String]) {
+        self.init(token: environment["AGENTRY_GIT_TOKEN"], username: environment["AGENTRY_GIT_USERNAME"])
+    }
+}
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -197,16 +214,41 @@ public final class HistoryBranch {
     /// Pushes the branch to `origin`. When the remote moved on (another host recorded), fetches it,
     /// replays the local records it lacks on top, and pushes again. Returns the number of attempts.
     @discardableResult
-    public func push(maxAttempts: Int = 20) throws -> Int {
+    public func push(maxAttempts: Int = 20, credentials: GitCredentials = GitCredentials()) throws -> Int {
         var remote: OpaquePointer?
         var result = git_remote_lookup(&remote, handle, "origin")
         guard result == 0, let remote else { throw GitError.last(result, "find the remote origin") }
         defer { git_remote_free(remote) }
+        let url = git_remote_url(remote).map { String(cString: $0) } ?? "origin"
+        let token = credentials.token.map { strdup($0) } ?? nil
+        let username = credentials.username.map { strdup($0) } ?? nil
+        defer {
+            free(token)
+            free(username)
+        }
+        func fresh() -> agentry_push_status {
+            var status = agentry_push_status()
+            status.token = UnsafePointer(token)
+            status.username = UnsafePointer(username)
+            return status
+        }
+        /// An authentication failure says which remote and what would let the push through.
+        func refused(_ result: Int32, _ status: agentry_push_status, _ doing: String) -> GitError {
+            var error = GitError.last(result, doing)
+            if result == GIT_EAUTH.rawValue || status.asked != 0 {
+                error.message =
+                    "origin (\(url)) refused agentry's credentials to \(doing) (\(error.message)); give a token that may push in $AGENTRY_GIT_TOKEN (with $AGENTRY_GIT_USERNAME when the host wants one), or load a key into ssh-agent (SSH_AUTH_SOCK); a CI job needs write permission on the repository's contents"
+            }
+            return error
+        }
         var lastError = ""
         for attempt in 1...maxAttempts {
             guard let local = try tip() else { return attempt }
-            var status = agentry_push_status()
+            var status = fresh()
             result = agentry_git_push(remote, "\(reference):\(reference)", &status)
+            if result != 0 && (result == GIT_EAUTH.rawValue || status.attempts > 1) {
+                throw refused(result, status, "push \(branch)")
+            }
             let rejection = withUnsafeBytes(of: status.rejection) {
                 String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
             }
@@ -217,8 +259,13 @@ public final class HistoryBranch {
             }
             lastError = rejection.isEmpty ? GitError.last(result, "push").message : rejection
             // Lost a race (or the remote refused a non-fast-forward): fetch and replay.
-            result = agentry_git_fetch(remote, "+\(reference):\(remoteTracking)")
-            guard result == 0 else { throw GitError.last(result, "fetch \(branch) from origin") }
+            var fetching = fresh()
+            result = agentry_git_fetch(remote, "+\(reference):\(remoteTracking)", &fetching)
+            guard result == 0 else {
+                throw fetching.asked != 0
+                    ? refused(result, fetching, "fetch \(branch)")
+                    : GitError.last(result, "fetch \(branch) from origin")
+            }
             guard let remoteTip = try referenceTarget(remoteTracking) else { continue }
             try whileWriting { try replay(onto: remoteTip, local: local) }
             usleep(UInt32.random(in: 5_000...(20_000 * UInt32(min(attempt, 10)))))

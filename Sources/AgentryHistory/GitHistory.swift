@@ -9,9 +9,12 @@ import Foundation
 public struct GitHistory: HistoryStore {
     /// The host's name, for the committer's address.
     let hostName: String
+    /// What a push offers a remote that asks (never written anywhere).
+    let credentials: GitCredentials
 
-    public init(hostName: String) {
+    public init(hostName: String, credentials: GitCredentials = GitCredentials()) {
         self.hostName = hostName
+        self.credentials = credentials
     }
 
     func branch(_ location: HistoryLocation) throws -> HistoryBranch {
@@ -37,7 +40,7 @@ public struct GitHistory: HistoryStore {
         var warning: String?
         if history.hasOrigin {
             do {
-                try history.push()
+                try history.push(credentials: credentials)
             } catch let error as GitError {
                 warning = "history was committed locally but not pushed to origin: \(error.message)"
             }

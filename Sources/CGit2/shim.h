@@ -30,7 +30,31 @@ static inline int agentry_git_set_owner_validation(int enabled) {
  * push_update_reference callback, which records it in `rejection`. */
 typedef struct {
     char rejection[512];
+    /* Credentials offered when the remote asks: an HTTPS token (as the password, with
+     * `username`, else the URL's user, else x-access-token), else a key from ssh-agent. */
+    const char *token;
+    const char *username;
+    int attempts;
+    int asked;
 } agentry_push_status;
+
+static inline int agentry_credentials(
+    git_credential **out, const char *url, const char *username_from_url, unsigned int allowed_types, void *payload) {
+    agentry_push_status *status = (agentry_push_status *)payload;
+    (void)url;
+    status->asked = 1;
+    /* A credential the remote refused is not offered again and again. */
+    if (status->attempts++ >= 2) return GIT_EAUTH;
+    if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && status->token && status->token[0]) {
+        const char *user = status->username && status->username[0] ? status->username
+                           : (username_from_url && username_from_url[0] ? username_from_url : "x-access-token");
+        return git_credential_userpass_plaintext_new(out, user, status->token);
+    }
+    if (allowed_types & GIT_CREDENTIAL_SSH_KEY) {
+        return git_credential_ssh_key_from_agent(out, username_from_url && username_from_url[0] ? username_from_url : "git");
+    }
+    return GIT_PASSTHROUGH;
+}
 
 static inline int agentry_push_update_reference(const char *refname, const char *status, void *payload) {
     agentry_push_status *result = (agentry_push_status *)payload;
@@ -44,16 +68,19 @@ static inline int agentry_git_push(git_remote *remote, const char *refspec, agen
     git_push_options options;
     git_push_options_init(&options, GIT_PUSH_OPTIONS_VERSION);
     options.callbacks.push_update_reference = agentry_push_update_reference;
+    options.callbacks.credentials = agentry_credentials;
     options.callbacks.payload = status;
     char *specs[1] = {(char *)refspec};
     git_strarray array = {specs, 1};
     return git_remote_push(remote, &array, &options);
 }
 
-static inline int agentry_git_fetch(git_remote *remote, const char *refspec) {
+static inline int agentry_git_fetch(git_remote *remote, const char *refspec, agentry_push_status *status) {
     git_fetch_options options;
     git_fetch_options_init(&options, GIT_FETCH_OPTIONS_VERSION);
     options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+    options.callbacks.credentials = agentry_credentials;
+    options.callbacks.payload = status;
     char *specs[1] = {(char *)refspec};
     git_strarray array = {specs, 1};
     return git_remote_fetch(remote, &array, &options, NULL);

@@ -29,6 +29,10 @@ import Testing
             #expect(parsed.status == 0, "\(parsed.stderr)")
             let text = try String(contentsOfFile: path, encoding: .utf8)
             #expect(text.contains("agentry validate"))
+            #expect(text.contains("AGENTRY_REPO: ${{ github.workspace }}"), "\(name) reads its checkout")
+            if name == "agentry-apply.yml" {
+                #expect(text.contains("contents: write") && text.contains("AGENTRY_GIT_TOKEN"), "it may push history")
+            }
         }
     }
 }
