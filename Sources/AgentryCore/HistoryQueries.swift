@@ -53,6 +53,11 @@ public struct HistoryQueries: Sendable {
         public var records: [RunRecord]
         /// `runs/<agent>/<run>/record.yaml` and why it could not be read.
         public var unreadable: [(path: String, reason: String)]
+
+        public init(records: [RunRecord], unreadable: [(path: String, reason: String)]) {
+            self.records = records
+            self.unreadable = unreadable
+        }
     }
 
     /// Every run on the branch, optionally of one agent.
@@ -143,6 +148,64 @@ public struct HistoryQueries: Sendable {
 
     // MARK: - Output
 
+    /// The applies and operator events recorded in history (`applies/`, `events/`), newest first:
+    /// those of `kinds` (`apply`, `kill`, `unkill`), and of `agent` when given (an apply counts for
+    /// an agent when one of its actions names it). Unreadable files are reported, never skipped.
+    public func audits(kinds: Set<String>, agent: String?, in location: HistoryLocation) throws
+        -> (entries: [AuditEntry], unreadable: [(path: String, reason: String)])
+    {
+        try history(location, "read") {
+            var entries: [AuditEntry] = []
+            var unreadable: [(String, String)] = []
+            for folder in ["applies", "events"] {
+                for file in try ports.history.files(under: folder, in: location) ?? []
+                where file.path.hasSuffix(".yaml") {
+                    guard let entry = AuditEntry.parse(String(decoding: file.bytes, as: UTF8.self), path: file.path)
+                    else {
+                        unreadable.append((file.path, "not an agentry audit record"))
+                        continue
+                    }
+                    guard kinds.contains(entry.kind) else { continue }
+                    if let agent {
+                        let names =
+                            entry.fields["agent"] == agent
+                            || (entry.lists["actions"] ?? []).contains {
+                                $0.split(separator: " ").dropFirst().first.map {
+                                    $0.hasPrefix(agent + ":") || $0 == agent
+                                } ?? false
+                            }
+                        guard names else { continue }
+                    }
+                    entries.append(entry)
+                }
+            }
+            return (entries.sorted { ($0.time, $0.path) > ($1.time, $1.path) }, unreadable)
+        }
+    }
+
+    /// `time  kind  subject  by  what`, a line each.
+    public static func auditTable(_ entries: [AuditEntry]) -> String {
+        var table = TextTable(["TIME", "KIND", "SUBJECT", "BY", "WHAT"])
+        for entry in entries {
+            table.append([
+                Timestamp.rfc3339(entry.time.timeIntervalSince1970), entry.kind, entry.subject, entry.actor, entry.what,
+            ])
+        }
+        return table.rendered
+    }
+
+    public static func auditJSON(_ entry: AuditEntry) -> JSON {
+        .object([
+            ("kind", .string(entry.kind)),
+            ("at", .string(Timestamp.rfc3339(entry.time.timeIntervalSince1970))),
+            ("by", .string(entry.actor)),
+            ("subject", .string(entry.subject)),
+            ("what", .string(entry.what)),
+            ("path", .string(entry.path)),
+            ("actions", .array((entry.lists["actions"] ?? []).map(JSON.string))),
+        ])
+    }
+
     public static func table(_ runs: [RunRecord]) -> String {
         var table = TextTable(["RUN", "AGENT", "STARTED", "DURATION", "RESULT", "HARNESS", "MODEL", "BY"])
         for record in runs {
@@ -156,18 +219,19 @@ public struct HistoryQueries: Sendable {
         return table.rendered
     }
 
-    public static func json(_ runs: [RunRecord], unreadable: [(path: String, reason: String)] = []) -> String {
-        JSON.object([
+    public static func json(
+        _ runs: [RunRecord], unreadable: [(path: String, reason: String)] = [], events: [AuditEntry]? = nil
+    ) -> String {
+        var pairs: [(String, JSON)] = [
             ("formatVersion", .int(2)),
             (
                 "unreadable",
                 .array(unreadable.map { .object([("path", .string($0.path)), ("reason", .string($0.reason))]) })
             ),
-            (
-                "runs",
-                .array(runs.map(runJSON))
-            ),
-        ]).rendered() + "\n"
+            ("runs", .array(runs.map(runJSON))),
+        ]
+        if let events { pairs.append(("events", .array(events.map(auditJSON)))) }
+        return JSON.object(pairs).rendered() + "\n"
     }
 
     /// One run as `history -o json` and `show -o json` give it.
@@ -201,5 +265,30 @@ public struct HistoryQueries: Sendable {
             ("record", .string(text)),
             ("log", .string(log)),
         ]).rendered() + "\n"
+    }
+}
+
+extension HistoryQueries {
+    /// Follows the output of the agent's run in progress (`logs -f`): hands `emit` what the run's
+    /// terminal saw as it comes, until the run ends (or its agentry is gone). False, with nothing
+    /// emitted, when no run of the agent is in progress.
+    public func follow(agent: String, interruption: Interruption?, emit: @escaping @Sendable ([UInt8]) -> Void)
+        async throws -> Bool
+    {
+        let state = ports.state
+        let machines = ports.machines
+        // A run holds its agent's run lock from start to record (released if its agentry dies).
+        func inProgress() -> Bool { machines.runLockHolder(agent)?.kind == .run }
+        guard inProgress() else { return false }
+        var offset = 0
+        while true {
+            let running = inProgress()
+            if let bytes = try? state.liveLog(agent: agent, from: offset), !bytes.isEmpty {
+                emit(bytes)
+                offset += bytes.count
+            }
+            if !running || interruption?.isInterrupted == true { return true }
+            await ports.clock.sleep(for: .milliseconds(200))
+        }
     }
 }

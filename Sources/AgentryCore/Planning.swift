@@ -236,6 +236,9 @@ struct NoState: StateStore {
     func saveRunJournal(_ journal: RunJournal) throws {}
     func runJournals() throws -> [RunJournal] { [] }
     func clearRunJournal(agent: String) throws {}
+    func appendLiveLog(agent: String, _ bytes: [UInt8]) throws {}
+    func resetLiveLog(agent: String) throws {}
+    func liveLog(agent: String, from offset: Int) throws -> [UInt8]? { nil }
     func appendAudit(_ id: String, step: String) throws {}
     func pendingAudits() throws -> [PendingAudit] { [] }
     func finishAudit(_ id: String) throws {}

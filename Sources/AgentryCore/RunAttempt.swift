@@ -22,8 +22,10 @@ struct RunAttempt {
     var context = RunContext.none
     /// Secret values, to keep out of the log, the artifacts and the record.
     var redactor = Redactor([]) {
-        didSet { log = RunLog(redactor: redactor, output: runner.output) }
+        didSet { log = RunLog(redactor: redactor, output: live.tee(runner.output)) }
     }
+    /// The output as the terminal sees it, kept for `logs -f` while the run goes on.
+    let live: LiveLog
     var log: RunLog
     /// What must happen in the guest however the run ends (its secrets removed, its processes ended).
     var cleanup: (() -> Void)?
@@ -52,7 +54,8 @@ struct RunAttempt {
         self.request = request
         startedAt = runner.ports.clock.now()
         runID = RunID.make(startedAt)
-        log = RunLog(redactor: Redactor([]), output: runner.output)
+        live = LiveLog(state: runner.ports.state, agent: request.agent)
+        log = RunLog(redactor: Redactor([]), output: live.tee(runner.output))
     }
 
     // MARK: - Before the machine
@@ -200,6 +203,7 @@ struct RunAttempt {
         entry.promptSHA256 = prompt?.sha256
         entry.promptBytes = prompt?.bytes
         entry.promptIsDefault = prompt?.isDefault
+        if !journalled { try? ports.state.resetLiveLog(agent: request.agent) }
         try reporting(.stateUnavailable) { try ports.state.saveRunJournal(entry) }
         journalled = true
     }

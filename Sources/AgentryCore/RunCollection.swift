@@ -2,6 +2,7 @@ import AgentryBasics
 import AgentryModel
 import AgentryRender
 import AgentryWire
+import Synchronization
 
 /// A run's output as it streams: each stream redacted as a stream (a secret may arrive split
 /// across chunks), passed on to the caller, and kept for the record up to a bound.
@@ -53,6 +54,37 @@ struct RunLog {
                     .utf8)
         }
         return (text, truncated)
+    }
+}
+
+/// A run's output as its terminal sees it (already redacted), appended beside the state while the
+/// run goes on so that `logs -f` can follow it; bounded like the log.
+final class LiveLog: Sendable {
+    let state: any StateStore
+    let agent: String
+    let written = Mutex(0)
+
+    init(state: any StateStore, agent: String) {
+        self.state = state
+        self.agent = agent
+    }
+
+    func tee(_ output: @escaping @Sendable (ProcessStream, [UInt8]) -> Void)
+        -> @Sendable (ProcessStream, [UInt8]) -> Void
+    {
+        { stream, bytes in
+            output(stream, bytes)
+            self.append(bytes)
+        }
+    }
+
+    func append(_ bytes: [UInt8]) {
+        let room = written.withLock { written -> Bool in
+            guard written < RunLimits.logBytes * 4 else { return false }
+            written += bytes.count
+            return true
+        }
+        if room { try? state.appendLiveLog(agent: agent, bytes) }
     }
 }
 

@@ -368,4 +368,40 @@ extension SQLiteStateStore {
     public func clearRunJournal(agent: String) throws {
         unlink(try journalFile(agent))
     }
+
+    func liveLogFile(_ agent: String) throws -> String {
+        String(try journalFile(agent).dropLast(".json".count)) + ".log"
+    }
+
+    public func appendLiveLog(agent: String, _ bytes: [UInt8]) throws {
+        let descriptor = Glibc.open(
+            try liveLogFile(agent), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        _ = bytes.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count) }
+    }
+
+    public func resetLiveLog(agent: String) throws {
+        try makeDirectory()
+        try FileManager.default.createDirectory(atPath: journalFolder, withIntermediateDirectories: true)
+        let descriptor = Glibc.open(
+            try liveLogFile(agent), O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        if descriptor >= 0 { close(descriptor) }
+    }
+
+    public func liveLog(agent: String, from offset: Int) throws -> [UInt8]? {
+        let descriptor = Glibc.open(try liveLogFile(agent), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var position = off_t(offset)
+        while true {
+            let count = pread(descriptor, &buffer, buffer.count, position)
+            guard count > 0 else { break }
+            bytes += buffer[0..<count]
+            position += off_t(count)
+        }
+        return bytes
+    }
 }

@@ -158,17 +158,44 @@ struct HistoryCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "Output: text or json.")
     var output: StatusFormat = .text
 
-    @Option(name: .long, help: "At most this many runs.")
+    @Option(name: .long, help: "At most this many entries of each kind.")
     var limit: Int = 50
+
+    @Option(
+        name: .long,
+        help: "What to list: run, apply, kill, unkill or all (repeatable). (default: run)")
+    var kind: [HistoryKind] = []
 
     @OptionGroup var history: HistoryOptions
 
     func run() throws {
         let (queries, location) = try history.queries()
-        let listing = try queries.runs(agent: agent, in: location)
+        let kinds = Set(
+            kind.contains(.all) ? HistoryKind.allCases.filter { $0 != .all } : (kind.isEmpty ? [.run] : kind))
+        let listing =
+            kinds.contains(.run)
+            ? try queries.runs(agent: agent, in: location) : HistoryQueries.Listing(records: [], unreadable: [])
         let runs = Array(listing.records.prefix(limit))
+        let others = Set(kinds.map(\.rawValue)).subtracting(["run"])
+        let audits = others.isEmpty ? nil : try queries.audits(kinds: others, agent: agent, in: location)
+        let events = audits.map { Array($0.entries.prefix(limit)) }
+        let unreadable = listing.unreadable + (audits?.unreadable ?? [])
         if output == .json {
-            return Output.standardOutput(HistoryQueries.json(runs, unreadable: listing.unreadable))
+            return Output.standardOutput(HistoryQueries.json(runs, unreadable: unreadable, events: events))
+        }
+        if let events {
+            for (path, reason) in unreadable {
+                Output.progress("warning: \(path) in \(location.branch) cannot be read: \(reason)")
+            }
+            if kinds.contains(.run) && !runs.isEmpty { Output.standardOutput(HistoryQueries.table(runs) + "\n") }
+            if events.isEmpty && runs.isEmpty {
+                Output.progress(
+                    "nothing of that kind recorded in \(location.branch)\(agent.map { " for \($0)" } ?? "")")
+            } else if !events.isEmpty {
+                Output.standardOutput(HistoryQueries.auditTable(events))
+            }
+            if !unreadable.isEmpty { throw ExitCode(ExitStatus.invalid) }
+            return
         }
         // A record that cannot be read is reported, never skipped in silence.
         for (path, reason) in listing.unreadable {
@@ -181,6 +208,10 @@ struct HistoryCommand: ParsableCommand {
         Output.standardOutput(HistoryQueries.table(runs))
         if !listing.unreadable.isEmpty { throw ExitCode(ExitStatus.invalid) }
     }
+}
+
+enum HistoryKind: String, ExpressibleByArgument, CaseIterable {
+    case run, apply, kill, unkill, all
 }
 
 struct ShowCommand: ParsableCommand {
@@ -209,25 +240,67 @@ struct ShowCommand: ParsableCommand {
     }
 }
 
-struct LogsCommand: ParsableCommand {
+struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "logs", abstract: "Print the log of an agent's latest run.")
+        commandName: "logs",
+        abstract: "Print the log of an agent's latest run (or of one run); -f follows a run in progress.")
 
     @Argument(help: "The agent.")
-    var agent: String
+    var agent: String?
+
+    @Flag(name: [.short, .long], help: "Follow the agent's run in progress until it ends.")
+    var follow = false
+
+    @Option(name: .customLong("run"), help: "The log of this run (its id or a unique prefix) instead.")
+    var runID: String?
 
     @Option(name: [.short, .long], help: "Output: text or json.")
     var output: StatusFormat = .text
 
     @OptionGroup var history: HistoryOptions
 
-    func run() throws {
-        let (queries, location) = try history.queries()
-        guard output == .json else { return GuestOutput.text(try queries.latestLog(agent: agent, in: location)) }
-        guard let latest = try queries.runs(agent: agent, in: location).records.first else {
-            throw CoreError(.notFound, "no runs of \(agent) recorded in \(location.branch)")
+    func validate() throws {
+        if agent == nil && runID == nil { throw ValidationError("name an agent, or a run with --run") }
+        if follow && (agent == nil || runID != nil || output == .json) {
+            throw ValidationError("-f follows an agent's run in progress: give the agent, without --run or -o json")
         }
-        let found = try queries.run(latest.runID, in: location)
+    }
+
+    func run() async throws {
+        let (queries, location) = try history.queries()
+        if follow, let agent {
+            let interruption = Interruption()
+            let signals = SignalWatch([SIGINT, SIGTERM]) { signal, _ in interruption.interrupt(signal) }
+            defer { signals.cancel() }
+            let guest = GuestOutput()
+            let followed = try await queries.follow(agent: agent, interruption: interruption) { bytes in
+                guest.write(bytes, to: 1)
+            }
+            guest.finish()
+            if followed {
+                if interruption.isInterrupted { return }
+                let latest = try queries.runs(agent: agent, in: location).records.first
+                Output.progress("the run ended\(latest.map { ": \($0.runID) \($0.summary)" } ?? "")")
+                return
+            }
+            Output.progress("no run of \(agent) in progress; the log of its latest run follows")
+        }
+        let id: String
+        if let runID {
+            id = runID
+        } else if let agent {
+            guard let latest = try queries.runs(agent: agent, in: location).records.first else {
+                throw CoreError(.notFound, "no runs of \(agent) recorded in \(location.branch)")
+            }
+            id = latest.runID
+        } else {
+            return
+        }
+        let found = try queries.run(id, in: location)
+        if let agent, let record = found.record, record.agent != agent {
+            throw CoreError(.invalidArgument, "run \(record.runID) is of \(record.agent), not \(agent)")
+        }
+        guard output == .json else { return GuestOutput.text(found.log) }
         Output.standardOutput(
             HistoryQueries.runDocument(
                 kind: "log", record: found.record, text: found.text, log: found.log, problem: found.problem))

@@ -26,6 +26,7 @@ public final class InMemoryState: StateStore, ParseCache {
         var settings: [String: String] = [:]
         var audits: [String: PendingAudit] = [:]
         var runs: [String: RunJournal] = [:]
+        var liveLogs: [String: [UInt8]] = [:]
         var snapshots: [String: (String, Data)] = [:]
         var parses: [String: [String: CachedParse]] = [:]
         /// Writer locks held, by thread (as the real store: the lock is the thread's that took it).
@@ -129,6 +130,16 @@ public final class InMemoryState: StateStore, ParseCache {
     }
 
     public func clearRunJournal(agent: String) throws { contents.withLock { $0.runs[agent] = nil } }
+
+    public func appendLiveLog(agent: String, _ bytes: [UInt8]) throws {
+        contents.withLock { $0.liveLogs[agent, default: []] += bytes }
+    }
+
+    public func resetLiveLog(agent: String) throws { contents.withLock { $0.liveLogs[agent] = [] } }
+
+    public func liveLog(agent: String, from offset: Int) throws -> [UInt8]? {
+        contents.withLock { contents in contents.liveLogs[agent].map { Array($0.dropFirst(offset)) } }
+    }
 
     public func appendAudit(_ id: String, step: String) throws { try write { $0.audits[id]?.steps.append(step) } }
 

@@ -168,6 +168,45 @@ extension ApplyCommandTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: work.path + "/fromguest") == ["fine.txt"])
     }
 
+    /// `logs -f` follows a run in progress to its end; `logs --run` shows one run's log; `history
+    /// --kind` lists applies and kill events beside runs.
+    @Test func logsFollowARunAndHistoryListsEveryKind() throws {
+        defer { stopMachines() }
+        let repo = try runRepository(
+            script: "echo first line; while [ ! -f /agent/go ]; do sleep 0.2; done; rm -f /agent/go; echo second line")
+        let run = try startAgentry(["run", "greeter", "--apply"], in: repo)
+        try waitUntil(seconds: 180) { run.stdout.contains("first line") }
+        let follow = try startAgentry(["logs", "greeter", "-f"], in: repo)
+        try waitUntil(seconds: 60) { follow.stdout.contains("first line") }
+        #expect(!follow.stdout.contains("second line"))
+        #expect(try agentry(["exec", "greeter", "--", "touch", "/agent/go"], in: repo).status == 0)
+        #expect(try run.wait(seconds: 120) == 0, "\(run.stderr)")
+        #expect(try follow.wait(seconds: 60) == 0, "\(follow.stderr)")
+        #expect(follow.stdout.contains("first line\nsecond line\n"), "\(follow.stdout)")
+        #expect(follow.stderr.contains("the run ended: "), "\(follow.stderr)")
+        // No run in progress: the latest run's log, said so.
+        let idle = try agentry(["logs", "greeter", "-f"], in: repo)
+        #expect(idle.status == 0 && idle.stderr.contains("no run of greeter in progress"), "\(idle.stderr)")
+        #expect(idle.stdout.contains("second line"))
+
+        let listing = try decodeJSON(try agentry(["history", "greeter", "-o", "json"], in: repo).stdout)
+        let runID = try #require((listing["runs"] as? [[String: Any]])?.first?["runId"] as? String)
+        let one = try agentry(["logs", "--run", String(runID.prefix(15))], in: repo)
+        #expect(one.status == 0 && one.stdout.contains("first line\nsecond line"), "\(one.stderr)")
+
+        #expect(
+            try agentry(["kill", "greeter", "--reason", "checking history", "--actor", "ana"], in: repo).status == 0)
+        let kinds = try agentry(["history", "--kind", "apply", "--kind", "kill"], in: repo)
+        #expect(kinds.status == 0, "\(kinds.stderr)")
+        #expect(kinds.stdout.contains("kill") && kinds.stdout.contains("checking history"), "\(kinds.stdout)")
+        #expect(kinds.stdout.contains("apply") && kinds.stdout.contains("1 to create"), "\(kinds.stdout)")
+        #expect(!kinds.stdout.contains(runID), "runs only when asked")
+        let all = try decodeJSON(try agentry(["history", "greeter", "--kind", "all", "-o", "json"], in: repo).stdout)
+        let events = all["events"] as? [[String: Any]] ?? []
+        #expect(events.first?["kind"] as? String == "kill" && events.first?["by"] as? String == "ana", "\(events)")
+        #expect((all["runs"] as? [[String: Any]])?.count == 1)
+    }
+
     /// `--log-level` is taken by every command, and checked.
     @Test func everyCommandTakesALogLevel() throws {
         let repo = try repository(agents: ["quiet"])

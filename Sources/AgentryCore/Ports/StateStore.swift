@@ -48,6 +48,12 @@ public protocol StateStore: Sendable {
     func saveRunJournal(_ journal: RunJournal) throws
     func runJournals() throws -> [RunJournal]
     func clearRunJournal(agent: String) throws
+    /// The output of the agent's latest run as its terminal saw it (redacted), kept beside the
+    /// state for `logs -f` (not in the database); `resetLiveLog` starts it afresh for a new run.
+    func appendLiveLog(agent: String, _ bytes: [UInt8]) throws
+    func resetLiveLog(agent: String) throws
+    /// From `offset` on; nil when there is none.
+    func liveLog(agent: String, from offset: Int) throws -> [UInt8]?
 
     /// The audit journal: an apply's record is kept here step by step as the steps are carried
     /// out, and committed to history at its end (or by the next apply, when it was killed).
