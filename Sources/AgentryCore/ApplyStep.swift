@@ -125,6 +125,9 @@ struct StepContext: Sendable {
                 try markApplied(name, wanted, machineState: "stopped", accelerator: prepared.accelerator)
                 return done(name, action, "disk ready; not started (\(wanted.lifecycle.rawValue))")
             }
+            // A run that applies first says what it waits for (an apply shows its steps itself).
+            let tell: (String) -> Void = { if heldRunLocks.contains(name) { progress("\(name): \($0)") } }
+            if !machines.isRunning(name) { tell("booting its machine") }
             let booting = machines.isRunning(name) ? nil : try machines.start(spec)
             booted = true
             let channel: any GuestChannel
@@ -152,6 +155,7 @@ struct StepContext: Sendable {
                 throw CoreError(.internalFailure, "internal: no bundle for \(name)")
             }
             let rendered = Rendering.render(bundle, run: .none)
+            tell("pushing its configuration")
             try Provisioner.push(rendered, over: channel, fresh: prepared.freshDisk)
             if let allowlist = spec.egress.allowlist, machines.egressAllowlist(name) != allowlist {
                 try machines.setEgressAllowlist(name, allowlist)

@@ -160,6 +160,7 @@ public struct Runner: Sendable {
         // install check, the secrets folder and an empty output folder: one command in the guest
         // (every command costs a process start, emulated under TCG).
         attempt.enter(.machine)
+        progress("\(request.agent): pushing the run's configuration")
         var prepare = "set -e\n" + (try Provisioner.stage(rendered, over: channel)) + GuestScripts.clearEarlierRuns()
         prepare += GuestScripts.prepareRun(
             installMarker: marker, secretFolder: secretFolder, outputFolder: outputFolder, memoryFolder: memory)

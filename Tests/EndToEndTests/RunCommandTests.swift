@@ -60,6 +60,13 @@ extension ApplyCommandTests {
         #expect(run.stdout.contains("hello there from m\n"))
         #expect(run.stdout.contains("Greet people."), "the instructions are where the harness looks")
         #expect(run.stderr.contains("to-err"))
+        // It says what it waits for, in order.
+        let waits = [
+            "greeter: booting its machine", "greeter: pushing its configuration",
+            "greeter: pushing the run's configuration",
+        ]
+        let positions = waits.compactMap { run.stderr.range(of: $0)?.lowerBound }
+        #expect(positions.count == 3 && positions == positions.sorted(), "\(run.stderr)")
         let again = try agentry(["run", "greeter", "--prompt", "second"], in: repo)
         #expect(again.status == 3)
 
