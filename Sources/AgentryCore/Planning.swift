@@ -298,7 +298,7 @@ extension Planning {
         var groups: [Change: [String]] = [:]
         var order: [Change] = []
         for action in plan.listed {
-            for change in action.reasons where change.field == "instructions" || change.field.hasPrefix("skills.") {
+            for change in action.reasons where Self.showsText(change) {
                 if groups[change] == nil {
                     guard order.count < mostTextChanges else { continue }
                     order.append(change)
@@ -310,6 +310,12 @@ extension Planning {
         for change in order {
             let agents = groups[change] ?? []
             guard let first = agents.first else { continue }
+            // A value that is itself a multi-line text (a config file, a script) needs no reading.
+            if change.field != "instructions" && !change.field.hasPrefix("skills.") {
+                changes.append(
+                    TextChange(path: PlanOutput.label(change.field), old: change.old, new: change.new, agents: agents))
+                continue
+            }
             let old = before(first)
             let new = after(first)
             func note(_ path: String, _ oldBytes: [UInt8]?, _ newBytes: [UInt8]?) {
@@ -334,14 +340,19 @@ extension Planning {
         return changes
     }
 
+    /// Whether a change is shown as a diff: texts behind digests (instructions, skills), and values
+    /// that are themselves texts of several lines.
+    static func showsText(_ change: Change) -> Bool {
+        change.field == "instructions" || change.field.hasPrefix("skills.")
+            || (change.old ?? "").contains("\n") || (change.new ?? "").contains("\n")
+    }
+
     /// The texts a plan changes, against the commit each agent was applied at (at most three
     /// applied commits are read; agents applied at others show digests only).
     static func textChangesSinceApplied(
         _ plan: Plan, loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore
     ) -> [TextChange] {
-        let touched = plan.listed.contains { action in
-            action.reasons.contains { $0.field == "instructions" || $0.field.hasPrefix("skills.") }
-        }
+        let touched = plan.listed.contains { action in action.reasons.contains(where: showsText) }
         guard touched, let records = try? state.agents() else { return [] }
         let applied = Dictionary(records.map { ($0.name, $0.appliedCommit) }, uniquingKeysWith: { a, _ in a })
         var commits: [String: LoadedCommit] = [:]

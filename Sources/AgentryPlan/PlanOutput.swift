@@ -90,11 +90,21 @@ public enum PlanOutput {
     }
 
     static func reason(_ change: Change) -> String {
+        let field = label(change.field)
         switch (change.old, change.new) {
-        case (nil, let new?): return "\(change.field): → \(display(new))"
-        case (let old?, nil): return "\(change.field): \(display(old)) → (removed)"
-        default: return "\(change.field): \(display(change.old)) → \(display(change.new))"
+        case (nil, let new?): return "\(field): → \(display(new))"
+        case (let old?, nil): return "\(field): \(display(old)) → (removed)"
+        default: return "\(field): \(display(change.old)) → \(display(change.new))"
         }
+    }
+
+    /// A field as a reader writes it: a config file's path (which may start with a dot) in
+    /// brackets, `harness.configFiles[".hermes/config.yaml"]`, not run into the field's name.
+    public static func label(_ field: String) -> String {
+        let marker = "configFiles."
+        guard let start = field.indices.first(where: { field[$0...].hasPrefix(marker) }) else { return field }
+        let name = field[..<field.index(start, offsetBy: marker.count - 1)]
+        return name + "[\"" + field[field.index(start, offsetBy: marker.count)...] + "\"]"
     }
 
     public static func text(_ document: PlanDocument, color: Bool) -> String {
@@ -175,7 +185,7 @@ public enum PlanOutput {
             for note in action.notes { lines.append("- \(note)") }
             for change in action.reasons {
                 lines.append(
-                    "- \(codeSpan(change.field)): \(change.old.map { codeSpan(escape(display($0))) } ?? "(none)") → \(change.new.map { codeSpan(escape(display($0))) } ?? "(removed)")"
+                    "- \(codeSpan(label(change.field))): \(change.old.map { codeSpan(escape(display($0))) } ?? "(none)") → \(change.new.map { codeSpan(escape(display($0))) } ?? "(removed)")"
                 )
             }
             if let from = action.fromRevision, let to = action.toRevision, from != to {

@@ -292,6 +292,15 @@ extension ApplyCommandTests {
         let json = try decodeJSON(try Agentry.run(["diff", base, head, "-o", "json"], in: repo.url).stdout)
         let changes = json["textChanges"] as? [[String: Any]] ?? []
         #expect(changes.contains { ($0["diff"] as? String)?.contains("+More steps.") == true }, "\(json)")
+
+        // A multi-line value of a harness (a config file whose path starts with a dot).
+        let harness = try String(contentsOf: repo.url.appendingPathComponent("harnesses/hermes.yaml"), encoding: .utf8)
+        try repo.write(
+            "harnesses/hermes.yaml", harness.replacingOccurrences(of: "provider: custom", with: "provider: other"))
+        let third = try repo.commitAll("config")
+        let config = try Agentry.run(["diff", head, third], in: repo.url).stdout
+        #expect(config.contains("harness.configFiles[\".hermes/config.yaml\"]: "), "\(config)")
+        #expect(config.contains("    -  provider: custom\n    +  provider: other\n"), "\(config)")
     }
 
     /// `plan` and `diff` of an invalid repository or a bad ref still print a JSON or Markdown
