@@ -54,11 +54,17 @@ struct Agentry: AsyncParsableCommand {
             }
             let words = Array(CommandLine.arguments.dropFirst().prefix { $0 != "--" }.filter { !$0.hasPrefix("-") })
             let path = commandPath(words)
-            if path.isEmpty, let first = words.first {
-                let names = configuration.subcommands.filter { $0.configuration.shouldDisplay }.map { $0._commandName }
-                let suggestion = Suggest.closest(first, names).map { "; did you mean \"\($0)\"?" } ?? ""
-                Output.error("error: unknown command \"\(first)\"\(suggestion)")
-                Output.error("Run 'agentry --help' for the commands.")
+            // A word where a (sub)command belongs that names none: a did-you-mean.
+            let group = path.reduce(configuration.subcommands) { commands, word in
+                commands.first { $0._commandName == word }?.configuration.subcommands ?? []
+            }
+            if !group.isEmpty, words.count > path.count {
+                let word = words[path.count]
+                let names = group.filter { $0.configuration.shouldDisplay }.map { $0._commandName }
+                let suggestion = Suggest.closest(word, names).map { "; did you mean \"\($0)\"?" } ?? ""
+                let within = (["agentry"] + path).joined(separator: " ")
+                Output.error("error: unknown command \"\(word)\"\(path.isEmpty ? "" : " of \(within)")\(suggestion)")
+                Output.error("Run '\(within) --help' for the commands.")
                 Glibc.exit(ExitStatus.couldNotRun)
             }
             let message = fullMessage(for: error)

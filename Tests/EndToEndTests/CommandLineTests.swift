@@ -258,6 +258,11 @@ extension ApplyCommandTests {
         let typo = try Agentry.run(["aply"])
         #expect(typo.status == 2)
         #expect(typo.stderr.contains("unknown command \"aply\"; did you mean \"apply\"?"), "\(typo.stderr)")
+        let nested = try Agentry.run(["secret", "lst"])
+        #expect(nested.status == 2)
+        #expect(
+            nested.stderr.contains("unknown command \"lst\" of agentry secret; did you mean \"list\"?"),
+            "\(nested.stderr)")
         let own = try Agentry.run(["secret", "set"])
         #expect(own.status == 2)
         #expect(own.stderr.contains("Run 'agentry secret set --help' for usage."), "\(own.stderr)")
