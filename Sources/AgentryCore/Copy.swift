@@ -46,10 +46,20 @@ public struct Copy: Sendable {
         }
     }
 
+    /// Whether a name from a guest may be written on the host: a plain relative path with no `.git`
+    /// part (a guest's `.git/config` or hooks would run its commands on the host when git is used
+    /// there), in any case.
+    public static func isSafeFromGuest(_ path: String) -> Bool {
+        isSafeRelative(path) && !path.split(separator: "/").contains { $0.lowercased() == ".git" }
+    }
+
     /// Puts `files` in the guest: a single file (path empty) at `destination`, or each under the
-    /// folder `destination`. Returns how many.
+    /// folder `destination`. Returns how many. Every name and size is checked before anything is sent.
     public func toGuest(agent: String, files: [File], destination: String) async throws -> Int {
         _ = try Operations(ports).reachable(agent)
+        for file in files where !(file.path.isEmpty && files.count == 1) && !Self.isSafeRelative(file.path) {
+            throw CoreError(.invalidArgument, "cannot copy \(file.path): not a plain relative path")
+        }
         guard files.count <= Self.mostFiles else {
             throw CoreError(
                 .invalidArgument, "\(files.count) files; agentry cp copies at most \(Self.mostFiles) at once")
@@ -65,9 +75,6 @@ public struct Copy: Sendable {
         return try await BlockingWork.run {
             let channel = try Self.connect(ports, agent)
             for file in files {
-                guard file.path.isEmpty || Self.isSafeRelative(file.path) else {
-                    throw CoreError(.invalidArgument, "cannot copy \(file.path): not a plain relative path")
-                }
                 let path = file.path.isEmpty ? target : target + "/" + file.path
                 try reporting(.machineFailed) {
                     try channel.putFile(path, file.bytes, mode: file.executable ? 0o755 : 0o644)
@@ -77,10 +84,14 @@ public struct Copy: Sendable {
         }
     }
 
-    /// What `source` in the guest holds: one file (path empty), or the regular files under a
+    /// Hands `deliver` what `source` in the guest holds, one file at a time as it is read (so the
+    /// host holds one file, never the folder): one file (path empty), or the regular files under a
     /// folder with their paths relative to it. Names a guest gives that could leave the
-    /// destination (`..`, absolute, control characters) are refused, named in `refused`.
-    public func fromGuest(agent: String, source: String) async throws -> (files: [File], refused: [String]) {
+    /// destination or run on the host (`..`, absolute, control characters, `.git`) are refused,
+    /// named in `refused`. Returns how many were delivered.
+    public func fromGuest(
+        agent: String, source: String, deliver: @escaping @Sendable (File) throws -> Void
+    ) async throws -> (count: Int, refused: [String]) {
         _ = try Operations(ports).reachable(agent)
         let path = Self.guestPath(source)
         let ports = ports
@@ -101,7 +112,8 @@ public struct Copy: Sendable {
             }
             if exit.status == 3 {
                 let bytes = try reporting(.machineFailed) { try channel.getFile(path) }
-                return ([File(path: "", bytes: bytes)], [])
+                try deliver(File(path: "", bytes: bytes))
+                return (1, [])
             }
             guard exit.status == 0, !overflow else {
                 throw CoreError(
@@ -110,22 +122,27 @@ public struct Copy: Sendable {
                         ? "\(source) in \(agent) lists more names than agentry cp reads (8 MiB)"
                         : "cannot list \(source) in \(agent)")
             }
-            var files: [File] = []
+            var names: [String] = []
             var refused: [String] = []
             for entry in listing.split(separator: 0) {
                 var relative = String(decoding: entry, as: UTF8.self)
                 if relative.hasPrefix("./") { relative.removeFirst(2) }
-                guard Self.isSafeRelative(relative) else {
+                guard Self.isSafeFromGuest(relative) else {
                     refused.append(String(relative.unicodeScalars.map { $0.value < 0x20 ? "?" : Character($0) }))
                     continue
                 }
-                guard files.count < Self.mostFiles else {
-                    throw CoreError(.invalidArgument, "\(source) holds more than \(Self.mostFiles) files")
-                }
-                let bytes = try reporting(.machineFailed) { try channel.getFile(path + "/" + relative) }
-                files.append(File(path: relative, bytes: bytes))
+                names.append(relative)
             }
-            return (files.sorted { $0.path < $1.path }, refused)
+            guard names.count <= Self.mostFiles else {
+                throw CoreError(
+                    .invalidArgument,
+                    "\(source) holds \(names.count) files; agentry cp copies at most \(Self.mostFiles)")
+            }
+            for relative in names.sorted() {
+                let bytes = try reporting(.machineFailed) { try channel.getFile(path + "/" + relative) }
+                try deliver(File(path: relative, bytes: bytes))
+            }
+            return (names.count, refused)
         }
     }
 

@@ -105,6 +105,8 @@ public struct Runner: Sendable {
         }
         defer { lease?.release() }
         recordInterruptedRuns(of: request.agent)
+        // The live log is this run's from here on (`logs -f` never shows an earlier run as current).
+        try? ports.state.resetLiveLog(agent: request.agent)
         do {
             try attempt.prepare()
             try perform(&attempt)

@@ -219,7 +219,7 @@ public final class HistoryBranch {
         var result = git_remote_lookup(&remote, handle, "origin")
         guard result == 0, let remote else { throw GitError.last(result, "find the remote origin") }
         defer { git_remote_free(remote) }
-        let url = git_remote_url(remote).map { String(cString: $0) } ?? "origin"
+        let url = Self.withoutPassword(git_remote_url(remote).map { String(cString: $0) } ?? "origin")
         let token = credentials.token.map { strdup($0) } ?? nil
         let username = credentials.username.map { strdup($0) } ?? nil
         defer {
@@ -257,6 +257,12 @@ public final class HistoryBranch {
                 _ = try? moveBranch(remoteTracking, to: local, from: try referenceTarget(remoteTracking))
                 return attempt
             }
+            // Only a lost race (a rejection, a non-fast-forward) is worth a fetch and replay; any other
+            // failure (a token that may not write, the network) is said at once.
+            guard !rejection.isEmpty || result == GIT_ENONFASTFORWARD.rawValue else {
+                throw status.asked != 0
+                    ? refused(result, status, "push \(branch)") : GitError.last(result, "push \(branch) to origin")
+            }
             lastError = rejection.isEmpty ? GitError.last(result, "push").message : rejection
             // Lost a race (or the remote refused a non-fast-forward): fetch and replay.
             var fetching = fresh()
@@ -275,6 +281,14 @@ public final class HistoryBranch {
             message:
                 "origin kept refusing \(branch) after \(maxAttempts) attempts (last: \(lastError)); the records are kept locally and go with the next push"
         )
+    }
+
+    /// A remote URL as it may be shown: any `user:password@` part dropped.
+    static func withoutPassword(_ url: String) -> String {
+        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@"),
+            !url[scheme.upperBound..<at].contains("/")
+        else { return url }
+        return String(url[..<scheme.upperBound]) + url[url.index(after: at)...]
     }
 
     /// Rewrites the local commits that `remoteTip` lacks as children of it, each with the files it

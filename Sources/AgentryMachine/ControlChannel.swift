@@ -70,6 +70,12 @@ public final class ControlChannel {
 
     func send(_ message: Message) throws {
         let frame = message.frame()
+        // The guest refuses (and resynchronises past) a frame over the limit: never sent.
+        guard frame.count - 5 <= Wire.maxFrame else {
+            throw MachineError(
+                .invalidInput,
+                "a request of \(frame.count) bytes is over the control channel's limit (\(Wire.maxFrame))")
+        }
         try frame.withUnsafeBufferPointer { buffer in
             var offset = 0
             while offset < buffer.count {

@@ -41,11 +41,13 @@ typedef struct {
 static inline int agentry_credentials(
     git_credential **out, const char *url, const char *username_from_url, unsigned int allowed_types, void *payload) {
     agentry_push_status *status = (agentry_push_status *)payload;
-    (void)url;
     status->asked = 1;
     /* A credential the remote refused is not offered again and again. */
     if (status->attempts++ >= 2) return GIT_EAUTH;
-    if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && status->token && status->token[0]) {
+    /* The token goes only over TLS, or to this machine itself (a test, a local mirror). */
+    int protected_url = url && (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://127.0.0.1", 16) == 0 ||
+                                strncmp(url, "http://localhost", 16) == 0 || strncmp(url, "http://[::1]", 12) == 0);
+    if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && status->token && status->token[0] && protected_url) {
         const char *user = status->username && status->username[0] ? status->username
                            : (username_from_url && username_from_url[0] ? username_from_url : "x-access-token");
         return git_credential_userpass_plaintext_new(out, user, status->token);
@@ -70,6 +72,8 @@ static inline int agentry_git_push(git_remote *remote, const char *refspec, agen
     options.callbacks.push_update_reference = agentry_push_update_reference;
     options.callbacks.credentials = agentry_credentials;
     options.callbacks.payload = status;
+    /* A redirect could send the credentials to another host: none is followed. */
+    options.follow_redirects = GIT_REMOTE_REDIRECT_NONE;
     char *specs[1] = {(char *)refspec};
     git_strarray array = {specs, 1};
     return git_remote_push(remote, &array, &options);
@@ -81,6 +85,7 @@ static inline int agentry_git_fetch(git_remote *remote, const char *refspec, age
     options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
     options.callbacks.credentials = agentry_credentials;
     options.callbacks.payload = status;
+    options.follow_redirects = GIT_REMOTE_REDIRECT_NONE;
     char *specs[1] = {(char *)refspec};
     git_strarray array = {specs, 1};
     return git_remote_fetch(remote, &array, &options, NULL);

@@ -341,6 +341,10 @@ final class Agent {
         }
         guard agentry_pipe_cloexec(&output) == 0, agentry_pipe_cloexec(&errors) == 0 else {
             close(input)
+            if output[0] > 0 {
+                close(output[0])
+                close(output[1])
+            }
             send(.failure(id: id, message: "cannot make pipes: \(String(cString: strerror(errno)))"))
             return
         }

@@ -210,13 +210,7 @@ struct ExecCommand: AsyncParsableCommand {
         // from the guest (not executable, not found); otherwise the command's own status.
         let status: Int
         do {
-            let input = interactive ? try readInput("-", what: "standard input") : []
-            guard input.count <= Copy.largestFile else {
-                throw CoreError(
-                    .invalidArgument,
-                    "standard input is \(input.count) bytes; exec -i passes up to \(Copy.largestFile) (copy larger files with `agentry cp`)"
-                )
-            }
+            let input = interactive ? try CopyCommand.readStandardInput(upTo: Copy.largestFile) : []
             status = try await Operations(state.ports(try logging.makeLogger())).exec(
                 agent: agent, argv: command, timeout: timeout, stdin: input,
                 output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) })
@@ -461,16 +455,20 @@ struct CopyCommand: AsyncParsableCommand {
             let count = try await copy.toGuest(agent: agent, files: files, destination: target)
             Output.progress("copied \(count) file\(count == 1 ? "" : "s") to \(agent):\(Copy.guestPath(target))")
         } else if let (agent, path) = Self.guest(source) {
-            let (files, refused) = try await copy.fromGuest(agent: agent, source: path)
             var target = destination
             var isFolder: ObjCBool = false
             if FileManager.default.fileExists(atPath: target, isDirectory: &isFolder), isFolder.boolValue {
-                target += "/" + (Copy.guestPath(path) as NSString).lastPathComponent
+                let name = (Copy.guestPath(path) as NSString).lastPathComponent
+                guard !["", ".", "..", "/"].contains(name) else {
+                    throw ValidationError("\(source) has no name of its own to copy under; name the destination itself")
+                }
+                target += "/" + name
             }
-            for file in files {
-                try Self.write(file.bytes, to: file.path.isEmpty ? target : target + "/" + file.path)
+            let writer = HostTree(target)
+            let (count, refused) = try await copy.fromGuest(agent: agent, source: path) { file in
+                try writer.write(file)
             }
-            Output.progress("copied \(files.count) file\(files.count == 1 ? "" : "s") to \(target)")
+            Output.progress("copied \(count) file\(count == 1 ? "" : "s") to \(target)")
             if !refused.isEmpty {
                 Output.error(
                     "error: \(refused.count) name\(refused.count == 1 ? "" : "s") from the guest refused (they could leave \(target)): \(refused.prefix(5).joined(separator: ", "))"
@@ -513,17 +511,77 @@ struct CopyCommand: AsyncParsableCommand {
         return files
     }
 
-    /// Writes a file from the guest, creating its folders, never through a symbolic link at its name.
-    static func write(_ bytes: [UInt8], to path: String) throws {
-        let parent = (path as NSString).deletingLastPathComponent
-        if !parent.isEmpty {
-            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+    /// Reads standard input up to `limit` bytes; fails past it without reading on.
+    static func readStandardInput(upTo limit: Int) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = Glibc.read(0, &buffer, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return bytes }
+            bytes += buffer[0..<count]
+            if bytes.count > limit {
+                throw CoreError(
+                    .invalidArgument,
+                    "standard input is over \(limit) bytes; exec -i passes up to that (copy larger files with `agentry cp`)"
+                )
+            }
         }
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
+    }
+}
+
+/// Where `cp` writes what comes from a guest: one file at `root` (written beside it and renamed
+/// into place, never through a link at its name), or a folder `root` made new, with folders it
+/// makes itself and files it creates (`O_EXCL`), so nothing that was there before is written
+/// through.
+final class HostTree: Sendable {
+    let root: String
+    let made = Mutex<Set<String>>([])
+
+    init(_ root: String) { self.root = root }
+
+    func write(_ file: Copy.File) throws {
+        guard !file.path.isEmpty else { return try Self.replace(root, with: file.bytes) }
+        let parts = file.path.split(separator: "/").map(String.init)
+        var folder = root
+        try make(folder, first: true)
+        for part in parts.dropLast() {
+            folder += "/" + part
+            try make(folder, first: false)
+        }
+        try Self.create(folder + "/" + parts.last!, file.bytes)
+    }
+
+    /// A folder of the tree; the root must be new.
+    func make(_ path: String, first: Bool) throws {
+        guard !made.withLock({ $0.contains(path) }) else { return }
+        guard mkdir(path, 0o755) == 0 else {
+            throw CoreError(
+                .io,
+                first
+                    ? "\(path) exists; a folder from a guest is copied into a new one (name another destination)"
+                    : "cannot make \(path): \(String(cString: strerror(errno)))")
+        }
+        made.withLock { _ = $0.insert(path) }
+    }
+
+    static func create(_ path: String, _ bytes: [UInt8]) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw CoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        try writeAll(descriptor, bytes, path)
+    }
+
+    static func replace(_ path: String, with bytes: [UInt8]) throws {
+        let temporary = path + ".agentry-cp-\(getpid())"
+        try create(temporary, bytes)
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
             throw CoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        defer { close(descriptor) }
+    }
+
+    static func writeAll(_ descriptor: Int32, _ bytes: [UInt8], _ path: String) throws {
         var offset = 0
         while offset < bytes.count {
             let written = bytes.withUnsafeBufferPointer {

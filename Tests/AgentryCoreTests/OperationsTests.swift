@@ -190,5 +190,9 @@ import Testing
         }
         #expect(Copy.guestPath("notes") == "/agent/notes" && Copy.guestPath("/tmp/x") == "/tmp/x")
         #expect(Copy.guestPath("") == "/agent")
+        for gitPart in [".git/config", "a/.GIT/hooks/pre-commit", ".Git"] {
+            #expect(Copy.isSafeRelative(gitPart) && !Copy.isSafeFromGuest(gitPart), "\(gitPart)")
+        }
+        #expect(Copy.isSafeFromGuest("a/.gitignore") && Copy.isSafeFromGuest("x.git"))
     }
 }

@@ -158,7 +158,7 @@ extension ApplyCommandTests {
         let hostile = try agentry(
             [
                 "exec", "carrier", "--", "sh", "-c",
-                "mkdir -p bad && echo ok > bad/fine.txt && printf x > \"bad/$(printf 'a\\nb')\"",
+                "mkdir -p bad/.git && echo ok > bad/fine.txt && printf x > \"bad/$(printf 'a\\nb')\" && echo '[core]' > bad/.git/config",
             ],
             in: repo)
         #expect(hostile.status == 0, "\(hostile.stderr)")
@@ -166,6 +166,12 @@ extension ApplyCommandTests {
         #expect(refused.status == 1 && refused.stderr.contains("refused"), "\(refused.stderr)")
         #expect(FileManager.default.fileExists(atPath: work.path + "/fromguest/fine.txt"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: work.path + "/fromguest") == ["fine.txt"])
+        #expect(refused.stderr.contains(".git/config"), "a guest's .git never reaches the host: \(refused.stderr)")
+        // A folder from a guest goes into a new folder only: nothing there is written through.
+        try FileManager.default.createDirectory(atPath: work.path + "/taken", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: work.path + "/taken/tree", withDestinationPath: "/tmp")
+        let taken = try shell(#""$AGENTRY" cp --state-dir "$STATE" carrier:inbox/tree taken"#)
+        #expect(taken.status == 2 && taken.stderr.contains("exists"), "\(taken.stderr)")
     }
 
     /// `logs -f` follows a run in progress to its end; `logs --run` shows one run's log; `history
