@@ -138,9 +138,16 @@ public struct Planning: Sendable {
         return try await BlockingWork.run {
             // The parse cache when there is a state to keep it in (diff needs none, and creates none).
             let cache = useCache && (try? ports.state.checkReadable()) != nil
-            let reader = try ports.reader(repository, path: path, cache: cache)
+            // Without the state's cache, one of this diff's own: the base in full, the head
+            // incrementally from it (only the files that differ are parsed again).
+            let reader =
+                cache
+                ? try ports.reader(repository, path: path, cache: true)
+                : try reporting(.repositoryUnavailable) {
+                    try ports.source.reader(repository: repository, path: path, cache: MemoryParseCache())
+                }
             let (before, after) = try reporting(.repositoryUnavailable) {
-                (try reader.load(base, remember: false), try reader.load(head))
+                (try reader.load(base, remember: !cache), try reader.load(head))
             }
             guard after.report.isValid else { return .invalid(after.report) }
             let old = before.desired
