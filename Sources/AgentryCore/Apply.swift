@@ -157,24 +157,14 @@ public struct Apply: Sendable {
         if work, let approve, !(await approve(document)) {
             // Declined: the audit journal entry has no step and is dropped as the apply ends.
             var converged = try await BlockingWork.run {
-                try reporting(.stateUnavailable) {
-                    try ports.state.withWriterLock(waitingUpTo: Self.writerPatience) {
-                        try end(request, context: context, document: document, steps: [], declined: true)
-                    }
-                }
+                try end(request, context: context, document: document, steps: [], declined: true)
             }
             converged.outcome.declined = true
             return converged
         }
         let steps = try await runSteps(
             selected, context: context, holdingLanes: holdingLanes, request.options.parallelism)
-        return try await BlockingWork.run {
-            try reporting(.stateUnavailable) {
-                try ports.state.withWriterLock(waitingUpTo: Self.writerPatience) {
-                    try end(request, context: context, document: document, steps: steps)
-                }
-            }
-        }
+        return try await BlockingWork.run { try end(request, context: context, document: document, steps: steps) }
     }
 
     /// The apply of one agent on the calling thread, for a run that applies first: the caller holds
@@ -190,11 +180,7 @@ public struct Apply: Sendable {
             return converged
         }
         let steps = selected.compactMap { context.step($0) }
-        return try reporting(.stateUnavailable) {
-            try ports.state.withWriterLock(waitingUpTo: Self.writerPatience) {
-                try end(request, context: context, document: document, steps: steps)
-            }
-        }
+        return try end(request, context: context, document: document, steps: steps)
     }
 
     enum Begun: Sendable {
@@ -238,8 +224,13 @@ public struct Apply: Sendable {
     func end(
         _ request: Request, context: StepContext, document: PlanDocument, steps: [AppliedStep], declined: Bool = false
     ) throws -> Converged {
-        if !declined { try finish(request, plan: document.plan, loaded: context.loaded, steps: steps) }
-        commitPendingAudits(current: context.auditID)
+        // Under the writer lock, taken briefly here (waiting while another apply plans or records).
+        try reporting(.stateUnavailable) {
+            try ports.state.withWriterLock(waitingUpTo: Self.writerPatience) {
+                if !declined { try finish(request, plan: document.plan, loaded: context.loaded, steps: steps) }
+                commitPendingAudits(current: context.auditID)
+            }
+        }
         return Converged(
             outcome: Outcome(plan: .planned(document), steps: steps), loaded: context.loaded, bundles: context.bundles)
     }

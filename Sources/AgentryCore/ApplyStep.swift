@@ -127,8 +127,9 @@ struct StepContext: Sendable {
             }
             // A run that applies first says what it waits for (an apply shows its steps itself).
             let tell: (String) -> Void = { if heldRunLocks.contains(name) { progress("\(name): \($0)") } }
-            if !machines.isRunning(name) { tell("booting its machine") }
-            let booting = machines.isRunning(name) ? nil : try machines.start(spec)
+            let running = machines.isRunning(name)
+            if !running { tell("booting its machine") }
+            let booting = running ? nil : try machines.start(spec)
             booted = true
             let channel: any GuestChannel
             var detail = "running"

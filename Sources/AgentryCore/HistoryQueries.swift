@@ -283,13 +283,12 @@ extension HistoryQueries {
         var offset = 0
         while true {
             let running = inProgress()
-            if let bytes = try? state.liveLog(agent: agent, from: 0) {
-                // A new run started it afresh: from its beginning.
-                if bytes.count < offset { offset = 0 }
-                if bytes.count > offset {
-                    emit(Array(bytes[offset...]))
-                    offset = bytes.count
-                }
+            if let bytes = try? state.liveLog(agent: agent, from: offset) {
+                if !bytes.isEmpty { emit(bytes) }
+                offset += bytes.count
+            } else {
+                // A new run started it afresh: from its beginning at the next look.
+                offset = 0
             }
             if !running || interruption?.isInterrupted == true { return true }
             await ports.clock.sleep(for: .milliseconds(200))

@@ -116,13 +116,10 @@ public struct Runner: Sendable {
         return try attempt.finish()
     }
 
-    /// How long `run --apply` waits for another apply that is planning or recording.
-    static let writerPatience: TimeInterval = 120
-
-    /// The state's writer lock for `run --apply`, waited for (on the state's clock) while another
-    /// apply plans or records.
+    /// The state's writer lock for `run --apply`, waited for (on the state's clock, as long as an
+    /// apply waits to record) while another apply plans or records.
     func waitForWriterLock(_ request: Request) throws -> any StateWriterLock {
-        let deadline = ports.clock.now().addingTimeInterval(Self.writerPatience)
+        let deadline = ports.clock.now().addingTimeInterval(Double(Apply.writerPatience.components.seconds))
         var told = false
         while true {
             let error: CoreError

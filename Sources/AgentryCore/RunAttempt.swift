@@ -203,7 +203,6 @@ struct RunAttempt {
         entry.promptSHA256 = prompt?.sha256
         entry.promptBytes = prompt?.bytes
         entry.promptIsDefault = prompt?.isDefault
-        if !journalled { try? ports.state.resetLiveLog(agent: request.agent) }
         try reporting(.stateUnavailable) { try ports.state.saveRunJournal(entry) }
         journalled = true
     }

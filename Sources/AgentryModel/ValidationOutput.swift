@@ -75,21 +75,23 @@ public enum ValidationOutput {
             ),
             (
                 "diagnostics",
-                .array(
-                    report.diagnostics.map { diagnostic in
-                        .object([
-                            ("file", .string(diagnostic.file)),
-                            ("line", .int(diagnostic.mark.line)),
-                            ("column", .int(diagnostic.mark.column)),
-                            ("severity", .string(diagnostic.severity.rawValue)),
-                            ("code", .string(diagnostic.code.rawValue)),
-                            ("category", .string(diagnostic.category.rawValue)),
-                            ("message", .string(diagnostic.message)),
-                        ])
-                    })
+                .array(report.diagnostics.map(diagnosticJSON))
             ),
         ])
         return document.rendered() + "\n"
+    }
+
+    /// One diagnostic as every JSON document of agentry gives it.
+    public static func diagnosticJSON(_ diagnostic: Diagnostic) -> JSON {
+        .object([
+            ("file", .string(diagnostic.file)),
+            ("line", .int(diagnostic.mark.line)),
+            ("column", .int(diagnostic.mark.column)),
+            ("severity", .string(diagnostic.severity.rawValue)),
+            ("code", .string(diagnostic.code.rawValue)),
+            ("category", .string(diagnostic.category.rawValue)),
+            ("message", .string(diagnostic.message)),
+        ])
     }
 
     /// GitHub Actions workflow commands: each diagnostic becomes an annotation on the pull request.

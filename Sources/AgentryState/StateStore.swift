@@ -393,6 +393,8 @@ extension SQLiteStateStore {
         let descriptor = Glibc.open(try liveLogFile(agent), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, status.st_size >= off_t(offset) else { return nil }
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         var position = off_t(offset)

@@ -53,11 +53,8 @@ struct Agentry: AsyncParsableCommand {
                 Self.exit(withError: error)  // --help and --version
             }
             let words = Array(CommandLine.arguments.dropFirst().prefix { $0 != "--" }.filter { !$0.hasPrefix("-") })
-            let path = commandPath(words)
+            let (path, group) = commandPath(words)
             // A word where a (sub)command belongs that names none: a did-you-mean.
-            let group = path.reduce(configuration.subcommands) { commands, word in
-                commands.first { $0._commandName == word }?.configuration.subcommands ?? []
-            }
             if !group.isEmpty, words.count > path.count {
                 let word = words[path.count]
                 let names = group.filter { $0.configuration.shouldDisplay }.map { $0._commandName }
@@ -76,9 +73,9 @@ struct Agentry: AsyncParsableCommand {
         }
     }
 
-    /// The (sub)command names at the start of `words`: `["secret", "set"]`, or empty when the
-    /// first word names no command.
-    static func commandPath(_ words: [String]) -> [String] {
+    /// The (sub)command names at the start of `words` (`["secret", "set"]`, or empty when the
+    /// first word names no command), and the subcommands the next word would be one of.
+    static func commandPath(_ words: [String]) -> (path: [String], next: [any ParsableCommand.Type]) {
         var path: [String] = []
         var commands = configuration.subcommands
         for word in words {
@@ -87,7 +84,7 @@ struct Agentry: AsyncParsableCommand {
             commands = command.configuration.subcommands
             if commands.isEmpty { break }
         }
-        return path
+        return (path, commands)
     }
 }
 

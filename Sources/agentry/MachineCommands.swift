@@ -210,7 +210,11 @@ struct ExecCommand: AsyncParsableCommand {
         // from the guest (not executable, not found); otherwise the command's own status.
         let status: Int
         do {
-            let input = interactive ? try CopyCommand.readStandardInput(upTo: Copy.largestFile) : []
+            let input =
+                interactive
+                ? try readInput(
+                    "-", what: "standard input",
+                    limit: (Copy.largestFile, "exec -i passes up to that (copy larger files with `agentry cp`)")) : []
             status = try await Operations(state.ports(try logging.makeLogger())).exec(
                 agent: agent, argv: command, timeout: timeout, stdin: input,
                 output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) })
@@ -509,24 +513,6 @@ struct CopyCommand: AsyncParsableCommand {
                     executable: manager.isExecutableFile(atPath: full)))
         }
         return files
-    }
-
-    /// Reads standard input up to `limit` bytes; fails past it without reading on.
-    static func readStandardInput(upTo limit: Int) throws -> [UInt8] {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = Glibc.read(0, &buffer, buffer.count)
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { return bytes }
-            bytes += buffer[0..<count]
-            if bytes.count > limit {
-                throw CoreError(
-                    .invalidArgument,
-                    "standard input is over \(limit) bytes; exec -i passes up to that (copy larger files with `agentry cp`)"
-                )
-            }
-        }
     }
 }
 

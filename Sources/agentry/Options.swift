@@ -69,7 +69,8 @@ func defaultPorts(_ logger: Logger) -> Ports {
 }
 
 /// Reads a file the user named (`-` for standard input), or fails saying which.
-func readInput(_ path: String, what: String) throws -> [UInt8] {
+/// With `limit`, reading stops with an error (`advice` says what to do) once past `limit.bytes`.
+func readInput(_ path: String, what: String, limit: (bytes: Int, advice: String)? = nil) throws -> [UInt8] {
     var bytes: [UInt8] = []
     let descriptor = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
     guard descriptor >= 0 else {
@@ -83,5 +84,8 @@ func readInput(_ path: String, what: String) throws -> [UInt8] {
         if count < 0 { throw CoreError(.io, "cannot read \(what) \(path): \(String(cString: strerror(errno)))") }
         if count == 0 { return bytes }
         bytes += buffer[0..<count]
+        if let limit, bytes.count > limit.bytes {
+            throw CoreError(.invalidArgument, "\(what) is over \(limit.bytes) bytes; \(limit.advice)")
+        }
     }
 }

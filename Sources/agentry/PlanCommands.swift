@@ -81,18 +81,7 @@ struct PlanOutputOptions: ParsableArguments {
                 ("kind", .string(kind)),
                 ("valid", .bool(report == nil)),
                 ("error", .string(message)),
-                (
-                    "diagnostics",
-                    .array(
-                        diagnostics.map { diagnostic in
-                            .object([
-                                ("file", .string(diagnostic.file)), ("line", .int(diagnostic.mark.line)),
-                                ("column", .int(diagnostic.mark.column)),
-                                ("severity", .string(diagnostic.severity.rawValue)),
-                                ("code", .string(diagnostic.code.rawValue)), ("message", .string(diagnostic.message)),
-                            ])
-                        })
-                ),
+                ("diagnostics", .array(diagnostics.map(ValidationOutput.diagnosticJSON))),
             ])
             Output.standardOutput(document.rendered() + "\n")
         case .markdown:

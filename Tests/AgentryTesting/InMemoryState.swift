@@ -138,7 +138,9 @@ public final class InMemoryState: StateStore, ParseCache {
     public func resetLiveLog(agent: String) throws { contents.withLock { $0.liveLogs[agent] = [] } }
 
     public func liveLog(agent: String, from offset: Int) throws -> [UInt8]? {
-        contents.withLock { contents in contents.liveLogs[agent].map { Array($0.dropFirst(offset)) } }
+        contents.withLock { contents in
+            contents.liveLogs[agent].flatMap { $0.count < offset ? nil : Array($0.dropFirst(offset)) }
+        }
     }
 
     public func appendAudit(_ id: String, step: String) throws { try write { $0.audits[id]?.steps.append(step) } }

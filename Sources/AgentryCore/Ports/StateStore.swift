@@ -52,7 +52,8 @@ public protocol StateStore: Sendable {
     /// state for `logs -f` (not in the database); `resetLiveLog` starts it afresh for a new run.
     func appendLiveLog(agent: String, _ bytes: [UInt8]) throws
     func resetLiveLog(agent: String) throws
-    /// From `offset` on; nil when there is none.
+    /// From `offset` on; nil when there is none, or it is shorter than `offset` (a new run started it
+    /// afresh).
     func liveLog(agent: String, from offset: Int) throws -> [UInt8]?
 
     /// The audit journal: an apply's record is kept here step by step as the steps are carried
