@@ -4,12 +4,12 @@
 Uses the repository of bench/validate_bench.py (N agents with their harnesses, models, environments,
 skills and instruction files) and times, each as a whole `agentry` process:
 
-  cold plan   `agentry plan --empty-state`: every file read and parsed
-  warm plan   `agentry plan` after a commit that changes one agent file, the state directory holding
-              the parse cache and an actual state in which every agent is applied (seeded from the
-              cold plan's revisions, as `apply` would record them)
+  cold plan   `agentry plan --empty-state --no-cache`: every file read and parsed
+  warm plan   `agentry plan` after a commit that changes one agent file, the parse cache warm and
+              the state directory holding an actual state in which every agent is applied (seeded
+              from the cold plan's revisions, as `apply` would record them)
   diff        `agentry diff HEAD~1 HEAD` for two commits that differ in one agent
-  validate    `agentry validate` of the whole repository (no cache)
+  validate    `agentry validate --no-cache` of the whole repository
 
 Targets: warm plan and diff each at most 10% of the cold plan. Warm figures are the best of
 --repeat fresh one-file commits; cold and validate the best of --repeat runs.
@@ -79,16 +79,18 @@ def main():
     try:
         if not os.path.exists(os.path.join(root, ".git")):
             generate(root, args.agents)
-        env = dict(os.environ, AGENTRY_STATE_DIR=state)
+        env = dict(os.environ, AGENTRY_STATE_DIR=state, AGENTRY_CACHE_DIR=os.path.join(state, "cache"))
 
-        validate = min(timed([agentry, "validate", "--repo", root, "-o", "json"])[0] for _ in range(args.repeat))
+        validate = min(
+            timed([agentry, "validate", "--no-cache", "--repo", root, "-o", "json"])[0] for _ in range(args.repeat))
 
         cold = None
         plan_json = b""
         for _ in range(args.repeat):
             shutil.rmtree(state)
             os.makedirs(state)
-            elapsed, plan_json = timed([agentry, "plan", "--empty-state", "--repo", root, "-o", "json"], env)
+            elapsed, plan_json = timed(
+                [agentry, "plan", "--empty-state", "--no-cache", "--repo", root, "-o", "json"], env)
             cold = elapsed if cold is None else min(cold, elapsed)
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], stdout=subprocess.PIPE, check=True).stdout.decode().strip()
         # A state database made by agentry (plan never creates one): the kill switch, set and lifted.

@@ -32,10 +32,10 @@ metadata:
 spec:
   description: Agent number {i}; labels issues and answers questions for team {team}.
   instructions: {{file: agent-{i}/INSTRUCTIONS.md}}
-  harness: harness-{i}
-  model: model-{i}
+  harness: harness-{r}
+  model: model-{r}
   fallbackModels: [model-{j}]
-  environment: env-{i}
+  environment: env-{r}
   skills: [skill-{i}]
   secrets:
     - env: GITHUB_TOKEN
@@ -124,15 +124,21 @@ def write(path, text):
         f.write(text)
 
 
-def generate(root, count):
+def generate(root, count, shared=None):
+    """N agents, each with its own skill and instructions; each with its own harness, model and
+    environment too, or (with `shared`) using one of `shared` of each."""
+    resources = shared or count
     for i in range(count):
-        values = dict(i=i, j=(i + 1) % count, team=i % 50, shard=i % 16)
-        write(f"{root}/agents/agent-{i}.yaml", AGENT.format(**values))
+        values = dict(i=i, team=i % 50, shard=i % 16)
+        write(f"{root}/agents/agent-{i}.yaml", AGENT.format(
+            **values, r=i % resources, j=(i + 1) % resources))
         write(f"{root}/agents/agent-{i}/INSTRUCTIONS.md", INSTRUCTIONS.format(**values))
+        write(f"{root}/skills/skill-{i}/SKILL.md", SKILL.format(**values))
+    for i in range(resources):
+        values = dict(i=i, shard=i % 16)
         write(f"{root}/harnesses/harness-{i}.yaml", HARNESS.format(**values))
         write(f"{root}/models/model-{i}.yaml", MODEL.format(**values))
         write(f"{root}/environments/env-{i}.yaml", ENVIRONMENT.format(**values))
-        write(f"{root}/skills/skill-{i}/SKILL.md", SKILL.format(**values))
     env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@localhost",
                GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost")
     subprocess.run(["git", "init", "-q", "-b", "main", root], check=True)

@@ -37,7 +37,8 @@ public enum LocalHost {
     }
 
     /// The ports of the state directory `stateDirectory`. `progress` gets lines about slow work
-    /// (image builds, the KVM probe). `parseCache`: remember what the loader parsed in the state.
+    /// (image builds, the KVM probe). `parseCache`: read and remember what the loader parsed in the
+    /// user's parse cache (`--no-cache` turns it off).
     public static func ports(
         stateDirectory: String, logger: Logger, parseCache: Bool = true,
         progress: @escaping @Sendable (String) -> Void = { _ in }
@@ -51,11 +52,23 @@ public enum LocalHost {
             stateDirectory: stateDirectory, guestAgent: guestAgent(host), executable: currentExecutable,
             commands: HostCommands(environment: host.variables), environment: host.variables, progress: progress)
         return Ports(
-            source: GitRepositorySource(logger: logger), state: state, parseCache: parseCache ? state : nil,
+            source: GitRepositorySource(logger: logger), state: state,
+            parseCache: parseCache
+                ? SQLiteParseCache(
+                    directory: SQLiteParseCache.defaultDirectory(environment: host.variables), generation: build)
+                : nil,
             secrets: secrets, machines: machines,
             history: GitHistory(hostName: host.hostName, credentials: GitCredentials(environment: host.variables)),
             clock: SystemClock(),
             host: host, logger: logger)
+    }
+
+    /// This build of agentry, as the parse cache keys its results: the executable's size and
+    /// modification time (a rebuild or an upgrade starts afresh).
+    static var build: String {
+        var status = stat()
+        guard stat(currentExecutable, &status) == 0 else { return "unknown build" }
+        return "\(status.st_size)-\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
     }
 
     /// The running agentry executable (machines with an egress allowlist run it as their proxy).

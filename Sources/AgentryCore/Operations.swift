@@ -104,7 +104,7 @@ public struct Operations: Sendable {
         var looked = "the state"
         if let location {
             let path = (try? Planning.owner(ports.state))??.path ?? ""
-            if let loaded = try? ports.reader(location, path: path, cache: false).load("HEAD") {
+            if let loaded = try? ports.reader(location, path: path).load("HEAD") {
                 if loaded.desired.agents[agent] != nil
                     || loaded.report.index.agents.contains(where: { $0.name == agent })
                 {

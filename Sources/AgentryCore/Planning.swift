@@ -49,7 +49,7 @@ public struct Planning: Sendable {
         let ports = ports
         return try await BlockingWork.run {
             if !emptyState { try reporting(.stateUnavailable) { try ports.state.checkReadable() } }
-            let reader = try ports.reader(target.repository, path: target.path, cache: !emptyState)
+            let reader = try ports.reader(target.repository, path: target.path)
             if !emptyState && !adopt { try Self.checkOwner(ports.state, reader.identity) }
             let loaded = try reporting(.repositoryUnavailable) { try reader.load(target.ref) }
             guard loaded.report.isValid else { return .invalid(loaded.report) }
@@ -130,24 +130,18 @@ public struct Planning: Sendable {
     }
 
     /// `agentry diff BASE HEAD`: what merging HEAD would do, from the two commits alone.
-    /// `useCache`: remember parse results in the state (when a state directory was given).
-    public func diff(repository: String, base: String, head: String, path: String, useCache: Bool) async throws
-        -> Outcome
-    {
+    public func diff(repository: String, base: String, head: String, path: String) async throws -> Outcome {
         let ports = ports
         return try await BlockingWork.run {
-            // The parse cache when there is a state to keep it in (diff needs none, and creates none).
-            let cache = useCache && (try? ports.state.checkReadable()) != nil
-            // Without the state's cache, one of this diff's own: the base in full, the head
-            // incrementally from it (only the files that differ are parsed again).
-            let reader =
-                cache
-                ? try ports.reader(repository, path: path, cache: true)
-                : try reporting(.repositoryUnavailable) {
-                    try ports.source.reader(repository: repository, path: path, cache: MemoryParseCache())
-                }
+            // With the parse cache, the base is read incrementally from what was remembered
+            // (usually HEAD, just validated), or in full and remembered; HEAD then incrementally
+            // from one of them. Without it, a cache of this diff's own does the same in memory.
+            let reader = try reporting(.repositoryUnavailable) {
+                try ports.source.reader(
+                    repository: repository, path: path, cache: ports.parseCache ?? MemoryParseCache())
+            }
             let (before, after) = try reporting(.repositoryUnavailable) {
-                (try reader.load(base, remember: !cache), try reader.load(head))
+                (try reader.load(base), try reader.load(head))
             }
             guard after.report.isValid else { return .invalid(after.report) }
             let old = before.desired
@@ -208,10 +202,10 @@ extension Planning {
 }
 
 extension Ports {
-    /// A reader of the agent repository, with the parse cache unless `cache` is false.
-    func reader(_ repository: String, path: String, cache: Bool = true) throws -> any RepositoryReader {
+    /// A reader of the agent repository, with the parse cache (unless it is turned off).
+    func reader(_ repository: String, path: String) throws -> any RepositoryReader {
         try reporting(.repositoryUnavailable) {
-            try source.reader(repository: repository, path: path, cache: cache ? parseCache : nil)
+            try source.reader(repository: repository, path: path, cache: parseCache)
         }
     }
 }

@@ -27,7 +27,7 @@ extension CommitReader {
             return nil
         }
         let touchedResourceFiles = changes.filter { SourceTree.isResourceFile($0.path) }
-        let previousRows = try cache?.cachedFiles(key: snapshotKey, paths: touchedResourceFiles.map(\.path)) ?? []
+        let previousRows = (try? cache?.cachedFiles(key: snapshotKey, paths: touchedResourceFiles.map(\.path))) ?? []
         var previous: [String: (blobID: String, result: FileResult)] = [:]
         for row in previousRows {
             guard let result = SnapshotCodec.decodeFile(row.result) else { return nil }

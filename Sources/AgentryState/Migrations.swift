@@ -91,6 +91,11 @@ extension SQLiteStateStore {
                     );
                     """)
         }
+        migrator.registerMigration("v6") { db in
+            // The parse cache moved to the user's cache folder (`SQLiteParseCache`), shared by
+            // commands that keep no state.
+            try db.execute(sql: "DROP TABLE parse_cache; DROP TABLE parse_snapshots;")
+        }
         return migrator
     }()
 

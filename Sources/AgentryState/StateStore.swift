@@ -51,7 +51,7 @@ public struct StateError: AgentryFailure {
 /// Any number of readers; one writer at a time, by an exclusive lock on `state.lock` that holds the
 /// writer's pid, so a second writer fails at once naming the holder. Readers are never blocked.
 /// Safe to share between threads: the open database and the lock count are behind a mutex.
-public final class SQLiteStateStore: StateStore, ParseCache {
+public final class SQLiteStateStore: StateStore {
     public let directory: String
     private let inner = Mutex(Inner())
 

@@ -47,6 +47,16 @@ enum RepositoryHelp {
         "The agent repository's folder inside the git repository. (env: AGENTRY_PATH; default: the root)"
 }
 
+/// Whether to use the parse cache (`validate`, `diff`, `plan`).
+struct CacheOptions: ParsableArguments {
+    @Flag(
+        name: .long,
+        help:
+            "Parse every file afresh, neither reading nor updating the parse cache. (cache: env AGENTRY_CACHE_DIR; default /var/cache/agentry as root, else $XDG_CACHE_HOME/agentry)"
+    )
+    var noCache = false
+}
+
 /// Where the actual state lives.
 struct StateOptions: ParsableArguments {
     @Option(
@@ -58,14 +68,16 @@ struct StateOptions: ParsableArguments {
 
     var directory: String { LocalHost.stateDirectory(stateDir) }
 
-    func ports(_ logger: Logger, progress: @escaping @Sendable (String) -> Void = Output.progress) -> Ports {
-        LocalHost.ports(stateDirectory: directory, logger: logger, progress: progress)
+    func ports(
+        _ logger: Logger, parseCache: Bool = true, progress: @escaping @Sendable (String) -> Void = Output.progress
+    ) -> Ports {
+        LocalHost.ports(stateDirectory: directory, logger: logger, parseCache: parseCache, progress: progress)
     }
 }
 
 /// Ports for commands that take no `--state-dir` (they read no state).
-func defaultPorts(_ logger: Logger) -> Ports {
-    LocalHost.ports(stateDirectory: LocalHost.stateDirectory(nil), logger: logger, parseCache: false)
+func defaultPorts(_ logger: Logger, parseCache: Bool = true) -> Ports {
+    LocalHost.ports(stateDirectory: LocalHost.stateDirectory(nil), logger: logger, parseCache: parseCache)
 }
 
 /// Reads a file the user named (`-` for standard input), or fails saying which.

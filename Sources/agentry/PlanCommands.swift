@@ -147,10 +147,11 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Plan although the state directory applied another agent repository.")
     var adopt = false
 
+    @OptionGroup var cache: CacheOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let ports = state.ports(try logging.makeLogger())
+        let ports = state.ports(try logging.makeLogger(), parseCache: !cache.noCache)
         var status: Int32?
         try await format.run {
             let source = AgentRepository.resolve(repo: repo, path: path, ports: ports, usingState: !emptyState)
@@ -203,21 +204,17 @@ struct DiffCommand: AsyncParsableCommand {
     @Option(name: .long, help: RepositoryHelp.path)
     var path: String?
 
-    @Option(name: .long, help: "A state directory whose parse cache to use and update (optional).")
-    var stateDir: String?
-
     @OptionGroup var format: PlanOutputOptions
+    @OptionGroup var cache: CacheOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let logger = try logging.makeLogger()
-        let directory = stateDir ?? LocalHost.environment()["AGENTRY_STATE_DIR"]
-        let ports = LocalHost.ports(stateDirectory: LocalHost.stateDirectory(directory), logger: logger)
+        let ports = defaultPorts(try logging.makeLogger(), parseCache: !cache.noCache)
         var status: Int32?
         try await format.run(kind: "diff") {
             let source = AgentRepository.resolve(repo: repo, path: path, ports: ports, usingState: false)
             let outcome = try await Planning(ports).diff(
-                repository: source.repository, base: base, head: head, path: source.path, useCache: directory != nil)
+                repository: source.repository, base: base, head: head, path: source.path)
             status = try format.finish(outcome, kind: "diff")
         }
         if let status { throw ExitCode(status) }

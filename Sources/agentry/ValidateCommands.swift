@@ -55,10 +55,12 @@ struct Validate: AsyncParsableCommand {
     @Flag(name: .long, help: "Treat warnings as errors.")
     var warningsAsErrors = false
 
+    @OptionGroup var cache: CacheOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let outcome = try await Validation.run(try source.location(), ports: defaultPorts(try logging.makeLogger()))
+        let outcome = try await Validation.run(
+            try source.location(), ports: defaultPorts(try logging.makeLogger(), parseCache: !cache.noCache))
         if !outcome.uncommitted.isEmpty {
             let shown = outcome.uncommitted.prefix(3).joined(separator: ", ")
             let more = outcome.uncommitted.count > 3 ? " and \(outcome.uncommitted.count - 3) more" : ""

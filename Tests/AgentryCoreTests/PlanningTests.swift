@@ -25,7 +25,7 @@ import Testing
         try edit(directory)
         try directory.commitAll("head")
         let outcome = try await Planning(ports()).diff(
-            repository: directory.path, base: "HEAD~1", head: "HEAD", path: "", useCache: false)
+            repository: directory.path, base: "HEAD~1", head: "HEAD", path: "")
         guard case .planned(let document) = outcome else {
             Issue.record("expected a plan, got \(outcome)")
             return Plan(actions: [])

@@ -18,13 +18,9 @@ import Testing
         try directory.write(file, change(try String(contentsOf: url, encoding: .utf8)))
     }
 
-    /// A state that an apply made (the parse cache is kept only in one: reading never creates it).
-    func appliedState(_ directory: String) throws -> SQLiteStateStore {
-        let store = SQLiteStateStore(directory: directory)
-        let lock = try store.lockForWriting()
-        defer { lock.release() }
-        try store.setSetting("test", "applied")
-        return store
+    /// A parse cache as agentry keeps one, in a folder that does not exist yet.
+    func parseCache(_ directory: String) -> SQLiteParseCache {
+        SQLiteParseCache(directory: directory + "/cache", generation: "test")
     }
 
     @Test func cachedLoadsGiveTheSameResultAsFreshOnes() throws {
@@ -33,7 +29,7 @@ import Testing
         try directory.commitAll("base")
         let state = try TemporaryDirectory("agentry-state")
         let reader = try CommitReader(
-            repository: directory.path, path: "", cache: try appliedState(state.path), logger: logger)
+            repository: directory.path, path: "", cache: parseCache(state.path), logger: logger)
         let first = try reader.load("HEAD")
         #expect(first.mode == .full)
         #expect(first.parsedFiles == first.report.filesChecked, "nothing cached yet")
@@ -65,7 +61,7 @@ import Testing
         try directory.commitAll("base")
         let state = try TemporaryDirectory("agentry-state")
         let reader = try CommitReader(
-            repository: directory.path, path: "", cache: try appliedState(state.path), logger: logger)
+            repository: directory.path, path: "", cache: parseCache(state.path), logger: logger)
         _ = try reader.load("HEAD")
         var generator = SystemRandomNumberGenerator()
         let edits: [(TemporaryDirectory) throws -> Void] = [

@@ -54,6 +54,46 @@ import Testing
             })
     }
 
+    /// A pull request's checks (validate, diff, plan) parse the repository once between them,
+    /// through the parse cache in the user's cache folder; a broken cache costs nothing but time.
+    @Test func aPullRequestsChecksParseTheRepositoryOnce() throws {
+        let directory = try pullRequest()
+        let cache = try TemporaryDirectory("agentry-cache")
+        let folder = cache.path + "/agentry"
+        func agentry(_ arguments: [String]) throws -> Agentry.Result {
+            try Shell.run(
+                Agentry.binary.path, arguments + ["--log-level", "debug"], in: directory.url,
+                environment: ["AGENTRY_CACHE_DIR": folder])
+        }
+        let validate = try agentry(["validate"])
+        #expect(validate.status == 0 && validate.stderr.contains("full load"), "\(validate.stderr)")
+        let diff = try agentry(["diff", "HEAD~1", "HEAD"])
+        #expect(diff.status == 0 && diff.stdout.contains("1 to reinstall, 1 to delete"), "\(diff.stderr)")
+        #expect(!diff.stderr.contains("full load"), "the base is read from the validated head: \(diff.stderr)")
+        #expect(diff.stderr.contains("incremental load"), "\(diff.stderr)")
+        let plan = try agentry(["plan", "--empty-state"])
+        #expect(plan.status == 0 && plan.stdout.contains("2 to create"), "\(plan.stderr)")
+        #expect(!plan.stderr.contains("full load") && !plan.stderr.contains("incremental load"), "\(plan.stderr)")
+
+        // --no-cache parses everything afresh and leaves the cache as it was.
+        let database = folder + "/parse-cache.sqlite"
+        let before = try FileManager.default.attributesOfItem(atPath: database)[.modificationDate] as? Date
+        let fresh = try agentry(["diff", "HEAD~1", "HEAD", "--no-cache"])
+        #expect(fresh.status == 0 && fresh.stderr.contains("full load"), "\(fresh.stderr)")
+        #expect(try FileManager.default.attributesOfItem(atPath: database)[.modificationDate] as? Date == before)
+
+        // A cache that is not a database (or cannot be written) is worked without.
+        try FileManager.default.removeItem(atPath: folder)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try "not a database".write(toFile: database, atomically: true, encoding: .utf8)
+        let broken = try agentry(["validate"])
+        #expect(broken.status == 0 && broken.stdout.contains("valid: "), "\(broken.stdout)\(broken.stderr)")
+        let unwritable = try Shell.run(
+            Agentry.binary.path, ["diff", "HEAD~1", "HEAD"], in: directory.url,
+            environment: ["AGENTRY_CACHE_DIR": database + "/inside-a-file"])
+        #expect(unwritable.status == 0 && unwritable.stderr.isEmpty, "\(unwritable.stderr)")
+    }
+
     @Test func detailedExitCodes() throws {
         let directory = try pullRequest()
         #expect(try Agentry.run(["diff", "HEAD~1", "HEAD", "--detailed-exitcode"], in: directory.url).status == 2)
@@ -66,14 +106,13 @@ import Testing
         let directory = try pullRequest()
         let state = try TemporaryDirectory("agentry-state")
         let planFile = state.url.appendingPathComponent("plan.json").path
-        // No state yet: plan, status and diff say so (exit 2) and create nothing; --empty-state
+        // No state yet: plan and status say so (exit 2) and create nothing; --empty-state
         // plans a first deployment.
         let absent = state.path + "/absent"
         for command in [["plan"], ["status"]] {
             let refused = try Agentry.run(command + ["--state-dir", absent], in: directory.url)
             #expect(refused.status == 2 && refused.stderr.contains("no agentry state"), "\(command): \(refused.stderr)")
         }
-        #expect(try Agentry.run(["diff", "HEAD~1", "HEAD", "--state-dir", absent], in: directory.url).status == 0)
         try "a file\n".write(toFile: state.path + "/file", atomically: true, encoding: .utf8)
         let file = try Agentry.run(["plan", "--state-dir", state.path + "/file"], in: directory.url)
         #expect(file.status == 2 && file.stderr.contains("is a file"), "\(file.stderr)")

@@ -21,6 +21,23 @@ public enum Agentry {
         return packageRoot.appendingPathComponent(".build/debug/agentry")
     }()
 
+    /// The parse cache of every agentry this test process starts (unless a test names its own):
+    /// shared between them, as a user's is, but not with the machine's.
+    public static let cacheDirectory: String = {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "agentry-test-cache-\(getpid())")
+        atexit { try? FileManager.default.removeItem(atPath: Agentry.cacheDirectory) }
+        return folder.path
+    }()
+
+    /// The environment agentry and the tools tests run are started with: this process's, with the
+    /// test parse cache, and `extra` on top.
+    public static func environment(_ extra: [String: String]) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["AGENTRY_CACHE_DIR"] = cacheDirectory
+        return environment.merging(extra) { _, new in new }
+    }
+
     public struct Result: Sendable {
         public var status: Int32
         public var stdout: String
@@ -53,8 +70,7 @@ public enum Shell {
         _ program: String, _ arguments: [String], in directory: URL? = nil, input: String? = nil,
         environment: [String: String] = [:], timeout: TimeInterval = 120
     ) throws -> Agentry.Result {
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { _, new in new }
+        let env = Agentry.environment(environment)
         guard let executable = HostProcess.locate(program, path: env["PATH"]) else {
             throw Failure(description: "\(program) is not installed")
         }
@@ -168,7 +184,7 @@ public final class BackgroundProcess {
         }
         var pipeFDs: [Int32] = [0, 0]
         guard agentry_pipe_cloexec(&pipeFDs) == 0 else { throw Shell.Failure(description: "pipe failed") }
-        let environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+        let environment = Agentry.environment(extra)
             .map { "\($0.key)=\($0.value)" }
         let spawned = Result {
             try HostProcess.spawn(executable, arguments, environment: environment, directory: directory?.path) {
@@ -231,7 +247,7 @@ public final class RunningCommand {
             throw Shell.Failure(description: "\(program) is not installed")
         }
         folder = try TemporaryDirectory("agentry-command")
-        let environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+        let environment = Agentry.environment(extra)
             .map { "\($0.key)=\($0.value)" }
         let out = folder.path + "/stdout"
         let err = folder.path + "/stderr"
