@@ -1,3 +1,4 @@
+import AgentryBasics
 import CGit2
 import Foundation
 
@@ -15,7 +16,45 @@ public struct GitCredentials: Sendable, Equatable {
     /// From `$AGENTRY_GIT_TOKEN` and `$AGENTRY_GIT_USERNAME`.
     public init(environment: [String: String]) {
         self.init(token: environment["AGENTRY_GIT_TOKEN"], username: environment["AGENTRY_GIT_USERNAME"])
+        self.environment = environment
     }
+
+    /// The environment git's credential helper runs with (none: the helper is not asked).
+    var environment: [String: String]?
+
+    /// These credentials, or, without a token, what git's credential helper has for an HTTPS `url`
+    /// (`git credential fill`, run in `directory` so the repository's own configuration counts,
+    /// never prompting).
+    func withHelper(url: String, directory: String) -> GitCredentials {
+        guard token == nil, let environment, let parts = URL(string: url), let scheme = parts.scheme,
+            let host = parts.host, scheme == "https" || (scheme == "http" && Self.loopback.contains(host)),
+            let git = HostProcess.locate("git", path: environment["PATH"])
+        else { return self }
+        var variables = environment
+        variables["GIT_TERMINAL_PROMPT"] = "0"
+        variables["GIT_ASKPASS"] = "true"
+        variables["SSH_ASKPASS"] = nil
+        let hostAndPort = parts.port.map { "\(host):\($0)" } ?? host
+        var request = "protocol=\(scheme)\nhost=\(hostAndPort)\n"
+        let path = parts.path.drop { $0 == "/" }
+        if !path.isEmpty { request += "path=\(path)\n" }
+        if let user = username ?? parts.user { request += "username=\(user)\n" }
+        guard
+            let answer = try? HostProcess.run(
+                git, ["credential", "fill"], environment: variables.map { "\($0.key)=\($0.value)" },
+                directory: directory, input: Array((request + "\n").utf8), timeout: .seconds(15)),
+            answer.status == 0
+        else { return self }
+        var fields: [String: String] = [:]
+        for line in String(decoding: answer.stdout, as: UTF8.self).split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            fields[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        guard let password = fields["password"], !password.isEmpty else { return self }
+        return GitCredentials(token: password, username: fields["username"] ?? username)
+    }
+
+    static let loopback: Set<String> = ["127.0.0.1", "localhost", "[::1]", "::1"]
 }
 
 #if canImport(Glibc)
@@ -219,7 +258,9 @@ public final class HistoryBranch {
         var result = git_remote_lookup(&remote, handle, "origin")
         guard result == 0, let remote else { throw GitError.last(result, "find the remote origin") }
         defer { git_remote_free(remote) }
-        let url = Self.withoutPassword(git_remote_url(remote).map { String(cString: $0) } ?? "origin")
+        let rawURL = git_remote_url(remote).map { String(cString: $0) } ?? "origin"
+        let url = Self.withoutPassword(rawURL)
+        let credentials = credentials.withHelper(url: rawURL, directory: repository.gitDirectory)
         let token = credentials.token.map { strdup($0) } ?? nil
         let username = credentials.username.map { strdup($0) } ?? nil
         defer {
@@ -237,7 +278,7 @@ public final class HistoryBranch {
             var error = GitError.last(result, doing)
             if result == GIT_EAUTH.rawValue || status.asked != 0 {
                 error.message =
-                    "origin (\(url)) refused agentry's credentials to \(doing) (\(error.message)); give a token that may push in $AGENTRY_GIT_TOKEN (with $AGENTRY_GIT_USERNAME when the host wants one), or load a key into ssh-agent (SSH_AUTH_SOCK); a CI job needs write permission on the repository's contents"
+                    "origin (\(url)) refused agentry's credentials to \(doing) (\(error.message)); give a token that may push in $AGENTRY_GIT_TOKEN (with $AGENTRY_GIT_USERNAME when the host wants one) or through git's credential helper, or load a key into ssh-agent (SSH_AUTH_SOCK); a CI job needs write permission on the repository's contents"
             }
             return error
         }

@@ -509,6 +509,17 @@ extension ApplyCommandTests {
             "git", ["--git-dir", remotes.path + "/agents.git", "ls-tree", "-r", "--name-only", "agentry/history"])
         #expect(remote.stdout.contains("-second-kill-"), "both records reached the remote: \(remote.stdout)")
         #expect(remote.stdout.contains("-first-kill-"), "the earlier record went with the next push")
+
+        // Without $AGENTRY_GIT_TOKEN, git's credential helper (here the repository's own `store`).
+        let store = remotes.path + "/credentials"
+        try "http://x-access-token:\(token)@127.0.0.1:\(port)\n".write(
+            toFile: store, atomically: true, encoding: .utf8)
+        try Shell.git(["config", "credential.helper", "store --file=\(store)"], in: repo.url)
+        let helped = try kill("third", environment: ["AGENTRY_GIT_TOKEN": ""])
+        #expect(helped.status == 0 && !helped.stderr.contains("not pushed"), "\(helped.stderr)")
+        let after = try Shell.run(
+            "git", ["--git-dir", remotes.path + "/agents.git", "ls-tree", "-r", "--name-only", "agentry/history"])
+        #expect(after.stdout.contains("-third-kill-"), "\(after.stdout)")
         // The token is in no file agentry wrote.
         let grep = try Shell.run("grep", ["-rl", token, repo.path + "/.git", state.path])
         #expect(grep.stdout.isEmpty, "\(grep.stdout)")
