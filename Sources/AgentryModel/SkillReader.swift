@@ -23,6 +23,15 @@ enum SkillReader {
             let name = path.dropFirst("skills/".count)
             return !name.isEmpty && !name.contains("/") && !name.hasPrefix(".")
         }.sorted()
+        // Skill files are placed in the machine through an archive and the file system, whose
+        // paths end at 4096 bytes, the home and the skills folder in front. Found in one pass over
+        // the tree (not one per skill), by the skill folder they are in.
+        var tooLong: [String: [String]] = [:]
+        for (path, entry) in tree.entries where path.utf8.count > maximumPath && path.hasPrefix("skills/") {
+            if case .directory = entry { continue }
+            let folder = path.split(separator: "/", maxSplits: 2).prefix(2).joined(separator: "/")
+            tooLong[folder, default: []].append(path)
+        }
         for folder in folders {
             let name = String(folder.dropFirst("skills/".count))
             let manifest = folder + "/SKILL.md"
@@ -41,10 +50,7 @@ enum SkillReader {
             default:
                 continue  // a stray file under skills/ is not a skill
             }
-            // Skill files are placed in the machine through an archive and the file system, whose
-            // paths end at 4096 bytes, the home and the skills folder in front.
-            for (path, entry) in tree.entries where path.hasPrefix(folder + "/") && path.utf8.count > maximumPath {
-                if case .directory = entry { continue }
+            for path in (tooLong[folder] ?? []).sorted() {
                 result.diagnostics.append(
                     Diagnostic(
                         .error, .skillSpec, file: displayPrefix + path, at: .start,
