@@ -11,10 +11,11 @@ public struct Operations: Sendable {
     }
 
     /// Runs a command in the agent's machine (in its lane), streaming its output; returns its exit
-    /// status (137 after a timeout kill).
+    /// status (137 after a timeout kill). With `terminal`, on a pseudo-terminal in the guest (its
+    /// output all comes as standard output).
     public func exec(
         agent: String, argv: [String], timeout: Duration?, environment: [String] = [], stdin: [UInt8] = [],
-        output: @escaping @Sendable (ProcessStream, [UInt8]) -> Void
+        terminal: TerminalSession? = nil, output: @escaping @Sendable (ProcessStream, [UInt8]) -> Void
     ) async throws -> Int {
         let ports = ports
         let record = try reachable(agent)
@@ -31,9 +32,15 @@ public struct Operations: Sendable {
                 if EgressPolicy(fields: record.fields).allowlist != nil {
                     base += EgressProxyAddress.environment.map { "\($0.key)=\($0.value)" }.sorted()
                 }
-                let result = try channel.exec(
-                    argv, environment: base + environment, directory: AgentLayout.home, stdin: stdin,
-                    timeout: timeout, interruption: nil, output: output)
+                let result =
+                    try terminal.map { terminal in
+                        try channel.execTerminal(
+                            argv, environment: base + environment, directory: AgentLayout.home, terminal: terminal,
+                            timeout: timeout, output: { output(.stdout, $0) })
+                    }
+                    ?? channel.exec(
+                        argv, environment: base + environment, directory: AgentLayout.home, stdin: stdin,
+                        timeout: timeout, interruption: nil, output: output)
                 if result.timedOut, let timeout {
                     output(.stderr, Array("agentry: timed out after \(timeout.goStyle); the command was killed\n".utf8))
                 }

@@ -216,6 +216,55 @@ public final class ControlChannel {
         throw MachineError(.guestFailed, "the guest agent stopped answering while running \(argv.first ?? "")")
     }
 
+    /// Runs a command on a pseudo-terminal in the guest, typing what `terminal.input` gives into it
+    /// and following the window's size; returns its exit status.
+    func runTerminal(
+        _ argv: [String], environment: [String], directory: String, terminal: TerminalSession, timeout: Duration?,
+        output: ([UInt8]) -> Void
+    ) throws -> GuestExit {
+        let id = newID()
+        let milliseconds = timeout.map { max(1, Int($0.millisecondsRoundedUp)) } ?? 0
+        var size = terminal.size()
+        try send(
+            .execTerminal(
+                id: id, argv: argv, environment: environment, directory: directory, rows: size.rows,
+                columns: size.columns, timeoutMillis: milliseconds))
+        let hostDeadline = ContinuousClock.now + (timeout.map { $0 + .seconds(30) } ?? .seconds(86_400 * 365))
+        var input = terminal.input
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while ContinuousClock.now < hostDeadline {
+            // Frames already read ahead first; then whichever comes: the guest's, or typing.
+            var message = try receive(until: .now)
+            if message == nil {
+                var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]
+                if let input { descriptors.append(pollfd(fd: input, events: Int16(POLLIN), revents: 0)) }
+                _ = poll(&descriptors, nfds_t(descriptors.count), 100)
+                if let source = input, descriptors[1].revents != 0 {
+                    let count = read(source, &buffer, buffer.count)
+                    if count > 0 {
+                        try send(.input(id: newID(), target: id, data: Array(buffer[0..<count])))
+                    } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                        input = nil  // the terminal went away; the command goes on until it ends
+                    }
+                }
+                let now = terminal.size()
+                if now != size {
+                    size = now
+                    try send(.resize(id: newID(), target: id, rows: now.rows, columns: now.columns))
+                }
+                if descriptors[0].revents != 0 { message = try receive(until: .now + .milliseconds(1)) }
+            }
+            switch message {
+            case .output(id, _, let data)?: output(data)
+            case .exited(id, let status, _, let timedOut)?:
+                return GuestExit(status: status, timedOut: timedOut, interrupted: false)
+            case .failure(id, let text)?: throw MachineError(.guestRefused, text)
+            default: continue
+            }
+        }
+        throw MachineError(.guestFailed, "the guest agent stopped answering while running \(argv.first ?? "")")
+    }
+
     public func putFile(_ path: String, _ data: [UInt8], mode: Int) throws {
         let reply = try request { .putFile(id: $0, path: path, mode: mode, data: data) }
         if case .failure(_, let text) = reply { throw MachineError(.guestRefused, text) }
@@ -252,5 +301,13 @@ extension ControlChannel: GuestChannel {
         try run(
             argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout,
             interruption: interruption, output: output)
+    }
+
+    public func execTerminal(
+        _ argv: [String], environment: [String], directory: String, terminal: TerminalSession, timeout: Duration?,
+        output: ([UInt8]) -> Void
+    ) throws -> GuestExit {
+        try runTerminal(
+            argv, environment: environment, directory: directory, terminal: terminal, timeout: timeout, output: output)
     }
 }

@@ -237,21 +237,27 @@ extension MachineSupervisor {
             guard let own = message.id else { return }
             let id = newID()
             var outgoing = message.withID(id)
+            /// The guest's id of a command this client started (the target is the client's own id).
+            func command(_ target: UInt32) -> UInt32? {
+                routes.first(where: { $0.value.client == fd && $0.value.exec && $0.value.id == target })?.key
+            }
             switch message {
-            case .exec:
+            case .exec, .execTerminal:
                 routes[id] = Route(client: fd, id: own, exec: true)
             case .signal(_, let target, let signal):
-                // The target is the client's own id for a command it started.
-                guard
-                    let guestTarget = routes.first(where: {
-                        $0.value.client == fd && $0.value.exec && $0.value.id == target
-                    })?.key
-                else {
+                guard let guestTarget = command(target) else {
                     toClient(fd, .failure(id: own, message: "no running command \(target)"))
                     return
                 }
                 outgoing = .signal(id: id, target: guestTarget, signal: signal)
                 routes[id] = Route(client: fd, id: own, exec: false)
+            case .input(_, let target, let data):
+                // No reply: input for a command that has ended is dropped.
+                guard let guestTarget = command(target) else { return }
+                outgoing = .input(id: id, target: guestTarget, data: data)
+            case .resize(_, let target, let rows, let columns):
+                guard let guestTarget = command(target) else { return }
+                outgoing = .resize(id: id, target: guestTarget, rows: rows, columns: columns)
             case .putFile, .getFile, .ping, .shutdown:
                 routes[id] = Route(client: fd, id: own, exec: false)
             default:
@@ -319,6 +325,13 @@ extension Message {
         case .signal(_, let target, let signal): return .signal(id: id, target: target, signal: signal)
         case .ping: return .ping(id: id)
         case .shutdown: return .shutdown(id: id)
+        case .execTerminal(_, let argv, let environment, let directory, let rows, let columns, let timeout):
+            return .execTerminal(
+                id: id, argv: argv, environment: environment, directory: directory, rows: rows, columns: columns,
+                timeoutMillis: timeout)
+        case .input(_, let target, let data): return .input(id: id, target: target, data: data)
+        case .resize(_, let target, let rows, let columns):
+            return .resize(id: id, target: target, rows: rows, columns: columns)
         }
     }
 }

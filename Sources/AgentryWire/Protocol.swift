@@ -45,10 +45,19 @@ public enum Message: Sendable, Equatable {
     case ping(id: UInt32)
     /// Syncs and powers the machine off.
     case shutdown(id: UInt32)
+    /// As `exec`, on a new pseudo-terminal of `rows` by `columns` (the command's session and
+    /// controlling terminal): its output comes as `stdout`, its input with `input`.
+    case execTerminal(
+        id: UInt32, argv: [String], environment: [String], directory: String, rows: Int, columns: Int,
+        timeoutMillis: Int)
+    /// Bytes typed into the terminal of the exec `target` (no reply).
+    case input(id: UInt32, target: UInt32, data: [UInt8])
+    /// The terminal of the exec `target` is now `rows` by `columns` (no reply).
+    case resize(id: UInt32, target: UInt32, rows: Int, columns: Int)
 
     enum Tag: UInt8 {
         case hello = 1, output, exited, fileData, ok, failure, pong
-        case exec = 64, putFile, getFile, signal, ping, shutdown
+        case exec = 64, putFile, getFile, signal, ping, shutdown, execTerminal, input, resize
     }
 
     /// The request id a reply or stream belongs to (hello has none).
@@ -57,7 +66,8 @@ public enum Message: Sendable, Equatable {
         case .hello: return nil
         case .output(let id, _, _), .exited(let id, _, _, _), .fileData(let id, _), .ok(let id), .failure(let id, _),
             .pong(let id), .exec(let id, _, _, _, _, _), .putFile(let id, _, _, _), .getFile(let id, _),
-            .signal(let id, _, _), .ping(let id), .shutdown(let id):
+            .signal(let id, _, _), .ping(let id), .shutdown(let id), .execTerminal(let id, _, _, _, _, _, _),
+            .input(let id, _, _), .resize(let id, _, _, _):
             return id
         }
     }
@@ -127,6 +137,26 @@ public enum Message: Sendable, Equatable {
         case .shutdown(let id):
             body.byte(Tag.shutdown.rawValue)
             body.int(Int(id))
+        case .execTerminal(let id, let argv, let environment, let directory, let rows, let columns, let timeout):
+            body.byte(Tag.execTerminal.rawValue)
+            body.int(Int(id))
+            body.strings(argv)
+            body.strings(environment)
+            body.string(directory)
+            body.int(rows)
+            body.int(columns)
+            body.int(timeout)
+        case .input(let id, let target, let data):
+            body.byte(Tag.input.rawValue)
+            body.int(Int(id))
+            body.int(Int(target))
+            body.data(data)
+        case .resize(let id, let target, let rows, let columns):
+            body.byte(Tag.resize.rawValue)
+            body.int(Int(id))
+            body.int(Int(target))
+            body.int(rows)
+            body.int(columns)
         }
         let length = UInt32(body.bytes.count)
         return [
@@ -190,6 +220,23 @@ public enum Message: Sendable, Equatable {
             message = id().map { .ping(id: $0) }
         case .shutdown:
             message = id().map { .shutdown(id: $0) }
+        case .execTerminal:
+            guard let id = id(), let argv = reader.strings(), let environment = reader.strings(),
+                let directory = reader.string(), let rows = reader.int(), let columns = reader.int(),
+                let timeout = reader.int()
+            else { return nil }
+            message = .execTerminal(
+                id: id, argv: argv, environment: environment, directory: directory, rows: rows, columns: columns,
+                timeoutMillis: timeout)
+        case .input:
+            guard let id = id(), let target = reader.int().flatMap({ UInt32(exactly: $0) }), let data = reader.data()
+            else { return nil }
+            message = .input(id: id, target: target, data: data)
+        case .resize:
+            guard let id = id(), let target = reader.int().flatMap({ UInt32(exactly: $0) }), let rows = reader.int(),
+                let columns = reader.int()
+            else { return nil }
+            message = .resize(id: id, target: target, rows: rows, columns: columns)
         }
         return reader.atEnd ? message : nil
     }

@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/reboot.h>
@@ -15,6 +17,25 @@ int agentry_pipe_cloexec(int fds[2]) {
 
 int agentry_memfd(void) {
     return (int)syscall(SYS_memfd_create, "agentry-stdin", 1u /* MFD_CLOEXEC */);
+}
+
+int agentry_open_terminal(char *name, unsigned long size, int rows, int columns) {
+    int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (master < 0) master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (master < 0) return -1;
+    if (grantpt(master) != 0 || unlockpt(master) != 0 || ptsname_r(master, name, size) != 0 ||
+        agentry_resize_terminal(master, rows, columns) != 0) {
+        close(master);
+        return -1;
+    }
+    return master;
+}
+
+int agentry_resize_terminal(int master, int rows, int columns) {
+    struct winsize size = {0};
+    size.ws_row = (unsigned short)(rows > 0 && rows < 10000 ? rows : 24);
+    size.ws_col = (unsigned short)(columns > 0 && columns < 10000 ? columns : 80);
+    return ioctl(master, TIOCSWINSZ, &size);
 }
 
 int agentry_power_off(void) {

@@ -68,6 +68,9 @@ enum Boot {
         if access("/proc/self", F_OK) != 0 { _ = mount("proc", "/proc", "proc") }
         _ = mount("sysfs", "/sys", "sysfs")
         _ = mount("devtmpfs", "/dev", "devtmpfs")
+        // Pseudo-terminals, for `agentry exec -t`.
+        mkdir("/dev/pts", 0o755)
+        _ = mount("devpts", "/dev/pts", "devpts", 0, "newinstance,ptmxmode=0666,mode=0620")
         _ = mount("run", "/run", "tmpfs", 0, "mode=0755")
         _ = mount("tmp", "/tmp", "tmpfs", 0, "mode=1777")
         loadModules("\(moduleFolder)/order")

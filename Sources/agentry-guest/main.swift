@@ -104,6 +104,11 @@ final class Job {
     var status: Int32?
     var exitedAt: Double?
     var sweptLeftovers = false
+    /// The master of the command's pseudo-terminal (also `stdout`), -1 when it has none.
+    var terminal: Int32 = -1
+    /// Input the terminal has not taken yet.
+    var typeahead: [UInt8] = []
+    static let typeaheadLimit = 1 << 20
 
     init(id: UInt32, pid: pid_t, stdout: Int32, stderr: Int32, deadline: Double?) {
         self.id = id
@@ -254,6 +259,16 @@ final class Agent {
             send(.pong(id: id))
         case .exec(let id, let argv, let environment, let directory, let stdin, let timeout):
             start(id: id, argv: argv, environment: environment, directory: directory, stdin: stdin, timeout: timeout)
+        case .execTerminal(let id, let argv, let environment, let directory, let rows, let columns, let timeout):
+            startTerminal(
+                id: id, argv: argv, environment: environment, directory: directory, rows: rows, columns: columns,
+                timeout: timeout)
+        case .input(_, let target, let data):
+            if let job = jobs[target] { type(data, into: job) }
+        case .resize(_, let target, let rows, let columns):
+            if let job = jobs[target], job.terminal >= 0 {
+                _ = agentry_resize_terminal(job.terminal, Int32(clamping: rows), Int32(clamping: columns))
+            }
         case .putFile(let id, let path, let mode, let data):
             makeParents(path)
             // Never blocks on a FIFO planted where the file goes, never writes through a device or a
@@ -321,6 +336,7 @@ final class Agent {
             exit(0)
         default:
             log("ignoring a message the host should not send")
+            if let id = message.id { send(.failure(id: id, message: "the guest agent does not take this request")) }
         }
     }
 
@@ -348,12 +364,58 @@ final class Agent {
             send(.failure(id: id, message: "cannot make pipes: \(String(cString: strerror(errno)))"))
             return
         }
+        launch(
+            id: id, argv: argv, environment: environment, directory: directory, timeout: timeout,
+            standard: .descriptors([input, output[1], errors[1]]), reading: (output[0], errors[0]), terminal: -1)
+    }
+
+    /// A command on a new pseudo-terminal: its session's controlling terminal, its three standard
+    /// descriptors; what it writes comes back as standard output, and `input` frames are typed in.
+    func startTerminal(
+        id: UInt32, argv: [String], environment: [String], directory: String, rows: Int, columns: Int, timeout: Int
+    ) {
+        guard !argv.isEmpty else {
+            send(.failure(id: id, message: "empty command"))
+            return
+        }
+        var name = [CChar](repeating: 0, count: 128)
+        let master = agentry_open_terminal(&name, UInt(name.count), Int32(clamping: rows), Int32(clamping: columns))
+        guard master >= 0 else {
+            send(.failure(id: id, message: "cannot open a terminal: \(String(cString: strerror(errno)))"))
+            return
+        }
+        let path = String(cString: name)
+        launch(
+            id: id, argv: argv, environment: environment, directory: directory, timeout: timeout,
+            standard: .terminal(path), reading: (master, -1), terminal: master)
+    }
+
+    enum Standard {
+        /// Descriptors to become 0, 1 and 2 (closed here once the command has them).
+        case descriptors([Int32])
+        /// A terminal to open as 0 (becoming the new session's controlling terminal), then 1 and 2.
+        case terminal(String)
+    }
+
+    func launch(
+        id: UInt32, argv: [String], environment: [String], directory: String, timeout: Int, standard: Standard,
+        reading: (Int32, Int32), terminal: Int32
+    ) {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, input, 0)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
+        switch standard {
+        case .descriptors(let descriptors):
+            for (target, descriptor) in descriptors.enumerated() {
+                posix_spawn_file_actions_adddup2(&actions, descriptor, Int32(target))
+            }
+        case .terminal(let path):
+            // Opened after setsid (posix_spawn's order), without O_NOCTTY: it becomes the session's
+            // controlling terminal, so ^C and job control work as in any login.
+            posix_spawn_file_actions_addopen(&actions, 0, path, O_RDWR, 0)
+            posix_spawn_file_actions_adddup2(&actions, 0, 1)
+            posix_spawn_file_actions_adddup2(&actions, 0, 2)
+        }
         if !directory.isEmpty { agentry_spawn_chdir(&actions, directory) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -378,12 +440,9 @@ final class Agent {
         // posix_spawnp would search the guest agent's own PATH: search the command's instead.
         let program = resolve(argv[0], environment: environment)
         let result = posix_spawn(&pid, program, &actions, &attributes, cArgv, cEnv)
-        close(input)
-        close(output[1])
-        close(errors[1])
+        if case .descriptors(let descriptors) = standard { descriptors.forEach { close($0) } }
         guard result == 0 else {
-            close(output[0])
-            close(errors[0])
+            [reading.0, reading.1].filter { $0 >= 0 }.forEach { close($0) }
             // As a shell says it: on standard error, and 127 (not found) or 126 (not executable).
             let text = "agentry-guest: cannot run \(argv[0]): \(String(cString: strerror(result)))\n"
             send(.output(id: id, stream: .stderr, data: Array(text.utf8)))
@@ -391,10 +450,36 @@ final class Agent {
             return
         }
         let job = Job(
-            id: id, pid: pid, stdout: output[0], stderr: errors[0],
+            id: id, pid: pid, stdout: reading.0, stderr: reading.1,
             deadline: timeout > 0 ? now() + Double(timeout) / 1000 : nil)
+        job.terminal = terminal
         jobs[id] = job
         jobsByPID[pid] = job
+    }
+
+    /// Types `data` into a job's terminal, as far as it takes it now; the rest waits (bounded).
+    func type(_ data: [UInt8], into job: Job) {
+        guard job.terminal >= 0 else { return }
+        if job.typeahead.count + data.count > Job.typeaheadLimit {
+            log("dropping terminal input: the command has not read \(Job.typeaheadLimit) bytes")
+            return
+        }
+        job.typeahead += data
+        flushTypeahead(job)
+    }
+
+    func flushTypeahead(_ job: Job) {
+        while !job.typeahead.isEmpty && job.terminal >= 0 {
+            let written = job.typeahead.withUnsafeBufferPointer { write(job.terminal, $0.baseAddress, $0.count) }
+            if written > 0 {
+                job.typeahead.removeFirst(written)
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                if written < 0 && errno != EAGAIN { job.typeahead = [] }  // the terminal is gone
+                return
+            }
+        }
     }
 
     /// Reads a job's pipe; closes it at end of file.
@@ -405,7 +490,12 @@ final class Agent {
         if count > 0 {
             send(.output(id: job.id, stream: stream, data: Array(chunk[0..<count])))
         } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+            // A terminal's master reads EIO once the command and everything it started let go.
             close(descriptor)
+            if descriptor == job.terminal {
+                job.terminal = -1
+                job.typeahead = []
+            }
             if stream == .stdout { job.stdout = -1 } else { job.stderr = -1 }
         }
     }
@@ -461,7 +551,9 @@ final class Agent {
             var owners: [(Job, ProcessStream)] = []
             for job in jobs.values {
                 if job.stdout >= 0 {
-                    descriptors.append(pollfd(fd: job.stdout, events: Int16(POLLIN), revents: 0))
+                    let typing = job.terminal == job.stdout && !job.typeahead.isEmpty
+                    descriptors.append(
+                        pollfd(fd: job.stdout, events: Int16(typing ? POLLIN | POLLOUT : POLLIN), revents: 0))
                     owners.append((job, .stdout))
                 }
                 if job.stderr >= 0 {
@@ -501,7 +593,9 @@ final class Agent {
                 }
             }
             for (index, (job, stream)) in owners.enumerated() where descriptors[index + 1].revents != 0 {
-                drain(job, stream: stream)
+                let events = descriptors[index + 1].revents
+                if events & Int16(POLLOUT) != 0 { flushTypeahead(job) }
+                if events & ~Int16(POLLOUT) != 0 { drain(job, stream: stream) }
             }
             enforceDeadlines()
             reap()

@@ -156,7 +156,13 @@ enum Output {
 /// the output is a terminal (`TerminalFilter`), passed as they are to a file or pipe.
 final class GuestOutput: Sendable {
     private let filters = Mutex<[Int32: TerminalFilter]>([:])
-    private let terminals: Set<Int32> = Set([1, 2].filter { isatty($0) != 0 })
+    private let terminals: Set<Int32>
+
+    /// `raw`: an operator's terminal session (`exec -t`), which needs the command's escape
+    /// sequences as they are; otherwise what a guest writes to a terminal is filtered.
+    init(raw: Bool = false) {
+        terminals = raw ? [] : Set([1, 2].filter { isatty($0) != 0 })
+    }
 
     func write(_ data: [UInt8], to descriptor: Int32) {
         guard terminals.contains(descriptor) else { return Output.write(data, to: descriptor) }

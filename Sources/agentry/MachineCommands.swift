@@ -198,6 +198,13 @@ struct ExecCommand: AsyncParsableCommand {
     )
     var interactive = false
 
+    @Flag(
+        name: [.short, .long],
+        help:
+            "Run the command on a terminal in the machine (a shell, an editor), its output passed to yours unfiltered; with -i, what you type goes to it as you type it."
+    )
+    var tty = false
+
     @OptionGroup var state: StateOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -205,18 +212,30 @@ struct ExecCommand: AsyncParsableCommand {
         guard !command.isEmpty else {
             throw ValidationError("name a command after --, e.g. agentry exec \(agent) -- uname -a")
         }
-        let guest = GuestOutput()
+        let guest = GuestOutput(raw: tty)
         // As `docker exec`: 125 when agentry could not run the command at all; 126 and 127 come
         // from the guest (not executable, not found); otherwise the command's own status.
         let status: Int
         do {
             let input =
-                interactive
+                interactive && !tty
                 ? try readInput(
                     "-", what: "standard input",
                     limit: (Copy.largestFile, "exec -i passes up to that (copy larger files with `agentry cp`)")) : []
-            status = try await Operations(state.ports(try logging.makeLogger())).exec(
-                agent: agent, argv: command, timeout: timeout, stdin: input,
+            let ports = state.ports(try logging.makeLogger())
+            // A terminal in the guest: this one raw while the command runs, so every key reaches it.
+            if tty && interactive && isatty(0) == 0 {
+                throw CoreError(
+                    .invalidArgument,
+                    "-it types from a terminal, and standard input is not a terminal; pass input with -i alone")
+            }
+            let local = tty && interactive ? RawTerminal.enter(0) : nil
+            defer { local?.leave() }
+            let terminal = tty ? TerminalSession(input: interactive ? 0 : nil, size: { RawTerminal.size() }) : nil
+            let variables =
+                tty ? ["TERM=" + (LocalHost.environment()["TERM"].flatMap { $0.isEmpty ? nil : $0 } ?? "xterm")] : []
+            status = try await Operations(ports).exec(
+                agent: agent, argv: command, timeout: timeout, environment: variables, stdin: input, terminal: terminal,
                 output: { stream, data in guest.write(data, to: stream == .stdout ? 1 : 2) })
         } catch let error as CoreError {
             guest.finish()
@@ -577,5 +596,37 @@ final class HostTree: Sendable {
             guard written > 0 else { throw CoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
             offset += written
         }
+    }
+}
+
+/// This process's terminal, raw for the length of an `exec -it` session and restored after.
+struct RawTerminal {
+    let descriptor: Int32
+    let saved: termios
+
+    /// Makes `descriptor` raw when it is a terminal; nil when it is not (a pipe, a file).
+    static func enter(_ descriptor: Int32) -> RawTerminal? {
+        guard isatty(descriptor) != 0 else { return nil }
+        var saved = termios()
+        guard tcgetattr(descriptor, &saved) == 0 else { return nil }
+        var raw = saved
+        cfmakeraw(&raw)
+        guard tcsetattr(descriptor, TCSANOW, &raw) == 0 else { return nil }
+        return RawTerminal(descriptor: descriptor, saved: saved)
+    }
+
+    func leave() {
+        var saved = saved
+        tcsetattr(descriptor, TCSANOW, &saved)
+    }
+
+    /// The window's size (of whichever standard descriptor is a terminal), else 24 by 80.
+    static func size() -> (rows: Int, columns: Int) {
+        var window = winsize()
+        for descriptor: Int32 in [1, 0, 2] where ioctl(descriptor, UInt(TIOCGWINSZ), &window) == 0 && window.ws_row > 0
+        {
+            return (Int(window.ws_row), Int(window.ws_col))
+        }
+        return (24, 80)
     }
 }

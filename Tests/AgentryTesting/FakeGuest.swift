@@ -59,6 +59,16 @@ final class FakeGuest: GuestChannel {
         machines.stop(name, graceful: true)
     }
 
+    /// As `exec`, both streams as the terminal's output (the fake has no terminal to type into).
+    func execTerminal(
+        _ argv: [String], environment: [String], directory: String, terminal: TerminalSession, timeout: Duration?,
+        output: ([UInt8]) -> Void
+    ) throws -> GuestExit {
+        try exec(
+            argv, environment: environment, directory: directory, stdin: [], timeout: timeout, interruption: nil,
+            output: { _, data in output(data) })
+    }
+
     func exec(
         _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
         interruption: Interruption?, output: (ProcessStream, [UInt8]) -> Void

@@ -112,6 +112,70 @@ extension ApplyCommandTests {
         #expect(show["kind"] as? String == "run" && (show["record"] as? String)?.contains(run) == true)
     }
 
+    /// `exec -it` is a shell on a terminal in the machine, driven from a terminal on the host: the
+    /// command's controlling terminal, the window's size, TERM, ^C reaching the foreground job, the
+    /// exit status passed through; `-t` alone and `-it` from a pipe work too.
+    @Test func execWithATerminalIsAnInteractiveShell() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["console"])
+        #expect(try agentry(["apply"], in: repo).status == 0)
+        let driver = #"""
+            import fcntl, json, os, pty, select, struct, subprocess, sys, termios, time
+            agentry, state = sys.argv[1], sys.argv[2]
+            env = dict(os.environ, TERM="xterm-test", AGENTRY_ACCELERATOR="tcg")
+            pid, fd = pty.fork()
+            if pid == 0:
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+                os.execve(agentry, [agentry, "exec", "--state-dir", state, "-it", "console", "--", "sh"], env)
+            seen = b""
+            def until(text, seconds=60):
+                global seen
+                deadline = time.time() + seconds
+                while text.encode() not in seen and time.time() < deadline:
+                    if select.select([fd], [], [], 0.2)[0]:
+                        try:
+                            seen += os.read(fd, 65536)
+                        except OSError:
+                            break
+                return text.encode() in seen
+            result = {}
+            os.write(fd, b"tty; echo size=$(stty size) term=$TERM\r")
+            result["terminal"] = until("term=xterm-test")
+            os.write(fd, b"sleep 45\r")
+            # ^C once the sleep runs (asked through another exec, not guessed).
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                found = subprocess.run([agentry, "exec", "--state-dir", state, "console", "--", "pidof", "sleep"],
+                                       env=env, capture_output=True)
+                if found.returncode == 0:
+                    break
+            os.write(fd, b"\x03")
+            os.write(fd, b"echo back-$((40+2))\r")
+            result["interrupted"] = until("back-42", 30)
+            os.write(fd, b"exit 3\r")
+            _, status = os.waitpid(pid, 0)
+            result["status"] = os.waitstatus_to_exitcode(status)
+            result["output"] = seen.decode(errors="replace")
+            print(json.dumps(result))
+            """#
+        let driven = try Shell.run(
+            "python3", ["-c", driver, Agentry.binary.path, state.path], in: repo.url, timeout: 240)
+        let result = try decodeJSON(driven.stdout)
+        let output = result["output"] as? String ?? ""
+        #expect(result["terminal"] as? Bool == true, "\(output)\(driven.stderr)")
+        #expect(output.contains("/dev/pts/"), "the command's standard input is a terminal: \(output)")
+        #expect(output.contains("size=33 101"), "the guest's terminal has the window's size: \(output)")
+        #expect(result["interrupted"] as? Bool == true, "^C reaches the foreground job: \(output)")
+        #expect(result["status"] as? Int == 3, "\(output)")
+
+        // -t alone: a terminal, nothing typed. -it with input that is not a terminal is refused, as
+        // `docker exec` does (-i alone passes it).
+        let alone = try agentry(["exec", "-t", "console", "--", "tty"], in: repo)
+        #expect(alone.status == 0 && alone.stdout.hasPrefix("/dev/pts/"), "\(alone.stdout)\(alone.stderr)")
+        let piped = try agentry(["exec", "-it", "console", "--", "sh"], in: repo)
+        #expect(piped.status == 125 && piped.stderr.contains("not a terminal"), "\(piped.stderr)")
+    }
+
     /// Binary data goes in and out byte for byte: `exec -i` passes standard input, `exec` returns
     /// output undecoded, `cp` copies files and folders both ways; names from the guest that could
     /// leave the destination are refused.

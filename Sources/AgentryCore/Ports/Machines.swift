@@ -114,6 +114,12 @@ public protocol GuestChannel: AnyObject {
         _ argv: [String], environment: [String], directory: String, stdin: [UInt8], timeout: Duration?,
         interruption: Interruption?, output: (ProcessStream, [UInt8]) -> Void
     ) throws -> GuestExit
+    /// Runs a command on a new pseudo-terminal in the guest (`agentry exec -t`): what it writes comes
+    /// to `output`, what is read from the terminal session's input is typed into it.
+    func execTerminal(
+        _ argv: [String], environment: [String], directory: String, terminal: TerminalSession, timeout: Duration?,
+        output: ([UInt8]) -> Void
+    ) throws -> GuestExit
     func putFile(_ path: String, _ data: [UInt8], mode: Int) throws
     func getFile(_ path: String) throws -> [UInt8]
     /// Asks the guest to sync its disks and power off.
@@ -121,6 +127,14 @@ public protocol GuestChannel: AnyObject {
 }
 
 extension GuestChannel {
+    /// A channel without terminals (a test double) says so.
+    public func execTerminal(
+        _ argv: [String], environment: [String], directory: String, terminal: TerminalSession, timeout: Duration?,
+        output: ([UInt8]) -> Void
+    ) throws -> GuestExit {
+        throw CoreError(.machineFailed, "this machine's channel cannot run a command on a terminal")
+    }
+
     public func exec(
         _ argv: [String], environment: [String] = [], directory: String = AgentLayout.home, timeout: Duration? = nil,
         output: (ProcessStream, [UInt8]) -> Void
@@ -128,6 +142,19 @@ extension GuestChannel {
         try exec(
             argv, environment: environment, directory: directory, stdin: [], timeout: timeout, interruption: nil,
             output: output)
+    }
+}
+
+/// The operator's side of `agentry exec -t`: where typing comes from and how big the window is.
+public struct TerminalSession: Sendable {
+    /// A terminal (raw) whose keys are typed into the guest's terminal; nil: nothing is typed.
+    public var input: Int32?
+    /// The window's size now (asked again as the command runs: a resized window follows).
+    public var size: @Sendable () -> (rows: Int, columns: Int)
+
+    public init(input: Int32?, size: @escaping @Sendable () -> (rows: Int, columns: Int)) {
+        self.input = input
+        self.size = size
     }
 }
 

@@ -10,6 +10,13 @@ int agentry_pipe_cloexec(int fds[2]);
    never blocks the writer. */
 int agentry_memfd(void);
 
+/* A new pseudo-terminal of `rows` by `columns`: returns its master (close-on-exec, non-blocking)
+   and writes its terminal's path into `name`; -1 on failure (errno set). */
+int agentry_open_terminal(char *name, unsigned long size, int rows, int columns);
+
+/* Sets the size of the terminal whose master is `master`. */
+int agentry_resize_terminal(int master, int rows, int columns);
+
 /* Powers the machine off (reboot(RB_POWER_OFF)); only PID 1 may. */
 int agentry_power_off(void);
 
