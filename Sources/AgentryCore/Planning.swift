@@ -354,13 +354,13 @@ extension Planning {
         _ plan: Plan, loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore
     ) -> [TextChange] {
         let touched = plan.listed.contains { action in action.reasons.contains(where: showsText) }
-        guard touched, let records = try? state.agents() else { return [] }
-        let applied = Dictionary(records.map { ($0.name, $0.appliedCommit) }, uniquingKeysWith: { a, _ in a })
+        guard touched else { return [] }
         var commits: [String: LoadedCommit] = [:]
         return textChanges(
             plan,
             before: { name in
-                guard let commit = applied[name], !commit.isEmpty else { return nil }
+                // Read for the few agents whose texts are shown, not for the whole state.
+                guard let commit = (try? state.agent(name))??.appliedCommit, !commit.isEmpty else { return nil }
                 if commits[commit] == nil {
                     guard commits.count < 3, let old = try? reader.load(commit, remember: false) else { return nil }
                     commits[commit] = old

@@ -53,6 +53,9 @@ public final class QEMUBackend: MachineBackend {
 
     public func observe(_ name: String) -> MachineObservation {
         let directory = directory(name)
+        // No machine folder, no machine (one stat for an agent never started here).
+        var folder = stat()
+        if stat(directory, &folder) != 0 && errno == ENOENT { return MachineObservation(process: .absent) }
         if let pid = QEMUMachine.runningPID(directory) {
             return MachineObservation(
                 process: .running, resources: QEMUMachine.resources(pid: pid), allowlist: egressAllowlist(name))
