@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // MARK: System libraries
@@ -90,6 +91,18 @@ let package = Package(
             ]
         ),
 
+        // The model gateway: a run's model calls, served on the host (NIO), sent on to the
+        // providers (AsyncHTTPClient: TLS, streaming) with their keys added here.
+        .target(
+            name: "AgentryGateway",
+            dependencies: [
+                "AgentryCore", "AgentryRender",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+
         // MARK: Composition and executables
 
         // The one place that wires the real adapters into the core.
@@ -97,7 +110,7 @@ let package = Package(
             name: "AgentryComposition",
             dependencies: [
                 "AgentryCore", "AgentrySource", "AgentryHistory", "AgentryState", "AgentrySecrets", "AgentryMachine",
-                "AgentryGit", "AgentryBasics", .product(name: "Logging", package: "swift-log"),
+                "AgentryGateway", "AgentryGit", "AgentryBasics", .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -163,6 +176,7 @@ let package = Package(
             name: "AgentryMachineTests",
             dependencies: ["AgentryMachine", "AgentryCore", "AgentryRender", "AgentryWire", "TestSupport"]
         ),
+        .testTarget(name: "AgentryGatewayTests", dependencies: ["AgentryGateway", "AgentryCore", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"]),
     ]
 )

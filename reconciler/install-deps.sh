@@ -7,9 +7,10 @@ set -euo pipefail
 # (the secret store's encryption), git (tests),
 # python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline), QEMU and
 # qemu-img (the microVMs), busybox-static and debootstrap (the guest images), socat (joins a guest's
-# connections to its egress proxy), procps (pgrep/pkill in tests).
+# connections to its egress proxy and model gateway), procps (pgrep/pkill in tests), curl (the
+# gateway's tests speak HTTP over its unix socket).
 packages=(libgit2-dev libyaml-dev libsqlite3-dev libsodium-dev pkg-config git python3 python3-yaml python3-jsonschema
-    qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils debootstrap socat)
+    qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils debootstrap socat curl)
 
 missing=()
 for package in "${packages[@]}"; do

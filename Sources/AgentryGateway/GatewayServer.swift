@@ -1,0 +1,127 @@
+import AgentryCore
+import AgentryRender
+import AsyncHTTPClient
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The model gateway, served for each run on a unix socket of the agent's machine folder, which
+/// QEMU's user network reaches from the guest at `GatewayAddress` (a `guestfwd`). Only the run's
+/// own machine reaches its socket, and only the run's token opens it: one agent's token never works
+/// for another's.
+///
+/// A request is read whole (at most `Limits.requestBody`), its token checked, then sent to the
+/// first model that answers: the provider's key goes in the header its API wants, and when a model
+/// fails before its answer began (refused, reset, no answer head within `firstByte`, 429, 5xx) the
+/// same request goes to the next, its `model` field rewritten. The answer streams back unbuffered
+/// while its usage is read off it. Bodies are never logged.
+public final class GatewayServer: ModelGateway {
+    public struct Limits: Sendable {
+        public var requestBody = 32 << 20
+        public var connections = 64
+        public var firstByte: TimeAmount = .seconds(120)
+        public var idleRead: TimeAmount = .minutes(5)
+
+        public init() {}
+    }
+
+    let socket: @Sendable (String) -> String
+    let limits: Limits
+    /// Made with the first session (most commands never open one).
+    private let made = NIOLockedValueBox<HTTPClient?>(nil)
+
+    /// `socket` names the unix socket of an agent's gateway.
+    public init(socket: @escaping @Sendable (String) -> String, limits: Limits = Limits()) {
+        self.socket = socket
+        self.limits = limits
+    }
+
+    deinit {
+        if let client = made.withLockedValue({ $0 }) { try? client.syncShutdown() }
+    }
+
+    var client: HTTPClient {
+        made.withLockedValue { made in
+            if let client = made { return client }
+            var configuration = HTTPClient.Configuration()
+            configuration.redirectConfiguration = .disallow
+            configuration.timeout = .init(connect: .seconds(4), read: limits.idleRead)
+            configuration.decompression = .disabled
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            made = client
+            return client
+        }
+    }
+
+    public func open(_ run: GatewayRun) throws -> any GatewaySession {
+        guard let primary = run.routes.first else {
+            throw CoreError(.invalidRepository, "the run of \(run.agent) has no model for the gateway")
+        }
+        let session = Session(run: run, primaryPath: GatewayAddress.path(of: primary.baseURL))
+        let listener = Listener(path: socket(run.agent), session: session, limits: limits, client: client)
+        try listener.start()
+        session.listener = listener
+        return session
+    }
+
+    /// One run's token, models and usage.
+    final class Session: GatewaySession, @unchecked Sendable {
+        let run: GatewayRun
+        let token: String
+        let guestBaseURL: String
+        let primaryPath: String
+        private let state = NIOLockedValueBox(State())
+        var listener: Listener?
+
+        struct State {
+            var usage = ModelUsage()
+            var open = true
+        }
+
+        init(run: GatewayRun, primaryPath: String) {
+            self.run = run
+            self.primaryPath = primaryPath
+            var bytes = [UInt8](repeating: 0, count: 32)
+            for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
+            token = "agr_" + bytes.map { String($0, radix: 16).leftPadded(2) }.joined()
+            guestBaseURL = GatewayAddress.url + primaryPath
+        }
+
+        /// Whether `presented` is this open session's token (compared in constant time).
+        func admits(_ presented: String?) -> Bool {
+            guard let presented, state.withLockedValue({ $0.open }) else { return false }
+            let given = Array(presented.utf8)
+            let expected = Array(token.utf8)
+            guard given.count == expected.count else { return false }
+            var difference: UInt8 = 0
+            for (a, b) in zip(given, expected) { difference |= a ^ b }
+            return difference == 0
+        }
+
+        var tokensUsed: Int { state.withLockedValue { $0.usage.inputTokens + $0.usage.outputTokens } }
+
+        func record(_ call: ModelCall) {
+            state.withLockedValue { $0.usage.add(call) }
+        }
+
+        func budgetSpent() {
+            state.withLockedValue { $0.usage.budgetExceeded = true }
+        }
+
+        func usage() -> ModelUsage { state.withLockedValue { $0.usage } }
+
+        func close() -> ModelUsage {
+            state.withLockedValue { $0.open = false }
+            listener?.stop()
+            return usage()
+        }
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

@@ -1,0 +1,352 @@
+import AgentryCore
+import AgentryRender
+import AsyncHTTPClient
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One run's gateway socket: accepts connections (at most `Limits.connections` at once) and serves
+/// each request on it until the session closes.
+final class Listener: @unchecked Sendable {
+    typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+
+    let path: String
+    let session: GatewayServer.Session
+    let limits: GatewayServer.Limits
+    let client: HTTPClient
+    private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let open = NIOLockedValueBox(0)
+
+    init(path: String, session: GatewayServer.Session, limits: GatewayServer.Limits, client: HTTPClient) {
+        self.path = path
+        self.session = session
+        self.limits = limits
+        self.client = client
+    }
+
+    /// Binds the socket (waiting until it is bound, on this thread only) and serves in the
+    /// background: each connection is served by a task of its own.
+    func start() throws {
+        do {
+            let server = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.backlog, value: 64)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        let connection = try Connection(wrappingChannelSynchronously: channel)
+                        Task(executorPreference: GatewayExecutor.shared) { await self.serve(connection) }
+                    }
+                }
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
+            chmod(path, 0o600)
+            channel.withLockedValue { $0 = server }
+        } catch {
+            throw CoreError(.machineFailed, "cannot serve the model gateway on \(path): \(error)")
+        }
+    }
+
+    func stop() {
+        // Closed before the path goes: the next run of the agent binds a fresh socket there.
+        if let server = channel.withLockedValue({ $0 }) { try? server.close().wait() }
+        unlink(path)
+    }
+
+    // MARK: - One connection
+
+    func serve(_ connection: Connection) async {
+        let admitted = open.withLockedValue { count -> Bool in
+            guard count < limits.connections else { return false }
+            count += 1
+            return true
+        }
+        defer { if admitted { open.withLockedValue { $0 -= 1 } } }
+        try? await connection.executeThenClose { inbound, outbound in
+            var parts = inbound.makeAsyncIterator()
+            while true {
+                guard case .head(let head)? = try await parts.next() else { return }
+                var body = ByteBuffer()
+                var tooLarge = false
+                reading: while let part = try await parts.next() {
+                    switch part {
+                    case .body(var chunk):
+                        if tooLarge || body.readableBytes + chunk.readableBytes > limits.requestBody {
+                            tooLarge = true
+                            body.clear()
+                        } else {
+                            body.writeBuffer(&chunk)
+                        }
+                    case .end: break reading
+                    case .head: return
+                    }
+                }
+                guard admitted else {
+                    try await Self.refuse(
+                        outbound, .serviceUnavailable, "overloaded",
+                        "more than \(limits.connections) connections to the model gateway at once", close: true)
+                    return
+                }
+                let keepAlive = head.isKeepAlive && !tooLarge
+                let finished = try await handle(
+                    head, body: tooLarge ? nil : body, outbound: outbound, keepAlive: keepAlive)
+                if !keepAlive || !finished { return }
+            }
+        }
+    }
+
+    /// Answers one request; false when the connection must close (an answer cut short).
+    func handle(
+        _ head: HTTPRequestHead, body: ByteBuffer?, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+        keepAlive: Bool
+    ) async throws -> Bool {
+        let presented =
+            head.headers.first(name: "x-api-key")
+            ?? head.headers.first(name: "authorization").flatMap { value -> String? in
+                let parts = value.split(separator: " ", maxSplits: 1)
+                return parts.count == 2 && parts[0].lowercased() == "bearer" ? String(parts[1]) : nil
+            }
+        guard session.admits(presented) else {
+            try await Self.refuse(
+                outbound, .unauthorized, "authentication_error",
+                "the model gateway takes only the token of a run in progress (this one ended, or belongs to another agent)",
+                close: !keepAlive)
+            return true
+        }
+        guard let body else {
+            try await Self.refuse(
+                outbound, .payloadTooLarge, "request_too_large",
+                "the request body is over the gateway's limit of \(limits.requestBody >> 20) MiB", close: true)
+            return false
+        }
+        if let budget = session.run.budgetTokens, session.tokensUsed >= budget {
+            session.budgetSpent()
+            try await Self.refuse(
+                outbound, .tooManyRequests, "budget_exceeded",
+                "the run's token budget (\(budget) tokens, spec.run.budget) is spent", close: !keepAlive)
+            return true
+        }
+        return try await forward(head, body: body, outbound: outbound, keepAlive: keepAlive)
+    }
+
+    /// Sends the request to the first model that answers, and its answer back.
+    func forward(
+        _ head: HTTPRequestHead, body: ByteBuffer, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+        keepAlive: Bool
+    ) async throws -> Bool {
+        let started = NIODeadline.now()
+        let original = Data(body.readableBytesView)
+        let requested = Self.model(in: original) ?? ""
+        var passedOver: [String] = []
+        var lastReason = ""
+        var timedOut = false
+        let routes = session.run.routes
+        guard head.uri.hasPrefix(session.primaryPath) else {
+            try await Self.refuse(
+                outbound, .notFound, "not_found",
+                "the model gateway serves paths under \(session.primaryPath.isEmpty ? "/" : session.primaryPath)",
+                close: !keepAlive)
+            return true
+        }
+        let suffix = String(head.uri.dropFirst(session.primaryPath.count))
+        for (index, route) in routes.enumerated() {
+            let last = index == routes.count - 1
+            var request = HTTPClientRequest(url: Self.trimmed(route.baseURL) + suffix)
+            request.method = head.method
+            request.headers = Self.upstreamHeaders(head.headers, route: route)
+            var payload = original
+            if index > 0, let rewritten = Self.rewriting(original, model: route.model) { payload = rewritten }
+            request.body = .bytes(ByteBuffer(bytes: payload))
+            let response: HTTPClientResponse
+            do {
+                response = try await answerHead(request)
+            } catch {
+                let reason = Self.describe(error)
+                timedOut = reason.contains("no answer")
+                lastReason = "\(route.resource): \(reason)"
+                passedOver.append(lastReason)
+                continue
+            }
+            let status = Int(response.status.code)
+            if !last && (status == 429 || status >= 500) {
+                // Nothing of this answer has gone to the harness yet: the next model may answer.
+                for try await _ in response.body {}
+                lastReason = "\(route.resource): HTTP \(status)"
+                passedOver.append(lastReason)
+                continue
+            }
+            return try await relay(
+                response, route: route, requested: requested, passedOver: passedOver, started: started,
+                outbound: outbound)
+        }
+        let names = routes.map(\.resource).joined(separator: ", then ")
+        session.record(
+            ModelCall(
+                requested: requested, served: nil, status: timedOut ? 504 : 502,
+                durationMilliseconds: Self.milliseconds(since: started), fallbacks: passedOver, error: lastReason))
+        try await Self.refuse(
+            outbound, timedOut ? .gatewayTimeout : .badGateway, "upstream_unavailable",
+            "no model answered (tried \(names)): \(passedOver.joined(separator: "; "))", close: !keepAlive)
+        return true
+    }
+
+    /// The upstream's answer head, or `FirstByteTimeout` when none comes within `limits.firstByte`
+    /// (the request is cancelled).
+    func answerHead(_ request: HTTPClientRequest) async throws -> HTTPClientResponse {
+        let client = client
+        let limit = limits.firstByte
+        return try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
+            group.addTask { try await client.execute(request, timeout: .hours(24)) }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(limit.nanoseconds))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let response = first else { throw FirstByteTimeout() }
+            return response
+        }
+    }
+
+    struct FirstByteTimeout: Error {}
+
+    /// Streams an upstream answer to the harness as it comes, reading its usage on the way.
+    func relay(
+        _ response: HTTPClientResponse, route: GatewayRoute, requested: String, passedOver: [String],
+        started: NIODeadline, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+    ) async throws -> Bool {
+        var headers = HTTPHeaders()
+        for (name, value) in response.headers where !Self.hopByHop.contains(name.lowercased()) {
+            headers.add(name: name, value: value)
+        }
+        let firstByte = Self.milliseconds(since: started)
+        var meter = UsageMeter(contentType: response.headers.first(name: "content-type"))
+        var call = ModelCall(
+            requested: requested, served: route.resource, status: Int(response.status.code),
+            firstByteMilliseconds: firstByte, fallbacks: passedOver)
+        defer {
+            meter.finish()
+            call.inputTokens = meter.inputTokens
+            call.outputTokens = meter.outputTokens
+            call.durationMilliseconds = Self.milliseconds(since: started)
+            session.record(call)
+        }
+        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)))
+        do {
+            for try await chunk in response.body {
+                meter.feed(chunk.readableBytesView)
+                try await outbound.write(.body(.byteBuffer(chunk)))
+            }
+        } catch {
+            // After the first byte a failure is the harness's to see: the answer is cut, and said so.
+            call.incomplete = true
+            call.error = Self.describe(error)
+            return false
+        }
+        try await outbound.write(.end(nil))
+        return true
+    }
+
+    // MARK: - Pieces
+
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+        "trailer", "transfer-encoding", "upgrade", "content-length",
+    ]
+
+    /// The harness's headers minus its token and the hop-by-hop ones, plus the provider's key in the
+    /// header its API takes.
+    static func upstreamHeaders(_ incoming: HTTPHeaders, route: GatewayRoute) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        for (name, value) in incoming {
+            let lower = name.lowercased()
+            if hopByHop.contains(lower) || ["host", "authorization", "x-api-key", "accept-encoding"].contains(lower) {
+                continue
+            }
+            headers.add(name: name, value: value)
+        }
+        // Answers are read for their usage: uncompressed.
+        headers.add(name: "accept-encoding", value: "identity")
+        guard let credential = route.credential else { return headers }
+        let key = String(decoding: credential, as: UTF8.self)
+        if route.api == "messages" {
+            headers.add(name: "x-api-key", value: key)
+            if !headers.contains(name: "anthropic-version") {
+                headers.add(name: "anthropic-version", value: "2023-06-01")
+            }
+        } else {
+            headers.add(name: "authorization", value: "Bearer " + key)
+        }
+        return headers
+    }
+
+    static func trimmed(_ url: String) -> String {
+        var url = url
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
+    }
+
+    static func model(in body: Data) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return nil }
+        return object["model"] as? String
+    }
+
+    /// The request for another model: its JSON with `model` replaced.
+    static func rewriting(_ body: Data, model: String) -> Data? {
+        guard var object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return nil }
+        object["model"] = model
+        return try? JSONSerialization.data(withJSONObject: object)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if error is FirstByteTimeout { return "no answer in time" }
+        if let client = error as? HTTPClientError {
+            if client == .deadlineExceeded { return "no answer in time" }
+            if client == .readTimeout { return "the answer stalled" }
+            if client == .remoteConnectionClosed { return "the connection was closed" }
+        }
+        if let io = error as? IOError { return "cannot connect (\(io.description))" }
+        if let channel = error as? ChannelError, channel == .connectTimeout(.seconds(10)) {
+            return "cannot connect (timed out)"
+        }
+        return "\(error)"
+    }
+
+    static func milliseconds(since start: NIODeadline) -> Int {
+        Int((NIODeadline.now() - start).nanoseconds / 1_000_000)
+    }
+
+    /// An error the harness can read, in the shape both API families use.
+    static func refuse(
+        _ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, _ status: HTTPResponseStatus,
+        _ type: String, _ message: String, close: Bool
+    ) async throws {
+        let object: [String: Any] = ["type": "error", "error": ["type": type, "message": message]]
+        let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "content-length", value: "\(body.count)")
+        if close { headers.add(name: "connection", value: "close") }
+        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
+        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+        try await outbound.write(.end(nil))
+    }
+}
+
+/// Where the gateway's connections run: threads of their own, not Swift's cooperative pool, which
+/// blocking work elsewhere in the process (a test's subprocess, a command waiting on a guest) may
+/// hold; a harness's model calls never wait for it.
+final class GatewayExecutor: TaskExecutor {
+    static let shared = GatewayExecutor()
+    let queue = DispatchQueue(label: "agentry.gateway", attributes: .concurrent)
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        queue.async { job.runSynchronously(on: executor) }
+    }
+}

@@ -1,0 +1,225 @@
+import AgentryCore
+import AgentryGateway
+import Foundation
+import TestSupport
+import Testing
+
+/// The model gateway on the host, against the stub model server (real HTTP on loopback), spoken to
+/// over its unix socket as a guest's harness would through QEMU.
+@Suite struct GatewayTests {
+    let folder: TemporaryDirectory
+    let stub: BackgroundProcess
+    let port: String
+    let log: String
+
+    init() throws {
+        folder = try TemporaryDirectory("agentry-gateway")
+        log = folder.path + "/stub.jsonl"
+        stub = try BackgroundProcess(
+            "python3", [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/model_stub.py").path, log])
+        port = stub.firstLine()
+    }
+
+    var stubURL: String { "http://127.0.0.1:\(port)" }
+
+    func gateway(_ limits: GatewayServer.Limits = GatewayServer.Limits()) -> GatewayServer {
+        let folder = folder.path
+        return GatewayServer(socket: { folder + "/\($0).sock" }, limits: limits)
+    }
+
+    func route(
+        _ resource: String, model: String? = nil, api: String = "messages", baseURL: String? = nil,
+        key: String = "sk-real-key-of-\(UUID().uuidString.prefix(8))"
+    ) -> GatewayRoute {
+        GatewayRoute(
+            resource: resource, model: model ?? resource, api: api, baseURL: baseURL ?? stubURL + "/v1",
+            credential: Array(key.utf8))
+    }
+
+    struct Answer {
+        var status: Int
+        var body: String
+    }
+
+    /// A request to the agent's gateway socket, as the harness sends it.
+    func call(
+        _ agent: String, _ path: String, token: String?, body: String, header: String = "x-api-key",
+        extra: [String] = []
+    ) throws -> Answer {
+        var arguments = [
+            "-sS", "--unix-socket", folder.path + "/\(agent).sock", "-o", "-", "-w", "\n%{http_code}",
+            "-H", "content-type: application/json", "--data-binary", body,
+        ]
+        if let token {
+            arguments += ["-H", header == "bearer" ? "authorization: Bearer \(token)" : "x-api-key: \(token)"]
+        }
+        arguments += extra + ["http://gateway" + path]
+        let result = try Shell.run("curl", arguments)
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        return Answer(status: Int(lines.last ?? "") ?? 0, body: lines.dropLast().joined(separator: "\n"))
+    }
+
+    func received() throws -> [[String: Any]] {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        return try text.split(separator: "\n").map {
+            try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+
+    @Test func theProviderKeyIsAddedOnTheHostAndTheTokenGoesNoFurther() throws {
+        let server = gateway()
+        let key = "sk-ant-the-real-provider-key"
+        let session = try server.open(
+            GatewayRun(agent: "scout", runID: "r1", routes: [route("sonnet", model: "claude-x", key: key)]))
+        defer { _ = session.close() }
+        #expect(session.guestBaseURL == "http://10.0.2.101/v1")
+        #expect(session.token.hasPrefix("agr_") && session.token.count == 68 && !session.token.contains(key))
+
+        let answer = try call(
+            "scout", "/v1/messages", token: session.token, body: #"{"model": "claude-x", "max_tokens": 5}"#)
+        #expect(answer.status == 200 && answer.body.contains("answer from claude-x"), "\(answer)")
+        let seen = try #require(try received().last)
+        let headers = try #require(seen["headers"] as? [String: String])
+        #expect(headers["x-api-key"] == key, "the provider got its key")
+        #expect(headers["anthropic-version"] == "2023-06-01")
+        #expect(!headers.values.contains(session.token), "the run's token stays at the gateway: \(headers)")
+        #expect(seen["path"] as? String == "/v1/messages")
+
+        let usage = session.usage()
+        #expect(usage.totalCalls == 1 && usage.inputTokens == 11 && usage.outputTokens == 7)
+        #expect(usage.calls.first?.served == "sonnet" && usage.calls.first?.requested == "claude-x")
+        #expect(usage.byModel["sonnet"]?.calls == 1)
+    }
+
+    /// All three APIs, streamed: the events reach the harness as the model sent them, and the usage
+    /// is read from the events each API puts it in.
+    @Test func streamsPassThroughAndTheirUsageIsCounted() throws {
+        let server = gateway()
+        for (api, path, auth, input, output) in [
+            ("messages", "/v1/messages", "x-api-key", 11, 7),
+            ("chat-completions", "/v1/chat/completions", "bearer", 13, 5),
+            ("responses", "/v1/responses", "bearer", 17, 3),
+        ] {
+            let key = "sk-\(api)-key"
+            let session = try server.open(
+                GatewayRun(agent: "streamer", runID: api, routes: [route("m", model: "mx", api: api, key: key)]))
+            let answer = try call(
+                "streamer", path, token: session.token, body: #"{"model": "mx", "stream": true}"#, header: auth)
+            #expect(answer.status == 200, "\(api): \(answer)")
+            #expect(answer.body.contains("data: ") && answer.body.contains("answer from mx"), "\(api): \(answer.body)")
+            let headers = try #require(try received().last?["headers"] as? [String: String])
+            if api == "messages" {
+                #expect(headers["x-api-key"] == key)
+            } else {
+                #expect(headers["authorization"] == "Bearer \(key)", "\(api): \(headers)")
+            }
+            let usage = session.close()
+            #expect(usage.inputTokens == input && usage.outputTokens == output, "\(api): \(usage)")
+        }
+    }
+
+    @Test func onlyTheTokenOfTheRunInProgressIsAccepted() throws {
+        let server = gateway()
+        let first = try server.open(GatewayRun(agent: "a", runID: "r1", routes: [route("m")]))
+        let token = first.token
+        #expect(try call("a", "/v1/messages", token: nil, body: "{}").status == 401)
+        #expect(
+            try call("a", "/v1/messages", token: "agr_" + String(repeating: "0", count: 64), body: "{}").status == 401)
+        // Another agent's gateway does not know this token.
+        let other = try server.open(GatewayRun(agent: "b", runID: "r9", routes: [route("m")]))
+        defer { _ = other.close() }
+        #expect(try call("b", "/v1/messages", token: token, body: #"{"model": "m"}"#).status == 401)
+        _ = first.close()
+        // The run ended; the next run of the same agent does not take the old token.
+        let second = try server.open(GatewayRun(agent: "a", runID: "r2", routes: [route("m")]))
+        defer { _ = second.close() }
+        let replayed = try call("a", "/v1/messages", token: token, body: #"{"model": "m"}"#)
+        #expect(replayed.status == 401 && replayed.body.contains("run in progress"), "\(replayed)")
+        #expect(try call("a", "/v1/messages", token: second.token, body: #"{"model": "m"}"#).status == 200)
+        #expect(try received().count == 1, "refused requests never reached the model")
+    }
+
+    /// A model that fails before answering (refused, 5xx, 429) gives way to the next, with the
+    /// request's `model` rewritten; with none left, the harness reads why.
+    @Test func failuresFallBackToTheNextModelAndAreRecorded() throws {
+        let server = gateway()
+        let closed = "http://127.0.0.1:1/v1"
+        let session = try server.open(
+            GatewayRun(
+                agent: "f", runID: "r",
+                routes: [
+                    route("primary", model: "p", baseURL: closed), route("busy", model: "fail-503"),
+                    route("local", model: "llama"),
+                ]))
+        let answer = try call("f", "/v1/messages", token: session.token, body: #"{"model": "p", "max_tokens": 1}"#)
+        #expect(answer.status == 200 && answer.body.contains("answer from llama"), "\(answer)")
+        let models = try received().map { $0["model"] as? String }
+        #expect(models == ["fail-503", "llama"], "each fallback got the request under its own name")
+        let call = try #require(session.close().calls.first)
+        #expect(call.requested == "p" && call.served == "local")
+        #expect(call.fallbacks.count == 2 && call.fallbacks[0].hasPrefix("primary: cannot connect"), "\(call)")
+        #expect(call.fallbacks[1] == "busy: HTTP 503")
+
+        let alone = try server.open(
+            GatewayRun(agent: "g", runID: "r", routes: [route("only", model: "o", baseURL: closed)]))
+        let down = try self.call("g", "/v1/messages", token: alone.token, body: #"{"model": "o"}"#)
+        #expect(down.status == 502 && down.body.contains("only: cannot connect"), "\(down)")
+        #expect(alone.close().calls.first?.error?.contains("only") == true)
+    }
+
+    @Test func aStalledModelTimesOutToTheNextOrTo504() throws {
+        var limits = GatewayServer.Limits()
+        limits.firstByte = .seconds(1)
+        let server = gateway(limits)
+        let session = try server.open(
+            GatewayRun(agent: "s", runID: "r", routes: [route("slow", model: "slow-x"), route("quick", model: "q")]))
+        let answer = try call("s", "/v1/messages", token: session.token, body: #"{"model": "slow-x"}"#)
+        #expect(answer.status == 200 && answer.body.contains("answer from q"), "\(answer)")
+        #expect(session.close().calls.first?.fallbacks.first == "slow: no answer in time")
+        let alone = try server.open(GatewayRun(agent: "t", runID: "r", routes: [route("slow", model: "slow-y")]))
+        defer { _ = alone.close() }
+        #expect(try call("t", "/v1/messages", token: alone.token, body: #"{"model": "slow-y"}"#).status == 504)
+    }
+
+    @Test func anAnswerCutAfterItsFirstByteIsPassedOnAndMarkedIncomplete() throws {
+        let server = gateway()
+        let session = try server.open(
+            GatewayRun(agent: "c", runID: "r", routes: [route("cutter", model: "cut-x"), route("spare", model: "s")]))
+        let answer = try call("c", "/v1/messages", token: session.token, body: #"{"model": "cut-x", "stream": true}"#)
+        #expect(answer.body.contains("message_start") && !answer.body.contains("message_stop"), "\(answer)")
+        let call = try #require(session.close().calls.first)
+        #expect(call.incomplete && call.served == "cutter", "no fallback once bytes went out: \(call)")
+        #expect(try received().count == 1)
+    }
+
+    @Test func budgetsBodiesAndConnectionsAreBounded() throws {
+        var limits = GatewayServer.Limits()
+        limits.requestBody = 1024
+        limits.connections = 2
+        let server = gateway(limits)
+        let session = try server.open(
+            GatewayRun(agent: "b", runID: "r", routes: [route("m")], budgetTokens: 10))
+        defer { _ = session.close() }
+        let large = #"{"model": "m", "padding": ""# + String(repeating: "x", count: 4096) + #""}"#
+        #expect(try call("b", "/v1/messages", token: session.token, body: large).status == 413)
+        #expect(try call("b", "/v1/messages", token: session.token, body: #"{"model": "m"}"#).status == 200)
+        let spent = try call("b", "/v1/messages", token: session.token, body: #"{"model": "m"}"#)
+        #expect(spent.status == 429 && spent.body.contains("budget"), "\(spent)")
+        #expect(session.usage().budgetExceeded)
+
+        // Two connections held open (a harness that opens many): the third is refused, not queued.
+        let holders = try (0..<2).map { _ in
+            try BackgroundProcess(
+                "python3",
+                [
+                    "-c",
+                    "import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)",
+                    folder.path + "/b.sock",
+                ])
+        }
+        for holder in holders { #expect(holder.firstLine() == "held") }
+        let refused = try call("b", "/v1/messages", token: session.token, body: #"{"model": "m"}"#)
+        #expect(refused.status == 503 && refused.body.contains("connections"), "\(refused)")
+        withExtendedLifetime(holders) {}
+    }
+}
