@@ -1,5 +1,6 @@
 import AgentryBasics
 import AgentryCore
+import AgentryGateway
 import AgentryGit
 import AgentryHistory
 import AgentryMachine
@@ -58,6 +59,7 @@ public enum LocalHost {
                     directory: SQLiteParseCache.defaultDirectory(environment: host.variables), generation: build)
                 : nil,
             secrets: secrets, machines: machines,
+            gateway: GatewayServer(socket: { [machines] in machines.gatewaySocket($0) }),
             history: GitHistory(hostName: host.hostName, credentials: GitCredentials(environment: host.variables)),
             clock: SystemClock(),
             host: host, logger: logger)

@@ -97,6 +97,12 @@ enum HealthCheck {
                     changes.append(
                         Change(field: "machine.network", old: actual.network.rawValue, new: wanted.network.rawValue))
                 }
+                if actual.gateway != wanted.gateway {
+                    // A machine started before its agent had a model (or by an agentry without the
+                    // gateway) cannot reach it.
+                    changes.append(
+                        Change(field: "machine.gateway", old: "\(actual.gateway)", new: "\(wanted.gateway)"))
+                }
                 if !changes.isEmpty {
                     let detail = changes.map { "\($0.field) \($0.old ?? "") (applied: \($0.new ?? ""))" }
                     return MachineStatus(
@@ -133,6 +139,6 @@ extension MachineSpec {
             name: name, base: values["environment.base"] ?? "minimal", packages: packages,
             cpus: Int(values["environment.resources.cpus"] ?? "1") ?? 1, memoryMiB: Int(max(64, memory >> 20)),
             diskBytes: Quantity(values["environment.resources.disk"] ?? "4Gi")?.bytes ?? 4 << 30,
-            egress: EgressPolicy(fields: fields))
+            egress: EgressPolicy(fields: fields), gateway: !(values["model"] ?? "").isEmpty)
     }
 }

@@ -6,10 +6,12 @@ import Logging
 public struct Ports: Sendable {
     public var source: any RepositorySource
     public var state: any StateStore
-    /// Where the loader remembers what it parsed (usually the state store); nil: parse afresh.
+    /// Where the loader remembers what it parsed (the user's parse cache); nil: parse afresh.
     public var parseCache: (any ParseCache)?
     public var secrets: any SecretStore
     public var machines: any MachineBackend
+    /// Where machines' model calls go: provider keys stay on the host.
+    public var gateway: any ModelGateway
     public var history: any HistoryStore
     public var clock: any WallClock
     public var host: HostEnvironment
@@ -18,7 +20,8 @@ public struct Ports: Sendable {
 
     public init(
         source: any RepositorySource, state: any StateStore, parseCache: (any ParseCache)?, secrets: any SecretStore,
-        machines: any MachineBackend, history: any HistoryStore, clock: any WallClock, host: HostEnvironment,
+        machines: any MachineBackend, gateway: any ModelGateway, history: any HistoryStore, clock: any WallClock,
+        host: HostEnvironment,
         lanes: AgentLanes = AgentLanes(), logger: Logger
     ) {
         self.source = source
@@ -26,6 +29,7 @@ public struct Ports: Sendable {
         self.parseCache = parseCache
         self.secrets = secrets
         self.machines = machines
+        self.gateway = gateway
         self.history = history
         self.clock = clock
         self.host = host

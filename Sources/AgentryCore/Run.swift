@@ -148,7 +148,10 @@ public struct Runner: Sendable {
         if let allowlist = egress.allowlist { try? ports.machines.setEgressAllowlist(request.agent, allowlist) }
         attempt.enter(.secrets)
         let secrets = try resolveSecrets(bundle, agent: request.agent)
-        attempt.redactor = Redactor(Array(secrets.values))
+        // The model gateway serves this run (and only it) until the harness is done.
+        let gateway = try openGateway(bundle, secrets: secrets, runID: attempt.runID)
+        defer { if let gateway { attempt.usage = gateway.close() } }
+        attempt.redactor = Redactor(Array(secrets.values) + (gateway.map { [Array($0.token.utf8)] } ?? []))
         let context = attempt.context
         let rendered = Rendering.render(bundle, run: context)
         let secretFolder = "/run/secrets/\(attempt.runID)"
@@ -184,11 +187,13 @@ public struct Runner: Sendable {
             try channel.putFile(secretFolder + "/" + binding.env, value, mode: 0o400)
             environment[binding.env] = String(decoding: value, as: UTF8.self)
         }
-        for (variable, entry) in rendered.secretEnvironment {
-            guard let value = secrets[entry.secret] else { continue }
+        if let gateway {
+            // The harness's key is the run's gateway token: the provider's key stays on the host.
             var values = Rendering.values(bundle, run: context)
-            values["model.apiKey"] = String(decoding: value, as: UTF8.self)
-            environment[variable] = Rendering.render(entry.template, values)
+            values["model.apiKey"] = gateway.token
+            for (variable, template) in rendered.tokenEnvironment {
+                environment[variable] = Rendering.render(template, values)
+            }
         }
         try checkInterruption(request)
         // The harness, streamed (the log kept, redacted), in the run's cgroup.
@@ -218,17 +223,34 @@ public struct Runner: Sendable {
         if let signal = request.interruption?.signal { throw RunInterrupted(signal: signal) }
     }
 
+    /// The models a run's calls may go to: the agent's model, then its fallbacks that speak the same
+    /// API (the gateway does not translate between APIs; validate warns of the others).
+    static func gatewayModels(_ bundle: AgentBundle) -> [Model] {
+        guard let primary = bundle.model else { return [] }
+        return [primary] + bundle.fallbackModels.filter { $0.api == primary.api }
+    }
+
+    /// Opens the gateway for the run when the agent has a model.
+    func openGateway(_ bundle: AgentBundle, secrets: [String: [UInt8]], runID: String) throws -> (any GatewaySession)? {
+        let models = Self.gatewayModels(bundle)
+        guard !models.isEmpty else { return nil }
+        let routes = models.map { model in
+            GatewayRoute(
+                resource: model.metadata.name, model: model.name, api: model.api?.rawValue ?? "chat-completions",
+                baseURL: model.baseURL, credential: model.credentialsRef.flatMap { secrets[$0] })
+        }
+        return try reporting(.machineFailed) {
+            try ports.gateway.open(
+                GatewayRun(
+                    agent: bundle.name, runID: runID, routes: routes, budgetTokens: bundle.agent.run.budgetTokens))
+        }
+    }
+
     /// Every secret the run needs, by reference; fails naming the missing ones.
     func resolveSecrets(_ bundle: AgentBundle, agent: String) throws -> [String: [UInt8]] {
-        let rendered = Rendering.render(bundle, run: .none)
-        if rendered.secretEnvironment.values.contains(where: { $0.secret.isEmpty }) {
-            throw CoreError(
-                .invalidRepository,
-                "the harness \(bundle.harness.metadata.name) uses {{model.apiKey}} but the model \(bundle.model?.metadata.name ?? "-") has no credentials.ref"
-            )
-        }
         var needed = bundle.agent.secrets.map { ($0.ref, $0.optional) }
-        needed += rendered.secretEnvironment.values.map { ($0.secret, false) }
+        // The keys of the models the gateway may send the run's calls to (they stay on the host).
+        needed += Self.gatewayModels(bundle).compactMap(\.credentialsRef).map { ($0, false) }
         var values: [String: [UInt8]] = [:]
         var missing: [String] = []
         let metadata = bundle.agent.metadata

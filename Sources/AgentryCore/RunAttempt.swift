@@ -27,6 +27,8 @@ struct RunAttempt {
     /// The output as the terminal sees it, kept for `logs -f` while the run goes on.
     let live: LiveLog
     var log: RunLog
+    /// What the run's model calls used (the gateway's count), once the gateway closed.
+    var usage: ModelUsage?
     /// What must happen in the guest however the run ends (its secrets removed, its processes ended).
     var cleanup: (() -> Void)?
 
@@ -338,6 +340,12 @@ struct RunAttempt {
         record.prompt = prompt ?? request.prompt.map { RunRecord.Prompt($0, isDefault: false) }
         record.phase = stoppedIn
         record.reason = reason
+        record.usage = usage
+        if let usage, usage.budgetExceeded, let budget = bundle?.agent.run.budgetTokens {
+            // The harness saw 429s; the record says why.
+            let note = "the run's token budget (\(budget) tokens) was spent; the model gateway refused further calls"
+            record.reason = record.reason.map { $0 + "; " + note } ?? note
+        }
         if let exit, !exit.interrupted { record.exitStatus = exit.status }
         record.timedOut = exit?.timedOut ?? false
         var logText = log.kept(timedOutAfter: record.timedOut ? UInt64(timeoutMilliseconds) : nil)

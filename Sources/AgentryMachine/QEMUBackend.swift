@@ -69,6 +69,9 @@ public final class QEMUBackend: MachineBackend {
         return MachineObservation(process: diskExists(name) ? .stopped : .absent)
     }
 
+    /// Where the model gateway of an agent's runs listens (its machine's guests reach it there).
+    public func gatewaySocket(_ name: String) -> String { QEMUMachine.gatewaySocket(directory(name)) }
+
     public func diskExists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: diskLocation(name)) }
 
     public func diskLocation(_ name: String) -> String { QEMUMachine.disk(directory(name)) }
@@ -285,15 +288,18 @@ public final class QEMUBackend: MachineBackend {
         let image = try image(base: spec.base, packages: spec.packages)
         var configuration = MachineConfiguration(
             name: spec.name, directory: directory(spec.name), image: image, cpus: spec.cpus, memoryMiB: spec.memoryMiB,
-            diskBytes: spec.diskBytes, network: spec.egress.hasNetwork, accelerator: accelerator(image))
-        if let allowlist = spec.egress.allowlist {
+            diskBytes: spec.diskBytes, network: spec.egress.hasNetwork || spec.gateway,
+            accelerator: accelerator(image))
+        configuration.unrestricted = spec.egress == .unrestricted
+        if spec.egress.allowlist != nil || spec.gateway {
             guard let socat = machine.commands.locate("socat") else {
                 throw MachineError(
                     .toolMissing,
-                    "socat is not installed; machines whose egress is an allowlist reach their proxy through it (apt-get install socat)"
+                    "socat is not installed; machines reach their egress proxy and model gateway through it (apt-get install socat)"
                 )
             }
-            configuration.restrict(to: allowlist, connector: socat)
+            if let allowlist = spec.egress.allowlist { configuration.restrict(to: allowlist, connector: socat) }
+            if spec.gateway { configuration.gatewayConnector = socat }
         }
         return configuration
     }

@@ -28,6 +28,10 @@ public struct MachineConfiguration: Sendable {
     public var allowlist: EgressAllowlist?
     /// The connector QEMU starts for each guest connection to the proxy (`socat`).
     public var proxyConnector: String?
+    /// `egress: all`: the network is not restricted to the proxy and the gateway.
+    public var unrestricted = false
+    /// With a model: the connector QEMU starts for each guest connection to the model gateway.
+    public var gatewayConnector: String?
     public var accelerator: Accelerator
 
     public init(
@@ -77,6 +81,8 @@ public struct QEMUMachine: Sendable {
     public static func egressAllowFile(_ directory: String) -> String { directory + "/egress.allow" }
     /// Where the supervisor serves the machine's egress proxy (`EgressService`).
     public static func egressSocket(_ directory: String) -> String { directory + "/egress.sock" }
+    /// The model gateway of the machine's runs (served by the process running the run).
+    public static func gatewaySocket(_ directory: String) -> String { directory + "/gateway.sock" }
     static func qemuLog(_ directory: String) -> String { directory + "/qemu.log" }
 
     /// The QEMU process serving this folder, if it is alive (by pidfile, checked against its command line).
@@ -100,12 +106,18 @@ public struct QEMUMachine: Sendable {
             let cpus = value("-smp").flatMap({ Int($0) })
         else { return nil }
         let network: MachineResources.Network
-        if let netdev = value("-netdev") {
-            network = netdev.contains("restrict=on") ? .allowlist : .unrestricted
-        } else {
+        let netdev = value("-netdev") ?? ""
+        if netdev.isEmpty {
             network = .none
+        } else if !netdev.contains("restrict=on") {
+            network = .unrestricted
+        } else {
+            // Restricted: through the proxy, or (only the gateway forwarded) no egress at all.
+            network = netdev.contains("guestfwd=tcp:\(EgressProxyAddress.guestAddress):") ? .allowlist : .none
         }
-        return MachineResources(cpus: cpus, memoryMiB: memory, network: network)
+        var resources = MachineResources(cpus: cpus, memoryMiB: memory, network: network)
+        resources.gateway = netdev.contains("guestfwd=tcp:\(GatewayAddress.guestAddress):")
+        return resources
     }
 
     /// Creates the environment disk if it does not exist; checks it if it does.
@@ -229,6 +241,16 @@ public struct QEMUMachine: Sendable {
         if configuration.allowlist == nil { unlink(Self.egressAllowFile(directory)) }
         if configuration.network {
             var netdev = "user,id=net"
+            // Nothing leaves but what QEMU forwards (the proxy, the gateway), unless egress is `all`.
+            if !configuration.unrestricted { netdev += ",restrict=on" }
+            if let connector = configuration.gatewayConnector {
+                // The model gateway: each guest connection to 10.0.2.101:80 goes to the socket the
+                // run's gateway serves (nothing answers between runs).
+                let command =
+                    "\(GuestShell.quote(connector)) STDIO UNIX-CONNECT:\(GuestShell.quote(Self.gatewaySocket(directory)))"
+                    .replacingOccurrences(of: ",", with: ",,")
+                netdev += ",guestfwd=tcp:\(GatewayAddress.guestAddress):\(GatewayAddress.guestPort)-cmd:\(command)"
+            }
             if let allowlist = configuration.allowlist, let connector = configuration.proxyConnector {
                 // Nothing leaves but what the proxy relays. QEMU starts the connector for each guest
                 // connection to 10.0.2.100:3128; it joins the supervisor's proxy, which bounds what
@@ -239,7 +261,7 @@ public struct QEMUMachine: Sendable {
                     "\(GuestShell.quote(connector)) STDIO UNIX-CONNECT:\(GuestShell.quote(Self.egressSocket(directory)))"
                     .replacingOccurrences(of: ",", with: ",,")
                 netdev +=
-                    ",restrict=on,guestfwd=tcp:\(EgressProxyAddress.guestAddress):\(EgressProxyAddress.guestPort)-cmd:\(command)"
+                    ",guestfwd=tcp:\(EgressProxyAddress.guestAddress):\(EgressProxyAddress.guestPort)-cmd:\(command)"
             }
             arguments += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net"]
         }

@@ -76,6 +76,7 @@ extension Diagnostic {
         case skillNameMismatch = "skill-name-mismatch"
         case skillSpec = "skill-spec"
         case unknownTemplateVariable = "unknown-template-variable"
+        case fallbackAPIMismatch = "fallback-api-mismatch"
         // policy
         case credentialLike = "credential-like"
         case secretInFile = "secret-in-file"
@@ -89,7 +90,7 @@ extension Diagnostic {
                 .missingOwner, .secretValue, .unsupportedYAML:
                 return .schema
             case .duplicateName, .unresolvedReference, .unsupportedAPI, .instructionsMissing, .pathEscape,
-                .skillFrontMatter, .skillNameMismatch, .skillSpec, .unknownTemplateVariable:
+                .skillFrontMatter, .skillNameMismatch, .skillSpec, .unknownTemplateVariable, .fallbackAPIMismatch:
                 return .reference
             case .credentialLike, .secretInFile:
                 return .policy
@@ -131,6 +132,8 @@ extension Diagnostic {
             case .skillNameMismatch: return "A skill whose name differs from its folder."
             case .skillSpec: return "A skill that departs from the Agent Skills specification (warning)."
             case .unknownTemplateVariable: return "A `{{placeholder}}` in a harness that agentry does not know."
+            case .fallbackAPIMismatch:
+                return "A fallback model whose api differs from the model's: the gateway skips it (warning)."
             case .credentialLike: return "A string that looks like an API key, token or private key."
             case .secretInFile:
                 return "`{{model.apiKey}}` rendered into a file or command argument instead of the environment."

@@ -84,6 +84,9 @@ extension Agent {
         fields += [
             ("run.timeout", Canonical.duration(run.timeoutMilliseconds)),
             ("run.output", run.output),
+        ]
+        if let budget = run.budgetTokens { fields.append(("run.budget.tokens", String(budget))) }
+        fields += [
             ("memory.path", memory.path),
             ("memory.snapshot", String(memory.snapshot)),
             ("lifecycle", lifecycle.rawValue),

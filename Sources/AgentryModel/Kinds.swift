@@ -189,6 +189,19 @@ enum Shapes {
                                 doc:
                                     "Folder under the agent's home whose files are collected as artifacts. Default `out/`."
                             ),
+                            FieldShape(
+                                "budget",
+                                .object(
+                                    ObjectShape(
+                                        "RunBudget", doc: "What one run may spend on its models.",
+                                        fields: [
+                                            FieldShape(
+                                                "tokens", .integer(min: 1, max: 1_000_000_000_000),
+                                                doc:
+                                                    "Input and output tokens together; past them the model gateway answers 429 and the run record says the budget stopped it."
+                                            )
+                                        ])),
+                                doc: "Limits on one run's model use, enforced by the model gateway."),
                         ])),
                 doc: "Run defaults."),
             FieldShape(

@@ -92,6 +92,23 @@ extension RepositoryValidator {
     }
 }
 
+extension RepositoryValidator {
+    /// Warnings for an agent's fallback models that speak another API than its model: the gateway
+    /// retries a request on a fallback as it is, so it skips them (the incremental loader asks too).
+    public static func fallbackMismatches(_ agent: AgentSummary, models: (String) -> ResourceSummary?)
+        -> [Diagnostic]
+    {
+        guard let primary = agent.model.flatMap({ models($0.name) }), let api = primary.api else { return [] }
+        return agent.fallbackModels.enumerated().compactMap { index, reference in
+            guard let fallback = models(reference.name), let other = fallback.api, other != api else { return nil }
+            return Diagnostic(
+                .warning, .fallbackAPIMismatch, file: agent.origin.file, at: reference.mark,
+                "spec.fallbackModels[\(index)]: model \"\(fallback.name)\" speaks the \(other.rawValue) API and \"\(primary.name)\" the \(api.rawValue) API; the model gateway does not translate between them and skips this fallback"
+            )
+        }
+    }
+}
+
 extension Catalog {
     mutating func add(_ resources: [DecodedResource]) {
         for resource in resources {
@@ -188,6 +205,7 @@ struct CrossChecker {
                     )
                 }
             }
+            diagnostics += RepositoryValidator.fallbackMismatches(agent) { modelByName[$0] }
             if let instructions = agent.instructionsFile {
                 checkInstructions(instructions.name, mark: instructions.mark, agentFile: file)
             }

@@ -47,6 +47,8 @@ public struct RunDefaults: Sendable, Hashable {
     public var prompt: String?
     public var timeoutMilliseconds: UInt64
     public var output: String
+    /// `run.budget.tokens`: the most one run may spend, input and output together.
+    public var budgetTokens: Int? = nil
 }
 
 public struct MemorySettings: Sendable, Hashable {
@@ -233,7 +235,8 @@ enum Extract {
             run: RunDefaults(
                 prompt: spec?["run", "prompt"]?.stringValue,
                 timeoutMilliseconds: spec?["run", "timeout"]?.stringValue.flatMap(DurationText.parse) ?? 15 * 60_000,
-                output: spec?["run", "output"]?.stringValue ?? "out/"),
+                output: spec?["run", "output"]?.stringValue ?? "out/",
+                budgetTokens: spec?["run", "budget", "tokens"]?.intValue),
             memory: MemorySettings(
                 path: spec?["memory", "path"]?.stringValue ?? "memory/",
                 snapshot: spec?["memory", "snapshot"]?.boolValue ?? true),

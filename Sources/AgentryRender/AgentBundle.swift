@@ -26,6 +26,8 @@ public struct AgentBundle: Sendable {
     public var agent: Agent
     public var harness: Harness
     public var model: Model?
+    /// The agent's `fallbackModels`, in order (those that exist).
+    public var fallbackModels: [Model] = []
     public var environment: Environment?
     public var fields: Fields
     public var instructions: [UInt8]?

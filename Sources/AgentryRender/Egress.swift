@@ -69,16 +69,9 @@ public enum EgressPolicy: Sendable, Equatable {
         case "all":
             self = .unrestricted
         case "model-only":
-            // The endpoints of the model and of the fallback models.
-            let endpoints = fields.filter {
-                $0.0 == "model.baseUrl" || ($0.0.hasPrefix("fallbackModels.") && $0.0.hasSuffix(".baseUrl"))
-            }
-            self = .allowlist(
-                EgressAllowlist(
-                    endpoints.compactMap { URL(string: $0.1) }.compactMap { url in
-                        guard let host = url.host else { return nil }
-                        return "\(host):\(url.port ?? (url.scheme == "http" ? 80 : 443))"
-                    }))
+            // The model gateway only (its own route, which every machine with a model has); the
+            // proxy with nothing on its list, which a harness installation widens while it runs.
+            self = .allowlist(EgressAllowlist([]))
         default:
             self = .allowlist(EgressAllowlist(Self.listValue(egress)))
         }
@@ -100,6 +93,23 @@ public enum EgressPolicy: Sendable, Equatable {
     }
 }
 
+/// Where a guest finds the model gateway: QEMU's user network hands each connection to this address
+/// to the gateway socket of the machine's agent.
+public enum GatewayAddress {
+    public static let guestAddress = "10.0.2.101"
+    public static let guestPort = 80
+    public static var url: String { "http://\(guestAddress)" }
+
+    /// The path part of a model's base URL, without a trailing slash (`/v1`, or empty): the
+    /// gateway serves each model at the same path as its upstream.
+    public static func path(of url: String) -> String {
+        guard let parts = URLComponents(string: url) else { return "" }
+        var path = parts.percentEncodedPath
+        while path.hasSuffix("/") { path.removeLast() }
+        return path
+    }
+}
+
 /// Where a guest finds its egress proxy: QEMU's user network hands connections to this address to
 /// `agentry egress-proxy`.
 public enum EgressProxyAddress {
@@ -111,7 +121,9 @@ public enum EgressProxyAddress {
     public static var environment: [String: String] {
         [
             "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url,
-            "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1",
+            // The gateway is reached directly, not through the proxy.
+            "NO_PROXY": "localhost,127.0.0.1,\(GatewayAddress.guestAddress)",
+            "no_proxy": "localhost,127.0.0.1,\(GatewayAddress.guestAddress)",
         ]
     }
 }

@@ -7,9 +7,9 @@ public struct RenderedAgent: Sendable {
     /// Files relative to the home, agentry's own manifest included.
     public var files: [BundleFile]
     public var environment: [String: String]
-    /// Variables whose value holds a secret: the variable → its template, and the secret references
-    /// the template uses (`{{model.apiKey}}` is the model's credentials).
-    public var secretEnvironment: [String: (template: String, secret: String)]
+    /// Variables that carry the run's gateway token (`{{model.apiKey}}`): the variable → its
+    /// template, rendered when a run starts (the provider's key itself never enters the machine).
+    public var tokenEnvironment: [String: String]
     public var command: [String]
 }
 
@@ -35,7 +35,8 @@ public enum Rendering {
             values["model.name"] = model.name
             values["model.provider"] = model.provider
             values["model.api"] = model.api?.rawValue ?? ""
-            values["model.baseUrl"] = model.baseURL
+            // The machine reaches its model only through the host's gateway, at the upstream's path.
+            values["model.baseUrl"] = GatewayAddress.url + GatewayAddress.path(of: model.baseURL)
             values["model.contextWindow"] = model.contextWindow.map(String.init) ?? ""
             values["model.maxOutputTokens"] = model.maxOutputTokens.map(String.init) ?? ""
         }
@@ -101,15 +102,15 @@ public enum Rendering {
 
         // Later layers win: the environment's, the harness's, the model's, the agent's own.
         var environment: [String: String] = [:]
-        var secretEnvironment: [String: (template: String, secret: String)] = [:]
+        var tokenEnvironment: [String: String] = [:]
         let layers = [bundle.environment?.env ?? [:], bundle.harness.env, bundle.harness.modelEnv, bundle.agent.env]
         for layer in layers {
             for (key, template) in layer {
                 if uses(template, apiKey) {
                     environment[key] = nil
-                    secretEnvironment[key] = (template, bundle.model?.credentialsRef ?? "")
+                    tokenEnvironment[key] = template
                 } else {
-                    secretEnvironment[key] = nil
+                    tokenEnvironment[key] = nil
                     environment[key] = render(template, values)
                 }
             }
@@ -121,7 +122,7 @@ public enum Rendering {
         let command = bundle.harness.command.map { render($0, values) }
         return RenderedAgent(
             files: files, environment: environment,
-            secretEnvironment: secretEnvironment, command: command)
+            tokenEnvironment: tokenEnvironment, command: command)
     }
 }
 

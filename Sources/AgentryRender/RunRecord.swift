@@ -133,6 +133,8 @@ public struct RunRecord: Sendable {
     /// Memory files kept out of the snapshot (they held a secret, or were too large), by name.
     public var memoryExcluded: [String] = []
     public var memoryNote: String?
+    /// What the run's model calls used, through the gateway; nil when the agent has no model.
+    public var usage: ModelUsage?
 
     public init(
         runID: String, agent: String, owner: String, desiredCommit: String, agentRevision: String, trigger: String,

@@ -79,7 +79,47 @@ extension RunRecord {
             for name in memoryExcluded { lines.append("    - \(q(name))") }
         }
         if let memoryNote { lines.append("  note: \(q(memoryNote))") }
+        if let usage { lines += Self.usageLines(usage) }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// `usage` and `modelCalls`: what the model calls used, and each call (the first
+    /// `ModelUsage.keptCalls`; `modelCallsOmitted` counts the rest).
+    static func usageLines(_ usage: ModelUsage) -> [String] {
+        let q = Self.quote
+        var lines = [
+            "usage:",
+            "  calls: \(usage.totalCalls)",
+            "  inputTokens: \(usage.inputTokens)",
+            "  outputTokens: \(usage.outputTokens)",
+            "  budgetExceeded: \(usage.budgetExceeded)",
+        ]
+        if usage.byModel.isEmpty {
+            lines.append("  byModel: {}")
+        } else {
+            lines.append("  byModel:")
+            for (name, entry) in usage.byModel.sorted(by: { $0.key < $1.key }) {
+                lines.append("    \(q(name)):")
+                lines.append("      inputTokens: \(entry.input)")
+                lines.append("      outputTokens: \(entry.output)")
+                lines.append("      calls: \(entry.calls)")
+            }
+        }
+        lines.append(usage.calls.isEmpty ? "modelCalls: []" : "modelCalls:")
+        for call in usage.calls {
+            lines.append("  - requested: \(q(call.requested))")
+            lines.append("    served: \(call.served.map(q) ?? "null")")
+            lines.append("    status: \(call.status)")
+            lines.append("    inputTokens: \(call.inputTokens)")
+            lines.append("    outputTokens: \(call.outputTokens)")
+            lines.append("    firstByteMs: \(call.firstByteMilliseconds.map(String.init) ?? "null")")
+            lines.append("    durationMs: \(call.durationMilliseconds)")
+            lines.append("    fallbacks: [\(call.fallbacks.map(q).joined(separator: ", "))]")
+            lines.append("    incomplete: \(call.incomplete)")
+            if let error = call.error { lines.append("    error: \(q(error))") }
+        }
+        if usage.moreCalls > 0 { lines.append("modelCallsOmitted: \(usage.moreCalls)") }
+        return lines
     }
 
     /// Why a record could not be read.
@@ -167,6 +207,31 @@ extension RunRecord {
         }
         record.memoryExcluded = (root["memory"]?["excluded"]?.sequence ?? []).compactMap { string($0) }
         record.memoryNote = string(root["memory"]?["note"])
+        if let node = root["usage"] {
+            var usage = ModelUsage()
+            usage.totalCalls = int(node["calls"]) ?? 0
+            usage.inputTokens = int(node["inputTokens"]) ?? 0
+            usage.outputTokens = int(node["outputTokens"]) ?? 0
+            usage.budgetExceeded = bool(node["budgetExceeded"])
+            for pair in node["byModel"]?.pairs ?? [] {
+                guard let name = string(pair.key) else { continue }
+                let value = pair.value
+                usage.byModel[name] = (
+                    int(value["inputTokens"]) ?? 0, int(value["outputTokens"]) ?? 0, int(value["calls"]) ?? 0
+                )
+            }
+            usage.calls = (root["modelCalls"]?.sequence ?? []).map { call in
+                ModelCall(
+                    requested: string(call["requested"]) ?? "", served: string(call["served"]),
+                    status: int(call["status"]) ?? 0, inputTokens: int(call["inputTokens"]) ?? 0,
+                    outputTokens: int(call["outputTokens"]) ?? 0, firstByteMilliseconds: int(call["firstByteMs"]),
+                    durationMilliseconds: int(call["durationMs"]) ?? 0,
+                    fallbacks: (call["fallbacks"]?.sequence ?? []).compactMap { string($0) },
+                    incomplete: bool(call["incomplete"]), error: string(call["error"]))
+            }
+            usage.moreCalls = int(root["modelCallsOmitted"]) ?? 0
+            record.usage = usage
+        }
         return .success(record)
     }
 

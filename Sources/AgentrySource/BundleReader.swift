@@ -92,10 +92,12 @@ extension CommitReader {
                 }
                 skills.append((skill.name, files))
             }
-            return AgentBundle(
+            var bundle = AgentBundle(
                 name: name, commit: loaded.commit, revision: wanted.revision, agent: agent, harness: harness,
                 model: model,
                 environment: environment, fields: fields, instructions: instructions, skills: skills)
+            bundle.fallbackModels = agent.fallbackModels.compactMap { models[$0.name] }
+            return bundle
         }
     }
 }

@@ -177,8 +177,16 @@ extension CommitReader {
             }
         }
 
-        var diagnostics = snapshot.diagnostics.filter { !changedFiles.contains($0.file) }
-        diagnostics += newDiagnostics
+        // Cross-file warnings of the agents checked again are worked out again.
+        let recheckedFiles = Set(affected.compactMap { agents[$0]?.origin.file })
+        var diagnostics = snapshot.diagnostics.filter {
+            !changedFiles.contains($0.file) && !($0.code == .fallbackAPIMismatch && recheckedFiles.contains($0.file))
+        }
+        diagnostics += newDiagnostics.filter { $0.code != .fallbackAPIMismatch }
+        for name in affected {
+            guard let agent = agents[name] else { continue }
+            diagnostics += RepositoryValidator.fallbackMismatches(agent) { table[.model, $0] }
+        }
         var index = RepositoryIndex()
         index.agents = Array(agents.values)
         index.add(resources.values)

@@ -81,7 +81,8 @@ import Testing
             }
             try directory.write(
                 "models/local.yaml",
-                "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local-llama}\nspec: {api: chat-completions, provider: openai-compatible, name: llama-3.1-8b-instruct, baseUrl: 'http://10.0.2.2:8080/v1'}\n"
+                "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local-llama}\nspec: {api: chat-completions, provider: openai-compatible, name: llama-3.1-8b-instruct, baseUrl: 'http://127.0.0.1:8080/v1'}\n"
+                    + "---\napiVersion: agentry/v1\nkind: Model\nmetadata: {name: haiku}\nspec: {contextWindow: 200000, credentials: {ref: anthropic/api-key}, api: messages, provider: anthropic, name: claude-haiku-4-5, baseUrl: 'https://api.anthropic.com'}\n"
             )
         }
         #expect(!plan.hasChanges, "\(plan.changes)")

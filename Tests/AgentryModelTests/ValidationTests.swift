@@ -153,6 +153,10 @@ import Testing
         let diagnostic = try #require(report.first(.unsupportedAPI))
         #expect(diagnostic.message.contains("responses"))
         #expect(diagnostic.message.contains("spec.fallbackModels[0]"))
+        // A fallback of another API than the model's: the gateway cannot retry on it, said as a warning.
+        let mismatch = try #require(report.first(.fallbackAPIMismatch))
+        #expect(
+            mismatch.severity == .warning && mismatch.message.contains("skips this fallback"), "\(mismatch.message)")
     }
 
     @Test func duplicateNamesNameTheFirstDefinition() throws {

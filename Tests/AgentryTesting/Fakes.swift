@@ -7,6 +7,7 @@ public struct Fakes: Sendable {
     public let state = InMemoryState()
     public let secrets: InMemorySecrets
     public let machines = FakeMachines()
+    public let gateway = FakeGateway()
     public let history = InMemoryHistory()
     public let clock = ManualClock()
     public let host: HostEnvironment
@@ -20,7 +21,8 @@ public struct Fakes: Sendable {
     /// The ports, with `source` for the agent repositories (a real one, over temporary git repositories).
     public func ports(source: any RepositorySource, logger: Logger = Logger(label: "test")) -> Ports {
         Ports(
-            source: source, state: state, parseCache: state, secrets: secrets, machines: machines, history: history,
+            source: source, state: state, parseCache: state, secrets: secrets, machines: machines, gateway: gateway,
+            history: history,
             clock: clock, host: host, logger: logger)
     }
 }

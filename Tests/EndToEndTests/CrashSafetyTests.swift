@@ -182,7 +182,10 @@ extension ApplyCommandTests {
             let memory = arguments.firstIndex(of: "-m").map { arguments[$0 + 1] }
             #expect(memory == (wanted.memory == "256Mi" ? "256M" : "192M"), "\(agent): \(memory ?? "-")")
             #expect(arguments.firstIndex(of: "-smp").map { arguments[$0 + 1] } == "\(wanted.cpus)", "\(agent)")
-            #expect(arguments.contains("-netdev") == (wanted.egress == "all"), "\(agent)")
+            // Every machine with a model reaches the gateway; only `egress: all` is unrestricted.
+            let netdev = arguments.firstIndex(of: "-netdev").map { arguments[$0 + 1] } ?? ""
+            #expect(netdev.contains("guestfwd=tcp:10.0.2.101:80"), "\(agent): \(netdev)")
+            #expect(!netdev.contains("restrict=on") == (wanted.egress == "all"), "\(agent): \(netdev)")
             let inside = try agentry(
                 ["exec", agent, "--", "sh", "-c", "cat AGENTS.md; echo; cat .agentry/agent.json; nproc"], in: repo)
             #expect(inside.stdout.hasPrefix(wanted.instructions + "\n"), "\(agent): \(inside.stdout)")

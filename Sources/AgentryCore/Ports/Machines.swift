@@ -75,11 +75,14 @@ public struct MachineSpec: Sendable, Equatable {
     public var memoryMiB: Int
     public var diskBytes: UInt64
     public var egress: EgressPolicy
+    /// The agent has a model: the machine reaches the model gateway.
+    public var gateway: Bool
 
     public init(
         name: String, base: String, packages: [String], cpus: Int, memoryMiB: Int, diskBytes: UInt64,
-        egress: EgressPolicy
+        egress: EgressPolicy, gateway: Bool = false
     ) {
+        self.gateway = gateway
         self.name = name
         self.base = base
         self.packages = packages
@@ -227,6 +230,8 @@ public struct MachineResources: Sendable, Equatable {
     public var cpus: Int
     public var memoryMiB: Int
     public var network: Network
+    /// The machine reaches the model gateway.
+    public var gateway = false
 
     public init(cpus: Int, memoryMiB: Int, network: Network) {
         self.cpus = cpus
@@ -243,6 +248,7 @@ public struct MachineResources: Sendable, Equatable {
         case .allowlist: network = .allowlist
         }
         self.init(cpus: spec.cpus, memoryMiB: spec.memoryMiB, network: network)
+        gateway = spec.gateway
     }
 }
 
