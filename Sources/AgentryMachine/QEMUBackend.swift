@@ -84,6 +84,7 @@ public final class QEMUBackend: MachineBackend {
         let longest = [
             QEMUMachine.controlSocket(directory), QEMUMachine.qmpSocket(directory), MachineSupervisor.socket(directory),
             QEMUMachine.consoleSocket(directory), QEMUMachine.egressSocket(directory),
+            QEMUMachine.gatewaySocket(directory),
         ].max { $0.utf8.count < $1.utf8.count }!
         guard longest.utf8.count > Self.socketPathLimit else { return nil }
         return
