@@ -73,7 +73,7 @@ let package = Package(
         // The history branch: run, apply and event records written and read through libgit2.
         .target(name: "AgentryHistory", dependencies: ["AgentryCore", "AgentryGit", "AgentryRender", "AgentryBasics"]),
         // The actual-state database: SQLite through GRDB, WAL, versioned migrations, one writer;
-        // the loader's parse cache.
+        // and the loader's parse cache in the user's cache folder.
         .target(
             name: "AgentryState",
             dependencies: ["AgentryCore", "AgentryBasics", .product(name: "GRDB", package: "GRDB.swift")]

@@ -12,7 +12,7 @@ struct Derived {
     var hasSymlinks = false
 }
 
-/// Reads an agent repository at commits of one git repository, remembering (in the state database)
+/// Reads an agent repository at commits of one git repository, remembering (in the parse cache)
 /// what it derived from the last commit and every file's parse result by blob id, so that a commit a
 /// few files away costs only those files.
 ///

@@ -213,7 +213,8 @@ public struct EventRecord: Sendable, Hashable, Codable {
     }
 }
 
-/// The loader's memory of what it parsed, by git blob id, kept in the state database.
+/// The loader's memory of what it parsed, by git blob id, kept in the user's parse cache
+/// (`SQLiteParseCache`).
 public protocol ParseCache: Sendable {
     /// The derived snapshot for an agent repository (`key` names it), with the commit it is of.
     func snapshot(key: String) throws -> (source: String, data: Data)?
