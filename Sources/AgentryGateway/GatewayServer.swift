@@ -83,9 +83,7 @@ public final class GatewayServer: ModelGateway {
         init(run: GatewayRun, primaryPath: String) {
             self.run = run
             self.primaryPath = primaryPath
-            var bytes = [UInt8](repeating: 0, count: 32)
-            for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
-            token = "agr_" + bytes.map { String($0, radix: 16).leftPadded(2) }.joined()
+            token = "agr_" + Hex.random(bytes: 32)
             guestBaseURL = GatewayAddress.url + primaryPath
         }
 
@@ -117,11 +115,5 @@ public final class GatewayServer: ModelGateway {
             listener?.stop()
             return usage()
         }
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

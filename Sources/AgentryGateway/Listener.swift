@@ -310,9 +310,7 @@ final class Listener: @unchecked Sendable {
             if client == .remoteConnectionClosed { return "the connection was closed" }
         }
         if let io = error as? IOError { return "cannot connect (\(io.description))" }
-        if let channel = error as? ChannelError, channel == .connectTimeout(.seconds(10)) {
-            return "cannot connect (timed out)"
-        }
+        if let channel = error as? ChannelError, case .connectTimeout = channel { return "cannot connect (timed out)" }
         return "\(error)"
     }
 
