@@ -81,7 +81,8 @@ extension ApplyCommandTests {
         try waitUntil(seconds: 120) { second.stdout.contains("started") }
         second.signal(SIGKILL)
         _ = try second.wait()
-        #expect(try guestProcesses("daemon[.]log", repo) == 1)
+        // At least one: a fork of the daemon's loop not yet exec'd into `sleep` counts as well.
+        #expect(try guestProcesses("daemon[.]log", repo) >= 1)
         #expect(try agentry(["exec", "greeter", "--", "ls", "/run/secrets"], in: repo).stdout != "")
         // ...until the next run: it records the lost one, then ends and removes what it left.
         let third = try agentry(["run", "greeter", "--prompt", "look"], in: repo)
