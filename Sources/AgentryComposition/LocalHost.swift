@@ -137,3 +137,23 @@ public enum HistoryBenchmark {
         "formatVersion: 1\nrunId: \"run-\(String(index + 1_000_000).dropFirst())\"\nagent: \"bench\"\nexitStatus: 0\n"
     }
 }
+
+/// For `bench/gateway_bench.py`: serves one run's model gateway on a unix socket, as a machine's
+/// run does, for a model at `baseURL` with the provider key `key`.
+public enum GatewayBenchmark {
+    /// Gives `announce` the run's token, serves until `serving` returns, then says what the run used.
+    public static func serve(
+        socket: String, model: String, api: String, baseURL: String, key: String, announce: (String) -> Void,
+        serving: () -> Void
+    ) throws -> String {
+        let gateway = GatewayServer(socket: { _ in socket })
+        let route = GatewayRoute(
+            resource: "bench", model: model, api: api, baseURL: baseURL, credential: Array(key.utf8))
+        let session = try gateway.open(GatewayRun(agent: "bench", runID: "bench", routes: [route]))
+        announce(session.token)
+        serving()
+        let usage = session.close()
+        return
+            "{\"calls\": \(usage.totalCalls), \"inputTokens\": \(usage.inputTokens), \"outputTokens\": \(usage.outputTokens)}"
+    }
+}

@@ -47,7 +47,9 @@ public final class GatewayServer: ModelGateway {
             if let client = made { return client }
             var configuration = HTTPClient.Configuration()
             configuration.redirectConfiguration = .disallow
-            configuration.timeout = .init(connect: .seconds(4), read: limits.idleRead)
+            // No read timeout here: AsyncHTTPClient would re-arm a timer for every chunk of a
+            // stream. The relay watches for a stalled answer itself (`Listener.relay`).
+            configuration.timeout = .init(connect: .seconds(4))
             configuration.decompression = .disabled
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             made = client

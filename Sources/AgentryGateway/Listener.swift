@@ -40,8 +40,11 @@ final class Listener: @unchecked Sendable {
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                        let connection = try Connection(wrappingChannelSynchronously: channel)
-                        Task(executorPreference: GatewayExecutor.shared) { await self.serve(connection) }
+                        // Half-closure: a last answer is flushed before the connection closes (see `serve`).
+                        let connection = try Connection(
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(isOutboundHalfClosureEnabled: true))
+                        Task(executorPreference: EventLoopExecutor(channel.eventLoop)) { await self.serve(connection) }
                     }
                 }
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
@@ -67,8 +70,18 @@ final class Listener: @unchecked Sendable {
             return true
         }
         defer { if admitted { open.withLockedValue { $0 -= 1 } } }
+        let channel = connection.channel
         try? await connection.executeThenClose { inbound, outbound in
             var parts = inbound.makeAsyncIterator()
+            // Closing at once would drop what the socket has not taken yet (the end of a long answer
+            // to a slow reader): the output is shut once written, then the harness closes its side,
+            // or is cut off after `closingGrace`.
+            func closeAfterFlushing() async throws {
+                outbound.finish()
+                let cutOff = channel.eventLoop.scheduleTask(in: Self.closingGrace) { channel.close(promise: nil) }
+                defer { cutOff.cancel() }
+                while try await parts.next() != nil {}
+            }
             while true {
                 guard case .head(let head)? = try await parts.next() else { return }
                 var body = ByteBuffer()
@@ -90,15 +103,18 @@ final class Listener: @unchecked Sendable {
                     try await Self.refuse(
                         outbound, .serviceUnavailable, "overloaded",
                         "more than \(limits.connections) connections to the model gateway at once", close: true)
-                    return
+                    return try await closeAfterFlushing()
                 }
                 let keepAlive = head.isKeepAlive && !tooLarge
                 let finished = try await handle(
                     head, body: tooLarge ? nil : body, outbound: outbound, keepAlive: keepAlive)
-                if !keepAlive || !finished { return }
+                if !finished || !keepAlive { return try await closeAfterFlushing() }
             }
         }
     }
+
+    /// How long a closing connection waits for the harness to read the end of its last answer.
+    static let closingGrace: TimeAmount = .seconds(30)
 
     /// Answers one request; false when the connection must close (an answer cut short).
     func handle(
@@ -141,7 +157,7 @@ final class Listener: @unchecked Sendable {
     ) async throws -> Bool {
         let started = NIODeadline.now()
         let original = Data(body.readableBytesView)
-        let requested = Self.model(in: original) ?? ""
+        let requested = await Self.offLoop(original.count) { Self.model(in: original) } ?? ""
         var passedOver: [String] = []
         var lastReason = ""
         var timedOut = false
@@ -156,15 +172,18 @@ final class Listener: @unchecked Sendable {
         let suffix = String(head.uri.dropFirst(session.primaryPath.count))
         for (index, route) in routes.enumerated() {
             let last = index == routes.count - 1
-            var request = HTTPClientRequest(url: Self.trimmed(route.baseURL) + suffix)
-            request.method = head.method
-            request.headers = Self.upstreamHeaders(head.headers, route: route)
             var payload = original
-            if index > 0, let rewritten = Self.rewriting(original, model: route.model) { payload = rewritten }
-            request.body = .bytes(ByteBuffer(bytes: payload))
-            let response: HTTPClientResponse
+            if index > 0,
+                let rewritten = await Self.offLoop(original.count, { Self.rewriting(original, model: route.model) })
+            {
+                payload = rewritten
+            }
+            let answer: (head: HTTPResponseHead, upstream: Upstream)
             do {
-                response = try await answerHead(request)
+                let request = try HTTPClient.Request(
+                    url: Self.trimmed(route.baseURL) + suffix, method: head.method,
+                    headers: Self.upstreamHeaders(head.headers, route: route), body: .bytes(payload))
+                answer = try await Upstream.start(request, client: client, firstByte: limits.firstByte)
             } catch {
                 let reason = Self.describe(error)
                 timedOut = reason.contains("no answer")
@@ -172,16 +191,17 @@ final class Listener: @unchecked Sendable {
                 passedOver.append(lastReason)
                 continue
             }
-            let status = Int(response.status.code)
+            let status = Int(answer.head.status.code)
             if !last && (status == 429 || status >= 500) {
                 // Nothing of this answer has gone to the harness yet: the next model may answer.
-                for try await _ in response.body {}
+                answer.upstream.cancel()
                 lastReason = "\(route.resource): HTTP \(status)"
                 passedOver.append(lastReason)
                 continue
             }
             return try await relay(
-                response, route: route, requested: requested, passedOver: passedOver, started: started,
+                answer.head, from: answer.upstream, route: route, requested: requested, passedOver: passedOver,
+                started: started,
                 outbound: outbound)
         }
         let names = routes.map(\.resource).joined(separator: ", then ")
@@ -195,28 +215,10 @@ final class Listener: @unchecked Sendable {
         return true
     }
 
-    /// The upstream's answer head, or `FirstByteTimeout` when none comes within `limits.firstByte`
-    /// (the request is cancelled).
-    func answerHead(_ request: HTTPClientRequest) async throws -> HTTPClientResponse {
-        let client = client
-        let limit = limits.firstByte
-        return try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
-            group.addTask { try await client.execute(request, timeout: .hours(24)) }
-            group.addTask {
-                try await Task.sleep(nanoseconds: UInt64(limit.nanoseconds))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let response = first else { throw FirstByteTimeout() }
-            return response
-        }
-    }
-
-    struct FirstByteTimeout: Error {}
-
     /// Streams an upstream answer to the harness as it comes, reading its usage on the way.
     func relay(
-        _ response: HTTPClientResponse, route: GatewayRoute, requested: String, passedOver: [String],
+        _ response: HTTPResponseHead, from upstream: Upstream, route: GatewayRoute, requested: String,
+        passedOver: [String],
         started: NIODeadline, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     ) async throws -> Bool {
         var headers = HTTPHeaders()
@@ -236,19 +238,45 @@ final class Listener: @unchecked Sendable {
             session.record(call)
         }
         try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)))
-        do {
-            for try await chunk in response.body {
-                meter.feed(chunk.readableBytesView)
-                try await outbound.write(.body(.byteBuffer(chunk)))
+        // Whatever of the answer gathered in the pipe while the last write went out is written as
+        // one: a stream of small events costs one write per event only while the harness keeps up.
+        let pipe = upstream.pipe
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // An answer that stops coming for `idleRead` (while the harness is not the one
+                // holding it up) is cut.
+                let idle = self.limits.idleRead
+                let interval = TimeAmount.nanoseconds(max(idle.nanoseconds / 5, 1_000_000))
+                while true {
+                    try await Task.sleep(nanoseconds: UInt64(interval.nanoseconds))
+                    if pipe.stalled(for: idle) {
+                        pipe.finish(StalledAnswer())
+                        return
+                    }
+                }
             }
-        } catch {
-            // After the first byte a failure is the harness's to see: the answer is cut, and said so.
-            call.incomplete = true
-            call.error = Self.describe(error)
-            return false
+            defer {
+                pipe.abandon()
+                upstream.cancel()
+                group.cancelAll()
+            }
+            while true {
+                let batch: ByteBuffer?
+                do {
+                    batch = try await pipe.take()
+                } catch {
+                    // After the first byte a failure is the harness's to see: the answer is cut, and said so.
+                    call.incomplete = true
+                    call.error = Self.describe(error)
+                    return false
+                }
+                guard let batch else { break }
+                meter.feed(batch.readableBytesView)
+                try await outbound.write(.body(.byteBuffer(batch)))
+            }
+            try await outbound.write(.end(nil))
+            return true
         }
-        try await outbound.write(.end(nil))
-        return true
     }
 
     // MARK: - Pieces
@@ -290,6 +318,15 @@ final class Listener: @unchecked Sendable {
         return url
     }
 
+    /// Runs `work` on NIO's thread pool when its input is large (a guest may send 32 MiB of JSON),
+    /// so that one connection's parsing does not hold up the others on its event loop.
+    static func offLoop<T: Sendable>(_ bytes: Int, _ work: @escaping @Sendable () -> T) async -> T {
+        guard bytes > 256 << 10, let result = try? await NIOThreadPool.singleton.runIfActive(work) else {
+            return work()
+        }
+        return result
+    }
+
     static func model(in body: Data) -> String? {
         guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return nil }
         return object["model"] as? String
@@ -304,6 +341,7 @@ final class Listener: @unchecked Sendable {
 
     static func describe(_ error: any Error) -> String {
         if error is FirstByteTimeout { return "no answer in time" }
+        if error is StalledAnswer { return "the answer stalled" }
         if let client = error as? HTTPClientError {
             if client == .deadlineExceeded { return "no answer in time" }
             if client == .readTimeout { return "the answer stalled" }
@@ -335,16 +373,21 @@ final class Listener: @unchecked Sendable {
     }
 }
 
-/// Where the gateway's connections run: threads of their own, not Swift's cooperative pool, which
-/// blocking work elsewhere in the process (a test's subprocess, a command waiting on a guest) may
-/// hold; a harness's model calls never wait for it.
-final class GatewayExecutor: TaskExecutor {
-    static let shared = GatewayExecutor()
-    let queue = DispatchQueue(label: "agentry.gateway", attributes: .concurrent)
+/// Where a connection's task runs: on the event loop of its own channel, so that reading the
+/// harness's request, sending it on and writing the answer back stay on one thread, and never on
+/// Swift's cooperative pool, which blocking work elsewhere in the process (a test's subprocess, a
+/// command waiting on a guest) may hold. Work that could keep the loop busy (a large request
+/// body's JSON) goes to `Listener.offLoop`.
+final class EventLoopExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) {
+        self.loop = loop
+    }
 
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         let executor = asUnownedTaskExecutor()
-        queue.async { job.runSynchronously(on: executor) }
+        loop.execute { job.runSynchronously(on: executor) }
     }
 }

@@ -24,6 +24,7 @@ struct Agentry: AsyncParsableCommand {
             SecretCommand.self,
             DisksCommand.self,
             HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,
+            GatewayBenchCommand.self,
             MachineSupervisorCommand.self, Schema.self, Init.self,
         ]
     )

@@ -431,6 +431,35 @@ struct HistoryBenchCommand: ParsableCommand {
     }
 }
 
+/// For `bench/gateway_bench.py`: serves a model gateway on a unix socket for one model, prints the
+/// run's token, and serves until standard input ends. The provider key is the first line read.
+struct GatewayBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway-bench", abstract: "Benchmark helper: serve one run's model gateway.",
+        shouldDisplay: false)
+
+    @Option(name: .long, help: "The unix socket to serve on.")
+    var socket: String
+
+    @Option(name: .long, help: "The upstream, as the host reaches it.")
+    var baseUrl: String
+
+    @Option(name: .long, help: "The model's API.")
+    var api: String = "chat-completions"
+
+    @Option(name: .long, help: "The model's name.")
+    var model: String = "stub-model"
+
+    func run() throws {
+        let key = readLine() ?? ""
+        let usage = try GatewayBenchmark.serve(
+            socket: socket, model: model, api: api, baseURL: baseUrl, key: key,
+            announce: { Output.standardOutput($0 + "\n") },
+            serving: { while readLine(strippingNewline: false) != nil {} })
+        Output.standardOutput(usage + "\n")
+    }
+}
+
 /// Started by agentry for each machine: runs QEMU, records how it ends, and shares its control channel.
 struct MachineSupervisorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

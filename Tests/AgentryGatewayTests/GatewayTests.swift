@@ -192,6 +192,30 @@ import Testing
         #expect(try received().count == 1)
     }
 
+    /// An answer that stops coming mid-stream is cut after `idleRead` and recorded so; a long
+    /// answer to a harness that reads slowly and asked to close the connection after it arrives
+    /// whole, the upstream held back meanwhile.
+    @Test func stalledAnswersAreCutAndSlowReadersGetTheWholeAnswer() throws {
+        var limits = GatewayServer.Limits()
+        limits.idleRead = .seconds(1)
+        let server = gateway(limits)
+        let stalled = try server.open(GatewayRun(agent: "st", runID: "r", routes: [route("staller", model: "stall-x")]))
+        let cut = try call("st", "/v1/messages", token: stalled.token, body: #"{"model": "stall-x", "stream": true}"#)
+        #expect(cut.body.contains("message_start") && !cut.body.contains("message_stop"), "\(cut)")
+        let record = try #require(stalled.close().calls.first)
+        #expect(record.incomplete && record.error == "the answer stalled", "\(record)")
+
+        let long = try server.open(
+            GatewayRun(agent: "lg", runID: "r", routes: [route("bulk", model: "bulk-20000", api: "chat-completions")]))
+        defer { _ = long.close() }
+        let answer = try call(
+            "lg", "/v1/chat/completions", token: long.token, body: #"{"model": "bulk-20000", "stream": true}"#,
+            header: "bearer", extra: ["-H", "connection: close", "--limit-rate", "1M"])
+        let events = answer.body.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+        #expect(answer.status == 200 && events.count == 20_002 && events.last == "data: [DONE]", "\(events.suffix(2))")
+        #expect(long.usage().calls.first?.incomplete == false)
+    }
+
     @Test func budgetsBodiesAndConnectionsAreBounded() throws {
         var limits = GatewayServer.Limits()
         limits.requestBody = 1024

@@ -8,7 +8,8 @@ Prints the port it listens on (127.0.0.1), then serves until killed. Every reque
 LOG_FILE as one JSON line: method, path, headers (lower-case names) and the `model` it asked for.
 The answer says which model it was asked for ("answer from MODEL"). Models whose name starts with
 `fail-NNN` answer status NNN; `slow-` waits 5 s before answering; `cut-` starts a stream and
-closes the connection in its middle.
+closes the connection in its middle; `stall-` starts a stream and sends nothing more for 60 s; `bulk-N` streams N chat-completions chunks of 64 characters,
+each written and flushed on its own as a model's tokens are (for benchmarks).
 """
 import http.server
 import json
@@ -29,6 +30,8 @@ USAGE = {
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: without this, Nagle holds the body for an ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -41,13 +44,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def stream(self, events, cut=False):
+    def stream(self, events, cut=False, stall=False):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for index, (name, data) in enumerate(events):
+            if stall and index == 2:
+                self.wfile.flush()
+                time.sleep(60)
+                return
             if cut and index == 2:
                 # Mid-answer, without the last chunk: the client sees the answer break off.
                 self.wfile.flush()
@@ -82,6 +89,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         text = f"answer from {model}"
         stream = bool(request.get("stream"))
         cut = model.startswith("cut-")
+        stall = model.startswith("stall-")
+        if model.startswith("bulk-"):
+            chunk = json.dumps({"id": "c1", "object": "chat.completion.chunk", "model": model,
+                                "choices": [{"index": 0, "delta": {"content": "x" * 64}}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            event = ("data: " + chunk + "\n\n").encode()
+            framed = b"%x\r\n%s\r\n" % (len(event), event)
+            send = self.connection.sendall
+            for _ in range(int(model[5:])):
+                send(framed)
+            last = ("data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "model": model,
+                                           "choices": [], "usage": USAGE["chat"]}) + "\n\ndata: [DONE]\n\n").encode()
+            send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last))
+            return
         if self.path.endswith("/messages"):
             if not stream:
                 self.send(200, {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
@@ -100,7 +124,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                                    "usage": {"output_tokens": 7}}),
                 ("message_stop", {"type": "message_stop"}),
-            ], cut)
+            ], cut, stall)
         elif self.path.endswith("/chat/completions"):
             if not stream:
                 self.send(200, {"id": "c1", "object": "chat.completion", "model": model, "choices": [
@@ -117,7 +141,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 (None, {"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [],
                         "usage": USAGE["chat"]}),
                 (None, "[DONE]"),
-            ], cut)
+            ], cut, stall)
         elif self.path.endswith("/responses"):
             response = {"id": "resp_1", "object": "response", "model": model, "status": "completed",
                         "output": [{"type": "message", "role": "assistant",
@@ -132,7 +156,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 ("response.output_text.delta", {"type": "response.output_text.delta", "delta": text}),
                 ("response.output_text.done", {"type": "response.output_text.done", "text": text}),
                 ("response.completed", {"type": "response.completed", "response": response}),
-            ], cut)
+            ], cut, stall)
         else:
             self.send(404, {"error": {"type": "not_found", "message": self.path}})
 
