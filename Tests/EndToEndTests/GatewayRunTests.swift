@@ -23,20 +23,10 @@ extension ApplyCommandTests {
             --post-data "{\\"model\\": \\"$MODEL\\", \\"max_tokens\\": 5}" "$BASE/messages" || echo "call $i failed"; echo; done; \
             env | grep -v '^PROVIDER_KEY_PREFIX=' | grep -c "$PROVIDER_KEY_PREFIX" || true
             """
-        let repo = try runRepository(agent: "caller", script: call)
-        try repo.write(
-            "harnesses/shell.yaml",
-            """
-            apiVersion: agentry/v1
-            kind: Harness
-            metadata: {name: shell}
-            spec:
-              type: shell
-              command: ["/bin/sh", "-c", \(try String(data: JSONSerialization.data(withJSONObject: [call], options: .fragmentsAllowed), encoding: .utf8)!.dropFirst().dropLast())]
-              env: {MODEL: "{{model.name}}", BASE: "{{model.baseUrl}}", KEY: "{{model.apiKey}}", PROVIDER_KEY_PREFIX: "sk-provider-key"}
-              supports: {apis: [messages]}
-
-            """)
+        let repo = try runRepository(
+            agent: "caller", script: call,
+            env: ["BASE": "{{model.baseUrl}}", "KEY": "{{model.apiKey}}", "PROVIDER_KEY_PREFIX": "sk-provider-key"],
+            apis: ["messages"])
         try repo.write(
             "models/primary.yaml",
             "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: primary}\nspec: {provider: anthropic, name: claude-gone, api: messages, baseUrl: 'http://127.0.0.1:1/v1', credentials: {ref: stub/key}}\n"
@@ -87,6 +77,91 @@ extension ApplyCommandTests {
         #expect(limited.stdout.contains("call 2 failed"), "\(limited.stdout)\(limited.stderr)")
         let stopped = try latestRecord(repo)
         #expect(stopped.contains("budgetExceeded: true") && stopped.contains("token budget (10 tokens)"), "\(stopped)")
+        withExtendedLifetime(stub) {}
+    }
+}
+
+extension ApplyCommandTests {
+    /// A run's token opens the gateway for that run of that agent only: another agent's run
+    /// presenting it is refused (401), and so is the same agent's next run once the first ended.
+    /// While the token is live, the machine's whole memory holds it but never the provider's key.
+    @Test func aRunTokenServesOnlyItsOwnRun() throws {
+        defer { stopMachines() }
+        let stub = try BackgroundProcess(
+            "python3",
+            [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/model_stub.py").path, "/dev/null"])
+        let key = "sk-provider-key-\(UUID().uuidString.prefix(12))"
+        #expect(
+            try Shell.run(
+                Agentry.binary.path, ["secret", "set", "stub/key", "--state-dir", state.path], input: key + "\n"
+            ).status == 0)
+        // `hold` leaves the run's token in a file (the run's output redacts it) and waits; `use
+        // TOKEN` calls the model with TOKEN.
+        let script = """
+            case "$PROMPT" in hold) echo "$KEY" > /agent/held-token; echo holding; sleep 600;; \
+            use*) wget -O - --header "x-api-key: ${PROMPT#use }" --header 'content-type: application/json' \
+            --post-data '{"model": "stub-model"}' "$BASE/messages" 2>&1; echo " status $?";; esac
+            """
+        let repo = try runRepository(
+            agent: "holder", script: script, env: ["BASE": "{{model.baseUrl}}", "KEY": "{{model.apiKey}}"],
+            apis: ["messages"])
+        try repo.write(
+            "models/stub.yaml",
+            "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: stub}\nspec: {provider: local, name: stub-model, api: messages, baseUrl: 'http://127.0.0.1:\(stub.firstLine())/v1', credentials: {ref: stub/key}}\n"
+        )
+        let holder = try String(contentsOf: repo.url.appendingPathComponent("agents/holder.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "  model: local", with: "  model: stub")
+        try repo.write("agents/holder.yaml", holder)
+        try repo.write("agents/other.yaml", holder.replacingOccurrences(of: "name: holder", with: "name: other"))
+        try repo.commitAll("two agents on one model")
+        #expect(try agentry(["apply", "--auto-approve"], in: repo).status == 0)
+
+        let held = try startAgentry(["run", "holder", "--prompt", "hold"], in: repo)
+        try waitUntil(seconds: 120) { held.stdout.contains("holding") }
+        let token = try agentry(["exec", "holder", "--", "cat", "/agent/held-token"], in: repo).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.hasPrefix("agr_") && !held.stdout.contains(token), "the run's output redacts its token")
+
+        // A made-up token is refused, and so is the holder's, presented by the other agent.
+        let madeUp = try agentry(["run", "other", "--prompt", "use agr_made_up"], in: repo)
+        #expect(madeUp.stdout.contains("401"), "\(madeUp.stdout)")
+        let stolen = try agentry(["run", "other", "--prompt", "use \(token)"], in: repo)
+        #expect(stolen.stdout.contains("401") && !stolen.stdout.contains("answer from"), "\(stolen.stdout)")
+
+        // The holder's memory, dumped whole while its run is live: the token is there, the key is not.
+        let dump = state.path + "/../memory-\(UUID().uuidString).dump"
+        defer { try? FileManager.default.removeItem(atPath: dump) }
+        let qmp = try Shell.run(
+            "python3",
+            [
+                "-c",
+                """
+                import json, socket, sys
+                s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+                f.readline()
+                for command in [{"execute": "qmp_capabilities"},
+                                {"execute": "dump-guest-memory", "arguments": {"paging": False, "protocol": "file:" + sys.argv[2]}}]:
+                    f.write(json.dumps(command) + "\\n"); f.flush()
+                    while True:
+                        answer = json.loads(f.readline())
+                        if "return" in answer or "error" in answer: break
+                    if "error" in answer: sys.exit(json.dumps(answer))
+                data = open(sys.argv[2], "rb").read()
+                print(len(data) >> 20, data.count(sys.argv[3].encode()), data.count(sys.argv[4].encode()))
+                """,
+                state.path + "/agents/holder/qmp.sock", dump, token, key,
+            ])
+        let counts = qmp.stdout.split(separator: " ").compactMap {
+            Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(counts.count == 3 && counts[0] >= 64 && counts[1] > 0, "\(qmp.stdout)\(qmp.stderr)")
+        #expect(counts.count == 3 && counts[2] == 0, "the provider's key is nowhere in the machine's memory")
+
+        held.signal(SIGINT)
+        #expect(try held.wait() == 130)
+        // The run ended: its token is void, for its own agent too.
+        let replayed = try agentry(["run", "holder", "--prompt", "use \(token)"], in: repo)
+        #expect(replayed.stdout.contains("401"), "\(replayed.stdout)")
         withExtendedLifetime(stub) {}
     }
 }

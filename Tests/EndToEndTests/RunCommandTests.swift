@@ -7,10 +7,13 @@ import Testing
 extension ApplyCommandTests {
     /// A repository with one shell-harness agent whose command is `script`.
     func runRepository(
-        agent: String = "greeter", script: String, secrets: [(env: String, ref: String)] = [], timeout: String = "2m"
+        agent: String = "greeter", script: String, secrets: [(env: String, ref: String)] = [], timeout: String = "2m",
+        env: [String: String] = [:], apis: [String] = ["chat-completions"]
     ) throws -> TemporaryDirectory {
         let directory = try repository(agents: [])
         let escaped = script.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        let variables = (["PROMPT": "{{prompt}}", "MODEL": "{{model.name}}"].merging(env) { $1 })
+            .sorted { $0.key < $1.key }.map { "\($0.key): \"\($0.value)\"" }.joined(separator: ", ")
         try directory.write(
             "harnesses/shell.yaml",
             """
@@ -20,8 +23,8 @@ extension ApplyCommandTests {
             spec:
               type: shell
               command: ["/bin/sh", "-c", "\(escaped)"]
-              env: {PROMPT: "{{prompt}}", MODEL: "{{model.name}}"}
-              supports: {apis: [chat-completions]}
+              env: {\(variables)}
+              supports: {apis: [\(apis.joined(separator: ", "))]}
 
             """)
         let secretLines = secrets.map { "    - {env: \($0.env), ref: \($0.ref)}" }.joined(separator: "\n")

@@ -168,7 +168,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 log.write(json.dumps(entry) + "\n")
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that hangs up (a proxy dropping a pooled connection) is not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+server = Server(("127.0.0.1", PORT), Handler)
 server.daemon_threads = True
 print(server.server_address[1], flush=True)
 server.serve_forever()
