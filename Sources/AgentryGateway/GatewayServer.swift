@@ -50,6 +50,9 @@ public final class GatewayServer: ModelGateway {
             // No read timeout here: AsyncHTTPClient would re-arm a timer for every chunk of a
             // stream. The relay watches for a stalled answer itself (`Listener.relay`).
             configuration.timeout = .init(connect: .seconds(4))
+            // A model that refuses the connection gives way to the next at once, not after
+            // AsyncHTTPClient's retries have spent the connect timeout.
+            configuration.connectionPool.retryConnectionEstablishment = false
             configuration.decompression = .disabled
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             made = client

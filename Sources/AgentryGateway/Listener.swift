@@ -230,13 +230,19 @@ final class Listener: @unchecked Sendable {
         var call = ModelCall(
             requested: requested, served: route.resource, status: Int(response.status.code),
             firstByteMilliseconds: firstByte, fallbacks: passedOver)
-        defer {
+        var recorded = false
+        // Recorded before the answer's end goes out, so a harness that has its answer can count on
+        // the usage (and the budget) having it too; on a cut answer, when the relay stops.
+        func record() {
+            guard !recorded else { return }
+            recorded = true
             meter.finish()
             call.inputTokens = meter.inputTokens
             call.outputTokens = meter.outputTokens
             call.durationMilliseconds = Self.milliseconds(since: started)
             session.record(call)
         }
+        defer { record() }
         try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)))
         // Whatever of the answer gathered in the pipe while the last write went out is written as
         // one: a stream of small events costs one write per event only while the harness keeps up.
@@ -274,6 +280,7 @@ final class Listener: @unchecked Sendable {
                 meter.feed(batch.readableBytesView)
                 try await outbound.write(.body(.byteBuffer(batch)))
             }
+            record()
             try await outbound.write(.end(nil))
             return true
         }

@@ -91,10 +91,6 @@ extension ApplyCommandTests {
             "python3",
             [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/model_stub.py").path, "/dev/null"])
         let key = "sk-provider-key-\(UUID().uuidString.prefix(12))"
-        #expect(
-            try Shell.run(
-                Agentry.binary.path, ["secret", "set", "stub/key", "--state-dir", state.path], input: key + "\n"
-            ).status == 0)
         // `hold` leaves the run's token in a file (the run's output redacts it) and waits; `use
         // TOKEN` calls the model with TOKEN.
         let script = """
@@ -115,6 +111,13 @@ extension ApplyCommandTests {
         try repo.write("agents/other.yaml", holder.replacingOccurrences(of: "name: holder", with: "name: other"))
         try repo.commitAll("two agents on one model")
         #expect(try agentry(["apply", "--auto-approve"], in: repo).status == 0)
+        // Without the model's key in the store, a run does not start, and says which key.
+        let keyless = try agentry(["run", "holder", "--prompt", "hold"], in: repo)
+        #expect(keyless.status == 2 && keyless.stderr.contains("stub/key"), "\(keyless.stderr)")
+        #expect(
+            try Shell.run(
+                Agentry.binary.path, ["secret", "set", "stub/key", "--state-dir", state.path], input: key + "\n"
+            ).status == 0)
 
         let held = try startAgentry(["run", "holder", "--prompt", "hold"], in: repo)
         try waitUntil(seconds: 120) { held.stdout.contains("holding") }

@@ -38,6 +38,7 @@ extension ApplyCommandTests {
                 "exec", "greeter", "--", "sh", "-c",
                 "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c -e '\(pattern)' || true",
             ], in: repo)
+        #expect(listed.status == 0, "exec failed: \(listed.stderr)")
         return Int(listed.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 
@@ -53,7 +54,7 @@ extension ApplyCommandTests {
                 if [ "$PROMPT" = look ]; then mkdir -p out; ls /run/secrets | wc -l > out/secret-folders; \
                 for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c -e '^sh -c exec' > out/daemons; exit 0; fi; \
                 mkdir -p out; (setsid sh -c 'exec >/dev/null 2>&1 </dev/null; while true; do date >> /agent/out/daemon.log; sleep 0.2; done' &); \
-                echo started; sleep 600
+                while [ ! -s out/daemon.log ]; do sleep 0.1; done; echo started; sleep 600
                 """,
             secrets: [("API_TOKEN", "ci/api-token")])
         let set = try Shell.run(
@@ -81,7 +82,9 @@ extension ApplyCommandTests {
         try waitUntil(seconds: 120) { second.stdout.contains("started") }
         second.signal(SIGKILL)
         _ = try second.wait()
-        // At least one: a fork of the daemon's loop not yet exec'd into `sleep` counts as well.
+        // (The harness says "started" once the daemon let go of its output: a daemon still holding
+        // the harness's pipes is part of the command and goes with it.) At least one: a fork of the
+        // daemon's loop not yet exec'd into `sleep` counts as well.
         #expect(try guestProcesses("daemon[.]log", repo) >= 1)
         #expect(try agentry(["exec", "greeter", "--", "ls", "/run/secrets"], in: repo).stdout != "")
         // ...until the next run: it records the lost one, then ends and removes what it left.
