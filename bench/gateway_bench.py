@@ -12,8 +12,10 @@ then measures each path:
   throughput  --streams streamed answers of --chunks chunks (64 characters each, each written and
               flushed on its own by the stub), read raw off the socket: MB/s of the median stream
 
-The paths take turns (a round of calls, then a stream each, --streams rounds), so that what else a
-shared machine does at a moment falls on all of them alike.
+Each path is measured against direct calls made at the same time: the two take turns (a round of
+calls, then a stream each, --streams rounds), so that what else a shared machine does at a moment
+falls on both alike. The gateway goes first; LiteLLM, whose workers keep the machine busy, is
+started after and compared with direct calls made while it runs.
 
 Targets (issue 13): p50 added latency under 1 ms, streamed throughput within 5% of direct, and at
 least 5x less added latency than LiteLLM.
@@ -211,12 +213,13 @@ def main():
         gateway.stdin.flush()
         token = gateway.stdout.readline().strip()
 
-        paths = [
-            Path("direct", lambda: TCPConnection("127.0.0.1", port), lambda: tcp_socket(port),
-                 "/v1/chat/completions", KEY),
-            Path("agentry gateway", lambda: UnixConnection(socket_path), lambda: unix_socket(socket_path),
-                 "/v1/chat/completions", token),
-        ]
+        def direct():
+            return Path("direct", lambda: TCPConnection("127.0.0.1", port), lambda: tcp_socket(port),
+                        "/v1/chat/completions", KEY)
+
+        # The gateway against direct calls first, before LiteLLM (whose workers keep busy) starts.
+        results = measure([direct(), Path("agentry gateway", lambda: UnixConnection(socket_path),
+                                          lambda: unix_socket(socket_path), "/v1/chat/completions", token)], args)
         if args.litellm:
             litellm_port = free_port()
             config = os.path.join(scratch, "litellm.yaml")
@@ -235,9 +238,12 @@ def main():
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             processes.append(litellm)
             wait_for_port(litellm_port, litellm, log.name)
-            paths.append(Path("LiteLLM proxy", lambda: TCPConnection("127.0.0.1", litellm_port),
-                              lambda: tcp_socket(litellm_port), "/v1/chat/completions", MASTER_KEY))
-        results = measure(paths, args)
+            # LiteLLM against direct calls of its own, made while it runs.
+            baseline, proxied = measure(
+                [direct(), Path("LiteLLM proxy", lambda: TCPConnection("127.0.0.1", litellm_port),
+                                lambda: tcp_socket(litellm_port), "/v1/chat/completions", MASTER_KEY)], args)
+            baseline["path"] = "direct (LiteLLM up)"
+            results += [baseline, proxied]
 
         gateway.stdin.close()
         usage = json.loads(gateway.stdout.readline())
@@ -245,11 +251,10 @@ def main():
         if usage["calls"] != expected:
             raise SystemExit(f"the gateway counted {usage['calls']} calls, not {expected}")
 
-        direct = results[0]
-        for result in results[1:]:
-            result["addedP50"] = result["p50"] - direct["p50"]
-            result["addedP99"] = result["p99"] - direct["p99"]
-            result["throughputRatio"] = result["throughput"] / direct["throughput"]
+        for base, result in [(results[0], results[1])] + ([(results[2], results[3])] if len(results) == 4 else []):
+            result["addedP50"] = result["p50"] - base["p50"]
+            result["addedP99"] = result["p99"] - base["p99"]
+            result["throughputRatio"] = result["throughput"] / base["throughput"]
         if args.json:
             print(json.dumps(results, indent=2))
             return
@@ -260,8 +265,8 @@ def main():
             added = (f"{r['addedP50']:>11.3f}{r['addedP99']:>11.3f}" if "addedP50" in r else f"{'':>22}")
             ratio = f"{r['throughputRatio']:>10.3f}x" if "throughputRatio" in r else ""
             print(f"{r['path']:<18}{r['p50']:>9.3f}{r['p99']:>9.3f}{added}{r['throughput']:>9.1f}{ratio}")
-        if len(results) == 3 and results[1]["addedP50"] > 0:
-            print(f"LiteLLM adds {results[2]['addedP50'] / results[1]['addedP50']:.1f}x the gateway's p50 latency")
+        if len(results) == 4 and results[1]["addedP50"] > 0:
+            print(f"LiteLLM adds {results[3]['addedP50'] / results[1]['addedP50']:.1f}x the gateway's p50 latency")
     finally:
         for process in reversed(processes):
             if process.poll() is None:
