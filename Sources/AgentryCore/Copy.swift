@@ -97,10 +97,14 @@ public struct Copy: Sendable {
         let ports = ports
         return try await BlockingWork.run {
             let channel = try Self.connect(ports, agent)
-            // A folder lists its regular files (NUL-separated); anything else is read as one file.
+            // A folder lists its executable regular files, an empty name, then all its regular files
+            // (NUL-separated); anything else is read as one file (exit 4 when it is executable).
             var listing: [UInt8] = []
             var overflow = false
-            let script = "if [ -d \"$1\" ]; then cd \"$1\" && find . -type f -print0; else exit 3; fi"
+            let script = """
+                if [ -d "$1" ]; then cd "$1" && find . -type f -perm -100 -print0 && printf '\\0' && find . -type f -print0; \
+                elif [ -f "$1" ] && [ -x "$1" ]; then exit 4; else exit 3; fi
+                """
             let exit = try reporting(.machineFailed) {
                 try channel.exec(
                     ["/bin/sh", "-c", script, "sh", path], environment: ["PATH=" + GuestShell.runPath],
@@ -110,9 +114,9 @@ public struct Copy: Sendable {
                     if listing.count + bytes.count > Self.listingBytes { overflow = true } else { listing += bytes }
                 }
             }
-            if exit.status == 3 {
+            if exit.status == 3 || exit.status == 4 {
                 let bytes = try reporting(.machineFailed) { try channel.getFile(path) }
-                try deliver(File(path: "", bytes: bytes))
+                try deliver(File(path: "", bytes: bytes, executable: exit.status == 4))
                 return (1, [])
             }
             guard exit.status == 0, !overflow else {
@@ -124,7 +128,10 @@ public struct Copy: Sendable {
             }
             var names: [String] = []
             var refused: [String] = []
-            for entry in listing.split(separator: 0) {
+            let entries = listing.split(separator: 0, omittingEmptySubsequences: false)
+            let boundary = entries.firstIndex(where: \.isEmpty) ?? entries.endIndex
+            let executables = Set(entries[..<boundary].map { String(decoding: $0, as: UTF8.self) })
+            for entry in entries[boundary...] where !entry.isEmpty {
                 var relative = String(decoding: entry, as: UTF8.self)
                 if relative.hasPrefix("./") { relative.removeFirst(2) }
                 guard Self.isSafeFromGuest(relative) else {
@@ -140,7 +147,7 @@ public struct Copy: Sendable {
             }
             for relative in names.sorted() {
                 let bytes = try reporting(.machineFailed) { try channel.getFile(path + "/" + relative) }
-                try deliver(File(path: relative, bytes: bytes))
+                try deliver(File(path: relative, bytes: bytes, executable: executables.contains("./" + relative)))
             }
             return (names.count, refused)
         }

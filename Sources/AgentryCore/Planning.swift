@@ -345,7 +345,8 @@ extension Planning {
     /// that are themselves texts of several lines.
     static func showsText(_ change: Change) -> Bool {
         change.field == "instructions" || change.field.hasPrefix("skills.")
-            || (change.old ?? "").contains("\n") || (change.new ?? "").contains("\n")
+            || change.old?.utf8.contains(UInt8(ascii: "\n")) == true
+            || change.new?.utf8.contains(UInt8(ascii: "\n")) == true
     }
 
     /// The texts a plan changes, against the commit each agent was applied at (at most three

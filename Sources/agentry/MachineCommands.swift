@@ -546,7 +546,8 @@ final class HostTree: Sendable {
     init(_ root: String) { self.root = root }
 
     func write(_ file: Copy.File) throws {
-        guard !file.path.isEmpty else { return try Self.replace(root, with: file.bytes) }
+        let mode: mode_t = file.executable ? 0o755 : 0o644
+        guard !file.path.isEmpty else { return try Self.replace(root, with: file.bytes, mode: mode) }
         let parts = file.path.split(separator: "/").map(String.init)
         var folder = root
         try make(folder, first: true)
@@ -554,7 +555,7 @@ final class HostTree: Sendable {
             folder += "/" + part
             try make(folder, first: false)
         }
-        try Self.create(folder + "/" + parts.last!, file.bytes)
+        try Self.create(folder + "/" + parts.last!, file.bytes, mode: mode)
     }
 
     /// A folder of the tree; the root must be new.
@@ -570,16 +571,17 @@ final class HostTree: Sendable {
         made.withLock { _ = $0.insert(path) }
     }
 
-    static func create(_ path: String, _ bytes: [UInt8]) throws {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+    /// A new file of `mode` (less the umask, as any file a program creates).
+    static func create(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard descriptor >= 0 else { throw CoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
         try writeAll(descriptor, bytes, path)
     }
 
-    static func replace(_ path: String, with bytes: [UInt8]) throws {
+    static func replace(_ path: String, with bytes: [UInt8], mode: mode_t) throws {
         let temporary = path + ".agentry-cp-\(getpid())"
-        try create(temporary, bytes)
+        try create(temporary, bytes, mode: mode)
         guard rename(temporary, path) == 0 else {
             unlink(temporary)
             throw CoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")

@@ -205,14 +205,22 @@ extension ApplyCommandTests {
         try FileManager.default.createDirectory(
             at: work.url.appendingPathComponent("tree/deep"), withIntermediateDirectories: true)
         try payload.write(to: work.url.appendingPathComponent("tree/deep/b.bin"))
+        try work.write("tree/run.sh", "#!/bin/sh\necho ran\n")
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: work.path + "/tree/run.sh")
         #expect(try shell(#""$AGENTRY" cp --state-dir "$STATE" tree carrier:inbox/"#).status == 0)
         let listed = try agentry(
-            ["exec", "carrier", "--", "sh", "-c", "cd inbox/tree && find . -type f | sort"], in: repo)
-        #expect(listed.stdout == "./a.txt\n./deep/b.bin\n", "\(listed.stdout)")
+            ["exec", "carrier", "--", "sh", "-c", "cd inbox/tree && find . -type f | sort && ./run.sh"], in: repo)
+        #expect(listed.stdout == "./a.txt\n./deep/b.bin\n./run.sh\nran\n", "\(listed.stdout)")
         let out = try shell(#""$AGENTRY" cp --state-dir "$STATE" carrier:inbox/tree copied"#)
         #expect(out.status == 0, "\(out.stderr)")
         #expect(try Data(contentsOf: work.url.appendingPathComponent("copied/deep/b.bin")) == payload)
         #expect(try String(contentsOf: work.url.appendingPathComponent("copied/a.txt"), encoding: .utf8) == "first\n")
+        // The executable bit comes back with the file, alone or in a folder; nothing else gains it.
+        let manager = FileManager.default
+        #expect(manager.isExecutableFile(atPath: work.path + "/copied/run.sh"))
+        #expect(!manager.isExecutableFile(atPath: work.path + "/copied/a.txt"))
+        #expect(try shell(#""$AGENTRY" cp --state-dir "$STATE" carrier:inbox/tree/run.sh alone.sh"#).status == 0)
+        #expect(try shell("./alone.sh").stdout == "ran\n")
         // One file out, into an existing folder.
         let one = try shell(#""$AGENTRY" cp --state-dir "$STATE" carrier:in.bin copied"#)
         #expect(one.status == 0, "\(one.stderr)")
