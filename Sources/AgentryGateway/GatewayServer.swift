@@ -23,6 +23,9 @@ public final class GatewayServer: ModelGateway {
         public var connections = 64
         public var firstByte: TimeAmount = .seconds(120)
         public var idleRead: TimeAmount = .minutes(5)
+        /// How long a connection may take to send a whole request, from its opening or its last
+        /// answer; past it the connection is closed (kept-alive connections left idle too).
+        public var requestWait: TimeAmount = .seconds(60)
 
         public init() {}
     }

@@ -82,11 +82,13 @@ final class Listener: @unchecked Sendable {
                 defer { cutOff.cancel() }
                 while try await parts.next() != nil {}
             }
-            while true {
-                guard case .head(let head)? = try await parts.next() else { return }
+            // The next request, whole (its body past the limit dropped and said so); nil when the
+            // connection ends first.
+            func readRequest() async throws -> (head: HTTPRequestHead, body: ByteBuffer, tooLarge: Bool)? {
+                guard case .head(let head)? = try await parts.next() else { return nil }
                 var body = ByteBuffer()
                 var tooLarge = false
-                reading: while let part = try await parts.next() {
+                while let part = try await parts.next() {
                     switch part {
                     case .body(var chunk):
                         if tooLarge || body.readableBytes + chunk.readableBytes > limits.requestBody {
@@ -95,10 +97,22 @@ final class Listener: @unchecked Sendable {
                         } else {
                             body.writeBuffer(&chunk)
                         }
-                    case .end: break reading
-                    case .head: return
+                    case .end: return (head, body, tooLarge)
+                    case .head: return nil
                     }
                 }
+                return nil
+            }
+            while true {
+                // A request must arrive whole within `requestWait` of the connection opening or of
+                // its last answer: an idle or trickling connection does not keep its place.
+                let request: (head: HTTPRequestHead, body: ByteBuffer, tooLarge: Bool)?
+                do {
+                    let wait = channel.eventLoop.scheduleTask(in: limits.requestWait) { channel.close(promise: nil) }
+                    defer { wait.cancel() }
+                    request = try await readRequest()
+                }
+                guard let (head, body, tooLarge) = request else { return }
                 guard admitted else {
                     try await Self.refuse(
                         outbound, .serviceUnavailable, "overloaded",

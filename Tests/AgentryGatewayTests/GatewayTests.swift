@@ -220,6 +220,7 @@ import Testing
         var limits = GatewayServer.Limits()
         limits.requestBody = 1024
         limits.connections = 2
+        limits.requestWait = .seconds(2)
         let server = gateway(limits)
         let session = try server.open(
             GatewayRun(agent: "b", runID: "r", routes: [route("m")], budgetTokens: 10))
@@ -244,6 +245,14 @@ import Testing
         for holder in holders { #expect(holder.firstLine() == "held") }
         let refused = try call("b", "/v1/messages", token: session.token, body: #"{"model": "m"}"#)
         #expect(refused.status == 503 && refused.body.contains("connections"), "\(refused)")
+        // Connections that send nothing are closed after `requestWait`, and their places are free.
+        let deadline = Date().addingTimeInterval(20)
+        var freed = false
+        while !freed && Date() < deadline {
+            freed = try call("b", "/v1/models", token: session.token, body: "").status != 503
+            if !freed { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        #expect(freed, "idle connections keep their places past requestWait")
         withExtendedLifetime(holders) {}
     }
 }
