@@ -14,7 +14,8 @@ struct ApplyCommand: AsyncParsableCommand {
             again after any interruption and it converges. A second apply while one runs is refused with \
             the holder's pid.
 
-            Exit codes: 0 applied, 1 invalid repository, refused plan or a failed agent, 2 could not run.
+            Exit codes: 0 applied, 1 invalid repository, refused plan, a failed agent or the plan not \
+            approved at the prompt, 2 could not run.
             """)
 
     @Argument(help: "A plan saved by `agentry plan --out`.")
@@ -114,7 +115,8 @@ struct ApplyCommand: AsyncParsableCommand {
             } else {
                 status = try format.finish(outcome.plan)
             }
-            if outcome.steps.contains(where: \.failed) { status = ExitStatus.invalid }
+            // As Terraform: a plan not approved at the prompt is not a success.
+            if outcome.steps.contains(where: \.failed) || outcome.declined { status = ExitStatus.invalid }
         }
         if let status { throw ExitCode(status) }
     }

@@ -598,3 +598,49 @@ extension ApplyCommandTests {
         withExtendedLifetime(server) {}
     }
 }
+
+extension ApplyCommandTests {
+    /// At a terminal `apply` shows the plan and asks; anything but `yes` changes nothing and exits
+    /// 1 (as Terraform), `yes` applies; without a terminal it never asks.
+    @Test func applyAsksAtATerminalAndOnlyYesGoesOn() throws {
+        defer { stopMachines() }
+        let repo = try repository(agents: ["asked"])
+        let driver = #"""
+            import os, pty, select, sys, time
+            agentry, state, repo, answer = sys.argv[1:5]
+            env = dict(os.environ, AGENTRY_ACCELERATOR="tcg")
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.chdir(repo)
+                os.execve(agentry, [agentry, "apply", "--state-dir", state], env)
+            seen = b""
+            def until(text, seconds):
+                global seen
+                deadline = time.time() + seconds
+                while text.encode() not in seen and time.time() < deadline:
+                    if select.select([fd], [], [], 0.2)[0]:
+                        try:
+                            seen += os.read(fd, 65536)
+                        except OSError:
+                            break
+                return text.encode() in seen
+            asked = until("Only 'yes' is accepted", 120)
+            os.write(fd, answer.encode() + b"\r")
+            until("\0", 240)  # everything until agentry exits
+            _, status = os.waitpid(pid, 0)
+            print(f"asked={asked} exit={os.waitstatus_to_exitcode(status)}")
+            print(seen.decode(errors="replace"))
+            """#
+        func apply(answering answer: String) throws -> Agentry.Result {
+            try Shell.run(
+                "python3", ["-c", driver, Agentry.binary.path, state.path, repo.path, answer], timeout: 300)
+        }
+        let declined = try apply(answering: "no")
+        #expect(declined.stdout.hasPrefix("asked=True exit=1\n"), "\(declined.stdout)")
+        #expect(declined.stdout.contains("Apply cancelled: nothing was changed."), "\(declined.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: state.path + "/agents/asked"), "no machine was made")
+        let approved = try apply(answering: "yes")
+        #expect(approved.stdout.hasPrefix("asked=True exit=0\n"), "\(approved.stdout)")
+        #expect(FileManager.default.fileExists(atPath: state.path + "/agents/asked"), "the machine was made")
+    }
+}
