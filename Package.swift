@@ -96,7 +96,7 @@ let package = Package(
         .target(
             name: "AgentryGateway",
             dependencies: [
-                "AgentryCore", "AgentryRender",
+                "AgentryCore", "AgentryRender", "AgentryModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -32,8 +32,6 @@ public final class GatewayServer: ModelGateway {
 
     let socket: @Sendable (String) -> String
     let limits: Limits
-    /// Made with the first session (most commands never open one).
-    private let made = NIOLockedValueBox<HTTPClient?>(nil)
 
     /// `socket` names the unix socket of an agent's gateway.
     public init(socket: @escaping @Sendable (String) -> String, limits: Limits = Limits()) {
@@ -41,26 +39,20 @@ public final class GatewayServer: ModelGateway {
         self.limits = limits
     }
 
-    deinit {
-        if let client = made.withLockedValue({ $0 }) { try? client.syncShutdown() }
-    }
-
-    var client: HTTPClient {
-        made.withLockedValue { made in
-            if let client = made { return client }
-            var configuration = HTTPClient.Configuration()
-            configuration.redirectConfiguration = .disallow
-            // No read timeout here: AsyncHTTPClient would re-arm a timer for every chunk of a
-            // stream. The relay watches for a stalled answer itself (`Listener.relay`).
-            configuration.timeout = .init(connect: .seconds(4))
-            // A model that refuses the connection gives way to the next at once, not after
-            // AsyncHTTPClient's retries have spent the connect timeout.
-            configuration.connectionPool.retryConnectionEstablishment = false
-            configuration.decompression = .disabled
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            made = client
-            return client
-        }
+    /// Each run has a client (a connection pool) of its own, as many connections wide as the run
+    /// may open: one agent's long answers never hold up another's calls to the same provider.
+    func makeClient() -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        // No read timeout here: AsyncHTTPClient would re-arm a timer for every chunk of a
+        // stream. The relay watches for a stalled answer itself (`Listener.relay`).
+        configuration.timeout = .init(connect: .seconds(4))
+        // A model that refuses the connection gives way to the next at once, not after
+        // AsyncHTTPClient's retries have spent the connect timeout.
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.decompression = .disabled
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = limits.connections
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
     public func open(_ run: GatewayRun) throws -> any GatewaySession {
@@ -68,8 +60,14 @@ public final class GatewayServer: ModelGateway {
             throw CoreError(.invalidRepository, "the run of \(run.agent) has no model for the gateway")
         }
         let session = Session(run: run, primaryPath: GatewayAddress.path(of: primary.baseURL))
+        let client = makeClient()
         let listener = Listener(path: socket(run.agent), session: session, limits: limits, client: client)
-        try listener.start()
+        do {
+            try listener.start()
+        } catch {
+            client.shutdown { _ in }
+            throw error
+        }
         session.listener = listener
         return session
     }
@@ -121,6 +119,8 @@ public final class GatewayServer: ModelGateway {
         func close() -> ModelUsage {
             state.withLockedValue { $0.open = false }
             listener?.stop()
+            // Requests still in flight are cut; the pool closes its connections in the background.
+            listener?.client.shutdown { _ in }
             return usage()
         }
     }

@@ -71,7 +71,15 @@ final class Listener: @unchecked Sendable {
         }
         defer { if admitted { open.withLockedValue { $0 -= 1 } } }
         let channel = connection.channel
-        try? await connection.executeThenClose { inbound, outbound in
+        try? await Self.$connection.withValue(channel) { try await serveRequests(connection, admitted: admitted) }
+    }
+
+    /// The connection a task serves (its relay's watchdog closes it on a harness that stopped reading).
+    @TaskLocal static var connection: (any Channel)?
+
+    func serveRequests(_ connection: Connection, admitted: Bool) async throws {
+        let channel = connection.channel
+        try await connection.executeThenClose { inbound, outbound in
             var parts = inbound.makeAsyncIterator()
             // Closing at once would drop what the socket has not taken yet (the end of a long answer
             // to a slow reader): the output is shut once written, then the harness closes its side,
@@ -82,10 +90,9 @@ final class Listener: @unchecked Sendable {
                 defer { cutOff.cancel() }
                 while try await parts.next() != nil {}
             }
-            // The next request, whole (its body past the limit dropped and said so); nil when the
-            // connection ends first.
-            func readRequest() async throws -> (head: HTTPRequestHead, body: ByteBuffer, tooLarge: Bool)? {
-                guard case .head(let head)? = try await parts.next() else { return nil }
+            // The body of the request whose head was read (past the limit dropped and said so); nil
+            // when the connection ends first.
+            func readBody() async throws -> (body: ByteBuffer, tooLarge: Bool)? {
                 var body = ByteBuffer()
                 var tooLarge = false
                 while let part = try await parts.next() {
@@ -97,7 +104,7 @@ final class Listener: @unchecked Sendable {
                         } else {
                             body.writeBuffer(&chunk)
                         }
-                    case .end: return (head, body, tooLarge)
+                    case .end: return (body, tooLarge)
                     case .head: return nil
                     }
                 }
@@ -106,24 +113,76 @@ final class Listener: @unchecked Sendable {
             while true {
                 // A request must arrive whole within `requestWait` of the connection opening or of
                 // its last answer: an idle or trickling connection does not keep its place.
-                let request: (head: HTTPRequestHead, body: ByteBuffer, tooLarge: Bool)?
-                do {
-                    let wait = channel.eventLoop.scheduleTask(in: limits.requestWait) { channel.close(promise: nil) }
-                    defer { wait.cancel() }
-                    request = try await readRequest()
-                }
-                guard let (head, body, tooLarge) = request else { return }
-                guard admitted else {
-                    try await Self.refuse(
-                        outbound, .serviceUnavailable, "overloaded",
-                        "more than \(limits.connections) connections to the model gateway at once", close: true)
+                let wait = channel.eventLoop.scheduleTask(in: limits.requestWait) { channel.close(promise: nil) }
+                defer { wait.cancel() }
+                guard case .head(let head)? = try await parts.next() else { return }
+                // Screened at its head, before any of its body is read: a connection past the limit,
+                // a request without the run's token, or one the gateway does not send on is answered
+                // and closed (the rest of it read and dropped), never buffered.
+                if let (status, type, message) = screen(head, admitted: admitted) {
+                    wait.cancel()
+                    try await Self.refuse(outbound, status, type, message, close: true)
                     return try await closeAfterFlushing()
                 }
+                guard let (body, tooLarge) = try await readBody() else { return }
+                wait.cancel()
                 let keepAlive = head.isKeepAlive && !tooLarge
                 let finished = try await handle(
                     head, body: tooLarge ? nil : body, outbound: outbound, keepAlive: keepAlive)
                 if !finished || !keepAlive { return try await closeAfterFlushing() }
             }
+        }
+    }
+
+    /// Why a request is refused at its head, if it is: the connection is over the limit, the token
+    /// is not the run's, or the method or path is not one a model API takes.
+    func screen(_ head: HTTPRequestHead, admitted: Bool) -> (HTTPResponseStatus, String, String)? {
+        guard admitted else {
+            return (
+                .serviceUnavailable, "overloaded",
+                "more than \(limits.connections) connections to the model gateway at once"
+            )
+        }
+        let presented =
+            head.headers.first(name: "x-api-key")
+            ?? head.headers.first(name: "authorization").flatMap { value -> String? in
+                let parts = value.split(separator: " ", maxSplits: 1)
+                return parts.count == 2 && parts[0].lowercased() == "bearer" ? String(parts[1]) : nil
+            }
+        guard session.admits(presented) else {
+            return (
+                .unauthorized, "authentication_error",
+                "the model gateway takes only the token of a run in progress (this one ended, or belongs to another agent)"
+            )
+        }
+        guard head.method == .POST || head.method == .GET else {
+            return (.methodNotAllowed, "method_not_allowed", "the model gateway takes POST and GET only")
+        }
+        guard Self.isModelPath(head.uri, under: session.primaryPath) else {
+            return (
+                .notFound, "not_found",
+                "the model gateway serves plain paths under \(session.primaryPath.isEmpty ? "/" : session.primaryPath + "/")"
+            )
+        }
+        return nil
+    }
+
+    /// Whether `target` is a plain path below `prefix` (the model's base path): it starts with `/`
+    /// (never a host), continues `prefix` at a segment boundary, and has no dot segment, no
+    /// backslash, no encoded `.`, `/` or `\\` and no control character, so no upstream can be
+    /// led outside the base by normalising it.
+    static func isModelPath(_ target: String, under prefix: String) -> Bool {
+        guard target.hasPrefix("/"), target.hasPrefix(prefix) else { return false }
+        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        let rest = path.dropFirst(prefix.count)
+        guard rest.isEmpty || rest.hasPrefix("/") else { return false }
+        guard !target.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F || $0 == "\\" }) else {
+            return false
+        }
+        let lowered = path.lowercased()
+        if lowered.contains("%2e") || lowered.contains("%2f") || lowered.contains("%5c") { return false }
+        return !path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().contains {
+            $0 == "." || $0 == ".."
         }
     }
 
@@ -135,19 +194,6 @@ final class Listener: @unchecked Sendable {
         _ head: HTTPRequestHead, body: ByteBuffer?, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
         keepAlive: Bool
     ) async throws -> Bool {
-        let presented =
-            head.headers.first(name: "x-api-key")
-            ?? head.headers.first(name: "authorization").flatMap { value -> String? in
-                let parts = value.split(separator: " ", maxSplits: 1)
-                return parts.count == 2 && parts[0].lowercased() == "bearer" ? String(parts[1]) : nil
-            }
-        guard session.admits(presented) else {
-            try await Self.refuse(
-                outbound, .unauthorized, "authentication_error",
-                "the model gateway takes only the token of a run in progress (this one ended, or belongs to another agent)",
-                close: !keepAlive)
-            return true
-        }
         guard let body else {
             try await Self.refuse(
                 outbound, .payloadTooLarge, "request_too_large",
@@ -170,27 +216,24 @@ final class Listener: @unchecked Sendable {
         keepAlive: Bool
     ) async throws -> Bool {
         let started = NIODeadline.now()
-        let original = Data(body.readableBytesView)
-        let requested = await Self.offLoop(original.count) { Self.model(in: original) } ?? ""
+        let original = Array(body.readableBytesView)
+        let fields = await Self.offLoop(original.count) { ModelField.find(in: original).map(\.value) }
+        // As a provider's parser reads it: the last of repeated members.
+        let requested = fields.last ?? ""
         var passedOver: [String] = []
         var lastReason = ""
         var timedOut = false
         let routes = session.run.routes
-        guard head.uri.hasPrefix(session.primaryPath) else {
-            try await Self.refuse(
-                outbound, .notFound, "not_found",
-                "the model gateway serves paths under \(session.primaryPath.isEmpty ? "/" : session.primaryPath)",
-                close: !keepAlive)
-            return true
-        }
         let suffix = String(head.uri.dropFirst(session.primaryPath.count))
         for (index, route) in routes.enumerated() {
             let last = index == routes.count - 1
+            // The run's models are the host's choice: a request naming another (a costlier one, or
+            // the primary's on a fallback) goes out naming this one.
             var payload = original
-            if index > 0,
-                let rewritten = await Self.offLoop(original.count, { Self.rewriting(original, model: route.model) })
+            if fields.contains(where: { $0 != route.model }),
+                let pinned = await Self.offLoop(original.count, { ModelField.replacing(original, with: route.model) })
             {
-                payload = rewritten
+                payload = pinned
             }
             let answer: (head: HTTPResponseHead, upstream: Upstream)
             do {
@@ -263,14 +306,16 @@ final class Listener: @unchecked Sendable {
         let pipe = upstream.pipe
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                // An answer that stops coming for `idleRead` (while the harness is not the one
-                // holding it up) is cut.
+                // An answer that stops coming for `idleRead`, or that the harness stops reading
+                // for as long, is cut.
                 let idle = self.limits.idleRead
                 let interval = TimeAmount.nanoseconds(max(idle.nanoseconds / 5, 1_000_000))
                 while true {
                     try await Task.sleep(nanoseconds: UInt64(interval.nanoseconds))
-                    if pipe.stalled(for: idle) {
-                        pipe.finish(StalledAnswer())
+                    if let stuck = pipe.stalled(for: idle) {
+                        pipe.finish(stuck)
+                        // A harness that stopped reading holds the write: its connection goes.
+                        if stuck is UnreadAnswer { Self.connection?.close(promise: nil) }
                         return
                     }
                 }
@@ -292,7 +337,13 @@ final class Listener: @unchecked Sendable {
                 }
                 guard let batch else { break }
                 meter.feed(batch.readableBytesView)
-                try await outbound.write(.body(.byteBuffer(batch)))
+                do {
+                    try await outbound.write(.body(.byteBuffer(batch)))
+                } catch {
+                    call.incomplete = true
+                    call.error = Self.describe(pipe.failure ?? error)
+                    throw error
+                }
             }
             record()
             try await outbound.write(.end(nil))
@@ -348,21 +399,10 @@ final class Listener: @unchecked Sendable {
         return result
     }
 
-    static func model(in body: Data) -> String? {
-        guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return nil }
-        return object["model"] as? String
-    }
-
-    /// The request for another model: its JSON with `model` replaced.
-    static func rewriting(_ body: Data, model: String) -> Data? {
-        guard var object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return nil }
-        object["model"] = model
-        return try? JSONSerialization.data(withJSONObject: object)
-    }
-
     static func describe(_ error: any Error) -> String {
         if error is FirstByteTimeout { return "no answer in time" }
         if error is StalledAnswer { return "the answer stalled" }
+        if error is UnreadAnswer { return "the harness stopped reading the answer" }
         if let client = error as? HTTPClientError {
             if client == .deadlineExceeded { return "no answer in time" }
             if client == .readTimeout { return "the answer stalled" }

@@ -74,6 +74,7 @@ final class Upstream: HTTPClientResponseDelegate, @unchecked Sendable {
 
 struct FirstByteTimeout: Error {}
 struct StalledAnswer: Error {}
+struct UnreadAnswer: Error {}
 struct RelayAbandoned: Error {}
 
 /// Carries an answer from the event loop reading the upstream to the task writing to the harness:
@@ -91,6 +92,8 @@ final class RelayPipe: Sendable {
         /// When the upstream last sent something, and the promise of room it waits on when full.
         var lastChunk = NIODeadline.now()
         var room: EventLoopPromise<Void>?
+        /// Since when the upstream waits for the harness to read.
+        var fullSince: NIODeadline?
         var writer: CheckedContinuation<Void, Never>?
     }
 
@@ -111,16 +114,24 @@ final class RelayPipe: Sendable {
             }
             let room = loop.makePromise(of: Void.self)
             state.room = room
+            state.fullSince = .now()
             return (room.futureResult, state.writer)
         }
         wake?.resume()
         return future
     }
 
-    /// Whether the upstream has sent nothing for `limit` though there was room for it.
-    func stalled(for limit: TimeAmount) -> Bool {
-        state.withLockedValue { $0.room == nil && !$0.ended && NIODeadline.now() - $0.lastChunk > limit }
+    /// Why the relay is stuck past `limit`, if it is: the upstream has sent nothing though there was
+    /// room for it, or the harness has not read what there was.
+    func stalled(for limit: TimeAmount) -> (any Error)? {
+        state.withLockedValue { state in
+            if let since = state.fullSince { return NIODeadline.now() - since > limit ? UnreadAnswer() : nil }
+            return !state.ended && NIODeadline.now() - state.lastChunk > limit ? StalledAnswer() : nil
+        }
     }
+
+    /// Why the relay ended, when it broke off.
+    var failure: (any Error)? { state.withLockedValue { $0.failure } }
 
     /// The upstream's answer ended, whole (nil) or broken off. The first end counts.
     func finish(_ failure: (any Error)?) {
@@ -143,6 +154,7 @@ final class RelayPipe: Sendable {
                 if state.buffer.readableBytes > 0 {
                     let batch = state.buffer
                     state.buffer = ByteBuffer()
+                    state.fullSince = nil
                     defer { state.room = nil }
                     return (batch, state.room, nil)
                 }

@@ -216,6 +216,80 @@ import Testing
         #expect(long.usage().calls.first?.incomplete == false)
     }
 
+    /// What a guest sends is screened at its head: only POST and GET, only plain paths under the
+    /// model's base (never a host, a dot segment or an encoded one), and the run's own model, whatever
+    /// the request names: nothing else reaches the provider with its key.
+    @Test func onlyTheRunsModelAndPathsReachTheProvider() throws {
+        let server = gateway()
+        let session = try server.open(
+            GatewayRun(agent: "p", runID: "r", routes: [route("sonnet", model: "claude-x")]))
+        defer { _ = session.close() }
+        for target in [
+            "/v1/../admin", "/v1/%2e%2e/admin", "/v1%2F..%2Fadmin", "/v1admin", "/v1/a/./b", "http://evil/v1/messages",
+            "/v1%5C..%5Cadmin",
+        ] {
+            let answer = try call(
+                "p", "/v1/messages", token: session.token, body: #"{"model": "claude-x"}"#,
+                extra: ["--path-as-is", "--request-target", target])
+            #expect(answer.status == 404, "\(target): \(answer)")
+        }
+        let deleted = try call(
+            "p", "/v1/files/f1", token: session.token, body: "", extra: ["-X", "DELETE"])
+        #expect(deleted.status == 405, "\(deleted)")
+        #expect(try received().isEmpty, "nothing of these reached the provider")
+
+        // A costlier model, and a second spelling of the member: the provider is asked for the run's.
+        let answer = try call(
+            "p", "/v1/messages", token: session.token,
+            body: #"{"model": "claude-opus", "mod\u0065l": "claude-opus", "max_tokens": 5}"#)
+        #expect(answer.status == 200 && answer.body.contains("answer from claude-x"), "\(answer)")
+        #expect(try received().last?["model"] as? String == "claude-x")
+        #expect(session.usage().calls.last?.requested == "claude-opus")
+
+        // A base URL without a path: a request target still cannot reach another host.
+        let bare = try server.open(
+            GatewayRun(agent: "q", runID: "r", routes: [route("bare", baseURL: stubURL)]))
+        defer { _ = bare.close() }
+        let elsewhere = try call(
+            "q", "/v1/messages", token: bare.token, body: #"{"model": "m"}"#,
+            extra: ["--request-target", "evil://attacker.example/v1/messages"])
+        #expect(elsewhere.status == 404, "\(elsewhere)")
+    }
+
+    /// A run's long answers hold connections of its own pool only, and an answer the harness stops
+    /// reading is cut after `idleRead` (its connection closed), recorded so.
+    @Test func unreadAnswersAreCutAndHoldNoOneElsesConnections() throws {
+        var limits = GatewayServer.Limits()
+        limits.idleRead = .seconds(2)
+        let server = gateway(limits)
+        let greedy = try server.open(
+            GatewayRun(agent: "g", runID: "r", routes: [route("bulk", model: "bulk-400000", api: "chat-completions")]))
+        let other = try server.open(GatewayRun(agent: "o", runID: "r", routes: [route("m")]))
+        defer { _ = other.close() }
+        let request =
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: g\r\nauthorization: Bearer \(greedy.token)\r\ncontent-type: application/json\r\ncontent-length: 37\r\n\r\n{\"model\": \"bulk-400000\", \"stream\": 1}"
+        // Ten long streams opened and never read.
+        let readers = try BackgroundProcess(
+            "python3",
+            [
+                "-c",
+                "import socket,sys,time\nsocks=[]\nfor _ in range(10):\n s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode()); socks.append(s)\nprint('sent', flush=True); time.sleep(60)",
+                folder.path + "/g.sock", request,
+            ])
+        #expect(readers.firstLine() == "sent")
+        let answer = try call("o", "/v1/messages", token: other.token, body: #"{"model": "m"}"#)
+        #expect(answer.status == 200, "another run's calls go on: \(answer)")
+        let deadline = Date().addingTimeInterval(30)
+        var cut = greedy.usage().calls.filter { _ in false }
+        while cut.count < 10 && Date() < deadline {
+            cut = greedy.usage().calls.filter { $0.error == "the harness stopped reading the answer" }
+            if cut.count < 10 { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        #expect(cut.count == 10 && cut.allSatisfy(\.incomplete), "\(greedy.usage().calls)")
+        _ = greedy.close()
+        withExtendedLifetime(readers) {}
+    }
+
     @Test func budgetsBodiesAndConnectionsAreBounded() throws {
         var limits = GatewayServer.Limits()
         limits.requestBody = 1024
