@@ -115,49 +115,57 @@ extension ApplyCommandTests {
     /// `exec -it` is a shell on a terminal in the machine, driven from a terminal on the host: the
     /// command's controlling terminal, the window's size, TERM, ^C reaching the foreground job, the
     /// exit status passed through; `-t` alone and `-it` from a pipe work too.
+    /// Python for the drivers of terminal tests: `until(text)` reads the pseudo-terminal `fd` into
+    /// `seen` until `text` shows (or `seconds` pass; a NUL never shows, so that reads to the end).
+    static let terminalReader = #"""
+        import os, select, time
+        seen = b""
+        def until(text, seconds=60):
+            global seen
+            deadline = time.time() + seconds
+            while text.encode() not in seen and time.time() < deadline:
+                if select.select([fd], [], [], 0.2)[0]:
+                    try:
+                        seen += os.read(fd, 65536)
+                    except OSError:
+                        break
+            return text.encode() in seen
+
+        """#
+
     @Test func execWithATerminalIsAnInteractiveShell() throws {
         defer { stopMachines() }
         let repo = try repository(agents: ["console"])
         #expect(try agentry(["apply"], in: repo).status == 0)
-        let driver = #"""
-            import fcntl, json, os, pty, select, struct, subprocess, sys, termios, time
-            agentry, state = sys.argv[1], sys.argv[2]
-            env = dict(os.environ, TERM="xterm-test", AGENTRY_ACCELERATOR="tcg")
-            pid, fd = pty.fork()
-            if pid == 0:
-                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-                os.execve(agentry, [agentry, "exec", "--state-dir", state, "-it", "console", "--", "sh"], env)
-            seen = b""
-            def until(text, seconds=60):
-                global seen
-                deadline = time.time() + seconds
-                while text.encode() not in seen and time.time() < deadline:
-                    if select.select([fd], [], [], 0.2)[0]:
-                        try:
-                            seen += os.read(fd, 65536)
-                        except OSError:
-                            break
-                return text.encode() in seen
-            result = {}
-            os.write(fd, b"tty; echo size=$(stty size) term=$TERM\r")
-            result["terminal"] = until("term=xterm-test")
-            os.write(fd, b"sleep 45\r")
-            # ^C once the sleep runs (asked through another exec, not guessed).
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                found = subprocess.run([agentry, "exec", "--state-dir", state, "console", "--", "pidof", "sleep"],
-                                       env=env, capture_output=True)
-                if found.returncode == 0:
-                    break
-            os.write(fd, b"\x03")
-            os.write(fd, b"echo back-$((40+2))\r")
-            result["interrupted"] = until("back-42", 30)
-            os.write(fd, b"exit 3\r")
-            _, status = os.waitpid(pid, 0)
-            result["status"] = os.waitstatus_to_exitcode(status)
-            result["output"] = seen.decode(errors="replace")
-            print(json.dumps(result))
-            """#
+        let driver =
+            Self.terminalReader + #"""
+                import fcntl, json, os, pty, select, struct, subprocess, sys, termios, time
+                agentry, state = sys.argv[1], sys.argv[2]
+                env = dict(os.environ, TERM="xterm-test", AGENTRY_ACCELERATOR="tcg")
+                pid, fd = pty.fork()
+                if pid == 0:
+                    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+                    os.execve(agentry, [agentry, "exec", "--state-dir", state, "-it", "console", "--", "sh"], env)
+                result = {}
+                os.write(fd, b"tty; echo size=$(stty size) term=$TERM\r")
+                result["terminal"] = until("term=xterm-test")
+                os.write(fd, b"sleep 45\r")
+                # ^C once the sleep runs (asked through another exec, not guessed).
+                deadline = time.time() + 60
+                while time.time() < deadline:
+                    found = subprocess.run([agentry, "exec", "--state-dir", state, "console", "--", "pidof", "sleep"],
+                                           env=env, capture_output=True)
+                    if found.returncode == 0:
+                        break
+                os.write(fd, b"\x03")
+                os.write(fd, b"echo back-$((40+2))\r")
+                result["interrupted"] = until("back-42", 30)
+                os.write(fd, b"exit 3\r")
+                _, status = os.waitpid(pid, 0)
+                result["status"] = os.waitstatus_to_exitcode(status)
+                result["output"] = seen.decode(errors="replace")
+                print(json.dumps(result))
+                """#
         let driven = try Shell.run(
             "python3", ["-c", driver, Agentry.binary.path, state.path], in: repo.url, timeout: 240)
         let result = try decodeJSON(driven.stdout)
@@ -605,32 +613,22 @@ extension ApplyCommandTests {
     @Test func applyAsksAtATerminalAndOnlyYesGoesOn() throws {
         defer { stopMachines() }
         let repo = try repository(agents: ["asked"])
-        let driver = #"""
-            import os, pty, select, sys, time
-            agentry, state, repo, answer = sys.argv[1:5]
-            env = dict(os.environ, AGENTRY_ACCELERATOR="tcg")
-            pid, fd = pty.fork()
-            if pid == 0:
-                os.chdir(repo)
-                os.execve(agentry, [agentry, "apply", "--state-dir", state], env)
-            seen = b""
-            def until(text, seconds):
-                global seen
-                deadline = time.time() + seconds
-                while text.encode() not in seen and time.time() < deadline:
-                    if select.select([fd], [], [], 0.2)[0]:
-                        try:
-                            seen += os.read(fd, 65536)
-                        except OSError:
-                            break
-                return text.encode() in seen
-            asked = until("Only 'yes' is accepted", 120)
-            os.write(fd, answer.encode() + b"\r")
-            until("\0", 240)  # everything until agentry exits
-            _, status = os.waitpid(pid, 0)
-            print(f"asked={asked} exit={os.waitstatus_to_exitcode(status)}")
-            print(seen.decode(errors="replace"))
-            """#
+        let driver =
+            Self.terminalReader + #"""
+                import os, pty, select, sys, time
+                agentry, state, repo, answer = sys.argv[1:5]
+                env = dict(os.environ, AGENTRY_ACCELERATOR="tcg")
+                pid, fd = pty.fork()
+                if pid == 0:
+                    os.chdir(repo)
+                    os.execve(agentry, [agentry, "apply", "--state-dir", state], env)
+                asked = until("Only 'yes' is accepted", 120)
+                os.write(fd, answer.encode() + b"\r")
+                until("\0", 240)  # everything until agentry exits
+                _, status = os.waitpid(pid, 0)
+                print(f"asked={asked} exit={os.waitstatus_to_exitcode(status)}")
+                print(seen.decode(errors="replace"))
+                """#
         func apply(answering answer: String) throws -> Agentry.Result {
             try Shell.run(
                 "python3", ["-c", driver, Agentry.binary.path, state.path, repo.path, answer], timeout: 300)
