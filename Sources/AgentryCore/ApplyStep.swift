@@ -85,6 +85,9 @@ struct StepContext: Sendable {
                 throw CoreError(.internalFailure, "internal: no desired state for \(name)")
             }
             let spec = MachineSpec(name, fields: agentFields)
+            // The image and the harness layer are made before the machine is touched: an
+            // installation that fails leaves the agent running as it was.
+            try machines.provide(spec)
             // Every dimension, whatever the action says: a machine running with other resources
             // than wanted is restarted (a harness bump and a memory change in one commit).
             let observed = machines.observe(name)

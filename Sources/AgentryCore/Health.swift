@@ -135,10 +135,17 @@ extension MachineSpec {
         let values = Dictionary(fields, uniquingKeysWith: { a, _ in a })
         let packages = fields.filter { $0.0 == "environment.packages.apt" }.flatMap { EgressPolicy.listValue($0.1) }
         let memory = Quantity(values["environment.resources.memory"] ?? "512Mi")?.bytes ?? 512 << 20
+        let list = { (field: String) in fields.filter { $0.0 == field }.flatMap { EgressPolicy.listValue($0.1) } }
+        let install = InstallSteps(
+            apt: list("harness.install.apt"), pip: list("harness.install.pip"), npm: list("harness.install.npm"),
+            script: values["harness.install.script"])
         self.init(
             name: name, base: values["environment.base"] ?? "minimal", packages: packages,
             cpus: Int(values["environment.resources.cpus"] ?? "1") ?? 1, memoryMiB: Int(max(64, memory >> 20)),
             diskBytes: Quantity(values["environment.resources.disk"] ?? "4Gi")?.bytes ?? 4 << 30,
             egress: EgressPolicy(fields: fields), gateway: !(values["model"] ?? "").isEmpty)
+        // Only a debian-12 root takes a layer; a minimal machine runs a harness's script itself.
+        if self.base == EnvironmentBase.debian12.rawValue { self.install = install }
+        harness = values["harness"]
     }
 }

@@ -3,48 +3,27 @@ import AgentryRender
 import Foundation
 
 extension Runner {
-    /// Installs the harness (apt, pip, npm, script) once per environment disk and harness revision:
-    /// a marker in `.agentry/installed/` says it was done; the event log records it.
+    /// On a debian-12 machine the harness was installed on the host, into the layer the machine
+    /// mounts (`apply` made it). A `minimal` machine has no package manager: a harness's own
+    /// `install.script` runs in it once per environment disk and harness revision (a marker in
+    /// `.agentry/installed/` says it was done; the event log records it).
     func install(_ bundle: AgentBundle, channel: any GuestChannel, actor: String) throws {
         let harness = bundle.harness
+        guard bundle.environment?.base != .debian12 else { return }
         guard let marker = HarnessInstall.marker(harness), let digest = HarnessInstall.digest(harness) else { return }
-        let downloads = HarnessInstall.downloads(harness)
-        if downloads, bundle.environment?.base != .debian12 {
+        if HarnessInstall.downloads(harness) {
             throw CoreError(
                 .invalidRepository,
                 "the harness \(harness.metadata.name) installs with apt, pip or npm, which need the debian-12 base; the environment \(bundle.environment?.metadata.name ?? "-") is minimal"
             )
         }
-        if downloads, bundle.environment.map({ $0.egress == .none }) ?? true {
-            throw CoreError(
-                .invalidRepository,
-                "installing the harness \(harness.metadata.name) downloads packages, but the environment \(bundle.environment?.metadata.name ?? "-") has no network (egress: none)"
-            )
-        }
         progress("installing the harness \(harness.metadata.name) \(harness.version ?? "") (once per environment disk)")
-        // Behind an allowlist, the installation may also reach the package registries it uses.
-        var proxyEnvironment: [String] = []
-        let machines = ports.machines
-        let name = bundle.name
-        var restore: EgressAllowlist?
-        defer { if let restore { try? machines.setEgressAllowlist(name, restore) } }
-        if let runtime = EgressPolicy(fields: bundle.fields).allowlist.flatMap({ _ in machines.egressAllowlist(name) })
-        {
-            let steps = harness.install
-            let registries = EgressAllowlist.registries(
-                apt: !steps.apt.isEmpty, pip: !steps.pip.isEmpty, npm: !steps.npm.isEmpty,
-                debianMirror: machines.debianMirror)
-            try? machines.setEgressAllowlist(name, EgressAllowlist(runtime.entries + registries))
-            restore = runtime
-            proxyEnvironment = EgressProxyAddress.environment.map { "\($0.key)=\($0.value)" }
-            progress("the installation may also reach \(registries.joined(separator: ", "))")
-        }
         var tail: [UInt8] = []
         // The installation's own output, a line at a time, as progress.
         var pending: [UInt8] = []
         let result = try channel.exec(
             ["/bin/sh", "-c", GuestScripts.install(harness, marker: marker)],
-            environment: ["PATH=" + GuestShell.runPath, "HOME=" + AgentLayout.home] + proxyEnvironment,
+            environment: ["PATH=" + GuestShell.runPath, "HOME=" + AgentLayout.home],
             timeout: .seconds(1800),
             output: { _, bytes in
                 tail = Array((tail + bytes).suffix(2000))

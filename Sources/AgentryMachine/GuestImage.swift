@@ -48,12 +48,12 @@ public struct ImageBuilder: Sendable {
     }
 
     /// Bumped when the recipe changes, so cached images are rebuilt.
-    static let recipeVersion = "minimal-7"
+    static let recipeVersion = "minimal-8"
 
     static let modules = [
         "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio_mmio.ko",
         "drivers/block/virtio_blk.ko", "drivers/char/virtio_console.ko", "net/core/failover.ko",
-        "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
+        "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko", "fs/overlayfs/overlay.ko",
     ]
 
     static let initScript = "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\nexec /sbin/agentry-guest\n"
@@ -202,6 +202,9 @@ public struct ImageBuilder: Sendable {
         let network = try Self.loadOrder(["virtio_net"], dependencies).filter { !disk.contains($0) }
         archive.file("lib/modules/order", Array((disk.joined(separator: "\n") + "\n").utf8), mode: 0o644)
         archive.file("lib/modules/order.net", Array((network.joined(separator: "\n") + "\n").utf8), mode: 0o644)
+        // Overlays, for a harness layer under a debian-12 root.
+        let overlay = try Self.loadOrder(["overlay"], dependencies).filter { !disk.contains($0) }
+        archive.file("lib/modules/order.layer", Array((overlay.joined(separator: "\n") + "\n").utf8), mode: 0o644)
         archive.device("dev/console", major: 5, minor: 1)
 
         let staged = work + "/image"

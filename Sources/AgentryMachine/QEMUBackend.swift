@@ -22,6 +22,7 @@ public final class QEMUBackend: MachineBackend {
 
     struct Found {
         var images: [String: GuestImage] = [:]
+        var layers: [String: HarnessLayer] = [:]
         var accelerator: Accelerator?
     }
 
@@ -89,6 +90,10 @@ public final class QEMUBackend: MachineBackend {
         guard longest.utf8.count > Self.socketPathLimit else { return nil }
         return
             "the machine's socket \(longest) is \(longest.utf8.count) bytes, more than unix sockets take (\(Self.socketPathLimit)); use a state directory at most \(stateDirectory.utf8.count - (longest.utf8.count - Self.socketPathLimit)) bytes long (--state-dir, AGENTRY_STATE_DIR)"
+    }
+
+    public func provide(_ spec: MachineSpec) throws {
+        _ = try configuration(spec)
     }
 
     public func prepare(_ spec: MachineSpec) throws -> PreparedMachine {
@@ -219,8 +224,6 @@ public final class QEMUBackend: MachineBackend {
         }
     }
 
-    public var debianMirror: String { images.mirror() }
-
     final class RunLock: RunLease {
         let descriptor: HeldDescriptor
 
@@ -302,7 +305,23 @@ public final class QEMUBackend: MachineBackend {
             if let allowlist = spec.egress.allowlist { configuration.restrict(to: allowlist, connector: socat) }
             if spec.gateway { configuration.gatewayConnector = socat }
         }
+        if let install = spec.install, let key = spec.layer, image.rootfs != nil {
+            configuration.layer = try layer(install, key: key, image: image, harness: spec.harness ?? spec.name)
+        }
         return configuration
+    }
+
+    /// The harness layer for an installation on an image, made on the host when missing.
+    func layer(_ install: InstallSteps, key: String, image: GuestImage, harness: String) throws -> HarnessLayer {
+        let cacheKey = "layer " + key + " " + image.digest
+        if let layer = found.withLock({ $0.layers[cacheKey] }) { return layer }
+        return try building.withLock { _ in
+            if let layer = found.withLock({ $0.layers[cacheKey] }) { return layer }
+            let layer = try images.buildHarnessLayer(
+                install, key: key, image: image, imagesDirectory: imagesDirectory, name: harness, progress: progress)
+            found.withLock { $0.layers[cacheKey] = layer }
+            return layer
+        }
     }
 
     func image(base: String, packages: [String]) throws -> GuestImage {

@@ -32,6 +32,8 @@ public struct MachineConfiguration: Sendable {
     public var unrestricted = false
     /// With a model: the connector QEMU starts for each guest connection to the model gateway.
     public var gatewayConnector: String?
+    /// The harness layer, a read-only disk the guest overlays under its root (debian-12).
+    public var layer: HarnessLayer?
     public var accelerator: Accelerator
 
     public init(
@@ -117,6 +119,8 @@ public struct QEMUMachine: Sendable {
         }
         var resources = MachineResources(cpus: cpus, memoryMiB: memory, network: network)
         resources.gateway = netdev.contains("guestfwd=tcp:\(GatewayAddress.guestAddress):")
+        resources.layer = (value("-append") ?? "").split(separator: " ").first { $0.hasPrefix("agentry.layer=") }
+            .map { String($0.dropFirst("agentry.layer=".count)) }
         return resources
     }
 
@@ -208,6 +212,7 @@ public struct QEMUMachine: Sendable {
         var append = "console=ttyS0 reboot=t panic=-1 quiet agentry.name=\(configuration.name)"
         if configuration.network { append += " agentry.net=1" }
         if configuration.image.rootfs != nil { append += " agentry.root=1" }
+        if let layer = configuration.layer { append += " agentry.layer=\(layer.key)" }
         var arguments = ["-M", "microvm"]
         switch configuration.accelerator {
         case .kvm:
@@ -233,6 +238,15 @@ public struct QEMUMachine: Sendable {
             "-qmp", "unix:\(option(Self.qmpSocket(directory))),server=on,wait=off",
             "-drive", "id=env,file=\(option(Self.disk(directory))),format=qcow2,if=none,cache=writeback",
             "-device", "virtio-blk-device,drive=env",
+        ]
+        if let layer = configuration.layer {
+            // Shared by every machine of the harness: QEMU never writes it (the guest sees it read-only).
+            arguments += [
+                "-drive", "id=harness,file=\(option(layer.path)),format=raw,if=none,readonly=on",
+                "-device", "virtio-blk-device,drive=harness",
+            ]
+        }
+        arguments += [
             "-device", "virtio-serial-device",
             "-chardev", "socket,id=ctl,path=\(option(Self.controlSocket(directory))),server=on,wait=off",
             "-device", "virtserialport,chardev=ctl,name=\(Wire.portName)",

@@ -84,6 +84,13 @@ public struct InstallSteps: Sendable, Hashable {
     public var pip: [String]
     public var npm: [String]
     public var script: String?
+
+    public init(apt: [String] = [], pip: [String] = [], npm: [String] = [], script: String? = nil) {
+        self.apt = apt
+        self.pip = pip
+        self.npm = npm
+        self.script = script
+    }
 }
 
 public struct Harness: Sendable {

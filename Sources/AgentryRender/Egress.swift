@@ -36,19 +36,6 @@ public struct EgressAllowlist: Sendable, Equatable {
     public init(text: String) {
         self.init(text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
     }
-
-    /// Package registries a harness installation may reach besides the allowlist.
-    public static func registries(apt: Bool, pip: Bool, npm: Bool, debianMirror: String?) -> [String] {
-        var hosts: [String] = []
-        if apt {
-            hosts += ["deb.debian.org", "security.debian.org"]
-            if let mirror = debianMirror.flatMap({ URL(string: $0)?.host }) { hosts.append(mirror) }
-        }
-        if pip { hosts += ["pypi.org", "files.pythonhosted.org"] }
-        if npm { hosts += ["registry.npmjs.org"] }
-        var seen: Set<String> = []
-        return hosts.filter { seen.insert($0).inserted }
-    }
 }
 
 /// What an Environment's `egress` means for its machine, from the agent's resolved fields (as the

@@ -139,24 +139,12 @@ public enum GuestScripts {
         return script
     }
 
-    /// Installs a harness (apt, pip into `/opt/agentry/venv`, npm into `/opt/agentry/npm`, its own
-    /// script) and leaves `marker` behind.
+    /// Runs a harness's own `install.script` in a `minimal` machine (a debian-12 machine gets its
+    /// harness in a layer made on the host) and leaves `marker` behind.
     public static func install(_ harness: Harness, marker: String) -> String {
-        let steps = harness.install
         let quote = GuestShell.quote
-        var script = "set -e\nexport DEBIAN_FRONTEND=noninteractive\n"
-        if !steps.apt.isEmpty {
-            script +=
-                "apt-get update -qq\napt-get install -y -qq --no-install-recommends \(steps.apt.map(quote).joined(separator: " "))\n"
-        }
-        if !steps.pip.isEmpty {
-            script += "[ -x /opt/agentry/venv/bin/pip ] || python3 -m venv /opt/agentry/venv\n"
-            script += "/opt/agentry/venv/bin/pip install -q \(steps.pip.map(quote).joined(separator: " "))\n"
-        }
-        if !steps.npm.isEmpty {
-            script += "npm install -g -q --prefix /opt/agentry/npm \(steps.npm.map(quote).joined(separator: " "))\n"
-        }
-        if let custom = steps.script { script += custom + "\n" }
+        var script = "set -e\n"
+        if let custom = harness.install.script { script += custom + "\n" }
         script +=
             "mkdir -p \(AgentLayout.home)/\(AgentLayout.own)/installed && echo \(quote(harness.version ?? "")) > \(marker)\n"
         return script
@@ -208,5 +196,82 @@ public enum CollectListing {
             }
         }
         return (digests, sizes)
+    }
+}
+
+/// A harness's installation, made once on the host and shared by every agent that uses it: a
+/// read-only ext4 image holding only what the installation added to or changed in the debian-12
+/// root. The guest mounts it as the lower layer of overlays on /usr, /etc, /opt and /var, under the
+/// environment disk, so the harness is on the machine's PATH while the disk keeps only the agent's
+/// own changes, and switching harness swaps the layer without touching the disk.
+public enum HarnessLayerRecipe {
+    /// Bumped when the way layers are made changes, so cached layers are made again.
+    public static let recipeVersion = "harness-layer-1"
+
+    /// The top-level folders a layer may add to; the guest overlays these.
+    public static let folders = ["usr", "etc", "opt", "var"]
+
+    /// Where pip installs (a virtual environment) and npm installs; the runs' PATH has both.
+    public static let venv = "/opt/agentry/venv"
+    public static let npmPrefix = "/opt/agentry/npm"
+
+    /// The key of the layer for an installation on a root: nil when there is nothing to install.
+    public static func key(_ install: InstallSteps, base: String, packages: [String]) -> String? {
+        guard !install.apt.isEmpty || !install.pip.isEmpty || !install.npm.isEmpty || install.script != nil else {
+            return nil
+        }
+        let parts = [
+            recipeVersion, base, packages.sorted().joined(separator: ","), install.apt.joined(separator: ","),
+            install.pip.joined(separator: ","), install.npm.joined(separator: ","), install.script ?? "",
+        ]
+        return String(SHA256.hex(parts.joined(separator: "\n")).prefix(16))
+    }
+
+    /// The installation as one shell script, run as root in the chroot: apt (with Python and its
+    /// venv module when pip is used, npm when npm is), pip into one virtual environment, npm into one
+    /// prefix, then the harness's own script.
+    public static func script(_ install: InstallSteps) -> String {
+        let quote = { (word: String) in "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        var apt = install.apt
+        if !install.pip.isEmpty { apt += ["python3", "python3-venv"] }
+        if !install.npm.isEmpty { apt += ["nodejs", "npm"] }
+        apt = Array(Set(apt)).sorted()
+        var script = "set -e\n"
+        if !apt.isEmpty {
+            script += "apt-get update -qq\n"
+            script += "apt-get install -y -qq --no-install-recommends \(apt.map(quote).joined(separator: " "))\n"
+        }
+        if !install.pip.isEmpty {
+            script += "python3 -m venv \(venv)\n"
+            script +=
+                "\(venv)/bin/pip install -q --disable-pip-version-check --cache-dir /var/cache/agentry-pip \(install.pip.map(quote).joined(separator: " "))\n"
+        }
+        if !install.npm.isEmpty {
+            script += "npm install -g -q --prefix \(npmPrefix) \(install.npm.map(quote).joined(separator: " "))\n"
+        }
+        if let custom = install.script { script += custom + "\n" }
+        return script
+    }
+
+    /// What the host's environment lends the installation: its proxies and pip's index settings
+    /// (a mirror, a local wheelhouse), nothing else.
+    public static func lentEnvironment(_ host: [String: String]) -> [String] {
+        let names = [
+            "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "PIP_INDEX_URL",
+            "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_TRUSTED_HOST", "PIP_DEFAULT_TIMEOUT",
+        ]
+        return names.compactMap { name in host[name].map { "\(name)=\($0)" } }
+    }
+
+    /// What the layer leaves out: the chroot's own mounts, caches, logs and the agent's home.
+    public static func excluded(_ path: String) -> Bool {
+        let prefixes = [
+            "var/cache/apt/", "var/lib/apt/lists/", "var/cache/agentry-pip/", "var/log/", "var/cache/debconf/",
+            "var/tmp/",
+        ]
+        if prefixes.contains(where: { path.hasPrefix($0) || path + "/" == $0 }) { return true }
+        return path == "etc/resolv.conf" || path == "etc/hostname"
+            || path.hasSuffix("-old")
+                && path.hasPrefix("var/lib/dpkg/")
     }
 }

@@ -78,14 +78,23 @@ enum Boot {
         if let name = parameters["name"], !name.isEmpty { _ = sethostname(name, name.utf8.count) }
         let root = parameters["root"] == "1"
         var disk = "none"
-        if access("/dev/vda", F_OK) == 0 {
+        // The environment disk is the writable one; a harness layer is read-only.
+        let disks = (0..<26).map { "vd" + String(UnicodeScalar(UInt8(97 + $0))) }.filter {
+            access("/sys/block/\($0)", F_OK) == 0
+        }
+        let readOnly = { (name: String) in text("/sys/block/\(name)/ro").hasPrefix("1") }
+        let environmentDisk = disks.first { !readOnly($0) }.map { "/dev/" + $0 } ?? "/dev/vda"
+        if access(environmentDisk, F_OK) == 0 {
             if root {
-                disk = mount("/dev/vda", "/newroot", "ext4") ? "root" : "failed"
-            } else if agentry_mount("/dev/vda", "/agent", "ext4", 0, nil) == 0 {
+                disk = mount(environmentDisk, "/newroot", "ext4") ? "root" : "failed"
+                if disk == "root", let key = parameters["layer"], let layer = disks.first(where: readOnly) {
+                    mountLayer("/dev/" + layer, key: key)
+                }
+            } else if agentry_mount(environmentDisk, "/agent", "ext4", 0, nil) == 0 {
                 disk = "mounted"
-            } else if !hasExtSuperblock("/dev/vda"),
-                run(["/bin/busybox", "mke2fs", "-q", "-F", "-L", "agent", "/dev/vda"]) == 0,
-                mount("/dev/vda", "/agent", "ext2")
+            } else if !hasExtSuperblock(environmentDisk),
+                run(["/bin/busybox", "mke2fs", "-q", "-F", "-L", "agent", environmentDisk]) == 0,
+                mount(environmentDisk, "/agent", "ext2")
             {
                 // Only a disk with no filesystem at all is formatted: one that fails to mount keeps
                 // the agent's files for an operator to look at.
@@ -115,7 +124,7 @@ enum Boot {
             if agentry_move_mount("/" + folder, "/newroot/" + folder) != 0 { log("cannot move /\(folder)") }
         }
         if access("/newroot/sbin/resize2fs", X_OK) == 0 {
-            run(["/bin/busybox", "chroot", "/newroot", "/sbin/resize2fs", "/dev/vda"])
+            run(["/bin/busybox", "chroot", "/newroot", "/sbin/resize2fs", environmentDisk])
         }
         guard agentry_switch_root("/newroot") == 0 else {
             log("cannot switch root: \(String(cString: strerror(errno)))")
@@ -124,6 +133,25 @@ enum Boot {
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("agentry-guest"), strdup("--booted"), nil]
         execv("/run/agentry-guest", argv)
         log("cannot start /run/agentry-guest: \(String(cString: strerror(errno)))")
+    }
+
+    /// The harness layer (a read-only ext4 disk made on the host) goes under the root's /usr, /etc,
+    /// /opt and /var as the lower layer of an overlay whose upper layer is the environment disk's own
+    /// folder: what the harness installed shows through wherever the disk has nothing of its own.
+    static func mountLayer(_ device: String, key: String) {
+        loadModules("\(moduleFolder)/order.layer")
+        let layer = "/run/agentry-layer"
+        guard mount(device, layer, "ext4", UInt(MS_RDONLY)) else { return }
+        write("/run/agentry-layer.key", key + "\n")
+        mkdir("/newroot/.agentry-layer-work", 0o700)
+        for folder in ["usr", "etc", "opt", "var"] where access("\(layer)/\(folder)", F_OK) == 0 {
+            let work = "/newroot/.agentry-layer-work/" + folder
+            mkdir(work, 0o700)
+            mkdir("/newroot/" + folder, 0o755)
+            _ = mount(
+                "overlay", "/newroot/" + folder, "overlay", 0,
+                "lowerdir=\(layer)/\(folder),upperdir=/newroot/\(folder),workdir=\(work)")
+        }
     }
 
     /// Whether the device holds an ext2/3/4 superblock (magic 0xEF53 at byte 1080).

@@ -17,7 +17,7 @@ import Testing
         #expect(step.action == .create && !step.failed, "\(step.detail)")
         #expect(step.detail.hasPrefix("running (booted in 1200 ms, disk mounted)"))
         let machines = fixture.fakes.machines
-        #expect(machines.calls == ["prepare greeter", "start greeter"])
+        #expect(machines.calls == ["provide greeter", "prepare greeter", "start greeter"])
         #expect(machines.text("greeter", "/agent/AGENTS.md") == "Greet people.")
         let identity = try #require(machines.text("greeter", "/agent/.agentry/agent.json"))
         #expect(identity.contains("\"commit\": \"\(commit)\""))
@@ -71,7 +71,9 @@ import Testing
         try fixture.commit()
         let outcome = try await fixture.apply()
         #expect(fixture.step(outcome, "greeter")?.action == .restart)
-        #expect(machines.calls == ["stop greeter graceful", "prepare greeter", "start greeter"], "\(machines.calls)")
+        #expect(
+            machines.calls == ["provide greeter", "stop greeter graceful", "prepare greeter", "start greeter"],
+            "\(machines.calls)")
         #expect(machines.machine("greeter")?.spec.memoryMiB == 384)
         #expect(machines.machine("greeter")?.boots == 2)
         #expect(machines.text("greeter", "/agent/AGENTS.md") == "Greet people.", "the disk is kept")
@@ -105,6 +107,37 @@ import Testing
         #expect(machines.text("greeter", "/agent/.agentry/agent.json") != nil)
     }
 
+    /// The harness layer is made before the machine is touched: one that cannot be made fails the
+    /// step with what the installation said and leaves the running machine as it was.
+    @Test func aHarnessThatCannotBeInstalledLeavesTheMachineRunning() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("greeter")
+        try fixture.commit()
+        _ = try await fixture.apply()
+        let machines = fixture.fakes.machines
+        machines.clearCalls()
+        machines.failProvide("greeter", "installing the harness shell failed (exit 1): no such package")
+        try fixture.write(
+            "harnesses/shell.yaml",
+            """
+            apiVersion: agentry/v1
+            kind: Harness
+            metadata: {name: shell}
+            spec:
+              type: shell
+              install: {script: "exit 1"}
+              command: ["/bin/sh", "-c", "echo {{prompt}}"]
+              supports: {apis: [chat-completions]}
+
+            """)
+        try fixture.commit()
+        let outcome = try await fixture.apply()
+        let step = try #require(fixture.step(outcome, "greeter"))
+        #expect(step.failed && step.detail.contains("no such package"), "\(step.detail)")
+        #expect(machines.calls == ["provide greeter"], "nothing but the build was tried: \(machines.calls)")
+        #expect(machines.isRunning("greeter"))
+    }
+
     @Test func aReplaceMakesANewDiskAndBringsTheMemoryBack() async throws {
         let fixture = try Fixture()
         try fixture.agent("greeter")
@@ -123,7 +156,10 @@ import Testing
         let step = try #require(fixture.step(outcome, "greeter"))
         #expect(step.action == .replace, "\(step.detail)")
         #expect(step.detail.contains("memory restored from run"), "\(step.detail)")
-        #expect(Array(machines.calls.prefix(3)) == ["stop greeter graceful", "removeDisk greeter", "prepare greeter"])
+        #expect(
+            Array(machines.calls.prefix(4)) == [
+                "provide greeter", "stop greeter graceful", "removeDisk greeter", "prepare greeter",
+            ])
         #expect(machines.machine("greeter")?.spec.packages == ["git"])
         #expect(machines.text("greeter", "/agent/memory/notes.md") == "remember me\n")
     }

@@ -111,7 +111,7 @@ final class FakeGuest: GuestChannel {
     func script(_ script: String) throws -> Result? {
         let ours = [
             "tar -xf", "echo installed || echo not-installed", "mkdir -p /run/secrets", "find \"$@\" -type f",
-            "DEBIAN_FRONTEND", "rm -rf -- /run/secrets",
+            "/installed && echo ", "rm -rf -- /run/secrets",
         ]
         guard ours.contains(where: script.contains) else { return nil }
         return try files { files in
@@ -136,7 +136,7 @@ final class FakeGuest: GuestChannel {
                 let marker = String(match.1)
                 result.stdout += Array((files[marker] != nil ? "installed\n" : "not-installed\n").utf8)
             }
-            if script.contains("DEBIAN_FRONTEND"), let marker = Self.capture(script, after: "> ", before: "\n") {
+            if script.contains("/installed && echo "), let marker = Self.capture(script, after: "> ", before: "\n") {
                 files[marker] = Array("installed\n".utf8)
             }
             if let output = Self.capture(script, after: "rm -rf -- '", before: "'") {

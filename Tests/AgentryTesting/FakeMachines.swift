@@ -55,6 +55,7 @@ public final class FakeMachines: MachineBackend {
         var heldBoots: Set<String> = []
         var inBoot: Set<String> = []
         var prepareFailures: [String: String] = [:]
+        var provideFailures: [String: String] = [:]
         var retired: [String: String] = [:]
         var runLocks: [String: RunLockHolder] = [:]
         var bootMicroseconds: UInt32 = 0
@@ -102,6 +103,7 @@ public final class FakeMachines: MachineBackend {
 
     /// `prepare` fails for this agent with this message (a corrupt disk, a full host disk).
     public func failPrepare(_ name: String, _ message: String) { world.withLock { $0.prepareFailures[name] = message } }
+    public func failProvide(_ name: String, _ message: String) { world.withLock { $0.provideFailures[name] = message } }
 
     public func setHarness(_ body: @escaping @Sendable (Command) -> Outcome) { world.withLock { $0.harness = body } }
 
@@ -147,6 +149,13 @@ public final class FakeMachines: MachineBackend {
     public func diskExists(_ name: String) -> Bool { world.withLock { $0.machines[name] != nil } }
 
     public func diskLocation(_ name: String) -> String { "fake:/\(name)/env.qcow2" }
+
+    public func provide(_ spec: MachineSpec) throws {
+        try world.withLock { world in
+            world.calls.append("provide \(spec.name)")
+            if let failure = world.provideFailures[spec.name] { throw FakeFailure(.io, failure) }
+        }
+    }
 
     public func prepare(_ spec: MachineSpec) throws -> PreparedMachine {
         try world.withLock { world in
@@ -260,8 +269,6 @@ public final class FakeMachines: MachineBackend {
             world.machines[id] = nil
         }
     }
-
-    public var debianMirror: String { "http://deb.example.org/debian" }
 
     final class Lease: RunLease {
         let machines: FakeMachines

@@ -16,6 +16,9 @@ public protocol MachineBackend: Sendable {
     func diskExists(_ name: String) -> Bool
     /// Where the environment disk is, for messages.
     func diskLocation(_ name: String) -> String
+    /// Builds or finds what the machine is made from (its image, its harness layer) without
+    /// touching the machine: a build that fails leaves a running machine as it was.
+    func provide(_ spec: MachineSpec) throws
     /// Builds or finds the image, picks the accelerator, and makes the environment disk when there
     /// is none (a disk that exists is checked, never replaced).
     func prepare(_ spec: MachineSpec) throws -> PreparedMachine
@@ -60,8 +63,6 @@ public protocol MachineBackend: Sendable {
     func runLockHolder(_ name: String) -> RunLockHolder?
     /// Builds a guest image (`minimal` or `debian-12`), even when one is cached; returns where it is.
     func buildImage(base: String) throws -> String
-    /// The Debian mirror the machines' apt reaches (registries a harness installation may use).
-    var debianMirror: String { get }
 }
 
 /// What a machine is made of, from the agent's Environment.
@@ -77,6 +78,15 @@ public struct MachineSpec: Sendable, Equatable {
     public var egress: EgressPolicy
     /// The agent has a model: the machine reaches the model gateway.
     public var gateway: Bool
+    /// The harness's installation, made on the host into a layer the machine mounts (debian-12);
+    /// nil when it installs nothing.
+    public var install: InstallSteps?
+    /// The harness's name, for what is said about its layer.
+    public var harness: String?
+    /// Names that layer (`HarnessLayer.key`): a machine running with another is restarted.
+    public var layer: String? {
+        install.flatMap { HarnessLayerRecipe.key($0, base: base, packages: packages) }
+    }
 
     public init(
         name: String, base: String, packages: [String], cpus: Int, memoryMiB: Int, diskBytes: UInt64,
@@ -232,6 +242,8 @@ public struct MachineResources: Sendable, Equatable {
     public var network: Network
     /// The machine reaches the model gateway.
     public var gateway = false
+    /// The harness layer it mounts (`HarnessLayer.key`).
+    public var layer: String?
 
     public init(cpus: Int, memoryMiB: Int, network: Network) {
         self.cpus = cpus
@@ -249,6 +261,7 @@ public struct MachineResources: Sendable, Equatable {
         }
         self.init(cpus: spec.cpus, memoryMiB: spec.memoryMiB, network: network)
         gateway = spec.gateway
+        layer = spec.layer
     }
 }
 

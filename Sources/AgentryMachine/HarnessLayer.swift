@@ -1,0 +1,203 @@
+import AgentryBasics
+import AgentryModel
+import AgentryRender
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A harness layer made on the host (see `HarnessLayerRecipe`).
+public struct HarnessLayer: Sendable, Equatable {
+    /// `HarnessLayerRecipe.key`: names the layer to the guest and in the machine's command line.
+    public var key: String
+    /// The read-only ext4 image.
+    public var path: String
+}
+
+extension ImageBuilder {
+    /// Makes (or finds) the layer of `install` on the debian-12 `image`; `key` from `HarnessLayer.key`.
+    /// An installation that fails throws with the end of its output, and leaves nothing behind.
+    func buildHarnessLayer(
+        _ install: InstallSteps, key: String, image: GuestImage, imagesDirectory: String, name: String,
+        progress: (String) -> Void
+    ) throws -> HarnessLayer {
+        guard let rootfs = image.rootfs else {
+            throw MachineError(.invalidInput, "a harness layer needs the debian-12 base")
+        }
+        let manager = FileManager.default
+        let directory = "\(imagesDirectory)/layers/\(key)-\(image.digest.prefix(16))"
+        let layer = HarnessLayer(key: key, path: directory + "/layer.raw")
+        if manager.fileExists(atPath: directory + "/manifest"), manager.fileExists(atPath: layer.path) { return layer }
+        guard geteuid() == 0 else {
+            throw MachineError(
+                .imageFailed,
+                "building the harness layer of \(name) runs its installation in a chroot, which needs root")
+        }
+        try manager.createDirectory(atPath: imagesDirectory + "/layers", withIntermediateDirectories: true)
+        let work = "\(imagesDirectory)/layers/.build-\(UUID().uuidString)"
+        let root = work + "/root"
+        var mounted: [String] = []
+        defer {
+            for point in mounted.reversed() where (try? commands.run("umount", [point]))?.status != 0 {
+                _ = try? commands.run("umount", ["-l", point])
+            }
+            // Never remove through a mount that is still there (the host's caches are bound in).
+            if !Self.hasMounts(under: work) { try? manager.removeItem(atPath: work) }
+        }
+        try manager.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let started = ContinuousClock.now
+        progress("building the harness layer of \(name) on the host (\(key))")
+        try commands.check(
+            "debugfs", ["-R", "rdump / \(root)", rootfs], package: "e2fsprogs", timeout: .seconds(600),
+            what: "unpacking the debian-12 root for the harness installation")
+        let before = try FileSignature.walk(root)
+
+        // The chroot gets the kernel's views, the host's name servers, and the host's download
+        // caches (kept across builds), bound in.
+        func bind(_ source: String, _ target: String, type: String? = nil) {
+            try? manager.createDirectory(atPath: root + target, withIntermediateDirectories: true)
+            let arguments = type.map { ["-t", $0, $0, root + target] } ?? ["--bind", source, root + target]
+            if (try? commands.run("mount", arguments))?.status == 0 { mounted.append(root + target) }
+        }
+        bind("", "/proc", type: "proc")
+        bind("/dev", "/dev")
+        let caches = imagesDirectory + "/cache"
+        for (cache, target) in [
+            ("debs", "/var/cache/apt/archives"), ("apt-lists", "/var/lib/apt/lists"), ("pip", "/var/cache/agentry-pip"),
+        ] {
+            try manager.createDirectory(atPath: "\(caches)/\(cache)/partial", withIntermediateDirectories: true)
+            bind("\(caches)/\(cache)", target)
+        }
+        if !mounted.contains(root + "/dev") {
+            // Without mounts (a container that forbids them): the few devices an installation uses.
+            for (device, minor) in [("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)] {
+                mknod(root + "/dev/" + device, mode_t(S_IFCHR) | 0o666, dev_t(1 << 8 | minor))
+            }
+        }
+        try manager.createDirectory(atPath: root + "/run", withIntermediateDirectories: true)
+        let resolv = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
+        try resolv.write(toFile: root + "/run/resolv.conf", atomically: true, encoding: .utf8)
+
+        var tail: [String] = []
+        let environment =
+            [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
+                "DEBIAN_FRONTEND=noninteractive",
+            ] + HarnessLayerRecipe.lentEnvironment(commands.environment)
+        let result = try commands.run(
+            "chroot",
+            [root, "/usr/bin/env", "-i"] + environment + ["/bin/sh", "-c", HarnessLayerRecipe.script(install)],
+            package: "coreutils", timeout: .seconds(1800),
+            lines: { line in
+                tail = Array((tail + [String(line.prefix(1000))]).suffix(30))
+                if !line.trimmingCharacters(in: .whitespaces).isEmpty { progress("install: " + line.prefix(300)) }
+            })
+        guard result.status == 0 else {
+            throw MachineError(
+                .imageFailed,
+                "installing the harness \(name) failed (exit \(result.status)) while building its layer on the host:\n"
+                    + tail.joined(separator: "\n"))
+        }
+        for point in mounted.reversed() where (try? commands.run("umount", [point]))?.status != 0 {
+            _ = try? commands.run("umount", ["-l", point])
+        }
+        mounted.removeAll()
+
+        // Only what the installation added or changed, in the folders the guest overlays.
+        let after = try FileSignature.walk(root)
+        let changed = after.filter { path, signature in
+            guard let top = path.split(separator: "/").first, HarnessLayerRecipe.folders.contains(String(top)),
+                !HarnessLayerRecipe.excluded(path)
+            else { return false }
+            return before[path] != signature
+        }.keys.sorted()
+        let staged = work + "/stage"
+        try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
+        let list = work + "/files"
+        try Data(changed.joined(separator: "\0").utf8).write(to: URL(fileURLWithPath: list))
+        try commands.check(
+            "tar",
+            [
+                "-C", root, "--no-recursion", "--null", "-T", list, "-cf", work + "/layer.tar",
+            ], package: "tar", timeout: .seconds(600), what: "collecting the harness installation")
+        try commands.check(
+            "tar", ["-C", staged, "-xpf", work + "/layer.tar"], package: "tar", timeout: .seconds(600),
+            what: "collecting the harness installation")
+        try? manager.removeItem(atPath: work + "/layer.tar")
+        let used = try commands.check("du", ["-sx", "--block-size=1M", staged], what: "measuring the harness layer")
+        let usedMiB = Int(used.split(separator: "\t").first.map(String.init) ?? "") ?? 256
+        let sizeMiB = usedMiB + usedMiB / 8 + 32
+        try commands.check(
+            "mkfs.ext4",
+            [
+                "-q", "-F", "-L", "harness", "-O", "^has_journal", "-d", staged, "-E",
+                "lazy_itable_init=1", work + "/layer.raw", "\(sizeMiB)M",
+            ],
+            package: "e2fsprogs", timeout: .seconds(900), what: "packing the harness layer")
+        chmod(work + "/layer.raw", 0o444)
+        try
+            "key=\(key)\nimage=\(image.digest)\nfiles=\(changed.count)\nsize=\(usedMiB)M\nrecipe=\(HarnessLayerRecipe.recipeVersion)\n"
+            .write(toFile: work + "/manifest", atomically: true, encoding: .utf8)
+        let final = work + "/final"
+        try manager.createDirectory(atPath: final, withIntermediateDirectories: true)
+        try manager.moveItem(atPath: work + "/layer.raw", toPath: final + "/layer.raw")
+        try manager.moveItem(atPath: work + "/manifest", toPath: final + "/manifest")
+        // Another build of the same layer may have finished first: its layer is as good as this one.
+        if !manager.fileExists(atPath: directory + "/manifest") {
+            try? manager.removeItem(atPath: directory)
+            try manager.moveItem(atPath: final, toPath: directory)
+        }
+        progress(
+            "built the harness layer of \(name): \(changed.count) files, \(usedMiB) MiB, in \((ContinuousClock.now - started).goStyle)"
+        )
+        return layer
+    }
+
+    /// Whether anything is mounted at or below `folder`.
+    static func hasMounts(under folder: String) -> Bool {
+        guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return true }
+        return mounts.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 1 && (fields[1] == folder || fields[1].hasPrefix(folder + "/"))
+        }
+    }
+}
+
+/// What tells a file apart before and after an installation, without reading it.
+struct FileSignature: Equatable {
+    var inode: UInt64
+    var size: Int64
+    var modified: Int64
+    var mode: UInt32
+    var owner: UInt32
+    var group: UInt32
+
+    /// Every entry under `root` by its path relative to it (symbolic links are not followed).
+    static func walk(_ root: String) throws -> [String: FileSignature] {
+        var found: [String: FileSignature] = [:]
+        var pending = [""]
+        while let relative = pending.popLast() {
+            let folder = relative.isEmpty ? root : root + "/" + relative
+            guard let stream = opendir(folder) else { continue }
+            defer { closedir(stream) }
+            while let entry = readdir(stream) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name == "." || name == ".." { continue }
+                let path = relative.isEmpty ? name : relative + "/" + name
+                var info = stat()
+                guard lstat(root + "/" + path, &info) == 0 else { continue }
+                found[path] = FileSignature(
+                    inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                    modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+                    mode: info.st_mode, owner: info.st_uid, group: info.st_gid)
+                if info.st_mode & S_IFMT == S_IFDIR, relative.isEmpty ? !["proc", "sys", "dev"].contains(name) : true {
+                    pending.append(path)
+                }
+            }
+        }
+        return found
+    }
+}
