@@ -8,8 +8,8 @@ set -euo pipefail
 # python3 with PyYAML and jsonschema (the schema agreement test and the benchmark baseline), QEMU and
 # qemu-img (the microVMs), busybox-static and debootstrap (the guest images), socat (joins a guest's
 # connections to its egress proxy and model gateway), procps (pgrep/pkill in tests), curl (the
-# gateway's tests speak HTTP over its unix socket).
-packages=(libgit2-dev libyaml-dev libsqlite3-dev libsodium-dev pkg-config git python3 python3-yaml python3-jsonschema
+# gateway's tests speak HTTP over its unix socket), python3-pip (downloads the harnesses' wheels).
+packages=(libgit2-dev libyaml-dev libsqlite3-dev libsodium-dev pkg-config git python3 python3-pip python3-yaml python3-jsonschema
     qemu-system-x86 qemu-utils busybox-static procps e2fsprogs binutils debootstrap socat curl)
 
 missing=()
@@ -41,3 +41,15 @@ command -v swift >/dev/null || {
     echo "agentry: the Swift toolchain (6.0 or later) is not on PATH; install it from swift.org first" >&2
     exit 1
 }
+
+# The bundled harnesses' wheels (Claude Code, Codex, Hermes: about 330 MB), with their dependencies,
+# into the wheelhouse the end-to-end tests install them from on loopback. Done once per pin list.
+wheelhouse="${AGENTRY_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentry/wheels}"
+pins="$(dirname "$0")/harness-wheels.txt"
+if ! cmp -s "$pins" "$wheelhouse/.pins" 2>/dev/null; then
+    echo "agentry: downloading the bundled harnesses' wheels into $wheelhouse" >&2
+    mkdir -p "$wheelhouse"
+    python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --dest "$wheelhouse" \
+        -r "$pins"
+    cp "$pins" "$wheelhouse/.pins"
+fi

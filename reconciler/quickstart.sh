@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The quickstart's first command: install what is missing, build agentry, and run the main job on
 # the bundled example: validate examples/quickstart, put it in a git repository, build the guest
-# images and apply it (one microVM per active agent), run its shell-harness agent `hello`, and
-# print the run's record from the history branch in git.
+# images and apply it (one microVM per active agent, the Claude Code harness installed on the host
+# into its layer), run its shell-harness agent `hello`, and print the run's record from the history
+# branch in git. With ANTHROPIC_API_KEY set, also run `triage` on Claude Code (the key goes into
+# agentry's secret store on the host; the machine only ever sees a run token for the gateway).
 #
 # State goes to $AGENTRY_STATE_DIR (default: .agentry-quickstart in this checkout). The machines
 # keep running afterwards; stop them with `agentry kill AGENT --reason done` or by deleting the
@@ -44,3 +46,12 @@ git -C "$repository" log -1 --stat agentry/history
 run_id=$(git -C "$repository" log -1 --format=%s agentry/history | cut -d' ' -f3 | tr -d ':')
 echo "== agentry show $run_id"
 "$agentry" show "$run_id" --repository "$repository"
+
+if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
+    echo "== agentry secret set anthropic/api-key (from \$ANTHROPIC_API_KEY)"
+    printf '%s\n' "$ANTHROPIC_API_KEY" | "$agentry" secret set anthropic/api-key
+    echo "== agentry run triage --repo $repository (Claude Code, through the model gateway)"
+    "$agentry" run triage --repo "$repository" --prompt "Say in one line what you would do first."
+else
+    echo "== set ANTHROPIC_API_KEY and run this again to run triage on Claude Code as well"
+fi

@@ -356,6 +356,24 @@ struct RunAttempt {
         record.logSHA256 = SHA256.hex(logText.bytes)
         record.logTruncated = logText.truncated
         var extra: [HistoryFile] = []
+        var transcriptFiles: [HistoryFile] = []
+        // The harness's own account of the run, read into the neutral transcript.
+        if exit != nil, let harness = bundle?.harness,
+            let transcript = Transcript.read(type: harness.type, stdout: redactor.redact(log.stdout))
+        {
+            record.transcript = RunRecord.TranscriptSummary(
+                events: transcript.events.count, omitted: transcript.omitted, result: transcript.result != nil)
+            transcriptFiles.append(
+                HistoryFile(
+                    path: record.folder + "/" + RunRecord.TranscriptSummary.eventsFile,
+                    bytes: transcript.jsonLines(harness: harness.type?.rawValue ?? "custom")))
+            if let result = transcript.result {
+                transcriptFiles.append(
+                    HistoryFile(
+                        path: record.folder + "/" + RunRecord.TranscriptSummary.resultFile,
+                        bytes: Array((result + "\n").utf8)))
+            }
+        }
         for file in artifacts {
             let stored =
                 file.nameRedacted ? "_/" + file.sha256 : HistoryName.stored(file.relative, sha256: file.sha256)
@@ -381,7 +399,8 @@ struct RunAttempt {
         if memoryExcluded.count > RunRecord.listedArtifacts {
             record.memoryExcluded.append("… and \(memoryExcluded.count - RunRecord.listedArtifacts) more")
         }
-        let committed = commit(&record, log: logText.bytes, artifacts: extra, memory: memoryFiles)
+        let committed = commit(
+            &record, log: logText.bytes, transcript: transcriptFiles, artifacts: extra, memory: memoryFiles)
         if committed.commit != nil || journalled {
             try? ports.state.clearRunJournal(agent: request.agent)
         }
@@ -410,16 +429,17 @@ struct RunAttempt {
 
     /// Commits the run's folder; when its artifacts or memory cannot be stored, the record and
     /// log alone, the record saying so (a snapshot that is not stored never shadows an earlier one).
-    func commit(_ record: inout RunRecord, log: [UInt8], artifacts: [HistoryFile], memory: [HistoryFile])
-        -> (commit: String?, warning: String?)
-    {
+    func commit(
+        _ record: inout RunRecord, log: [UInt8], transcript: [HistoryFile], artifacts: [HistoryFile],
+        memory: [HistoryFile]
+    ) -> (commit: String?, warning: String?) {
         let history = HistoryQueries(ports)
         let location = request.history
         func files(_ record: RunRecord, extra: [HistoryFile]) -> [HistoryFile] {
             [
                 HistoryFile(path: record.folder + "/record.yaml", bytes: Array(record.yaml.utf8)),
                 HistoryFile(path: record.folder + "/log.txt", bytes: log),
-            ] + extra
+            ] + transcript + extra
         }
         do {
             let done = try history.commit(

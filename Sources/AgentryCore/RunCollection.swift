@@ -12,6 +12,8 @@ struct RunLog {
     var streams: [ProcessStream: StreamRedactor]
     var log: [UInt8] = []
     var dropped = 0
+    /// Standard output alone, for the transcript (Claude Code and Codex print their events there).
+    var stdout: [UInt8] = []
 
     init(redactor: Redactor, output: @escaping @Sendable (ProcessStream, [UInt8]) -> Void) {
         self.redactor = redactor
@@ -31,6 +33,7 @@ struct RunLog {
         guard !clean.isEmpty else { return }
         output(stream, clean)
         if log.count < RunLimits.logBytes * 4 { log += clean } else { dropped += clean.count }
+        if stream == .stdout, stdout.count < RunLimits.logBytes * 4 { stdout += clean }
     }
 
     /// The log as history keeps it: its head and tail around a marker past `RunLimits.logBytes`.

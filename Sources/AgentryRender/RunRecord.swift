@@ -135,6 +135,26 @@ public struct RunRecord: Sendable {
     public var memoryNote: String?
     /// What the run's model calls used, through the gateway; nil when the agent has no model.
     public var usage: ModelUsage?
+    /// The harness-neutral transcript stored beside the record; nil for a harness whose output
+    /// agentry does not read (shell, custom) or a run that never started it.
+    public var transcript: TranscriptSummary?
+
+    /// Where a run's transcript is and how long it is.
+    public struct TranscriptSummary: Sendable, Equatable {
+        public static let eventsFile = "events.jsonl"
+        public static let resultFile = "result.md"
+
+        public var events: Int
+        public var omitted: Int
+        /// Whether `result.md` (the final answer) was stored.
+        public var result: Bool
+
+        public init(events: Int, omitted: Int, result: Bool) {
+            self.events = events
+            self.omitted = omitted
+            self.result = result
+        }
+    }
 
     public init(
         runID: String, agent: String, owner: String, desiredCommit: String, agentRevision: String, trigger: String,

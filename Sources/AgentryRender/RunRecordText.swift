@@ -80,6 +80,13 @@ extension RunRecord {
         }
         if let memoryNote { lines.append("  note: \(q(memoryNote))") }
         if let usage { lines += Self.usageLines(usage) }
+        if let transcript {
+            lines += [
+                "transcript:", "  events: \"\(TranscriptSummary.eventsFile)\"", "  count: \(transcript.events)",
+                "  omitted: \(transcript.omitted)",
+            ]
+            if transcript.result { lines.append("  result: \"\(TranscriptSummary.resultFile)\"") }
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -231,6 +238,11 @@ extension RunRecord {
             }
             usage.moreCalls = int(root["modelCallsOmitted"]) ?? 0
             record.usage = usage
+        }
+        if let node = root["transcript"] {
+            record.transcript = TranscriptSummary(
+                events: int(node["count"]) ?? 0, omitted: int(node["omitted"]) ?? 0,
+                result: string(node["result"]) != nil)
         }
         return .success(record)
     }

@@ -106,7 +106,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                            "choices": [], "usage": USAGE["chat"]}) + "\n\ndata: [DONE]\n\n").encode()
             send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last))
             return
-        if self.path.endswith("/messages"):
+        path = self.path.split("?")[0]
+        if path.endswith("/messages"):
             if not stream:
                 self.send(200, {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
                                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
@@ -125,7 +126,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                    "usage": {"output_tokens": 7}}),
                 ("message_stop", {"type": "message_stop"}),
             ], cut, stall)
-        elif self.path.endswith("/chat/completions"):
+        elif path.endswith("/chat/completions"):
             if not stream:
                 self.send(200, {"id": "c1", "object": "chat.completion", "model": model, "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
@@ -142,19 +143,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         "usage": USAGE["chat"]}),
                 (None, "[DONE]"),
             ], cut, stall)
-        elif self.path.endswith("/responses"):
+        elif path.endswith("/responses"):
+            item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}
             response = {"id": "resp_1", "object": "response", "model": model, "status": "completed",
-                        "output": [{"type": "message", "role": "assistant",
-                                    "content": [{"type": "output_text", "text": text}]}],
-                        "usage": USAGE["responses"]}
+                        "output": [item], "usage": USAGE["responses"]}
+            where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
             if not stream:
                 self.send(200, response)
                 return
             self.stream([
                 ("response.created", {"type": "response.created",
                                       "response": dict(response, status="in_progress", usage=None)}),
-                ("response.output_text.delta", {"type": "response.output_text.delta", "delta": text}),
-                ("response.output_text.done", {"type": "response.output_text.done", "text": text}),
+                ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                                "item": dict(item, status="in_progress", content=[])}),
+                ("response.content_part.added", dict(where, type="response.content_part.added",
+                                                     part={"type": "output_text", "text": "", "annotations": []})),
+                ("response.output_text.delta", dict(where, type="response.output_text.delta", delta=text)),
+                ("response.output_text.done", dict(where, type="response.output_text.done", text=text)),
+                ("response.content_part.done", dict(where, type="response.content_part.done",
+                                                    part=item["content"][0])),
+                ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": item}),
                 ("response.completed", {"type": "response.completed", "response": response}),
             ], cut, stall)
         else:
