@@ -15,8 +15,10 @@ import Foundation
 extension ImageBuilder {
     static let debianRecipeVersion = "debian-12-2"
     static let suite = "bookworm"
-    /// Always installed: resize2fs grows the root to the agent's disk size; certificates for HTTPS.
-    static let basePackages = ["e2fsprogs", "ca-certificates"]
+    /// Always installed: resize2fs grows the root to the agent's disk size; certificates for HTTPS;
+    /// Python with its venv module, which the harnesses installed with pip run on (their layers
+    /// then hold only the harness).
+    static let basePackages = ["e2fsprogs", "ca-certificates", "python3", "python3-venv"]
 
     /// Debian package names (policy §5.6.1), so nothing else reaches debootstrap's command line.
     static func isPackageName(_ name: String) -> Bool {

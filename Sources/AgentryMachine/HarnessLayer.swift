@@ -22,7 +22,7 @@ extension ImageBuilder {
         _ install: InstallSteps, key: String, image: GuestImage, imagesDirectory: String, name: String,
         progress: (String) -> Void
     ) throws -> HarnessLayer {
-        guard let rootfs = image.rootfs else {
+        guard image.rootfs != nil else {
             throw MachineError(.invalidInput, "a harness layer needs the debian-12 base")
         }
         let manager = FileManager.default
@@ -38,25 +38,53 @@ extension ImageBuilder {
         let work = "\(imagesDirectory)/layers/.build-\(UUID().uuidString)"
         let root = work + "/root"
         var mounted: [String] = []
-        defer {
+        func unmountAll() {
             for point in mounted.reversed() where (try? commands.run("umount", [point]))?.status != 0 {
                 _ = try? commands.run("umount", ["-l", point])
             }
+            mounted.removeAll()
+        }
+        defer {
+            unmountAll()
             // Never remove through a mount that is still there (the host's caches are bound in).
             if !Self.hasMounts(under: work) { try? manager.removeItem(atPath: work) }
         }
-        try manager.createDirectory(atPath: root, withIntermediateDirectories: true)
         let started = ContinuousClock.now
         progress("building the harness layer of \(name) on the host (\(key))")
-        try commands.check(
-            "debugfs", ["-R", "rdump / \(root)", rootfs], package: "e2fsprogs", timeout: .seconds(600),
-            what: "unpacking the debian-12 root for the harness installation")
-        let before = try FileSignature.walk(root)
+        let base = try unpackedRoot(image, imagesDirectory: imagesDirectory)
+        try manager.createDirectory(atPath: root, withIntermediateDirectories: true)
+
+        // The installation writes into an overlay over the unpacked root, so its upper folder is
+        // exactly what it added or changed; where the host allows no mounts, into a copy, compared
+        // with the root afterwards.
+        let upper = work + "/upper"
+        try manager.createDirectory(atPath: upper, withIntermediateDirectories: true)
+        try manager.createDirectory(atPath: work + "/overlay-work", withIntermediateDirectories: true)
+        // `AGENTRY_LAYER_MOUNTS=0`: no mounts at all, as in a container that forbids them.
+        let mounts = commands.environment["AGENTRY_LAYER_MOUNTS"] != "0"
+        let overlay =
+            mounts
+            && (try? commands.run(
+                "mount",
+                [
+                    "-t", "overlay", "overlay", "-o",
+                    "lowerdir=\(base),upperdir=\(upper),workdir=\(work)/overlay-work", root,
+                ]))?.status == 0
+        var before: [String: FileSignature] = [:]
+        if overlay {
+            mounted.append(root)
+        } else {
+            try commands.check(
+                "cp", ["-a", base + "/.", root], package: "coreutils", timeout: .seconds(600),
+                what: "copying the debian-12 root for the harness installation")
+            before = try FileSignature.walk(root)
+        }
 
         // The chroot gets the kernel's views, the host's name servers, and the host's download
         // caches (kept across builds), bound in.
         func bind(_ source: String, _ target: String, type: String? = nil) {
             try? manager.createDirectory(atPath: root + target, withIntermediateDirectories: true)
+            guard mounts else { return }
             let arguments = type.map { ["-t", $0, $0, root + target] } ?? ["--bind", source, root + target]
             if (try? commands.run("mount", arguments))?.status == 0 { mounted.append(root + target) }
         }
@@ -99,32 +127,24 @@ extension ImageBuilder {
                 "installing the harness \(name) failed (exit \(result.status)) while building its layer on the host:\n"
                     + tail.joined(separator: "\n"))
         }
-        for point in mounted.reversed() where (try? commands.run("umount", [point]))?.status != 0 {
-            _ = try? commands.run("umount", ["-l", point])
-        }
-        mounted.removeAll()
+        unmountAll()
 
-        // Only what the installation added or changed, in the folders the guest overlays.
-        let after = try FileSignature.walk(root)
+        // Only what the installation added or changed, in the folders the guest overlays, linked
+        // (not copied) into the folder the layer is packed from. An overlay's whiteouts (character
+        // devices 0:0) are left out: a layer is the lowest, there is nothing under it to hide.
+        let source = overlay ? upper : root
+        let after = try FileSignature.walk(source)
         let changed = after.filter { path, signature in
             guard let top = path.split(separator: "/").first, HarnessLayerRecipe.folders.contains(String(top)),
-                !HarnessLayerRecipe.excluded(path)
+                !HarnessLayerRecipe.excluded(path), signature.mode & S_IFMT != S_IFCHR
             else { return false }
             return before[path] != signature
         }.keys.sorted()
         let staged = work + "/stage"
         try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
-        let list = work + "/files"
-        try Data(changed.joined(separator: "\0").utf8).write(to: URL(fileURLWithPath: list))
-        try commands.check(
-            "tar",
-            [
-                "-C", root, "--no-recursion", "--null", "-T", list, "-cf", work + "/layer.tar",
-            ], package: "tar", timeout: .seconds(600), what: "collecting the harness installation")
-        try commands.check(
-            "tar", ["-C", staged, "-xpf", work + "/layer.tar"], package: "tar", timeout: .seconds(600),
-            what: "collecting the harness installation")
-        try? manager.removeItem(atPath: work + "/layer.tar")
+        for path in changed {
+            try Self.stage(path, from: source, into: staged, signature: after[path]!)
+        }
         let used = try commands.check("du", ["-sx", "--block-size=1M", staged], what: "measuring the harness layer")
         let usedMiB = Int(used.split(separator: "\t").first.map(String.init) ?? "") ?? 256
         let sizeMiB = usedMiB + usedMiB / 8 + 32
@@ -152,6 +172,55 @@ extension ImageBuilder {
             "built the harness layer of \(name): \(changed.count) files, \(usedMiB) MiB, in \((ContinuousClock.now - started).goStyle)"
         )
         return layer
+    }
+
+    /// The image's root filesystem unpacked (once per image; never written to afterwards), which
+    /// each layer's installation starts from.
+    func unpackedRoot(_ image: GuestImage, imagesDirectory: String) throws -> String {
+        guard let rootfs = image.rootfs else {
+            throw MachineError(.invalidInput, "a harness layer needs the debian-12 base")
+        }
+        let manager = FileManager.default
+        let unpacked = "\(imagesDirectory)/layers/.root-\(image.digest.prefix(16))"
+        if manager.fileExists(atPath: unpacked + "/etc/debian_version") { return unpacked }
+        let temporary = "\(imagesDirectory)/layers/.root-\(UUID().uuidString)"
+        defer { try? manager.removeItem(atPath: temporary) }
+        try manager.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        try commands.check(
+            "debugfs", ["-R", "rdump / \(temporary)", rootfs], package: "e2fsprogs", timeout: .seconds(600),
+            what: "unpacking the debian-12 root for harness installations")
+        if !manager.fileExists(atPath: unpacked + "/etc/debian_version") {
+            try? manager.removeItem(atPath: unpacked)
+            try manager.moveItem(atPath: temporary, toPath: unpacked)
+        }
+        return unpacked
+    }
+
+    /// Puts one entry of the installation into the staging folder: a folder made with its mode and
+    /// owner, a file hard-linked, a symbolic link made again; missing parents are made plain.
+    static func stage(_ path: String, from source: String, into staged: String, signature: FileSignature) throws {
+        let target = staged + "/" + path
+        let parent = (target as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        switch signature.mode & S_IFMT {
+        case S_IFDIR:
+            if mkdir(target, signature.mode & 0o7777) != 0 && errno != EEXIST {
+                throw MachineError(.imageFailed, "cannot stage \(path): \(String(cString: strerror(errno)))")
+            }
+            chmod(target, signature.mode & 0o7777)
+            chown(target, signature.owner, signature.group)
+        case S_IFLNK:
+            let destination = try FileManager.default.destinationOfSymbolicLink(atPath: source + "/" + path)
+            unlink(target)
+            if symlink(destination, target) != 0 {
+                throw MachineError(.imageFailed, "cannot stage \(path): \(String(cString: strerror(errno)))")
+            }
+            lchown(target, signature.owner, signature.group)
+        default:
+            if link(source + "/" + path, target) != 0 {
+                throw MachineError(.imageFailed, "cannot stage \(path): \(String(cString: strerror(errno)))")
+            }
+        }
     }
 
     /// Whether anything is mounted at or below `folder`.

@@ -232,15 +232,17 @@ public enum HarnessLayerRecipe {
     /// prefix, then the harness's own script.
     public static func script(_ install: InstallSteps) -> String {
         let quote = { (word: String) in "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
-        var apt = install.apt
-        if !install.pip.isEmpty { apt += ["python3", "python3-venv"] }
-        if !install.npm.isEmpty { apt += ["nodejs", "npm"] }
-        apt = Array(Set(apt)).sorted()
-        var script = "set -e\n"
-        if !apt.isEmpty {
-            script += "apt-get update -qq\n"
-            script += "apt-get install -y -qq --no-install-recommends \(apt.map(quote).joined(separator: " "))\n"
+        var script = "set -e\npackages=\(quote(Array(Set(install.apt)).sorted().joined(separator: " ")))\n"
+        // What pip and npm need, unless the root has it already.
+        var needed: [String] = []
+        if !install.pip.isEmpty { needed += ["python3", "python3-venv"] }
+        if !install.npm.isEmpty { needed += ["nodejs", "npm"] }
+        for package in needed {
+            script +=
+                "dpkg-query -W -f='${Status}' \(package) 2>/dev/null | grep -q 'ok installed' || packages=\"$packages \(package)\"\n"
         }
+        script +=
+            "if [ -n \"$packages\" ]; then\n  set -f\n  apt-get update -qq\n  apt-get install -y -qq --no-install-recommends $packages\n  set +f\nfi\n"
         if !install.pip.isEmpty {
             script += "python3 -m venv \(venv)\n"
             script +=
