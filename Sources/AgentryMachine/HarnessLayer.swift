@@ -38,6 +38,12 @@ extension ImageBuilder {
         let work = "\(imagesDirectory)/layers/.build-\(UUID().uuidString)"
         let root = work + "/root"
         var mounted: [String] = []
+        var layerMount: String?
+        func unmountLayer() {
+            guard let point = layerMount else { return }
+            if (try? commands.run("umount", [point]))?.status != 0 { _ = try? commands.run("umount", ["-l", point]) }
+            layerMount = nil
+        }
         func unmountAll() {
             for point in mounted.reversed() where (try? commands.run("umount", [point]))?.status != 0 {
                 _ = try? commands.run("umount", ["-l", point])
@@ -46,6 +52,7 @@ extension ImageBuilder {
         }
         defer {
             unmountAll()
+            unmountLayer()
             // Never remove through a mount that is still there (the host's caches are bound in).
             if !Self.hasMounts(under: work) { try? manager.removeItem(atPath: work) }
         }
@@ -57,18 +64,37 @@ extension ImageBuilder {
         // The installation writes into an overlay over the unpacked root, so its upper folder is
         // exactly what it added or changed; where the host allows no mounts, into a copy, compared
         // with the root afterwards.
-        let upper = work + "/upper"
-        try manager.createDirectory(atPath: upper, withIntermediateDirectories: true)
-        try manager.createDirectory(atPath: work + "/overlay-work", withIntermediateDirectories: true)
         // `AGENTRY_LAYER_MOUNTS=0`: no mounts at all, as in a container that forbids them.
         let mounts = commands.environment["AGENTRY_LAYER_MOUNTS"] != "0"
+        // Where the host can mount the layer's own (sparse) filesystem, the overlay's upper folder
+        // is in it: the installation writes the layer itself, and nothing is copied afterwards.
+        let fileSystem = work + "/layer-fs"
+        try manager.createDirectory(atPath: fileSystem, withIntermediateDirectories: true)
+        if mounts,
+            (try? commands.run(
+                "mkfs.ext4",
+                [
+                    "-q", "-F", "-L", "harness", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard",
+                    work + "/layer.raw", "\(Self.directLayerGiB)G",
+                ]))?.status == 0,
+            (try? commands.run("mount", ["-o", "loop", work + "/layer.raw", fileSystem]))?.status == 0
+        {
+            layerMount = fileSystem
+        } else {
+            try? manager.removeItem(atPath: work + "/layer.raw")
+        }
+        let direct = layerMount != nil
+        let upper = (direct ? fileSystem : work) + "/upper"
+        let overlayWork = (direct ? fileSystem : work) + "/overlay-work"
+        try manager.createDirectory(atPath: upper, withIntermediateDirectories: true)
+        try manager.createDirectory(atPath: overlayWork, withIntermediateDirectories: true)
         let overlay =
             mounts
             && (try? commands.run(
                 "mount",
                 [
                     "-t", "overlay", "overlay", "-o",
-                    "lowerdir=\(base),upperdir=\(upper),workdir=\(work)/overlay-work", root,
+                    "lowerdir=\(base),upperdir=\(upper),workdir=\(overlayWork)", root,
                 ]))?.status == 0
         var before: [String: FileSignature] = [:]
         if overlay {
@@ -134,27 +160,52 @@ extension ImageBuilder {
         // devices 0:0) are left out: a layer is the lowest, there is nothing under it to hide.
         let source = overlay ? upper : root
         let after = try FileSignature.walk(source)
-        let changed = after.filter { path, signature in
+        func kept(_ path: String, _ signature: FileSignature) -> Bool {
             guard let top = path.split(separator: "/").first, HarnessLayerRecipe.folders.contains(String(top)),
                 !HarnessLayerRecipe.excluded(path), signature.mode & S_IFMT != S_IFCHR
             else { return false }
             return before[path] != signature
-        }.keys.sorted()
-        let staged = work + "/stage"
-        try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
-        for path in changed {
-            try Self.stage(path, from: source, into: staged, signature: after[path]!)
         }
-        let used = try commands.check("du", ["-sx", "--block-size=1M", staged], what: "measuring the harness layer")
-        let usedMiB = Int(used.split(separator: "\t").first.map(String.init) ?? "") ?? 256
-        let sizeMiB = usedMiB + usedMiB / 8 + 32
-        try commands.check(
-            "mkfs.ext4",
-            [
-                "-q", "-F", "-L", "harness", "-O", "^has_journal", "-d", staged, "-E",
-                "lazy_itable_init=1", work + "/layer.raw", "\(sizeMiB)M",
-            ],
-            package: "e2fsprogs", timeout: .seconds(900), what: "packing the harness layer")
+        let changed = after.filter { kept($0.key, $0.value) }.keys.sorted()
+        let usedMiB: Int
+        if direct {
+            // The upper folder is the layer: what it should not hold goes, the rest moves to the
+            // filesystem's root (a rename), and the overlay's bookkeeping is removed.
+            for (path, signature) in after.sorted(by: { $0.key > $1.key }) where !kept(path, signature) {
+                let full = upper + "/" + path
+                if signature.mode & S_IFMT == S_IFDIR {
+                    if !changed.contains(where: { $0.hasPrefix(path + "/") }) { try? manager.removeItem(atPath: full) }
+                } else {
+                    unlink(full)
+                }
+            }
+            for folder in HarnessLayerRecipe.folders where manager.fileExists(atPath: upper + "/" + folder) {
+                try manager.moveItem(atPath: upper + "/" + folder, toPath: fileSystem + "/" + folder)
+            }
+            try manager.removeItem(atPath: upper)
+            try manager.removeItem(atPath: overlayWork)
+            try? manager.removeItem(atPath: fileSystem + "/lost+found")
+            let used = try commands.check("du", ["-sx", "--block-size=1M", fileSystem], what: "measuring the layer")
+            usedMiB = Int(used.split(separator: "\t").first.map(String.init) ?? "") ?? 0
+            unmountLayer()
+        } else {
+            let staged = work + "/stage"
+            try manager.createDirectory(atPath: staged, withIntermediateDirectories: true)
+            for path in changed {
+                try Self.stage(path, from: source, into: staged, signature: after[path]!)
+            }
+            let used = try commands.check(
+                "du", ["-sx", "--block-size=1M", staged], what: "measuring the harness layer")
+            usedMiB = Int(used.split(separator: "\t").first.map(String.init) ?? "") ?? 256
+            let sizeMiB = usedMiB + usedMiB / 8 + 32
+            try commands.check(
+                "mkfs.ext4",
+                [
+                    "-q", "-F", "-L", "harness", "-O", "^has_journal", "-d", staged, "-E",
+                    "lazy_itable_init=1", work + "/layer.raw", "\(sizeMiB)M",
+                ],
+                package: "e2fsprogs", timeout: .seconds(900), what: "packing the harness layer")
+        }
         chmod(work + "/layer.raw", 0o444)
         try
             "key=\(key)\nimage=\(image.digest)\nfiles=\(changed.count)\nsize=\(usedMiB)M\nrecipe=\(HarnessLayerRecipe.recipeVersion)\n"
@@ -173,6 +224,9 @@ extension ImageBuilder {
         )
         return layer
     }
+
+    /// The size of a layer written in place: a sparse file, so only what the harness holds takes room.
+    static let directLayerGiB = 8
 
     /// The image's root filesystem unpacked (once per image; never written to afterwards), which
     /// each layer's installation starts from.
