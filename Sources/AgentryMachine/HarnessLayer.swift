@@ -114,7 +114,7 @@ extension ImageBuilder {
             let arguments = type.map { ["-t", $0, $0, root + target] } ?? ["--bind", source, root + target]
             if (try? commands.run("mount", arguments))?.status == 0 { mounted.append(root + target) }
         }
-        bind("", "/proc", type: "proc")
+        if !mounts { try? manager.createDirectory(atPath: root + "/proc", withIntermediateDirectories: true) }
         bind("/dev", "/dev")
         let caches = imagesDirectory + "/cache"
         for (cache, target) in [
@@ -139,10 +139,20 @@ extension ImageBuilder {
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
                 "DEBIAN_FRONTEND=noninteractive",
             ] + HarnessLayerRecipe.lentEnvironment(commands.environment)
+        // The installation is the repository's code running as root on the host: a chroot alone
+        // does not hold root. It runs without the capabilities that leave one (chroot, mounts,
+        // ptrace, raw devices, modules, signals to others) and can gain none back; where mounts are
+        // allowed, also in its own process, IPC and host-name namespaces with a /proc of its own.
+        let confined =
+            [root, "/usr/bin/setpriv", "--bounding-set", HarnessLayerRecipe.droppedCapabilities, "--nnp", "--"]
+            + ["/usr/bin/env", "-i"] + environment + ["/bin/sh", "-c", HarnessLayerRecipe.script(install)]
         let result = try commands.run(
-            "chroot",
-            [root, "/usr/bin/env", "-i"] + environment + ["/bin/sh", "-c", HarnessLayerRecipe.script(install)],
-            package: "coreutils", timeout: .seconds(1800),
+            mounts ? "unshare" : "chroot",
+            mounts
+                ? ["--pid", "--fork", "--kill-child", "--ipc", "--uts", "--mount-proc=\(root)/proc", "chroot"]
+                    + confined
+                : confined,
+            package: mounts ? "util-linux" : "coreutils", timeout: .seconds(1800),
             lines: { line in
                 tail = Array((tail + [String(line.prefix(1000))]).suffix(30))
                 if !line.trimmingCharacters(in: .whitespaces).isEmpty { progress("install: " + line.prefix(300)) }

@@ -255,6 +255,16 @@ public enum HarnessLayerRecipe {
         return script
     }
 
+    /// The capabilities an installation runs without (setpriv's `--bounding-set`): whatever would let
+    /// root leave the chroot or reach the host's processes and devices. It keeps what apt, dpkg and
+    /// pip need (chown, file ownership and modes, setuid to apt's user).
+    public static let droppedCapabilities = [
+        "sys_admin", "sys_module", "sys_ptrace", "sys_rawio", "sys_boot", "sys_chroot", "mknod", "net_admin",
+        "net_raw", "sys_time", "kill", "mac_admin", "mac_override", "audit_control", "audit_write", "syslog",
+        "sys_pacct", "lease", "linux_immutable", "wake_alarm", "block_suspend", "bpf", "perfmon",
+        "checkpoint_restore", "sys_nice", "sys_resource", "sys_tty_config", "audit_read", "ipc_owner",
+    ].map { "-" + $0 }.joined(separator: ",")
+
     /// What the host's environment lends the installation: its proxies and pip's index settings
     /// (a mirror, a local wheelhouse), nothing else.
     public static func lentEnvironment(_ host: [String: String]) -> [String] {

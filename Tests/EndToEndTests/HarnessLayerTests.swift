@@ -12,6 +12,10 @@ extension ApplyCommandTests {
             "environments/tiny.yaml",
             "apiVersion: agentry/v1\nkind: Environment\nmetadata: {name: tiny}\nspec: {base: debian-12, packages: {apt: [jq]}, resources: {cpus: 1, memory: 256Mi, disk: 3Gi}, network: {egress: none}}\n"
         )
+        // probe-a's installation also notes what it could see of the host: its processes and its
+        // capabilities.
+        let note =
+            "ls /proc | grep -c '^[0-9]' > /opt/agentry/processes; grep CapBnd /proc/self/status | cut -f2 > /opt/agentry/capabilities"
         for (name, package) in [
             ("probe-a", "agentry-probe-a==1.0"), ("probe-b", "agentry-probe-b==1.0"),
             ("broken", "agentry-probe-missing==9"),
@@ -24,7 +28,7 @@ extension ApplyCommandTests {
                 metadata: {name: \(name)}
                 spec:
                   type: custom
-                  install: {pip: ["\(package)"]}
+                  install: {pip: ["\(package)"]\(name == "probe-a" ? ", script: \"\(note)\"" : "")}
                   command: ["\(name)"]
                   supports: {apis: [chat-completions]}
 
@@ -65,6 +69,16 @@ extension ApplyCommandTests {
             in: repo)
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout == "probe a /opt/agentry/venv\n", "\(first.stdout)")
+        // The installation ran confined: in its own process namespace, without the capabilities
+        // that leave a chroot (sys_chroot, sys_admin, sys_ptrace) or signal the host's processes.
+        let confinement = try agentry(
+            ["exec", "layered", "--", "cat", "/opt/agentry/processes", "/opt/agentry/capabilities"], in: repo)
+        let noted = confinement.stdout.split(separator: "\n").map(String.init)
+        #expect((Int(noted.first ?? "") ?? 99) < 8, "the installation saw the host's processes: \(noted)")
+        let capabilities = UInt64(noted.dropFirst().first ?? "", radix: 16) ?? UInt64.max
+        for bit in [5, 18, 19, 21] {
+            #expect(capabilities & (1 << UInt64(bit)) == 0, "capability \(bit) kept: \(noted)")
+        }
         // The layer is shared and read-only: the guest cannot change it.
         let write = try agentry(["exec", "layered", "--", "sh", "-c", "echo x > /run/agentry-layer/x"], in: repo)
         #expect(write.status != 0, "\(write.stdout)")
