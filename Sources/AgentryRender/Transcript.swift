@@ -112,6 +112,15 @@ public struct Transcript: Sendable, Equatable {
         return bounded(blocks.compactMap { $0["text"] as? String }.joined(separator: "\n"))
     }
 
+    /// A usage event from an `{input_tokens, output_tokens}` object (both CLIs name them so).
+    static func usage(_ value: Any?) -> TranscriptEvent {
+        let usage = value as? [String: Any]
+        var event = TranscriptEvent(.usage)
+        event.inputTokens = usage?["input_tokens"] as? Int
+        event.outputTokens = usage?["output_tokens"] as? Int
+        return event
+    }
+
     /// Claude Code's `--output-format stream-json`: `system` (init), `assistant` and `user`
     /// messages with content blocks, and a final `result`.
     static func claudeCode(_ transcript: inout Transcript, _ line: [String: Any]) {
@@ -148,10 +157,7 @@ public struct Transcript: Sendable, Equatable {
                 }
             }
         case "result":
-            let usage = line["usage"] as? [String: Any]
-            var event = TranscriptEvent(.usage)
-            event.inputTokens = usage?["input_tokens"] as? Int
-            event.outputTokens = usage?["output_tokens"] as? Int
+            var event = usage(line["usage"])
             event.sessionID = line["session_id"] as? String
             transcript.add(event)
             if line["is_error"] as? Bool == true {
@@ -210,11 +216,7 @@ public struct Transcript: Sendable, Equatable {
             default: break
             }
         case "turn.completed":
-            let usage = line["usage"] as? [String: Any]
-            var event = TranscriptEvent(.usage)
-            event.inputTokens = usage?["input_tokens"] as? Int
-            event.outputTokens = usage?["output_tokens"] as? Int
-            transcript.add(event)
+            transcript.add(usage(line["usage"]))
         case "turn.failed", "error":
             var event = TranscriptEvent(.error)
             event.text = ((line["error"] as? [String: Any])?["message"] as? String ?? line["message"] as? String)

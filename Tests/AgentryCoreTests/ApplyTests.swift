@@ -86,19 +86,7 @@ import Testing
         _ = try await fixture.apply()
         let machines = fixture.fakes.machines
         machines.clearCalls()
-        try fixture.write(
-            "harnesses/shell.yaml",
-            """
-            apiVersion: agentry/v1
-            kind: Harness
-            metadata: {name: shell}
-            spec:
-              type: shell
-              version: "2"
-              command: ["/bin/sh", "-c", "echo {{prompt}}"]
-              supports: {apis: [chat-completions]}
-
-            """)
+        try fixture.shellHarness(version: "2")
         try fixture.commit()
         let outcome = try await fixture.apply()
         let step = try #require(fixture.step(outcome, "greeter"))
@@ -117,19 +105,7 @@ import Testing
         let machines = fixture.fakes.machines
         machines.clearCalls()
         machines.failProvide("greeter", "installing the harness shell failed (exit 1): no such package")
-        try fixture.write(
-            "harnesses/shell.yaml",
-            """
-            apiVersion: agentry/v1
-            kind: Harness
-            metadata: {name: shell}
-            spec:
-              type: shell
-              install: {script: "exit 1"}
-              command: ["/bin/sh", "-c", "echo {{prompt}}"]
-              supports: {apis: [chat-completions]}
-
-            """)
+        try fixture.shellHarness(install: #"{script: "exit 1"}"#)
         try fixture.commit()
         let outcome = try await fixture.apply()
         let step = try #require(fixture.step(outcome, "greeter"))

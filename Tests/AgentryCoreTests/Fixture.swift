@@ -17,20 +17,7 @@ struct Fixture {
         repo = try TemporaryDirectory("agentry-core")
         fakes = Fakes(secrets: secrets)
         ports = fakes.ports(source: GitRepositorySource(logger: Logger(label: "test")))
-        try write(
-            "harnesses/shell.yaml",
-            """
-            apiVersion: agentry/v1
-            kind: Harness
-            metadata: {name: shell}
-            spec:
-              type: shell
-              version: "1"
-              command: ["/bin/sh", "-c", "echo {{prompt}}"]
-              env: {MODEL: "{{model.name}}"}
-              supports: {apis: [chat-completions]}
-
-            """)
+        try shellHarness()
         try write(
             "models/local.yaml",
             "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: local}\nspec: {provider: local, name: m, api: chat-completions, baseUrl: 'http://127.0.0.1:8080/v1'}\n"
@@ -41,6 +28,24 @@ struct Fixture {
     var target: Planning.Target { Planning.Target(repository: repo.path, ref: "HEAD", path: "") }
 
     func write(_ path: String, _ text: String) throws { try repo.write(path, text) }
+
+    /// The `shell` harness every agent of the fixture uses; `install` becomes its `install` field.
+    func shellHarness(version: String = "1", install: String? = nil) throws {
+        try write(
+            "harnesses/shell.yaml",
+            """
+            apiVersion: agentry/v1
+            kind: Harness
+            metadata: {name: shell}
+            spec:
+              type: shell
+              version: "\(version)"
+              command: ["/bin/sh", "-c", "echo {{prompt}}"]
+              env: {MODEL: "{{model.name}}"}
+              supports: {apis: [chat-completions]}
+            \(install.map { "  install: \($0)\n" } ?? "")
+            """)
+    }
 
     func remove(_ path: String) throws { try FileManager.default.removeItem(at: repo.url.appendingPathComponent(path)) }
 

@@ -103,16 +103,16 @@ import Testing
 
     @Test func modelSwapIsAnUpdateWithFieldReasons() async throws {
         let plan = try await diff { directory in
-            try edit(directory, "agents/triage.yaml") {
-                $0.replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama")
+            try edit(directory, "agents/hello.yaml") {
+                $0.replacingOccurrences(of: "  model: local-llama", with: "  model: sonnet")
             }
         }
-        #expect(action(plan, "triage")?.action == .update)
-        let shown = reasons(plan, "triage")
-        #expect(shown.contains("model: sonnet → local-llama"))
-        #expect(shown.contains("model.name: claude-sonnet-4-5 → llama-3.1-8b-instruct"))
-        #expect(shown.contains("model.credentials: ref anthropic/api-key → ∅"), "secret references shown by name")
-        #expect(action(plan, "hello")?.action == .noop)
+        #expect(action(plan, "hello")?.action == .update)
+        let shown = reasons(plan, "hello")
+        #expect(shown.contains("model: local-llama → sonnet"))
+        #expect(shown.contains("model.name: llama-3.1-8b-instruct → claude-sonnet-4-5"))
+        #expect(shown.contains("model.credentials: ∅ → ref anthropic/api-key"), "secret references shown by name")
+        #expect(action(plan, "triage")?.action == .noop)
     }
 
     @Test func instructionsSkillsSecretsAndRunDefaultsAreUpdates() async throws {
@@ -128,7 +128,9 @@ import Testing
         #expect(action(plan, "triage")?.action == .update)
         let triage = reasons(plan, "triage")
         #expect(triage.contains { $0.hasPrefix("instructions: ") })
-        #expect(triage.contains("secrets.GITHUB_TOKEN: ref github/triage-token → ref github/other-token"))
+        #expect(
+            triage.contains(
+                "secrets.GITHUB_TOKEN: ref github/triage-token (optional) → ref github/other-token (optional)"))
         #expect(!triage.contains { $0.hasPrefix("run.timeout") }, "900s is 15m")
         #expect(action(plan, "hello")?.action == .update)
         #expect(reasons(plan, "hello").contains("run.timeout: 2m → 3m"))
@@ -137,12 +139,12 @@ import Testing
 
     @Test func harnessChangeIsAReinstall() async throws {
         let plan = try await diff { directory in
-            try edit(directory, "harnesses/hermes.yaml") {
-                $0.replacingOccurrences(of: "version: \"0.19.0\"", with: "version: \"0.20.0\"")
+            try edit(directory, "harnesses/claude-code.yaml") {
+                $0.replacingOccurrences(of: "version: \"2.1.327\"", with: "version: \"2.1.328\"")
             }
         }
         #expect(action(plan, "triage")?.action == .reinstall)
-        #expect(reasons(plan, "triage") == ["harness.version: 0.19.0 → 0.20.0"])
+        #expect(reasons(plan, "triage") == ["harness.version: 2.1.327 → 2.1.328"])
         #expect(action(plan, "docs-writer")?.action == .noop, "uses another harness")
     }
 
@@ -202,13 +204,13 @@ import Testing
         #expect(!applied.plan.hasChanges)
 
         try edit(directory, "agents/triage.yaml") {
-            $0.replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama")
+            $0.replacingOccurrences(of: "  model: sonnet", with: "  model: haiku")
         }
         try FileManager.default.removeItem(at: directory.url.appendingPathComponent("agents/docs-writer.yaml"))
         try directory.commitAll("change")
         guard case .planned(let changed) = try await planAt() else { throw Shell.Failure(description: "no plan") }
         #expect(action(changed.plan, "triage")?.action == .update)
-        #expect(reasons(changed.plan, "triage").contains("model: sonnet → local-llama"))
+        #expect(reasons(changed.plan, "triage").contains("model: sonnet → haiku"))
         #expect(action(changed.plan, "docs-writer")?.action == .delete)
         #expect(changed.actualDigest == first.actualDigest.map { _ in changed.actualDigest! })
         #expect(changed.actualDigest != first.actualDigest, "the actual state moved between the plans")

@@ -3,21 +3,39 @@ import TestSupport
 import Testing
 
 extension ApplyCommandTests {
+    /// The test model stub on loopback, logging what it received to a file, and the provider's key
+    /// it is to receive stored in the state's secret store as `stub/key`.
+    func modelStub() throws -> (process: BackgroundProcess, log: String, port: String, key: String) {
+        let log = state.path + "/../stub-\(UUID().uuidString).jsonl"
+        let stub = try BackgroundProcess(
+            "python3", [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/model_stub.py").path, log])
+        let port = stub.firstLine()
+        let key = "sk-provider-key-\(UUID().uuidString.prefix(12))"
+        let stored = try Shell.run(
+            Agentry.binary.path, ["secret", "set", "stub/key", "--state-dir", state.path], input: key + "\n")
+        #expect(stored.status == 0, "\(stored.stderr)")
+        return (stub, log, port, key)
+    }
+
+    /// A Python package index on loopback serving `folder` (after writing the probe wheels named),
+    /// and the environment that points pip at it alone.
+    func packageIndex(_ folder: String, probes: [String] = []) throws -> (
+        process: BackgroundProcess, pip: [String: String]
+    ) {
+        let index = try BackgroundProcess(
+            "python3",
+            [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/wheelhouse.py").path, folder]
+                + probes.flatMap { ["--probe", $0] })
+        return (index, ["PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "http://127.0.0.1:\(index.firstLine())/"])
+    }
+
     /// A shell harness in a real microVM calls its model through `{{model.baseUrl}}` with
     /// `{{model.apiKey}}`: the stub model server sees the provider's key, added on the host, while
     /// the machine only ever held the run's token; a primary model on a closed port gives way to
     /// its fallback; the usage lands in the record; a spent budget stops the calls and says so.
     @Test func aRunReachesItsModelOnlyThroughTheGateway() throws {
         defer { stopMachines() }
-        let log = state.path + "/../stub-\(UUID().uuidString).jsonl"
-        let stub = try BackgroundProcess(
-            "python3", [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/model_stub.py").path, log])
-        let port = stub.firstLine()
-        let key = "sk-provider-key-\(UUID().uuidString.prefix(12))"
-        #expect(
-            try Shell.run(
-                Agentry.binary.path, ["secret", "set", "stub/key", "--state-dir", state.path], input: key + "\n"
-            ).status == 0)
+        let (stub, log, port, key) = try modelStub()
         let call = """
             for i in 1 2; do wget -q -O - --header "x-api-key: $KEY" --header 'content-type: application/json' \
             --post-data "{\\"model\\": \\"$MODEL\\", \\"max_tokens\\": 5}" "$BASE/messages" || echo "call $i failed"; echo; done; \

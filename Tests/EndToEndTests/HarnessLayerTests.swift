@@ -52,13 +52,7 @@ extension ApplyCommandTests {
     /// that fails fails the apply with its output.
     @Test func aHarnessIsInstalledOnTheHostIntoALayerTheMachineMounts() throws {
         defer { stopMachines() }
-        let index = try BackgroundProcess(
-            "python3",
-            [
-                Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/wheelhouse.py").path,
-                state.path + "/../wheelhouse-\(UUID().uuidString)", "--probe", "a", "--probe", "b",
-            ])
-        let pip = ["PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "http://127.0.0.1:\(index.firstLine())/"]
+        let (index, pip) = try packageIndex(state.path + "/../wheelhouse-\(UUID().uuidString)", probes: ["a", "b"])
         let repo = try layeredRepository(harness: "probe-a")
 
         let applied = try agentry(["apply"], in: repo, timeout: 1200, environment: pip)
@@ -119,5 +113,6 @@ extension ApplyCommandTests {
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: Self.images.path + "/layers")
             .filter { $0.hasPrefix(".build-") }
         #expect(leftovers.isEmpty, "a failed build leaves nothing behind: \(leftovers)")
+        withExtendedLifetime(index) {}
     }
 }

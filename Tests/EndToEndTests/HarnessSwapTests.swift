@@ -22,19 +22,8 @@ extension ApplyCommandTests {
         #expect(
             FileManager.default.fileExists(atPath: pins),
             "the harnesses' wheels are missing from \(Self.wheelhouse): run reconciler/install-deps.sh")
-        let index = try BackgroundProcess(
-            "python3",
-            [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/wheelhouse.py").path, Self.wheelhouse])
-        let pip = ["PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "http://127.0.0.1:\(index.firstLine())/"]
-        let log = state.path + "/../stub-\(UUID().uuidString).jsonl"
-        let stub = try BackgroundProcess(
-            "python3", [Agentry.packageRoot.appendingPathComponent("Tests/Fixtures/model_stub.py").path, log])
-        let port = stub.firstLine()
-        let key = "sk-provider-key-\(UUID().uuidString.prefix(12))"
-        #expect(
-            try Shell.run(
-                Agentry.binary.path, ["secret", "set", "stub/key", "--state-dir", state.path], input: key + "\n"
-            ).status == 0)
+        let (index, pip) = try packageIndex(Self.wheelhouse)
+        let (stub, log, port, key) = try modelStub()
 
         let repo = try repository(agents: [])
         let examples = Agentry.packageRoot.appendingPathComponent("examples/quickstart/harnesses")
