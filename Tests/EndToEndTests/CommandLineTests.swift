@@ -384,12 +384,20 @@ extension ApplyCommandTests {
         let changes = json["textChanges"] as? [[String: Any]] ?? []
         #expect(changes.contains { ($0["diff"] as? String)?.contains("+More steps.") == true }, "\(json)")
 
-        // A multi-line value of a harness (a config file whose path starts with a dot).
+        // A multi-line value of a harness (a config file whose path starts with a dot), once triage
+        // runs on Hermes.
+        let triage = try String(contentsOf: repo.url.appendingPathComponent("agents/triage.yaml"), encoding: .utf8)
+        try repo.write(
+            "agents/triage.yaml",
+            triage.replacingOccurrences(of: "harness: claude-code", with: "harness: hermes")
+                .replacingOccurrences(of: "  model: sonnet", with: "  model: local-llama")
+                .replacingOccurrences(of: "  fallbackModels: [haiku]\n", with: ""))
+        let onHermes = try repo.commitAll("triage on hermes")
         let harness = try String(contentsOf: repo.url.appendingPathComponent("harnesses/hermes.yaml"), encoding: .utf8)
         try repo.write(
             "harnesses/hermes.yaml", harness.replacingOccurrences(of: "provider: custom", with: "provider: other"))
         let third = try repo.commitAll("config")
-        let config = try Agentry.run(["diff", head, third], in: repo.url).stdout
+        let config = try Agentry.run(["diff", onHermes, third], in: repo.url).stdout
         #expect(config.contains("harness.configFiles[\".hermes/config.yaml\"]: "), "\(config)")
         #expect(config.contains("    -  provider: custom\n    +  provider: other\n"), "\(config)")
     }

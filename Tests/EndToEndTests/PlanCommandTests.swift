@@ -6,7 +6,8 @@ import Testing
 @Suite struct PlanCommandTests {
     let quickstart = Agentry.packageRoot.appendingPathComponent("examples/quickstart")
 
-    /// A repository with two commits: the quickstart, then a model swap, a harness bump and a removal.
+    /// A repository with two commits: the quickstart, then a harness and model swap (triage from
+    /// Claude Code on sonnet to Hermes on the local model) and a removal.
     func pullRequest() throws -> TemporaryDirectory {
         let directory = try TemporaryDirectory()
         try directory.copy(from: quickstart)
@@ -15,12 +16,9 @@ import Testing
         try directory.write(
             "agents/triage.yaml",
             try String(contentsOf: triage, encoding: .utf8).replacingOccurrences(
-                of: "  model: sonnet", with: "  model: local-llama"))
-        let hermes = directory.url.appendingPathComponent("harnesses/hermes.yaml")
-        try directory.write(
-            "harnesses/hermes.yaml",
-            try String(contentsOf: hermes, encoding: .utf8).replacingOccurrences(
-                of: "version: \"0.19.0\"", with: "version: \"0.20.0\""))
+                of: "  model: sonnet", with: "  model: local-llama"
+            ).replacingOccurrences(of: "harness: claude-code", with: "harness: hermes")
+                .replacingOccurrences(of: "  fallbackModels: [haiku]\n", with: ""))
         try FileManager.default.removeItem(at: directory.url.appendingPathComponent("agents/docs-writer.yaml"))
         try directory.commitAll("head")
         return directory
@@ -32,7 +30,7 @@ import Testing
         #expect(text.status == 0, "\(text.stderr)")
         #expect(text.stdout.contains("1 to reinstall, 1 to delete, 1 unchanged"))
         #expect(text.stdout.contains("reinstall triage"))
-        #expect(text.stdout.contains("harness.version: 0.19.0 → 0.20.0"))
+        #expect(text.stdout.contains("harness: claude-code → hermes"), "\(text.stdout)")
         #expect(text.stdout.contains("model.credentials: ref anthropic/api-key → (removed)"))
         #expect(!text.stdout.contains("\u{1B}["), "no colour when not on a terminal")
 
