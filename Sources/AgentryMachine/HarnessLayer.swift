@@ -16,15 +16,12 @@ public struct HarnessLayer: Sendable, Equatable {
 }
 
 extension ImageBuilder {
-    /// Makes (or finds) the layer of `install` on the debian-12 `image`; `key` from `HarnessLayer.key`.
+    /// Makes (or finds) the layer of `install` on the debian-12 `image`; `key` from `HarnessLayerRecipe.key`.
     /// An installation that fails throws with the end of its output, and leaves nothing behind.
     func buildHarnessLayer(
         _ install: InstallSteps, key: String, image: GuestImage, imagesDirectory: String, name: String,
         progress: (String) -> Void
     ) throws -> HarnessLayer {
-        guard image.rootfs != nil else {
-            throw MachineError(.invalidInput, "a harness layer needs the debian-12 base")
-        }
         let manager = FileManager.default
         let directory = "\(imagesDirectory)/layers/\(key)-\(image.digest.prefix(16))"
         let layer = HarnessLayer(key: key, path: directory + "/layer.raw")
@@ -39,15 +36,15 @@ extension ImageBuilder {
         let root = work + "/root"
         var mounted: [String] = []
         var layerMount: String?
-        func unmountLayer() {
-            guard let point = layerMount else { return }
+        func unmount(_ point: String) {
             if (try? commands.run("umount", [point]))?.status != 0 { _ = try? commands.run("umount", ["-l", point]) }
+        }
+        func unmountLayer() {
+            layerMount.map(unmount)
             layerMount = nil
         }
         func unmountAll() {
-            for point in mounted.reversed() where (try? commands.run("umount", [point]))?.status != 0 {
-                _ = try? commands.run("umount", ["-l", point])
-            }
+            mounted.reversed().forEach(unmount)
             mounted.removeAll()
         }
         defer {
@@ -108,13 +105,14 @@ extension ImageBuilder {
 
         // The chroot gets the kernel's views, the host's name servers, and the host's download
         // caches (kept across builds), bound in.
-        func bind(_ source: String, _ target: String, type: String? = nil) {
+        func bind(_ source: String, _ target: String) {
             try? manager.createDirectory(atPath: root + target, withIntermediateDirectories: true)
             guard mounts else { return }
-            let arguments = type.map { ["-t", $0, $0, root + target] } ?? ["--bind", source, root + target]
-            if (try? commands.run("mount", arguments))?.status == 0 { mounted.append(root + target) }
+            if (try? commands.run("mount", ["--bind", source, root + target]))?.status == 0 {
+                mounted.append(root + target)
+            }
         }
-        if !mounts { try? manager.createDirectory(atPath: root + "/proc", withIntermediateDirectories: true) }
+        try? manager.createDirectory(atPath: root + "/proc", withIntermediateDirectories: true)
         bind("/dev", "/dev")
         let caches = imagesDirectory + "/cache"
         for (cache, target) in [
@@ -136,7 +134,7 @@ extension ImageBuilder {
         var tail: [String] = []
         let environment =
             [
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
+                "PATH=" + GuestShell.systemPath, "HOME=/root", "LANG=C.UTF-8",
                 "DEBIAN_FRONTEND=noninteractive",
             ] + HarnessLayerRecipe.lentEnvironment(commands.environment)
         // The installation is the repository's code running as root on the host: a chroot alone

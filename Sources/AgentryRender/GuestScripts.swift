@@ -8,7 +8,8 @@ public enum GuestShell {
     /// The system's folders only: agentry's own scripts.
     public static let systemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     /// What harnesses and operators get: the installed harnesses' venv and npm folders first.
-    public static let runPath = "/opt/agentry/venv/bin:/opt/agentry/npm/bin:" + systemPath
+    public static let runPath =
+        "\(HarnessLayerRecipe.venv)/bin:\(HarnessLayerRecipe.npmPrefix)/bin:" + systemPath
 
     /// `text` as one single-quoted shell word.
     public static func quote(_ text: String) -> String {
@@ -231,7 +232,7 @@ public enum HarnessLayerRecipe {
     /// venv module when pip is used, npm when npm is), pip into one virtual environment, npm into one
     /// prefix, then the harness's own script.
     public static func script(_ install: InstallSteps) -> String {
-        let quote = { (word: String) in "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let quote = GuestShell.quote
         var script = "set -e\npackages=\(quote(Array(Set(install.apt)).sorted().joined(separator: " ")))\n"
         // What pip and npm need, unless the root has it already.
         var needed: [String] = []
