@@ -45,7 +45,7 @@ echo "== the run, recorded in git: git log -1 --stat agentry/history"
 git -C "$repository" log -1 --stat agentry/history
 run_id=$(git -C "$repository" log -1 --format=%s agentry/history | cut -d' ' -f3 | tr -d ':')
 echo "== agentry show $run_id"
-"$agentry" show "$run_id" --repository "$repository"
+"$agentry" show "$run_id" --repo "$repository"
 
 if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
     echo "== agentry secret set anthropic/api-key (from \$ANTHROPIC_API_KEY)"
