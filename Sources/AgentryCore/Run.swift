@@ -29,6 +29,8 @@ public struct Runner: Sendable {
         public var historyBranch: String
         /// Apply the repository at `ref` (default HEAD) to this agent first.
         public var applyFirst: Bool
+        /// Continue the harness's previous session for this agent (`continueCommand`).
+        public var continueSession = false
         /// Ctrl-C and SIGTERM: the harness's process tree is killed and the run recorded as interrupted.
         public var interruption: Interruption?
 
@@ -182,7 +184,9 @@ public struct Runner: Sendable {
         environment["PATH"] = GuestShell.runPath
         if egress.allowlist != nil { environment.merge(EgressProxyAddress.environment) { own, _ in own } }
         environment["AGENTRY_SECRETS_DIR"] = secretFolder
-        for binding in bundle.agent.secrets {
+        // The agent's secrets, and those its MCP servers reference (under the variables the
+        // harness's configuration reads them from).
+        for binding in bundle.agent.runSecrets(for: bundle.harness.type) {
             guard let value = secrets[binding.ref] else { continue }
             try channel.putFile(secretFolder + "/" + binding.env, value, mode: 0o400)
             environment[binding.env] = String(decoding: value, as: UTF8.self)
@@ -248,7 +252,7 @@ public struct Runner: Sendable {
 
     /// Every secret the run needs, by reference; fails naming the missing ones.
     func resolveSecrets(_ bundle: AgentBundle, agent: String) throws -> [String: [UInt8]] {
-        var needed = bundle.agent.secrets.map { ($0.ref, $0.optional) }
+        var needed = bundle.agent.runSecrets(for: bundle.harness.type).map { ($0.ref, $0.optional) }
         // The keys of the models the gateway may send the run's calls to (they stay on the host).
         needed += Self.gatewayModels(bundle).compactMap(\.credentialsRef).map { ($0, false) }
         var values: [String: [UInt8]] = [:]

@@ -127,7 +127,17 @@ struct RunAttempt {
         timeoutMilliseconds = Int(
             request.timeout.map { max(1, $0.millisecondsRoundedUp) }
                 ?? Int64(min(bundle.agent.run.timeoutMilliseconds, UInt64(Int64.max))))
-        context = RunContext(prompt: text, runID: runID, timeoutSeconds: timeoutMilliseconds / 1000)
+        if request.continueSession {
+            prompt?.continued = true
+            guard !bundle.harness.continueCommand.isEmpty else {
+                throw CoreError(
+                    .invalidArgument,
+                    "--continue: harness \(bundle.harness.metadata.name) declares no continueCommand, so agentry cannot resume its session; add the argv that resumes it (the bundled claude-code, codex, hermes and opencode files have one)"
+                )
+            }
+        }
+        context = RunContext(
+            prompt: text, runID: runID, timeoutSeconds: timeoutMilliseconds / 1000, continuing: request.continueSession)
         try journal()
     }
 

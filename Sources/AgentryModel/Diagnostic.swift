@@ -77,6 +77,8 @@ extension Diagnostic {
         case skillSpec = "skill-spec"
         case unknownTemplateVariable = "unknown-template-variable"
         case fallbackAPIMismatch = "fallback-api-mismatch"
+        case unsupportedTool = "unsupported-tool"
+        case configConflict = "config-conflict"
         // policy
         case credentialLike = "credential-like"
         case secretInFile = "secret-in-file"
@@ -90,7 +92,8 @@ extension Diagnostic {
                 .missingOwner, .secretValue, .unsupportedYAML:
                 return .schema
             case .duplicateName, .unresolvedReference, .unsupportedAPI, .instructionsMissing, .pathEscape,
-                .skillFrontMatter, .skillNameMismatch, .skillSpec, .unknownTemplateVariable, .fallbackAPIMismatch:
+                .skillFrontMatter, .skillNameMismatch, .skillSpec, .unknownTemplateVariable, .fallbackAPIMismatch,
+                .unsupportedTool, .configConflict:
                 return .reference
             case .credentialLike, .secretInFile:
                 return .policy
@@ -134,6 +137,11 @@ extension Diagnostic {
             case .unknownTemplateVariable: return "A `{{placeholder}}` in a harness that agentry does not know."
             case .fallbackAPIMismatch:
                 return "A fallback model whose api differs from the model's: the gateway skips it (warning)."
+            case .unsupportedTool:
+                return "An agent's tools or MCP servers that its harness cannot express in its own configuration."
+            case .configConflict:
+                return
+                    "A harness that sets, in its own files, what agentry renders from its agents' tools and MCP servers."
             case .credentialLike: return "A string that looks like an API key, token or private key."
             case .secretInFile:
                 return "`{{model.apiKey}}` rendered into a file or command argument instead of the environment."

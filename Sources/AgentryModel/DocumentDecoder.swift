@@ -123,16 +123,29 @@ enum DocumentDecoder {
         case .agent:
             let agent = Extract.agent(root, origin: origin)
             checkSecretBindings(agent, checker: &checker)
+            checkTools(root["spec"], agent, checker: &checker)
             result.decoded.append(.agent(agent))
             result.agents.append(AgentSummary(agent))
         case .harness:
             checkTemplates(root["spec"], checker: &checker)
             let harness = Extract.harness(root, origin: origin)
+            for (field, message) in NativeTools.harnessProblems(harness) {
+                var node = root["spec"]
+                for part in field.split(separator: ".").dropFirst() {
+                    if let open = part.firstIndex(of: "["), let index = Int(part[part.index(after: open)...].dropLast())
+                    {
+                        node = node?[String(part[..<open])]?.sequence.flatMap { index < $0.count ? $0[index] : nil }
+                    } else {
+                        node = node?[String(part)]
+                    }
+                }
+                checker.report(.configConflict, (node ?? root).mark, "\(field): \(message)")
+            }
             result.decoded.append(.harness(harness))
             result.resources.append(
                 ResourceSummary(
                     kind: .harness, name: harness.metadata.name, origin: origin,
-                    digest: Canonical.digest(harness.fields), apis: harness.apis))
+                    digest: Canonical.digest(harness.fields), apis: harness.apis, harnessType: harness.type))
         case .model:
             let model = Extract.model(root, origin: origin)
             result.decoded.append(.model(model))
@@ -163,6 +176,50 @@ enum DocumentDecoder {
         }
     }
 
+    /// An MCP server is local (`command`) or remote (`url`), with the settings of its kind only;
+    /// names are unique; a shell pattern list is not empty.
+    static func checkTools(_ spec: YAMLNode?, _ agent: Agent, checker: inout ShapeChecker) {
+        if let shell = spec?["tools"]?["shell"], shell.pairs != nil, shell["allow"] == nil, shell["deny"] == nil {
+            checker.report(
+                .missingField, shell.mark,
+                "spec.tools.shell: expected `allow`, `deny`, or a mapping with `allow` and/or `deny` command patterns")
+        }
+        var seen: [String: SourceMark] = [:]
+        for (index, node) in (spec?["mcpServers"]?.sequence ?? []).enumerated() {
+            let path = "spec.mcpServers[\(index)]"
+            guard let server = agent.mcpServers.first(where: { $0.mark == node.mark }) else { continue }
+            if let first = seen[server.name] {
+                checker.report(
+                    .duplicateName, node.mark,
+                    "\(path): an MCP server named \"\(server.name)\" is already declared at line \(first.line)")
+            }
+            seen[server.name] = node.mark
+            switch (node["command"] != nil, node["url"] != nil) {
+            case (true, true):
+                checker.report(
+                    .invalidValue, node.mark,
+                    "\(path) (\(server.name)): set either `command` (a local server) or `url` (a remote one), not both")
+            case (false, false):
+                checker.report(
+                    .missingField, node.mark,
+                    "\(path) (\(server.name)): missing `command` (a local server) or `url` (a remote one)")
+            case (true, false):
+                if let headers = node["headers"] {
+                    checker.report(
+                        .invalidValue, headers.mark,
+                        "\(path).headers: only a remote server (`url`) takes headers; a local one takes `env`")
+                }
+            case (false, true):
+                for key in ["args", "env"] {
+                    guard let field = node[key] else { continue }
+                    checker.report(
+                        .invalidValue, field.mark,
+                        "\(path).\(key): only a local server (`command`) takes \(key); a remote one takes `headers`")
+                }
+            }
+        }
+    }
+
     /// Refuses any string value shaped like a credential, wherever it appears.
     static func scanForCredentials(_ node: YAMLNode, path: String, checker: inout ShapeChecker) {
         switch node.content {
@@ -189,8 +246,10 @@ enum DocumentDecoder {
     static func checkTemplates(_ spec: YAMLNode?, checker: inout ShapeChecker) {
         guard let spec else { return }
         var strings: [(String, YAMLNode)] = []
-        for (index, item) in (spec["command"]?.sequence ?? []).enumerated() {
-            strings.append(("spec.command[\(index)]", item))
+        for field in ["command", "continueCommand"] {
+            for (index, item) in (spec[field]?.sequence ?? []).enumerated() {
+                strings.append(("spec.\(field)[\(index)]", item))
+            }
         }
         for field in ["env", "modelEnv"] {
             for pair in spec[field]?.pairs ?? [] {
@@ -232,6 +291,19 @@ public enum Template {
             rest = rest[close.upperBound...]
         }
         return names
+    }
+
+    /// `text` with each placeholder replaced by a plain word, so its structure can be parsed.
+    public static func standIn(_ text: String) -> String {
+        var output = ""
+        var rest = Substring(text)
+        while let open = rest.firstRange(of: "{{") {
+            guard let close = rest[open.upperBound...].firstRange(of: "}}") else { break }
+            output += rest[..<open.lowerBound]
+            output += "x"
+            rest = rest[close.upperBound...]
+        }
+        return output + rest
     }
 }
 

@@ -80,6 +80,7 @@ extension Agent {
             fields.append(("secrets.\(secret.env)", "ref " + secret.ref + (secret.optional ? " (optional)" : "")))
         }
         fields += Canonical.map("env.", env)
+        fields += toolFields
         if let prompt = run.prompt { fields.append(("run.prompt", prompt)) }
         fields += [
             ("run.timeout", Canonical.duration(run.timeoutMilliseconds)),
@@ -105,6 +106,7 @@ extension Harness {
         if !install.npm.isEmpty { fields.append(("install.npm", Canonical.list(install.npm))) }
         if let script = install.script { fields.append(("install.script", script)) }
         fields.append(("command", Canonical.list(command)))
+        if !continueCommand.isEmpty { fields.append(("continueCommand", Canonical.list(continueCommand))) }
         fields += Canonical.map("env.", env)
         fields += Canonical.map("modelEnv.", modelEnv)
         for file in configFiles.sorted(by: { $0.path < $1.path }) {

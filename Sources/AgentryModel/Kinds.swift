@@ -175,6 +175,14 @@ enum Shapes {
                 doc: "Secrets projected for the length of a run only, by reference to the host's secret store."),
             FieldShape("env", envMap, doc: "Plain (non-secret) environment variables for the agent's runs."),
             FieldShape(
+                "tools", .object(toolsSpec),
+                doc:
+                    "Which built-in capabilities the agent may use (`shell`, `edit`, `web`), in every harness's own terms."
+            ),
+            FieldShape(
+                "mcpServers", .list(.object(mcpServer)),
+                doc: "MCP servers the harness connects to, rendered into its own MCP configuration."),
+            FieldShape(
                 "run",
                 .object(
                     ObjectShape(
@@ -261,6 +269,11 @@ enum Shapes {
             FieldShape(
                 "command", .list(.string(.text()), minItems: 1), required: true,
                 doc: "The argv of one non-interactive run; `{{prompt}}` and other placeholders are rendered."),
+            FieldShape(
+                "continueCommand", .list(.string(.text()), minItems: 1),
+                doc:
+                    "The argv of a run that continues the agent's previous session (`agentry run --continue`), its state kept on the environment disk."
+            ),
             FieldShape("env", envMap, doc: "Environment variables for every run."),
             FieldShape(
                 "modelEnv", envMap,

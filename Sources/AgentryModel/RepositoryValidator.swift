@@ -109,6 +109,18 @@ extension RepositoryValidator {
     }
 }
 
+extension RepositoryValidator {
+    /// Errors for an agent's tools and MCP servers that its harness cannot express.
+    public static func toolMismatches(_ agent: AgentSummary, harness: ResourceSummary) -> [Diagnostic] {
+        guard let type = harness.harnessType else { return [] }
+        return agent.toolProblems(for: type).map { problem in
+            Diagnostic(
+                .error, .unsupportedTool, file: agent.origin.file, at: problem.mark,
+                problem.message + " (harness \"\(harness.name)\", type \(type.rawValue))")
+        }
+    }
+}
+
 extension Catalog {
     mutating func add(_ resources: [DecodedResource]) {
         for resource in resources {
@@ -206,6 +218,9 @@ struct CrossChecker {
                 }
             }
             diagnostics += RepositoryValidator.fallbackMismatches(agent) { modelByName[$0] }
+            if let harnessRef = agent.harness, let harness = harnessByName[harnessRef.name] {
+                diagnostics += RepositoryValidator.toolMismatches(agent, harness: harness)
+            }
             if let instructions = agent.instructionsFile {
                 checkInstructions(instructions.name, mark: instructions.mark, agentFile: file)
             }

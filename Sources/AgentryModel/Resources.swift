@@ -68,6 +68,9 @@ public struct Agent: Sendable {
     public var skills: [Reference]
     public var secrets: [SecretBinding]
     public var env: [String: String]
+    /// `spec.tools`; nil when the agent leaves every capability to its default (`allow`).
+    public var tools: ToolPolicy? = nil
+    public var mcpServers: [MCPServer] = []
     public var run: RunDefaults
     public var memory: MemorySettings
     public var lifecycle: Lifecycle
@@ -100,6 +103,8 @@ public struct Harness: Sendable {
     public var version: String?
     public var install: InstallSteps
     public var command: [String]
+    /// The argv of a run that continues the previous session; empty when the harness has none.
+    public var continueCommand: [String] = []
     public var env: [String: String]
     public var modelEnv: [String: String]
     public var configFiles: [ConfigFile]
@@ -239,6 +244,8 @@ enum Extract {
             skills: (spec?["skills"]?.sequence ?? []).compactMap(\.referenceValue),
             secrets: secrets,
             env: spec?["env"]?.stringMap ?? [:],
+            tools: tools(spec?["tools"]),
+            mcpServers: mcpServers(spec?["mcpServers"]),
             run: RunDefaults(
                 prompt: spec?["run", "prompt"]?.stringValue,
                 timeoutMilliseconds: spec?["run", "timeout"]?.stringValue.flatMap(DurationText.parse) ?? 15 * 60_000,
@@ -267,6 +274,7 @@ enum Extract {
                 npm: spec?["install", "npm"]?.stringList ?? [],
                 script: spec?["install", "script"]?.stringValue),
             command: spec?["command"]?.stringList ?? [],
+            continueCommand: spec?["continueCommand"]?.stringList ?? [],
             env: spec?["env"]?.stringMap ?? [:],
             modelEnv: spec?["modelEnv"]?.stringMap ?? [:],
             configFiles: configFiles,

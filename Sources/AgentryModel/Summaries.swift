@@ -1,3 +1,5 @@
+import AgentryYAML
+
 /// What cross-file checks and revisions need of a resource: its name, where it is, its content
 /// digest and its references. Small and cacheable by blob id, unlike the full resource.
 public struct AgentSummary: Sendable, Hashable {
@@ -14,6 +16,9 @@ public struct AgentSummary: Sendable, Hashable {
     public var instructionsFile: Reference?
     public var lifecycle: Lifecycle
     public var deletionPolicy: DeletionPolicy
+    /// What each harness type cannot express of the agent's tools and MCP servers: `type\tmessage`
+    /// at the mark of the field concerned (worked out here, so cross-file checks need only the type).
+    public var toolProblems: [Reference] = []
 
     public init(_ agent: Agent) {
         name = agent.metadata.name
@@ -27,13 +32,30 @@ public struct AgentSummary: Sendable, Hashable {
         if case .file(let path, let mark) = agent.instructions { instructionsFile = Reference(path, mark: mark) }
         lifecycle = agent.lifecycle
         deletionPolicy = agent.deletionPolicy
+        if agent.tools != nil || !agent.mcpServers.isEmpty {
+            for type in HarnessType.allCases {
+                for problem in NativeTools.problems(agent.tools, agent.mcpServers, type: type) {
+                    toolProblems.append(Reference(type.rawValue + "\t" + problem.message, mark: problem.mark))
+                }
+            }
+        }
+    }
+
+    /// What a harness of `type` cannot express of this agent's tools and MCP servers.
+    public func toolProblems(for type: HarnessType) -> [(message: String, mark: SourceMark)] {
+        toolProblems.compactMap { problem in
+            let parts = problem.name.split(separator: "\t", maxSplits: 1)
+            guard parts.count == 2, parts[0] == type.rawValue else { return nil }
+            return (String(parts[1]), problem.mark)
+        }
     }
 
     public init(
         name: String, origin: Origin, digest: String, harness: Reference?, model: Reference?,
         fallbackModels: [Reference], environment: Reference?, skills: [Reference], instructionsFile: Reference?,
-        lifecycle: Lifecycle, deletionPolicy: DeletionPolicy
+        lifecycle: Lifecycle, deletionPolicy: DeletionPolicy, toolProblems: [Reference] = []
     ) {
+        self.toolProblems = toolProblems
         self.name = name
         self.origin = origin
         self.digest = digest
@@ -65,8 +87,14 @@ public struct ResourceSummary: Sendable, Hashable {
     public var apis: [ModelAPI]
     /// For a model: the API it speaks.
     public var api: ModelAPI?
+    /// For a harness: its type.
+    public var harnessType: HarnessType?
 
-    public init(kind: Kind, name: String, origin: Origin, digest: String, apis: [ModelAPI] = [], api: ModelAPI? = nil) {
+    public init(
+        kind: Kind, name: String, origin: Origin, digest: String, apis: [ModelAPI] = [], api: ModelAPI? = nil,
+        harnessType: HarnessType? = nil
+    ) {
+        self.harnessType = harnessType
         self.kind = kind
         self.name = name
         self.origin = origin

@@ -45,11 +45,14 @@ public struct RunContext: Sendable {
     public var prompt: String
     public var runID: String
     public var timeoutSeconds: Int
+    /// The run continues the harness's previous session (its `continueCommand`).
+    public var continuing: Bool
 
-    public init(prompt: String, runID: String, timeoutSeconds: Int) {
+    public init(prompt: String, runID: String, timeoutSeconds: Int, continuing: Bool = false) {
         self.prompt = prompt
         self.runID = runID
         self.timeoutSeconds = timeoutSeconds
+        self.continuing = continuing
     }
 
     /// Apply pushes configuration with no run in sight.

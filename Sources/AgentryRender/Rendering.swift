@@ -90,6 +90,7 @@ public enum Rendering {
                     path: AgentLayout.trimmed(config.path), mode: 0o600,
                     bytes: Array(render(config.content, values).utf8)))
         }
+        NativeRendering.apply(bundle, to: &files)
         let identity = """
             {"agent": \(JSONText.quote(bundle.name)), "revision": \(JSONText.quote(bundle.revision)), \
             "commit": \(JSONText.quote(bundle.commit)), "harness": \(JSONText.quote(bundle.harness.metadata.name)), \
@@ -119,7 +120,9 @@ public enum Rendering {
         environment["AGENTRY_AGENT"] = bundle.name
         if !run.runID.isEmpty { environment["AGENTRY_RUN_ID"] = run.runID }
         environment["AGENTRY_OUTPUT_DIR"] = values["agent.outputDir"]
-        let command = bundle.harness.command.map { render($0, values) }
+        let continuing = run.continuing && !bundle.harness.continueCommand.isEmpty
+        if continuing { environment["AGENTRY_CONTINUE"] = "1" }
+        let command = (continuing ? bundle.harness.continueCommand : bundle.harness.command).map { render($0, values) }
         return RenderedAgent(
             files: files, environment: environment,
             tokenEnvironment: tokenEnvironment, command: command)

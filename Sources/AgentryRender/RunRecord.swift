@@ -39,6 +39,8 @@ public struct RunRecord: Sendable {
         public var bytes: Int
         /// The agent's own `run.prompt`, not one given for this run.
         public var isDefault: Bool
+        /// The run continued the harness's previous session (`agentry run --continue`).
+        public var continued = false
 
         public init(_ prompt: String, isDefault: Bool) {
             let bytes = Array(prompt.utf8)

@@ -32,6 +32,7 @@ extension RunRecord {
             lines.append("prompt:")
             if let text = prompt.text { lines.append("  text: \(q(text))") }
             lines += ["  sha256: \(q(prompt.sha256))", "  bytes: \(prompt.bytes)", "  default: \(prompt.isDefault)"]
+            if prompt.continued { lines.append("  continued: true") }
         }
         lines.append("outcome: \(q(outcome.rawValue))")
         if let phase { lines.append("phase: \(q(phase.rawValue))") }
@@ -188,6 +189,7 @@ extension RunRecord {
             record.prompt = Prompt(
                 text: string(prompt["text"]), sha256: sha256, bytes: int(prompt["bytes"]) ?? 0,
                 isDefault: bool(prompt["default"]))
+            record.prompt?.continued = bool(prompt["continued"])
         }
         record.phase = string(root["phase"]).flatMap(Phase.init(rawValue:))
         record.reason = string(root["reason"])

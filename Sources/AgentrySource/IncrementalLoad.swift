@@ -206,6 +206,8 @@ extension CommitReader {
         _ agent: AgentSummary, table: ResourceTable, skills: [String: DerivedSnapshot.SkillState], commit: ObjectID
     ) throws -> DesiredAgent? {
         guard let harnessRef = agent.harness, let harness = table[.harness, harnessRef.name] else { return nil }
+        // What the harness cannot express is an error the full path reports.
+        if !RepositoryValidator.toolMismatches(agent, harness: harness).isEmpty { return nil }
         guard let environment = agent.environment, table[.environment, environment.name] != nil else { return nil }
         for model in [agent.model].compactMap({ $0 }) + agent.fallbackModels {
             guard let summary = table[.model, model.name] else { return nil }

@@ -31,8 +31,9 @@ struct DerivedSnapshot {
 /// unexpected means "no cache", never a wrong answer.
 enum SnapshotCodec {
     // Bumped when what a parse records changes (2: origins at `metadata.name`).
-    static let snapshotMagic = Array("agentry-derived-2\n".utf8)
-    static let fileMagic: UInt8 = 2
+    // 3: agents' tool problems, harnesses' types.
+    static let snapshotMagic = Array("agentry-derived-3\n".utf8)
+    static let fileMagic: UInt8 = 3
 
     static func encode(_ snapshot: DerivedSnapshot) -> [UInt8] {
         var writer = ByteWriter()
@@ -155,6 +156,7 @@ extension ByteWriter {
         optionalReference(agent.instructionsFile)
         string(agent.lifecycle.rawValue)
         string(agent.deletionPolicy.rawValue)
+        references(agent.toolProblems)
     }
 
     mutating func resources(_ resources: [ResourceSummary]) {
@@ -167,6 +169,7 @@ extension ByteWriter {
             int(resource.apis.count)
             for api in resource.apis { string(api.rawValue) }
             string(resource.api?.rawValue ?? "")
+            string(resource.harnessType?.rawValue ?? "")
         }
     }
 
@@ -197,12 +200,13 @@ extension ByteReader {
             let harness = optionalReference(), let model = optionalReference(), let fallbacks = references(),
             let environment = optionalReference(), let skills = references(), let instructions = optionalReference(),
             let lifecycle = string().flatMap(Lifecycle.init(rawValue:)),
-            let deletionPolicy = string().flatMap(DeletionPolicy.init(rawValue:))
+            let deletionPolicy = string().flatMap(DeletionPolicy.init(rawValue:)),
+            let toolProblems = references()
         else { return nil }
         return AgentSummary(
             name: name, origin: origin, digest: digest, harness: harness, model: model, fallbackModels: fallbacks,
             environment: environment, skills: skills, instructionsFile: instructions, lifecycle: lifecycle,
-            deletionPolicy: deletionPolicy)
+            deletionPolicy: deletionPolicy, toolProblems: toolProblems)
     }
 
     mutating func resources() -> [ResourceSummary]? {
@@ -218,10 +222,11 @@ extension ByteReader {
                 guard let api = string().flatMap(ModelAPI.init(rawValue:)) else { return nil }
                 apis.append(api)
             }
-            guard let api = string() else { return nil }
+            guard let api = string(), let type = string() else { return nil }
             resources.append(
                 ResourceSummary(
-                    kind: kind, name: name, origin: origin, digest: digest, apis: apis, api: ModelAPI(rawValue: api)))
+                    kind: kind, name: name, origin: origin, digest: digest, apis: apis, api: ModelAPI(rawValue: api),
+                    harnessType: HarnessType(rawValue: type)))
         }
         return resources
     }

@@ -20,7 +20,8 @@ struct Agentry: AsyncParsableCommand {
         version: AgentryVersion.current,
         subcommands: [
             Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
-            RunCommand.self, ExecCommand.self, CopyCommand.self, KillCommand.self, UnkillCommand.self,
+            RenderCommand.self, RunCommand.self, ExecCommand.self, CopyCommand.self, KillCommand.self,
+            UnkillCommand.self,
             SecretCommand.self,
             DisksCommand.self,
             HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,

@@ -48,6 +48,13 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Apply the repository (at --ref) to this agent first.")
     var apply = false
 
+    @Flag(
+        name: .customLong("continue"),
+        help:
+            "Continue the harness's previous session for this agent (its continueCommand: claude --continue, codex exec resume --last, hermes --continue)."
+    )
+    var continueSession = false
+
     @Option(
         name: .long,
         help:
@@ -94,11 +101,12 @@ struct RunCommand: AsyncParsableCommand {
         }
         defer { signals.cancel() }
         let source = AgentRepository.resolve(repo: repo, path: path, ports: ports)
-        let request = Runner.Request(
+        var request = Runner.Request(
             agent: agent, repository: source.repository, path: source.path, ref: ref, prompt: text,
             timeout: timeout,
             actor: ports.host.actor(actor), trigger: trigger, historyBranch: branch, applyFirst: apply,
             interruption: interruption)
+        request.continueSession = continueSession
         let guest = GuestOutput()
         let outcome = try await Runner(
             ports, progress: Output.progress,

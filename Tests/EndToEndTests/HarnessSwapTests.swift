@@ -46,6 +46,32 @@ extension ApplyCommandTests {
                 "apiVersion: agentry/v1\nkind: Model\nmetadata: {name: \(name)}\nspec: {provider: local, name: \(name)-model, api: \(api), baseUrl: 'http://127.0.0.1:\(port)\(path)', credentials: {ref: stub/key}}\n"
             )
         }
+        // One declaration of tools and an MCP server, rendered into each harness's own settings:
+        // the server (a few lines of Python) writes down which client started it, and what digest
+        // of its secret it was given, in the agent's memory.
+        let probeToken = "probe-token-\(UUID().uuidString.prefix(12))"
+        let stored = try Shell.run(
+            Agentry.binary.path, ["secret", "set", "probe/token", "--state-dir", state.path], input: probeToken + "\n")
+        #expect(stored.status == 0, "\(stored.stderr)")
+        let server = """
+            import hashlib, json, os, sys
+            for line in sys.stdin:
+                message = json.loads(line)
+                if message.get("method") == "initialize":
+                    client = message["params"].get("clientInfo", {}).get("name", "?")
+                    token = hashlib.sha256(os.environ.get("PROBE_TOKEN", "").encode()).hexdigest()
+                    with open(os.environ["PROBE_LOG"], "a") as log:
+                        log.write(json.dumps({"client": client, "token": token}) + "\\n")
+                    result = {"protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "probe", "version": "1"}}
+                elif message.get("method") == "tools/list":
+                    result = {"tools": []}
+                elif "id" in message:
+                    result = {}
+                else:
+                    continue
+                print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}), flush=True)
+            """
+        let serverLines = server.split(separator: "\n").map { "              " + $0 }.joined(separator: "\n")
         func use(_ harness: String, _ model: String) throws {
             try repo.write(
                 "agents/swapper.yaml",
@@ -59,6 +85,17 @@ extension ApplyCommandTests {
                   model: \(model)
                   environment: tiny
                   run: {prompt: "say hello", timeout: 10m}
+                  tools: {web: deny}
+                  mcpServers:
+                    - name: probe
+                      command: python3
+                      args:
+                        - -c
+                        - |
+                \(serverLines)
+                      env:
+                        PROBE_LOG: /agent/memory/mcp.log
+                        PROBE_TOKEN: {ref: probe/token}
                   deletionPolicy: delete
 
                 """)
@@ -90,10 +127,28 @@ extension ApplyCommandTests {
             }
         }
 
+        // `run --continue` resumes the harness's previous session: the model is sent the first
+        // prompt again with the new one, and the record says the run continued.
+        func expectContinued(_ harness: String, path: String) throws {
+            let prompt = "and once more on \(harness)"
+            let again = try agentry(
+                ["run", "swapper", "--continue", "--prompt", prompt], in: repo, timeout: 900, environment: pip)
+            #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
+            let last = try requests().last { ($0["path"] as? String)?.hasPrefix(path) == true }
+            let texts = last?["userTexts"] as? [String] ?? []
+            #expect(texts.contains { $0.contains("say hello") } && texts.contains { $0.contains(prompt) }, "\(texts)")
+            #expect(try latestRecord(repo).contains("continued: true"))
+        }
+
         try use("claude-code", "claude-stub")
         let claude = try agentry(["run", "swapper", "--apply"], in: repo, timeout: 1500, environment: pip)
         #expect(claude.status == 0, "\(claude.stdout)\(claude.stderr)")
         #expect(claude.stdout.contains("answer from claude-stub-model"), "\(claude.stdout)")
+        // Claude Code read its rendered settings (no web tools) and .mcp.json (the probe listed; it
+        // may still be starting under TCG: the log below shows each harness connected).
+        let initEvent = claude.stdout.split(separator: "\n").first { $0.contains(#""subtype":"init""#) } ?? ""
+        #expect(initEvent.contains(#""mcp_servers":[{"name":"probe","status":"#), "\(initEvent)")
+        #expect(initEvent.contains(#""Bash""#) && !initEvent.contains(#""WebFetch""#), "\(initEvent)")
         let asked = try requests().filter { ($0["path"] as? String)?.hasPrefix("/v1/messages") == true }
         #expect(!asked.isEmpty, "the stub saw no Messages call")
         for request in asked {
@@ -106,6 +161,7 @@ extension ApplyCommandTests {
         #expect(!first.contains(key))
         #expect(first.contains("transcript:\n  events: \"events.jsonl\""), "\(first)")
         try expectTranscript(answer: "answer from claude-stub-model", usage: (11, 7))
+        try expectContinued("claude-code", path: "/v1/messages")
 
         try use("codex", "codex-stub")
         let codex = try agentry(["run", "swapper", "--apply"], in: repo, timeout: 1500, environment: pip)
@@ -121,6 +177,7 @@ extension ApplyCommandTests {
         #expect(second.contains("inputTokens: 17") && second.contains("outputTokens: 3"), "\(second)")
         try expectValidRecord(second)
         try expectTranscript(answer: "answer from codex-stub-model", usage: (17, 3))
+        try expectContinued("codex", path: "/v1/responses")
 
         try use("hermes", "hermes-stub")
         let hermes = try agentry(["run", "swapper", "--apply"], in: repo, timeout: 1500, environment: pip)
@@ -136,6 +193,7 @@ extension ApplyCommandTests {
         try expectValidRecord(third)
         #expect(third.contains("inputTokens: 13") && third.contains("outputTokens: 5"), "\(third)")
         try expectTranscript(answer: "answer from hermes-stub-model", usage: nil)
+        try expectContinued("hermes", path: "/v1/chat/completions")
 
         // The environment disk went through both switches: Claude Code's session of the first run
         // is still there, beside the Codex session of the second.
@@ -144,7 +202,21 @@ extension ApplyCommandTests {
                 "exec", "swapper", "--", "sh", "-c",
                 "ls /agent/.claude-home/projects/*/*.jsonl | wc -l; ls /agent/.codex/sessions/*/*/*/*.jsonl | wc -l; command -v claude || echo no-claude",
             ], in: repo)
-        #expect(kept.stdout == "1\n1\nno-claude\n", "\(kept.stdout)\(kept.stderr)")
+        let counts = kept.stdout.split(separator: "\n")
+        #expect(
+            counts.count == 3 && Int(counts[0]) ?? 0 >= 1 && Int(counts[1]) ?? 0 >= 1 && counts[2] == "no-claude",
+            "\(kept.stdout)\(kept.stderr)")
+        // Each harness started the MCP server from its own configuration, and handed it the secret.
+        let probes = try agentry(["exec", "swapper", "--", "cat", "/agent/memory/mcp.log"], in: repo).stdout
+        let clients = try probes.split(separator: "\n").map { line -> (String, String) in
+            let entry = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String])
+            return (entry["client"] ?? "", entry["token"] ?? "")
+        }
+        let digest = try Shell.run("sh", ["-c", "printf %s \"$1\" | sha256sum | cut -d' ' -f1", "-", probeToken]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(Set(clients.map(\.0)).count >= 3, "a client per harness: \(probes)")
+        #expect(clients.allSatisfy { $0.1 == digest }, "every server got the secret: \(probes)")
+        #expect(!probes.contains(probeToken))
         withExtendedLifetime((stub, index)) {}
     }
 }

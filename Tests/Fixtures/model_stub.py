@@ -171,10 +171,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def record(self, request):
         entry = {"method": self.command, "path": self.path,
-                 "headers": {k.lower(): v for k, v in self.headers.items()}, "model": request.get("model")}
+                 "headers": {k.lower(): v for k, v in self.headers.items()}, "model": request.get("model"),
+                 "userTexts": user_texts(request)}
         with lock:
             with open(LOG, "a") as log:
                 log.write(json.dumps(entry) + "\n")
+
+
+def user_texts(request):
+    """The text of every user turn a request carries (Messages, chat completions or Responses), so
+    a test can see that a resumed session sent the earlier conversation again."""
+    turns = request.get("messages") or request.get("input") or []
+    texts = []
+    for turn in turns if isinstance(turns, list) else [{"role": "user", "content": turns}]:
+        if not isinstance(turn, dict) or turn.get("role") != "user":
+            continue
+        content = turn.get("content")
+        parts = content if isinstance(content, list) else [content]
+        for part in parts:
+            text = part if isinstance(part, str) else (part or {}).get("text") if isinstance(part, dict) else None
+            if isinstance(text, str):
+                texts.append(text[:200])
+    return texts
 
 
 class Server(http.server.ThreadingHTTPServer):
