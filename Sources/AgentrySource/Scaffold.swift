@@ -25,6 +25,11 @@ public enum Scaffold {
                       model: local
                       environment: minimal
                       skills: [greeting]
+                      # On a real harness (harness: claude-code, codex or hermes, with a model of its
+                      # API), say once what it may use; agentry writes it into that harness's settings:
+                      # tools: {shell: {deny: ["git push *"]}, edit: allow, web: deny}
+                      # mcpServers:
+                      #   - {name: github, command: github-mcp-server, args: [stdio], env: {GITHUB_PERSONAL_ACCESS_TOKEN: {ref: github/token}}}
                       run:
                         prompt: Say hello.
                         timeout: 2m
@@ -142,6 +147,9 @@ public enum Scaffold {
                 """
             ),
         ]
+        for harness in bundledHarnesses {
+            files.append(("harnesses/\(harness.name).yaml", schemaLine(1) + harness.body))
+        }
         for name in JSONSchema.names {
             if let document = JSONSchema.document(named: name) {
                 files.append((".agentry/schemas/\(name).schema.json", document.rendered() + "\n"))
@@ -198,4 +206,160 @@ extension Scaffold {
         !text.isEmpty && !text.contains("\n") && !text.contains(":") && !text.contains("#")
             && !text.hasPrefix("-") && !text.hasPrefix("{") && !text.hasPrefix("[")
     }
+}
+
+extension Scaffold {
+    /// The bundled real harnesses, as `examples/quickstart/harnesses/` has them (a test keeps the
+    /// two the same): `agentry init` writes them beside the shell harness, ready for an agent to use.
+    public static let bundledHarnesses: [(name: String, body: String)] = [
+        (
+            "claude-code",
+            """
+            apiVersion: agentry/v1
+            kind: Harness
+            metadata:
+              name: claude-code
+              owner: platform-team
+            spec:
+              # Claude Code, headless: `claude -p PROMPT` runs one turn and prints its events as JSON lines
+              # (stream-json). PyPI's claude-agent-sdk carries the CLI itself; agentry installs it on the host
+              # into a layer the machine mounts. The machine talks to the model only through agentry's gateway.
+              type: claude-code
+              version: "2.1.327"
+              install:
+                pip: ["claude-agent-sdk==0.2.184"]
+                script: |
+                  sdk="$(/opt/agentry/venv/bin/python -c 'import claude_agent_sdk, os; print(os.path.dirname(claude_agent_sdk.__file__))')"
+                  ln -sf "$sdk/_bundled/claude" /opt/agentry/venv/bin/claude
+              command:
+                - claude
+                - -p
+                - "{{prompt}}"
+                - --output-format
+                - stream-json
+                - --verbose
+                - --model
+                - "{{model.name}}"
+                - --permission-mode
+                - dontAsk
+              # `agentry run --continue`: the latest session in the home (sessions live in CLAUDE_CONFIG_DIR).
+              continueCommand:
+                - claude
+                - -p
+                - "{{prompt}}"
+                - --continue
+                - --output-format
+                - stream-json
+                - --verbose
+                - --model
+                - "{{model.name}}"
+                - --permission-mode
+                - dontAsk
+              env:
+                # Its settings, sessions and transcripts live on the environment disk.
+                CLAUDE_CONFIG_DIR: "{{agent.home}}/.claude-home"
+                CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1"
+                DISABLE_AUTOUPDATER: "1"
+              modelEnv:
+                # Claude Code appends /v1/messages: a Messages model's baseUrl is the API's root.
+                ANTHROPIC_BASE_URL: "{{model.baseUrl}}"
+                ANTHROPIC_API_KEY: "{{model.apiKey}}"
+              instructionsFile: CLAUDE.md
+              skillsDir: .claude/skills
+              stateDirs: [.claude-home]
+              supports:
+                apis: [messages]
+
+            """
+        ),
+        (
+            "codex",
+            """
+            apiVersion: agentry/v1
+            kind: Harness
+            metadata:
+              name: codex
+              owner: platform-team
+            spec:
+              # OpenAI's Codex CLI, headless: `codex exec PROMPT --json` runs one turn and prints its events as
+              # JSON lines. PyPI's openai-codex-cli-bin carries the pinned binary. It speaks the Responses API
+              # only. agentry adds approval_policy, sandbox_mode, web_search and [mcp_servers] to config.toml
+              # from each agent's spec.tools and spec.mcpServers (the machine is the sandbox: by default
+              # Codex's own is off and nothing waits for approval).
+              type: codex
+              version: "0.163.0"
+              install:
+                pip: ["openai-codex-cli-bin==0.163.0"]
+                script: |
+                  package="$(/opt/agentry/venv/bin/python -c 'import codex_cli_bin, os; print(os.path.dirname(codex_cli_bin.__file__))')"
+                  ln -sf "$package/bin/codex" /opt/agentry/venv/bin/codex
+              command: ["codex", "exec", "{{prompt}}", "--json", "--skip-git-repo-check"]
+              # `agentry run --continue`: the latest session started in the home (CODEX_HOME/sessions).
+              continueCommand: ["codex", "exec", "resume", "--last", "--json", "--skip-git-repo-check", "{{prompt}}"]
+              env:
+                CODEX_HOME: "{{agent.home}}/.codex"
+              modelEnv:
+                AGENTRY_MODEL_KEY: "{{model.apiKey}}"
+              configFiles:
+                - path: .codex/config.toml
+                  content: |
+                    model = "{{model.name}}"
+                    model_provider = "agentry"
+
+                    [model_providers.agentry]
+                    name = "agentry model gateway"
+                    base_url = "{{model.baseUrl}}"
+                    env_key = "AGENTRY_MODEL_KEY"
+                    wire_api = "responses"
+              instructionsFile: AGENTS.md
+              skillsDir: .agents/skills
+              stateDirs: [.codex]
+              supports:
+                apis: [responses]
+
+            """
+        ),
+        (
+            "hermes",
+            """
+            apiVersion: agentry/v1
+            kind: Harness
+            metadata:
+              name: hermes
+              owner: platform-team
+            spec:
+              # Hermes Agent (Nous Research): `hermes -z PROMPT` runs one turn non-interactively and prints
+              # only the final answer. Its home is $HERMES_HOME: config.yaml, skills/, memories/, state.db.
+              type: hermes
+              version: "0.19.0"
+              install:
+                # The mcp extra: the agent's spec.mcpServers become config.yaml's mcp_servers.
+                pip: ["hermes-agent[mcp]==0.19.0"]
+              command: ["hermes", "-z", "{{prompt}}", "--ignore-rules"]
+              # `agentry run --continue`: -z always starts afresh, so the quiet chat mode resumes the latest
+              # session in $HERMES_HOME/state.db (--yolo: as -z, nothing waits for an approval).
+              continueCommand: ["hermes", "chat", "-Q", "-q", "{{prompt}}", "--continue", "--yolo", "--ignore-rules"]
+              env:
+                HERMES_HOME: "{{agent.home}}/.hermes"
+              modelEnv:
+                # config.yaml reads the run's gateway token from here (Hermes expands ${VAR} in its config).
+                AGENTRY_MODEL_KEY: "{{model.apiKey}}"
+              configFiles:
+                - path: .hermes/config.yaml
+                  # Hermes reads model.default (model.model is ignored).
+                  content: |
+                    model:
+                      provider: custom
+                      default: "{{model.name}}"
+                      base_url: "{{model.baseUrl}}"
+                      api_key: "${AGENTRY_MODEL_KEY}"
+              instructionsFile: .hermes/SOUL.md
+              skillsDir: .hermes/skills
+              stateDirs: [.hermes/memories, .hermes/sessions]
+              supports:
+                apis: [chat-completions]
+
+            """
+        ),
+    ]
 }

@@ -108,6 +108,19 @@ import Testing
         let status = try Shell.git(["status", "--porcelain"], in: URL(fileURLWithPath: target))
         #expect(status.isEmpty, "everything is committed")
         #expect(throws: SourceError.self) { try Scaffold.create(at: target) }
+        #expect(fromGit.catalog.harnesses.map(\.metadata.name).sorted() == ["claude-code", "codex", "hermes", "shell"])
+    }
+
+    /// `agentry init` writes the bundled harnesses exactly as the tested examples have them.
+    @Test func initWritesTheBundledHarnessesAsTheExamplesHaveThem() throws {
+        let examples = Agentry.packageRoot.appendingPathComponent("examples/quickstart/harnesses")
+        for harness in Scaffold.bundledHarnesses {
+            let example = try String(
+                contentsOf: examples.appendingPathComponent("\(harness.name).yaml"), encoding: .utf8)
+            let body = example.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).last.map(
+                String.init)
+            #expect(body == harness.body, "examples/quickstart/harnesses/\(harness.name).yaml and Scaffold differ")
+        }
     }
 
     /// Real-world skills (Apache-licensed, unmodified) are accepted as written when an agent uses them.
