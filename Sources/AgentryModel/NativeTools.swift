@@ -92,7 +92,10 @@ public enum NativeTools {
     }
 
     /// What a harness of `type` cannot express of `tools` and `servers`.
-    public static func problems(_ tools: ToolPolicy?, _ servers: [MCPServer], type: HarnessType) -> [Problem] {
+    /// `bound`: the agent's own `spec.secrets`, variable → key (a Codex server's secret shares their names).
+    public static func problems(
+        _ tools: ToolPolicy?, _ servers: [MCPServer], type: HarnessType, bound: [String: String] = [:]
+    ) -> [Problem] {
         var problems: [Problem] = []
         let tools = tools ?? .unrestricted
         func refuse(_ field: String, _ message: String) {
@@ -119,7 +122,7 @@ public enum NativeTools {
         case .claudeCode, .opencode:
             break
         case .codex:
-            problems += Codex.problems(tools, servers, refuse: refuse)
+            problems += Codex.problems(tools, servers, bound: bound, refuse: refuse)
         case .hermes:
             problems += Hermes.problems(tools, servers, refuse: refuse)
         case .openclaw:
@@ -172,6 +175,41 @@ public enum NativeTools {
     }
 }
 
+extension NativeTools {
+    /// Plain values and secrets (as `reference` of the variable that carries them), by name.
+    static func values(
+        _ values: [(name: String, value: MCPValue)], of server: MCPServer, type: HarnessType,
+        reference: (String) -> String
+    ) -> JSON {
+        .object(
+            values.map { name, value in
+                (name, .string(text(value, server: server, key: name, type: type, reference: reference)))
+            })
+    }
+
+    /// A server as most harnesses write it: `command`, `args`, `env` or `url`, `headers`, after the
+    /// harness's own `local` or `remote` fields.
+    static func entry(
+        _ server: MCPServer, type: HarnessType, local: [(String, JSON)] = [], remote: [(String, JSON)] = [],
+        reference: (String) -> String
+    ) -> (String, JSON) {
+        var fields: [(String, JSON)]
+        if let url = server.url {
+            fields = remote + [("url", .string(url))]
+            if !server.headers.isEmpty {
+                fields.append(("headers", values(server.headers, of: server, type: type, reference: reference)))
+            }
+        } else {
+            fields =
+                local + [("command", .string(server.command ?? "")), ("args", .array(server.args.map(JSON.string)))]
+            if !server.env.isEmpty {
+                fields.append(("env", values(server.env, of: server, type: type, reference: reference)))
+            }
+        }
+        return (server.name, .object(fields))
+    }
+}
+
 // MARK: - Per harness
 
 extension NativeTools {
@@ -200,25 +238,10 @@ extension NativeTools {
         }
 
         static func mcp(_ servers: [MCPServer]) -> [(key: String, value: JSON)] {
-            let entries: [(String, JSON)] = servers.map { server in
-                func text(_ key: String, _ value: MCPValue) -> JSON {
-                    .string(NativeTools.text(value, server: server, key: key, type: .claudeCode) { "${\($0)}" })
-                }
-                if let url = server.url {
-                    var fields: [(String, JSON)] = [("type", .string("http")), ("url", .string(url))]
-                    if !server.headers.isEmpty {
-                        fields.append(("headers", .object(server.headers.map { ($0.name, text($0.name, $0.value)) })))
-                    }
-                    return (server.name, .object(fields))
-                }
-                var fields: [(String, JSON)] = [
-                    ("type", .string("stdio")), ("command", .string(server.command ?? "")),
-                    ("args", .array(server.args.map(JSON.string))),
-                ]
-                if !server.env.isEmpty {
-                    fields.append(("env", .object(server.env.map { ($0.name, text($0.name, $0.value)) })))
-                }
-                return (server.name, .object(fields))
+            let entries = servers.map { server in
+                NativeTools.entry(
+                    server, type: .claudeCode, local: [("type", .string("stdio"))], remote: [("type", .string("http"))]
+                ) { "${\($0)}" }
             }
             return [("mcpServers", .object(entries))]
         }
@@ -247,14 +270,12 @@ extension NativeTools {
             var entries: [(key: String, value: JSON)] = [("permission", .object(permission))]
             if !servers.isEmpty {
                 let mcp: [(String, JSON)] = servers.map { server in
-                    func text(_ key: String, _ value: MCPValue) -> JSON {
-                        .string(NativeTools.text(value, server: server, key: key, type: .opencode) { "{env:\($0)}" })
-                    }
+                    let reference = { (variable: String) in "{env:\(variable)}" }
                     if let url = server.url {
                         var fields: [(String, JSON)] = [("type", .string("remote")), ("url", .string(url))]
                         if !server.headers.isEmpty {
                             fields.append(
-                                ("headers", .object(server.headers.map { ($0.name, text($0.name, $0.value)) })))
+                                ("headers", values(server.headers, of: server, type: .opencode, reference: reference)))
                         }
                         fields += [("oauth", .bool(false)), ("enabled", .bool(true))]
                         return (server.name, .object(fields))
@@ -264,7 +285,8 @@ extension NativeTools {
                         ("command", .array(([server.command ?? ""] + server.args).map(JSON.string))),
                     ]
                     if !server.env.isEmpty {
-                        fields.append(("environment", .object(server.env.map { ($0.name, text($0.name, $0.value)) })))
+                        fields.append(
+                            ("environment", values(server.env, of: server, type: .opencode, reference: reference)))
                     }
                     fields.append(("enabled", .bool(true)))
                     return (server.name, .object(fields))
@@ -285,27 +307,10 @@ extension NativeTools {
             if !deny.isEmpty { toolFields.append(("deny", .array(deny.map(JSON.string)))) }
             var entries: [(key: String, value: JSON)] = [("tools", .object(toolFields))]
             if !servers.isEmpty {
-                let list: [(String, JSON)] = servers.map { server in
-                    func text(_ key: String, _ value: MCPValue) -> JSON {
-                        .string(NativeTools.text(value, server: server, key: key, type: .openclaw) { "${\($0)}" })
+                let list = servers.map { server in
+                    NativeTools.entry(server, type: .openclaw, remote: [("transport", .string("streamable-http"))]) {
+                        "${\($0)}"
                     }
-                    if let url = server.url {
-                        var fields: [(String, JSON)] = [
-                            ("url", .string(url)), ("transport", .string("streamable-http")),
-                        ]
-                        if !server.headers.isEmpty {
-                            fields.append(
-                                ("headers", .object(server.headers.map { ($0.name, text($0.name, $0.value)) })))
-                        }
-                        return (server.name, .object(fields))
-                    }
-                    var fields: [(String, JSON)] = [
-                        ("command", .string(server.command ?? "")), ("args", .array(server.args.map(JSON.string))),
-                    ]
-                    if !server.env.isEmpty {
-                        fields.append(("env", .object(server.env.map { ($0.name, text($0.name, $0.value)) })))
-                    }
-                    return (server.name, .object(fields))
                 }
                 entries.append(("mcp", .object([("servers", .object(list))])))
             }
@@ -327,7 +332,7 @@ extension NativeTools {
         }
 
         static func problems(
-            _ tools: ToolPolicy, _ servers: [MCPServer], refuse: (String, String) -> Void
+            _ tools: ToolPolicy, _ servers: [MCPServer], bound: [String: String], refuse: (String, String) -> Void
         ) -> [Problem] {
             if let (allowed, denied) = tools.shellPatterns {
                 if !allowed.isEmpty {
@@ -344,7 +349,7 @@ extension NativeTools {
                 }
             }
             var problems: [Problem] = []
-            var variables: [String: String] = [:]
+            var variables = bound
             for server in servers {
                 for (key, value) in server.env {
                     guard case .secret(let ref, let prefix) = value else { continue }
@@ -359,7 +364,7 @@ extension NativeTools {
                         problems.append(
                             Problem(
                                 message:
-                                    "spec.mcpServers (\(server.name)).env.\(key): codex passes secrets to local servers by the variable's own name, and another server's \(key) is another secret",
+                                    "spec.mcpServers (\(server.name)).env.\(key): codex passes secrets to local servers by the variable's own name, and \(key) already carries the secret \(variables[key] ?? "")",
                                 mark: server.mark))
                     }
                     variables[key] = ref
@@ -479,26 +484,7 @@ extension NativeTools {
                 entries.append(("approvals", .object([("deny", .array(patterns.map(JSON.string)))])))
             }
             if !servers.isEmpty {
-                let list: [(String, JSON)] = servers.map { server in
-                    func text(_ key: String, _ value: MCPValue) -> JSON {
-                        .string(NativeTools.text(value, server: server, key: key, type: .hermes) { "${\($0)}" })
-                    }
-                    if let url = server.url {
-                        var fields: [(String, JSON)] = [("url", .string(url))]
-                        if !server.headers.isEmpty {
-                            fields.append(
-                                ("headers", .object(server.headers.map { ($0.name, text($0.name, $0.value)) })))
-                        }
-                        return (server.name, .object(fields))
-                    }
-                    var fields: [(String, JSON)] = [
-                        ("command", .string(server.command ?? "")), ("args", .array(server.args.map(JSON.string))),
-                    ]
-                    if !server.env.isEmpty {
-                        fields.append(("env", .object(server.env.map { ($0.name, text($0.name, $0.value)) })))
-                    }
-                    return (server.name, .object(fields))
-                }
+                let list = servers.map { server in NativeTools.entry(server, type: .hermes) { "${\($0)}" } }
                 entries.append(("mcp_servers", .object(list)))
             }
             return entries

@@ -34,7 +34,8 @@ public struct AgentSummary: Sendable, Hashable {
         deletionPolicy = agent.deletionPolicy
         if agent.tools != nil || !agent.mcpServers.isEmpty {
             for type in HarnessType.allCases {
-                for problem in NativeTools.problems(agent.tools, agent.mcpServers, type: type) {
+                let bound = Dictionary(agent.secrets.map { ($0.env, $0.ref) }) { first, _ in first }
+                for problem in NativeTools.problems(agent.tools, agent.mcpServers, type: type, bound: bound) {
                     toolProblems.append(Reference(type.rawValue + "\t" + problem.message, mark: problem.mark))
                 }
             }

@@ -54,6 +54,11 @@ import Testing
                 "mcpServers: [{name: x, url: \"https://x.example/mcp\", headers: {X-Key: {ref: x/key, prefix: \"Token \"}}}]",
                 "cannot add the prefix"
             ),
+            (
+                "codex",
+                "secrets: [{env: GITHUB_TOKEN, ref: github/mine}]\nmcpServers: [{name: x, command: y, env: {GITHUB_TOKEN: {ref: github/other}}}]",
+                "GITHUB_TOKEN already carries the secret github/mine"
+            ),
         ]
         for (type, spec, says) in cases {
             let report = validate(
