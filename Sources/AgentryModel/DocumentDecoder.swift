@@ -184,10 +184,64 @@ enum DocumentDecoder {
                 .missingField, shell.mark,
                 "spec.tools.shell: expected `allow`, `deny`, or a mapping with `allow` and/or `deny` command patterns")
         }
+        if case .patterns(let allowed, let denied)? = agent.tools?.shell,
+            let bad = (allowed + denied).first(where: {
+                $0.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
+            }),
+            let node = spec?["tools"]?["shell"]
+        {
+            checker.report(
+                .invalidValue, node.mark,
+                "spec.tools.shell: the pattern \(Canonical.quoted(bad)) holds a control character; a pattern is one command line"
+            )
+        }
+        // The variables a run sets for the servers' secrets: each carries one secret, and none is
+        // one the agent sets otherwise (the server would get that value instead).
+        var variables: [String: (ref: String, what: String)] = [:]
+        for secret in agent.secrets { variables[secret.env] = (secret.ref, "spec.secrets") }
+        for key in agent.env.keys { variables[key] = ("", "spec.env") }
         var seen: [String: SourceMark] = [:]
         for (index, node) in (spec?["mcpServers"]?.sequence ?? []).enumerated() {
             let path = "spec.mcpServers[\(index)]"
             guard let server = agent.mcpServers.first(where: { $0.mark == node.mark }) else { continue }
+            var headers: [String: String] = [:]
+            for (name, _) in server.headers {
+                if name.isEmpty
+                    || !name.unicodeScalars.allSatisfy({
+                        $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-")
+                    })
+                {
+                    checker.report(
+                        .invalidValue, node["headers"]?.mark ?? node.mark,
+                        "\(path).headers: \(Canonical.quoted(name)) is not a header name (letters, digits and `-`)")
+                }
+                if let other = headers[name.lowercased()] {
+                    checker.report(
+                        .duplicateKey, node["headers"]?.mark ?? node.mark,
+                        "\(path).headers: \(name) and \(other) are the same header")
+                }
+                headers[name.lowercased()] = name
+            }
+            for (name, value) in server.env + server.headers {
+                switch value {
+                case .text(let text):
+                    if let found = ["${", "{env:", "{file:"].first(where: { text.contains($0) }) {
+                        checker.report(
+                            .invalidValue, node.mark,
+                            "\(path) (\(server.name)).\(name): \(found)…} would be expanded by some harnesses and not others; a secret is `{ref: KEY}`"
+                        )
+                    }
+                case .secret(let ref, _):
+                    let variable = server.secretVariable(name)
+                    if let other = variables[variable], other.ref != ref {
+                        checker.report(
+                            .duplicateName, node.mark,
+                            "\(path) (\(server.name)).\(name): its secret travels in \(variable), which \(other.what) already sets; rename the server or the key"
+                        )
+                    }
+                    variables[variable] = (ref, "spec.mcpServers (\(server.name))")
+                }
+            }
             if let first = seen[server.name] {
                 checker.report(
                     .duplicateName, node.mark,
@@ -294,13 +348,13 @@ public enum Template {
     }
 
     /// `text` with each placeholder replaced by a plain word, so its structure can be parsed.
-    public static func standIn(_ text: String) -> String {
+    public static func standIn(_ text: String, with word: String = "x") -> String {
         var output = ""
         var rest = Substring(text)
         while let open = rest.firstRange(of: "{{") {
             guard let close = rest[open.upperBound...].firstRange(of: "}}") else { break }
             output += rest[..<open.lowerBound]
-            output += "x"
+            output += word
             rest = rest[close.upperBound...]
         }
         return output + rest

@@ -77,9 +77,11 @@ public enum NativeTools {
     /// harness that sets one itself is refused (the agent's `spec.tools` and `spec.mcpServers` say it).
     public static func ownedKeys(_ type: HarnessType?) -> [String] {
         switch type {
-        case .codex?: return ["approval_policy", "sandbox_mode", "web_search", "features", "mcp_servers"]
+        // Codex's profiles override top-level keys; OpenCode's agents and modes carry permissions of their own.
+        case .codex?:
+            return ["approval_policy", "sandbox_mode", "web_search", "features", "mcp_servers", "profile", "profiles"]
         case .hermes?: return ["platform_toolsets", "approvals", "mcp_servers"]
-        case .opencode?: return ["permission", "mcp"]
+        case .opencode?: return ["permission", "mcp", "agent", "mode"]
         case .openclaw?: return ["tools", "mcp"]
         case .claudeCode?, .shell?, .custom?, nil: return []
         }
@@ -136,6 +138,17 @@ public enum NativeTools {
         return problems
     }
 
+    /// `text` double-quoted for JSON, TOML and YAML alike: besides JSON's escapes, DEL, C1 controls,
+    /// line and paragraph separators and non-characters as `\\uXXXX` (TOML and YAML refuse them raw).
+    public static func quoted(_ text: String) -> String {
+        var output = ""
+        JSON.quote(text, into: &output) { scalar in
+            scalar == 0x7F || (0x80...0x9F).contains(scalar) || scalar == 0x2028 || scalar == 0x2029
+                || scalar == 0xFFFE || scalar == 0xFFFF || scalar == 0xFEFF
+        }
+        return output
+    }
+
     /// The variable a run sets to a secret of `server` (named by `key`, an env variable or a header).
     public static func secretVariable(_ server: MCPServer, key: String, type: HarnessType?) -> String {
         // Codex passes variables to a local server by their own name (`env_vars`); the others
@@ -160,7 +173,9 @@ public enum NativeTools {
         let compact = String(template.filter { $0 != " " })
         guard compact.hasPrefix("{{agent.home}}/") else { return nil }
         let rest = String(compact.dropFirst("{{agent.home}}/".count))
-        return SourceTree.normalize(rest)
+        // The home itself is not a configuration folder agentry can put a file beside.
+        guard let path = SourceTree.normalize(rest), !path.isEmpty, path != "." else { return nil }
+        return path
     }
 
     /// The text a configuration has for a value: plain text, or the secret's variable as the
@@ -353,6 +368,15 @@ extension NativeTools {
             for server in servers {
                 for (key, value) in server.env {
                     guard case .secret(let ref, let prefix) = value else { continue }
+                    if ["PATH", "HOME", "CODEX_HOME", "SHELL"].contains(key) || key.hasPrefix("LD_")
+                        || key.hasPrefix("AGENTRY_")
+                    {
+                        problems.append(
+                            Problem(
+                                message:
+                                    "spec.mcpServers (\(server.name)).env.\(key): codex passes a local server's secret by the variable's own name, which would set \(key) for the whole run; the server must read its secret from another variable",
+                                mark: server.mark))
+                    }
                     if !prefix.isEmpty {
                         problems.append(
                             Problem(
@@ -456,13 +480,21 @@ extension NativeTools {
         static func problems(
             _ tools: ToolPolicy, _ servers: [MCPServer], refuse: (String, String) -> Void
         ) -> [Problem] {
+            var problems: [Problem] = []
+            for server in servers where (defaultToolsets + ["search", "no_mcp", "all"]).contains(server.name) {
+                problems.append(
+                    Problem(
+                        message:
+                            "spec.mcpServers (\(server.name)): hermes lists MCP servers beside its own toolsets, and \(server.name) is one of them; name the server otherwise",
+                        mark: server.mark))
+            }
             if let (allowed, _) = tools.shellPatterns, !allowed.isEmpty {
                 refuse(
                     "shell",
                     "hermes cannot run only some commands (its approvals can deny commands, not allow just a few); use `deny` patterns, or `shell: deny`"
                 )
             }
-            return []
+            return problems
         }
 
         static func config(_ tools: ToolPolicy, _ servers: [MCPServer]) -> [(key: String, value: JSON)] {
@@ -479,8 +511,15 @@ extension NativeTools {
                 entries.append(("platform_toolsets", .object([("cli", .array(kept.map(JSON.string)))])))
             }
             if let (_, denied) = tools.shellPatterns, !denied.isEmpty {
-                // Whole command lines, as globs: also after `cd x && `.
-                let patterns = denied.flatMap { [$0, "* " + $0] }
+                // Whole command lines, as globs: also after `cd x && `, and `git push *` also bare.
+                let patterns = denied.flatMap { pattern -> [String] in
+                    var forms = [pattern, "* " + pattern]
+                    if pattern.hasSuffix(" *") {
+                        let bare = String(pattern.dropLast(2))
+                        forms += [bare, "* " + bare]
+                    }
+                    return forms
+                }
                 entries.append(("approvals", .object([("deny", .array(patterns.map(JSON.string)))])))
             }
             if !servers.isEmpty {
@@ -517,6 +556,40 @@ extension NativeTools {
                     (
                         "spec.\(field).\(variable)",
                         "agentry renders \(type.rawValue)'s tool and MCP settings under the agent's home: set \(variable) to \"{{agent.home}}/<folder>\""
+                    ))
+            }
+        }
+        // Flags and variables that would override what agentry renders from the agents' tools.
+        let overriding: [HarnessType: [String]] = [
+            .claudeCode: [
+                "--dangerously-skip-permissions", "--allowedTools", "--allowed-tools", "--disallowedTools",
+                "--disallowed-tools", "--settings", "--mcp-config", "bypassPermissions",
+            ],
+            .codex: [
+                "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "-s", "--sandbox", "-c", "--config",
+                "-p", "--profile", "--ignore-rules", "--enable", "--disable",
+            ],
+            .opencode: ["--dangerously-skip-permissions", "--auto"],
+        ]
+        for (field, argv) in [("command", harness.command), ("continueCommand", harness.continueCommand)] {
+            for (index, word) in argv.enumerated() {
+                let flag = String(word.split(separator: "=", maxSplits: 1).first ?? "")
+                guard overriding[type]?.contains(flag) == true || overriding[type]?.contains(word) == true else {
+                    continue
+                }
+                problems.append(
+                    (
+                        "spec.\(field)[\(index)]",
+                        "\(word) would override the tools and MCP settings agentry renders for \(type.rawValue) from each agent's spec.tools and spec.mcpServers; declare them there"
+                    ))
+            }
+        }
+        for variable in ["OPENCODE_CONFIG_CONTENT", "OPENCODE_PERMISSION"] where type == .opencode {
+            for (field, map) in [("env", harness.env), ("modelEnv", harness.modelEnv)] where map[variable] != nil {
+                problems.append(
+                    (
+                        "spec.\(field).\(variable)",
+                        "\(variable) would override the permissions agentry renders from each agent's spec.tools; declare them there"
                     ))
             }
         }
@@ -560,6 +633,18 @@ extension NativeTools {
         let text = Template.standIn(content)
         switch format {
         case .json, .yaml:
+            // agentry adds its keys to the text: JSON must be strict (no comments, no trailing
+            // commas, nothing after the object), YAML a block mapping in one document.
+            if format == .json, !StrictJSON.isObject(Template.standIn(content, with: "0")) { return nil }
+            if format == .yaml {
+                let lines = text.split(separator: "\n").map { TOMLText.trim($0) }
+                let first = lines.first { !$0.isEmpty && !$0.hasPrefix("#") && $0 != "---" }
+                if first?.hasPrefix("{") == true || first?.hasPrefix("[") == true || lines.contains("...")
+                    || lines.dropFirst().contains("---") || lines.contains(where: { $0.hasPrefix("<<") })
+                {
+                    return nil
+                }
+            }
             guard case .success(let documents) = YAMLComposer.compose(text), documents.count <= 1 else { return nil }
             guard let root = documents.first?.root else { return [] }
             guard let pairs = root.pairs else { return nil }
@@ -591,8 +676,17 @@ public enum TOMLText {
     static func topLevelKeys(_ text: String) -> [String] {
         var keys: [String] = []
         var inTable = false
+        var inString: String? = nil
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let trimmed = trim(line)
+            // Inside a multi-line string nothing is a key or a table.
+            if let delimiter = inString {
+                if trimmed.contains(delimiter) { inString = nil }
+                continue
+            }
+            for delimiter in ["\"\"\"", "'''"] where trimmed.ranges(of: delimiter).count % 2 == 1 {
+                inString = delimiter
+            }
             if trimmed.hasPrefix("[") {
                 inTable = true
                 keys.append(key(trim(trimmed, ["[", "]", " ", "\t"])))
@@ -614,7 +708,7 @@ public enum TOMLText {
         case .null: return "\"\""
         case .bool(let value): return value ? "true" : "false"
         case .int(let value): return String(value)
-        case .string: return json.rendered(pretty: false)
+        case .string(let text): return NativeTools.quoted(text)
         case .array(let items): return "[" + items.map(value).joined(separator: ", ") + "]"
         case .object(let pairs):
             return "{ " + pairs.map { keyText($0.0) + " = " + value($0.1) }.joined(separator: ", ") + " }"
@@ -628,6 +722,109 @@ public enum TOMLText {
                 ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_"
                     || $0 == "-"
             }
-        return bare ? key : JSON.string(key).rendered(pretty: false)
+        return bare ? key : NativeTools.quoted(key)
+    }
+}
+
+/// A strict JSON check (RFC 8259, no comments, no trailing commas): is the text one object?
+enum StrictJSON {
+    static func isObject(_ text: String) -> Bool {
+        var parser = Parser(bytes: Array(text.utf8))
+        parser.skipSpace()
+        guard parser.peek == UInt8(ascii: "{"), parser.value(depth: 0) else { return false }
+        parser.skipSpace()
+        return parser.index == parser.bytes.count
+    }
+
+    struct Parser {
+        let bytes: [UInt8]
+        var index = 0
+
+        init(bytes: [UInt8]) { self.bytes = bytes }
+
+        var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
+
+        mutating func skipSpace() {
+            while let byte = peek, byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 { index += 1 }
+        }
+
+        mutating func take(_ byte: Character) -> Bool {
+            skipSpace()
+            guard peek == byte.asciiValue else { return false }
+            index += 1
+            return true
+        }
+
+        mutating func literal(_ word: String) -> Bool {
+            let word = Array(word.utf8)
+            guard index + word.count <= bytes.count, Array(bytes[index..<index + word.count]) == word else {
+                return false
+            }
+            index += word.count
+            return true
+        }
+
+        mutating func string() -> Bool {
+            guard peek == UInt8(ascii: "\"") else { return false }
+            index += 1
+            while let byte = peek {
+                index += 1
+                if byte == UInt8(ascii: "\"") { return true }
+                if byte < 0x20 { return false }
+                if byte == UInt8(ascii: "\\") {
+                    guard let escaped = peek else { return false }
+                    index += 1
+                    if escaped == UInt8(ascii: "u") {
+                        guard index + 4 <= bytes.count,
+                            bytes[index..<index + 4].allSatisfy({
+                                (0x30...0x39).contains($0) || (0x41...0x46).contains($0) || (0x61...0x66).contains($0)
+                            })
+                        else { return false }
+                        index += 4
+                    } else if !"\"\\/bfnrt".utf8.contains(escaped) {
+                        return false
+                    }
+                }
+            }
+            return false
+        }
+
+        mutating func number() -> Bool {
+            let start = index
+            if peek == UInt8(ascii: "-") { index += 1 }
+            var digits = 0
+            while let byte = peek, (0x30...0x39).contains(byte) || ".eE+-".utf8.contains(byte) {
+                index += 1
+                digits += 1
+            }
+            return digits > 0 && index > start
+        }
+
+        mutating func value(depth: Int) -> Bool {
+            guard depth < 64 else { return false }
+            skipSpace()
+            switch peek {
+            case UInt8(ascii: "{"):
+                index += 1
+                if take("}") { return true }
+                repeat {
+                    skipSpace()
+                    guard string(), take(":"), value(depth: depth + 1) else { return false }
+                } while take(",")
+                return take("}")
+            case UInt8(ascii: "["):
+                index += 1
+                if take("]") { return true }
+                repeat {
+                    guard value(depth: depth + 1) else { return false }
+                } while take(",")
+                return take("]")
+            case UInt8(ascii: "\""): return string()
+            case UInt8(ascii: "t"): return literal("true")
+            case UInt8(ascii: "f"): return literal("false")
+            case UInt8(ascii: "n"): return literal("null")
+            default: return number()
+            }
+        }
     }
 }

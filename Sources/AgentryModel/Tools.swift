@@ -85,12 +85,15 @@ public struct MCPServer: Sendable, Hashable {
     }
 
     /// The environment variable that carries a secret of this server into the run, for harnesses
-    /// that expand variables in their configuration: `AGENTRY_MCP_<SERVER>_<KEY>`.
+    /// that expand variables in their configuration: `AGENTRY_MCP_<SERVER>__<KEY>` (the server's
+    /// name upper-cased, `-` as `_`; an env key as it is, a header's name upper-cased). Validation
+    /// refuses an agent whose variables would collide.
     public func secretVariable(_ key: String) -> String {
         func upper(_ text: String) -> String {
-            String(text.uppercased().map { $0.isLetter || $0.isNumber ? $0 : "_" })
+            String(text.uppercased().map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "_" })
         }
-        return "AGENTRY_MCP_" + upper(name) + "_" + upper(key)
+        let isEnv = env.contains { $0.name == key }
+        return "AGENTRY_MCP_" + upper(name) + "__" + (isEnv ? key : upper(key))
     }
 }
 

@@ -86,15 +86,20 @@ enum NativeRendering {
 /// JSON values written as block YAML (strings double-quoted, so nothing is read as another type).
 enum YAMLText {
     static func block(_ key: String, _ value: JSON, indent: String) -> String {
-        let name = JSON.string(key).rendered(pretty: false)
+        let name = NativeTools.quoted(key)
         switch value {
         case .object(let pairs) where !pairs.isEmpty:
             return indent + name + ":\n" + pairs.map { block($0.0, $0.1, indent: indent + "  ") }.joined()
         case .array(let items) where !items.isEmpty:
             return indent + name + ":\n" + items.map { item in list(item, indent: indent + "  ") }.joined()
         default:
-            return indent + name + ": " + value.rendered(pretty: false) + "\n"
+            return indent + name + ": " + scalar(value) + "\n"
         }
+    }
+
+    static func scalar(_ value: JSON) -> String {
+        if case .string(let text) = value { return NativeTools.quoted(text) }
+        return value.rendered(pretty: false)
     }
 
     static func list(_ item: JSON, indent: String) -> String {
@@ -103,7 +108,7 @@ enum YAMLText {
             let body = pairs.map { block($0.0, $0.1, indent: indent + "  ") }.joined()
             return indent + "-" + body.dropFirst(indent.count + 1)
         default:
-            return indent + "- " + item.rendered(pretty: false) + "\n"
+            return indent + "- " + scalar(item) + "\n"
         }
     }
 }

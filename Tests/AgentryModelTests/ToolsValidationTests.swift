@@ -59,6 +59,11 @@ import Testing
                 "secrets: [{env: GITHUB_TOKEN, ref: github/mine}]\nmcpServers: [{name: x, command: y, env: {GITHUB_TOKEN: {ref: github/other}}}]",
                 "GITHUB_TOKEN already carries the secret github/mine"
             ),
+            ("hermes", "tools: {shell: deny}\nmcpServers: [{name: terminal, command: y}]", "terminal is one of them"),
+            (
+                "codex", "mcpServers: [{name: db, command: y, env: {CODEX_HOME: {ref: db/home}}}]",
+                "set CODEX_HOME for the whole run"
+            ),
         ]
         for (type, spec, says) in cases {
             let report = validate(
@@ -80,6 +85,42 @@ import Testing
                 ]))
             #expect(report.diagnostics.isEmpty, "\(type): \(report.diagnostics)")
         }
+    }
+
+    /// A server's secret travels in a variable of its own: one that another server's secret, the
+    /// agent's own secrets or env would set is refused (the server would get their value).
+    @Test func secretVariablesNeverCollide() {
+        let cases = [
+            "secrets: [{env: AGENTRY_MCP_GH__TOKEN, ref: prod/deploy}]\nmcpServers: [{name: gh, command: y, env: {TOKEN: {ref: github/readonly}}}]",
+            "env: {AGENTRY_MCP_GH__TOKEN: plain}\nmcpServers: [{name: gh, command: y, env: {TOKEN: {ref: github/readonly}}}]",
+        ]
+        for spec in cases {
+            let report = validate(Fixture.repository(["agents/triage.yaml": Fixture.agent(spec: spec)]))
+            #expect(
+                report.diagnostics.contains { $0.code == .duplicateName && $0.message.contains("already sets") },
+                "\(spec): \(report.diagnostics)")
+        }
+        // Distinct servers and keys stay apart, upper and lower case and `-` included.
+        let apart = validate(
+            Fixture.repository([
+                "agents/triage.yaml": Fixture.agent(
+                    spec:
+                        "mcpServers: [{name: a-b, command: y, env: {C: {ref: k/one}}}, {name: a, command: y, env: {B_C: {ref: k/two}, b_c: {ref: k/three}}}]"
+                )
+            ]))
+        #expect(apart.diagnostics.isEmpty, "\(apart.diagnostics)")
+        // Harness-specific interpolation in plain values, and odd header names, are refused.
+        let odd = validate(
+            Fixture.repository([
+                "agents/triage.yaml": Fixture.agent(
+                    spec:
+                        "mcpServers: [{name: r, url: \"https://r.example\", headers: {\"X Bad\": v, X-Tok: \"${ANTHROPIC_API_KEY}\", x-a: b, X-A: c}}]"
+                )
+            ]))
+        let messages = odd.diagnostics.map(\.message)
+        #expect(messages.contains { $0.contains("is not a header name") }, "\(messages)")
+        #expect(messages.contains { $0.contains("a secret is `{ref: KEY}`") }, "\(messages)")
+        #expect(messages.contains { $0.contains("are the same header") }, "\(messages)")
     }
 
     @Test func serversAreLocalOrRemoteAndNamedOnce() {
@@ -133,11 +174,5 @@ import Testing
         #expect(messages.contains { $0.contains(".mcp.json is written by agentry") }, "\(messages)")
         #expect(
             messages.contains { $0.contains("set CLAUDE_CONFIG_DIR to \"{{agent.home}}/<folder>\"") }, "\(messages)")
-
-        let json5 = harness(
-            "openclaw",
-            extra: "configFiles:\n  - {path: .openclaw/openclaw.json, content: \"agents: {x: 1,}, // JSON5\"}")
-        let loose = validate(Fixture.repository(["harnesses/openclaw.yaml": json5]))
-        #expect(loose.first(.configConflict)?.message.contains("plain JSON object") == true, "\(loose.diagnostics)")
     }
 }

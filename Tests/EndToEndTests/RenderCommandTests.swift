@@ -18,6 +18,10 @@ import Testing
         return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
     }
 
+    func hermesServers(_ config: [String: Any]) -> [String: [String: Any]] {
+        config["mcp_servers"] as? [String: [String: Any]] ?? [:]
+    }
+
     @Test func oneDeclarationBecomesEachHarnesssOwnSettings() throws {
         let repo = try TemporaryDirectory("agentry-render")
         let examples = Agentry.packageRoot.appendingPathComponent("examples/quickstart")
@@ -40,7 +44,7 @@ import Testing
                 - name: github
                   command: github-mcp
                   args: [stdio]
-                  env: {GITHUB_TOKEN: {ref: github/token}, LOG_LEVEL: info}
+                  env: {GITHUB_TOKEN: {ref: github/token}, LOG_LEVEL: info, ODD: "del\\x7f sep\\u2028 end"}
                 - name: docs
                   url: https://docs.example.com/mcp
                   headers: {Authorization: {ref: docs/token, prefix: "Bearer "}, X-Team: platform}
@@ -76,10 +80,10 @@ import Testing
         #expect(claudeServers["github"]?["args"] as? [String] == ["stdio"])
         #expect(
             (claudeServers["github"]?["env"] as? [String: String])?["GITHUB_TOKEN"]
-                == "${AGENTRY_MCP_GITHUB_GITHUB_TOKEN}")
+                == "${AGENTRY_MCP_GITHUB__GITHUB_TOKEN}")
         #expect(
             (claudeServers["docs"]?["headers"] as? [String: String])?["Authorization"]
-                == "Bearer ${AGENTRY_MCP_DOCS_AUTHORIZATION}")
+                == "Bearer ${AGENTRY_MCP_DOCS__AUTHORIZATION}")
 
         // Codex: keys added to the harness's own config.toml (the model's stay), and an exec policy.
         let codex = try parsed(try render(["on-codex", "--file", ".codex/config.toml"]), as: "toml")
@@ -88,8 +92,9 @@ import Testing
             codex["web_search"] as? String == "disabled" && codex["sandbox_mode"] as? String == "danger-full-access")
         let codexServers = try #require(codex["mcp_servers"] as? [String: [String: Any]])
         #expect(codexServers["github"]?["env_vars"] as? [String] == ["GITHUB_TOKEN"])
-        #expect((codexServers["github"]?["env"] as? [String: String]) == ["LOG_LEVEL": "info"])
-        #expect(codexServers["docs"]?["bearer_token_env_var"] as? String == "AGENTRY_MCP_DOCS_AUTHORIZATION")
+        #expect((codexServers["github"]?["env"] as? [String: String])?["LOG_LEVEL"] == "info")
+        #expect((codexServers["github"]?["env"] as? [String: String])?["ODD"] == "del\u{7f} sep\u{2028} end")
+        #expect(codexServers["docs"]?["bearer_token_env_var"] as? String == "AGENTRY_MCP_DOCS__AUTHORIZATION")
         #expect((codexServers["docs"]?["http_headers"] as? [String: String]) == ["X-Team": "platform"])
         let rules = try render(["on-codex", "--file", ".codex/rules/agentry.rules"])
         #expect(rules.contains(#"prefix_rule(pattern=["git", "push"], decision="forbidden""#), "\(rules)")
@@ -101,11 +106,15 @@ import Testing
         #expect(
             toolsets.contains("terminal") && toolsets.contains("file") && toolsets.contains("github"), "\(toolsets)")
         #expect(!toolsets.contains("web") && !toolsets.contains("browser") && !toolsets.contains("code_execution"))
-        #expect(((hermes["approvals"] as? [String: Any])?["deny"] as? [String])?.contains("git push *") == true)
+        let hermesDeny = (hermes["approvals"] as? [String: Any])?["deny"] as? [String] ?? []
+        #expect(hermesDeny.contains("git push *") && hermesDeny.contains("git push"), "\(hermesDeny)")
+        #expect(
+            (hermesServers(hermes)["github"]?["env"] as? [String: String])?["ODD"] == "del\u{7f} sep\u{2028} end",
+            "TOML and YAML carry every character")
         let hermesServers = try #require(hermes["mcp_servers"] as? [String: [String: Any]])
         #expect(
             (hermesServers["github"]?["env"] as? [String: String])?["GITHUB_TOKEN"]
-                == "${AGENTRY_MCP_GITHUB_GITHUB_TOKEN}")
+                == "${AGENTRY_MCP_GITHUB__GITHUB_TOKEN}")
 
         // OpenCode: permission and mcp beside the harness's provider, in one opencode.json.
         let opencode = try parsed(try render(["on-opencode", "--file", "opencode.json"]), as: "json")
@@ -116,7 +125,7 @@ import Testing
         let local = try #require((opencode["mcp"] as? [String: [String: Any]])?["github"])
         #expect(local["command"] as? [String] == ["github-mcp", "stdio"] && local["type"] as? String == "local")
         #expect(
-            (local["environment"] as? [String: String])?["GITHUB_TOKEN"] == "{env:AGENTRY_MCP_GITHUB_GITHUB_TOKEN}")
+            (local["environment"] as? [String: String])?["GITHUB_TOKEN"] == "{env:AGENTRY_MCP_GITHUB__GITHUB_TOKEN}")
 
         // OpenClaw: tools.deny by group, mcp.servers beside its model settings.
         let openclaw = try parsed(try render(["on-openclaw", "--file", ".openclaw/openclaw.json"]), as: "json")
@@ -125,7 +134,7 @@ import Testing
         let remote = ((openclaw["mcp"] as? [String: Any])?["servers"] as? [String: [String: Any]])?["docs"]
         #expect(remote?["transport"] as? String == "streamable-http")
         #expect(
-            (remote?["headers"] as? [String: String])?["Authorization"] == "Bearer ${AGENTRY_MCP_DOCS_AUTHORIZATION}")
+            (remote?["headers"] as? [String: String])?["Authorization"] == "Bearer ${AGENTRY_MCP_DOCS__AUTHORIZATION}")
         #expect(openclaw["models"] != nil, "the harness's own keys stay")
 
         // The whole rendering names secrets and the run's token, never a value.
