@@ -15,6 +15,9 @@ public enum Preview {
         public var rendered: RenderedAgent
         /// Variable → the secret store key a run projects into it.
         public var secrets: [String: String]
+
+        /// The run's command as one shell line.
+        public var commandLine: String { rendered.command.map(GuestShell.quote).joined(separator: " ") }
     }
 
     public static func run(agent: String, repository: String, ref: String, path: String, ports: Ports) async throws

@@ -1,7 +1,5 @@
 import AgentryComposition
 import AgentryCore
-import AgentryModel
-import AgentryRender
 import ArgumentParser
 
 struct RenderCommand: AsyncParsableCommand {
@@ -93,7 +91,7 @@ struct RenderCommand: AsyncParsableCommand {
         }
         text += "--- environment\n"
         for key in environment.keys.sorted() { text += "\(key)=\(environment[key]!)\n" }
-        text += "--- command\n" + rendered.command.map(GuestShell.quote).joined(separator: " ") + "\n"
+        text += "--- command\n" + outcome.commandLine + "\n"
         GuestOutput.text(text)
     }
 }
