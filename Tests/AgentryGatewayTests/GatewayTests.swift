@@ -317,7 +317,14 @@ import Testing
                 ])
         }
         for holder in holders { #expect(holder.firstLine() == "held") }
-        let refused = try call("b", "/v1/messages", token: session.token, body: #"{"model": "m"}"#)
+        // A client's connect returns once the socket's backlog has it, before the gateway accepts
+        // it: under load the holders may not be counted yet, so ask until they are (a deadline).
+        var refused = try call("b", "/v1/messages", token: session.token, body: #"{"model": "m"}"#)
+        let counted = Date().addingTimeInterval(10)
+        while refused.status != 503 && Date() < counted {
+            Thread.sleep(forTimeInterval: 0.05)
+            refused = try call("b", "/v1/messages", token: session.token, body: #"{"model": "m"}"#)
+        }
         #expect(refused.status == 503 && refused.body.contains("connections"), "\(refused)")
         // Connections that send nothing are closed after `requestWait`, and their places are free.
         let deadline = Date().addingTimeInterval(20)
