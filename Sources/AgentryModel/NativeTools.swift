@@ -65,7 +65,8 @@ public enum NativeTools {
         case .openclaw?:
             return [
                 Target(
-                    path: configFile(harness, variable: "OPENCLAW_CONFIG_PATH", fallback: ".openclaw/openclaw.json"),
+                    path: configDirectory(
+                        harness, variable: "OPENCLAW_CONFIG_PATH", fallback: ".openclaw/openclaw.json"),
                     format: .json, entries: OpenClaw.config(tools, servers), whole: false)
             ]
         case .shell?, .custom?, nil:
@@ -157,13 +158,9 @@ public enum NativeTools {
         return server.secretVariable(key)
     }
 
-    /// The folder a harness keeps its configuration in, relative to the home: where the harness's
-    /// `variable` points under `{{agent.home}}`, else `fallback`.
+    /// The folder (or, for OpenClaw, the file) a harness keeps its configuration in, relative to
+    /// the home: where the harness's `variable` points under `{{agent.home}}`, else `fallback`.
     public static func configDirectory(_ harness: Harness, variable: String, fallback: String) -> String {
-        homeRelative(harness.env[variable] ?? harness.modelEnv[variable]) ?? fallback
-    }
-
-    static func configFile(_ harness: Harness, variable: String, fallback: String) -> String {
         homeRelative(harness.env[variable] ?? harness.modelEnv[variable]) ?? fallback
     }
 

@@ -33,8 +33,8 @@ public struct AgentSummary: Sendable, Hashable {
         lifecycle = agent.lifecycle
         deletionPolicy = agent.deletionPolicy
         if agent.tools != nil || !agent.mcpServers.isEmpty {
+            let bound = Dictionary(agent.secrets.map { ($0.env, $0.ref) }) { first, _ in first }
             for type in HarnessType.allCases {
-                let bound = Dictionary(agent.secrets.map { ($0.env, $0.ref) }) { first, _ in first }
                 for problem in NativeTools.problems(agent.tools, agent.mcpServers, type: type, bound: bound) {
                     toolProblems.append(Reference(type.rawValue + "\t" + problem.message, mark: problem.mark))
                 }
