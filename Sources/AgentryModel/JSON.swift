@@ -13,47 +13,24 @@ public indirect enum JSON: Sendable, Equatable {
 
     /// Renders with two-space indentation (pretty) or compactly; always ends without a newline.
     public func rendered(pretty: Bool = true) -> String {
-        var output = ""
-        write(into: &output, indent: pretty ? "" : nil)
-        return output
+        var writer = JSONWriter(pretty: pretty)
+        writer.value(self)
+        return writer.text
     }
 
-    private func write(into output: inout String, indent: String?) {
-        switch self {
-        case .null: output += "null"
-        case .bool(let value): output += value ? "true" : "false"
-        case .int(let value): output += String(value)
-        case .string(let value): JSON.quote(value, into: &output)
-        case .array(let items):
-            if items.isEmpty {
-                output += "[]"
+    /// `text` as a double-quoted JSON string, appended as bytes.
+    public static func quote(_ text: String, into output: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes in
+            if !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                output.append(UInt8(ascii: "\""))
+                output.append(contentsOf: bytes)
+                output.append(UInt8(ascii: "\""))
                 return
             }
-            output += "["
-            let inner = indent.map { $0 + "  " }
-            for (index, item) in items.enumerated() {
-                if index > 0 { output += "," }
-                if let inner { output += "\n" + inner }
-                item.write(into: &output, indent: inner)
-            }
-            if let indent { output += "\n" + indent }
-            output += "]"
-        case .object(let pairs):
-            if pairs.isEmpty {
-                output += "{}"
-                return
-            }
-            output += "{"
-            let inner = indent.map { $0 + "  " }
-            for (index, (key, value)) in pairs.enumerated() {
-                if index > 0 { output += "," }
-                if let inner { output += "\n" + inner }
-                JSON.quote(key, into: &output)
-                output += indent == nil ? ":" : ": "
-                value.write(into: &output, indent: inner)
-            }
-            if let indent { output += "\n" + indent }
-            output += "}"
+            var escaped = ""
+            JSON.quote(String(decoding: bytes, as: UTF8.self), into: &escaped)
+            output += escaped.utf8
         }
     }
 
@@ -87,5 +64,98 @@ public indirect enum JSON: Sendable, Equatable {
             }
         }
         output += "\""
+    }
+}
+
+/// Writes JSON as it goes, in the layout of `JSON.rendered`, without building a tree first (a plan of
+/// 10,000 agents is megabytes). Open a container, write its keys and values, close it.
+public struct JSONWriter {
+    public private(set) var bytes: [UInt8] = []
+    let pretty: Bool
+    var depth = 0
+    /// Whether the open container has nothing in it yet.
+    var empty = true
+    /// A key was written: its value follows on the same line.
+    var afterKey = false
+
+    public init(pretty: Bool = true) { self.pretty = pretty }
+
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    public mutating func beginObject() { open(UInt8(ascii: "{")) }
+    public mutating func endObject() { close(UInt8(ascii: "}")) }
+    public mutating func beginArray() { open(UInt8(ascii: "[")) }
+    public mutating func endArray() { close(UInt8(ascii: "]")) }
+
+    public mutating func key(_ key: String) {
+        separate()
+        JSON.quote(key, into: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        if pretty { bytes.append(UInt8(ascii: " ")) }
+        afterKey = true
+    }
+
+    public mutating func string(_ value: String?) {
+        separate()
+        guard let value else { return bytes += "null".utf8 }
+        JSON.quote(value, into: &bytes)
+    }
+
+    public mutating func value(_ value: JSON) {
+        switch value {
+        case .null:
+            separate()
+            bytes += "null".utf8
+        case .bool(let flag):
+            separate()
+            bytes += (flag ? "true" : "false").utf8
+        case .int(let number):
+            separate()
+            bytes += String(number).utf8
+        case .string(let text): string(text)
+        case .array(let items):
+            beginArray()
+            for item in items { self.value(item) }
+            endArray()
+        case .object(let pairs):
+            beginObject()
+            for (name, item) in pairs {
+                key(name)
+                self.value(item)
+            }
+            endObject()
+        }
+    }
+
+    /// Before a value or a key: a comma after a sibling, and a new line when pretty.
+    mutating func separate() {
+        if afterKey {
+            afterKey = false
+            return
+        }
+        guard depth > 0 else { return }
+        if !empty { bytes.append(UInt8(ascii: ",")) }
+        empty = false
+        newline()
+    }
+
+    mutating func open(_ bracket: UInt8) {
+        separate()
+        bytes.append(bracket)
+        depth += 1
+        empty = true
+    }
+
+    mutating func close(_ bracket: UInt8) {
+        depth -= 1
+        if !empty { newline() }
+        empty = false
+        bytes.append(bracket)
+    }
+
+    mutating func newline() {
+        guard pretty else { return }
+        bytes.append(UInt8(ascii: "\n"))
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: 2 * depth))
     }
 }

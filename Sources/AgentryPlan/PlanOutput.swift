@@ -232,62 +232,70 @@ public enum PlanOutput {
     }
 
     public static func json(_ document: PlanDocument) -> String {
+        // Written as it goes: 10,000 actions would otherwise be a tree of a few hundred thousand values.
         let plan = document.plan
-        var pairs: [(String, JSON)] = [
-            ("formatVersion", .int(formatVersion)),
-            ("kind", .string(document.kind.rawValue)),
-            ("repository", .string(document.repository)),
-            ("ref", .string(document.ref)),
-            ("path", .string(document.path)),
-            ("commit", .string(document.commit)),
-        ]
-        if let base = document.baseCommit { pairs.append(("baseCommit", .string(base))) }
-        if let digest = document.actualDigest { pairs.append(("actualDigest", .string(digest))) }
-        pairs.append(("hasChanges", .bool(plan.hasChanges)))
-        pairs.append(
-            ("summary", .object(([.noop] + order + [.blocked]).map { ($0.rawValue, JSON.int(plan.count($0))) })))
-        pairs.append(
-            (
-                "actions",
-                .array(
-                    plan.actions.map { action in
-                        var item: [(String, JSON)] = [
-                            ("agent", .string(action.agent)),
-                            ("action", .string(action.action.rawValue)),
-                            ("fromRevision", action.fromRevision.map(JSON.string) ?? .null),
-                            ("toRevision", action.toRevision.map(JSON.string) ?? .null),
-                            ("notes", .array(action.notes.map(JSON.string))),
-                        ]
-                        item.append(
-                            (
-                                "reasons",
-                                .array(
-                                    action.reasons.map { change in
-                                        .object([
-                                            ("field", .string(change.field)),
-                                            ("old", change.old.map(JSON.string) ?? .null),
-                                            ("new", change.new.map(JSON.string) ?? .null),
-                                        ])
-                                    })
-                            ))
-                        return .object(item)
-                    })
-            ))
-        if !document.textChanges.isEmpty {
-            pairs.append(
-                (
-                    "textChanges",
-                    .array(
-                        document.textChanges.map { change in
-                            .object([
-                                ("path", .string(change.path)),
-                                ("agents", .array(change.agents.map(JSON.string))),
-                                ("diff", .string(change.unifiedDiff.joined(separator: "\n") + "\n")),
-                            ])
-                        })
-                ))
+        var writer = JSONWriter()
+        writer.beginObject()
+        func field(_ key: String, _ value: JSON) {
+            writer.key(key)
+            writer.value(value)
         }
-        return JSON.object(pairs).rendered() + "\n"
+        field("formatVersion", .int(formatVersion))
+        field("kind", .string(document.kind.rawValue))
+        field("repository", .string(document.repository))
+        field("ref", .string(document.ref))
+        field("path", .string(document.path))
+        field("commit", .string(document.commit))
+        if let base = document.baseCommit { field("baseCommit", .string(base)) }
+        if let digest = document.actualDigest { field("actualDigest", .string(digest)) }
+        field("hasChanges", .bool(plan.hasChanges))
+        field("summary", .object(([.noop] + order + [.blocked]).map { ($0.rawValue, JSON.int(plan.count($0))) }))
+        writer.key("actions")
+        writer.beginArray()
+        for action in plan.actions {
+            writer.beginObject()
+            writer.key("agent")
+            writer.string(action.agent)
+            writer.key("action")
+            writer.string(action.action.rawValue)
+            writer.key("fromRevision")
+            writer.string(action.fromRevision)
+            writer.key("toRevision")
+            writer.string(action.toRevision)
+            writer.key("notes")
+            writer.beginArray()
+            for note in action.notes { writer.string(note) }
+            writer.endArray()
+            writer.key("reasons")
+            writer.beginArray()
+            for change in action.reasons {
+                writer.beginObject()
+                writer.key("field")
+                writer.string(change.field)
+                writer.key("old")
+                writer.string(change.old)
+                writer.key("new")
+                writer.string(change.new)
+                writer.endObject()
+            }
+            writer.endArray()
+            writer.endObject()
+        }
+        writer.endArray()
+        if !document.textChanges.isEmpty {
+            field(
+                "textChanges",
+                .array(
+                    document.textChanges.map { change in
+                        .object([
+                            ("path", .string(change.path)),
+                            ("agents", .array(change.agents.map(JSON.string))),
+                            ("diff", .string(change.unifiedDiff.joined(separator: "\n") + "\n")),
+                        ])
+                    }))
+        }
+        writer.endObject()
+        return writer.text + "\n"
     }
 }
 

@@ -116,3 +116,74 @@ import Testing
         #expect(Canonical.size(1_000_000_000) == "1000000000")
     }
 }
+
+@Suite struct JSONWriterTests {
+    /// A document with every kind of value, nested and empty containers, and text that needs escapes.
+    static let document = JSON.object([
+        ("name", .string("a \"quoted\" \\ name\nwith\ta\u{1}control")),
+        ("count", .int(-3)), ("on", .bool(true)), ("none", .null),
+        ("empty", .array([])), ("nothing", .object([])),
+        ("items", .array([.int(1), .object([("k", .array([.string("é ✓")]))]), .array([])])),
+    ])
+
+    @Test func writesTheLayoutReadersGet() throws {
+        let pretty = JSONWriterTests.document.rendered()
+        #expect(
+            pretty == """
+                {
+                  "name": "a \\"quoted\\" \\\\ name\\nwith\\ta\\u0001control",
+                  "count": -3,
+                  "on": true,
+                  "none": null,
+                  "empty": [],
+                  "nothing": {},
+                  "items": [
+                    1,
+                    {
+                      "k": [
+                        "é ✓"
+                      ]
+                    },
+                    []
+                  ]
+                }
+                """)
+        #expect(
+            JSONWriterTests.document.rendered(pretty: false)
+                == #"{"name":"a \"quoted\" \\ name\nwith\ta\u0001control","count":-3,"on":true,"none":null,"empty":[],"nothing":{},"items":[1,{"k":["é ✓"]},[]]}"#
+        )
+    }
+
+    /// Writing as it goes gives the same bytes as rendering the tree (plans are written so).
+    @Test func streamingMatchesTheTree() {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.key("name")
+        writer.string("a \"quoted\" \\ name\nwith\ta\u{1}control")
+        for (key, value) in [("count", JSON.int(-3)), ("on", .bool(true))] {
+            writer.key(key)
+            writer.value(value)
+        }
+        writer.key("none")
+        writer.string(nil)
+        writer.key("empty")
+        writer.beginArray()
+        writer.endArray()
+        writer.key("nothing")
+        writer.beginObject()
+        writer.endObject()
+        writer.key("items")
+        writer.beginArray()
+        writer.value(.int(1))
+        writer.beginObject()
+        writer.key("k")
+        writer.beginArray()
+        writer.string("é ✓")
+        writer.endArray()
+        writer.endObject()
+        writer.value(.array([]))
+        writer.endArray()
+        writer.endObject()
+        #expect(writer.text == JSONWriterTests.document.rendered())
+    }
+}
