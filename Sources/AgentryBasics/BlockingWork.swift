@@ -30,8 +30,51 @@ public enum BlockingWork {
         }
     }
 
+    /// Starts `body` on a blocking-work thread; the caller (itself blocking work) takes its result
+    /// later with `Pending.wait()`, doing something else meanwhile.
+    public static func start<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Pending<T> {
+        let pending = Pending<T>()
+        threads.submit { pending.finish(body()) }
+        return pending
+    }
+
+    /// Drops `value` on a blocking-work thread: freeing a large structure (a plan of 10,000 agents)
+    /// takes time the caller need not wait for.
+    public static func discard<T: Sendable>(_ value: consuming T) {
+        let held = Discarded(value)
+        threads.submit { held.drop() }
+    }
+
     /// How many threads do blocking work now, busy or idle (idle ones end after a while).
     public static var threadCount: Int { threads.count }
+}
+
+/// The result of work started with `BlockingWork.start`.
+public final class Pending<T: Sendable>: Sendable {
+    let done = DispatchSemaphore(value: 0)
+    let result = Mutex<T?>(nil)
+
+    func finish(_ value: T) {
+        result.withLock { $0 = value }
+        done.signal()
+    }
+
+    /// Blocks until the work is done; its result.
+    public func wait() -> T {
+        done.wait()
+        done.signal()  // a second wait returns at once
+        return result.withLock { $0! }
+    }
+}
+
+/// A value on its way to be freed on another thread.
+final class Discarded<T: Sendable>: @unchecked Sendable {
+    // Set once here, dropped once there: the submission orders the two.
+    private var value: T?
+
+    init(_ value: consuming T) { self.value = value }
+
+    func drop() { value = nil }
 }
 
 /// Threads that each take one job at a time; one is started whenever none is idle, and an idle one

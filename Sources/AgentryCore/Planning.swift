@@ -51,23 +51,31 @@ public struct Planning: Sendable {
             if !emptyState { try reporting(.stateUnavailable) { try ports.state.checkReadable() } }
             let reader = try ports.reader(target.repository, path: target.path)
             if !emptyState && !adopt { try Self.checkOwner(ports.state, reader.identity) }
+            let state: any StateStore = emptyState ? NoState() : ports.state
+            // The state and the machines are measured while the repository is read.
+            let measuring = BlockingWork.start { Result { try Self.measure(state, machines: ports.machines) } }
             let loaded = try reporting(.repositoryUnavailable) { try reader.load(target.ref) }
+            let measured = try measuring.wait().get()
             guard loaded.report.isValid else { return .invalid(loaded.report) }
-            return try Self.plan(
-                loaded, reader: reader, state: emptyState ? NoState() : ports.state, machines: ports.machines,
-                options: options, target: target)
+            let outcome = try Self.plan(
+                loaded, reader: reader, state: state, machines: ports.machines, options: options, target: target,
+                measured: measured)
+            // Freeing 10,000 agents' structures need not hold up the answer.
+            BlockingWork.discard(loaded)
+            return outcome
         }
     }
 
     /// Plans a loaded, valid commit against the actual state in `state`; `checkActual` may refuse
     /// that state first (a saved plan gone stale).
+    /// `measured`: the state and machines as `measure` found them, when already measured.
     static func plan(
         _ loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore, machines: any MachineBackend,
         options: PlanOptions, target: Target,
-        checkActual: (ActualState) throws -> Void = { _ in }
+        checkActual: (ActualState) throws -> Void = { _ in }, measured: Measurement? = nil
     ) throws -> Outcome {
         let desired = loaded.desired
-        let actual = try actualState(state, machines: machines) { name, revision, lifecycle in
+        let actual = actualState(try measured ?? measure(state, machines: machines)) { name, revision, lifecycle in
             guard let wanted = desired.agents[name] else { return false }
             return wanted.revision != revision || wanted.lifecycle.rawValue != lifecycle
         }
@@ -83,6 +91,7 @@ public struct Planning: Sendable {
         case .failure(let refusal):
             return .refused(refusal)
         case .success(var plan):
+
             // What would stop a machine from running here at all, said before apply tries.
             for index in plan.actions.indices where plan.actions[index].action != .delete {
                 if let problem = machines.pathProblem(plan.actions[index].agent) {
@@ -97,27 +106,39 @@ public struct Planning: Sendable {
         }
     }
 
+    /// What the state database says was applied, the kill switches, and each machine as observed.
+    struct Measurement: Sendable {
+        var rows: [AppliedAgent] = []
+        var kills: [String: KillSwitch] = [:]
+        var observations: [MachineObservation] = []
+    }
+
+    static func measure(_ state: any StateStore, machines: any MachineBackend) throws -> Measurement {
+        guard state.exists else { return Measurement() }
+        var measurement = try reporting(.stateUnavailable) {
+            var measurement = Measurement(rows: try state.appliedAgents())
+            for name in try state.killedAgents() { measurement.kills[name] = try state.killSwitch(name) }
+            return measurement
+        }
+        measurement.observations = measurement.rows.map { machines.observe($0.name) }
+        return measurement
+    }
+
     /// The actual state: what the state database says was applied, each machine measured (a
     /// machine that died, is still starting or runs with other resources is drift), and the kill
     /// switch. Applied fields are decoded only for the agents `needingFields` says, and for
     /// running machines (whose resources are compared with them).
     static func actualState(
-        _ state: any StateStore, machines: any MachineBackend,
+        _ measurement: Measurement,
         needingFields: (_ name: String, _ revision: String, _ lifecycle: String) -> Bool = { _, _, _ in true }
-    ) throws -> ActualState {
-        guard state.exists else { return ActualState() }
-        let (rows, kills) = try reporting(.stateUnavailable) {
-            let rows = try state.appliedAgents()
-            var kills: [String: KillSwitch] = [:]
-            for name in try state.killedAgents() { kills[name] = try state.killSwitch(name) }
-            return (rows, kills)
-        }
+    ) -> ActualState {
+        let kills = measurement.kills
         var agents: [String: ActualAgent] = [:]
-        for row in rows {
+        agents.reserveCapacity(measurement.rows.count)
+        for (row, observation) in zip(measurement.rows, measurement.observations) {
             let fields =
                 needingFields(row.name, row.revision, row.lifecycle) ? AgentRecord.decodeFields(row.fieldsJSON) : []
-            let status = HealthCheck.status(
-                record: row, killed: kills[row.name], observation: machines.observe(row.name))
+            let status = HealthCheck.status(record: row, killed: kills[row.name], observation: observation)
             agents[row.name] = ActualAgent(
                 name: row.name, appliedRevision: row.revision,
                 appliedFields: Dictionary(fields, uniquingKeysWith: { a, _ in a }),
@@ -168,7 +189,8 @@ public struct Planning: Sendable {
                     repository: repository,
                     ref: head, path: path)
                 document.textChanges = Self.textChanges(
-                    plan, before: { try? reader.bundle($0, in: before) }, after: { try? reader.bundle($0, in: after) })
+                    plan, before: Self.remembering { try? reader.bundle($0, in: before) },
+                    after: Self.remembering { try? reader.bundle($0, in: after) })
                 return .planned(document)
             }
         }
@@ -359,7 +381,7 @@ extension Planning {
         var commits: [String: LoadedCommit] = [:]
         return textChanges(
             plan,
-            before: { name in
+            before: remembering { name in
                 // Read for the few agents whose texts are shown, not for the whole state.
                 guard let commit = (try? state.agent(name))??.appliedCommit, !commit.isEmpty else { return nil }
                 if commits[commit] == nil {
@@ -368,7 +390,18 @@ extension Planning {
                 }
                 return commits[commit].flatMap { try? reader.bundle(name, in: $0) }
             },
-            after: { try? reader.bundle($0, in: loaded) })
+            after: remembering { try? reader.bundle($0, in: loaded) })
+    }
+
+    /// `read`, asked once per agent (an agent's instructions and skills changing read its bundle once).
+    static func remembering(_ read: @escaping (String) -> AgentBundle?) -> (String) -> AgentBundle? {
+        var bundles: [String: AgentBundle?] = [:]
+        return { name in
+            if let bundle = bundles[name] { return bundle }
+            let bundle = read(name)
+            bundles[name] = bundle
+            return bundle
+        }
     }
 
     /// Where an agent's instructions are: their file (`agents/hello/INSTRUCTIONS.md`), or the agent's

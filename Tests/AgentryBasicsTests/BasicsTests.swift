@@ -118,4 +118,54 @@ import Testing
         struct Refused: Error {}
         await #expect(throws: Refused.self) { try await BlockingWork.run { () throws -> Int in throw Refused() } }
     }
+
+    /// Work started from blocking work runs beside it: each side waits for the other to begin, which
+    /// only finishes if both run at once; the result is handed back, to any number of waits.
+    @Test func startedWorkRunsBesideItsCaller() async {
+        final class Flags: Sendable {
+            let caller = Atomic(false)
+            let started = Atomic(false)
+        }
+        let flags = Flags()
+        @Sendable func waitFor(_ flag: borrowing Atomic<Bool>) -> Bool {
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !flag.load(ordering: .acquiring) {
+                guard ContinuousClock.now < deadline else { return false }
+                usleep(1000)
+            }
+            return true
+        }
+        let (mine, theirs, again) = await BlockingWork.run {
+            let pending = BlockingWork.start { () -> Bool in
+                flags.started.store(true, ordering: .releasing)
+                return waitFor(flags.caller)
+            }
+            flags.caller.store(true, ordering: .releasing)
+            let mine = waitFor(flags.started)
+            return (mine, pending.wait(), pending.wait())
+        }
+        #expect(mine && theirs && again)
+    }
+
+    /// A discarded value is freed on another thread, without the caller waiting for it.
+    @Test func discardedValuesAreFreedElsewhere() async {
+        final class Witness: Sendable {
+            let freedOn = Mutex<pthread_t?>(nil)
+        }
+        final class Tracked: Sendable {
+            let witness: Witness
+            init(_ witness: Witness) { self.witness = witness }
+            deinit { witness.freedOn.withLock { $0 = pthread_self() } }
+        }
+        let witness = Witness()
+        let caller = await BlockingWork.run { () -> pthread_t in
+            BlockingWork.discard([Tracked(witness)])
+            return pthread_self()
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while witness.freedOn.withLock({ $0 }) == nil && ContinuousClock.now < deadline { usleep(1000) }
+        let freedOn = witness.freedOn.withLock { $0 }
+        #expect(freedOn != nil, "the value was freed")
+        #expect(freedOn.map { pthread_equal($0, caller) == 0 } == true, "on another thread than the caller's")
+    }
 }
