@@ -103,6 +103,7 @@ enum Library {
     static let initialised: Bool = {
         git_libgit2_init()
         _ = agentry_git_blank_config_search_paths()
+        _ = agentry_git_cache_large_trees()
         return true
     }()
 }

@@ -44,6 +44,17 @@ public final class QEMUBackend: MachineBackend {
 
     /// The machine's folder. Names are checked again here, where they become paths: a name that
     /// is not a DNS label (a damaged or hostile state database) never leaves `agents/`.
+    /// Every unix socket a machine's folder holds.
+    static func sockets(_ directory: String) -> [String] {
+        [
+            QEMUMachine.controlSocket(directory), QEMUMachine.qmpSocket(directory), MachineSupervisor.socket(directory),
+            QEMUMachine.consoleSocket(directory), QEMUMachine.egressSocket(directory),
+            QEMUMachine.gatewaySocket(directory),
+        ]
+    }
+    /// How many bytes the longest socket adds to the machine's folder.
+    static let longestSocketName = sockets("").map(\.utf8.count).max()!
+
     func directory(_ name: String) -> String {
         let safe = ResourceName.isValid(name) ? name : ".invalid/name-" + Hex.string(Array(name.utf8).prefix(32))
         return stateDirectory + "/agents/" + safe
@@ -82,12 +93,9 @@ public final class QEMUBackend: MachineBackend {
 
     public func pathProblem(_ name: String) -> String? {
         let directory = directory(name)
-        let longest = [
-            QEMUMachine.controlSocket(directory), QEMUMachine.qmpSocket(directory), MachineSupervisor.socket(directory),
-            QEMUMachine.consoleSocket(directory), QEMUMachine.egressSocket(directory),
-            QEMUMachine.gatewaySocket(directory),
-        ].max { $0.utf8.count < $1.utf8.count }!
-        guard longest.utf8.count > Self.socketPathLimit else { return nil }
+        // Asked for every agent of a plan: the strings are made only for a path that is too long.
+        guard directory.utf8.count + Self.longestSocketName > Self.socketPathLimit else { return nil }
+        let longest = Self.sockets(directory).max { $0.utf8.count < $1.utf8.count }!
         return
             "the machine's socket \(longest) is \(longest.utf8.count) bytes, more than unix sockets take (\(Self.socketPathLimit)); use a state directory at most \(stateDirectory.utf8.count - (longest.utf8.count - Self.socketPathLimit)) bytes long (--state-dir, AGENTRY_STATE_DIR)"
     }

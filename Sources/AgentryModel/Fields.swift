@@ -9,22 +9,34 @@ public typealias Fields = [(String, String)]
 public enum Canonical {
     /// SHA-256 over length-prefixed pairs (so no value can forge a field boundary).
     public static func digest(_ fields: Fields) -> String {
-        var message: [UInt8] = []
-        message.reserveCapacity(fields.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 24 })
-        func append(_ text: String) {
-            appendDecimal(text.utf8.count, to: &message)
-            message.append(UInt8(ascii: ":"))
-            message += text.utf8
+        var message = Message()
+        message.bytes.reserveCapacity(fields.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 24 })
+        for (key, value) in fields { message.append(key, value.utf8) }
+        return message.digest
+    }
+
+    /// The pairs' message, built a pair at a time (a value may be assembled from parts as bytes).
+    public struct Message {
+        var bytes: [UInt8] = []
+
+        public init() {}
+
+        public mutating func append<Value: Collection>(_ key: String, _ value: Value) where Value.Element == UInt8 {
+            appendDecimal(key.utf8.count, to: &bytes)
+            bytes.append(UInt8(ascii: ":"))
+            bytes += key.utf8
+            bytes.append(UInt8(ascii: "="))
+            appendDecimal(value.count, to: &bytes)
+            bytes.append(UInt8(ascii: ":"))
+            bytes += value
+            bytes.append(UInt8(ascii: "\n"))
         }
-        for (key, value) in fields {
-            append(key)
-            message.append(UInt8(ascii: "="))
-            append(value)
-            message.append(UInt8(ascii: "\n"))
+
+        public var digest: String {
+            var hasher = SHA256()
+            hasher.update(bytes)
+            return Hex.string(hasher.finalize())
         }
-        var hasher = SHA256()
-        hasher.update(message)
-        return Hex.string(hasher.finalize())
     }
 
     static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {

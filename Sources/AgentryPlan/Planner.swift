@@ -46,12 +46,19 @@ public enum MachineHealth: Sendable, Hashable {
         case stop
     }
 
-    /// A short token for digests.
-    var token: String {
+    /// A short token for digests: `healthy`, or `repair:field=old,...`.
+    func appendToken(to bytes: inout [UInt8]) {
         switch self {
-        case .healthy: return "healthy"
+        case .healthy: bytes += "healthy".utf8
         case .drifted(let repair, let reasons):
-            return repair.rawValue + ":" + reasons.map { "\($0.field)=\($0.old ?? "")" }.joined(separator: ",")
+            bytes += repair.rawValue.utf8
+            bytes.append(UInt8(ascii: ":"))
+            for (index, reason) in reasons.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                bytes += reason.field.utf8
+                bytes.append(UInt8(ascii: "="))
+                bytes += (reason.old ?? "").utf8
+            }
         }
     }
 }
@@ -76,15 +83,27 @@ public struct ActualState: Sendable {
 
     /// A digest of everything the planner reads, so a saved plan can tell whether it went stale.
     public var digest: String {
-        Canonical.digest(
-            agents.keys.sorted().map { name in
-                let agent = agents[name]!
-                let killed = agent.killed.map { " killed:\($0.reason)" } ?? ""
-                return (
-                    name,
-                    "\(agent.appliedRevision) \(agent.lifecycle.rawValue) \(agent.machineState ?? "-") \(agent.health.token)\(killed)"
-                )
-            })
+        // `revision lifecycle machineState health[ killed:reason]` per agent, assembled as bytes
+        // (this runs over every agent of every plan).
+        var message = Canonical.Message()
+        var value: [UInt8] = []
+        for name in agents.keys.sorted() {
+            let agent = agents[name]!
+            value.removeAll(keepingCapacity: true)
+            value += agent.appliedRevision.utf8
+            value.append(UInt8(ascii: " "))
+            value += agent.lifecycle.rawValue.utf8
+            value.append(UInt8(ascii: " "))
+            value += (agent.machineState ?? "-").utf8
+            value.append(UInt8(ascii: " "))
+            agent.health.appendToken(to: &value)
+            if let killed = agent.killed {
+                value += " killed:".utf8
+                value += killed.reason.utf8
+            }
+            message.append(name, value)
+        }
+        return message.digest
     }
 }
 

@@ -113,7 +113,7 @@ public final class CommitReader: RepositoryReader {
             diagnostics: snapshot.diagnostics, index: index, catalog: Catalog(), filesChecked: snapshot.filesChecked,
             fileResults: [:])
         let desired = DesiredState(
-            agents: Dictionary(snapshot.desired.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
+            agents: Self.byName(snapshot.desired) { $0.name },
             commit: snapshot.commit)
         return LoadedCommit(
             commit: snapshot.commit, report: report, desired: desired, displayPrefix: displayPrefix, parsedFiles: 0,

@@ -34,8 +34,8 @@ extension CommitReader {
             previous[row.path] = (row.blobID, result)
         }
 
-        var agents = Dictionary(snapshot.agents.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var desired = Dictionary(snapshot.desired.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var agents = Self.byName(snapshot.agents) { $0.name }
+        var desired = Self.byName(snapshot.desired) { $0.name }
         var resources = Dictionary(
             snapshot.resources.map { (ResourceTable.key($0.kind, $0.name), $0) }, uniquingKeysWith: { a, _ in a })
         var skills = Dictionary(snapshot.skills.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -224,6 +224,14 @@ extension CommitReader {
         }
         return DesiredAgent.compile(
             agent, resources: table, skillDigest: { skills[$0]?.digest ?? "" }, instructionsBlob: instructions)
+    }
+
+    /// Keyed by name, the first of a name kept (built in place: these are 10,000 agents).
+    static func byName<T>(_ items: [T], _ name: (T) -> String) -> [String: T] {
+        var table: [String: T] = [:]
+        table.reserveCapacity(items.count)
+        for item in items where table[name(item)] == nil { table[name(item)] = item }
+        return table
     }
 
     func localPath(_ path: String) -> String? {

@@ -77,14 +77,17 @@ enum SnapshotCodec {
             agents.append(agent)
         }
         guard let desiredCount = reader.int() else { return nil }
-        let summaries = Dictionary(agents.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        // Positions, not copies: 10,000 summaries are looked up here.
+        var positions: [String: Int] = [:]
+        positions.reserveCapacity(agents.count)
+        for (position, agent) in agents.enumerated() { positions[agent.name] = position }
         var desired: [DesiredAgent] = []
         desired.reserveCapacity(desiredCount)
         for _ in 0..<desiredCount {
             guard let name = reader.string(), let revision = reader.string(), let parts = reader.fields(),
-                let summary = summaries[name]
+                let position = positions[name]
             else { return nil }
-            desired.append(DesiredAgent(summary, revision: revision, parts: parts))
+            desired.append(DesiredAgent(agents[position], revision: revision, parts: parts))
         }
         guard let resources = reader.resources(), let skillCount = reader.int() else { return nil }
         var skills: [DerivedSnapshot.SkillState] = []

@@ -20,6 +20,12 @@ static inline int agentry_git_disable_strict_hash_verification(void) {
     return git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
 }
 
+/* Keep large trees in libgit2's object cache (by default only trees under 4 KiB are kept): a
+ * folder of 10,000 agent files is a tree of half a megabyte, parsed again on every path lookup. */
+static inline int agentry_git_cache_large_trees(void) {
+    return git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_TREE, (size_t)(8 << 20));
+}
+
 /* Do not refuse repositories owned by another user (a service reading a repo a CI user checked out). */
 static inline int agentry_git_set_owner_validation(int enabled) {
     return git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, enabled);
