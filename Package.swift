@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // MARK: System libraries
@@ -103,6 +106,19 @@ let package = Package(
             ]
         ),
 
+        // The service's HTTP surface (`agentry serve`): the /v1 API on Hummingbird, with its
+        // lifecycle (SIGTERM drains) from ServiceLifecycle. Errors map to statuses in one place.
+        .target(
+            name: "AgentryServer",
+            dependencies: [
+                "AgentryCore", "AgentryModel", "AgentryBasics",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: Composition and executables
 
         // The one place that wires the real adapters into the core.
@@ -110,7 +126,8 @@ let package = Package(
             name: "AgentryComposition",
             dependencies: [
                 "AgentryCore", "AgentrySource", "AgentryHistory", "AgentryState", "AgentrySecrets", "AgentryMachine",
-                "AgentryGateway", "AgentryGit", "AgentryBasics", .product(name: "Logging", package: "swift-log"),
+                "AgentryGateway", "AgentryGit", "AgentryServer", "AgentryBasics",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(

@@ -6,6 +6,7 @@ import AgentryHistory
 import AgentryMachine
 import AgentryRender
 import AgentrySecrets
+import AgentryServer
 import AgentrySource
 import AgentryState
 import Foundation
@@ -135,6 +136,23 @@ public enum HistoryBenchmark {
     /// The same bytes the Python baseline writes.
     static func record(_ index: Int) -> String {
         "formatVersion: 1\nrunId: \"run-\(String(index + 1_000_000).dropFirst())\"\nagent: \"bench\"\nexitStatus: 0\n"
+    }
+}
+
+/// `agentry serve` and `agentry token`: the service's database and its HTTP API.
+public enum Service {
+    /// The service's database in the state directory.
+    public static func store(stateDirectory: String) -> any ServiceStore {
+        ServiceDatabase(stateDirectory: stateDirectory)
+    }
+
+    /// Serves the /v1 API on `host:port` until SIGTERM or SIGINT; `onListening` is told the address.
+    public static func serve(
+        ports: Ports, stateDirectory: String, runs: RunService.Settings, host: String, port: Int, grace: Duration,
+        onListening: @escaping @Sendable (String) -> Void
+    ) async throws {
+        let server = APIServer(ports: ports, store: store(stateDirectory: stateDirectory), runs: runs)
+        try await server.run(.init(host: host, port: port, grace: grace, onListening: onListening))
     }
 }
 

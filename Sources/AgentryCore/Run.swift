@@ -33,6 +33,9 @@ public struct Runner: Sendable {
         public var continueSession = false
         /// Ctrl-C and SIGTERM: the harness's process tree is killed and the run recorded as interrupted.
         public var interruption: Interruption?
+        /// Told the run's id when its harness starts (journalled: from then on the run is recorded
+        /// whatever happens to this process).
+        public var harnessStarted: (@Sendable (String) -> Void)?
 
         public init(
             agent: String, repository: String, path: String, ref: String? = nil, prompt: String?, timeout: Duration?,
@@ -206,6 +209,7 @@ public struct Runner: Sendable {
         }
         attempt.enter(.harness)
         progress("run \(attempt.runID): \(bundle.harness.metadata.name) for \(request.agent)")
+        request.harnessStarted?(attempt.runID)
         let result = try channel.exec(
             GuestScripts.inRunGroup(rendered.command),
             environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),

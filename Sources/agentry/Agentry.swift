@@ -22,6 +22,7 @@ struct Agentry: AsyncParsableCommand {
             Validate.self, PlanCommand.self, DiffCommand.self, ApplyCommand.self, StatusCommand.self,
             RenderCommand.self, RunCommand.self, ExecCommand.self, CopyCommand.self, KillCommand.self,
             UnkillCommand.self,
+            ServeCommand.self, TokenCommand.self,
             SecretCommand.self,
             DisksCommand.self,
             HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,

@@ -313,3 +313,77 @@ public final class RunningCommand {
         }
     }
 }
+
+/// A minimal HTTP/1.1 client for tests of `agentry serve`: one request per connection, the whole
+/// answer read (the server closes after `Connection: close`). Loopback only.
+public enum HTTP {
+    public struct Response {
+        public var status: Int
+        public var headers: [String: String]
+        public var body: String
+        public var json: [String: Any] { (try? decodeJSON(body)) ?? [:] }
+    }
+
+    public static func request(
+        _ method: String, _ url: String, token: String? = nil, headers: [String: String] = [:], body: String? = nil
+    ) throws -> Response {
+        guard url.hasPrefix("http://"), let slash = url.dropFirst(7).firstIndex(of: "/") else {
+            throw Shell.Failure(description: "not a loopback URL: \(url)")
+        }
+        let authority = url[url.index(url.startIndex, offsetBy: 7)..<slash]
+        let path = String(url[slash...])
+        let parts = authority.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1]) else {
+            throw Shell.Failure(description: "bad address \(url)")
+        }
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw Shell.Failure(description: "socket: \(errno)") }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        inet_pton(AF_INET, String(parts[0]), &address.sin_addr)
+        var timeout = timeval(tv_sec: 60, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw Shell.Failure(description: "connect \(url): errno \(errno)") }
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(authority)\r\nConnection: close\r\n"
+        if let token { head += "Authorization: Bearer \(token)\r\n" }
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        let payload = Array((body ?? "").utf8)
+        if body != nil { head += "Content-Type: application/json\r\nContent-Length: \(payload.count)\r\n" }
+        let bytes = Array((head + "\r\n").utf8) + payload
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBufferPointer { send(descriptor, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { throw Shell.Failure(description: "send \(url): errno \(errno)") }
+            sent += count
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            received += buffer[0..<count]
+        }
+        let text = String(decoding: received, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n") else {
+            throw Shell.Failure(description: "no HTTP answer from \(url): \(text.prefix(200))")
+        }
+        let lines = text[..<split.lowerBound].components(separatedBy: "\r\n")
+        guard let status = lines.first?.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else {
+            throw Shell.Failure(description: "bad status line from \(url): \(lines.first ?? "")")
+        }
+        var fields: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return Response(status: status, headers: fields, body: String(text[split.upperBound...]))
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+
+/// What a bearer token may do. Each scope includes the ones before it: `run` can read, `admin` can
+/// run (and kill, unkill, reconcile).
+public enum TokenScope: String, Sendable, CaseIterable, Comparable {
+    case read, run, admin
+
+    public static func < (lhs: TokenScope, rhs: TokenScope) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// A token of the service's API, as stored: never the token itself, only its SHA-256.
+public struct APIToken: Sendable, Equatable {
+    /// Public, for listing and revoking (`tok_…`).
+    public var id: String
+    public var scope: TokenScope
+    /// The agents it is limited to; empty: every agent.
+    public var agents: [String]
+    public var createdAt: Date
+    public var createdBy: String
+    public var expiresAt: Date?
+    public var revokedAt: Date?
+
+    public init(
+        id: String, scope: TokenScope, agents: [String], createdAt: Date, createdBy: String, expiresAt: Date?,
+        revokedAt: Date? = nil
+    ) {
+        self.id = id
+        self.scope = scope
+        self.agents = agents
+        self.createdAt = createdAt
+        self.createdBy = createdBy
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+    }
+
+    /// Whether it may act on `agent` (nil: a request about no agent in particular, such as a
+    /// listing, which then shows only the agents it covers).
+    public func covers(_ agent: String?) -> Bool {
+        guard let agent else { return true }
+        return agents.isEmpty || agents.contains(agent)
+    }
+}
+
+/// Where a run accepted by the service is in its life. The first three are live; the rest final.
+public enum ServiceRunStatus: String, Sendable, CaseIterable {
+    case queued, starting, running, succeeded, failed, timedOut, cancelled, interrupted
+
+    public var isFinal: Bool { ![.queued, .starting, .running].contains(self) }
+}
+
+/// A run the service accepted: stored before the request is answered, so it is never lost.
+public struct ServiceRun: Sendable, Equatable {
+    public var id: String
+    public var agent: String
+    public var status: ServiceRunStatus
+    public var prompt: String?
+    public var timeoutSeconds: Int?
+    public var continueSession: Bool
+    /// The client's `Idempotency-Key`, with the token that sent it (one client's key is not another's).
+    public var idempotencyKey: String?
+    public var tokenID: String?
+    public var requestedBy: String
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    /// The run's record in history, once it has one.
+    public var recordID: String?
+    public var historyCommit: String?
+    public var exitStatus: Int?
+    /// Why it ended as it did (a failure's message, what interrupted it).
+    public var message: String?
+
+    public init(
+        id: String, agent: String, status: ServiceRunStatus = .queued, prompt: String?, timeoutSeconds: Int?,
+        continueSession: Bool, idempotencyKey: String?, tokenID: String?, requestedBy: String, createdAt: Date
+    ) {
+        self.id = id
+        self.agent = agent
+        self.status = status
+        self.prompt = prompt
+        self.timeoutSeconds = timeoutSeconds
+        self.continueSession = continueSession
+        self.idempotencyKey = idempotencyKey
+        self.tokenID = tokenID
+        self.requestedBy = requestedBy
+        self.createdAt = createdAt
+    }
+}
+
+/// The service's own database (`service.sqlite` beside the state): tokens and accepted runs.
+/// Separate from the state database so that accepting runs never waits on an apply's writer lock.
+public protocol ServiceStore: Sendable {
+    func saveToken(_ token: APIToken, hash: String) throws
+    /// The token whose SHA-256 is `hash`, revoked or not.
+    func token(hash: String) throws -> APIToken?
+    func tokens() throws -> [APIToken]
+    /// False when there is no such token.
+    func revokeToken(id: String, at time: Date) throws -> Bool
+
+    /// Stores `run`, unless a run with the same token and idempotency key exists: then that one,
+    /// and `created` false.
+    func submit(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool)
+    func run(id: String) throws -> ServiceRun?
+    /// Newest first; `before`: a run id to continue after (a page's cursor).
+    func runs(agent: String?, statuses: Set<ServiceRunStatus>?, limit: Int, before: String?) throws -> [ServiceRun]
+    func update(_ run: ServiceRun) throws
+}

@@ -1,0 +1,241 @@
+import AgentryBasics
+import AgentryRender
+import Foundation
+import Logging
+
+/// The service's runs (`agentry serve`): each is stored before the request that asked for it is
+/// answered, then started in the order accepted, one at a time per agent and at most
+/// `maxConcurrent` at once, through the same `Runner` as `agentry run` (and so the same per-agent
+/// lane and run lock, beside any CLI command on the same state directory).
+public actor RunService {
+    /// Where runs read the agents and write their records.
+    public struct Settings: Sendable {
+        public var repository: String
+        public var path: String
+        public var historyBranch: String
+        public var maxConcurrent: Int
+
+        public init(repository: String, path: String, historyBranch: String, maxConcurrent: Int) {
+            self.repository = repository
+            self.path = path
+            self.historyBranch = historyBranch
+            self.maxConcurrent = max(1, maxConcurrent)
+        }
+    }
+
+    struct Active {
+        var runID: String
+        var interruption: Interruption
+        var cancelRequested = false
+        var task: Task<Void, Never>?
+    }
+
+    let ports: Ports
+    let store: any ServiceStore
+    let settings: Settings
+    var logger: Logger { ports.logger }
+    /// By agent: the run it is carrying out.
+    var active: [String: Active] = [:]
+    var accepting = true
+
+    public init(ports: Ports, store: any ServiceStore, settings: Settings) {
+        self.ports = ports
+        self.store = store
+        self.settings = settings
+    }
+
+    /// How many runs are carrying on now.
+    public var activeCount: Int { active.count }
+
+    /// At start: runs the last service left live did not end under its watch, so they are
+    /// `interrupted` (the agent's next run records them in history, as after a killed CLI); queued
+    /// runs then start. Returns how many were interrupted.
+    @discardableResult
+    public func recover() throws -> Int {
+        let live = try reporting(.stateUnavailable) {
+            try store.runs(agent: nil, statuses: [.starting, .running], limit: Int.max, before: nil)
+        }
+        for var run in live {
+            run.status = .interrupted
+            run.finishedAt = ports.clock.now()
+            run.message = "the service stopped while the run was going on; the agent's next run records it"
+            try reporting(.stateUnavailable) { try store.update(run) }
+        }
+        schedule()
+        return live.count
+    }
+
+    /// Accepts a run: checked against the state (an applied agent, not killed, paused or revoked),
+    /// stored as `queued`, then started when its turn comes. The same token and idempotency key
+    /// give back the run first accepted for them, not a new one.
+    public func submit(
+        agent: String, prompt: String?, timeout: Duration?, continueSession: Bool, idempotencyKey: String?,
+        token: APIToken?, actor: String
+    ) throws -> (run: ServiceRun, created: Bool) {
+        guard accepting else { throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs") }
+        if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.utf8.count > 255 {
+            throw CoreError(.invalidArgument, "Idempotency-Key must be 1 to 255 bytes")
+        }
+        if let prompt, prompt.utf8.count > 1 << 20 {
+            throw CoreError(.invalidArgument, "the prompt is over 1 MiB")
+        }
+        if let timeout, timeout <= .zero { throw CoreError(.invalidArgument, "timeout must be positive") }
+        let state = ports.state
+        let (record, kill) = try reporting(.stateUnavailable) { (try state.agent(agent), try state.killSwitch(agent)) }
+        guard let record else {
+            throw CoreError(.notFound, "the agent \(agent) is not applied here")
+        }
+        if let kill {
+            throw CoreError(
+                .agentBlocked,
+                "the agent \(agent) is killed (\(kill.reason), by \(kill.actor)); agentry unkill lifts it")
+        }
+        if record.lifecycle != "active" {
+            throw CoreError(.agentBlocked, "the agent \(agent) is \(record.lifecycle); it takes no runs")
+        }
+        let run = ServiceRun(
+            id: "run_" + Hex.random(bytes: 10), agent: agent, prompt: prompt,
+            timeoutSeconds: timeout.map { Int($0.components.seconds) }, continueSession: continueSession,
+            idempotencyKey: idempotencyKey, tokenID: token?.id, requestedBy: actor, createdAt: ports.clock.now())
+        let stored = try reporting(.stateUnavailable) { try store.submit(run) }
+        if stored.created { schedule() }
+        return stored
+    }
+
+    /// Cancels a run: a queued one at once; a live one has its harness's process tree killed, and
+    /// is `cancelled` once its record is written. A finished run is left as it is (409).
+    public func cancel(_ id: String) throws -> ServiceRun {
+        guard var run = try reporting(.stateUnavailable, { try store.run(id: id) }) else {
+            throw CoreError(.notFound, "there is no run \(id)")
+        }
+        switch run.status {
+        case .queued:
+            run.status = .cancelled
+            run.finishedAt = ports.clock.now()
+            run.message = "cancelled before it started"
+            try reporting(.stateUnavailable) { try store.update(run) }
+        case .starting, .running:
+            if var current = active[run.agent], current.runID == id {
+                current.cancelRequested = true
+                active[run.agent] = current
+                current.interruption.interrupt(SIGTERM)
+            }
+        default:
+            throw CoreError(.agentBlocked, "the run \(id) already ended: \(run.status.rawValue)")
+        }
+        return run
+    }
+
+    /// Starts queued runs while there is room: the oldest first, one per agent.
+    func schedule() {
+        guard accepting, active.count < settings.maxConcurrent else { return }
+        let queued: [ServiceRun]
+        do {
+            queued = try store.runs(agent: nil, statuses: [.queued], limit: Int.max, before: nil).reversed()
+        } catch {
+            logger.error("cannot read the queued runs", metadata: ["error": "\(error)"])
+            return
+        }
+        for run in queued where active[run.agent] == nil {
+            guard active.count < settings.maxConcurrent else { return }
+            start(run)
+        }
+    }
+
+    func start(_ queued: ServiceRun) {
+        var run = queued
+        run.status = .starting
+        run.startedAt = ports.clock.now()
+        do {
+            try store.update(run)
+        } catch {
+            logger.error("cannot start the run", metadata: ["run": "\(run.id)", "error": "\(error)"])
+            return
+        }
+        let interruption = Interruption()
+        active[run.agent] = Active(runID: run.id, interruption: interruption)
+        let task = Task { await self.execute(run, interruption: interruption) }
+        active[run.agent]?.task = task
+    }
+
+    func execute(_ started: ServiceRun, interruption: Interruption) async {
+        var run = started
+        var request = Runner.Request(
+            agent: run.agent, repository: settings.repository, path: settings.path, prompt: run.prompt,
+            timeout: run.timeoutSeconds.map { .seconds($0) }, actor: run.requestedBy, trigger: "api",
+            historyBranch: settings.historyBranch, interruption: interruption)
+        request.continueSession = run.continueSession
+        request.harnessStarted = { recordID in Task { await self.harnessStarted(runID: started.id, recordID: recordID) }
+        }
+        let logger = self.logger
+        let runID = run.id
+        logger.info("run started", metadata: ["run": "\(runID)", "agent": "\(run.agent)"])
+        do {
+            let outcome = try await Runner(
+                ports, progress: { line in logger.info("\(line)", metadata: ["run": "\(runID)"]) },
+                output: { _, _ in }
+            ).run(request)
+            let record = outcome.record
+            run.recordID = record.runID
+            run.historyCommit = outcome.historyCommit
+            run.exitStatus = record.exitStatus
+            run.message = record.reason ?? outcome.historyWarning
+            switch record.outcome {
+            case .succeeded: run.status = .succeeded
+            case .failed, .notStarted, .machineLost: run.status = .failed
+            case .timedOut: run.status = .timedOut
+            case .interrupted: run.status = active[run.agent]?.cancelRequested == true ? .cancelled : .interrupted
+            }
+        } catch let error as CoreError {
+            run.status = active[run.agent]?.cancelRequested == true ? .cancelled : .failed
+            run.message = error.message
+        } catch {
+            run.status = .failed
+            run.message = "\(error)"
+        }
+        run.finishedAt = ports.clock.now()
+        do {
+            try store.update(run)
+        } catch {
+            logger.error("cannot record the run's end", metadata: ["run": "\(run.id)", "error": "\(error)"])
+        }
+        logger.info("run ended", metadata: ["run": "\(runID)", "status": "\(run.status.rawValue)"])
+        active[run.agent] = nil
+        schedule()
+    }
+
+    /// `starting` becomes `running` once the harness runs (and the run is journalled), unless the
+    /// run already ended.
+    func harnessStarted(runID: String, recordID: String) {
+        guard active.values.contains(where: { $0.runID == runID }),
+            var run = try? store.run(id: runID), run.status == .starting
+        else { return }
+        run.status = .running
+        run.recordID = recordID
+        do { try store.update(run) } catch {
+            logger.error("cannot record that the run started", metadata: ["run": "\(runID)", "error": "\(error)"])
+        }
+    }
+
+    /// Stops taking runs, lets the live ones finish for up to `grace`, then interrupts the rest
+    /// (each is recorded in history as interrupted) and waits for their records.
+    public func shutdown(grace: Duration) async {
+        accepting = false
+        guard !active.isEmpty else { return }
+        logger.info("waiting for runs to finish", metadata: ["runs": "\(active.count)", "grace": "\(grace)"])
+        let drained = await waitForIdle(upTo: grace)
+        guard !drained else { return }
+        for current in active.values { current.interruption.interrupt(SIGTERM) }
+        for task in active.values.compactMap(\.task) { await task.value }
+    }
+
+    /// True when every active run ended within `limit`.
+    func waitForIdle(upTo limit: Duration) async -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        while !active.isEmpty && clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return active.isEmpty
+    }
+}

@@ -1,0 +1,123 @@
+import AgentryBasics
+import AgentryCore
+import AgentryModel
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The wire forms of the /v1 API: JSON bodies, errors, runs, request input.
+enum API {
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    /// Request bodies are small JSON documents; a prompt is at most 1 MiB.
+    static let largestBody = (1 << 20) + 4096
+
+    static func json(_ value: JSON, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: value.rendered() + "\n")))
+    }
+
+    /// `{"error": {"code", "message"}}` with its status.
+    static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
+        json(.object([("error", .object([("code", .string(code)), ("message", .string(message))]))]), status: status)
+    }
+
+    /// A failure of the core, at the status its category means (the one mapping of the service).
+    static func error(_ failure: any AgentryFailure) -> Response {
+        switch failure.category {
+        case .invalidInput: return error(.unprocessableContent, "invalidRequest", failure.message)
+        case .notFound: return error(.notFound, "notFound", failure.message)
+        case .conflict: return error(.conflict, "conflict", failure.message)
+        case .locked:
+            var response = error(.tooManyRequests, "busy", failure.message)
+            response.headers[.retryAfter] = "5"
+            return response
+        case .unavailable, .timeout, .io: return error(.serviceUnavailable, "unavailable", failure.message)
+        case .internalFailure: return error(.internalServerError, "internal", failure.message)
+        }
+    }
+
+    struct BadRequest: Error {
+        var message: String
+    }
+
+    /// The body, read up to `largestBody`; an error to report when it is larger or unreadable.
+    static func body(_ request: inout Request) async -> Result<[UInt8], BadRequest> {
+        do {
+            let buffer = try await request.collectBody(upTo: largestBody)
+            return .success(Array(buffer.readableBytesView))
+        } catch {
+            return .failure(BadRequest(message: "the request body is over \(largestBody) bytes or could not be read"))
+        }
+    }
+
+    static func time(_ date: Date) -> String { Timestamp.rfc3339(date.timeIntervalSince1970) }
+
+    static func run(_ run: ServiceRun) -> JSON {
+        func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
+        return .object([
+            ("id", .string(run.id)),
+            ("agent", .string(run.agent)),
+            ("status", .string(run.status.rawValue)),
+            ("prompt", optional(run.prompt)),
+            (
+                "timeout",
+                run.timeoutSeconds.map { .string(DurationText.format(milliseconds: UInt64($0) * 1000)) } ?? .null
+            ),
+            ("continue", .bool(run.continueSession)),
+            ("requestedBy", .string(run.requestedBy)),
+            ("createdAt", .string(time(run.createdAt))),
+            ("startedAt", optional(run.startedAt.map(time))),
+            ("finishedAt", optional(run.finishedAt.map(time))),
+            ("exitStatus", run.exitStatus.map(JSON.int) ?? .null),
+            ("message", optional(run.message)),
+            ("recordId", optional(run.recordID)),
+            ("historyCommit", optional(run.historyCommit)),
+            (
+                "links",
+                .object([
+                    ("self", .string("/v1/runs/\(run.id)")), ("cancel", .string("/v1/runs/\(run.id)/cancel")),
+                    ("agent", .string("/v1/agents/\(run.agent)")),
+                ])
+            ),
+        ])
+    }
+
+    /// `POST /v1/agents/{name}/runs`: `{"prompt"?: string, "timeout"?: "15m", "continue"?: bool}`.
+    struct RunInput {
+        var prompt: String?
+        var timeout: Duration?
+        var continueSession = false
+
+        static func parse(_ body: [UInt8]) throws -> RunInput {
+            var input = RunInput()
+            guard !body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) else { return input }
+            guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+                throw BadRequest(message: "the body must be a JSON object: {\"prompt\", \"timeout\", \"continue\"}")
+            }
+            for (key, value) in object {
+                switch key {
+                case "prompt":
+                    guard let text = value as? String else { throw BadRequest(message: "prompt must be a string") }
+                    input.prompt = text
+                case "timeout":
+                    guard let text = value as? String, let milliseconds = DurationText.parse(text), milliseconds > 0
+                    else {
+                        throw BadRequest(message: "timeout must be a duration such as \"90s\", \"15m\" or \"1h30m\"")
+                    }
+                    input.timeout = .milliseconds(Int64(clamping: milliseconds))
+                case "continue":
+                    // A JSON true or false, not a number that would also read as one.
+                    guard let flag = value as? Bool, (value as? NSNumber).map({ String(cString: $0.objCType) }) == "c"
+                    else {
+                        throw BadRequest(message: "continue must be true or false")
+                    }
+                    input.continueSession = flag
+                default:
+                    throw BadRequest(message: "unknown field \(key); a run takes prompt, timeout and continue")
+                }
+            }
+            return input
+        }
+    }
+}

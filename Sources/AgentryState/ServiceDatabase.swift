@@ -1,0 +1,233 @@
+import AgentryCore
+import Foundation
+import GRDB
+import Synchronization
+
+/// `service.sqlite` in the state directory (WAL): the service's tokens and the runs it accepted.
+/// Its own file, so that accepting a run never waits on the state's writer lock (an apply holds
+/// it); SQLite orders the writers of this one (the service and `agentry token`), each briefly.
+public final class ServiceDatabase: ServiceStore {
+    public let path: String
+    private let opened = Mutex<DatabasePool?>(nil)
+
+    public static let fileName = "service.sqlite"
+
+    public init(stateDirectory: String) {
+        path = stateDirectory + "/" + Self.fileName
+    }
+
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE tokens (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        hash TEXT NOT NULL UNIQUE,
+                        scope TEXT NOT NULL,
+                        agents TEXT NOT NULL,
+                        created_at DATETIME NOT NULL,
+                        created_by TEXT NOT NULL,
+                        expires_at DATETIME,
+                        revoked_at DATETIME
+                    );
+                    CREATE TABLE runs (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        id TEXT NOT NULL UNIQUE,
+                        agent TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        prompt TEXT,
+                        timeout_seconds INTEGER,
+                        continue_session INTEGER NOT NULL,
+                        idempotency_key TEXT,
+                        token_id TEXT,
+                        requested_by TEXT NOT NULL,
+                        created_at DATETIME NOT NULL,
+                        started_at DATETIME,
+                        finished_at DATETIME,
+                        record_id TEXT,
+                        history_commit TEXT,
+                        exit_status INTEGER,
+                        message TEXT
+                    );
+                    CREATE UNIQUE INDEX runs_idempotency ON runs(token_id, idempotency_key)
+                        WHERE idempotency_key IS NOT NULL;
+                    CREATE INDEX runs_agent ON runs(agent, seq);
+                    CREATE INDEX runs_status ON runs(status, seq);
+                    """)
+        }
+        return migrator
+    }()
+
+    func pool() throws -> DatabasePool {
+        try opened.withLock { opened in
+            if let opened { return opened }
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(10)
+            configuration.label = "agentry-service"
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                if try pool.read({ try Self.migrator.hasBeenSuperseded($0) }) {
+                    throw StateError(
+                        code: .newerSchema,
+                        message:
+                            "\(path) was written by a newer agentry; upgrade agentry, or point --state-dir elsewhere")
+                }
+                try Self.migrator.migrate(pool)
+                opened = pool
+                return pool
+            } catch let error as StateError {
+                throw error
+            } catch {
+                throw SQLiteStateStore.describe(error, path: path)
+            }
+        }
+    }
+
+    func reading<T>(_ body: (Database) throws -> T) throws -> T {
+        let pool = try pool()
+        do { return try pool.read(body) } catch { throw SQLiteStateStore.describe(error, path: path) }
+    }
+
+    func writing<T>(_ body: (Database) throws -> T) throws -> T {
+        let pool = try pool()
+        do { return try pool.write(body) } catch { throw SQLiteStateStore.describe(error, path: path) }
+    }
+
+    // MARK: Tokens
+
+    public func saveToken(_ token: APIToken, hash: String) throws {
+        try writing { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO tokens (id, hash, scope, agents, created_at, created_by, expires_at, revoked_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    token.id, hash, token.scope.rawValue, token.agents.joined(separator: ","), token.createdAt,
+                    token.createdBy, token.expiresAt, token.revokedAt,
+                ])
+        }
+    }
+
+    static func token(_ row: Row) -> APIToken? {
+        guard let scope = TokenScope(rawValue: row["scope"]) else { return nil }
+        let agents: String = row["agents"]
+        return APIToken(
+            id: row["id"], scope: scope, agents: agents.split(separator: ",").map(String.init),
+            createdAt: row["created_at"], createdBy: row["created_by"], expiresAt: row["expires_at"],
+            revokedAt: row["revoked_at"])
+    }
+
+    public func token(hash: String) throws -> APIToken? {
+        try reading { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM tokens WHERE hash = ?", arguments: [hash]).flatMap(Self.token)
+        }
+    }
+
+    public func tokens() throws -> [APIToken] {
+        try reading { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM tokens ORDER BY created_at, id").compactMap(Self.token)
+        }
+    }
+
+    public func revokeToken(id: String, at time: Date) throws -> Bool {
+        try writing { db in
+            guard try Row.fetchOne(db, sql: "SELECT id FROM tokens WHERE id = ?", arguments: [id]) != nil else {
+                return false
+            }
+            try db.execute(
+                sql: "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [time, id])
+            return true
+        }
+    }
+
+    // MARK: Runs
+
+    static func run(_ row: Row) -> ServiceRun? {
+        guard let status = ServiceRunStatus(rawValue: row["status"]) else { return nil }
+        var run = ServiceRun(
+            id: row["id"], agent: row["agent"], status: status, prompt: row["prompt"],
+            timeoutSeconds: row["timeout_seconds"], continueSession: row["continue_session"],
+            idempotencyKey: row["idempotency_key"], tokenID: row["token_id"], requestedBy: row["requested_by"],
+            createdAt: row["created_at"])
+        run.startedAt = row["started_at"]
+        run.finishedAt = row["finished_at"]
+        run.recordID = row["record_id"]
+        run.historyCommit = row["history_commit"]
+        run.exitStatus = row["exit_status"]
+        run.message = row["message"]
+        return run
+    }
+
+    public func submit(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool) {
+        try writing { db in
+            if let key = run.idempotencyKey,
+                let existing = try Row.fetchOne(
+                    db, sql: "SELECT * FROM runs WHERE token_id IS ? AND idempotency_key = ?",
+                    arguments: [run.tokenID, key]
+                ).flatMap(Self.run)
+            {
+                return (existing, false)
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO runs (id, agent, status, prompt, timeout_seconds, continue_session, idempotency_key,
+                        token_id, requested_by, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    run.id, run.agent, run.status.rawValue, run.prompt, run.timeoutSeconds, run.continueSession,
+                    run.idempotencyKey, run.tokenID, run.requestedBy, run.createdAt,
+                ])
+            return (run, true)
+        }
+    }
+
+    public func run(id: String) throws -> ServiceRun? {
+        try reading { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id]).flatMap(Self.run)
+        }
+    }
+
+    public func runs(agent: String?, statuses: Set<ServiceRunStatus>?, limit: Int, before: String?) throws
+        -> [ServiceRun]
+    {
+        try reading { db in
+            var clauses: [String] = []
+            var arguments: StatementArguments = []
+            if let agent {
+                clauses.append("agent = ?")
+                _ = arguments.append(contentsOf: [agent])
+            }
+            if let statuses {
+                clauses.append("status IN (\(statuses.map { _ in "?" }.joined(separator: ",")))")
+                _ = arguments.append(contentsOf: StatementArguments(statuses.map(\.rawValue)))
+            }
+            if let before {
+                clauses.append("seq < (SELECT seq FROM runs WHERE id = ?)")
+                _ = arguments.append(contentsOf: [before])
+            }
+            let filter = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM runs \(filter) ORDER BY seq DESC LIMIT \(max(0, min(limit, Int(Int32.max))))",
+                arguments: arguments
+            ).compactMap(Self.run)
+        }
+    }
+
+    public func update(_ run: ServiceRun) throws {
+        try writing { db in
+            try db.execute(
+                sql: """
+                    UPDATE runs SET status = ?, started_at = ?, finished_at = ?, record_id = ?, history_commit = ?,
+                        exit_status = ?, message = ?
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    run.status.rawValue, run.startedAt, run.finishedAt, run.recordID, run.historyCommit,
+                    run.exitStatus, run.message, run.id,
+                ])
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `agentry serve` as a user meets it: the real binary on loopback, a real repository, a real
+/// microVM, tokens from `agentry token`. (Part of the apply suite: it shares its images.)
+extension ApplyCommandTests {
+    /// Starts `agentry serve` on a free port; its base URL.
+    func serve(_ repo: TemporaryDirectory) throws -> (RunningCommand, String) {
+        let server = try RunningCommand(
+            Agentry.binary.path,
+            ["serve", "--state-dir", state.path, "--repo", repo.path, "--listen", "127.0.0.1:0", "--grace", "5s"],
+            environment: ["AGENTRY_ACCELERATOR": "tcg"])
+        try server.waitForError("listening on http://", seconds: 60)
+        let line = server.stderr.split(separator: "\n").first { $0.contains("listening on http://") } ?? ""
+        guard let start = line.range(of: "http://") else { throw Shell.Failure(description: "no address: \(line)") }
+        return (server, String(line[start.lowerBound...]).trimmingCharacters(in: .whitespaces))
+    }
+
+    /// `agentry token SUBCOMMAND ...` on the suite's state directory.
+    func tokens(_ arguments: [String]) throws -> Agentry.Result {
+        try Shell.run(Agentry.binary.path, ["token"] + arguments + ["--state-dir", state.path])
+    }
+
+    func token(_ arguments: [String], in repo: TemporaryDirectory) throws -> String {
+        let made = try tokens(["create"] + arguments)
+        #expect(made.status == 0, "\(made.stderr)")
+        return made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Polls a run until it is final; the last answer.
+    func finished(_ base: String, _ id: String, token: String, seconds: Double = 240) async throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try await TestSupport.waitUntil("run \(id) to end", seconds: seconds) {
+            last = try HTTP.request("GET", base + "/v1/runs/\(id)", token: token).json
+            return !["queued", "starting", "running"].contains(last["status"] as? String ?? "")
+        }
+        return last
+    }
+
+    @Test func serveAcceptsRunsOnceRefusesStrangersAndLosesNothingWhenKilled() async throws {
+        defer { stopMachines() }
+        let repo = try runRepository(
+            script:
+                "mkdir -p out; echo \"$PROMPT\" > out/answer.txt; case \"$PROMPT\" in slow*) sleep 60;; esac; echo \"did $PROMPT\""
+        )
+        let applied = try agentry(["apply"], in: repo)
+        #expect(applied.status == 0, "\(applied.stderr)")
+        let runner = try token(["--scope", "run"], in: repo)
+        let reader = try token(["--scope", "read"], in: repo)
+        let elsewhere = try token(["--scope", "run", "--agent", "someone-else"], in: repo)
+        let listed = try tokens(["list", "-o", "json"])
+        #expect(listed.stdout.contains("\"scopes\"") && !listed.stdout.contains(runner), "token text is never listed")
+
+        var (server, base) = try serve(repo)
+        #expect(try HTTP.request("GET", base + "/healthz").status == 200)
+
+        // Strangers: no token, a made-up one, a revoked one, the wrong scope, the wrong agent.
+        let anonymous = try HTTP.request("GET", base + "/v1/agents")
+        #expect(anonymous.status == 401)
+        #expect((anonymous.json["error"] as? [String: Any])?["code"] as? String == "unauthenticated")
+        #expect(
+            try HTTP.request("GET", base + "/v1/agents", token: "agt_" + String(repeating: "0", count: 64)).status
+                == 401)
+        let revoked = try token(["--scope", "admin"], in: repo)
+        let revokedID = try #require(
+            (decodeJSON(try tokens(["list", "-o", "json"]).stdout)["tokens"] as? [[String: Any]])?
+                .last?["id"] as? String)
+        #expect(try tokens(["revoke", revokedID]).status == 0)
+        #expect(try HTTP.request("GET", base + "/v1/agents", token: revoked).status == 401)
+        var runs = base + "/v1/agents/greeter/runs"
+        #expect(try HTTP.request("POST", runs, token: reader, body: "{}").status == 403)
+        #expect(try HTTP.request("POST", runs, token: elsewhere, body: "{}").status == 403)
+        let malformed = try HTTP.request("POST", runs, token: runner, body: #"{"prompt": 5}"#)
+        #expect(malformed.status == 400, "\(malformed.body)")
+        #expect(try HTTP.request("POST", base + "/v1/agents/nobody/runs", token: runner, body: "{}").status == 404)
+
+        // The agent as the state sees it.
+        let agents = try HTTP.request("GET", base + "/v1/agents", token: reader)
+        #expect(agents.status == 200)
+        let greeter = (agents.json["agents"] as? [[String: Any]])?.first { $0["name"] as? String == "greeter" }
+        #expect(greeter?["appliedRevision"] as? String != nil, "\(agents.body)")
+
+        // A run, asked twice with one Idempotency-Key: one run, answered 201 then 200.
+        let key = ["Idempotency-Key": "first-run"]
+        let first = try HTTP.request("POST", runs, token: runner, headers: key, body: #"{"prompt": "hi"}"#)
+        #expect(first.status == 201, "\(first.body)")
+        let id = try #require(first.json["id"] as? String)
+        #expect(first.headers["location"] == "/v1/runs/\(id)")
+        let again = try HTTP.request("POST", runs, token: runner, headers: key, body: #"{"prompt": "hi"}"#)
+        #expect(again.status == 200)
+        #expect(again.json["id"] as? String == id)
+        let done = try await finished(base, id, token: reader)
+        #expect(done["status"] as? String == "succeeded", "\(done)")
+        #expect(done["exitStatus"] as? Int == 0)
+        let record = try #require(done["recordId"] as? String)
+        // Recorded in history exactly once, with its artifact, readable with plain git.
+        let history = try git(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"], in: repo)
+        #expect(history.split(separator: "\n").filter { $0.hasSuffix("/record.yaml") }.count == 1, "\(history)")
+        #expect(history.contains("\(record)/artifacts/answer.txt"))
+        // A token for other agents does not see the run at all.
+        #expect(try HTTP.request("GET", base + "/v1/runs/\(id)", token: elsewhere).status == 404)
+        let page = try HTTP.request("GET", runs + "?limit=1", token: reader)
+        #expect((page.json["runs"] as? [[String: Any]])?.first?["id"] as? String == id)
+
+        // The service dies mid-run (SIGKILL): started again, the run is interrupted, not lost, and
+        // the next run goes through.
+        let slow = try HTTP.request("POST", runs, token: runner, body: #"{"prompt": "slow one"}"#)
+        #expect(slow.status == 201)
+        let slowID = try #require(slow.json["id"] as? String)
+        try await TestSupport.waitUntil("the slow run to start", seconds: 120) {
+            try HTTP.request("GET", base + "/v1/runs/\(slowID)", token: reader).json["status"] as? String == "running"
+        }
+        server.signal(SIGKILL)
+        _ = try server.wait(seconds: 30)
+        (server, base) = try serve(repo)
+        runs = base + "/v1/agents/greeter/runs"
+        let lost = try HTTP.request("GET", base + "/v1/runs/\(slowID)", token: reader).json
+        #expect(lost["status"] as? String == "interrupted", "\(lost)")
+        let after = try HTTP.request("POST", runs, token: runner, body: #"{"prompt": "after"}"#)
+        let afterID = try #require(after.json["id"] as? String)
+        let afterDone = try await finished(base, afterID, token: reader)
+        #expect(afterDone["status"] as? String == "succeeded", "\(afterDone)")
+        // History holds all three, the killed service's run recorded as interrupted by the next.
+        let records = try git(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"], in: repo)
+            .split(separator: "\n").filter { $0.hasSuffix("/record.yaml") }
+        #expect(records.count == 3, "\(records)")
+        let outcomes = try records.map { try git(["show", "agentry/history:\($0)"], in: repo) }
+        #expect(outcomes.filter { $0.contains("outcome: \"interrupted\"") }.count == 1, "\(outcomes)")
+
+        // SIGTERM: a clean stop, exit 0.
+        server.signal(SIGTERM)
+        #expect(try server.wait(seconds: 60) == 0, "\(server.stderr.suffix(2000))")
+        #expect(server.stderr.contains("agentry serve: stopped"))
+    }
+}
