@@ -1,0 +1,73 @@
+import AgentryCore
+import AgentryState
+import Foundation
+import TestSupport
+import Testing
+
+/// `service.sqlite`: what the service stores survives a restart, keys deduplicate per token,
+/// pages follow each other, tokens are kept as hashes only.
+@Suite struct ServiceDatabaseTests {
+    func run(_ id: String, agent: String = "a", key: String? = nil, token: String? = "tok_1") -> ServiceRun {
+        ServiceRun(
+            id: id, agent: agent, prompt: "p \(id)", timeoutSeconds: 60, continueSession: false, idempotencyKey: key,
+            tokenID: token, requestedBy: "token tok_1", createdAt: Date(timeIntervalSince1970: 1_800_000_000))
+    }
+
+    @Test func runsSurviveARestartAndPagesFollowEachOther() throws {
+        let folder = try TemporaryDirectory("agentry-service-db")
+        do {
+            let store = ServiceDatabase(stateDirectory: folder.path)
+            #expect(try store.submit(run("run_1", key: "k")).created)
+            #expect(try store.submit(run("run_2", key: "k")).run.id == "run_1", "the same key gives the first run")
+            #expect(try store.submit(run("run_3", key: "k", token: "tok_2")).created, "another token's key is its own")
+            for index in 4...7 { _ = try store.submit(run("run_\(index)", agent: index.isMultiple(of: 2) ? "a" : "b")) }
+            var started = try #require(try store.run(id: "run_1"))
+            started.status = .running
+            started.recordID = "20270115-080000-abcd"
+            try store.update(started)
+        }
+        // A new process (a restarted service) sees everything, in order.
+        let store = ServiceDatabase(stateDirectory: folder.path)
+        #expect(try store.run(id: "run_1")?.status == .running)
+        #expect(try store.run(id: "run_1")?.recordID == "20270115-080000-abcd")
+        #expect(try store.run(id: "run_1")?.timeoutSeconds == 60)
+        let live = try store.runs(agent: nil, statuses: [.running], limit: 10, before: nil)
+        #expect(live.map(\.id) == ["run_1"])
+        let first = try store.runs(agent: "a", statuses: nil, limit: 2, before: nil)
+        #expect(first.map(\.id) == ["run_6", "run_4"], "newest first")
+        let second = try store.runs(agent: "a", statuses: nil, limit: 2, before: first.last?.id)
+        #expect(second.map(\.id) == ["run_3", "run_1"])
+        #expect(try store.runs(agent: "a", statuses: nil, limit: 2, before: second.last?.id).isEmpty)
+    }
+
+    @Test func tokensAreFoundByHashAndRevokedById() throws {
+        let folder = try TemporaryDirectory("agentry-service-db")
+        let store = ServiceDatabase(stateDirectory: folder.path)
+        let tokens = Tokens(store: store, clock: SystemClockForTests())
+        let (made, text) = try tokens.create(scope: .run, agents: ["a"], expiresIn: .seconds(3600), by: "ana")
+        let raw = try Data(contentsOf: URL(fileURLWithPath: folder.path + "/service.sqlite"))
+        #expect(raw.range(of: Data(text.utf8)) == nil, "the token's text is not in the database")
+        guard case .success(let found) = try tokens.authorize("Bearer \(text)", scope: .read, agent: "a") else {
+            Issue.record("a good token was refused")
+            return
+        }
+        #expect(found.id == made.id && found.scope == .run && found.agents == ["a"] && found.createdBy == "ana")
+        #expect(
+            try tokens.authorize("Bearer \(text)", scope: .admin, agent: "a")
+                == .failure(.forbidden("the token \(made.id) has scope run; this needs admin")))
+        if case .success = try tokens.authorize("Bearer \(text)", scope: .run, agent: "b") {
+            Issue.record("a token for a was accepted for b")
+        }
+        try tokens.revoke(id: made.id)
+        if case .success = try tokens.authorize("Bearer \(text)", scope: .read, agent: "a") {
+            Issue.record("a revoked token was accepted")
+        }
+        #expect(throws: CoreError.self) { try tokens.revoke(id: "tok_nope") }
+    }
+}
+
+struct SystemClockForTests: WallClock {
+    func now() -> Date { Date() }
+    func sleep(for duration: Duration) async { try? await Task.sleep(for: duration) }
+    func pause(for duration: Duration) { usleep(UInt32(duration.components.seconds * 1_000_000)) }
+}

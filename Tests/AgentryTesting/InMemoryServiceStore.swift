@@ -1,0 +1,68 @@
+import AgentryCore
+import Foundation
+import Synchronization
+
+/// The service's store in memory: tokens and runs, with the database's idempotency and ordering.
+public final class InMemoryServiceStore: ServiceStore {
+    struct Contents {
+        var tokens: [(token: APIToken, hash: String)] = []
+        var runs: [ServiceRun] = []
+    }
+
+    let contents = Mutex(Contents())
+
+    public init() {}
+
+    public func saveToken(_ token: APIToken, hash: String) throws {
+        contents.withLock { $0.tokens.append((token, hash)) }
+    }
+
+    public func token(hash: String) throws -> APIToken? {
+        contents.withLock { $0.tokens.first { $0.hash == hash }?.token }
+    }
+
+    public func tokens() throws -> [APIToken] { contents.withLock { $0.tokens.map(\.token) } }
+
+    public func revokeToken(id: String, at time: Date) throws -> Bool {
+        contents.withLock { contents in
+            guard let index = contents.tokens.firstIndex(where: { $0.token.id == id }) else { return false }
+            if contents.tokens[index].token.revokedAt == nil { contents.tokens[index].token.revokedAt = time }
+            return true
+        }
+    }
+
+    public func submit(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool) {
+        contents.withLock { contents in
+            if let key = run.idempotencyKey,
+                let existing = contents.runs.first(where: { $0.idempotencyKey == key && $0.tokenID == run.tokenID })
+            {
+                return (existing, false)
+            }
+            contents.runs.append(run)
+            return (run, true)
+        }
+    }
+
+    public func run(id: String) throws -> ServiceRun? { contents.withLock { $0.runs.first { $0.id == id } } }
+
+    public func runs(agent: String?, statuses: Set<ServiceRunStatus>?, limit: Int, before: String?) throws
+        -> [ServiceRun]
+    {
+        contents.withLock { contents in
+            var newestFirst = Array(contents.runs.reversed())
+            if let before, let index = newestFirst.firstIndex(where: { $0.id == before }) {
+                newestFirst = Array(newestFirst[(index + 1)...])
+            }
+            return Array(
+                newestFirst.filter { run in
+                    (agent == nil || run.agent == agent) && (statuses?.contains(run.status) ?? true)
+                }.prefix(limit))
+        }
+    }
+
+    public func update(_ run: ServiceRun) throws {
+        contents.withLock { contents in
+            if let index = contents.runs.firstIndex(where: { $0.id == run.id }) { contents.runs[index] = run }
+        }
+    }
+}
