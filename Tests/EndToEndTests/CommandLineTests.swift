@@ -326,6 +326,16 @@ extension ApplyCommandTests {
         #expect(installed.status == 0, "\(installed.stderr)")
         let agentry = prefix.path + "/bin/agentry"
         #expect(FileManager.default.isExecutableFile(atPath: prefix.path + "/bin/agentry-guest"))
+        // The service's unit, pointing at the installed binary.
+        let unit = try String(contentsOfFile: prefix.path + "/lib/systemd/system/agentry.service", encoding: .utf8)
+        #expect(unit.contains("ExecStart=\(prefix.path)/bin/agentry serve"), "\(unit)")
+        #expect(!unit.contains("@BINDIR@"))
+        for analyze in ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        where FileManager.default.isExecutableFile(atPath: analyze) {
+            let verified = try Shell.run(analyze, ["verify", prefix.path + "/lib/systemd/system/agentry.service"])
+            #expect(!verified.stderr.contains("Unknown key"), "\(verified.stderr)")
+            break
+        }
         let quickstart = Agentry.packageRoot.appendingPathComponent("examples/quickstart").path
         #expect(try Shell.run(agentry, ["validate", "--dir", quickstart]).status == 0)
 
