@@ -148,10 +148,11 @@ public enum Service {
 
     /// Serves the /v1 API on `host:port` until SIGTERM or SIGINT; `onListening` is told the address.
     public static func serve(
-        ports: Ports, stateDirectory: String, runs: RunService.Settings, host: String, port: Int, grace: Duration,
-        onListening: @escaping @Sendable (String) -> Void
+        ports: Ports, stateDirectory: String, runs: RunService.Settings, reconcileEvery: Duration?, host: String,
+        port: Int, grace: Duration, onListening: @escaping @Sendable (String) -> Void
     ) async throws {
-        let server = APIServer(ports: ports, store: store(stateDirectory: stateDirectory), runs: runs)
+        let server = APIServer(
+            ports: ports, store: store(stateDirectory: stateDirectory), runs: runs, reconcileEvery: reconcileEvery)
         try await server.run(.init(host: host, port: port, grace: grace, onListening: onListening))
     }
 }

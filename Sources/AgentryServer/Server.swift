@@ -30,13 +30,23 @@ public struct APIServer: Sendable {
     let tokens: Tokens
     let store: any ServiceStore
     let runSettings: RunService.Settings
+    let reconciler: Reconciler
+    /// Passes every interval (the first at start); nil: only when asked (`POST /v1/reconcile`).
+    let interval: Duration?
 
-    public init(ports: Ports, store: any ServiceStore, runs: RunService.Settings) {
+    public init(ports: Ports, store: any ServiceStore, runs: RunService.Settings, reconcileEvery interval: Duration?) {
         self.ports = ports
         self.store = store
         self.runSettings = runs
         self.runs = RunService(ports: ports, store: store, settings: runs)
         self.tokens = Tokens(store: store, clock: ports.clock)
+        self.interval = interval
+        self.reconciler = Reconciler(
+            ports: ports,
+            settings: .init(
+                target: .init(repository: runs.repository, ref: "HEAD", path: runs.path),
+                interval: interval ?? .seconds(24 * 3600), historyBranch: runs.historyBranch,
+                parallelism: runs.maxConcurrent))
     }
 
     /// Runs until SIGTERM or SIGINT.
@@ -51,7 +61,10 @@ public struct APIServer: Sendable {
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "agentry"),
-            services: [RunDrain(runs: runs, grace: settings.grace)],
+            services: [
+                RunDrain(runs: runs, grace: settings.grace),
+                ReconcileLoop(reconciler: reconciler, enabled: interval != nil),
+            ],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? settings.port
                 settings.onListening("\(settings.host):\(port)")
@@ -87,6 +100,45 @@ public struct APIServer: Sendable {
         router.get("/v1/runs/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
             return await self.handleRun(request, id: id, scope: .read) { run in API.json(API.run(run), status: .ok) }
+        }
+        router.post("/v1/reconcile") { request, _ in
+            await self.handle(request, scope: .admin, agent: nil) { token in
+                guard token.agents.isEmpty else {
+                    return API.error(.forbidden, "forbidden", "reconciling takes a token for every agent")
+                }
+                await self.reconciler.trigger()
+                return API.json(.object([("status", .string("triggered"))]), status: .accepted)
+            }
+        }
+        router.get("/v1/reconcile") { request, _ in
+            await self.handle(request, scope: .read, agent: nil) { _ in
+                guard let pass = await self.reconciler.lastPass else {
+                    return API.json(.object([("lastPass", .null), ("passes", .int(0))]))
+                }
+                return API.json(
+                    .object([
+                        ("passes", .int(await self.reconciler.passes)),
+                        (
+                            "lastPass",
+                            .object([
+                                ("startedAt", .string(API.time(pass.startedAt))),
+                                ("durationMs", .int(Int(pass.duration / .milliseconds(1)))),
+                                ("commit", pass.commit.map(JSON.string) ?? .null),
+                                ("result", .string(pass.result)), ("message", .string(pass.message)),
+                            ])
+                        ),
+                    ]))
+            }
+        }
+        for (verb, killing) in [("kill", true), ("unkill", false)] {
+            router.post("/v1/agents/:name/\(verb)") { request, context in
+                let name = context.parameters.get("name") ?? ""
+                var request = request
+                let body = await API.body(&request)
+                return await self.handle(request, scope: .admin, agent: name) { token in
+                    try await self.killSwitch(name, killing: killing, body: try body.get(), token: token)
+                }
+            }
         }
         router.post("/v1/runs/:id/cancel") { request, context in
             let id = context.parameters.get("id") ?? ""
@@ -164,7 +216,7 @@ public struct APIServer: Sendable {
         return API.json(
             .object([
                 ("commit", report.commit.map(JSON.string) ?? .null),
-                ("agents", .array(try rows.map { try agentJSON($0, report: report) })),
+                ("agents", .array(try await rows.asyncMap { try await agentJSON($0, report: report) })),
             ]))
     }
 
@@ -174,10 +226,10 @@ public struct APIServer: Sendable {
         guard let row = report.rows.first(where: { $0.name == name }) else {
             return API.error(.notFound, "notFound", "there is no agent \(name) in the repository or the state")
         }
-        return API.json(try agentJSON(row, report: report))
+        return API.json(try await agentJSON(row, report: report))
     }
 
-    func agentJSON(_ row: StatusReport.Row, report: StatusReport) throws -> JSON {
+    func agentJSON(_ row: StatusReport.Row, report: StatusReport) async throws -> JSON {
         let kill = try ports.state.killSwitch(row.name)
         let last = try store.runs(agent: row.name, statuses: nil, limit: 1, before: nil).first
         var killSwitch = JSON.null
@@ -189,6 +241,14 @@ public struct APIServer: Sendable {
         }
         let health: JSON = row.health.map { .string($0.state.rawValue) } ?? .null
         let detail: JSON = row.health?.detail.map { .string($0) } ?? .null
+        let conditions = await reconciler.conditions(of: row.name).map { condition -> JSON in
+            .object([
+                ("type", .string(condition.kind.rawValue)), ("status", .string(condition.status ? "True" : "False")),
+                ("reason", .string(condition.reason)), ("message", .string(condition.message)),
+                ("observedCommit", condition.observedCommit.map(JSON.string) ?? .null),
+                ("lastTransitionTime", .string(API.time(condition.since))),
+            ])
+        }
         return .object([
             ("name", .string(row.name)),
             ("desiredRevision", row.desiredRevision.map(JSON.string) ?? .null),
@@ -200,6 +260,7 @@ public struct APIServer: Sendable {
             ("healthDetail", detail),
             ("machineState", row.machineState.map(JSON.string) ?? .null),
             ("killSwitch", killSwitch),
+            ("conditions", .array(conditions)),
             ("lastRun", last.map(API.run) ?? .null),
             ("links", .object([("runs", .string("/v1/agents/\(row.name)/runs"))])),
         ])
@@ -254,6 +315,47 @@ public struct APIServer: Sendable {
                 ("runs", .array(shown.map(API.run))),
                 ("nextCursor", page.count > limit ? shown.last.map { JSON.string($0.id) } ?? .null : .null),
             ]))
+    }
+}
+
+extension APIServer {
+    /// `POST /v1/agents/{name}/kill` `{"reason"}` and `/unkill`: the kill switch, recorded as the
+    /// CLI records it (event log and history), with the token as who.
+    func killSwitch(_ agent: String, killing: Bool, body: [UInt8], token: APIToken) async throws -> Response {
+        let operations = Operations(ports)
+        let actor = "token \(token.id)"
+        let warn: @Sendable (String) -> Void = { [logger = ports.logger] in logger.warning("\($0)") }
+        if killing {
+            let object = body.isEmpty ? [:] : ((try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any])
+            guard let reason = object?["reason"] as? String, !reason.isEmpty, object?.count == 1 else {
+                throw API.BadRequest(message: "the body must be {\"reason\": \"why\"}")
+            }
+            let earlier = try await operations.kill(
+                agent: agent, reason: reason, actor: actor, repository: runSettings.repository, warn: warn)
+            return API.json(
+                .object([("agent", .string(agent)), ("killed", .bool(true)), ("changed", .bool(earlier == nil))]))
+        }
+        let lifted = try await operations.unkill(
+            agent: agent, actor: actor, repository: runSettings.repository, warn: warn)
+        return API.json(.object([("agent", .string(agent)), ("killed", .bool(false)), ("changed", .bool(lifted))]))
+    }
+}
+
+extension Array where Element: Sendable {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
+
+/// The reconcile loop, stopped when the service stops.
+struct ReconcileLoop: Service {
+    let reconciler: Reconciler
+    let enabled: Bool
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await reconciler.run(passingFirst: enabled) }
     }
 }
 

@@ -28,6 +28,13 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address and port to listen on (port 0: any free port, printed at start).")
     var listen: String = "127.0.0.1:8484"
 
+    @Option(
+        name: .long,
+        help:
+            "Reconcile (apply the repository, repair drift) at start and then this often; 0: only on POST /v1/reconcile.",
+        transform: GoDuration.parse)
+    var interval: Duration = .seconds(60)
+
     @Option(name: .long, help: "Runs of different agents carried out at once.")
     var maxConcurrentRuns: Int = 4
 
@@ -64,7 +71,8 @@ struct ServeCommand: AsyncParsableCommand {
             repository: ports.host.absolute(source.repository), path: source.path,
             historyBranch: historyBranch ?? ports.host.historyBranch, maxConcurrent: maxConcurrentRuns)
         try await Service.serve(
-            ports: ports, stateDirectory: state.directory, runs: settings, host: host, port: port, grace: grace,
+            ports: ports, stateDirectory: state.directory, runs: settings,
+            reconcileEvery: interval == .zero ? nil : interval, host: host, port: port, grace: grace,
             onListening: { address in Output.progress("agentry serve: listening on http://\(address)") })
         Output.progress("agentry serve: stopped")
     }

@@ -103,6 +103,27 @@ extension ApplyCommandTests {
         let page = try HTTP.request("GET", runs + "?limit=1", token: reader)
         #expect((page.json["runs"] as? [[String: Any]])?.first?["id"] as? String == id)
 
+        // A push: the loop applies it when asked (admin), and the agent's conditions say so.
+        let admin = try token(["--scope", "admin"], in: repo)
+        let before = try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json
+        let file = repo.url.appendingPathComponent("agents/greeter.yaml")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        try repo.write("agents/greeter.yaml", text.replacingOccurrences(of: "Greet people.", with: "Greet everyone."))
+        _ = try repo.commitAll("friendlier", initialize: false)
+        #expect(try HTTP.request("POST", base + "/v1/reconcile", token: runner).status == 403)
+        #expect(try HTTP.request("POST", base + "/v1/reconcile", token: admin).status == 202)
+        var now: [String: Any] = [:]
+        try await TestSupport.waitUntil("the push to be applied", seconds: 180) {
+            now = try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json
+            let applied = now["appliedRevision"] as? String
+            return applied != nil && applied == now["desiredRevision"] as? String
+                && applied != before["appliedRevision"] as? String
+        }
+        let ready = (now["conditions"] as? [[String: Any]])?.first { $0["type"] as? String == "Ready" }
+        #expect(ready?["status"] as? String == "True", "\(now)")
+        let pass = try HTTP.request("GET", base + "/v1/reconcile", token: reader).json["lastPass"] as? [String: Any]
+        #expect(pass?["result"] as? String == "applied", "\(String(describing: pass))")
+
         // The service dies mid-run (SIGKILL): started again, the run is interrupted, not lost, and
         // the next run goes through.
         let slow = try HTTP.request("POST", runs, token: runner, body: #"{"prompt": "slow one"}"#)
@@ -127,6 +148,16 @@ extension ApplyCommandTests {
         #expect(records.count == 3, "\(records)")
         let outcomes = try records.map { try git(["show", "agentry/history:\($0)"], in: repo) }
         #expect(outcomes.filter { $0.contains("outcome: \"interrupted\"") }.count == 1, "\(outcomes)")
+
+        // The kill switch over HTTP (admin): runs are refused with 409 until it is lifted.
+        let kill = try HTTP.request(
+            "POST", base + "/v1/agents/greeter/kill", token: admin, body: #"{"reason": "testing the switch"}"#)
+        #expect(kill.status == 200, "\(kill.body)")
+        let refused = try HTTP.request("POST", runs, token: runner, body: "{}")
+        #expect(refused.status == 409 && refused.body.contains("testing the switch"), "\(refused.body)")
+        let killed = try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json
+        #expect((killed["killSwitch"] as? [String: Any])?["reason"] as? String == "testing the switch")
+        #expect(try HTTP.request("POST", base + "/v1/agents/greeter/unkill", token: admin).status == 200)
 
         // SIGTERM: a clean stop, exit 0.
         server.signal(SIGTERM)

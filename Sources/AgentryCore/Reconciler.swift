@@ -1,0 +1,217 @@
+import AgentryBasics
+import AgentryPlan
+import Foundation
+import Logging
+
+/// One condition of an agent, in the Flux style: `Ready`, `Reconciling` or `Stalled`, true or
+/// false, with why, at which commit, since when.
+public struct AgentCondition: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case ready = "Ready", reconciling = "Reconciling", stalled = "Stalled"
+    }
+
+    public var kind: Kind
+    public var status: Bool
+    public var reason: String
+    public var message: String
+    public var observedCommit: String?
+    public var since: Date
+}
+
+/// The service's reconcile loop, level-triggered: every `interval` (and whenever asked), apply the
+/// repository at `ref` with the same safety as `agentry apply` (an invalid commit or a refused plan
+/// applies nothing and says so in every agent's conditions), which also re-measures every machine
+/// and repairs drift. An agent whose step keeps failing waits longer each time (1, 2, 4 ... up to
+/// 32 intervals) before it is tried again, while the others carry on.
+public actor Reconciler {
+    public struct Settings: Sendable {
+        public var target: Planning.Target
+        public var interval: Duration
+        public var historyBranch: String
+        public var parallelism: Int
+
+        public init(target: Planning.Target, interval: Duration, historyBranch: String, parallelism: Int) {
+            self.target = target
+            self.interval = interval
+            self.historyBranch = historyBranch
+            self.parallelism = parallelism
+        }
+    }
+
+    /// What the last pass did.
+    public struct Pass: Sendable {
+        public var startedAt: Date
+        public var duration: Duration
+        public var commit: String?
+        /// `applied`, `noChanges`, `partlyFailed`, `invalid`, `refused`, `failed`.
+        public var result: String
+        public var message: String
+    }
+
+    struct Backoff {
+        var failures: Int
+        var notBefore: ContinuousClock.Instant
+    }
+
+    let ports: Ports
+    let settings: Settings
+    var conditions: [String: [AgentCondition]] = [:]
+    var backoff: [String: Backoff] = [:]
+    public private(set) var lastPass: Pass?
+    public private(set) var passes = 0
+    var wake: AsyncStream<Void>.Continuation?
+    var logger: Logger { ports.logger }
+
+    public init(ports: Ports, settings: Settings) {
+        self.ports = ports
+        self.settings = settings
+    }
+
+    /// The agent's conditions (none before the first pass that saw it).
+    public func conditions(of agent: String) -> [AgentCondition] { conditions[agent] ?? [] }
+
+    /// Reconciles now (at the end of a pass under way, once).
+    public func trigger() { wake?.yield() }
+
+    /// Passes until the task is cancelled: at once when `passingFirst` (then every interval),
+    /// otherwise only when asked.
+    public func run(passingFirst: Bool) async {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        wake = continuation
+        var wakes = stream.makeAsyncIterator()
+        if !passingFirst { _ = await wakes.next() }
+        while !Task.isCancelled {
+            await pass()
+            guard passingFirst else {
+                _ = await wakes.next()
+                continue
+            }
+            // The next pass: after the interval, or as soon as someone asks.
+            let interval = settings.interval
+            let timer = Task {
+                try? await Task.sleep(for: interval)
+                continuation.yield()
+            }
+            _ = await wakes.next()
+            timer.cancel()
+        }
+    }
+
+    /// One pass: plan and apply; conditions from what happened.
+    public func pass() async {
+        let started = ports.clock.now()
+        let clock = ContinuousClock()
+        let began = clock.now
+        passes += 1
+        var options = ApplyOptions(
+            actor: "agentry serve", historyBranch: settings.historyBranch, parallelism: settings.parallelism)
+        let resting = backoff.filter { $0.value.notBefore > began }.map(\.key)
+        if !resting.isEmpty {
+            // Everyone else: the agents of the repository and of the state, less those resting.
+            let known = Set(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? [])
+            options.only = known.subtracting(resting)
+        }
+        for name in conditions.keys where !resting.contains(name) {
+            set(name, .reconciling, true, "Progressing", "reconciling", commit: nil, at: started)
+        }
+        do {
+            let outcome = try await Apply(ports).run(.init(target: settings.target, options: options))
+            record(outcome, at: started, resting: Set(resting))
+        } catch let error as CoreError {
+            finish(result: "failed", message: error.message, commit: nil, began: began, at: started)
+            for name in conditions.keys {
+                stall(name, reason: "ReconcileFailed", message: error.message, commit: nil, at: started)
+            }
+        } catch {
+            finish(result: "failed", message: "\(error)", commit: nil, began: began, at: started)
+        }
+    }
+
+    func record(_ outcome: Apply.Outcome, at started: Date, resting: Set<String>) {
+        let began = ContinuousClock.now - outcome.duration
+        switch outcome.plan {
+        case .invalid(let report):
+            let errors = report.diagnostics.filter { $0.severity == .error }
+            let message =
+                "the repository is invalid, nothing was applied: "
+                + errors.prefix(3).map { "\($0.file):\($0.mark.line):\($0.mark.column): \($0.message)" }
+                .joined(separator: "; ")
+            for name in Set(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? []) {
+                stall(name, reason: "ValidationFailed", message: message, commit: nil, at: started)
+            }
+            finish(result: "invalid", message: message, commit: nil, began: began, at: started)
+        case .refused(let refusal):
+            let message = "the plan was refused, nothing was applied: \(refusal)"
+            for name in Set(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? []) {
+                stall(name, reason: "PlanRefused", message: message, commit: nil, at: started)
+            }
+            finish(result: "refused", message: message, commit: nil, began: began, at: started)
+        case .planned(let document):
+            let commit = document.commit
+            let steps = Dictionary(outcome.steps.map { ($0.agent, $0) }, uniquingKeysWith: { $1 })
+            var failed = 0
+            for action in document.plan.actions where !resting.contains(action.agent) {
+                let name = action.agent
+                if let step = steps[name], step.failed {
+                    failed += 1
+                    let previous = backoff[name]?.failures ?? 0
+                    let wait = settings.interval * (1 << min(previous, 5))
+                    backoff[name] = Backoff(failures: previous + 1, notBefore: ContinuousClock.now + wait)
+                    stall(name, reason: "ApplyFailed", message: step.detail, commit: commit, at: started)
+                    continue
+                }
+                backoff[name] = nil
+                if action.action == .delete {
+                    conditions[name] = nil
+                    continue
+                }
+                if action.action == .blocked {
+                    stall(
+                        name, reason: "Blocked", message: action.notes.joined(separator: "; "), commit: commit,
+                        at: started)
+                    continue
+                }
+                let detail = steps[name].map { "\($0.action.rawValue): \($0.detail)" } ?? "in sync"
+                set(name, .ready, true, steps[name] == nil ? "InSync" : "Applied", detail, commit: commit, at: started)
+                set(name, .reconciling, false, "Succeeded", detail, commit: commit, at: started)
+                set(name, .stalled, false, "Succeeded", detail, commit: commit, at: started)
+            }
+            let result = failed > 0 ? "partlyFailed" : (outcome.steps.isEmpty ? "noChanges" : "applied")
+            let message =
+                failed > 0
+                ? "\(failed) of \(outcome.steps.count) steps failed" : "\(outcome.steps.count) steps carried out"
+            finish(result: result, message: message, commit: commit, began: began, at: started)
+        }
+    }
+
+    func finish(result: String, message: String, commit: String?, began: ContinuousClock.Instant, at started: Date) {
+        lastPass = Pass(
+            startedAt: started, duration: ContinuousClock.now - began, commit: commit, result: result, message: message)
+        logger.info("reconciled", metadata: ["result": "\(result)", "message": "\(message)"])
+    }
+
+    func stall(_ name: String, reason: String, message: String, commit: String?, at time: Date) {
+        set(name, .ready, false, reason, message, commit: commit, at: time)
+        set(name, .reconciling, false, reason, message, commit: commit, at: time)
+        set(name, .stalled, true, reason, message, commit: commit, at: time)
+    }
+
+    /// Sets one condition; its time moves only when its status does (the time of the transition).
+    func set(
+        _ name: String, _ kind: AgentCondition.Kind, _ status: Bool, _ reason: String, _ message: String,
+        commit: String?, at time: Date
+    ) {
+        var list = conditions[name] ?? []
+        let since = list.first { $0.kind == kind && $0.status == status }?.since ?? time
+        let condition = AgentCondition(
+            kind: kind, status: status, reason: reason, message: message,
+            observedCommit: commit ?? list.first { $0.kind == kind }?.observedCommit, since: since)
+        list.removeAll { $0.kind == kind }
+        list.append(condition)
+        list.sort {
+            AgentCondition.Kind.allCases.firstIndex(of: $0.kind)! < AgentCondition.Kind.allCases.firstIndex(
+                of: $1.kind)!
+        }
+        conditions[name] = list
+    }
+}
