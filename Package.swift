@@ -111,7 +111,7 @@ let package = Package(
         .target(
             name: "AgentryServer",
             dependencies: [
-                "AgentryCore", "AgentryModel", "AgentryBasics",
+                "AgentryCore", "AgentryModel", "AgentryRender", "AgentryBasics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -8,6 +8,7 @@ import Hummingbird
 /// The wire forms of the /v1 API: JSON bodies, errors, runs, request input.
 enum API {
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    static let lastEventID = HTTPField.Name("Last-Event-ID")!
     /// Request bodies are small JSON documents; a prompt is at most 1 MiB.
     static let largestBody = (1 << 20) + 4096
 

@@ -1,6 +1,7 @@
 import AgentryBasics
 import AgentryCore
 import AgentryModel
+import AgentryRender
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -138,6 +139,42 @@ public struct APIServer: Sendable {
                 return await self.handle(request, scope: .admin, agent: name) { token in
                     try await self.killSwitch(name, killing: killing, body: try body.get(), token: token)
                 }
+            }
+        }
+        router.get("/v1/runs/:id/events") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            return await self.handleRun(request, id: id, scope: .read) { run in self.events(run, request: request) }
+        }
+        router.get("/v1/runs/:id/artifacts") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            return await self.handleRun(request, id: id, scope: .read) { run in
+                let (record, _) = try await self.record(of: run)
+                return API.json(
+                    .object([
+                        (
+                            "artifacts",
+                            .array(
+                                record.artifacts.map { artifact in
+                                    .object([
+                                        ("path", .string(artifact.path)), ("size", .int(artifact.size)),
+                                        ("sha256", .string(artifact.sha256)), ("stored", .bool(artifact.stored)),
+                                        (
+                                            "link",
+                                            artifact.stored
+                                                ? .string("/v1/runs/\(run.id)/artifacts/\(artifact.path)") : .null
+                                        ),
+                                    ])
+                                })
+                        ),
+                        ("omitted", .int(record.artifactsOmitted)),
+                    ]))
+            }
+        }
+        router.get("/v1/runs/:id/artifacts/**") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let path = context.parameters.getCatchAll().joined(separator: "/")
+            return await self.handleRun(request, id: id, scope: .read) { run in
+                try await self.artifact(of: run, path: path, request: request)
             }
         }
         router.post("/v1/runs/:id/cancel") { request, context in
@@ -346,6 +383,121 @@ extension Array where Element: Sendable {
         var results: [T] = []
         for element in self { results.append(try await transform(element)) }
         return results
+    }
+}
+
+extension APIServer {
+    var history: HistoryLocation {
+        HistoryLocation(repository: runSettings.repository, branch: runSettings.historyBranch)
+    }
+
+    /// A finished run's record in history, with its folder there.
+    func record(of run: ServiceRun) async throws -> (RunRecord, String) {
+        guard let recordID = run.recordID, run.status.isFinal else {
+            throw CoreError(.agentBlocked, "the run \(run.id) is \(run.status.rawValue); its record comes when it ends")
+        }
+        let queries = HistoryQueries(ports)
+        let location = history
+        let shown = try await BlockingWork.run { try queries.run(recordID, in: location) }
+        guard let record = shown.record else {
+            throw CoreError(.notFound, "the record of \(run.id) cannot be read: \(shown.problem ?? "unknown")")
+        }
+        return (record, record.folder)
+    }
+
+    /// An artifact's bytes, from history, with its SHA-256 as the ETag.
+    func artifact(of run: ServiceRun, path: String, request: Request) async throws -> Response {
+        let (record, folder) = try await record(of: run)
+        guard let artifact = record.artifacts.first(where: { $0.path == path }) else {
+            return API.error(.notFound, "notFound", "the run \(run.id) has no artifact \(path)")
+        }
+        guard artifact.stored else {
+            return API.error(
+                .notFound, "notFound",
+                "the artifact \(path) was too large to keep in history; only its SHA-256 (\(artifact.sha256)) is recorded"
+            )
+        }
+        let etag = "\"\(artifact.sha256)\""
+        if request.headers[.ifNoneMatch] == etag { return Response(status: .notModified, headers: [.eTag: etag]) }
+        let history = ports.history
+        let location = self.history
+        let bytes = try await BlockingWork.run { () -> [UInt8]? in
+            // Stored under its name inside the run's output folder (which the record does not
+            // name): the longest stored name the artifact's path ends with; or under `storedAs`.
+            let prefix = folder + "/artifacts/"
+            let names = (try history.paths(under: folder + "/artifacts", in: location) ?? []).map {
+                $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : $0
+            }
+            let stored =
+                artifact.storedAs
+                ?? names.filter { artifact.path == $0 || artifact.path.hasSuffix("/" + $0) }
+                .max { $0.utf8.count < $1.utf8.count }
+            guard let stored else { return nil }
+            return try history.read(folder + "/artifacts/" + stored, in: location)
+        }
+        guard let bytes else {
+            return API.error(.notFound, "notFound", "the artifact \(path) is missing from history")
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "application/octet-stream", .eTag: etag],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// `GET /v1/runs/{id}/events`: Server-Sent Events. `status` when the run's status changes,
+    /// `output` with what the run printed (redacted, as its log), `end` last; each event's id is
+    /// how many bytes of output came before it, so `Last-Event-ID` resumes where a client left.
+    /// A live run is followed as it goes; a finished one is replayed from its log in history.
+    func events(_ run: ServiceRun, request: Request) -> Response {
+        let resume = request.headers[API.lastEventID].flatMap { Int($0) }.map { max(0, $0) } ?? 0
+        let store = self.store
+        let state = ports.state
+        let server = self
+        let body = ResponseBody { writer in
+            var sent = resume
+            func send(_ name: String, _ data: JSON) async throws {
+                try await writer.write(
+                    ByteBuffer(string: "event: \(name)\nid: \(sent)\ndata: \(data.rendered(pretty: false))\n\n"))
+            }
+            func output(_ bytes: ArraySlice<UInt8>) async throws {
+                var rest = bytes
+                while !rest.isEmpty {
+                    let chunk = rest.prefix(16 << 10)
+                    rest = rest.dropFirst(chunk.count)
+                    sent += chunk.count
+                    try await send("output", .object([("text", .string(String(decoding: chunk, as: UTF8.self)))]))
+                }
+            }
+            var current = run
+            try await send("status", API.run(current))
+            var beat = ContinuousClock.now
+            var followed = false
+            while !current.status.isFinal {
+                if current.status == .running, let bytes = try? state.liveLog(agent: run.agent, from: sent) {
+                    followed = true
+                    try await output(bytes[...])
+                }
+                if ContinuousClock.now - beat > .seconds(15) {
+                    try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                    beat = ContinuousClock.now
+                }
+                try await Task.sleep(for: .milliseconds(250))
+                let previous = current.status
+                current = (try? store.run(id: run.id)) ?? current
+                if current.status != previous && !current.status.isFinal { try await send("status", API.run(current)) }
+            }
+            if followed {
+                // The tail the run printed after the last look.
+                if let bytes = try? state.liveLog(agent: run.agent, from: sent) { try await output(bytes[...]) }
+            } else if let (_, folder) = try? await server.record(of: current),
+                let log = try? server.ports.history.read(folder + "/log.txt", in: server.history), log.count > sent
+            {
+                try await output(log[sent...])
+            }
+            try await send("end", API.run(current))
+            try await writer.finish(nil)
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
     }
 }
 

@@ -98,6 +98,30 @@ extension ApplyCommandTests {
         let history = try git(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"], in: repo)
         #expect(history.split(separator: "\n").filter { $0.hasSuffix("/record.yaml") }.count == 1, "\(history)")
         #expect(history.contains("\(record)/artifacts/answer.txt"))
+        // Its events, replayed from history, and resumed from an event id; its artifact, by ETag.
+        let replay = try HTTP.request("GET", base + "/v1/runs/\(id)/events", token: reader)
+        #expect(replay.headers["content-type"] == "text/event-stream", "\(replay.headers)")
+        #expect(replay.body.hasPrefix("event: status\n") && replay.body.contains("did hi"), "\(replay.body)")
+        #expect(replay.body.contains("event: end\n") && replay.body.contains("\"status\":\"succeeded\""))
+        let lastOutput = try #require(
+            replay.body.components(separatedBy: "\n\n").last { $0.hasPrefix("event: output") }?
+                .split(separator: "\n").first { $0.hasPrefix("id: ") }?.dropFirst(4))
+        let resumed = try HTTP.request(
+            "GET", base + "/v1/runs/\(id)/events", token: reader, headers: ["Last-Event-ID": String(lastOutput)])
+        #expect(!resumed.body.contains("event: output") && resumed.body.contains("event: end"), "\(resumed.body)")
+        let artifacts = try HTTP.request("GET", base + "/v1/runs/\(id)/artifacts", token: reader)
+        let answer = (artifacts.json["artifacts"] as? [[String: Any]])?.first {
+            $0["path"] as? String == "out/answer.txt"
+        }
+        let sha = try #require(answer?["sha256"] as? String, "\(artifacts.body)")
+        let fetched = try HTTP.request("GET", base + "/v1/runs/\(id)/artifacts/out/answer.txt", token: reader)
+        #expect(
+            fetched.status == 200 && fetched.body == "hi\n" && fetched.headers["etag"] == "\"\(sha)\"", "\(fetched)")
+        let unchanged = try HTTP.request(
+            "GET", base + "/v1/runs/\(id)/artifacts/out/answer.txt", token: reader,
+            headers: ["If-None-Match": "\"\(sha)\""])
+        #expect(unchanged.status == 304)
+        #expect(try HTTP.request("GET", base + "/v1/runs/\(id)/artifacts/../x", token: reader).status == 404)
         // A token for other agents does not see the run at all.
         #expect(try HTTP.request("GET", base + "/v1/runs/\(id)", token: elsewhere).status == 404)
         let page = try HTTP.request("GET", runs + "?limit=1", token: reader)
@@ -140,6 +164,10 @@ extension ApplyCommandTests {
         #expect(lost["status"] as? String == "interrupted", "\(lost)")
         let after = try HTTP.request("POST", runs, token: runner, body: #"{"prompt": "after"}"#)
         let afterID = try #require(after.json["id"] as? String)
+        // Followed live: the stream ends when the run does.
+        let live = try HTTP.request("GET", base + "/v1/runs/\(afterID)/events", token: reader)
+        #expect(live.body.contains("\"status\":\"running\"") && live.body.contains("did after"), "\(live.body)")
+        #expect(live.body.components(separatedBy: "\n\n").filter { !$0.isEmpty }.last?.hasPrefix("event: end") == true)
         let afterDone = try await finished(base, afterID, token: reader)
         #expect(afterDone["status"] as? String == "succeeded", "\(afterDone)")
         // History holds all three, the killed service's run recorded as interrupted by the next.

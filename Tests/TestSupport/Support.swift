@@ -384,6 +384,24 @@ public enum HTTP {
             guard let colon = line.firstIndex(of: ":") else { continue }
             fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
-        return Response(status: status, headers: fields, body: String(text[split.upperBound...]))
+        var body = Array(received[(received.count - text[split.upperBound...].utf8.count)...])
+        if fields["transfer-encoding"]?.lowercased() == "chunked" { body = dechunked(body) }
+        return Response(status: status, headers: fields, body: String(decoding: body, as: UTF8.self))
+    }
+
+    /// A chunked body's bytes (sizes in hex, each chunk followed by CRLF, a zero chunk last).
+    static func dechunked(_ bytes: [UInt8]) -> [UInt8] {
+        var output: [UInt8] = []
+        var index = 0
+        while let lineEnd = bytes[index...].firstIndex(of: 0x0A) {
+            let line = String(decoding: bytes[index..<lineEnd], as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let size = Int(line.split(separator: ";").first ?? "", radix: 16), size > 0 else { break }
+            let start = lineEnd + 1
+            guard start + size <= bytes.count else { break }
+            output += bytes[start..<(start + size)]
+            index = min(bytes.count, start + size + 2)
+        }
+        return output
     }
 }
