@@ -57,6 +57,8 @@ public actor Reconciler {
     let settings: Settings
     var conditions: [String: [AgentCondition]] = [:]
     var backoff: [String: Backoff] = [:]
+    /// The agents the last plan named (so that agents new in the repository are never left out).
+    var desired: Set<String> = []
     public private(set) var lastPass: Pass?
     public private(set) var passes = 0
     var wake: AsyncStream<Void>.Continuation?
@@ -70,8 +72,12 @@ public actor Reconciler {
     /// The agent's conditions (none before the first pass that saw it).
     public func conditions(of agent: String) -> [AgentCondition] { conditions[agent] ?? [] }
 
-    /// Reconciles now (at the end of a pass under way, once).
-    public func trigger() { wake?.yield() }
+    /// Reconciles now (at the end of a pass under way, once); agents waiting after failures are
+    /// tried again too.
+    public func trigger() {
+        backoff.removeAll()
+        wake?.yield()
+    }
 
     /// Passes until the task is cancelled: at once when `passingFirst` (then every interval),
     /// otherwise only when asked.
@@ -89,7 +95,8 @@ public actor Reconciler {
             // The next pass: after the interval, or as soon as someone asks.
             let interval = settings.interval
             let timer = Task {
-                try? await Task.sleep(for: interval)
+                // Cancelled (someone asked first): no second wake.
+                guard (try? await Task.sleep(for: interval)) != nil else { return }
                 continuation.yield()
             }
             _ = await wakes.next()
@@ -108,7 +115,7 @@ public actor Reconciler {
         let resting = backoff.filter { $0.value.notBefore > began }.map(\.key)
         if !resting.isEmpty {
             // Everyone else: the agents of the repository and of the state, less those resting.
-            let known = Set(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? [])
+            let known = desired.union(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? [])
             options.only = known.subtracting(resting)
         }
         for name in conditions.keys where !resting.contains(name) {
@@ -116,18 +123,19 @@ public actor Reconciler {
         }
         do {
             let outcome = try await Apply(ports).run(.init(target: settings.target, options: options))
-            record(outcome, at: started, resting: Set(resting))
-        } catch let error as CoreError {
-            finish(result: "failed", message: error.message, commit: nil, began: began, at: started)
-            for name in conditions.keys {
-                stall(name, reason: "ReconcileFailed", message: error.message, commit: nil, at: started)
-            }
+            record(outcome, at: started, selected: options.only)
         } catch {
-            finish(result: "failed", message: "\(error)", commit: nil, began: began, at: started)
+            let message = (error as? CoreError)?.message ?? "the pass failed; the service's log says why"
+            if !(error is CoreError) { logger.error("reconcile failed", metadata: ["error": "\(error)"]) }
+            finish(result: "failed", message: message, commit: nil, began: began, at: started)
+            for name in conditions.keys {
+                stall(name, reason: "ReconcileFailed", message: message, commit: nil, at: started)
+            }
         }
     }
 
-    func record(_ outcome: Apply.Outcome, at started: Date, resting: Set<String>) {
+    /// `selected`: the agents this pass was to carry out (nil: all).
+    func record(_ outcome: Apply.Outcome, at started: Date, selected: Set<String>?) {
         let began = ContinuousClock.now - outcome.duration
         switch outcome.plan {
         case .invalid(let report):
@@ -149,9 +157,20 @@ public actor Reconciler {
         case .planned(let document):
             let commit = document.commit
             let steps = Dictionary(outcome.steps.map { ($0.agent, $0) }, uniquingKeysWith: { $1 })
+            desired = Set(document.plan.actions.filter { $0.action != .delete }.map(\.agent))
             var failed = 0
-            for action in document.plan.actions where !resting.contains(action.agent) {
+            for action in document.plan.actions {
                 let name = action.agent
+                if let selected, !selected.contains(name) {
+                    // Not this pass's (waiting after failures, or new): said as it is.
+                    if action.action != .noop && backoff[name] == nil {
+                        set(name, .ready, false, "Progressing", "waits for the next pass", commit: commit, at: started)
+                        set(
+                            name, .reconciling, true, "Progressing", "waits for the next pass", commit: commit,
+                            at: started)
+                    }
+                    continue
+                }
                 if let step = steps[name], step.failed {
                     failed += 1
                     let previous = backoff[name]?.failures ?? 0

@@ -44,6 +44,10 @@ public actor RunService {
         self.settings = settings
     }
 
+    /// Runs waiting per agent, at most; past it a submission is refused (429) until some have run.
+    public static let queuePerAgent = 100
+    public static let longestTimeout: Duration = .seconds(24 * 3600)
+
     /// How many runs are carrying on now.
     public var activeCount: Int { active.count }
 
@@ -72,14 +76,28 @@ public actor RunService {
         agent: String, prompt: String?, timeout: Duration?, continueSession: Bool, idempotencyKey: String?,
         token: APIToken?, actor: String
     ) throws -> (run: ServiceRun, created: Bool) {
-        guard accepting else { throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs") }
-        if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.utf8.count > 255 {
-            throw CoreError(.invalidArgument, "Idempotency-Key must be 1 to 255 bytes")
+        // A retry of an accepted run gets that run, whatever happened since (a kill, a stop).
+        if let idempotencyKey,
+            let earlier = try reporting(
+                .stateUnavailable,
+                {
+                    try store.run(idempotencyKey: idempotencyKey, tokenID: token?.id)
+                })
+        {
+            return (earlier, false)
         }
+        guard accepting else { throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs") }
         if let prompt, prompt.utf8.count > 1 << 20 {
             throw CoreError(.invalidArgument, "the prompt is over 1 MiB")
         }
-        if let timeout, timeout <= .zero { throw CoreError(.invalidArgument, "timeout must be positive") }
+        if let timeout, timeout <= .zero || timeout > Self.longestTimeout {
+            throw CoreError(.invalidArgument, "timeout must be more than 0 and at most 24h")
+        }
+        let queued = try reporting(.stateUnavailable) { try store.queuedCount(agent: agent) }
+        guard queued < Self.queuePerAgent else {
+            throw CoreError(
+                .stateLocked, "\(agent) has \(queued) runs waiting already; try again when some have run")
+        }
         let state = ports.state
         let (record, kill) = try reporting(.stateUnavailable) { (try state.agent(agent), try state.killSwitch(agent)) }
         guard let record else {
@@ -95,7 +113,8 @@ public actor RunService {
         }
         let run = ServiceRun(
             id: "run_" + Hex.random(bytes: 10), agent: agent, prompt: prompt,
-            timeoutSeconds: timeout.map { Int($0.components.seconds) }, continueSession: continueSession,
+            timeoutSeconds: timeout.map { Int(($0 + .milliseconds(999)) / .seconds(1)) },
+            continueSession: continueSession,
             idempotencyKey: idempotencyKey, tokenID: token?.id, requestedBy: actor, createdAt: ports.clock.now())
         let stored = try reporting(.stateUnavailable) { try store.submit(run) }
         if stored.created { schedule() }
@@ -115,11 +134,13 @@ public actor RunService {
             run.message = "cancelled before it started"
             try reporting(.stateUnavailable) { try store.update(run) }
         case .starting, .running:
-            if var current = active[run.agent], current.runID == id {
-                current.cancelRequested = true
-                active[run.agent] = current
-                current.interruption.interrupt(SIGTERM)
+            guard var current = active[run.agent], current.runID == id else {
+                throw CoreError(
+                    .stateUnavailable, "the run \(id) is not carried out by this service; try again shortly")
             }
+            current.cancelRequested = true
+            active[run.agent] = current
+            current.interruption.interrupt(SIGTERM)
         default:
             throw CoreError(.agentBlocked, "the run \(id) already ended: \(run.status.rawValue)")
         }
@@ -129,16 +150,13 @@ public actor RunService {
     /// Starts queued runs while there is room: the oldest first, one per agent.
     func schedule() {
         guard accepting, active.count < settings.maxConcurrent else { return }
-        let queued: [ServiceRun]
         do {
-            queued = try store.runs(agent: nil, statuses: [.queued], limit: Int.max, before: nil).reversed()
+            for head in try store.queuedHeads() where active[head.agent] == nil {
+                guard active.count < settings.maxConcurrent else { return }
+                if let run = try store.run(id: head.id), run.status == .queued { start(run) }
+            }
         } catch {
             logger.error("cannot read the queued runs", metadata: ["error": "\(error)"])
-            return
-        }
-        for run in queued where active[run.agent] == nil {
-            guard active.count < settings.maxConcurrent else { return }
-            start(run)
         }
     }
 
@@ -187,17 +205,29 @@ public actor RunService {
             case .interrupted: run.status = active[run.agent]?.cancelRequested == true ? .cancelled : .interrupted
             }
         } catch let error as CoreError {
-            run.status = active[run.agent]?.cancelRequested == true ? .cancelled : .failed
+            if active[run.agent]?.cancelRequested == true {
+                run.status = .cancelled
+            } else {
+                run.status = interruption.isInterrupted ? .interrupted : .failed
+            }
             run.message = error.message
         } catch {
             run.status = .failed
-            run.message = "\(error)"
+            run.message = "agentry failed; its log says why"
+            logger.error("run failed", metadata: ["run": "\(run.id)", "error": "\(error)"])
         }
         run.finishedAt = ports.clock.now()
-        do {
-            try store.update(run)
-        } catch {
-            logger.error("cannot record the run's end", metadata: ["run": "\(run.id)", "error": "\(error)"])
+        // The end must be written, or the run would read as live forever: a busy database is waited for.
+        for attempt in 1...30 {
+            do {
+                try store.update(run)
+                break
+            } catch {
+                logger.error(
+                    "cannot record the run's end",
+                    metadata: ["run": "\(run.id)", "attempt": "\(attempt)", "error": "\(error)"])
+                try? await Task.sleep(for: .seconds(2))
+            }
         }
         logger.info("run ended", metadata: ["run": "\(runID)", "status": "\(run.status.rawValue)"])
         active[run.agent] = nil

@@ -9,6 +9,10 @@ import Hummingbird
 enum API {
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
+    static let hubSignature = HTTPField.Name("X-Hub-Signature-256")!
+    static let githubEvent = HTTPField.Name("X-GitHub-Event")!
+    static let gitlabToken = HTTPField.Name("X-Gitlab-Token")!
+    static let gitlabEvent = HTTPField.Name("X-Gitlab-Event")!
     /// Request bodies are small JSON documents; a prompt is at most 1 MiB.
     static let largestBody = (1 << 20) + 4096
 

@@ -7,6 +7,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// `agentry serve`: the /v1 HTTP API on Hummingbird, the run queue behind it, and a clean stop on
 /// SIGTERM or SIGINT (stop accepting, let runs finish for `grace`, interrupt the rest).
@@ -32,10 +33,28 @@ public struct APIServer: Sendable {
     let store: any ServiceStore
     let runSettings: RunService.Settings
     let reconciler: Reconciler
+    let hooks: Hooks
+    /// Open event streams, bounded.
+    let streams = StreamCount(limit: 256)
     /// Passes every interval (the first at start); nil: only when asked (`POST /v1/reconcile`).
     let interval: Duration?
 
-    public init(ports: Ports, store: any ServiceStore, runs: RunService.Settings, reconcileEvery interval: Duration?) {
+    /// Webhooks in: the store's secret that signs them, and the branch whose pushes count.
+    public struct Hooks: Sendable {
+        public var secretKey: String?
+        public var branch: String
+
+        public init(secretKey: String?, branch: String) {
+            self.secretKey = secretKey
+            self.branch = branch
+        }
+    }
+
+    public init(
+        ports: Ports, store: any ServiceStore, runs: RunService.Settings, reconcileEvery interval: Duration?,
+        hooks: Hooks = Hooks(secretKey: nil, branch: "main")
+    ) {
+        self.hooks = hooks
         self.ports = ports
         self.store = store
         self.runSettings = runs
@@ -46,7 +65,8 @@ public struct APIServer: Sendable {
             ports: ports,
             settings: .init(
                 target: .init(repository: runs.repository, ref: "HEAD", path: runs.path),
-                interval: interval ?? .seconds(24 * 3600), historyBranch: runs.historyBranch,
+                // Without a loop, the unit of backoff after failures.
+                interval: interval ?? .seconds(60), historyBranch: runs.historyBranch,
                 parallelism: runs.maxConcurrent))
     }
 
@@ -111,8 +131,19 @@ public struct APIServer: Sendable {
                 return API.json(.object([("status", .string("triggered"))]), status: .accepted)
             }
         }
+        for provider in ["github", "gitlab"] {
+            router.post("/v1/hooks/\(provider)") { request, _ in
+                var request = request
+                let body = await API.body(&request)
+                return await self.hook(provider, request, body: body)
+            }
+        }
         router.get("/v1/reconcile") { request, _ in
-            await self.handle(request, scope: .read, agent: nil) { _ in
+            await self.handle(request, scope: .read, agent: nil) { token in
+                // Repository-wide: what it says may be about any agent.
+                guard token.agents.isEmpty else {
+                    return API.error(.forbidden, "forbidden", "the reconcile status takes a token for every agent")
+                }
                 guard let pass = await self.reconciler.lastPass else {
                     return API.json(.object([("lastPass", .null), ("passes", .int(0))]))
                 }
@@ -192,10 +223,16 @@ public struct APIServer: Sendable {
         _ request: Request, scope: TokenScope, agent: String?, _ body: (APIToken) async throws -> Response
     ) async -> Response {
         do {
-            if let agent, !ResourceName.isValid(agent) {
+            // Authenticated before anything else is said about the request.
+            let checked = try tokens.authorize(request.headers[.authorization], scope: scope, agent: nil)
+            if case .success = checked, let agent, !ResourceName.isValid(agent) {
                 return API.error(.badRequest, "invalidRequest", "\(agent) is not an agent name")
             }
-            switch try tokens.authorize(request.headers[.authorization], scope: scope, agent: agent) {
+            var verdict = checked
+            if case .success = checked, agent != nil {
+                verdict = try tokens.authorize(request.headers[.authorization], scope: scope, agent: agent)
+            }
+            switch verdict {
             case .failure(.unauthenticated(let message)):
                 ports.logger.notice(
                     "refused a request", metadata: ["path": "\(request.uri.path)", "why": "\(message)"])
@@ -221,12 +258,11 @@ public struct APIServer: Sendable {
     func handleRun(
         _ request: Request, id: String, scope: TokenScope, _ body: @escaping (ServiceRun) async throws -> Response
     ) async -> Response {
-        guard id.hasPrefix("run_"), id.utf8.count < 64 else {
-            return API.error(.notFound, "notFound", "there is no run \(id)")
-        }
         // Authenticated before anything about the run is told.
-        return await handle(request, scope: scope, agent: nil) { token in
-            guard let run = try self.store.run(id: id), token.covers(run.agent) else {
+        await handle(request, scope: scope, agent: nil) { token in
+            guard id.hasPrefix("run_"), id.utf8.count < 64, let run = try self.store.run(id: id),
+                token.covers(run.agent)
+            else {
                 return API.error(.notFound, "notFound", "there is no run \(id)")
             }
             return try await body(run)
@@ -239,10 +275,11 @@ public struct APIServer: Sendable {
         do {
             // Nothing applied yet is ready too: runs are refused per agent until applied.
             if ports.state.exists { try ports.state.checkReadable() }
-            _ = try store.runs(agent: nil, statuses: [.queued], limit: 1, before: nil)
+            _ = try store.queuedCount(agent: nil)
             return API.json(.object([("status", .string("ready"))]))
         } catch {
-            return API.error(.serviceUnavailable, "unavailable", "\(error)")
+            ports.logger.error("not ready", metadata: ["error": "\(error)"])
+            return API.error(.serviceUnavailable, "unavailable", "not ready; the service's log says why")
         }
     }
 
@@ -306,6 +343,9 @@ public struct APIServer: Sendable {
     func submit(_ agent: String, body: [UInt8], request: Request, token: APIToken) async throws -> Response {
         let input = try API.RunInput.parse(body)
         let key = request.headers[API.idempotencyKey]
+        if let key, key.isEmpty || key.utf8.count > 255 {
+            throw API.BadRequest(message: "Idempotency-Key must be 1 to 255 bytes")
+        }
         let (run, created) = try await runs.submit(
             agent: agent, prompt: input.prompt, timeout: input.timeout, continueSession: input.continueSession,
             idempotencyKey: key, token: token, actor: "token \(token.id)")
@@ -438,6 +478,12 @@ extension APIServer {
         guard let bytes else {
             return API.error(.notFound, "notFound", "the artifact \(path) is missing from history")
         }
+        guard SHA256.hex(bytes) == artifact.sha256 else {
+            ports.logger.error(
+                "an artifact in history does not match its record", metadata: ["run": "\(run.id)", "path": "\(path)"])
+            return API.error(
+                .internalServerError, "internal", "the artifact \(path) in history does not match its record")
+        }
         return Response(
             status: .ok, headers: [.contentType: "application/octet-stream", .eTag: etag],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -448,11 +494,18 @@ extension APIServer {
     /// how many bytes of output came before it, so `Last-Event-ID` resumes where a client left.
     /// A live run is followed as it goes; a finished one is replayed from its log in history.
     func events(_ run: ServiceRun, request: Request) -> Response {
+        guard streams.enter() else {
+            var response = API.error(.tooManyRequests, "busy", "too many event streams are open; try again later")
+            response.headers[.retryAfter] = "10"
+            return response
+        }
         let resume = request.headers[API.lastEventID].flatMap { Int($0) }.map { max(0, $0) } ?? 0
         let store = self.store
         let state = ports.state
         let server = self
+        let streams = self.streams
         let body = ResponseBody { writer in
+            defer { streams.leave() }
             var sent = resume
             func send(_ name: String, _ data: JSON) async throws {
                 try await writer.write(
@@ -472,6 +525,12 @@ extension APIServer {
             var beat = ContinuousClock.now
             var followed = false
             while !current.status.isFinal {
+                // A stopping service ends its streams (the client resumes with Last-Event-ID).
+                if Task.isShuttingDownGracefully || Task.isCancelled {
+                    try await send("shutdown", API.run(current))
+                    try await writer.finish(nil)
+                    return
+                }
                 if current.status == .running, let bytes = try? state.liveLog(agent: run.agent, from: sent) {
                     followed = true
                     try await output(bytes[...])
@@ -488,10 +547,11 @@ extension APIServer {
             if followed {
                 // The tail the run printed after the last look.
                 if let bytes = try? state.liveLog(agent: run.agent, from: sent) { try await output(bytes[...]) }
-            } else if let (_, folder) = try? await server.record(of: current),
-                let log = try? server.ports.history.read(folder + "/log.txt", in: server.history), log.count > sent
-            {
-                try await output(log[sent...])
+            } else if let (_, folder) = try? await server.record(of: current) {
+                let history = server.ports.history
+                let location = server.history
+                let log = try? await BlockingWork.run { try history.read(folder + "/log.txt", in: location) }
+                if let log = log ?? nil, log.count > sent { try await output(log[sent...]) }
             }
             try await send("end", API.run(current))
             try await writer.finish(nil)
@@ -499,6 +559,81 @@ extension APIServer {
         return Response(
             status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
     }
+}
+
+extension APIServer {
+    /// `POST /v1/hooks/github` (signed: `X-Hub-Signature-256`, HMAC-SHA256 of the body) and
+    /// `/v1/hooks/gitlab` (`X-Gitlab-Token`): a push to the branch reconciles now. No bearer token:
+    /// the signature is the credential; a bad one is 401 and logged.
+    func hook(_ provider: String, _ request: Request, body: Result<[UInt8], API.BadRequest>) async -> Response {
+        guard let key = hooks.secretKey else {
+            return API.error(.notFound, "notFound", "webhooks are off: start serve with --webhook-secret KEY")
+        }
+        let secret: [UInt8]
+        do {
+            guard let value = try ports.secrets.value(key), !value.isEmpty else {
+                return API.error(
+                    .serviceUnavailable, "unavailable", "the webhook secret \(key) is not in the secret store")
+            }
+            secret = value
+        } catch {
+            return API.error(.serviceUnavailable, "unavailable", "the secret store cannot be read")
+        }
+        guard case .success(let bytes) = body else {
+            return API.error(.contentTooLarge, "invalidRequest", "the body is too large")
+        }
+        let signed: Bool
+        if provider == "github" {
+            let header = request.headers[API.hubSignature] ?? ""
+            let expected = Array(("sha256=" + Hex.string(HMACSHA256.mac(key: secret, message: bytes))).utf8)
+            signed = HMACSHA256.equal(Array(header.utf8), expected)
+        } else {
+            signed = HMACSHA256.equal(Array((request.headers[API.gitlabToken] ?? "").utf8), secret)
+        }
+        guard signed else {
+            ports.logger.warning(
+                "refused a webhook: bad signature",
+                metadata: ["provider": "\(provider)", "path": "\(request.uri.path)"])
+            return API.error(.unauthorized, "unauthenticated", "the webhook's signature does not match the secret")
+        }
+        let event = request.headers[provider == "github" ? API.githubEvent : API.gitlabEvent] ?? ""
+        if event == "ping" { return API.json(.object([("status", .string("pong"))])) }
+        let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        let ref = object?["ref"] as? String
+        guard event == "push" || event == "Push Hook", ref == "refs/heads/\(hooks.branch)" else {
+            return API.json(
+                .object([
+                    ("status", .string("ignored")),
+                    (
+                        "reason",
+                        .string(
+                            "only pushes to \(hooks.branch) reconcile (got \(event.isEmpty ? "no event" : event) to \(ref ?? "no ref"))"
+                        )
+                    ),
+                ]), status: .accepted)
+        }
+        ports.logger.info("a push reconciles now", metadata: ["provider": "\(provider)", "ref": "\(ref ?? "")"])
+        await reconciler.trigger()
+        return API.json(.object([("status", .string("reconciling"))]), status: .accepted)
+    }
+}
+
+/// How many event streams are open; `enter` refuses past the limit.
+final class StreamCount: Sendable {
+    let count = Mutex(0)
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func enter() -> Bool {
+        count.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() { count.withLock { $0 -= 1 } }
 }
 
 /// The reconcile loop, stopped when the service stops.

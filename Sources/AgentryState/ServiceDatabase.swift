@@ -11,6 +11,34 @@ public final class ServiceDatabase: ServiceStore {
     private let opened = Mutex<DatabasePool?>(nil)
 
     public static let fileName = "service.sqlite"
+    public static let lockName = "service.lock"
+
+    /// Makes this process the state directory's one service, for as long as it lives: a second
+    /// `agentry serve` would run the same queued runs and mark this one's live runs interrupted.
+    public func holdServiceLock() throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let lockPath = folder + "/" + Self.lockName
+        let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw StateError(code: .io, message: "cannot open \(lockPath): \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let count = read(descriptor, &buffer, buffer.count)
+            close(descriptor)
+            let holder = count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : "?"
+            throw StateError(
+                code: .locked(pid: Int32(holder.trimmingCharacters(in: .whitespacesAndNewlines))),
+                message:
+                    "another agentry serve (pid \(holder.trimmingCharacters(in: .whitespacesAndNewlines))) uses the state directory \(folder); one service per state directory"
+            )
+        }
+        _ = ftruncate(descriptor, 0)
+        let pid = Array("\(getpid())\n".utf8)
+        _ = pwrite(descriptor, pid, pid.count, 0)
+        // Held until the process ends (the descriptor is never closed).
+    }
 
     public init(stateDirectory: String) {
         path = stateDirectory + "/" + Self.fileName
@@ -187,6 +215,35 @@ public final class ServiceDatabase: ServiceStore {
     public func run(id: String) throws -> ServiceRun? {
         try reading { db in
             try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id]).flatMap(Self.run)
+        }
+    }
+
+    public func run(idempotencyKey key: String, tokenID: String?) throws -> ServiceRun? {
+        try reading { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM runs WHERE token_id IS ? AND idempotency_key = ?", arguments: [tokenID, key]
+            ).flatMap(Self.run)
+        }
+    }
+
+    public func queuedHeads() throws -> [(id: String, agent: String)] {
+        try reading { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, agent FROM runs WHERE seq IN
+                        (SELECT MIN(seq) FROM runs WHERE status = 'queued' GROUP BY agent)
+                    ORDER BY seq
+                    """
+            ).map { (id: $0["id"], agent: $0["agent"]) }
+        }
+    }
+
+    public func queuedCount(agent: String?) throws -> Int {
+        try reading { db in
+            try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM runs WHERE status = 'queued' AND (? IS NULL OR agent = ?)",
+                arguments: [agent, agent]) ?? 0
         }
     }
 

@@ -35,6 +35,16 @@ struct ServeCommand: AsyncParsableCommand {
         transform: GoDuration.parse)
     var interval: Duration = .seconds(60)
 
+    @Option(
+        name: .long,
+        help:
+            "The secret-store key of the webhooks' secret: POST /v1/hooks/github (X-Hub-Signature-256) and /v1/hooks/gitlab (X-Gitlab-Token) reconcile on a push. (default: webhooks off)"
+    )
+    var webhookSecret: String?
+
+    @Option(name: .long, help: "The branch whose pushes (by webhook) reconcile.")
+    var branch: String = "main"
+
     @Option(name: .long, help: "Runs of different agents carried out at once.")
     var maxConcurrentRuns: Int = 4
 
@@ -72,7 +82,8 @@ struct ServeCommand: AsyncParsableCommand {
             historyBranch: historyBranch ?? ports.host.historyBranch, maxConcurrent: maxConcurrentRuns)
         try await Service.serve(
             ports: ports, stateDirectory: state.directory, runs: settings,
-            reconcileEvery: interval == .zero ? nil : interval, host: host, port: port, grace: grace,
+            reconcileEvery: interval == .zero ? nil : interval, webhookSecret: webhookSecret, branch: branch,
+            host: host, port: port, grace: grace,
             onListening: { address in Output.progress("agentry serve: listening on http://\(address)") })
         Output.progress("agentry serve: stopped")
     }

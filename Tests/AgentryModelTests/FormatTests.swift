@@ -104,6 +104,27 @@ import Testing
                 == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
     }
 
+    /// RFC 4231 test cases 1, 2 and 6 (a key longer than a block), and GitHub's documented example.
+    @Test func hmacSHA256KnownVectors() {
+        func hex(_ key: [UInt8], _ message: String) -> String {
+            Hex.string(HMACSHA256.mac(key: key, message: Array(message.utf8)))
+        }
+        #expect(
+            hex([UInt8](repeating: 0x0b, count: 20), "Hi There")
+                == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
+        #expect(
+            hex(Array("Jefe".utf8), "what do ya want for nothing?")
+                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        #expect(
+            hex([UInt8](repeating: 0xaa, count: 131), "Test Using Larger Than Block-Size Key - Hash Key First")
+                == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+        #expect(
+            hex(Array("It's a Secret to Everybody".utf8), "Hello, World!")
+                == "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+        #expect(HMACSHA256.equal([1, 2, 3], [1, 2, 3]) && !HMACSHA256.equal([1, 2, 3], [1, 2, 4]))
+        #expect(!HMACSHA256.equal([1, 2], [1, 2, 3]))
+    }
+
     @Test func gitBlobIDsMatchGit() {
         #expect(GitBlobID.of([]) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391")
         #expect(GitBlobID.of(Array("hello\n".utf8)) == "ce013625030ba8dba906f756967f9e9ca394464a")

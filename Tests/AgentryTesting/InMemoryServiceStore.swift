@@ -45,6 +45,23 @@ public final class InMemoryServiceStore: ServiceStore {
 
     public func run(id: String) throws -> ServiceRun? { contents.withLock { $0.runs.first { $0.id == id } } }
 
+    public func run(idempotencyKey key: String, tokenID: String?) throws -> ServiceRun? {
+        contents.withLock { $0.runs.first { $0.idempotencyKey == key && $0.tokenID == tokenID } }
+    }
+
+    public func queuedHeads() throws -> [(id: String, agent: String)] {
+        contents.withLock { contents in
+            var seen = Set<String>()
+            return contents.runs.filter { $0.status == .queued && seen.insert($0.agent).inserted }.map {
+                (id: $0.id, agent: $0.agent)
+            }
+        }
+    }
+
+    public func queuedCount(agent: String?) throws -> Int {
+        contents.withLock { $0.runs.filter { $0.status == .queued && (agent == nil || $0.agent == agent) }.count }
+    }
+
     public func runs(agent: String?, statuses: Set<ServiceRunStatus>?, limit: Int, before: String?) throws
         -> [ServiceRun]
     {

@@ -9,7 +9,10 @@ extension ApplyCommandTests {
     func serve(_ repo: TemporaryDirectory) throws -> (RunningCommand, String) {
         let server = try RunningCommand(
             Agentry.binary.path,
-            ["serve", "--state-dir", state.path, "--repo", repo.path, "--listen", "127.0.0.1:0", "--grace", "5s"],
+            [
+                "serve", "--state-dir", state.path, "--repo", repo.path, "--listen", "127.0.0.1:0", "--grace", "5s",
+                "--webhook-secret", "github/webhook",
+            ],
             environment: ["AGENTRY_ACCELERATOR": "tcg"])
         try server.waitForError("listening on http://", seconds: 60)
         let line = server.stderr.split(separator: "\n").first { $0.contains("listening on http://") } ?? ""
@@ -46,6 +49,10 @@ extension ApplyCommandTests {
         )
         let applied = try agentry(["apply"], in: repo)
         #expect(applied.status == 0, "\(applied.stderr)")
+        let hookSecret = "a-webhook-secret-of-some-length"
+        let stored = try Shell.run(
+            Agentry.binary.path, ["secret", "set", "github/webhook", "--state-dir", state.path], input: hookSecret)
+        #expect(stored.status == 0, "\(stored.stderr)")
         let runner = try token(["--scope", "run"], in: repo)
         let reader = try token(["--scope", "read"], in: repo)
         let elsewhere = try token(["--scope", "run", "--agent", "someone-else"], in: repo)
@@ -54,6 +61,11 @@ extension ApplyCommandTests {
 
         var (server, base) = try serve(repo)
         #expect(try HTTP.request("GET", base + "/healthz").status == 200)
+        // One service per state directory.
+        let second = try Shell.run(
+            Agentry.binary.path,
+            ["serve", "--state-dir", state.path, "--repo", repo.path, "--listen", "127.0.0.1:0"], timeout: 60)
+        #expect(second.status != 0 && second.stderr.contains("another agentry serve"), "\(second.stderr)")
 
         // Strangers: no token, a made-up one, a revoked one, the wrong scope, the wrong agent.
         let anonymous = try HTTP.request("GET", base + "/v1/agents")
@@ -135,7 +147,25 @@ extension ApplyCommandTests {
         try repo.write("agents/greeter.yaml", text.replacingOccurrences(of: "Greet people.", with: "Greet everyone."))
         _ = try repo.commitAll("friendlier", initialize: false)
         #expect(try HTTP.request("POST", base + "/v1/reconcile", token: runner).status == 403)
-        #expect(try HTTP.request("POST", base + "/v1/reconcile", token: admin).status == 202)
+        // GitHub says so (signed with the store's secret); a forged signature is refused.
+        let push = #"{"ref": "refs/heads/main", "after": "0000"}"#
+        let signature = try Shell.run(
+            "python3",
+            [
+                "-c",
+                "import hmac, hashlib, sys; print('sha256=' + hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())",
+                hookSecret, push,
+            ]
+        ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let forged = try HTTP.request(
+            "POST", base + "/v1/hooks/github",
+            headers: ["X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + String(repeating: "0", count: 64)],
+            body: push)
+        #expect(forged.status == 401)
+        let hooked = try HTTP.request(
+            "POST", base + "/v1/hooks/github", headers: ["X-GitHub-Event": "push", "X-Hub-Signature-256": signature],
+            body: push)
+        #expect(hooked.status == 202 && hooked.body.contains("reconciling"), "\(hooked.body)")
         var now: [String: Any] = [:]
         try await TestSupport.waitUntil("the push to be applied", seconds: 180) {
             now = try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json
@@ -145,8 +175,14 @@ extension ApplyCommandTests {
         }
         let ready = (now["conditions"] as? [[String: Any]])?.first { $0["type"] as? String == "Ready" }
         #expect(ready?["status"] as? String == "True", "\(now)")
-        let pass = try HTTP.request("GET", base + "/v1/reconcile", token: reader).json["lastPass"] as? [String: Any]
-        #expect(pass?["result"] as? String == "applied", "\(String(describing: pass))")
+        // The pass ends a moment after the agent's new revision is recorded.
+        var pass: [String: Any]?
+        try await TestSupport.waitUntil("the pass to end", seconds: 60) {
+            pass = try HTTP.request("GET", base + "/v1/reconcile", token: admin).json["lastPass"] as? [String: Any]
+            return pass?["result"] as? String == "applied"
+        }
+        #expect(try HTTP.request("GET", base + "/v1/reconcile", token: elsewhere).status == 403)
+        #expect(try HTTP.request("POST", base + "/v1/reconcile", token: admin).status == 202)
 
         // The service dies mid-run (SIGKILL): started again, the run is interrupted, not lost, and
         // the next run goes through.

@@ -103,6 +103,12 @@ public protocol ServiceStore: Sendable {
     /// and `created` false.
     func submit(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool)
     func run(id: String) throws -> ServiceRun?
+    /// The run `token` sent with `key`, if any.
+    func run(idempotencyKey key: String, tokenID: String?) throws -> ServiceRun?
+    /// The oldest queued run of each agent, oldest first (ids and agents only: prompts stay put).
+    func queuedHeads() throws -> [(id: String, agent: String)]
+    /// How many runs are queued, for `agent` or in all.
+    func queuedCount(agent: String?) throws -> Int
     /// Newest first; `before`: a run id to continue after (a page's cursor).
     func runs(agent: String?, statuses: Set<ServiceRunStatus>?, limit: Int, before: String?) throws -> [ServiceRun]
     func update(_ run: ServiceRun) throws
