@@ -95,6 +95,12 @@ public struct JSONWriter {
         afterKey = true
     }
 
+    /// A key and its text (null when nil).
+    public mutating func field(_ key: String, _ value: String?) {
+        self.key(key)
+        string(value)
+    }
+
     public mutating func string(_ value: String?) {
         separate()
         guard let value else { return bytes += "null".utf8 }
