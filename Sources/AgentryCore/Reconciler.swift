@@ -69,6 +69,11 @@ public actor Reconciler {
         self.settings = settings
     }
 
+    /// The agents with conditions, and those the state has applied.
+    var known: Set<String> {
+        Set(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? [])
+    }
+
     /// The agent's conditions (none before the first pass that saw it).
     public func conditions(of agent: String) -> [AgentCondition] { conditions[agent] ?? [] }
 
@@ -115,8 +120,7 @@ public actor Reconciler {
         let resting = backoff.filter { $0.value.notBefore > began }.map(\.key)
         if !resting.isEmpty {
             // Everyone else: the agents of the repository and of the state, less those resting.
-            let known = desired.union(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? [])
-            options.only = known.subtracting(resting)
+            options.only = desired.union(known).subtracting(resting)
         }
         for name in conditions.keys where !resting.contains(name) {
             set(name, .reconciling, true, "Progressing", "reconciling", commit: nil, at: started)
@@ -144,13 +148,13 @@ public actor Reconciler {
                 "the repository is invalid, nothing was applied: "
                 + errors.prefix(3).map { "\($0.file):\($0.mark.line):\($0.mark.column): \($0.message)" }
                 .joined(separator: "; ")
-            for name in Set(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? []) {
+            for name in known {
                 stall(name, reason: "ValidationFailed", message: message, commit: nil, at: started)
             }
             finish(result: "invalid", message: message, commit: nil, began: began, at: started)
         case .refused(let refusal):
             let message = "the plan was refused, nothing was applied: \(refusal)"
-            for name in Set(conditions.keys).union((try? ports.state.agents().map(\.name)) ?? []) {
+            for name in known {
                 stall(name, reason: "PlanRefused", message: message, commit: nil, at: started)
             }
             finish(result: "refused", message: message, commit: nil, began: began, at: started)

@@ -75,10 +75,13 @@ public struct Tokens: Sendable {
             return .failure(
                 .forbidden("the token \(token.id) has scope \(token.scope.rawValue); this needs \(scope.rawValue)"))
         }
-        guard token.covers(agent) else {
-            return .failure(.forbidden("the token \(token.id) does not cover the agent \(agent ?? "")"))
-        }
+        if let refusal = Self.refusal(token, for: agent) { return .failure(refusal) }
         return .success(token)
+    }
+
+    /// Why `token` may not act on `agent`; nil when it may.
+    public static func refusal(_ token: APIToken, for agent: String?) -> Refusal? {
+        token.covers(agent) ? nil : .forbidden("the token \(token.id) does not cover the agent \(agent ?? "")")
     }
 }
 

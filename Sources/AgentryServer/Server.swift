@@ -224,13 +224,12 @@ public struct APIServer: Sendable {
     ) async -> Response {
         do {
             // Authenticated before anything else is said about the request.
-            let checked = try tokens.authorize(request.headers[.authorization], scope: scope, agent: nil)
-            if case .success = checked, let agent, !ResourceName.isValid(agent) {
-                return API.error(.badRequest, "invalidRequest", "\(agent) is not an agent name")
-            }
-            var verdict = checked
-            if case .success = checked, agent != nil {
-                verdict = try tokens.authorize(request.headers[.authorization], scope: scope, agent: agent)
+            var verdict = try tokens.authorize(request.headers[.authorization], scope: scope, agent: nil)
+            if case .success(let token) = verdict, let agent {
+                guard ResourceName.isValid(agent) else {
+                    return API.error(.badRequest, "invalidRequest", "\(agent) is not an agent name")
+                }
+                if let refusal = Tokens.refusal(token, for: agent) { verdict = .failure(refusal) }
             }
             switch verdict {
             case .failure(.unauthenticated(let message)):
