@@ -113,6 +113,8 @@ public struct Apply: Sendable {
         public var declined = false
         /// From the start of planning to the end of recording.
         public var duration: Duration = .zero
+        /// The commit's `run.schedule`s by agent, when it was read and valid.
+        public var schedules: [String: RunSchedule]? = nil
     }
 
     public func run(_ request: Request) async throws -> Outcome {
@@ -122,8 +124,12 @@ public struct Apply: Sendable {
             request.target = Planning.Target(repository: saved.repository, ref: saved.ref, path: saved.path)
         }
         let started = ContinuousClock.now
-        var outcome = try await converge(request, holdingLanes: []).outcome
+        let converged = try await converge(request, holdingLanes: [])
+        var outcome = converged.outcome
         outcome.duration = ContinuousClock.now - started
+        if let loaded = converged.loaded, loaded.report.isValid {
+            outcome.schedules = loaded.desired.agents.compactMapValues { $0.lifecycle == .active ? $0.schedule : nil }
+        }
         return outcome
     }
 

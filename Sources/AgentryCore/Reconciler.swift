@@ -55,6 +55,8 @@ public actor Reconciler {
 
     let ports: Ports
     let settings: Settings
+    /// Told each valid commit's schedules.
+    let scheduler: Scheduler?
     var conditions: [String: [AgentCondition]] = [:]
     var backoff: [String: Backoff] = [:]
     /// The agents the last plan named (so that agents new in the repository are never left out).
@@ -64,9 +66,10 @@ public actor Reconciler {
     var wake: AsyncStream<Void>.Continuation?
     var logger: Logger { ports.logger }
 
-    public init(ports: Ports, settings: Settings) {
+    public init(ports: Ports, settings: Settings, scheduler: Scheduler? = nil) {
         self.ports = ports
         self.settings = settings
+        self.scheduler = scheduler
     }
 
     /// The agents with conditions, and those the state has applied.
@@ -128,6 +131,7 @@ public actor Reconciler {
         do {
             let outcome = try await Apply(ports).run(.init(target: settings.target, options: options))
             record(outcome, at: started, selected: options.only)
+            if let schedules = outcome.schedules { await scheduler?.update(schedules) }
         } catch {
             let message = (error as? CoreError)?.message ?? "the pass failed; the service's log says why"
             if !(error is CoreError) { logger.error("reconcile failed", metadata: ["error": "\(error)"]) }

@@ -74,7 +74,7 @@ public actor RunService {
     /// give back the run first accepted for them, not a new one.
     public func submit(
         agent: String, prompt: String?, timeout: Duration?, continueSession: Bool, idempotencyKey: String?,
-        token: APIToken?, actor: String
+        token: APIToken?, actor: String, trigger: String = "api"
     ) throws -> (run: ServiceRun, created: Bool) {
         // A retry of an accepted run gets that run, whatever happened since (a kill, a stop).
         if let idempotencyKey,
@@ -111,14 +111,47 @@ public actor RunService {
         if record.lifecycle != "active" {
             throw CoreError(.agentBlocked, "the agent \(agent) is \(record.lifecycle); it takes no runs")
         }
-        let run = ServiceRun(
+        var run = ServiceRun(
             id: "run_" + Hex.random(bytes: 10), agent: agent, prompt: prompt,
             timeoutSeconds: timeout.map { Int(($0 + .milliseconds(999)) / .seconds(1)) },
             continueSession: continueSession,
             idempotencyKey: idempotencyKey, tokenID: token?.id, requestedBy: actor, createdAt: ports.clock.now())
+        run.trigger = trigger
         let stored = try reporting(.stateUnavailable) { try store.submit(run) }
         if stored.created { schedule() }
         return stored
+    }
+
+    /// A schedule came due: a run (trigger `schedule`) unless the agent's last one is still going
+    /// or waiting, which skips this one. Either way, what happened is recorded.
+    @discardableResult
+    public func fireSchedule(agent: String, dueAt: Date) -> ScheduleEvent {
+        var event: ScheduleEvent
+        let pending = try? store.runs(agent: agent, statuses: [.queued, .starting, .running], limit: 1, before: nil)
+        if let going = pending?.first {
+            event = ScheduleEvent(
+                agent: agent, dueAt: dueAt, outcome: .skipped, runID: going.id,
+                message: "skipped: the run \(going.id) is still \(going.status.rawValue)")
+        } else {
+            do {
+                let stamp = Int(dueAt.timeIntervalSince1970)
+                let accepted = try submit(
+                    agent: agent, prompt: nil, timeout: nil, continueSession: false,
+                    idempotencyKey: "schedule:\(agent):\(stamp)", token: nil, actor: "schedule", trigger: "schedule")
+                event = ScheduleEvent(
+                    agent: agent, dueAt: dueAt, outcome: .started, runID: accepted.run.id, message: "started")
+            } catch {
+                let message = (error as? CoreError)?.message ?? "\(error)"
+                event = ScheduleEvent(agent: agent, dueAt: dueAt, outcome: .refused, runID: nil, message: message)
+            }
+        }
+        logger.info(
+            "schedule due",
+            metadata: ["agent": "\(agent)", "outcome": "\(event.outcome.rawValue)", "detail": "\(event.message)"])
+        do { try store.recordScheduleEvent(event) } catch {
+            logger.error("cannot record the schedule's event", metadata: ["agent": "\(agent)", "error": "\(error)"])
+        }
+        return event
     }
 
     /// Cancels a run: a queued one at once; a live one has its harness's process tree killed, and
@@ -180,7 +213,7 @@ public actor RunService {
         var run = started
         var request = Runner.Request(
             agent: run.agent, repository: settings.repository, path: settings.path, prompt: run.prompt,
-            timeout: run.timeoutSeconds.map { .seconds($0) }, actor: run.requestedBy, trigger: "api",
+            timeout: run.timeoutSeconds.map { .seconds($0) }, actor: run.requestedBy, trigger: run.trigger,
             historyBranch: settings.historyBranch, interruption: interruption)
         request.continueSession = run.continueSession
         request.harnessStarted = { recordID in Task { await self.harnessStarted(runID: started.id, recordID: recordID) }

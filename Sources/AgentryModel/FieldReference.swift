@@ -82,6 +82,8 @@ public enum FieldReference {
             case .relativePath: return "relative path"
             case .hostname: return "host name"
             case .labelKey: return "label key"
+            case .cron: return "cron expression (`0 9 * * 1-5`)"
+            case .timeZone: return "IANA time zone (`Europe/Paris`)"
             }
         case .integer(let min, let max): return "integer \(min)–\(max)"
         case .boolean: return "`true` \\| `false`"

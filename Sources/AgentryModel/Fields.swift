@@ -99,6 +99,9 @@ extension Agent {
             ("run.output", run.output),
         ]
         if let budget = run.budgetTokens { fields.append(("run.budget.tokens", String(budget))) }
+        if let schedule = run.schedule {
+            fields += [("run.schedule", schedule.expression), ("run.timeZone", schedule.timeZone)]
+        }
         fields += [
             ("memory.path", memory.path),
             ("memory.snapshot", String(memory.snapshot)),

@@ -210,6 +210,14 @@ enum Shapes {
                                             )
                                         ])),
                                 doc: "Limits on one run's model use, enforced by the model gateway."),
+                            FieldShape(
+                                "schedule", .string(.cron),
+                                doc:
+                                    "When `agentry serve` starts a run on its own (trigger `schedule`): five-field cron, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. A run still going when the next is due is skipped, and the skip recorded."
+                            ),
+                            FieldShape(
+                                "timeZone", .string(.timeZone),
+                                doc: "The time zone `schedule` is read in. Default `UTC`."),
                         ])),
                 doc: "Run defaults."),
             FieldShape(

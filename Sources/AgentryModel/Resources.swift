@@ -1,5 +1,6 @@
 import AgentryBasics
 import AgentryYAML
+import Foundation
 
 /// Where a resource or a value was declared.
 public struct Origin: Sendable, Hashable {
@@ -49,6 +50,26 @@ public struct RunDefaults: Sendable, Hashable {
     public var output: String
     /// `run.budget.tokens`: the most one run may spend, input and output together.
     public var budgetTokens: Int? = nil
+    /// `run.schedule` and `run.timeZone`: when `agentry serve` starts runs on its own.
+    public var schedule: RunSchedule? = nil
+}
+
+/// A cron expression and the time zone it is read in.
+public struct RunSchedule: Sendable, Hashable {
+    public var expression: String
+    /// An IANA name; `UTC` unless the agent says otherwise.
+    public var timeZone: String
+
+    public init(expression: String, timeZone: String) {
+        self.expression = expression
+        self.timeZone = timeZone
+    }
+
+    /// The first time after `date` that it fires; nil if the expression or zone does not read.
+    public func next(after date: Date) -> Date? {
+        guard let cron = CronSchedule(expression), let zone = TimeZone(identifier: timeZone) else { return nil }
+        return cron.next(after: date, in: zone)
+    }
 }
 
 public struct MemorySettings: Sendable, Hashable {
@@ -250,7 +271,10 @@ enum Extract {
                 prompt: spec?["run", "prompt"]?.stringValue,
                 timeoutMilliseconds: spec?["run", "timeout"]?.stringValue.flatMap(DurationText.parse) ?? 15 * 60_000,
                 output: spec?["run", "output"]?.stringValue ?? "out/",
-                budgetTokens: spec?["run", "budget", "tokens"]?.intValue),
+                budgetTokens: spec?["run", "budget", "tokens"]?.intValue,
+                schedule: spec?["run", "schedule"]?.stringValue.map {
+                    RunSchedule(expression: $0, timeZone: spec?["run", "timeZone"]?.stringValue ?? "UTC")
+                }),
             memory: MemorySettings(
                 path: spec?["memory", "path"]?.stringValue ?? "memory/",
                 snapshot: spec?["memory", "snapshot"]?.boolValue ?? true),

@@ -1,4 +1,5 @@
 import AgentryBasics
+import Foundation
 
 /// The declarative shape of a resource: one description drives the strict decoder, the JSON
 /// Schemas in `schemas/` and the field reference, so the three cannot drift apart.
@@ -89,6 +90,10 @@ public enum StringFormat: Sendable {
     case hostname
     /// A label key: an optional DNS-style prefix and `/`, then a name of up to 63 characters.
     case labelKey
+    /// A five-field cron expression or a macro (`@daily`); see `CronSchedule`.
+    case cron
+    /// An IANA time zone name (`Europe/Paris`, `UTC`).
+    case timeZone
 
     /// What the user should have written, for messages.
     public var expected: String {
@@ -114,6 +119,10 @@ public enum StringFormat: Sendable {
         case .relativePath: return "a relative path without '..' segments"
         case .hostname: return "a host name such as api.example.com, optionally with a :port or a leading *."
         case .labelKey: return "a label key such as team or example.com/tier"
+        case .cron:
+            return
+                "a five-field cron expression (minute hour day-of-month month day-of-week) such as \"0 9 * * 1-5\" or \"*/15 * * * *\", or @hourly, @daily, @weekly, @monthly, @yearly"
+        case .timeZone: return "an IANA time zone name such as UTC or Europe/Paris"
         }
     }
 
@@ -130,7 +139,7 @@ public enum StringFormat: Sendable {
     /// The ECMA-262 pattern for the JSON Schema, when the rule is a pattern.
     public var pattern: String? {
         switch self {
-        case .text, .constant, .oneOf: return nil
+        case .text, .constant, .oneOf, .cron, .timeZone: return nil
         case .dnsLabel: return "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
         case .skillName: return "^[a-z0-9]+(-[a-z0-9]+)*$"
         case .quantity: return "^(?=[0-9.]*[1-9])[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
@@ -183,6 +192,8 @@ public enum StringFormat: Sendable {
         case .relativePath: return Formats.isRelativePath(value)
         case .hostname: return Formats.isHostname(value)
         case .labelKey: return Formats.isLabelKey(value)
+        case .cron: return CronSchedule(value) != nil
+        case .timeZone: return value.utf8.count <= 64 && TimeZone(identifier: value) != nil
         }
     }
 }

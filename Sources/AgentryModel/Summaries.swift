@@ -19,6 +19,8 @@ public struct AgentSummary: Sendable, Hashable {
     /// What each harness type cannot express of the agent's tools and MCP servers: `type\tmessage`
     /// at the mark of the field concerned (worked out here, so cross-file checks need only the type).
     public var toolProblems: [Reference] = []
+    /// `run.schedule`, for `agentry serve`.
+    public var schedule: RunSchedule? = nil
 
     public init(_ agent: Agent) {
         name = agent.metadata.name
@@ -32,6 +34,7 @@ public struct AgentSummary: Sendable, Hashable {
         if case .file(let path, let mark) = agent.instructions { instructionsFile = Reference(path, mark: mark) }
         lifecycle = agent.lifecycle
         deletionPolicy = agent.deletionPolicy
+        schedule = agent.run.schedule
         if agent.tools != nil || !agent.mcpServers.isEmpty {
             let bound = Dictionary(agent.secrets.map { ($0.env, $0.ref) }) { first, _ in first }
             for type in HarnessType.allCases {
@@ -54,9 +57,11 @@ public struct AgentSummary: Sendable, Hashable {
     public init(
         name: String, origin: Origin, digest: String, harness: Reference?, model: Reference?,
         fallbackModels: [Reference], environment: Reference?, skills: [Reference], instructionsFile: Reference?,
-        lifecycle: Lifecycle, deletionPolicy: DeletionPolicy, toolProblems: [Reference] = []
+        lifecycle: Lifecycle, deletionPolicy: DeletionPolicy, toolProblems: [Reference] = [],
+        schedule: RunSchedule? = nil
     ) {
         self.toolProblems = toolProblems
+        self.schedule = schedule
         self.name = name
         self.origin = origin
         self.digest = digest

@@ -16,6 +16,8 @@ public struct DesiredAgent: Sendable, Hashable {
     public var parts: Fields
     /// The names it references, for summaries: `harness`, `model`, `environment`.
     public var references: Fields
+    /// `run.schedule`: when `agentry serve` starts its runs.
+    public var schedule: RunSchedule? = nil
 
     public init(
         name: String, revision: String, lifecycle: Lifecycle, deletionPolicy: DeletionPolicy, origin: Origin,
@@ -120,6 +122,7 @@ extension DesiredAgent {
                 ("harness", agent.harness?.name ?? ""), ("model", agent.model?.name ?? ""),
                 ("environment", agent.environment?.name ?? ""),
             ])
+        schedule = agent.schedule
     }
 }
 

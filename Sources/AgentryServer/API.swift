@@ -71,6 +71,7 @@ enum API {
             ),
             ("continue", .bool(run.continueSession)),
             ("requestedBy", .string(run.requestedBy)),
+            ("trigger", .string(run.trigger)),
             ("createdAt", .string(time(run.createdAt))),
             ("startedAt", optional(run.startedAt.map(time))),
             ("finishedAt", optional(run.finishedAt.map(time))),

@@ -33,6 +33,7 @@ public struct APIServer: Sendable {
     let store: any ServiceStore
     let runSettings: RunService.Settings
     let reconciler: Reconciler
+    let scheduler: Scheduler
     let hooks: Hooks
     /// Open event streams, bounded.
     let streams = StreamCount(limit: 256)
@@ -61,13 +62,15 @@ public struct APIServer: Sendable {
         self.runs = RunService(ports: ports, store: store, settings: runs)
         self.tokens = Tokens(store: store, clock: ports.clock)
         self.interval = interval
+        self.scheduler = Scheduler(runs: self.runs, clock: ports.clock, logger: ports.logger)
         self.reconciler = Reconciler(
             ports: ports,
             settings: .init(
                 target: .init(repository: runs.repository, ref: "HEAD", path: runs.path),
                 // Without a loop, the unit of backoff after failures.
                 interval: interval ?? .seconds(60), historyBranch: runs.historyBranch,
-                parallelism: runs.maxConcurrent))
+                parallelism: runs.maxConcurrent),
+            scheduler: scheduler)
     }
 
     /// Runs until SIGTERM or SIGINT.
@@ -85,6 +88,7 @@ public struct APIServer: Sendable {
             services: [
                 RunDrain(runs: runs, grace: settings.grace),
                 ReconcileLoop(reconciler: reconciler, enabled: interval != nil),
+                ScheduleLoop(scheduler: scheduler),
             ],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? settings.port
@@ -334,8 +338,26 @@ public struct APIServer: Sendable {
             ("machineState", row.machineState.map(JSON.string) ?? .null),
             ("killSwitch", killSwitch),
             ("conditions", .array(conditions)),
+            ("schedule", try await scheduleJSON(row.name)),
             ("lastRun", last.map(API.run) ?? .null),
             ("links", .object([("runs", .string("/v1/agents/\(row.name)/runs"))])),
+        ])
+    }
+
+    /// The agent's schedule, when it has one: when it next fires, what it did last, how often it
+    /// was skipped.
+    func scheduleJSON(_ agent: String) async throws -> JSON {
+        guard let entry = await scheduler.entry(of: agent) else { return .null }
+        let last = try store.scheduleEvents(agent: agent, limit: 1).first.map { event -> JSON in
+            .object([
+                ("dueAt", .string(API.time(event.dueAt))), ("outcome", .string(event.outcome.rawValue)),
+                ("runId", event.runID.map(JSON.string) ?? .null), ("message", .string(event.message)),
+            ])
+        }
+        return .object([
+            ("expression", .string(entry.schedule.expression)), ("timeZone", .string(entry.schedule.timeZone)),
+            ("nextAt", entry.next.map { .string(API.time($0)) } ?? .null), ("last", last ?? .null),
+            ("skipped", .int(try store.skippedCount(agent: agent))),
         ])
     }
 
@@ -642,6 +664,15 @@ struct ReconcileLoop: Service {
 
     func run() async throws {
         try await cancelWhenGracefulShutdown { await reconciler.run(passingFirst: enabled) }
+    }
+}
+
+/// Fires the agents' schedules, stopped when the service stops.
+struct ScheduleLoop: Service {
+    let scheduler: Scheduler
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await scheduler.run() }
     }
 }
 

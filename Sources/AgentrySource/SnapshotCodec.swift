@@ -31,9 +31,9 @@ struct DerivedSnapshot {
 /// unexpected means "no cache", never a wrong answer.
 enum SnapshotCodec {
     // Bumped when what a parse records changes (2: origins at `metadata.name`).
-    // 3: agents' tool problems, harnesses' types.
-    static let snapshotMagic = Array("agentry-derived-3\n".utf8)
-    static let fileMagic: UInt8 = 3
+    // 3: agents' tool problems, harnesses' types. 4: agents' run schedules.
+    static let snapshotMagic = Array("agentry-derived-4\n".utf8)
+    static let fileMagic: UInt8 = 4
 
     static func encode(_ snapshot: DerivedSnapshot) -> [UInt8] {
         var writer = ByteWriter()
@@ -160,6 +160,8 @@ extension ByteWriter {
         string(agent.lifecycle.rawValue)
         string(agent.deletionPolicy.rawValue)
         references(agent.toolProblems)
+        string(agent.schedule?.expression ?? "")
+        string(agent.schedule?.timeZone ?? "")
     }
 
     mutating func resources(_ resources: [ResourceSummary]) {
@@ -204,12 +206,13 @@ extension ByteReader {
             let environment = optionalReference(), let skills = references(), let instructions = optionalReference(),
             let lifecycle = string().flatMap(Lifecycle.init(rawValue:)),
             let deletionPolicy = string().flatMap(DeletionPolicy.init(rawValue:)),
-            let toolProblems = references()
+            let toolProblems = references(), let expression = string(), let timeZone = string()
         else { return nil }
         return AgentSummary(
             name: name, origin: origin, digest: digest, harness: harness, model: model, fallbackModels: fallbacks,
             environment: environment, skills: skills, instructionsFile: instructions, lifecycle: lifecycle,
-            deletionPolicy: deletionPolicy, toolProblems: toolProblems)
+            deletionPolicy: deletionPolicy, toolProblems: toolProblems,
+            schedule: expression.isEmpty ? nil : RunSchedule(expression: expression, timeZone: timeZone))
     }
 
     mutating func resources() -> [ResourceSummary]? {

@@ -84,6 +84,21 @@ public final class ServiceDatabase: ServiceStore {
                     CREATE INDEX runs_status ON runs(status, seq);
                     """)
         }
+        migrator.registerMigration("v2: triggers and schedules") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'api';
+                    CREATE TABLE schedule_events (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        agent TEXT NOT NULL,
+                        due_at DATETIME NOT NULL,
+                        outcome TEXT NOT NULL,
+                        run_id TEXT,
+                        message TEXT NOT NULL
+                    );
+                    CREATE INDEX schedule_events_agent ON schedule_events(agent, seq);
+                    """)
+        }
         return migrator
     }()
 
@@ -185,6 +200,7 @@ public final class ServiceDatabase: ServiceStore {
         run.historyCommit = row["history_commit"]
         run.exitStatus = row["exit_status"]
         run.message = row["message"]
+        run.trigger = row["trigger"]
         return run
     }
 
@@ -201,12 +217,12 @@ public final class ServiceDatabase: ServiceStore {
             try db.execute(
                 sql: """
                     INSERT INTO runs (id, agent, status, prompt, timeout_seconds, continue_session, idempotency_key,
-                        token_id, requested_by, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        token_id, requested_by, created_at, trigger)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     run.id, run.agent, run.status.rawValue, run.prompt, run.timeoutSeconds, run.continueSession,
-                    run.idempotencyKey, run.tokenID, run.requestedBy, run.createdAt,
+                    run.idempotencyKey, run.tokenID, run.requestedBy, run.createdAt, run.trigger,
                 ])
             return (run, true)
         }
@@ -285,6 +301,38 @@ public final class ServiceDatabase: ServiceStore {
                     run.status.rawValue, run.startedAt, run.finishedAt, run.recordID, run.historyCommit,
                     run.exitStatus, run.message, run.id,
                 ])
+        }
+    }
+
+    // MARK: Schedules
+
+    public func recordScheduleEvent(_ event: ScheduleEvent) throws {
+        try writing { db in
+            try db.execute(
+                sql: "INSERT INTO schedule_events (agent, due_at, outcome, run_id, message) VALUES (?, ?, ?, ?, ?)",
+                arguments: [event.agent, event.dueAt, event.outcome.rawValue, event.runID, event.message])
+        }
+    }
+
+    public func scheduleEvents(agent: String, limit: Int) throws -> [ScheduleEvent] {
+        try reading { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM schedule_events WHERE agent = ? ORDER BY seq DESC LIMIT ?",
+                arguments: [agent, max(0, min(limit, Int(Int32.max)))]
+            ).compactMap { row in
+                guard let outcome = ScheduleEvent.Outcome(rawValue: row["outcome"]) else { return nil }
+                return ScheduleEvent(
+                    agent: row["agent"], dueAt: row["due_at"], outcome: outcome, runID: row["run_id"],
+                    message: row["message"])
+            }
+        }
+    }
+
+    public func skippedCount(agent: String) throws -> Int {
+        try reading { db in
+            try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM schedule_events WHERE agent = ? AND outcome = 'skipped'",
+                arguments: [agent]) ?? 0
         }
     }
 }

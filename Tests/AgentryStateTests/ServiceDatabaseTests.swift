@@ -21,6 +21,14 @@ import Testing
             #expect(try store.submit(run("run_2", key: "k")).run.id == "run_1", "the same key gives the first run")
             #expect(try store.submit(run("run_3", key: "k", token: "tok_2")).created, "another token's key is its own")
             for index in 4...7 { _ = try store.submit(run("run_\(index)", agent: index.isMultiple(of: 2) ? "a" : "b")) }
+            var scheduled = run("run_8", agent: "c", token: nil)
+            scheduled.trigger = "schedule"
+            _ = try store.submit(scheduled)
+            let due = Date(timeIntervalSince1970: 1_800_000_300)
+            try store.recordScheduleEvent(
+                ScheduleEvent(agent: "c", dueAt: due, outcome: .started, runID: "run_8", message: "started"))
+            try store.recordScheduleEvent(
+                ScheduleEvent(agent: "c", dueAt: due + 60, outcome: .skipped, runID: "run_8", message: "skipped"))
             var started = try #require(try store.run(id: "run_1"))
             started.status = .running
             started.recordID = "20270115-080000-abcd"
@@ -31,6 +39,12 @@ import Testing
         #expect(try store.run(id: "run_1")?.status == .running)
         #expect(try store.run(id: "run_1")?.recordID == "20270115-080000-abcd")
         #expect(try store.run(id: "run_1")?.timeoutSeconds == 60)
+        #expect(try store.run(id: "run_1")?.trigger == "api")
+        #expect(try store.run(id: "run_8")?.trigger == "schedule")
+        #expect(try store.scheduleEvents(agent: "c", limit: 5).map(\.outcome) == [.skipped, .started])
+        #expect(
+            try store.scheduleEvents(agent: "c", limit: 5).last?.dueAt == Date(timeIntervalSince1970: 1_800_000_300))
+        #expect(try store.skippedCount(agent: "c") == 1 && store.skippedCount(agent: "a") == 0)
         let live = try store.runs(agent: nil, statuses: [.running], limit: 10, before: nil)
         #expect(live.map(\.id) == ["run_1"])
         let first = try store.runs(agent: "a", statuses: nil, limit: 2, before: nil)

@@ -7,6 +7,7 @@ public final class InMemoryServiceStore: ServiceStore {
     struct Contents {
         var tokens: [(token: APIToken, hash: String)] = []
         var runs: [ServiceRun] = []
+        var scheduleEvents: [ScheduleEvent] = []
     }
 
     let contents = Mutex(Contents())
@@ -81,5 +82,17 @@ public final class InMemoryServiceStore: ServiceStore {
         contents.withLock { contents in
             if let index = contents.runs.firstIndex(where: { $0.id == run.id }) { contents.runs[index] = run }
         }
+    }
+
+    public func recordScheduleEvent(_ event: ScheduleEvent) throws {
+        contents.withLock { $0.scheduleEvents.append(event) }
+    }
+
+    public func scheduleEvents(agent: String, limit: Int) throws -> [ScheduleEvent] {
+        contents.withLock { Array($0.scheduleEvents.filter { $0.agent == agent }.reversed().prefix(limit)) }
+    }
+
+    public func skippedCount(agent: String) throws -> Int {
+        contents.withLock { $0.scheduleEvents.filter { $0.agent == agent && $0.outcome == .skipped }.count }
     }
 }

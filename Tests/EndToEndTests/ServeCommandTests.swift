@@ -223,6 +223,31 @@ extension ApplyCommandTests {
         #expect((killed["killSwitch"] as? [String: Any])?["reason"] as? String == "testing the switch")
         #expect(try HTTP.request("POST", base + "/v1/agents/greeter/unkill", token: admin).status == 200)
 
+        // A schedule: every minute, applied by the loop, fires a run with trigger `schedule`.
+        let current = try String(contentsOf: file, encoding: .utf8)
+        try repo.write(
+            "agents/greeter.yaml",
+            current.replacingOccurrences(of: "run: {prompt:", with: "run: {schedule: \"* * * * *\", prompt:"))
+        _ = try repo.commitAll("every minute", initialize: false)
+        #expect(try HTTP.request("POST", base + "/v1/reconcile", token: admin).status == 202)
+        var scheduled: [String: Any]?
+        try await TestSupport.waitUntil("a scheduled run to end", seconds: 240) {
+            let page = try HTTP.request("GET", runs, token: reader).json["runs"] as? [[String: Any]] ?? []
+            scheduled = page.first { $0["trigger"] as? String == "schedule" }
+            return (scheduled?["status"] as? String).map { !["queued", "starting", "running"].contains($0) } ?? false
+        }
+        #expect(scheduled?["status"] as? String == "succeeded" && scheduled?["requestedBy"] as? String == "schedule")
+        let withSchedule = try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json
+        let schedule = withSchedule["schedule"] as? [String: Any]
+        #expect(schedule?["expression"] as? String == "* * * * *" && schedule?["timeZone"] as? String == "UTC")
+        #expect(
+            (schedule?["last"] as? [String: Any])?["runId"] as? String == scheduled?["id"] as? String, "\(withSchedule)"
+        )
+        #expect(schedule?["nextAt"] is String)
+        let scheduledRecord = try git(
+            ["show", "agentry/history:runs/greeter/\(scheduled?["recordId"] as? String ?? "?")/record.yaml"], in: repo)
+        #expect(scheduledRecord.contains("kind: \"schedule\""), "\(scheduledRecord)")
+
         // SIGTERM: a clean stop, exit 0.
         server.signal(SIGTERM)
         #expect(try server.wait(seconds: 60) == 0, "\(server.stderr.suffix(2000))")

@@ -62,6 +62,8 @@ public struct ServiceRun: Sendable, Equatable {
     public var idempotencyKey: String?
     public var tokenID: String?
     public var requestedBy: String
+    /// What started it: `api`, or `schedule` (the agent's `run.schedule`).
+    public var trigger: String = "api"
     public var createdAt: Date
     public var startedAt: Date?
     public var finishedAt: Date?
@@ -89,6 +91,29 @@ public struct ServiceRun: Sendable, Equatable {
     }
 }
 
+/// What a schedule did when it came due: started a run, skipped (the agent's last run was still
+/// going or waiting), or was refused (a killed or paused agent, a full queue).
+public struct ScheduleEvent: Sendable, Equatable {
+    public enum Outcome: String, Sendable {
+        case started, skipped, refused
+    }
+
+    public var agent: String
+    public var dueAt: Date
+    public var outcome: Outcome
+    /// The run it started, or the one it was skipped for.
+    public var runID: String?
+    public var message: String
+
+    public init(agent: String, dueAt: Date, outcome: Outcome, runID: String?, message: String) {
+        self.agent = agent
+        self.dueAt = dueAt
+        self.outcome = outcome
+        self.runID = runID
+        self.message = message
+    }
+}
+
 /// The service's own database (`service.sqlite` beside the state): tokens and accepted runs.
 /// Separate from the state database so that accepting runs never waits on an apply's writer lock.
 public protocol ServiceStore: Sendable {
@@ -112,4 +137,10 @@ public protocol ServiceStore: Sendable {
     /// Newest first; `before`: a run id to continue after (a page's cursor).
     func runs(agent: String?, statuses: Set<ServiceRunStatus>?, limit: Int, before: String?) throws -> [ServiceRun]
     func update(_ run: ServiceRun) throws
+
+    func recordScheduleEvent(_ event: ScheduleEvent) throws
+    /// Newest first.
+    func scheduleEvents(agent: String, limit: Int) throws -> [ScheduleEvent]
+    /// How many times `agent`'s schedule was skipped, in all.
+    func skippedCount(agent: String) throws -> Int
 }
