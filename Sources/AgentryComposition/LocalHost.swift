@@ -141,6 +141,9 @@ public enum HistoryBenchmark {
 
 /// `agentry serve` and `agentry token`: the service's database and its HTTP API.
 public enum Service {
+    /// The OpenAPI 3.1 document of the service's API (schemas/openapi.yaml).
+    public static var openAPI: String { OpenAPIDocument.yaml }
+
     /// The service's database in the state directory.
     public static func store(stateDirectory: String) -> any ServiceStore {
         ServiceDatabase(stateDirectory: stateDirectory)

@@ -103,6 +103,11 @@ public struct APIServer: Sendable {
     func routes(_ router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in API.json(.object([("status", .string("ok"))])) }
         router.get("/readyz") { _, _ in await self.ready() }
+        router.get("/v1/openapi.yaml") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "application/yaml"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.yaml)))
+        }
         router.get("/v1/agents") { request, _ in
             await self.handle(request, scope: .read, agent: nil) { token in try await self.agents(token: token) }
         }

@@ -91,12 +91,19 @@ struct Schema: ParsableCommand {
     @Flag(name: .long, help: "Print the Markdown field reference of every kind instead (docs/reference.md).")
     var reference = false
 
+    @Flag(name: .long, help: "Print the OpenAPI 3.1 document of agentry serve's API instead (schemas/openapi.yaml).")
+    var openapi = false
+
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
         _ = try logging.makeLogger()
         if reference {
             Output.standardOutput(FieldReference.markdown())
+            return
+        }
+        if openapi {
+            Output.standardOutput(Service.openAPI)
             return
         }
         guard let name else {

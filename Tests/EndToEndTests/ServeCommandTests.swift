@@ -60,7 +60,13 @@ extension ApplyCommandTests {
         #expect(listed.stdout.contains("\"scopes\"") && !listed.stdout.contains(runner), "token text is never listed")
 
         var (server, base) = try serve(repo)
+        var bases = [base]
         #expect(try HTTP.request("GET", base + "/healthz").status == 200)
+        // The API's own OpenAPI document, as committed.
+        let openapi = try HTTP.request("GET", base + "/v1/openapi.yaml")
+        let committedOpenAPI = try String(
+            contentsOf: Agentry.packageRoot.appendingPathComponent("schemas/openapi.yaml"), encoding: .utf8)
+        #expect(openapi.status == 200 && openapi.body == committedOpenAPI)
         // One service per state directory.
         let second = try Shell.run(
             Agentry.binary.path,
@@ -195,6 +201,7 @@ extension ApplyCommandTests {
         server.signal(SIGKILL)
         _ = try server.wait(seconds: 30)
         (server, base) = try serve(repo)
+        bases.append(base)
         runs = base + "/v1/agents/greeter/runs"
         let lost = try HTTP.request("GET", base + "/v1/runs/\(slowID)", token: reader).json
         #expect(lost["status"] as? String == "interrupted", "\(lost)")
@@ -252,5 +259,18 @@ extension ApplyCommandTests {
         server.signal(SIGTERM)
         #expect(try server.wait(seconds: 60) == 0, "\(server.stderr.suffix(2000))")
         #expect(server.stderr.contains("agentry serve: stopped"))
+
+        // Every answer above agrees with the OpenAPI document (Tests/openapi/check.py).
+        let lines = HTTP.exchanges.withLock { $0 }.compactMap { exchange -> String? in
+            guard let base = bases.first(where: { exchange.url.hasPrefix($0 + "/") }) else { return nil }
+            return exchange.jsonLine(path: String(exchange.url.dropFirst(base.count)))
+        }
+        let recorded = repo.url.appendingPathComponent("exchanges.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: recorded, atomically: true, encoding: .utf8)
+        let checked = try Shell.run(
+            "python3", ["Tests/openapi/check.py", "schemas/openapi.yaml", recorded.path], in: Agentry.packageRoot)
+        #expect(checked.status == 0, "\(checked.stdout)\(checked.stderr)")
+        let pairs = checked.stdout.split(separator: "\n").filter { $0.hasPrefix("  ") }
+        #expect(pairs.count >= 25, "the test covers most of the API: \(checked.stdout)")
     }
 }

@@ -1,6 +1,7 @@
 import AgentryBasics
 import CGuestSupport
 import Foundation
+import Synchronization
 
 /// Runs the built `agentry` binary the way a user or CI does.
 public enum Agentry {
@@ -324,6 +325,28 @@ public enum HTTP {
         public var json: [String: Any] { (try? decodeJSON(body)) ?? [:] }
     }
 
+    /// One request and its answer, as `request` made it (for checking answers against the API's
+    /// OpenAPI document).
+    public struct Exchange: Sendable {
+        public var method: String
+        public var url: String
+        public var status: Int
+        public var contentType: String
+        public var body: String
+
+        /// One line of JSON for Tests/openapi/check.py; `path` without the scheme and authority.
+        public func jsonLine(path: String) -> String {
+            let object: [String: Any] = [
+                "method": method, "path": path, "status": status, "contentType": contentType, "body": body,
+            ]
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+
+    /// Every exchange `request` made in this process, oldest first.
+    public static let exchanges = Mutex<[Exchange]>([])
+
     public static func request(
         _ method: String, _ url: String, token: String? = nil, headers: [String: String] = [:], body: String? = nil
     ) throws -> Response {
@@ -386,7 +409,14 @@ public enum HTTP {
         }
         var body = Array(received[(received.count - text[split.upperBound...].utf8.count)...])
         if fields["transfer-encoding"]?.lowercased() == "chunked" { body = dechunked(body) }
-        return Response(status: status, headers: fields, body: String(decoding: body, as: UTF8.self))
+        let response = Response(status: status, headers: fields, body: String(decoding: body, as: UTF8.self))
+        exchanges.withLock {
+            $0.append(
+                Exchange(
+                    method: method, url: url, status: status, contentType: fields["content-type"] ?? "",
+                    body: response.body))
+        }
+        return response
     }
 
     /// A chunked body's bytes (sizes in hex, each chunk followed by CRLF, a zero chunk last).
