@@ -159,7 +159,7 @@ public enum Service {
         try database.holdServiceLock()
         let server = APIServer(
             ports: ports, store: database, runs: runs, reconcileEvery: reconcileEvery,
-            hooks: .init(secretKey: webhookSecret, branch: branch))
+            hooks: .init(secretKey: webhookSecret, branch: branch), metrics: APIServer.bootstrapMetrics())
         try await server.run(.init(host: host, port: port, grace: grace, onListening: onListening))
     }
 }

@@ -214,6 +214,7 @@ public actor Reconciler {
     func finish(result: String, message: String, commit: String?, began: ContinuousClock.Instant, at started: Date) {
         lastPass = Pass(
             startedAt: started, duration: ContinuousClock.now - began, commit: commit, result: result, message: message)
+        ServiceMetrics.reconciled(result: result, duration: ContinuousClock.now - began)
         logger.info("reconciled", metadata: ["result": "\(result)", "message": "\(message)"])
     }
 

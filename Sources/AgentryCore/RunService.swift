@@ -145,6 +145,7 @@ public actor RunService {
                 event = ScheduleEvent(agent: agent, dueAt: dueAt, outcome: .refused, runID: nil, message: message)
             }
         }
+        ServiceMetrics.scheduled(event.outcome)
         logger.info(
             "schedule due",
             metadata: ["agent": "\(agent)", "outcome": "\(event.outcome.rawValue)", "detail": "\(event.message)"])
@@ -182,6 +183,7 @@ public actor RunService {
 
     /// Starts queued runs while there is room: the oldest first, one per agent.
     func schedule() {
+        defer { ServiceMetrics.queue(waiting: (try? store.queuedCount(agent: nil)) ?? 0, active: active.count) }
         guard accepting, active.count < settings.maxConcurrent else { return }
         do {
             for head in try store.queuedHeads() where active[head.agent] == nil {
@@ -220,6 +222,7 @@ public actor RunService {
         }
         let logger = self.logger
         let runID = run.id
+        var usage: ModelUsage?
         logger.info("run started", metadata: ["run": "\(runID)", "agent": "\(run.agent)"])
         do {
             let outcome = try await Runner(
@@ -227,6 +230,7 @@ public actor RunService {
                 output: { _, _ in }
             ).run(request)
             let record = outcome.record
+            usage = record.usage
             run.recordID = record.runID
             run.historyCommit = outcome.historyCommit
             run.exitStatus = record.exitStatus
@@ -263,6 +267,7 @@ public actor RunService {
             }
         }
         logger.info("run ended", metadata: ["run": "\(runID)", "status": "\(run.status.rawValue)"])
+        ServiceMetrics.runEnded(run, usage: usage)
         active[run.agent] = nil
         schedule()
     }

@@ -49,6 +49,27 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/Status"}
                 "503": {$ref: "#/components/responses/Error"}
+          /metrics:
+            get:
+              tags: [service]
+              operationId: metrics
+              summary: Prometheus metrics (a read token for every agent).
+              description: >-
+                `agentry_runs_total{agent,status}`, `agentry_run_duration_seconds{agent}` (histogram),
+                `agentry_runs_queued`, `agentry_runs_active`, `agentry_reconcile_passes_total{result}`,
+                `agentry_reconcile_duration_seconds` (histogram), `agentry_machines{state}`,
+                `agentry_model_tokens_total{model,direction}`, `agentry_schedule_events_total{outcome}`,
+                `agentry_webhooks_received_total{provider,status}`, and the HTTP server's
+                `hb_requests`, `http_server_request_duration` (histogram) by route, method and status.
+              responses:
+                "200":
+                  description: Prometheus text exposition format 0.0.4.
+                  content:
+                    text/plain:
+                      schema: {type: string}
+                "401": {$ref: "#/components/responses/Error"}
+                "403": {$ref: "#/components/responses/Error"}
+                "404": {$ref: "#/components/responses/Error"}
           /v1/openapi.yaml:
             get:
               tags: [service]

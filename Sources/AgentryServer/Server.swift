@@ -6,6 +6,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 
@@ -34,6 +36,8 @@ public struct APIServer: Sendable {
     let runSettings: RunService.Settings
     let reconciler: Reconciler
     let scheduler: Scheduler
+    /// What `/metrics` shows (nil: no metrics, 404).
+    let metrics: PrometheusCollectorRegistry?
     let hooks: Hooks
     /// Open event streams, bounded.
     let streams = StreamCount(limit: 256)
@@ -53,8 +57,9 @@ public struct APIServer: Sendable {
 
     public init(
         ports: Ports, store: any ServiceStore, runs: RunService.Settings, reconcileEvery interval: Duration?,
-        hooks: Hooks = Hooks(secretKey: nil, branch: "main")
+        hooks: Hooks = Hooks(secretKey: nil, branch: "main"), metrics: PrometheusCollectorRegistry? = nil
     ) {
+        self.metrics = metrics
         self.hooks = hooks
         self.ports = ports
         self.store = store
@@ -73,6 +78,19 @@ public struct APIServer: Sendable {
             scheduler: scheduler)
     }
 
+    /// Makes swift-metrics report into a Prometheus registry, for `/metrics`: once per process (the
+    /// metrics system takes one backend).
+    public static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets = [
+            ServiceMetrics.runDuration: ServiceMetrics.runBuckets,
+            ServiceMetrics.reconcileDuration: ServiceMetrics.reconcileBuckets,
+        ]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+
     /// Runs until SIGTERM or SIGINT.
     public func run(_ settings: Settings) async throws {
         let interrupted = try await runs.recover()
@@ -81,6 +99,7 @@ public struct APIServer: Sendable {
                 "runs the last service left going were marked interrupted", metadata: ["runs": "\(interrupted)"])
         }
         let router = Router(context: BasicRequestContext.self)
+        if metrics != nil { router.middlewares.add(MetricsMiddleware()) }
         routes(router)
         let app = Application(
             router: router,
@@ -103,6 +122,23 @@ public struct APIServer: Sendable {
     func routes(_ router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in API.json(.object([("status", .string("ok"))])) }
         router.get("/readyz") { _, _ in await self.ready() }
+        router.get("/metrics") { request, _ in
+            await self.handle(request, scope: .read, agent: nil) { token in
+                guard let registry = self.metrics else {
+                    return API.error(.notFound, "notFound", "this service keeps no metrics")
+                }
+                // Repository-wide: the labels name every agent.
+                guard token.agents.isEmpty else {
+                    return API.error(.forbidden, "forbidden", "metrics take a token for every agent")
+                }
+                ServiceMetrics.machines(try self.ports.state.agents().map(\.machineState))
+                var text: [UInt8] = []
+                registry.emit(into: &text)
+                return Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(bytes: text)))
+            }
+        }
         router.get("/v1/openapi.yaml") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "application/yaml"],
@@ -144,7 +180,9 @@ public struct APIServer: Sendable {
             router.post("/v1/hooks/\(provider)") { request, _ in
                 var request = request
                 let body = await API.body(&request)
-                return await self.hook(provider, request, body: body)
+                let response = await self.hook(provider, request, body: body)
+                ServiceMetrics.webhookReceived(provider: provider, status: Int(response.status.code))
+                return response
             }
         }
         router.get("/v1/reconcile") { request, _ in

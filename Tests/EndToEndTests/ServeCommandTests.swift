@@ -255,6 +255,26 @@ extension ApplyCommandTests {
             ["show", "agentry/history:runs/greeter/\(scheduled?["recordId"] as? String ?? "?")/record.yaml"], in: repo)
         #expect(scheduledRecord.contains("kind: \"schedule\""), "\(scheduledRecord)")
 
+        // Metrics in Prometheus's text format, for a token that sees every agent.
+        #expect(try HTTP.request("GET", base + "/metrics").status == 401)
+        #expect(try HTTP.request("GET", base + "/metrics", token: elsewhere).status == 403)
+        let metrics = try HTTP.request("GET", base + "/metrics", token: reader)
+        #expect(metrics.status == 200 && metrics.headers["content-type"]?.hasPrefix("text/plain") == true)
+        func sample(_ series: String) -> Double? {
+            metrics.body.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        // Since the restart: "after" and the scheduled run (or more of them) succeeded.
+        #expect((sample(#"agentry_runs_total{agent="greeter",status="succeeded"}"#) ?? 0) >= 2, "\(metrics.body)")
+        #expect((sample(#"agentry_run_duration_seconds_count{agent="greeter"}"#) ?? 0) >= 2)
+        #expect(sample(#"agentry_machines{state="running"}"#) == 1)
+        #expect((sample(#"agentry_reconcile_passes_total{result="applied"}"#) ?? 0) >= 1)
+        #expect((sample(#"agentry_schedule_events_total{outcome="started"}"#) ?? 0) >= 1)
+        #expect(sample("agentry_runs_queued") != nil && sample("agentry_runs_active") != nil)
+        #expect(
+            metrics.body.contains("hb_requests{http_route=\"/v1/agents/{name}/runs\""),
+            "HTTP requests by route and status")
+
         // SIGTERM: a clean stop, exit 0.
         server.signal(SIGTERM)
         #expect(try server.wait(seconds: 60) == 0, "\(server.stderr.suffix(2000))")
