@@ -57,6 +57,8 @@ public actor Reconciler {
     let settings: Settings
     /// Told each valid commit's schedules.
     let scheduler: Scheduler?
+    /// Where suspensions are kept (none without one).
+    let store: (any ServiceStore)?
     var conditions: [String: [AgentCondition]] = [:]
     var backoff: [String: Backoff] = [:]
     /// The agents the last plan named (so that agents new in the repository are never left out).
@@ -66,10 +68,11 @@ public actor Reconciler {
     var wake: AsyncStream<Void>.Continuation?
     var logger: Logger { ports.logger }
 
-    public init(ports: Ports, settings: Settings, scheduler: Scheduler? = nil) {
+    public init(ports: Ports, settings: Settings, scheduler: Scheduler? = nil, store: (any ServiceStore)? = nil) {
         self.ports = ports
         self.settings = settings
         self.scheduler = scheduler
+        self.store = store
     }
 
     /// The agents with conditions, and those the state has applied.
@@ -120,7 +123,25 @@ public actor Reconciler {
         passes += 1
         var options = ApplyOptions(
             actor: "agentry serve", historyBranch: settings.historyBranch, parallelism: settings.parallelism)
-        let resting = backoff.filter { $0.value.notBefore > began }.map(\.key)
+        let suspensions: [Suspension]
+        do { suspensions = try store?.suspensions() ?? [] } catch {
+            logger.error("cannot read the suspensions", metadata: ["error": "\(error)"])
+            finish(
+                result: "failed", message: "the service's database cannot be read", commit: nil, began: began,
+                at: started)
+            return
+        }
+        if let all = suspensions.first(where: { $0.agent == nil }) {
+            let message = "the service is suspended (by \(all.actor): \(all.reason)); nothing is reconciled"
+            for name in known {
+                set(name, .reconciling, false, "Suspended", message, commit: nil, at: started)
+            }
+            finish(result: "suspended", message: message, commit: nil, began: began, at: started)
+            return
+        }
+        let suspended = Dictionary(
+            suspensions.compactMap { s in s.agent.map { ($0, s) } }, uniquingKeysWith: { a, _ in a })
+        let resting = backoff.filter { $0.value.notBefore > began }.map(\.key) + suspended.keys
         if !resting.isEmpty {
             // Everyone else: the agents of the repository and of the state, less those resting.
             options.only = desired.union(known).subtracting(resting)
@@ -128,9 +149,15 @@ public actor Reconciler {
         for name in conditions.keys where !resting.contains(name) {
             set(name, .reconciling, true, "Progressing", "reconciling", commit: nil, at: started)
         }
+        for (name, suspension) in suspended {
+            set(
+                name, .reconciling, false, "Suspended",
+                "suspended by \(suspension.actor): \(suspension.reason); the loop leaves it as it is", commit: nil,
+                at: started)
+        }
         do {
             let outcome = try await Apply(ports).run(.init(target: settings.target, options: options))
-            record(outcome, at: started, selected: options.only)
+            record(outcome, at: started, selected: options.only, suspended: Set(suspended.keys))
             if let schedules = outcome.schedules { await scheduler?.update(schedules) }
         } catch {
             let message = (error as? CoreError)?.message ?? "the pass failed; the service's log says why"
@@ -142,8 +169,8 @@ public actor Reconciler {
         }
     }
 
-    /// `selected`: the agents this pass was to carry out (nil: all).
-    func record(_ outcome: Apply.Outcome, at started: Date, selected: Set<String>?) {
+    /// `selected`: the agents this pass was to carry out (nil: all); `suspended` ones are left alone.
+    func record(_ outcome: Apply.Outcome, at started: Date, selected: Set<String>?, suspended: Set<String> = []) {
         let began = ContinuousClock.now - outcome.duration
         switch outcome.plan {
         case .invalid(let report):
@@ -169,6 +196,7 @@ public actor Reconciler {
             var failed = 0
             for action in document.plan.actions {
                 let name = action.agent
+                if suspended.contains(name) { continue }
                 if let selected, !selected.contains(name) {
                     // Not this pass's (waiting after failures, or new): said as it is.
                     if action.action != .noop && backoff[name] == nil {

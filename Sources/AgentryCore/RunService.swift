@@ -128,7 +128,14 @@ public actor RunService {
     public func fireSchedule(agent: String, dueAt: Date) -> ScheduleEvent {
         var event: ScheduleEvent
         let pending = try? store.runs(agent: agent, statuses: [.queued, .starting, .running], limit: 1, before: nil)
-        if let going = pending?.first {
+        let suspension = (try? store.suspensions())?.first { $0.agent == nil || $0.agent == agent }
+        if let suspension {
+            event = ScheduleEvent(
+                agent: agent, dueAt: dueAt, outcome: .skipped, runID: nil,
+                message:
+                    "skipped: \(suspension.agent == nil ? "the service" : agent) is suspended (by \(suspension.actor): \(suspension.reason))"
+            )
+        } else if let going = pending?.first {
             event = ScheduleEvent(
                 agent: agent, dueAt: dueAt, outcome: .skipped, runID: going.id,
                 message: "skipped: the run \(going.id) is still \(going.status.rawValue)")

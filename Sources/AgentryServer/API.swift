@@ -89,6 +89,14 @@ enum API {
         ])
     }
 
+    /// Who suspended what, why, since when (`agent` null: the whole service).
+    static func suspension(_ suspension: Suspension) -> JSON {
+        .object([
+            ("agent", suspension.agent.map(JSON.string) ?? .null), ("actor", .string(suspension.actor)),
+            ("reason", .string(suspension.reason)), ("since", .string(time(suspension.since))),
+        ])
+    }
+
     /// `POST /v1/agents/{name}/runs`: `{"prompt"?: string, "timeout"?: "15m", "continue"?: bool}`.
     struct RunInput {
         var prompt: String?

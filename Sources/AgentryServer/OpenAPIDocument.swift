@@ -337,6 +337,76 @@ public enum OpenAPIDocument {
                 "401": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "429": {$ref: "#/components/responses/Busy"}
+          /v1/agents/{name}/suspend:
+            parameters:
+              - {$ref: "#/components/parameters/AgentName"}
+            post:
+              tags: [agents]
+              operationId: suspendAgent
+              summary: The loop leaves the agent as it is, and its schedule does not fire, until resumed (admin).
+              requestBody:
+                required: false
+                content:
+                  application/json:
+                    schema: {$ref: "#/components/schemas/SuspendInput"}
+              responses:
+                "200":
+                  description: Suspended (or already, by whoever did first).
+                  content:
+                    application/json:
+                      schema: {$ref: "#/components/schemas/SuspendResult"}
+                "400": {$ref: "#/components/responses/Error"}
+                "401": {$ref: "#/components/responses/Error"}
+                "403": {$ref: "#/components/responses/Error"}
+                "404": {$ref: "#/components/responses/Error"}
+          /v1/agents/{name}/resume:
+            parameters:
+              - {$ref: "#/components/parameters/AgentName"}
+            post:
+              tags: [agents]
+              operationId: resumeAgent
+              summary: Lifts the agent's suspension and reconciles now (admin).
+              responses:
+                "200":
+                  description: Resumed (or was not suspended).
+                  content:
+                    application/json:
+                      schema: {$ref: "#/components/schemas/SuspendResult"}
+                "401": {$ref: "#/components/responses/Error"}
+                "403": {$ref: "#/components/responses/Error"}
+                "404": {$ref: "#/components/responses/Error"}
+          /v1/suspend:
+            post:
+              tags: [service]
+              operationId: suspendService
+              summary: The loop reconciles nothing and no schedule fires, until resumed (admin, every agent).
+              requestBody:
+                required: false
+                content:
+                  application/json:
+                    schema: {$ref: "#/components/schemas/SuspendInput"}
+              responses:
+                "200":
+                  description: Suspended.
+                  content:
+                    application/json:
+                      schema: {$ref: "#/components/schemas/SuspendResult"}
+                "400": {$ref: "#/components/responses/Error"}
+                "401": {$ref: "#/components/responses/Error"}
+                "403": {$ref: "#/components/responses/Error"}
+          /v1/resume:
+            post:
+              tags: [service]
+              operationId: resumeService
+              summary: Lifts the service's suspension and reconciles now (admin, every agent).
+              responses:
+                "200":
+                  description: Resumed.
+                  content:
+                    application/json:
+                      schema: {$ref: "#/components/schemas/SuspendResult"}
+                "401": {$ref: "#/components/responses/Error"}
+                "403": {$ref: "#/components/responses/Error"}
           /v1/reconcile:
             post:
               tags: [service]
@@ -602,7 +672,7 @@ public enum OpenAPIDocument {
             Agent:
               type: object
               required: [name, desiredRevision, appliedRevision, commit, sync, lifecycle, health, healthDetail,
-                machineState, killSwitch, conditions, schedule, lastRun, links]
+                machineState, killSwitch, suspension, conditions, schedule, lastRun, links]
               additionalProperties: false
               properties:
                 name: {$ref: "#/components/schemas/Name"}
@@ -622,6 +692,9 @@ public enum OpenAPIDocument {
                 machineState: {$ref: "#/components/schemas/NullableString"}
                 killSwitch:
                   oneOf: [{$ref: "#/components/schemas/KillSwitch"}, {type: "null"}]
+                suspension:
+                  description: The agent's suspension, or the service's.
+                  oneOf: [{$ref: "#/components/schemas/Suspension"}, {type: "null"}]
                 conditions:
                   type: array
                   items: {$ref: "#/components/schemas/Condition"}
@@ -667,6 +740,31 @@ public enum OpenAPIDocument {
                   description: Artifacts not listed (past the record's limit).
                   type: integer
                   minimum: 0
+            Suspension:
+              type: object
+              required: [agent, actor, reason, since]
+              additionalProperties: false
+              properties:
+                agent:
+                  description: Null for the whole service.
+                  oneOf: [{$ref: "#/components/schemas/Name"}, {type: "null"}]
+                actor: {type: string}
+                reason: {type: string}
+                since: {$ref: "#/components/schemas/Time"}
+            SuspendInput:
+              type: object
+              additionalProperties: false
+              properties:
+                reason: {type: string, minLength: 1, maxLength: 1024}
+            SuspendResult:
+              type: object
+              required: [suspended, changed]
+              additionalProperties: false
+              properties:
+                agent: {$ref: "#/components/schemas/Name"}
+                suspended: {type: boolean}
+                changed: {type: boolean}
+                suspension: {$ref: "#/components/schemas/Suspension"}
             KillResult:
               type: object
               required: [agent, killed, changed]
@@ -677,10 +775,12 @@ public enum OpenAPIDocument {
                 changed: {type: boolean}
             ReconcileStatus:
               type: object
-              required: [passes, lastPass]
+              required: [passes, suspension, lastPass]
               additionalProperties: false
               properties:
                 passes: {type: integer, minimum: 0}
+                suspension:
+                  oneOf: [{$ref: "#/components/schemas/Suspension"}, {type: "null"}]
                 lastPass:
                   oneOf:
                     - type: "null"
@@ -693,7 +793,7 @@ public enum OpenAPIDocument {
                         commit: {$ref: "#/components/schemas/NullableString"}
                         result:
                           type: string
-                          enum: [applied, noChanges, partlyFailed, invalid, refused, failed]
+                          enum: [applied, noChanges, partlyFailed, invalid, refused, failed, suspended]
                         message: {type: string}
 
         """#

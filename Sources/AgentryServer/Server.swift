@@ -75,7 +75,7 @@ public struct APIServer: Sendable {
                 // Without a loop, the unit of backoff after failures.
                 interval: interval ?? .seconds(60), historyBranch: runs.historyBranch,
                 parallelism: runs.maxConcurrent),
-            scheduler: scheduler)
+            scheduler: scheduler, store: store)
     }
 
     /// Makes swift-metrics report into a Prometheus registry, for `/metrics`: once per process (the
@@ -191,12 +191,14 @@ public struct APIServer: Sendable {
                 guard token.agents.isEmpty else {
                     return API.error(.forbidden, "forbidden", "the reconcile status takes a token for every agent")
                 }
+                let suspension = try self.store.suspensions().first { $0.agent == nil }.map(API.suspension) ?? .null
                 guard let pass = await self.reconciler.lastPass else {
-                    return API.json(.object([("lastPass", .null), ("passes", .int(0))]))
+                    return API.json(.object([("passes", .int(0)), ("suspension", suspension), ("lastPass", .null)]))
                 }
                 return API.json(
                     .object([
                         ("passes", .int(await self.reconciler.passes)),
+                        ("suspension", suspension),
                         (
                             "lastPass",
                             .object([
@@ -216,6 +218,28 @@ public struct APIServer: Sendable {
                 let body = await API.body(&request)
                 return await self.handle(request, scope: .admin, agent: name) { token in
                     try await self.killSwitch(name, killing: killing, body: try body.get(), token: token)
+                }
+            }
+        }
+        for (verb, suspending) in [("suspend", true), ("resume", false)] {
+            router.post("/v1/agents/:name/\(verb)") { request, context in
+                let name = context.parameters.get("name") ?? ""
+                var request = request
+                let body = await API.body(&request)
+                return await self.handle(request, scope: .admin, agent: name) { token in
+                    try await self.suspension(of: name, suspending: suspending, body: try body.get(), token: token)
+                }
+            }
+            router.post("/v1/\(verb)") { request, _ in
+                var request = request
+                let body = await API.body(&request)
+                return await self.handle(request, scope: .admin, agent: nil) { token in
+                    guard token.agents.isEmpty else {
+                        return API.error(
+                            .forbidden, "forbidden", "suspending the service takes a token for every agent")
+                    }
+                    return try await self.suspension(
+                        of: nil, suspending: suspending, body: try body.get(), token: token)
                 }
             }
         }
@@ -359,6 +383,8 @@ public struct APIServer: Sendable {
                 ("since", .string(API.time(kill.time))),
             ])
         }
+        let held = try store.suspensions().first { $0.agent == row.name || $0.agent == nil }
+        let suspension: JSON = held.map(API.suspension) ?? .null
         let health: JSON = row.health.map { .string($0.state.rawValue) } ?? .null
         let detail: JSON = row.health?.detail.map { .string($0) } ?? .null
         let conditions = await reconciler.conditions(of: row.name).map { condition -> JSON in
@@ -380,6 +406,7 @@ public struct APIServer: Sendable {
             ("healthDetail", detail),
             ("machineState", row.machineState.map(JSON.string) ?? .null),
             ("killSwitch", killSwitch),
+            ("suspension", suspension),
             ("conditions", .array(conditions)),
             ("schedule", try await scheduleJSON(row.name)),
             ("lastRun", last.map(API.run) ?? .null),
@@ -479,6 +506,48 @@ extension APIServer {
         let lifted = try await operations.unkill(
             agent: agent, actor: actor, repository: runSettings.repository, warn: warn)
         return API.json(.object([("agent", .string(agent)), ("killed", .bool(false)), ("changed", .bool(lifted))]))
+    }
+}
+
+extension APIServer {
+    /// `POST /v1/[agents/{name}/]suspend` `{"reason"?}` and `/resume`: the loop leaves the agent (or
+    /// every agent) alone and its schedules do not fire, until resumed; a resume reconciles at once.
+    func suspension(of agent: String?, suspending: Bool, body: [UInt8], token: APIToken) async throws -> Response {
+        let actor = "token \(token.id)"
+        if let agent, try ports.state.agent(agent) == nil,
+            try await StatusReport.collect(
+                repository: runSettings.repository, ref: "HEAD", path: runSettings.path, agent: agent, ports: ports
+            ).rows.first(where: { $0.name == agent }) == nil
+        {
+            throw CoreError(.notFound, "there is no agent \(agent) in the repository or the state")
+        }
+        var subject: [(String, JSON)] = agent.map { [("agent", .string($0))] } ?? []
+        guard suspending else {
+            let lifted = try store.resume(agent: agent)
+            ports.logger.notice(
+                "resumed", metadata: ["agent": "\(agent ?? "every agent")", "by": "\(actor)", "changed": "\(lifted)"])
+            if lifted { await reconciler.trigger() }
+            subject += [("suspended", .bool(false)), ("changed", .bool(lifted))]
+            return API.json(.object(subject))
+        }
+        var reason = "suspended over the API"
+        if !body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
+            let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
+            guard let object, object.keys.allSatisfy({ $0 == "reason" }),
+                object["reason"] == nil
+                    || (object["reason"] as? String).map({ !$0.isEmpty && $0.utf8.count <= 1024 })
+                        == true
+            else {
+                throw API.BadRequest(message: "the body must be empty or {\"reason\": \"why\"} (at most 1024 bytes)")
+            }
+            reason = object["reason"] as? String ?? reason
+        }
+        let (held, created) = try store.suspend(
+            Suspension(agent: agent, actor: actor, reason: reason, since: ports.clock.now()))
+        ports.logger.notice(
+            "suspended", metadata: ["agent": "\(agent ?? "every agent")", "by": "\(actor)", "reason": "\(reason)"])
+        subject += [("suspended", .bool(true)), ("changed", .bool(created)), ("suspension", API.suspension(held))]
+        return API.json(.object(subject))
     }
 }
 

@@ -99,6 +99,17 @@ public final class ServiceDatabase: ServiceStore {
                     CREATE INDEX schedule_events_agent ON schedule_events(agent, seq);
                     """)
         }
+        migrator.registerMigration("v3: suspensions") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE suspensions (
+                        agent TEXT PRIMARY KEY NOT NULL,
+                        actor TEXT NOT NULL,
+                        reason TEXT NOT NULL,
+                        since DATETIME NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }()
 
@@ -333,6 +344,43 @@ public final class ServiceDatabase: ServiceStore {
             try Int.fetchOne(
                 db, sql: "SELECT COUNT(*) FROM schedule_events WHERE agent = ? AND outcome = 'skipped'",
                 arguments: [agent]) ?? 0
+        }
+    }
+
+    // MARK: Suspensions
+
+    /// The row key of the whole service's suspension (agent names are DNS labels, never `*`).
+    static let everyAgent = "*"
+
+    static func suspension(_ row: Row) -> Suspension {
+        let agent: String = row["agent"]
+        return Suspension(
+            agent: agent == everyAgent ? nil : agent, actor: row["actor"], reason: row["reason"], since: row["since"])
+    }
+
+    public func suspend(_ suspension: Suspension) throws -> (suspension: Suspension, created: Bool) {
+        try writing { db in
+            let key = suspension.agent ?? Self.everyAgent
+            if let existing = try Row.fetchOne(db, sql: "SELECT * FROM suspensions WHERE agent = ?", arguments: [key]) {
+                return (Self.suspension(existing), false)
+            }
+            try db.execute(
+                sql: "INSERT INTO suspensions (agent, actor, reason, since) VALUES (?, ?, ?, ?)",
+                arguments: [key, suspension.actor, suspension.reason, suspension.since])
+            return (suspension, true)
+        }
+    }
+
+    public func resume(agent: String?) throws -> Bool {
+        try writing { db in
+            try db.execute(sql: "DELETE FROM suspensions WHERE agent = ?", arguments: [agent ?? Self.everyAgent])
+            return db.changesCount > 0
+        }
+    }
+
+    public func suspensions() throws -> [Suspension] {
+        try reading { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM suspensions ORDER BY agent").map(Self.suspension)
         }
     }
 }

@@ -70,4 +70,48 @@ import Testing
         #expect(!fixture.fakes.machines.calls.contains { $0.contains("beta") }, "\(fixture.fakes.machines.calls)")
         #expect(await condition(loop, "beta", .stalled)?.status == true)
     }
+
+    /// A suspended agent is left as it is (and says so) while the others converge; a suspended
+    /// service reconciles nothing; resuming lets the next pass apply.
+    @Test func suspendedAgentsAndAServiceAreLeftAsTheyAre() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("alpha")
+        try fixture.agent("beta")
+        _ = try fixture.commit()
+        let store = InMemoryServiceStore()
+        let loop = Reconciler(
+            ports: fixture.ports,
+            settings: .init(
+                target: fixture.target, interval: .seconds(60), historyBranch: "agentry/history", parallelism: 2),
+            store: store)
+        await loop.pass()
+        let applied = try fixture.fakes.state.agent("alpha")?.appliedRevision
+        #expect(applied != nil)
+
+        _ = try store.suspend(Suspension(agent: "alpha", actor: "ops", reason: "investigating", since: Date()))
+        try fixture.agent("alpha", instructions: "Greet nobody.")
+        try fixture.agent("beta", instructions: "Greet everybody.")
+        _ = try fixture.commit("both change")
+        let betaBefore = try fixture.fakes.state.agent("beta")?.appliedRevision
+        await loop.pass()
+        #expect(try fixture.fakes.state.agent("alpha")?.appliedRevision == applied, "the suspended agent is left alone")
+        #expect(try fixture.fakes.state.agent("beta")?.appliedRevision != betaBefore, "the other converges")
+        let reconciling = await condition(loop, "alpha", .reconciling)
+        #expect(reconciling?.status == false && reconciling?.reason == "Suspended")
+        #expect(reconciling?.message.contains("investigating") == true && reconciling?.message.contains("ops") == true)
+
+        // The whole service: nothing at all, said so.
+        #expect(try store.resume(agent: "alpha"))
+        _ = try store.suspend(Suspension(agent: nil, actor: "ops", reason: "maintenance", since: Date()))
+        await loop.pass()
+        #expect(await loop.lastPass?.result == "suspended")
+        #expect(try fixture.fakes.state.agent("alpha")?.appliedRevision == applied)
+
+        // Resumed: the next pass applies.
+        #expect(try store.resume(agent: nil))
+        #expect(try !store.resume(agent: nil), "nothing left to lift")
+        await loop.pass()
+        #expect(try fixture.fakes.state.agent("alpha")?.appliedRevision != applied)
+        #expect(await condition(loop, "alpha", .ready)?.status == true)
+    }
 }

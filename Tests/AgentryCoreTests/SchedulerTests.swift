@@ -80,13 +80,21 @@ import Testing
         let recordText = try #require(recordFile.map { String(decoding: $0.bytes, as: UTF8.self) })
         #expect(recordText.contains("trigger:\n  kind: \"schedule\""), "history says what started it: \(recordText)")
 
+        // A suspended agent's schedule is skipped, saying so.
+        _ = try store.suspend(Suspension(agent: "alpha", actor: "ops", reason: "quiet hours", since: Date()))
+        let quiet = try #require(await scheduler.entry(of: "alpha")?.next)
+        let paused = await scheduler.tick(now: quiet)
+        #expect(paused.first?.outcome == .skipped && paused.first?.message.contains("quiet hours") == true)
+        #expect(try store.runs(agent: "alpha", statuses: nil, limit: 10, before: nil).count == 1, "no run started")
+        _ = try store.resume(agent: "alpha")
+
         // A killed agent's schedule is refused, and recorded as such.
         try fixture.fakes.state.setKillSwitch("alpha", reason: "runaway", actor: "ops", at: Date())
         let third = try #require(await scheduler.entry(of: "alpha")?.next)
         let refused = await scheduler.tick(now: third)
         #expect(refused.first?.outcome == .refused && refused.first?.message.contains("killed") == true, "\(refused)")
         let events = try store.scheduleEvents(agent: "alpha", limit: 10).map(\.outcome)
-        #expect(events == [.refused, .skipped, .started])
+        #expect(events == [.refused, .skipped, .skipped, .started])
     }
 
     @Test func aChangedScheduleCountsFromNowAndARemovedOneStops() async throws {

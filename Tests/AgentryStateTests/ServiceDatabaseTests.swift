@@ -45,6 +45,14 @@ import Testing
         #expect(
             try store.scheduleEvents(agent: "c", limit: 5).last?.dueAt == Date(timeIntervalSince1970: 1_800_000_300))
         #expect(try store.skippedCount(agent: "c") == 1 && store.skippedCount(agent: "a") == 0)
+        // Suspensions: one per agent and one for the service; a second keeps the first.
+        let since = Date(timeIntervalSince1970: 1_800_000_000)
+        #expect(try store.suspend(Suspension(agent: "a", actor: "ops", reason: "why", since: since)).created)
+        let again = try store.suspend(Suspension(agent: "a", actor: "other", reason: "again", since: since + 1))
+        #expect(!again.created && again.suspension.actor == "ops")
+        #expect(try store.suspend(Suspension(agent: nil, actor: "ops", reason: "all", since: since)).created)
+        #expect(try store.suspensions().map(\.agent) == [nil, "a"])
+        #expect(try store.resume(agent: nil) && !store.resume(agent: nil) && store.suspensions().map(\.agent) == ["a"])
         let live = try store.runs(agent: nil, statuses: [.running], limit: 10, before: nil)
         #expect(live.map(\.id) == ["run_1"])
         let first = try store.runs(agent: "a", statuses: nil, limit: 2, before: nil)

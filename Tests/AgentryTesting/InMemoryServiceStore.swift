@@ -8,6 +8,7 @@ public final class InMemoryServiceStore: ServiceStore {
         var tokens: [(token: APIToken, hash: String)] = []
         var runs: [ServiceRun] = []
         var scheduleEvents: [ScheduleEvent] = []
+        var suspensions: [Suspension] = []
     }
 
     let contents = Mutex(Contents())
@@ -95,4 +96,24 @@ public final class InMemoryServiceStore: ServiceStore {
     public func skippedCount(agent: String) throws -> Int {
         contents.withLock { $0.scheduleEvents.filter { $0.agent == agent && $0.outcome == .skipped }.count }
     }
+
+    public func suspend(_ suspension: Suspension) throws -> (suspension: Suspension, created: Bool) {
+        contents.withLock { contents in
+            if let existing = contents.suspensions.first(where: { $0.agent == suspension.agent }) {
+                return (existing, false)
+            }
+            contents.suspensions.append(suspension)
+            return (suspension, true)
+        }
+    }
+
+    public func resume(agent: String?) throws -> Bool {
+        contents.withLock { contents in
+            let before = contents.suspensions.count
+            contents.suspensions.removeAll { $0.agent == agent }
+            return contents.suspensions.count < before
+        }
+    }
+
+    public func suspensions() throws -> [Suspension] { contents.withLock { $0.suspensions } }
 }

@@ -255,6 +255,21 @@ extension ApplyCommandTests {
             ["show", "agentry/history:runs/greeter/\(scheduled?["recordId"] as? String ?? "?")/record.yaml"], in: repo)
         #expect(scheduledRecord.contains("kind: \"schedule\""), "\(scheduledRecord)")
 
+        // Suspended (admin): the agent says by whom and why, the loop leaves it alone; resumed.
+        #expect(try HTTP.request("POST", base + "/v1/agents/greeter/suspend", token: runner).status == 403)
+        let suspended = try HTTP.request(
+            "POST", base + "/v1/agents/greeter/suspend", token: admin, body: #"{"reason": "looking into it"}"#)
+        #expect(suspended.status == 200 && suspended.json["changed"] as? Bool == true, "\(suspended.body)")
+        let held = try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json["suspension"]
+        #expect((held as? [String: Any])?["reason"] as? String == "looking into it", "\(String(describing: held))")
+        #expect(try HTTP.request("POST", base + "/v1/suspend", token: admin, body: "{}").status == 200)
+        let paused = try HTTP.request("GET", base + "/v1/reconcile", token: admin).json
+        #expect((paused["suspension"] as? [String: Any])?["actor"] as? String != nil, "\(paused)")
+        #expect(try HTTP.request("POST", base + "/v1/resume", token: admin).json["changed"] as? Bool == true)
+        #expect(
+            try HTTP.request("POST", base + "/v1/agents/greeter/resume", token: admin).json["changed"] as? Bool == true)
+        #expect(try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json["suspension"] is NSNull)
+
         // Metrics in Prometheus's text format, for a token that sees every agent.
         #expect(try HTTP.request("GET", base + "/metrics").status == 401)
         #expect(try HTTP.request("GET", base + "/metrics", token: elsewhere).status == 403)

@@ -114,6 +114,24 @@ public struct ScheduleEvent: Sendable, Equatable {
     }
 }
 
+/// A suspension of the reconcile loop, for one agent or the whole service: while it holds, the loop
+/// leaves the agent (or every agent) as it is and its schedules do not fire. Runs asked for over the
+/// API still run.
+public struct Suspension: Sendable, Equatable {
+    /// Nil: the whole service.
+    public var agent: String?
+    public var actor: String
+    public var reason: String
+    public var since: Date
+
+    public init(agent: String?, actor: String, reason: String, since: Date) {
+        self.agent = agent
+        self.actor = actor
+        self.reason = reason
+        self.since = since
+    }
+}
+
 /// The service's own database (`service.sqlite` beside the state): tokens and accepted runs.
 /// Separate from the state database so that accepting runs never waits on an apply's writer lock.
 public protocol ServiceStore: Sendable {
@@ -143,4 +161,11 @@ public protocol ServiceStore: Sendable {
     func scheduleEvents(agent: String, limit: Int) throws -> [ScheduleEvent]
     /// How many times `agent`'s schedule was skipped, in all.
     func skippedCount(agent: String) throws -> Int
+
+    /// Records `suspension` unless its agent (or the service) is suspended already: then that one,
+    /// and `created` false.
+    func suspend(_ suspension: Suspension) throws -> (suspension: Suspension, created: Bool)
+    /// False when there was nothing to lift.
+    func resume(agent: String?) throws -> Bool
+    func suspensions() throws -> [Suspension]
 }
