@@ -152,14 +152,15 @@ public enum Service {
     /// Serves the /v1 API on `host:port` until SIGTERM or SIGINT; `onListening` is told the address.
     public static func serve(
         ports: Ports, stateDirectory: String, runs: RunService.Settings, reconcileEvery: Duration?,
-        webhookSecret: String?, branch: String, host: String, port: Int, grace: Duration,
+        webhookSecret: String?, branch: String, notify: APIServer.Notify, host: String, port: Int, grace: Duration,
         onListening: @escaping @Sendable (String) -> Void
     ) async throws {
         let database = ServiceDatabase(stateDirectory: stateDirectory)
         try database.holdServiceLock()
-        let server = APIServer(
+        let server = try APIServer(
             ports: ports, store: database, runs: runs, reconcileEvery: reconcileEvery,
-            hooks: .init(secretKey: webhookSecret, branch: branch), metrics: APIServer.bootstrapMetrics())
+            hooks: .init(secretKey: webhookSecret, branch: branch), notify: notify,
+            metrics: APIServer.bootstrapMetrics())
         try await server.run(.init(host: host, port: port, grace: grace, onListening: onListening))
     }
 }

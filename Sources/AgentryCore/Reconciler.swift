@@ -59,6 +59,9 @@ public actor Reconciler {
     let scheduler: Scheduler?
     /// Where suspensions are kept (none without one).
     let store: (any ServiceStore)?
+    /// Told each agent that turns `Stalled` (webhooks out), after the pass.
+    let onStalled: (@Sendable (String, AgentCondition) async -> Void)?
+    var newlyStalled: [(String, AgentCondition)] = []
     var conditions: [String: [AgentCondition]] = [:]
     var backoff: [String: Backoff] = [:]
     /// The agents the last plan named (so that agents new in the repository are never left out).
@@ -68,11 +71,15 @@ public actor Reconciler {
     var wake: AsyncStream<Void>.Continuation?
     var logger: Logger { ports.logger }
 
-    public init(ports: Ports, settings: Settings, scheduler: Scheduler? = nil, store: (any ServiceStore)? = nil) {
+    public init(
+        ports: Ports, settings: Settings, scheduler: Scheduler? = nil, store: (any ServiceStore)? = nil,
+        onStalled: (@Sendable (String, AgentCondition) async -> Void)? = nil
+    ) {
         self.ports = ports
         self.settings = settings
         self.scheduler = scheduler
         self.store = store
+        self.onStalled = onStalled
     }
 
     /// The agents with conditions, and those the state has applied.
@@ -115,8 +122,15 @@ public actor Reconciler {
         }
     }
 
-    /// One pass: plan and apply; conditions from what happened.
+    /// One pass: plan and apply; conditions from what happened; agents that turned `Stalled` told.
     public func pass() async {
+        await carryOut()
+        let stalled = newlyStalled
+        newlyStalled = []
+        for (name, condition) in stalled { await onStalled?(name, condition) }
+    }
+
+    func carryOut() async {
         let started = ports.clock.now()
         let clock = ContinuousClock()
         let began = clock.now
@@ -247,9 +261,13 @@ public actor Reconciler {
     }
 
     func stall(_ name: String, reason: String, message: String, commit: String?, at time: Date) {
+        let wasStalled = conditions[name]?.contains { $0.kind == .stalled && $0.status } ?? false
         set(name, .ready, false, reason, message, commit: commit, at: time)
         set(name, .reconciling, false, reason, message, commit: commit, at: time)
         set(name, .stalled, true, reason, message, commit: commit, at: time)
+        if !wasStalled, let condition = conditions[name]?.first(where: { $0.kind == .stalled }) {
+            newlyStalled.append((name, condition))
+        }
     }
 
     /// Sets one condition; its time moves only when its status does (the time of the transition).

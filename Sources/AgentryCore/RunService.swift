@@ -33,15 +33,21 @@ public actor RunService {
     let ports: Ports
     let store: any ServiceStore
     let settings: Settings
+    /// Told each run that ends (webhooks out).
+    let onEnded: (@Sendable (ServiceRun) async -> Void)?
     var logger: Logger { ports.logger }
     /// By agent: the run it is carrying out.
     var active: [String: Active] = [:]
     var accepting = true
 
-    public init(ports: Ports, store: any ServiceStore, settings: Settings) {
+    public init(
+        ports: Ports, store: any ServiceStore, settings: Settings,
+        onEnded: (@Sendable (ServiceRun) async -> Void)? = nil
+    ) {
         self.ports = ports
         self.store = store
         self.settings = settings
+        self.onEnded = onEnded
     }
 
     /// Runs waiting per agent, at most; past it a submission is refused (429) until some have run.
@@ -55,7 +61,7 @@ public actor RunService {
     /// `interrupted` (the agent's next run records them in history, as after a killed CLI); queued
     /// runs then start. Returns how many were interrupted.
     @discardableResult
-    public func recover() throws -> Int {
+    public func recover() async throws -> Int {
         let live = try reporting(.stateUnavailable) {
             try store.runs(agent: nil, statuses: [.starting, .running], limit: Int.max, before: nil)
         }
@@ -64,6 +70,7 @@ public actor RunService {
             run.finishedAt = ports.clock.now()
             run.message = "the service stopped while the run was going on; the agent's next run records it"
             try reporting(.stateUnavailable) { try store.update(run) }
+            await onEnded?(run)
         }
         schedule()
         return live.count
@@ -275,6 +282,7 @@ public actor RunService {
         }
         logger.info("run ended", metadata: ["run": "\(runID)", "status": "\(run.status.rawValue)"])
         ServiceMetrics.runEnded(run, usage: usage)
+        await onEnded?(run)
         active[run.agent] = nil
         schedule()
     }

@@ -52,6 +52,11 @@ public enum ServiceMetrics {
         ).increment()
     }
 
+    /// A webhook out was attempted: `delivered`, `retrying` or `failed` (for good).
+    static func delivery(_ result: String) {
+        Counter(label: "agentry_webhook_deliveries_total", dimensions: [("result", result)]).increment()
+    }
+
     /// Machines by the state the state directory last recorded for them.
     public static func machines(_ states: [String?]) {
         var counts = Dictionary(uniqueKeysWithValues: machineStates.map { ($0, 0) })

@@ -89,6 +89,19 @@ enum API {
         ])
     }
 
+    /// A webhook out and how its delivery went (not its body).
+    static func delivery(_ delivery: Delivery) -> JSON {
+        func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
+        return .object([
+            ("id", .string(delivery.id)), ("url", .string(delivery.url)), ("type", .string(delivery.type)),
+            ("status", .string(delivery.status.rawValue)), ("attempts", .int(delivery.attempts)),
+            ("lastStatus", delivery.lastStatus.map(JSON.int) ?? .null), ("lastError", optional(delivery.lastError)),
+            ("createdAt", .string(time(delivery.createdAt))),
+            ("nextAttemptAt", optional(delivery.nextAttemptAt.map(time))),
+            ("deliveredAt", optional(delivery.deliveredAt.map(time))),
+        ])
+    }
+
     /// Who suspended what, why, since when (`agent` null: the whole service).
     static func suspension(_ suspension: Suspension) -> JSON {
         .object([

@@ -70,6 +70,33 @@ public enum OpenAPIDocument {
                 "401": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
+          /v1/deliveries:
+            get:
+              tags: [service]
+              operationId: listDeliveries
+              summary: Webhooks out and how their delivery went, newest first (admin, every agent).
+              description: >-
+                With `--notify-url`, each run's end (`run.completed`, the Run as data) and each agent turning
+                Stalled (`agent.stalled`) is POSTed to every URL as `{"type", "timestamp", "data"}` with the
+                Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature`
+                (`v1,` and the base64 HMAC-SHA256 of `id.timestamp.body`), and retried after 5 s, 30 s,
+                2 m, 10 m, 30 m and 2 h until answered 2xx (410 stops at once).
+              parameters:
+                - name: limit
+                  in: query
+                  schema: {type: integer, minimum: 1, maximum: 100, default: 20}
+                - name: cursor
+                  in: query
+                  schema: {type: string}
+              responses:
+                "200":
+                  description: A page.
+                  content:
+                    application/json:
+                      schema: {$ref: "#/components/schemas/DeliveryPage"}
+                "400": {$ref: "#/components/responses/Error"}
+                "401": {$ref: "#/components/responses/Error"}
+                "403": {$ref: "#/components/responses/Error"}
           /v1/openapi.yaml:
             get:
               tags: [service]
@@ -765,6 +792,36 @@ public enum OpenAPIDocument {
                 suspended: {type: boolean}
                 changed: {type: boolean}
                 suspension: {$ref: "#/components/schemas/Suspension"}
+            DeliveryPage:
+              type: object
+              required: [deliveries, nextCursor]
+              additionalProperties: false
+              properties:
+                deliveries:
+                  type: array
+                  items:
+                    type: object
+                    required: [id, url, type, status, attempts, lastStatus, lastError, createdAt, nextAttemptAt,
+                      deliveredAt]
+                    additionalProperties: false
+                    properties:
+                      id: {type: string, pattern: "^msg_[0-9a-f]+$"}
+                      url: {type: string}
+                      type:
+                        type: string
+                        enum: [run.completed, agent.stalled]
+                      status:
+                        type: string
+                        enum: [pending, delivered, failed]
+                      attempts: {type: integer, minimum: 0}
+                      lastStatus: {type: [integer, "null"]}
+                      lastError: {$ref: "#/components/schemas/NullableString"}
+                      createdAt: {$ref: "#/components/schemas/Time"}
+                      nextAttemptAt:
+                        oneOf: [{$ref: "#/components/schemas/Time"}, {type: "null"}]
+                      deliveredAt:
+                        oneOf: [{$ref: "#/components/schemas/Time"}, {type: "null"}]
+                nextCursor: {$ref: "#/components/schemas/NullableString"}
             KillResult:
               type: object
               required: [agent, killed, changed]

@@ -2,6 +2,7 @@ import AgentryBasics
 import AgentryCore
 import AgentryModel
 import AgentryRender
+import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -38,6 +39,20 @@ public struct APIServer: Sendable {
     let scheduler: Scheduler
     /// What `/metrics` shows (nil: no metrics, 404).
     let metrics: PrometheusCollectorRegistry?
+    /// Webhooks out, and the HTTP client that sends them (nil: none configured).
+    let deliveries: WebhookDeliveries?
+    let deliveryClient: HTTPClient?
+
+    /// Webhooks out: where to, and the secret-store key of the signing secret.
+    public struct Notify: Sendable {
+        public var urls: [String]
+        public var secretKey: String?
+
+        public init(urls: [String], secretKey: String?) {
+            self.urls = urls
+            self.secretKey = secretKey
+        }
+    }
     let hooks: Hooks
     /// Open event streams, bounded.
     let streams = StreamCount(limit: 256)
@@ -57,14 +72,34 @@ public struct APIServer: Sendable {
 
     public init(
         ports: Ports, store: any ServiceStore, runs: RunService.Settings, reconcileEvery interval: Duration?,
-        hooks: Hooks = Hooks(secretKey: nil, branch: "main"), metrics: PrometheusCollectorRegistry? = nil
-    ) {
+        hooks: Hooks = Hooks(secretKey: nil, branch: "main"), notify: Notify = Notify(urls: [], secretKey: nil),
+        metrics: PrometheusCollectorRegistry? = nil
+    ) throws {
         self.metrics = metrics
+        var made: (WebhookDeliveries, HTTPClient)?
+        if !notify.urls.isEmpty, let key = notify.secretKey {
+            guard let secret = try ports.secrets.value(key), !secret.isEmpty else {
+                throw CoreError(
+                    .notFound, "the notify secret \(key) is not in the secret store; agentry secret set \(key)")
+            }
+            let client = Self.deliveryClient()
+            made = (
+                WebhookDeliveries(
+                    store: store, urls: notify.urls, secret: String(decoding: secret, as: UTF8.self),
+                    clock: ports.clock, logger: ports.logger, send: Self.sender(client)),
+                client
+            )
+        }
+        let deliveries = made?.0
+        self.deliveries = deliveries
+        self.deliveryClient = made?.1
         self.hooks = hooks
         self.ports = ports
         self.store = store
         self.runSettings = runs
-        self.runs = RunService(ports: ports, store: store, settings: runs)
+        self.runs = RunService(
+            ports: ports, store: store, settings: runs,
+            onEnded: { run in await deliveries?.publish(type: "run.completed", data: API.run(run)) })
         self.tokens = Tokens(store: store, clock: ports.clock)
         self.interval = interval
         self.scheduler = Scheduler(runs: self.runs, clock: ports.clock, logger: ports.logger)
@@ -75,7 +110,17 @@ public struct APIServer: Sendable {
                 // Without a loop, the unit of backoff after failures.
                 interval: interval ?? .seconds(60), historyBranch: runs.historyBranch,
                 parallelism: runs.maxConcurrent),
-            scheduler: scheduler, store: store)
+            scheduler: scheduler, store: store,
+            onStalled: { agent, condition in
+                await deliveries?.publish(
+                    type: "agent.stalled",
+                    data: .object([
+                        ("agent", .string(agent)), ("reason", .string(condition.reason)),
+                        ("message", .string(condition.message)),
+                        ("observedCommit", condition.observedCommit.map(JSON.string) ?? .null),
+                        ("since", .string(API.time(condition.since))),
+                    ]))
+            })
     }
 
     /// Makes swift-metrics report into a Prometheus registry, for `/metrics`: once per process (the
@@ -93,6 +138,16 @@ public struct APIServer: Sendable {
 
     /// Runs until SIGTERM or SIGINT.
     public func run(_ settings: Settings) async throws {
+        do {
+            try await serve(settings)
+        } catch {
+            // The delivery loop closes the client when it ran; when the service never started, here.
+            try? await deliveryClient?.shutdown()
+            throw error
+        }
+    }
+
+    func serve(_ settings: Settings) async throws {
         let interrupted = try await runs.recover()
         if interrupted > 0 {
             ports.logger.warning(
@@ -108,6 +163,7 @@ public struct APIServer: Sendable {
                 RunDrain(runs: runs, grace: settings.grace),
                 ReconcileLoop(reconciler: reconciler, enabled: interval != nil),
                 ScheduleLoop(scheduler: scheduler),
+                DeliveryLoop(deliveries: deliveries, client: deliveryClient),
             ],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? settings.port
@@ -137,6 +193,28 @@ public struct APIServer: Sendable {
                 return Response(
                     status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: text)))
+            }
+        }
+        router.get("/v1/deliveries") { request, _ in
+            await self.handle(request, scope: .admin, agent: nil) { token in
+                guard token.agents.isEmpty else {
+                    return API.error(.forbidden, "forbidden", "deliveries take a token for every agent")
+                }
+                let query = request.uri.queryParameters
+                var limit = 20
+                if let text = query["limit"] {
+                    guard let value = Int(text), (1...100).contains(value) else {
+                        throw API.BadRequest(message: "limit must be a number from 1 to 100")
+                    }
+                    limit = value
+                }
+                let page = try self.store.deliveries(limit: limit + 1, before: query["cursor"].map(String.init))
+                let shown = Array(page.prefix(limit))
+                return API.json(
+                    .object([
+                        ("deliveries", .array(shown.map(API.delivery))),
+                        ("nextCursor", page.count > limit ? shown.last.map { JSON.string($0.id) } ?? .null : .null),
+                    ]))
             }
         }
         router.get("/v1/openapi.yaml") { _, _ in
@@ -785,6 +863,44 @@ struct ScheduleLoop: Service {
 
     func run() async throws {
         try await cancelWhenGracefulShutdown { await scheduler.run() }
+    }
+}
+
+/// Sends webhooks out until the service stops, then closes their HTTP client.
+struct DeliveryLoop: Service {
+    let deliveries: WebhookDeliveries?
+    let client: HTTPClient?
+
+    func run() async throws {
+        if let deliveries { try? await cancelWhenGracefulShutdown { await deliveries.run() } }
+        try? await client?.shutdown()
+    }
+}
+
+extension APIServer {
+    /// An HTTP client for webhooks out: bounded in time, no redirects followed.
+    static func deliveryClient() -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    /// One POST; the answer's status (its body is read up to 64 KiB and dropped).
+    static func sender(_ client: HTTPClient) -> WebhookDeliveries.Sender {
+        { url, headers, body in
+            do {
+                var request = HTTPClientRequest(url: url)
+                request.method = .POST
+                for (name, value) in headers { request.headers.add(name: name, value: value) }
+                request.body = .bytes(ByteBuffer(bytes: body))
+                let response = try await client.execute(request, timeout: .seconds(15))
+                _ = try? await response.body.collect(upTo: 64 * 1024)
+                return .status(Int(response.status.code))
+            } catch {
+                return .failure(String(describing: error).prefix(300).description)
+            }
+        }
     }
 }
 

@@ -110,6 +110,26 @@ public final class ServiceDatabase: ServiceStore {
                     );
                     """)
         }
+        migrator.registerMigration("v4: deliveries") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE deliveries (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        id TEXT NOT NULL UNIQUE,
+                        url TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        payload TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        attempts INTEGER NOT NULL,
+                        last_status INTEGER,
+                        last_error TEXT,
+                        created_at DATETIME NOT NULL,
+                        next_attempt_at DATETIME,
+                        delivered_at DATETIME
+                    );
+                    CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+                    """)
+        }
         return migrator
     }()
 
@@ -381,6 +401,85 @@ public final class ServiceDatabase: ServiceStore {
     public func suspensions() throws -> [Suspension] {
         try reading { db in
             try Row.fetchAll(db, sql: "SELECT * FROM suspensions ORDER BY agent").map(Self.suspension)
+        }
+    }
+
+    // MARK: Deliveries
+
+    static func delivery(_ row: Row) -> Delivery? {
+        guard let status = Delivery.Status(rawValue: row["status"]) else { return nil }
+        var delivery = Delivery(
+            id: row["id"], url: row["url"], type: row["type"], payload: row["payload"], createdAt: row["created_at"])
+        delivery.status = status
+        delivery.attempts = row["attempts"]
+        delivery.lastStatus = row["last_status"]
+        delivery.lastError = row["last_error"]
+        delivery.nextAttemptAt = row["next_attempt_at"]
+        delivery.deliveredAt = row["delivered_at"]
+        return delivery
+    }
+
+    public func enqueue(_ deliveries: [Delivery]) throws {
+        try writing { db in
+            for delivery in deliveries {
+                try db.execute(
+                    sql: """
+                        INSERT INTO deliveries (id, url, type, payload, status, attempts, last_status, last_error,
+                            created_at, next_attempt_at, delivered_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        delivery.id, delivery.url, delivery.type, delivery.payload, delivery.status.rawValue,
+                        delivery.attempts, delivery.lastStatus, delivery.lastError, delivery.createdAt,
+                        delivery.nextAttemptAt, delivery.deliveredAt,
+                    ])
+            }
+        }
+    }
+
+    public func dueDeliveries(at time: Date, limit: Int) throws -> [Delivery] {
+        try reading { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?
+                    ORDER BY next_attempt_at, seq LIMIT ?
+                    """, arguments: [time, max(0, min(limit, 1000))]
+            ).compactMap(Self.delivery)
+        }
+    }
+
+    public func nextDeliveryTime() throws -> Date? {
+        try reading { db in
+            try Date.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'")
+        }
+    }
+
+    public func update(_ delivery: Delivery) throws {
+        try writing { db in
+            try db.execute(
+                sql: """
+                    UPDATE deliveries SET status = ?, attempts = ?, last_status = ?, last_error = ?,
+                        next_attempt_at = ?, delivered_at = ?
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    delivery.status.rawValue, delivery.attempts, delivery.lastStatus, delivery.lastError,
+                    delivery.nextAttemptAt, delivery.deliveredAt, delivery.id,
+                ])
+        }
+    }
+
+    public func deliveries(limit: Int, before: String?) throws -> [Delivery] {
+        try reading { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM deliveries
+                    WHERE (? IS NULL OR seq < (SELECT seq FROM deliveries WHERE id = ?))
+                    ORDER BY seq DESC LIMIT ?
+                    """, arguments: [before, before, max(0, min(limit, 1000))]
+            ).compactMap(Self.delivery)
         }
     }
 }

@@ -45,6 +45,20 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The branch whose pushes (by webhook) reconcile.")
     var branch: String = "main"
 
+    @Option(
+        name: .long,
+        help:
+            "POST each run's end (run.completed) and each agent turning Stalled (agent.stalled) here, signed as Standard Webhooks say; repeatable."
+    )
+    var notifyUrl: [String] = []
+
+    @Option(
+        name: .long,
+        help:
+            "The secret-store key of the secret that signs --notify-url deliveries (whsec_ and base64, or any text)."
+    )
+    var notifySecret: String?
+
     @Option(name: .long, help: "Runs of different agents carried out at once.")
     var maxConcurrentRuns: Int = 4
 
@@ -62,6 +76,14 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         guard maxConcurrentRuns >= 1 else { throw ValidationError("--max-concurrent-runs must be at least 1") }
         _ = try address()
+        for url in notifyUrl {
+            guard let parts = URLComponents(string: url), ["http", "https"].contains(parts.scheme ?? ""),
+                !(parts.host ?? "").isEmpty
+            else { throw ValidationError("--notify-url \(url): expected an http:// or https:// URL") }
+        }
+        if !notifyUrl.isEmpty && notifySecret == nil {
+            throw ValidationError("--notify-url needs --notify-secret KEY: deliveries are always signed")
+        }
     }
 
     func address() throws -> (host: String, port: Int) {
@@ -83,7 +105,7 @@ struct ServeCommand: AsyncParsableCommand {
         try await Service.serve(
             ports: ports, stateDirectory: state.directory, runs: settings,
             reconcileEvery: interval == .zero ? nil : interval, webhookSecret: webhookSecret, branch: branch,
-            host: host, port: port, grace: grace,
+            notify: .init(urls: notifyUrl, secretKey: notifySecret), host: host, port: port, grace: grace,
             onListening: { address in Output.progress("agentry serve: listening on http://\(address)") })
         Output.progress("agentry serve: stopped")
     }

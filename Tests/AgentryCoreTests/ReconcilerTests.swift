@@ -1,17 +1,22 @@
 import AgentryCore
 import AgentryTesting
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
 /// The service's reconcile loop against fake machines: what it applies, what it refuses, and an
 /// agent that keeps failing waiting its turn while the others converge.
 @Suite struct ReconcilerTests {
-    func reconciler(_ fixture: Fixture, interval: Duration = .seconds(60)) -> Reconciler {
+    func reconciler(
+        _ fixture: Fixture, interval: Duration = .seconds(60),
+        onStalled: (@Sendable (String, AgentCondition) async -> Void)? = nil
+    ) -> Reconciler {
         Reconciler(
             ports: fixture.ports,
             settings: .init(
-                target: fixture.target, interval: interval, historyBranch: "agentry/history", parallelism: 2))
+                target: fixture.target, interval: interval, historyBranch: "agentry/history", parallelism: 2),
+            onStalled: onStalled)
     }
 
     func condition(_ reconciler: Reconciler, _ agent: String, _ kind: AgentCondition.Kind) async -> AgentCondition? {
@@ -22,7 +27,9 @@ import Testing
         let fixture = try Fixture()
         try fixture.agent("alpha")
         let first = try fixture.commit()
-        let loop = reconciler(fixture)
+        let told = Mutex<[String]>([])
+        let loop = reconciler(
+            fixture, onStalled: { agent, condition in told.withLock { $0.append("\(agent) \(condition.reason)") } })
         await loop.pass()
         #expect(fixture.fakes.machines.machine("alpha")?.running == true)
         let ready = await condition(loop, "alpha", .ready)
@@ -47,6 +54,9 @@ import Testing
         #expect(await condition(loop, "alpha", .ready)?.status == false)
         #expect(try fixture.fakes.state.agent("alpha")?.appliedRevision == applied, "nothing was applied")
         #expect(await loop.lastPass?.result == "invalid")
+        // Told once, when it turned Stalled, not again while it stays so.
+        await loop.pass()
+        #expect(told.withLock { $0 } == ["alpha ValidationFailed"])
     }
 
     @Test func anAgentThatKeepsFailingWaitsWhileOthersConverge() async throws {

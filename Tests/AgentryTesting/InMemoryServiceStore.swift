@@ -9,6 +9,7 @@ public final class InMemoryServiceStore: ServiceStore {
         var runs: [ServiceRun] = []
         var scheduleEvents: [ScheduleEvent] = []
         var suspensions: [Suspension] = []
+        var deliveries: [Delivery] = []
     }
 
     let contents = Mutex(Contents())
@@ -116,4 +117,36 @@ public final class InMemoryServiceStore: ServiceStore {
     }
 
     public func suspensions() throws -> [Suspension] { contents.withLock { $0.suspensions } }
+
+    public func enqueue(_ deliveries: [Delivery]) throws { contents.withLock { $0.deliveries += deliveries } }
+
+    public func dueDeliveries(at time: Date, limit: Int) throws -> [Delivery] {
+        contents.withLock { contents in
+            Array(
+                contents.deliveries.filter { $0.status == .pending && ($0.nextAttemptAt ?? .distantFuture) <= time }
+                    .prefix(limit))
+        }
+    }
+
+    public func nextDeliveryTime() throws -> Date? {
+        contents.withLock { $0.deliveries.filter { $0.status == .pending }.compactMap(\.nextAttemptAt).min() }
+    }
+
+    public func update(_ delivery: Delivery) throws {
+        contents.withLock { contents in
+            if let index = contents.deliveries.firstIndex(where: { $0.id == delivery.id }) {
+                contents.deliveries[index] = delivery
+            }
+        }
+    }
+
+    public func deliveries(limit: Int, before: String?) throws -> [Delivery] {
+        contents.withLock { contents in
+            var newestFirst = Array(contents.deliveries.reversed())
+            if let before, let index = newestFirst.firstIndex(where: { $0.id == before }) {
+                newestFirst = Array(newestFirst[(index + 1)...])
+            }
+            return Array(newestFirst.prefix(limit))
+        }
+    }
 }

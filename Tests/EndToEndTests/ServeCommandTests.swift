@@ -5,14 +5,34 @@ import Testing
 /// `agentry serve` as a user meets it: the real binary on loopback, a real repository, a real
 /// microVM, tokens from `agentry token`. (Part of the apply suite: it shares its images.)
 extension ApplyCommandTests {
+    /// A receiver of webhooks on a free loopback port: each request a JSON line (headers, body) in
+    /// `file`; the first is answered 500 (to be retried), the rest 204.
+    static let receiver = """
+        import http.server, json, sys
+        class Hook(http.server.BaseHTTPRequestHandler):
+            count = 0
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with open(sys.argv[1], "a") as out:
+                    out.write(json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                          "body": body.decode()}) + "\\n")
+                Hook.count += 1
+                self.send_response(500 if Hook.count == 1 else 204)
+                self.end_headers()
+            def log_message(self, *args): pass
+        server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+        print("port", server.server_address[1], file=sys.stderr, flush=True)
+        server.serve_forever()
+        """
+
     /// Starts `agentry serve` on a free port; its base URL.
-    func serve(_ repo: TemporaryDirectory) throws -> (RunningCommand, String) {
+    func serve(_ repo: TemporaryDirectory, notify: String? = nil) throws -> (RunningCommand, String) {
         let server = try RunningCommand(
             Agentry.binary.path,
             [
                 "serve", "--state-dir", state.path, "--repo", repo.path, "--listen", "127.0.0.1:0", "--grace", "5s",
                 "--webhook-secret", "github/webhook",
-            ],
+            ] + (notify.map { ["--notify-url", $0, "--notify-secret", "notify/secret"] } ?? []),
             environment: ["AGENTRY_ACCELERATOR": "tcg"])
         try server.waitForError("listening on http://", seconds: 60)
         let line = server.stderr.split(separator: "\n").first { $0.contains("listening on http://") } ?? ""
@@ -59,7 +79,20 @@ extension ApplyCommandTests {
         let listed = try tokens(["list", "-o", "json"])
         #expect(listed.stdout.contains("\"scopes\"") && !listed.stdout.contains(runner), "token text is never listed")
 
-        var (server, base) = try serve(repo)
+        // Webhooks out go to a receiver on loopback, signed with a Standard Webhooks secret.
+        let notifySecret = "whsec_" + Data("a signing key of 24 bytes".utf8).base64EncodedString()
+        #expect(
+            try Shell.run(
+                Agentry.binary.path, ["secret", "set", "notify/secret", "--state-dir", state.path], input: notifySecret
+            ).status == 0)
+        let received = repo.url.appendingPathComponent("received.jsonl").path
+        let hooks = try RunningCommand("python3", ["-c", Self.receiver, received])
+        defer { hooks.signal(SIGKILL) }
+        try hooks.waitForError("port ", seconds: 30)
+        let hookPort = hooks.stderr.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        let notify = "http://127.0.0.1:\(hookPort)/agentry"
+
+        var (server, base) = try serve(repo, notify: notify)
         var bases = [base]
         #expect(try HTTP.request("GET", base + "/healthz").status == 200)
         // The API's own OpenAPI document, as committed.
@@ -200,7 +233,7 @@ extension ApplyCommandTests {
         }
         server.signal(SIGKILL)
         _ = try server.wait(seconds: 30)
-        (server, base) = try serve(repo)
+        (server, base) = try serve(repo, notify: notify)
         bases.append(base)
         runs = base + "/v1/agents/greeter/runs"
         let lost = try HTTP.request("GET", base + "/v1/runs/\(slowID)", token: reader).json
@@ -269,6 +302,37 @@ extension ApplyCommandTests {
         #expect(
             try HTTP.request("POST", base + "/v1/agents/greeter/resume", token: admin).json["changed"] as? Bool == true)
         #expect(try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json["suspension"] is NSNull)
+
+        // Webhooks out: each run's end was POSTed, signed; the first answer (500) was retried with
+        // the same webhook-id, and the service lists the deliveries.
+        var posted: [[String: Any]] = []
+        try await TestSupport.waitUntil("the first delivery to be retried", seconds: 60) {
+            posted = ((try? String(contentsOfFile: received, encoding: .utf8)) ?? "").split(separator: "\n")
+                .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            let ids = posted.compactMap { ($0["headers"] as? [String: String])?["webhook-id"] }
+            return Set(ids).count < ids.count
+        }
+        let bodies = posted.compactMap { $0["body"] as? String }
+        #expect(bodies.contains { $0.contains(#""type":"run.completed""#) && $0.contains(id) }, "\(bodies)")
+        for line in posted {
+            let headers = line["headers"] as? [String: String] ?? [:]
+            let verified = try Shell.run(
+                "python3",
+                [
+                    "-c",
+                    "import base64, hmac, hashlib, sys; key = base64.b64decode(sys.argv[1][6:]); signed = (sys.argv[2] + '.' + sys.argv[3] + '.' + sys.argv[4]).encode(); print('v1,' + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode())",
+                    notifySecret, headers["webhook-id"] ?? "", headers["webhook-timestamp"] ?? "",
+                    line["body"] as? String ?? "",
+                ]
+            ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(headers["webhook-signature"] == verified, "\(headers)")
+        }
+        let deliveries = try HTTP.request("GET", base + "/v1/deliveries", token: admin)
+        let delivered = (deliveries.json["deliveries"] as? [[String: Any]] ?? []).filter {
+            $0["status"] as? String == "delivered"
+        }
+        #expect(deliveries.status == 200 && !delivered.isEmpty, "\(deliveries.body)")
+        #expect(try HTTP.request("GET", base + "/v1/deliveries", token: reader).status == 403)
 
         // Metrics in Prometheus's text format, for a token that sees every agent.
         #expect(try HTTP.request("GET", base + "/metrics").status == 401)

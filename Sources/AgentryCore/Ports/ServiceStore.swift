@@ -132,6 +132,39 @@ public struct Suspension: Sendable, Equatable {
     }
 }
 
+/// A webhook out: one event for one URL, signed as Standard Webhooks say, retried with backoff
+/// until it is answered 2xx or its attempts run out.
+public struct Delivery: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case pending, delivered, failed
+    }
+
+    /// `msg_…`: the `webhook-id`, the same on every attempt (receivers deduplicate on it).
+    public var id: String
+    public var url: String
+    /// `run.completed` or `agent.stalled`.
+    public var type: String
+    /// The JSON body sent.
+    public var payload: String
+    public var status: Status = .pending
+    public var attempts = 0
+    /// The last attempt's HTTP status, or why it got none.
+    public var lastStatus: Int?
+    public var lastError: String?
+    public var createdAt: Date
+    public var nextAttemptAt: Date?
+    public var deliveredAt: Date?
+
+    public init(id: String, url: String, type: String, payload: String, createdAt: Date) {
+        self.id = id
+        self.url = url
+        self.type = type
+        self.payload = payload
+        self.createdAt = createdAt
+        self.nextAttemptAt = createdAt
+    }
+}
+
 /// The service's own database (`service.sqlite` beside the state): tokens and accepted runs.
 /// Separate from the state database so that accepting runs never waits on an apply's writer lock.
 public protocol ServiceStore: Sendable {
@@ -168,4 +201,13 @@ public protocol ServiceStore: Sendable {
     /// False when there was nothing to lift.
     func resume(agent: String?) throws -> Bool
     func suspensions() throws -> [Suspension]
+
+    func enqueue(_ deliveries: [Delivery]) throws
+    /// Pending deliveries due at `time`, the oldest first.
+    func dueDeliveries(at time: Date, limit: Int) throws -> [Delivery]
+    /// When the next pending delivery is due, if any is pending.
+    func nextDeliveryTime() throws -> Date?
+    func update(_ delivery: Delivery) throws
+    /// Newest first; `before`: a delivery id to continue after.
+    func deliveries(limit: Int, before: String?) throws -> [Delivery]
 }

@@ -1,0 +1,167 @@
+import AgentryBasics
+import AgentryModel
+import Foundation
+import Logging
+
+/// Webhooks out (`agentry serve --notify-url`): each event is stored, one delivery per URL, then
+/// POSTed with the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+/// `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`) and retried with backoff
+/// until a 2xx answer or the attempts run out (410 Gone stops at once). Deliveries survive a
+/// restart: pending ones carry on when the service starts again.
+public actor WebhookDeliveries {
+    /// What one attempt got: an HTTP status, or why there was none.
+    public enum Answer: Sendable, Equatable {
+        case status(Int)
+        case failure(String)
+    }
+
+    /// Sends one POST (url, headers, body) and says what came back; bounded in time by the sender.
+    public typealias Sender = @Sendable (String, [(String, String)], [UInt8]) async -> Answer
+
+    /// The waits after each failed attempt: 7 attempts over about 2h45m.
+    public static let retryDelays: [Double] = [5, 30, 120, 600, 1800, 7200]
+    /// Attempts sent at once, at most.
+    public static let parallel = 8
+
+    let store: any ServiceStore
+    let urls: [String]
+    let key: [UInt8]
+    let clock: any WallClock
+    let logger: Logger
+    let send: Sender
+    var wake: AsyncStream<Void>.Continuation?
+
+    /// `secret`: the signing secret; `whsec_` followed by base64 (the Standard Webhooks form) is
+    /// decoded, anything else is used as it is.
+    public init(
+        store: any ServiceStore, urls: [String], secret: String, clock: any WallClock, logger: Logger,
+        send: @escaping Sender
+    ) {
+        self.store = store
+        self.urls = urls
+        self.key = Self.key(secret)
+        self.clock = clock
+        self.logger = logger
+        self.send = send
+    }
+
+    static func key(_ secret: String) -> [UInt8] {
+        if secret.hasPrefix("whsec_"), let decoded = Data(base64Encoded: String(secret.dropFirst(6))) {
+            return Array(decoded)
+        }
+        return Array(secret.utf8)
+    }
+
+    /// `v1,<base64>`: the Standard Webhooks signature of `body` sent as `id` at `timestamp`.
+    public static func signature(secret: String, id: String, timestamp: Int, body: [UInt8]) -> String {
+        signature(key: key(secret), id: id, timestamp: timestamp, body: body)
+    }
+
+    /// Stores `type` with `data` for every URL, and wakes the sender. The body is
+    /// `{"type", "timestamp", "data"}`.
+    public func publish(type: String, data: JSON) {
+        guard !urls.isEmpty else { return }
+        let now = clock.now()
+        let body = JSON.object([
+            ("type", .string(type)), ("timestamp", .string(Timestamp.rfc3339(now.timeIntervalSince1970))),
+            ("data", data),
+        ]).rendered(pretty: false)
+        let deliveries = urls.map { url in
+            Delivery(id: "msg_" + Hex.random(bytes: 12), url: url, type: type, payload: body, createdAt: now)
+        }
+        do { try store.enqueue(deliveries) } catch {
+            logger.error("cannot store a webhook", metadata: ["type": "\(type)", "error": "\(error)"])
+            return
+        }
+        wake?.yield()
+    }
+
+    /// Sends what is due at `now`, at most `parallel` at once; returns the deliveries as updated.
+    @discardableResult
+    public func deliverDue(now: Date) async -> [Delivery] {
+        guard let due = try? store.dueDeliveries(at: now, limit: Self.parallel), !due.isEmpty else { return [] }
+        let timestamp = Int(now.timeIntervalSince1970)
+        let results = await withTaskGroup(of: (Delivery, Answer).self) { group in
+            for delivery in due {
+                let body = Array(delivery.payload.utf8)
+                let headers = [
+                    ("content-type", "application/json"), ("webhook-id", delivery.id),
+                    ("webhook-timestamp", String(timestamp)),
+                    ("webhook-signature", Self.signature(key: key, id: delivery.id, timestamp: timestamp, body: body)),
+                    ("user-agent", "agentry"),
+                ]
+                let send = self.send
+                group.addTask { (delivery, await send(delivery.url, headers, body)) }
+            }
+            var results: [(Delivery, Answer)] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        var updated: [Delivery] = []
+        for (sent, answer) in results {
+            var delivery = sent
+            delivery.attempts += 1
+            switch answer {
+            case .status(let code):
+                delivery.lastStatus = code
+                delivery.lastError = nil
+            case .failure(let why):
+                delivery.lastStatus = nil
+                delivery.lastError = why
+            }
+            let result: String
+            if case .status(let code) = answer, (200..<300).contains(code) {
+                delivery.status = .delivered
+                delivery.deliveredAt = clock.now()
+                delivery.nextAttemptAt = nil
+                result = "delivered"
+            } else if answer == .status(410) || delivery.attempts > Self.retryDelays.count {
+                delivery.status = .failed
+                delivery.nextAttemptAt = nil
+                result = "failed"
+                logger.warning(
+                    "a webhook was not delivered",
+                    metadata: [
+                        "id": "\(delivery.id)", "url": "\(delivery.url)", "attempts": "\(delivery.attempts)",
+                        "last": "\(delivery.lastStatus.map(String.init) ?? delivery.lastError ?? "")",
+                    ])
+            } else {
+                delivery.nextAttemptAt = now.addingTimeInterval(Self.retryDelays[delivery.attempts - 1])
+                result = "retrying"
+            }
+            ServiceMetrics.delivery(result)
+            do { try store.update(delivery) } catch {
+                logger.error(
+                    "cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
+            }
+            updated.append(delivery)
+        }
+        return updated
+    }
+
+    static func signature(key: [UInt8], id: String, timestamp: Int, body: [UInt8]) -> String {
+        let signed = Array("\(id).\(timestamp).".utf8) + body
+        return "v1," + Data(HMACSHA256.mac(key: key, message: signed)).base64EncodedString()
+    }
+
+    /// Delivers until cancelled: wakes when something is published, or when the next is due.
+    public func run() async {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        wake = continuation
+        var wakes = stream.makeAsyncIterator()
+        while !Task.isCancelled {
+            let sent = await deliverDue(now: clock.now())
+            // A full batch: more may be due at once.
+            if sent.count == Self.parallel { continue }
+            let now = clock.now()
+            let next = (try? store.nextDeliveryTime()) ?? nil
+            let wait = min(60, max(0.05, (next ?? now.addingTimeInterval(60)).timeIntervalSince(now)))
+            let timer = Task {
+                guard (try? await Task.sleep(for: .milliseconds(Int(wait * 1000)))) != nil else { return }
+                continuation.yield()
+            }
+            _ = await wakes.next()
+            timer.cancel()
+        }
+    }
+}
