@@ -91,9 +91,9 @@ public actor Reconciler {
     public func conditions(of agent: String) -> [AgentCondition] { conditions[agent] ?? [] }
 
     /// Reconciles now (at the end of a pass under way, once); agents waiting after failures are
-    /// tried again too.
-    public func trigger() {
-        backoff.removeAll()
+    /// tried again too, or only `agent` when one is named (a token for one agent asks for no more).
+    public func trigger(agent: String? = nil) {
+        if let agent { backoff[agent] = nil } else { backoff.removeAll() }
         wake?.yield()
     }
 

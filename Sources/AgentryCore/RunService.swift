@@ -70,6 +70,7 @@ public actor RunService {
             run.finishedAt = ports.clock.now()
             run.message = "the service stopped while the run was going on; the agent's next run records it"
             try reporting(.stateUnavailable) { try store.update(run) }
+            ServiceMetrics.runEnded(run, usage: nil)
             await onEnded?(run)
         }
         schedule()
@@ -181,6 +182,9 @@ public actor RunService {
             run.finishedAt = ports.clock.now()
             run.message = "cancelled before it started"
             try reporting(.stateUnavailable) { try store.update(run) }
+            ServiceMetrics.runEnded(run, usage: nil)
+            let ended = run
+            Task { await onEnded?(ended) }
         case .starting, .running:
             guard var current = active[run.agent], current.runID == id else {
                 throw CoreError(

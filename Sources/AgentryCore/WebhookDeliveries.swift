@@ -30,6 +30,8 @@ public actor WebhookDeliveries {
     let logger: Logger
     let send: Sender
     var wake: AsyncStream<Void>.Continuation?
+    /// A delivery's outcome could not be written: wait before trying again (not a hot loop).
+    var writeFailed = false
 
     /// `secret`: the signing secret; `whsec_` followed by base64 (the Standard Webhooks form) is
     /// decoded, anything else is used as it is.
@@ -76,9 +78,20 @@ public actor WebhookDeliveries {
         wake?.yield()
     }
 
-    /// Sends what is due at `now`, at most `parallel` at once; returns the deliveries as updated.
+    /// `https://host/…`: a URL as logs show it (a path may hold a credential, as Slack's do).
+    public static func shown(_ url: String) -> String {
+        guard let parts = URLComponents(string: url), let host = parts.host else { return "(a URL)" }
+        let port = parts.port.map { ":\($0)" } ?? ""
+        let path = parts.path.isEmpty || parts.path == "/" ? parts.path : "/…"
+        return "\(parts.scheme ?? "http")://\(host)\(port)\(path)"
+    }
+
+    /// Sends what is due at `now` (nil: the clock's now), at most `parallel` at once; returns the
+    /// deliveries as updated. An attempt cut short by cancellation (the service stopping) does not
+    /// count.
     @discardableResult
-    public func deliverDue(now: Date) async -> [Delivery] {
+    public func deliverDue(now given: Date?) async -> [Delivery] {
+        let now = given ?? clock.now()
         guard let due = try? store.dueDeliveries(at: now, limit: Self.parallel), !due.isEmpty else { return [] }
         let timestamp = Int(now.timeIntervalSince1970)
         let results = await withTaskGroup(of: (Delivery, Answer).self) { group in
@@ -98,7 +111,11 @@ public actor WebhookDeliveries {
             return results
         }
         var updated: [Delivery] = []
+        // Backoff counts from the end of the attempt, not its start.
+        let ended = max(now, clock.now())
+        writeFailed = false
         for (sent, answer) in results {
+            if Task.isCancelled, case .failure = answer { continue }
             var delivery = sent
             delivery.attempts += 1
             switch answer {
@@ -122,15 +139,17 @@ public actor WebhookDeliveries {
                 logger.warning(
                     "a webhook was not delivered",
                     metadata: [
-                        "id": "\(delivery.id)", "url": "\(delivery.url)", "attempts": "\(delivery.attempts)",
-                        "last": "\(delivery.lastStatus.map(String.init) ?? delivery.lastError ?? "")",
+                        "id": "\(delivery.id)", "url": "\(Self.shown(delivery.url))",
+                        "attempts": "\(delivery.attempts)",
+                        "last": "\(delivery.lastStatus.map(String.init) ?? "no answer")",
                     ])
             } else {
-                delivery.nextAttemptAt = now.addingTimeInterval(Self.retryDelays[delivery.attempts - 1])
+                delivery.nextAttemptAt = ended.addingTimeInterval(Self.retryDelays[delivery.attempts - 1])
                 result = "retrying"
             }
             ServiceMetrics.delivery(result)
             do { try store.update(delivery) } catch {
+                writeFailed = true
                 logger.error(
                     "cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
             }
@@ -150,12 +169,13 @@ public actor WebhookDeliveries {
         wake = continuation
         var wakes = stream.makeAsyncIterator()
         while !Task.isCancelled {
-            let sent = await deliverDue(now: clock.now())
-            // A full batch: more may be due at once.
-            if sent.count == Self.parallel { continue }
+            let sent = await deliverDue(now: nil)
+            // A full batch: more may be due at once (unless the outcomes could not be written).
+            if sent.count == Self.parallel && !writeFailed { continue }
             let now = clock.now()
             let next = (try? store.nextDeliveryTime()) ?? nil
-            let wait = min(60, max(0.05, (next ?? now.addingTimeInterval(60)).timeIntervalSince(now)))
+            var wait = min(60, max(0.05, (next ?? now.addingTimeInterval(60)).timeIntervalSince(now)))
+            if writeFailed { wait = max(wait, 5) }
             let timer = Task {
                 guard (try? await Task.sleep(for: .milliseconds(Int(wait * 1000)))) != nil else { return }
                 continuation.yield()

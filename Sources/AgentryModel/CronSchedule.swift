@@ -3,8 +3,8 @@ import Foundation
 /// A five-field cron expression (`minute hour day-of-month month day-of-week`), as Vixie cron and
 /// Kubernetes CronJobs read it: `*`, lists (`1,15`), ranges (`1-5`), steps (`*/15`, `10-50/10`),
 /// month and day names (`jan`, `mon-fri`), `7` as Sunday, and the macros `@yearly`, `@monthly`,
-/// `@weekly`, `@daily` and `@hourly`. When both day fields are restricted, a day matching either
-/// one fires (the cron rule).
+/// `@weekly`, `@daily` and `@hourly`. When both day fields are restricted (anything but a bare `*`;
+/// `*/2` restricts), a day matching either one fires, as Kubernetes CronJobs read it.
 public struct CronSchedule: Sendable, Hashable {
     public let expression: String
     let minutes: Set<Int>
@@ -42,8 +42,9 @@ public struct CronSchedule: Sendable, Hashable {
         self.daysOfMonth = days
         self.months = months
         self.daysOfWeek = Set(weekdays.map { $0 == 7 ? 0 : $0 })
-        dayOfMonthRestricted = !fields[2].hasPrefix("*")
-        dayOfWeekRestricted = !fields[4].hasPrefix("*")
+        // Only a bare `*` leaves a day field open (`*/2` restricts it), as Kubernetes reads it.
+        dayOfMonthRestricted = fields[2] != "*"
+        dayOfWeekRestricted = fields[4] != "*"
         // A day of the month that no chosen month has never fires (unless the weekday field can).
         let longest = months.map {
             [1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31][$0]!

@@ -93,7 +93,8 @@ enum API {
     static func delivery(_ delivery: Delivery) -> JSON {
         func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
         return .object([
-            ("id", .string(delivery.id)), ("url", .string(delivery.url)), ("type", .string(delivery.type)),
+            ("id", .string(delivery.id)), ("url", .string(WebhookDeliveries.shown(delivery.url))),
+            ("type", .string(delivery.type)),
             ("status", .string(delivery.status.rawValue)), ("attempts", .int(delivery.attempts)),
             ("lastStatus", delivery.lastStatus.map(JSON.int) ?? .null), ("lastError", optional(delivery.lastError)),
             ("createdAt", .string(time(delivery.createdAt))),

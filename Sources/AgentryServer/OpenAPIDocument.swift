@@ -68,6 +68,9 @@ public enum OpenAPIDocument {
                     text/plain:
                       schema: {type: string}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
           /v1/deliveries:
@@ -96,6 +99,8 @@ public enum OpenAPIDocument {
                       schema: {$ref: "#/components/schemas/DeliveryPage"}
                 "400": {$ref: "#/components/responses/Error"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
           /v1/openapi.yaml:
             get:
@@ -121,6 +126,8 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/AgentList"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "503": {$ref: "#/components/responses/Error"}
           /v1/agents/{name}:
@@ -138,6 +145,8 @@ public enum OpenAPIDocument {
                       schema: {$ref: "#/components/schemas/Agent"}
                 "400": {$ref: "#/components/responses/Error"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
           /v1/agents/{name}/runs:
@@ -179,6 +188,7 @@ public enum OpenAPIDocument {
                       schema: {$ref: "#/components/schemas/Run"}
                 "400": {$ref: "#/components/responses/Error"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "409": {$ref: "#/components/responses/Error"}
@@ -209,6 +219,8 @@ public enum OpenAPIDocument {
                       schema: {$ref: "#/components/schemas/RunPage"}
                 "400": {$ref: "#/components/responses/Error"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
           /v1/runs/{id}:
             parameters:
@@ -224,6 +236,9 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/Run"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
           /v1/runs/{id}/events:
@@ -250,6 +265,9 @@ public enum OpenAPIDocument {
                     text/event-stream:
                       schema: {type: string}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "429": {$ref: "#/components/responses/Busy"}
@@ -267,6 +285,9 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/ArtifactList"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "409": {$ref: "#/components/responses/Error"}
@@ -299,6 +320,9 @@ public enum OpenAPIDocument {
                 "304":
                   description: The client's copy is current.
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "409": {$ref: "#/components/responses/Error"}
@@ -316,6 +340,8 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/Run"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "409": {$ref: "#/components/responses/Error"}
@@ -345,6 +371,8 @@ public enum OpenAPIDocument {
                       schema: {$ref: "#/components/schemas/KillResult"}
                 "400": {$ref: "#/components/responses/Error"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "429": {$ref: "#/components/responses/Busy"}
@@ -362,6 +390,9 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/KillResult"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "429": {$ref: "#/components/responses/Busy"}
           /v1/agents/{name}/suspend:
@@ -384,6 +415,8 @@ public enum OpenAPIDocument {
                       schema: {$ref: "#/components/schemas/SuspendResult"}
                 "400": {$ref: "#/components/responses/Error"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
           /v1/agents/{name}/resume:
@@ -400,6 +433,9 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/SuspendResult"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
           /v1/suspend:
@@ -420,6 +456,8 @@ public enum OpenAPIDocument {
                       schema: {$ref: "#/components/schemas/SuspendResult"}
                 "400": {$ref: "#/components/responses/Error"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
           /v1/resume:
             post:
@@ -433,6 +471,9 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/SuspendResult"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
           /v1/reconcile:
             post:
@@ -446,6 +487,9 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/Status"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
             get:
               tags: [service]
@@ -458,6 +502,9 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/ReconcileStatus"}
                 "401": {$ref: "#/components/responses/Error"}
+                "400": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
+                "503": {$ref: "#/components/responses/Error"}
                 "403": {$ref: "#/components/responses/Error"}
           /v1/hooks/github:
             post:
@@ -486,6 +533,7 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/Status"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "413": {$ref: "#/components/responses/Error"}
                 "503": {$ref: "#/components/responses/Error"}
@@ -516,6 +564,7 @@ public enum OpenAPIDocument {
                     application/json:
                       schema: {$ref: "#/components/schemas/Status"}
                 "401": {$ref: "#/components/responses/Error"}
+                "500": {$ref: "#/components/responses/Error"}
                 "404": {$ref: "#/components/responses/Error"}
                 "413": {$ref: "#/components/responses/Error"}
                 "503": {$ref: "#/components/responses/Error"}

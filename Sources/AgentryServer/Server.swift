@@ -159,11 +159,13 @@ public struct APIServer: Sendable {
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "agentry"),
+            // Stopped in reverse order: the HTTP server first, webhooks out last (after the runs
+            // drained, so their ends are sent).
             services: [
+                DeliveryLoop(deliveries: deliveries, client: deliveryClient),
                 RunDrain(runs: runs, grace: settings.grace),
                 ReconcileLoop(reconciler: reconciler, enabled: interval != nil),
                 ScheduleLoop(scheduler: scheduler),
-                DeliveryLoop(deliveries: deliveries, client: deliveryClient),
             ],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? settings.port
@@ -208,7 +210,11 @@ public struct APIServer: Sendable {
                     }
                     limit = value
                 }
-                let page = try self.store.deliveries(limit: limit + 1, before: query["cursor"].map(String.init))
+                let cursor = query["cursor"].map(String.init)
+                if let cursor, !cursor.hasPrefix("msg_") || cursor.utf8.count > 64 {
+                    throw API.BadRequest(message: "cursor \(cursor) is not a delivery id (a nextCursor)")
+                }
+                let page = try self.store.deliveries(limit: limit + 1, before: cursor)
                 let shown = Array(page.prefix(limit))
                 return API.json(
                     .object([
@@ -604,7 +610,7 @@ extension APIServer {
             let lifted = try store.resume(agent: agent)
             ports.logger.notice(
                 "resumed", metadata: ["agent": "\(agent ?? "every agent")", "by": "\(actor)", "changed": "\(lifted)"])
-            if lifted { await reconciler.trigger() }
+            if lifted { await reconciler.trigger(agent: agent) }
             subject += [("suspended", .bool(false)), ("changed", .bool(lifted))]
             return API.json(.object(subject))
         }
@@ -853,7 +859,7 @@ struct ReconcileLoop: Service {
     let enabled: Bool
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await reconciler.run(passingFirst: enabled) }
+        await cancelWhenGracefulShutdown { await reconciler.run(passingFirst: enabled) }
     }
 }
 
@@ -862,7 +868,7 @@ struct ScheduleLoop: Service {
     let scheduler: Scheduler
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await scheduler.run() }
+        await cancelWhenGracefulShutdown { await scheduler.run() }
     }
 }
 
@@ -872,7 +878,14 @@ struct DeliveryLoop: Service {
     let client: HTTPClient?
 
     func run() async throws {
-        if let deliveries { try? await cancelWhenGracefulShutdown { await deliveries.run() } }
+        // A service that returns early stops the whole group: without webhooks, it waits.
+        guard let deliveries else {
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown { await deliveries.run() }
+        // What the drained runs left due gets one more try.
+        await deliveries.deliverDue(now: nil)
         try? await client?.shutdown()
     }
 }
@@ -886,7 +899,19 @@ extension APIServer {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    /// One POST; the answer's status (its body is read up to 64 KiB and dropped).
+    static func failureKind(_ error: any Error) -> String {
+        if error is CancellationError { return "cancelled" }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .deadlineExceeded, .readTimeout, .connectTimeout: return "timed out"
+            case .remoteConnectionClosed: return "the connection was closed"
+            default: return "the request failed"
+            }
+        }
+        return "the connection failed"
+    }
+
+    /// One POST; the answer's status.
     static func sender(_ client: HTTPClient) -> WebhookDeliveries.Sender {
         { url, headers, body in
             do {
@@ -894,11 +919,13 @@ extension APIServer {
                 request.method = .POST
                 for (name, value) in headers { request.headers.add(name: name, value: value) }
                 request.body = .bytes(ByteBuffer(bytes: body))
+                // The deadline covers the answer's head; its body is not read (a slow body would
+                // hold the attempt beyond it).
                 let response = try await client.execute(request, timeout: .seconds(15))
-                _ = try? await response.body.collect(upTo: 64 * 1024)
                 return .status(Int(response.status.code))
             } catch {
-                return .failure(String(describing: error).prefix(300).description)
+                // Named by kind only: a client error's text may repeat the URL.
+                return .failure(Self.failureKind(error))
             }
         }
     }

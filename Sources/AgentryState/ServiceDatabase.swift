@@ -337,11 +337,21 @@ public final class ServiceDatabase: ServiceStore {
 
     // MARK: Schedules
 
+    /// Schedule events kept per agent (the oldest go): a schedule fires forever.
+    public static let keptScheduleEvents = 1000
+    /// Finished deliveries kept (the oldest go).
+    public static let keptDeliveries = 10000
+
     public func recordScheduleEvent(_ event: ScheduleEvent) throws {
         try writing { db in
             try db.execute(
                 sql: "INSERT INTO schedule_events (agent, due_at, outcome, run_id, message) VALUES (?, ?, ?, ?, ?)",
                 arguments: [event.agent, event.dueAt, event.outcome.rawValue, event.runID, event.message])
+            try db.execute(
+                sql: """
+                    DELETE FROM schedule_events WHERE agent = ? AND seq <=
+                        (SELECT seq FROM schedule_events WHERE agent = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)
+                    """, arguments: [event.agent, event.agent, Self.keptScheduleEvents])
         }
     }
 
@@ -421,6 +431,11 @@ public final class ServiceDatabase: ServiceStore {
 
     public func enqueue(_ deliveries: [Delivery]) throws {
         try writing { db in
+            try db.execute(
+                sql: """
+                    DELETE FROM deliveries WHERE status != 'pending' AND seq <=
+                        (SELECT seq FROM deliveries WHERE status != 'pending' ORDER BY seq DESC LIMIT 1 OFFSET ?)
+                    """, arguments: [Self.keptDeliveries])
             for delivery in deliveries {
                 try db.execute(
                     sql: """

@@ -41,6 +41,9 @@ import Testing
         // Both day fields restricted: either one matches (the 13th, or a Friday).
         #expect(next("0 0 13 * 5", after: "2026-12-04T00:00:00Z") == "2026-12-11T00:00:00Z")
         #expect(next("0 0 13 * 5", after: "2026-12-11T00:00:00Z") == "2026-12-13T00:00:00Z")
+        // A step restricts a day field: every other day of the month, every other weekday.
+        #expect(next("0 0 */2 * *", after: "2025-03-01T00:00:00Z") == "2025-03-03T00:00:00Z")
+        #expect(next("0 9 * * */2", after: "2026-12-07T10:00:00Z") == "2026-12-08T09:00:00Z")
     }
 
     @Test func aTimeZoneMovesTheHourAndADaylightSavingGapSkipsADay() {

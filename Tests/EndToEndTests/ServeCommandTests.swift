@@ -92,7 +92,8 @@ extension ApplyCommandTests {
         let hookPort = hooks.stderr.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         let notify = "http://127.0.0.1:\(hookPort)/agentry"
 
-        var (server, base) = try serve(repo, notify: notify)
+        // The first service sends no webhooks (none configured); the one started after the kill does.
+        var (server, base) = try serve(repo)
         var bases = [base]
         #expect(try HTTP.request("GET", base + "/healthz").status == 200)
         // The API's own OpenAPI document, as committed.
@@ -303,8 +304,9 @@ extension ApplyCommandTests {
             try HTTP.request("POST", base + "/v1/agents/greeter/resume", token: admin).json["changed"] as? Bool == true)
         #expect(try HTTP.request("GET", base + "/v1/agents/greeter", token: reader).json["suspension"] is NSNull)
 
-        // Webhooks out: each run's end was POSTed, signed; the first answer (500) was retried with
-        // the same webhook-id, and the service lists the deliveries.
+        // Webhooks out: each run's end (and the interrupted run's, marked at start) was POSTed,
+        // signed; the first answer (500) was retried with the same webhook-id, and the service
+        // lists the deliveries, without the URL's path.
         var posted: [[String: Any]] = []
         try await TestSupport.waitUntil("the first delivery to be retried", seconds: 60) {
             posted = ((try? String(contentsOfFile: received, encoding: .utf8)) ?? "").split(separator: "\n")
@@ -313,7 +315,8 @@ extension ApplyCommandTests {
             return Set(ids).count < ids.count
         }
         let bodies = posted.compactMap { $0["body"] as? String }
-        #expect(bodies.contains { $0.contains(#""type":"run.completed""#) && $0.contains(id) }, "\(bodies)")
+        #expect(bodies.contains { $0.contains(#""type":"run.completed""#) && $0.contains(afterID) }, "\(bodies)")
+        #expect(!bodies.contains { $0.contains(id) }, "the first service had no webhooks: \(bodies)")
         for line in posted {
             let headers = line["headers"] as? [String: String] ?? [:]
             let verified = try Shell.run(
@@ -332,6 +335,7 @@ extension ApplyCommandTests {
             $0["status"] as? String == "delivered"
         }
         #expect(deliveries.status == 200 && !delivered.isEmpty, "\(deliveries.body)")
+        #expect(delivered.allSatisfy { $0["url"] as? String == "http://127.0.0.1:\(hookPort)/…" }, "\(delivered)")
         #expect(try HTTP.request("GET", base + "/v1/deliveries", token: reader).status == 403)
 
         // Metrics in Prometheus's text format, for a token that sees every agent.
