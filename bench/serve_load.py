@@ -16,14 +16,17 @@ read token and a webhook secret; then `agentry serve --listen 127.0.0.1:0 --inte
   correctness   every accepted run reaches a final status; each key gave one run (one 201, the
                 rest 200 with the same id); history (`runs/<agent>/<id>/record.yaml` on
                 agentry/history) gained exactly one record per service run, one per succeeded run,
-                and no recordId twice.
+                and no recordId twice; the records' startedAt/endedAt never overlap for one agent
+                and never exceed --max-concurrent-runs at once; /metrics, scraped every 0.5 s,
+                never shows more active runs than that.
   overhead      --rounds sequential `agentry run AGENT` (whole processes, the service idle) against
                 --rounds sequential API runs of the same agent (POST, then GET every 20 ms until
                 final): the ratio of the medians.
   push to Ready a commit changing one agent's instructions, then a signed GitHub push webhook: the
                 time until GET /v1/agents/{name} shows appliedRevision == desiredRevision and
                 Ready True observing the new commit. Then the service is started again with
-                `--interval 10s` (no webhook) and the same is measured for another commit.
+                `--interval 10s` (no webhook) and the same is measured for a commit made right
+                after its first pass (so about one whole interval: the worst case).
 
 The service and every machine of the state directory are stopped at the end, whatever happens.
 Exit status 1 when a correctness check fails.
@@ -465,6 +468,63 @@ class Bench:
         conn.close()
         return final, pending
 
+    def start_sampler(self):
+        """Scrapes /metrics every 0.5 s: the most runs queued and active seen at once."""
+        self.sampling = threading.Event()
+        self.samples = {"queued": 0.0, "active": 0.0, "scrapes": 0, "errors": 0}
+
+        def sample():
+            while not self.sampling.wait(0.5):
+                try:
+                    status, _, data = self.request("GET", "/metrics", self.read_token, timeout=30)
+                except (OSError, http.client.HTTPException):
+                    self.samples["errors"] += 1
+                    continue
+                if status != 200:
+                    self.samples["errors"] += 1
+                    continue
+                self.samples["scrapes"] += 1
+                for line in data.decode().splitlines():
+                    for name in ("queued", "active"):
+                        if line.startswith(f"agentry_runs_{name} "):
+                            self.samples[name] = max(self.samples[name], float(line.split()[-1]))
+
+        self.sampler = threading.Thread(target=sample, daemon=True)
+        self.sampler.start()
+
+    def stop_sampler(self):
+        self.sampling.set()
+        self.sampler.join(timeout=60)
+        return self.samples
+
+    def record_intervals(self, records):
+        """(agent, record id) -> (startedAt, endedAt) in seconds, from the records on the history branch."""
+        records = sorted(records)
+        if not records:
+            return {}
+        batch = "".join(f"agentry/history:runs/{agent}/{record}/record.yaml\n" for agent, record in records)
+        result = subprocess.run(["git", "-C", self.repo, "cat-file", "--batch"], input=batch.encode(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        data, position, intervals = result.stdout, 0, {}
+        for key in records:
+            header_end = data.index(b"\n", position)
+            header = data[position:header_end].split()
+            if header[-1] == b"missing":
+                position = header_end + 1
+                continue
+            size = int(header[2])
+            text = data[header_end + 1:header_end + 1 + size].decode()
+            position = header_end + 1 + size + 1
+            fields = {}
+            for line in text.splitlines():
+                if line.startswith(("startedAt:", "endedAt:")):
+                    name, value = line.split(":", 1)
+                    value = value.strip().strip('"')
+                    fields[name] = datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            if "startedAt" in fields and "endedAt" in fields:
+                intervals[key] = (fields["startedAt"], fields["endedAt"])
+        return intervals
+
     # ---- overhead ------------------------------------------------------------------------------
 
     def overhead(self):
@@ -598,11 +658,13 @@ def main():
               f"the service sees {len(bench.agents)} applied agents", json.dumps(agents)[:500])
         before = bench.history_records()
 
+        bench.start_sampler()
         results, accepted, streams, followers, window, start = bench.load()
         bench.agent_of = {r["id"]: r["agent"] for r in results if r.get("id")}
         run_ids = list(dict.fromkeys(r["id"] for r in results if r.get("id")))
         final, pending = bench.wait_final(run_ids, start, args.deadline)
         drained = time.perf_counter() - start
+        samples = bench.stop_sampler()
         for thread in followers:
             thread.join(timeout=max(1, start + args.deadline + 60 - time.perf_counter()))
 
@@ -622,7 +684,8 @@ def main():
             if len(ids) != 1 or created != 1:
                 bad_keys.append(f"load-{i}: {[(r['status'], r['id']) for r in sends]}")
         twice = [i for i, sends in by_key.items() if len(sends) == 2]
-        check(not bad_keys, f"each key gave one run: one 201, its retry 200 with the same id ({len(twice)} keys sent twice)",
+        check(not bad_keys,
+              f"each key gave one run: one 201, its retry 200 with the same id ({len(twice)} keys sent twice)",
               "; ".join(bad_keys[:5]) + f" ({len(bad_keys)} keys in all)")
         check(len(run_ids) == len(accepted) == args.runs, f"{args.runs} distinct runs accepted",
               f"{len(run_ids)} ids answered, {len(accepted)} answered 201")
@@ -640,17 +703,40 @@ def main():
         record_ids = [run.get("recordId") for run in final.values()]
         check(all(record_ids) and len(set(record_ids)) == len(record_ids), "each final run has its own recordId",
               f"{sum(1 for x in record_ids if not x)} without, "
-              f"{len(record_ids) - len(set(x for x in record_ids if x)) - sum(1 for x in record_ids if not x)} repeated")
+              f"{len([x for x in record_ids if x]) - len(set(x for x in record_ids if x))} repeated")
         after = bench.history_records()
         added = after - before
         per_agent_history = collections.Counter(agent for agent, _ in added)
-        per_agent_succeeded = collections.Counter(run["agent"] for run in final.values() if run["status"] == "succeeded")
+        per_agent_succeeded = collections.Counter(
+            run["agent"] for run in final.values() if run["status"] == "succeeded")
         expected = {(run["agent"], run["recordId"]) for run in final.values() if run.get("recordId")}
         check(added == expected, "history gained exactly the service runs' records",
               f"{len(added - expected)} unexpected, {len(expected - added)} missing, "
               f"e.g. {sorted(added - expected)[:3]} / {sorted(expected - added)[:3]}")
         check(per_agent_history == per_agent_succeeded, "history holds one record per succeeded run, per agent",
               f"history {dict(per_agent_history)} vs succeeded {dict(per_agent_succeeded)}")
+        intervals = bench.record_intervals(added)
+        check(len(intervals) == len(added), "each new record has startedAt and endedAt",
+              f"{len(added) - len(intervals)} without")
+        overlapping = []
+        for agent in bench.agents:
+            spans = sorted(span for (a, _), span in intervals.items() if a == agent)
+            overlapping += [(agent, b, c) for b, c in zip(spans, spans[1:]) if c[0] < b[1]]
+        check(not overlapping, "runs of one agent never overlap (records' startedAt/endedAt)",
+              f"{len(overlapping)} overlaps, e.g. {overlapping[:2]}")
+        edges = sorted([(s, 1) for s, _ in intervals.values()] + [(e, -1) for _, e in intervals.values()],
+                       key=lambda edge: (edge[0], edge[1]))
+        running = most = 0
+        for _, step in edges:
+            running += step
+            most = max(most, running)
+        check(most <= args.max_concurrent_runs, f"at most {args.max_concurrent_runs} runs at once (records)",
+              f"{most} at once")
+        check(samples["active"] <= args.max_concurrent_runs and samples["queued"] <= 100 * len(bench.agents),
+              f"metrics never showed more than {args.max_concurrent_runs} active or 100 queued per agent",
+              f"{samples}")
+        print(f"  records: at most {most} runs at once; /metrics ({samples['scrapes']} scrapes, "
+              f"{samples['errors']} failed): at most {samples['queued']:.0f} queued, {samples['active']:.0f} active")
         for agent, record in sorted(expected)[:3]:
             text = bench.git("show", f"agentry/history:runs/{agent}/{record}/record.yaml")
             check('outcome: "succeeded"' in text, f"record runs/{agent}/{record} says succeeded", text[:300])
@@ -709,7 +795,9 @@ def main():
             status, _, metrics = bench.request("GET", "/metrics", bench.read_token)
             interesting = [line for line in metrics.decode().splitlines()
                            if line.startswith(("agentry_runs_total", "agentry_runs_queued", "agentry_runs_active"))
-                           or (line.startswith("hb_requests") and 'http_response_status_code="2' not in line)]
+                           or (line.startswith("hb_requests") and 'http_response_status_code="2' not in line)
+                           or (line.startswith("http_server_request_duration")
+                               and 'http_route="/v1/agents/{name}/runs",http_request_method="POST",http_response_status_code="201"' in line)]
             print("metrics after the load:\n  " + "\n  ".join(interesting[:40]))
         except (OSError, http.client.HTTPException) as error:
             print(f"metrics: {error}")
@@ -746,7 +834,8 @@ def main():
               f"streams {args.streams}, --max-concurrent-runs {args.max_concurrent_runs}; apply {fig['apply']:.1f} s; "
               f"bench {total / 60:.1f} min")
         print(f"accept latency, all sends:  p50 {fig['p50'] * 1000:.1f} ms, p99 {fig['p99'] * 1000:.1f} ms, "
-              f"max {fig['max'] * 1000:.1f} ms (201 only: p50 {fig['p50c'] * 1000:.1f} ms, p99 {fig['p99c'] * 1000:.1f} ms)")
+              f"max {fig['max'] * 1000:.1f} ms (201 only: p50 {fig['p50c'] * 1000:.1f} ms, "
+              f"p99 {fig['p99c'] * 1000:.1f} ms)")
         print(f"accepted:                   {len(accepted)} runs in {fig['window']:.2f} s = {fig['rate']:.0f} runs/s; "
               f"429s {throttled}; connection errors {conn_errors}")
         print(f"runs carried out:           {len(finished)} in {fig['drained']:.0f} s from the first send "

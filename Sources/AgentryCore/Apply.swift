@@ -128,7 +128,7 @@ public struct Apply: Sendable {
         var outcome = converged.outcome
         outcome.duration = ContinuousClock.now - started
         if let loaded = converged.loaded, loaded.report.isValid {
-            outcome.schedules = loaded.desired.agents.compactMapValues { $0.lifecycle == .active ? $0.schedule : nil }
+            outcome.schedules = loaded.desired.schedules
         }
         return outcome
     }

@@ -97,13 +97,33 @@ public actor Reconciler {
         wake?.yield()
     }
 
+    /// The schedules of the repository's HEAD, read without applying anything: a service that
+    /// passes only when asked still fires them from its start.
+    public func loadSchedules() async {
+        guard let scheduler else { return }
+        let target = settings.target
+        let ports = self.ports
+        do {
+            let loaded = try await BlockingWork.run {
+                try ports.reader(target.repository, path: target.path).load(target.ref)
+            }
+            guard loaded.report.isValid else { return }
+            await scheduler.update(loaded.desired.schedules)
+        } catch {
+            logger.warning("cannot read the schedules before the first pass", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Passes until the task is cancelled: at once when `passingFirst` (then every interval),
-    /// otherwise only when asked.
+    /// otherwise only when asked (the schedules are read at once all the same).
     public func run(passingFirst: Bool) async {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         wake = continuation
         var wakes = stream.makeAsyncIterator()
-        if !passingFirst { _ = await wakes.next() }
+        if !passingFirst {
+            await loadSchedules()
+            _ = await wakes.next()
+        }
         while !Task.isCancelled {
             await pass()
             guard passingFirst else {

@@ -124,6 +124,12 @@ enum DocumentDecoder {
             let agent = Extract.agent(root, origin: origin)
             checkSecretBindings(agent, checker: &checker)
             checkTools(root["spec"], agent, checker: &checker)
+            if let schedule = root["spec"]?["run", "schedule"], root["spec"]?["run", "prompt"] == nil {
+                checker.report(
+                    .missingField, schedule.mark,
+                    "spec.run.schedule: a scheduled run takes spec.run.prompt, and this agent has none (its harness would get an empty prompt)",
+                    severity: .warning)
+            }
             result.decoded.append(.agent(agent))
             result.agents.append(AgentSummary(agent))
         case .harness:

@@ -53,6 +53,11 @@ public struct DesiredState: Sendable {
         self.commit = commit
     }
 
+    /// The active agents' `run.schedule`s (a paused or retired agent's never fires).
+    public var schedules: [String: RunSchedule] {
+        agents.compactMapValues { $0.lifecycle == .active ? $0.schedule : nil }
+    }
+
     /// Compiles a validated repository into revisions. Call only when validation found no errors:
     /// unresolved references compile to empty parts.
     public static func compile(_ index: RepositoryIndex, tree: SourceTree, commit: String? = nil) -> DesiredState {

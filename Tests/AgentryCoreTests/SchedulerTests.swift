@@ -119,4 +119,31 @@ import Testing
         #expect(await scheduler.entry(of: "alpha") == nil)
         #expect(await scheduler.tick(now: changed.addingTimeInterval(3600)).isEmpty)
     }
+
+    /// A service that passes only when asked reads the schedules at start, applying nothing; a
+    /// paused agent has none.
+    @Test func schedulesAreReadBeforeAnyPass() async throws {
+        let fixture = try Fixture()
+        try scheduledAgent(fixture, "alpha", schedule: "@daily")
+        try scheduledAgent(fixture, "beta", schedule: "@hourly")
+        try fixture.write(
+            "agents/beta.yaml",
+            try String(contentsOf: fixture.repo.url.appendingPathComponent("agents/beta.yaml"), encoding: .utf8)
+                .replacingOccurrences(of: "environment: tiny", with: "environment: tiny\n  lifecycle: paused"))
+        _ = try fixture.commit()
+        let runs = RunService(
+            ports: fixture.ports, store: InMemoryServiceStore(),
+            settings: .init(repository: fixture.repo.path, path: "", historyBranch: "agentry/history", maxConcurrent: 1)
+        )
+        let scheduler = Scheduler(runs: runs, clock: fixture.fakes.clock, logger: fixture.ports.logger)
+        let loop = Reconciler(
+            ports: fixture.ports,
+            settings: .init(
+                target: fixture.target, interval: .seconds(60), historyBranch: "agentry/history", parallelism: 1),
+            scheduler: scheduler)
+        await loop.loadSchedules()
+        #expect(await scheduler.entry(of: "alpha")?.schedule == RunSchedule(expression: "@daily", timeZone: "UTC"))
+        #expect(await scheduler.entry(of: "beta") == nil, "a paused agent's schedule does not fire")
+        #expect(try fixture.fakes.state.agent("alpha") == nil, "nothing was applied")
+    }
 }

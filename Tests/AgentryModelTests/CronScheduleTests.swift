@@ -76,6 +76,11 @@ import Testing
             ]))
         #expect(good.diagnostics.filter { $0.severity == .error }.isEmpty, "\(good.diagnostics)")
         let agent = good.catalog.agents.first
+        // A schedule with no prompt to give its runs: said, as a warning.
+        let bare = validate(
+            Fixture.repository(["agents/triage.yaml": Fixture.agent(spec: "run: {schedule: \"@daily\"}")]))
+        let warning = bare.diagnostics.first { $0.severity == .warning && $0.message.contains("spec.run.prompt") }
+        #expect(warning?.mark.line == 12, "\(bare.diagnostics)")
         #expect(agent?.run.schedule == RunSchedule(expression: "0 9 * * 1-5", timeZone: "Europe/Paris"))
     }
 }
