@@ -79,11 +79,13 @@ public actor RunService {
 
     /// Accepts a run: checked against the state (an applied agent, not killed, paused or revoked),
     /// stored as `queued`, then started when its turn comes. The same token and idempotency key
-    /// give back the run first accepted for them, not a new one.
-    public func submit(
+    /// give back the run first accepted for them, not a new one. The checks read the databases
+    /// outside the queue's actor, side by side; only the bound, the insert and the scheduling are
+    /// carried out one at a time.
+    public nonisolated func submit(
         agent: String, prompt: String?, timeout: Duration?, continueSession: Bool, idempotencyKey: String?,
         token: APIToken?, actor: String, trigger: String = "api"
-    ) throws -> (run: ServiceRun, created: Bool) {
+    ) async throws -> (run: ServiceRun, created: Bool) {
         // A retry of an accepted run gets that run, whatever happened since (a kill, a stop).
         if let idempotencyKey,
             let earlier = try reporting(
@@ -94,17 +96,11 @@ public actor RunService {
         {
             return (earlier, false)
         }
-        guard accepting else { throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs") }
         if let prompt, prompt.utf8.count > 1 << 20 {
             throw CoreError(.invalidArgument, "the prompt is over 1 MiB")
         }
         if let timeout, timeout <= .zero || timeout > Self.longestTimeout {
             throw CoreError(.invalidArgument, "timeout must be more than 0 and at most 24h")
-        }
-        let queued = try reporting(.stateUnavailable) { try store.queuedCount(agent: agent) }
-        guard queued < Self.queuePerAgent else {
-            throw CoreError(
-                .stateLocked, "\(agent) has \(queued) runs waiting already; try again when some have run")
         }
         let state = ports.state
         let (record, kill) = try reporting(.stateUnavailable) { (try state.agent(agent), try state.killSwitch(agent)) }
@@ -125,6 +121,17 @@ public actor RunService {
             continueSession: continueSession,
             idempotencyKey: idempotencyKey, tokenID: token?.id, requestedBy: actor, createdAt: ports.clock.now())
         run.trigger = trigger
+        return try await enqueue(run)
+    }
+
+    /// Stores a checked run, within the agent's bound, and starts it if there is room.
+    func enqueue(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool) {
+        guard accepting else { throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs") }
+        let queued = try reporting(.stateUnavailable) { try store.queuedCount(agent: run.agent) }
+        guard queued < Self.queuePerAgent else {
+            throw CoreError(
+                .stateLocked, "\(run.agent) has \(queued) runs waiting already; try again when some have run")
+        }
         let stored = try reporting(.stateUnavailable) { try store.submit(run) }
         if stored.created { schedule() }
         return stored
@@ -133,7 +140,7 @@ public actor RunService {
     /// A schedule came due: a run (trigger `schedule`) unless the agent's last one is still going
     /// or waiting, which skips this one. Either way, what happened is recorded.
     @discardableResult
-    public func fireSchedule(agent: String, dueAt: Date) -> ScheduleEvent {
+    public func fireSchedule(agent: String, dueAt: Date) async -> ScheduleEvent {
         var event: ScheduleEvent
         let pending = try? store.runs(agent: agent, statuses: [.queued, .starting, .running], limit: 1, before: nil)
         let suspension = (try? store.suspensions())?.first { $0.agent == nil || $0.agent == agent }
@@ -150,7 +157,7 @@ public actor RunService {
         } else {
             do {
                 let stamp = Int(dueAt.timeIntervalSince1970)
-                let accepted = try submit(
+                let accepted = try await submit(
                     agent: agent, prompt: nil, timeout: nil, continueSession: false,
                     idempotencyKey: "schedule:\(agent):\(stamp)", token: nil, actor: "schedule", trigger: "schedule")
                 event = ScheduleEvent(
@@ -201,7 +208,6 @@ public actor RunService {
 
     /// Starts queued runs while there is room: the oldest first, one per agent.
     func schedule() {
-        defer { ServiceMetrics.queue(waiting: (try? store.queuedCount(agent: nil)) ?? 0, active: active.count) }
         guard accepting, active.count < settings.maxConcurrent else { return }
         do {
             for head in try store.queuedHeads() where active[head.agent] == nil {

@@ -31,7 +31,7 @@ public enum ServiceMetrics {
     }
 
     /// Runs waiting and carrying on, over all agents.
-    static func queue(waiting: Int, active: Int) {
+    public static func queue(waiting: Int, active: Int) {
         Gauge(label: "agentry_runs_queued").record(waiting)
         Gauge(label: "agentry_runs_active").record(active)
     }

@@ -190,6 +190,7 @@ public struct APIServer: Sendable {
                     return API.error(.forbidden, "forbidden", "metrics take a token for every agent")
                 }
                 ServiceMetrics.machines(try self.ports.state.agents().map(\.machineState))
+                ServiceMetrics.queue(waiting: try self.store.queuedCount(agent: nil), active: await self.runs.activeCount)
                 var text: [UInt8] = []
                 registry.emit(into: &text)
                 return Response(
