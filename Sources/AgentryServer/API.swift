@@ -89,6 +89,27 @@ enum API {
         ])
     }
 
+    /// A listing's `limit`: 1 to 100, 20 when not given.
+    static func pageLimit(_ text: Substring?) throws -> Int {
+        guard let text else { return 20 }
+        guard let value = Int(text), (1...100).contains(value) else {
+            throw BadRequest(message: "limit must be a number from 1 to 100")
+        }
+        return value
+    }
+
+    /// A page of a listing read one past `limit`: its first `limit` items under `key`, and
+    /// `nextCursor`, the last one's id when there are more.
+    static func page<Item>(
+        _ key: String, _ items: [Item], limit: Int, id: (Item) -> String, _ render: (Item) -> JSON
+    ) -> JSON {
+        let shown = items.prefix(limit)
+        return .object([
+            (key, .array(shown.map(render))),
+            ("nextCursor", items.count > limit ? shown.last.map { .string(id($0)) } ?? .null : .null),
+        ])
+    }
+
     /// A webhook out and how its delivery went (not its body).
     static func delivery(_ delivery: Delivery) -> JSON {
         func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }

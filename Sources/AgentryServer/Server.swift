@@ -190,7 +190,8 @@ public struct APIServer: Sendable {
                     return API.error(.forbidden, "forbidden", "metrics take a token for every agent")
                 }
                 ServiceMetrics.machines(try self.ports.state.agents().map(\.machineState))
-                ServiceMetrics.queue(waiting: try self.store.queuedCount(agent: nil), active: await self.runs.activeCount)
+                ServiceMetrics.queue(
+                    waiting: try self.store.queuedCount(agent: nil), active: await self.runs.activeCount)
                 var text: [UInt8] = []
                 registry.emit(into: &text)
                 return Response(
@@ -204,24 +205,13 @@ public struct APIServer: Sendable {
                     return API.error(.forbidden, "forbidden", "deliveries take a token for every agent")
                 }
                 let query = request.uri.queryParameters
-                var limit = 20
-                if let text = query["limit"] {
-                    guard let value = Int(text), (1...100).contains(value) else {
-                        throw API.BadRequest(message: "limit must be a number from 1 to 100")
-                    }
-                    limit = value
-                }
+                let limit = try API.pageLimit(query["limit"])
                 let cursor = query["cursor"].map(String.init)
                 if let cursor, !cursor.hasPrefix("msg_") || cursor.utf8.count > 64 {
                     throw API.BadRequest(message: "cursor \(cursor) is not a delivery id (a nextCursor)")
                 }
                 let page = try self.store.deliveries(limit: limit + 1, before: cursor)
-                let shown = Array(page.prefix(limit))
-                return API.json(
-                    .object([
-                        ("deliveries", .array(shown.map(API.delivery))),
-                        ("nextCursor", page.count > limit ? shown.last.map { JSON.string($0.id) } ?? .null : .null),
-                    ]))
+                return API.json(API.page("deliveries", page, limit: limit, id: \.id, API.delivery))
             }
         }
         router.get("/v1/openapi.yaml") { _, _ in
@@ -549,25 +539,14 @@ public struct APIServer: Sendable {
             }
             statuses = chosen
         }
-        var limit = 20
-        if let text = query["limit"] {
-            guard let value = Int(text), (1...100).contains(value) else {
-                throw API.BadRequest(message: "limit must be a number from 1 to 100")
-            }
-            limit = value
-        }
+        let limit = try API.pageLimit(query["limit"])
         let cursor = query["cursor"].map(String.init)
         if let cursor, try store.run(id: cursor)?.agent != agent {
             throw API.BadRequest(message: "cursor \(cursor) is not a run of \(agent)")
         }
         // One more than asked: whether there is a next page.
         let page = try store.runs(agent: agent, statuses: statuses, limit: limit + 1, before: cursor)
-        let shown = Array(page.prefix(limit))
-        return API.json(
-            .object([
-                ("runs", .array(shown.map(API.run))),
-                ("nextCursor", page.count > limit ? shown.last.map { JSON.string($0.id) } ?? .null : .null),
-            ]))
+        return API.json(API.page("runs", page, limit: limit, id: \.id, API.run))
     }
 }
 
