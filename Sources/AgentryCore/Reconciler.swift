@@ -117,28 +117,16 @@ public actor Reconciler {
     /// Passes until the task is cancelled: at once when `passingFirst` (then every interval),
     /// otherwise only when asked (the schedules are read at once all the same).
     public func run(passingFirst: Bool) async {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        wake = continuation
-        var wakes = stream.makeAsyncIterator()
+        var signal = WakeSignal()
+        wake = signal.continuation
         if !passingFirst {
             await loadSchedules()
-            _ = await wakes.next()
+            await signal.wait(for: nil)
         }
         while !Task.isCancelled {
             await pass()
-            guard passingFirst else {
-                _ = await wakes.next()
-                continue
-            }
             // The next pass: after the interval, or as soon as someone asks.
-            let interval = settings.interval
-            let timer = Task {
-                // Cancelled (someone asked first): no second wake.
-                guard (try? await Task.sleep(for: interval)) != nil else { return }
-                continuation.yield()
-            }
-            _ = await wakes.next()
-            timer.cancel()
+            await signal.wait(for: passingFirst ? settings.interval : nil)
         }
     }
 

@@ -63,20 +63,11 @@ public actor Scheduler {
     /// Fires schedules until cancelled: wakes at the earliest due time (at least once a minute, so a
     /// clock that jumps is noticed), or when the schedules change.
     public func run() async {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        wake = continuation
-        var wakes = stream.makeAsyncIterator()
+        var signal = WakeSignal()
+        wake = signal.continuation
         while !Task.isCancelled {
             await tick(now: clock.now())
-            let now = clock.now()
-            let earliest = entries.values.compactMap(\.next).min()
-            let wait = min(60, max(0.05, (earliest ?? now.addingTimeInterval(60)).timeIntervalSince(now)))
-            let timer = Task {
-                guard (try? await Task.sleep(for: .milliseconds(Int(wait * 1000)))) != nil else { return }
-                continuation.yield()
-            }
-            _ = await wakes.next()
-            timer.cancel()
+            await signal.wait(until: entries.values.compactMap(\.next).min(), now: clock.now())
         }
     }
 }

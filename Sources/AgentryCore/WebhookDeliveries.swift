@@ -165,23 +165,14 @@ public actor WebhookDeliveries {
 
     /// Delivers until cancelled: wakes when something is published, or when the next is due.
     public func run() async {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        wake = continuation
-        var wakes = stream.makeAsyncIterator()
+        var signal = WakeSignal()
+        wake = signal.continuation
         while !Task.isCancelled {
             let sent = await deliverDue(now: nil)
             // A full batch: more may be due at once (unless the outcomes could not be written).
             if sent.count == Self.parallel && !writeFailed { continue }
-            let now = clock.now()
             let next = (try? store.nextDeliveryTime()) ?? nil
-            var wait = min(60, max(0.05, (next ?? now.addingTimeInterval(60)).timeIntervalSince(now)))
-            if writeFailed { wait = max(wait, 5) }
-            let timer = Task {
-                guard (try? await Task.sleep(for: .milliseconds(Int(wait * 1000)))) != nil else { return }
-                continuation.yield()
-            }
-            _ = await wakes.next()
-            timer.cancel()
+            await signal.wait(until: next, now: clock.now(), atLeast: writeFailed ? 5 : 0.05)
         }
     }
 }

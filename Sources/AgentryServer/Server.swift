@@ -181,13 +181,12 @@ public struct APIServer: Sendable {
         router.get("/healthz") { _, _ in API.json(.object([("status", .string("ok"))])) }
         router.get("/readyz") { _, _ in await self.ready() }
         router.get("/metrics") { request, _ in
-            await self.handle(request, scope: .read, agent: nil) { token in
+            // Repository-wide: the labels name every agent.
+            await self.handle(
+                request, scope: .read, agent: nil, wholeService: "metrics take a token for every agent"
+            ) { _ in
                 guard let registry = self.metrics else {
                     return API.error(.notFound, "notFound", "this service keeps no metrics")
-                }
-                // Repository-wide: the labels name every agent.
-                guard token.agents.isEmpty else {
-                    return API.error(.forbidden, "forbidden", "metrics take a token for every agent")
                 }
                 ServiceMetrics.machines(try self.ports.state.agents().map(\.machineState))
                 ServiceMetrics.queue(
@@ -200,10 +199,9 @@ public struct APIServer: Sendable {
             }
         }
         router.get("/v1/deliveries") { request, _ in
-            await self.handle(request, scope: .admin, agent: nil) { token in
-                guard token.agents.isEmpty else {
-                    return API.error(.forbidden, "forbidden", "deliveries take a token for every agent")
-                }
+            await self.handle(
+                request, scope: .admin, agent: nil, wholeService: "deliveries take a token for every agent"
+            ) { _ in
                 let query = request.uri.queryParameters
                 let limit = try API.pageLimit(query["limit"])
                 let cursor = query["cursor"].map(String.init)
@@ -243,10 +241,9 @@ public struct APIServer: Sendable {
             return await self.handleRun(request, id: id, scope: .read) { run in API.json(API.run(run), status: .ok) }
         }
         router.post("/v1/reconcile") { request, _ in
-            await self.handle(request, scope: .admin, agent: nil) { token in
-                guard token.agents.isEmpty else {
-                    return API.error(.forbidden, "forbidden", "reconciling takes a token for every agent")
-                }
+            await self.handle(
+                request, scope: .admin, agent: nil, wholeService: "reconciling takes a token for every agent"
+            ) { _ in
                 await self.reconciler.trigger()
                 return API.json(.object([("status", .string("triggered"))]), status: .accepted)
             }
@@ -261,11 +258,10 @@ public struct APIServer: Sendable {
             }
         }
         router.get("/v1/reconcile") { request, _ in
-            await self.handle(request, scope: .read, agent: nil) { token in
+            await self.handle(
+                request, scope: .read, agent: nil, wholeService: "the reconcile status takes a token for every agent"
+            ) { _ in
                 // Repository-wide: what it says may be about any agent.
-                guard token.agents.isEmpty else {
-                    return API.error(.forbidden, "forbidden", "the reconcile status takes a token for every agent")
-                }
                 let suspension = try self.store.suspensions().first { $0.agent == nil }.map(API.suspension) ?? .null
                 guard let pass = await self.reconciler.lastPass else {
                     return API.json(.object([("passes", .int(0)), ("suspension", suspension), ("lastPass", .null)]))
@@ -308,13 +304,11 @@ public struct APIServer: Sendable {
             router.post("/v1/\(verb)") { request, _ in
                 var request = request
                 let body = await API.body(&request)
-                return await self.handle(request, scope: .admin, agent: nil) { token in
-                    guard token.agents.isEmpty else {
-                        return API.error(
-                            .forbidden, "forbidden", "suspending the service takes a token for every agent")
-                    }
-                    return try await self.suspension(
-                        of: nil, suspending: suspending, body: try body.get(), token: token)
+                return await self.handle(
+                    request, scope: .admin, agent: nil,
+                    wholeService: "suspending the service takes a token for every agent"
+                ) { token in
+                    try await self.suspension(of: nil, suspending: suspending, body: try body.get(), token: token)
                 }
             }
         }
@@ -365,8 +359,11 @@ public struct APIServer: Sendable {
 
     /// Checks the token for `scope` on `agent`, then answers with `body`; every failure becomes the
     /// JSON error with its status (here, once).
+    /// `wholeService`: the refusal for a token limited to some agents, when what is asked is about
+    /// the whole service (its labels or messages may name any agent).
     func handle(
-        _ request: Request, scope: TokenScope, agent: String?, _ body: (APIToken) async throws -> Response
+        _ request: Request, scope: TokenScope, agent: String?, wholeService: String? = nil,
+        _ body: (APIToken) async throws -> Response
     ) async -> Response {
         do {
             // Authenticated before anything else is said about the request.
@@ -387,6 +384,7 @@ public struct APIServer: Sendable {
             case .failure(.forbidden(let message)):
                 return API.error(.forbidden, "forbidden", message)
             case .success(let token):
+                if let wholeService, !token.agents.isEmpty { return API.error(.forbidden, "forbidden", wholeService) }
                 return try await body(token)
             }
         } catch let error as any AgentryFailure {
