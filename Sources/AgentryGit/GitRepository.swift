@@ -137,12 +137,15 @@ public final class GitRepository {
         return GitRepository(handle: repository)
     }
 
-    /// Creates a new repository with a work tree at `path`, whose first branch is `initialBranch`.
-    public static func create(at path: String, initialBranch: String = "main") throws -> GitRepository {
+    /// Creates a new repository at `path` (with a work tree unless `bare`), whose first branch is
+    /// `initialBranch`.
+    public static func create(at path: String, initialBranch: String = "main", bare: Bool = false) throws
+        -> GitRepository
+    {
         _ = Library.initialised
         var options = git_repository_init_options()
         git_repository_init_options_init(&options, UInt32(GIT_REPOSITORY_INIT_OPTIONS_VERSION))
-        options.flags = GIT_REPOSITORY_INIT_MKPATH.rawValue
+        options.flags = GIT_REPOSITORY_INIT_MKPATH.rawValue | (bare ? GIT_REPOSITORY_INIT_BARE.rawValue : 0)
         var repository: OpaquePointer?
         let result = initialBranch.withCString { branch in
             options.initial_head = branch

@@ -55,6 +55,45 @@ public struct GitCredentials: Sendable, Equatable {
     }
 
     static let loopback: Set<String> = ["127.0.0.1", "localhost", "[::1]", "::1"]
+
+    /// Credentials as libgit2's callbacks take them: C strings, freed with this offer (keep it alive
+    /// across the push or fetch).
+    final class Offer {
+        let token: UnsafeMutablePointer<CChar>?
+        let username: UnsafeMutablePointer<CChar>?
+
+        init(_ credentials: GitCredentials) {
+            token = credentials.token.map { strdup($0) } ?? nil
+            username = credentials.username.map { strdup($0) } ?? nil
+        }
+
+        deinit {
+            free(token)
+            free(username)
+        }
+
+        /// Fresh callback state for one push or fetch.
+        func status() -> agentry_push_status {
+            var status = agentry_push_status()
+            status.token = UnsafePointer(token)
+            status.username = UnsafePointer(username)
+            return status
+        }
+    }
+
+    /// A failure to push or fetch; when the remote asked for credentials, it says which remote and
+    /// what would let `doing` through (`needs`: what the token must be allowed, `push` or `read`).
+    static func refusal(_ result: Int32, _ status: agentry_push_status, url: String, doing: String, needs: String)
+        -> GitError
+    {
+        var error = GitError.last(result, doing)
+        if result == GIT_EAUTH.rawValue || status.asked != 0 {
+            error.message =
+                "origin (\(url)) refused agentry's credentials to \(doing) (\(error.message)); give a token that may \(needs) in $AGENTRY_GIT_TOKEN (with $AGENTRY_GIT_USERNAME when the host wants one) or through git's credential helper, or load a key into ssh-agent (SSH_AUTH_SOCK)"
+                + (needs == "push" ? "; a CI job needs write permission on the repository's contents" : "")
+        }
+        return error
+    }
 }
 
 #if canImport(Glibc)
@@ -260,27 +299,11 @@ public final class HistoryBranch {
         defer { git_remote_free(remote) }
         let rawURL = git_remote_url(remote).map { String(cString: $0) } ?? "origin"
         let url = Self.withoutPassword(rawURL)
-        let credentials = credentials.withHelper(url: rawURL, directory: repository.gitDirectory)
-        let token = credentials.token.map { strdup($0) } ?? nil
-        let username = credentials.username.map { strdup($0) } ?? nil
-        defer {
-            free(token)
-            free(username)
-        }
-        func fresh() -> agentry_push_status {
-            var status = agentry_push_status()
-            status.token = UnsafePointer(token)
-            status.username = UnsafePointer(username)
-            return status
-        }
-        /// An authentication failure says which remote and what would let the push through.
+        let offer = GitCredentials.Offer(credentials.withHelper(url: rawURL, directory: repository.gitDirectory))
+        defer { withExtendedLifetime(offer) {} }
+        func fresh() -> agentry_push_status { offer.status() }
         func refused(_ result: Int32, _ status: agentry_push_status, _ doing: String) -> GitError {
-            var error = GitError.last(result, doing)
-            if result == GIT_EAUTH.rawValue || status.asked != 0 {
-                error.message =
-                    "origin (\(url)) refused agentry's credentials to \(doing) (\(error.message)); give a token that may push in $AGENTRY_GIT_TOKEN (with $AGENTRY_GIT_USERNAME when the host wants one) or through git's credential helper, or load a key into ssh-agent (SSH_AUTH_SOCK); a CI job needs write permission on the repository's contents"
-            }
-            return error
+            GitCredentials.refusal(result, status, url: url, doing: doing, needs: "push")
         }
         var lastError = ""
         for attempt in 1...maxAttempts {
