@@ -30,6 +30,29 @@ public enum BlockingWork {
         }
     }
 
+    /// The same, waiting at most `patience`: nil when `body` has not ended by then. It goes on, on
+    /// its thread, and its result is dropped: for work that cannot be stopped from outside (a
+    /// libgit2 fetch from a remote that stopped answering).
+    public static func run<T: Sendable>(waitingAtMost patience: Duration, _ body: @escaping @Sendable () -> T) async
+        -> T?
+    {
+        await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let resumed = Mutex(false)
+            let resume: @Sendable (T?) -> Void = { value in
+                if resumed.withLock({ done in
+                    defer { done = true }
+                    return !done
+                }) {
+                    continuation.resume(returning: value)
+                }
+            }
+            threads.submit { resume(body()) }
+            let (seconds, attoseconds) = patience.components
+            let nanoseconds = max(0, seconds) * 1_000_000_000 + attoseconds / 1_000_000_000
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { resume(nil) }
+        }
+    }
+
     /// Starts `body` on a blocking-work thread; the caller (itself blocking work) takes its result
     /// later with `Pending.wait()`, doing something else meanwhile.
     public static func start<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Pending<T> {

@@ -53,15 +53,16 @@ public enum LocalHost {
         let machines = QEMUBackend(
             stateDirectory: stateDirectory, guestAgent: guestAgent(host), executable: currentExecutable,
             commands: HostCommands(environment: host.variables), environment: host.variables, progress: progress)
+        let credentials = GitCredentials(environment: host.variables)
         return Ports(
-            source: GitRepositorySource(logger: logger), state: state,
+            source: GitRepositorySource(logger: logger, credentials: credentials), state: state,
             parseCache: parseCache
                 ? SQLiteParseCache(
                     directory: SQLiteParseCache.defaultDirectory(environment: host.variables), generation: build)
                 : nil,
             secrets: secrets, machines: machines,
             gateway: GatewayServer(socket: { [machines] in machines.gatewaySocket($0) }),
-            history: GitHistory(hostName: host.hostName, credentials: GitCredentials(environment: host.variables)),
+            history: GitHistory(hostName: host.hostName, credentials: credentials),
             clock: SystemClock(),
             host: host, logger: logger)
     }
@@ -153,14 +154,14 @@ public enum Service {
     public static func serve(
         ports: Ports, stateDirectory: String, runs: RunService.Settings, reconcileEvery: Duration?,
         webhookSecret: String?, branch: String, notify: APIServer.Notify, host: String, port: Int, grace: Duration,
-        onListening: @escaping @Sendable (String) -> Void
+        upstream: Upstream? = nil, onListening: @escaping @Sendable (String) -> Void
     ) async throws {
         let database = ServiceDatabase(stateDirectory: stateDirectory)
         try database.holdServiceLock()
         let server = try APIServer(
             ports: ports, store: database, runs: runs, reconcileEvery: reconcileEvery,
             hooks: .init(secretKey: webhookSecret, branch: branch), notify: notify,
-            metrics: APIServer.bootstrapMetrics())
+            metrics: APIServer.bootstrapMetrics(), upstream: upstream)
         try await server.run(.init(host: host, port: port, grace: grace, onListening: onListening))
     }
 }

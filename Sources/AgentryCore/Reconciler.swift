@@ -29,13 +29,37 @@ public actor Reconciler {
         public var interval: Duration
         public var historyBranch: String
         public var parallelism: Int
+        /// The remote branch fetched into `target.repository` (its mirror) at the start of each
+        /// pass; nil when the target is a local repository, read as it is.
+        public var upstream: Upstream?
+        /// How long a pass waits for its fetch; one still going then is left to end on its own, and
+        /// the pass goes on from the mirror as it is.
+        public var fetchPatience: Duration
 
-        public init(target: Planning.Target, interval: Duration, historyBranch: String, parallelism: Int) {
+        public init(
+            target: Planning.Target, interval: Duration, historyBranch: String, parallelism: Int,
+            upstream: Upstream? = nil, fetchPatience: Duration = .seconds(60)
+        ) {
             self.target = target
             self.interval = interval
             self.historyBranch = historyBranch
             self.parallelism = parallelism
+            self.upstream = upstream
+            self.fetchPatience = fetchPatience
         }
+    }
+
+    /// The remote repository as last fetched (`GET /v1/reconcile`'s `source`).
+    public struct SourceStatus: Sendable {
+        public var upstream: Upstream
+        /// The branch's commit at the last fetch that worked (nil: none yet).
+        public var commit: String?
+        public var fetchedAt: Date?
+        public var attemptedAt: Date?
+        /// Why the last attempt failed (nil: it worked, or none was made yet).
+        public var error: String?
+        /// Since when a fetch is under way, when one is.
+        public var fetchingSince: Date?
     }
 
     /// What the last pass did.
@@ -68,6 +92,14 @@ public actor Reconciler {
     var desired: Set<String> = []
     public private(set) var lastPass: Pass?
     public private(set) var passes = 0
+    /// Nil without an upstream.
+    public private(set) var source: SourceStatus?
+    /// Whether the mirror has a commit to read (fetched now, or by an earlier service).
+    var mirrorReady: Bool
+    /// Why this pass's fetch did not bring the branch's commit (said in the pass's message).
+    var unfetched: String?
+    /// Fetches started; each knows its number, so that a late end is recorded once, as its own.
+    var fetches = 0
     var wake: AsyncStream<Void>.Continuation?
     var logger: Logger { ports.logger }
 
@@ -80,6 +112,72 @@ public actor Reconciler {
         self.scheduler = scheduler
         self.store = store
         self.onStalled = onStalled
+        self.source = settings.upstream.map { SourceStatus(upstream: $0) }
+        self.mirrorReady = settings.upstream == nil || ports.source.isRepository(settings.target.repository)
+    }
+
+    /// Why the service cannot serve its agents yet (nil: it can): a remote never fetched. (Short:
+    /// `/readyz` says it to anyone; the fetch's error is in `source`.)
+    public var notReady: String? {
+        guard !mirrorReady, let source else { return nil }
+        return source.error == nil
+            ? "the repository's first fetch is under way"
+            : "the repository could not be fetched yet; GET /v1/reconcile (or the service's log) says why"
+    }
+
+    /// Fetches the upstream branch into the mirror (nothing without one), waiting at most
+    /// `fetchPatience`. A fetch that takes longer goes on by itself and is recorded when it ends;
+    /// no second one starts meanwhile. Returns why the fetch did not bring the branch's commit, or
+    /// nil when it did.
+    func fetchUpstream() async -> String? {
+        guard var status = source else { return nil }
+        if let since = status.fetchingSince {
+            return "the fetch started at \(Timestamp.rfc3339(since.timeIntervalSince1970)) has not ended"
+        }
+        let started = ports.clock.now()
+        status.fetchingSince = started
+        status.attemptedAt = started
+        source = status
+        fetches += 1
+        let fetch = fetches
+        let ports = self.ports
+        let mirror = settings.target.repository
+        let upstream = status.upstream
+        let result = await BlockingWork.run(waitingAtMost: settings.fetchPatience) {
+            let result = Result { try ports.source.fetch(upstream, into: mirror) }
+            Task { await self.fetched(result, fetch: fetch) }
+            return result
+        }
+        guard let result else {
+            ServiceMetrics.fetched("timedOut")
+            logger.warning("the fetch is still waiting on the remote", metadata: ["url": "\(upstream.url)"])
+            return
+                "the fetch did not end within \(DurationText.format(milliseconds: UInt64(settings.fetchPatience / .milliseconds(1))))"
+        }
+        fetched(result, fetch: fetch)
+        return source?.error
+    }
+
+    /// Records the end of fetch number `fetch` (once, whether the pass waited for it or not).
+    func fetched(_ result: Result<String, any Error>, fetch: Int) {
+        guard fetch == fetches, var status = source, status.fetchingSince != nil else { return }
+        status.fetchingSince = nil
+        switch result {
+        case .success(let commit):
+            if status.commit != commit {
+                logger.info("fetched", metadata: ["url": "\(status.upstream.url)", "commit": "\(commit)"])
+            }
+            status.commit = commit
+            status.fetchedAt = ports.clock.now()
+            status.error = nil
+            mirrorReady = true
+            ServiceMetrics.fetched("succeeded")
+        case .failure(let error):
+            status.error = (error as? any AgentryFailure)?.description ?? "\(error)"
+            logger.error("cannot fetch", metadata: ["url": "\(status.upstream.url)", "error": "\(error)"])
+            ServiceMetrics.fetched("failed")
+        }
+        source = status
     }
 
     /// The agents with conditions, and those the state has applied.
@@ -120,6 +218,7 @@ public actor Reconciler {
         var signal = WakeSignal()
         wake = signal.continuation
         if !passingFirst {
+            _ = await fetchUpstream()
             await loadSchedules()
             await signal.wait(for: nil)
         }
@@ -159,6 +258,13 @@ public actor Reconciler {
                 set(name, .reconciling, false, "Suspended", message, commit: nil, at: started)
             }
             finish(result: "suspended", message: message, commit: nil, began: began, at: started)
+            return
+        }
+        // The remote first; a failed fetch leaves the mirror as it was, and the pass goes on from it.
+        unfetched = await fetchUpstream()
+        guard mirrorReady else {
+            let message = "nothing to reconcile: the repository was never fetched: \(unfetched ?? "no fetch ended")"
+            finish(result: "fetchFailed", message: message, commit: nil, began: began, at: started)
             return
         }
         let suspended = Dictionary(
@@ -262,6 +368,11 @@ public actor Reconciler {
     }
 
     func finish(result: String, message: String, commit: String?, began: ContinuousClock.Instant, at started: Date) {
+        var message = message
+        if let unfetched, result != "fetchFailed" {
+            message += "; the mirror was read as it was, because \(unfetched)"
+        }
+        unfetched = nil
         lastPass = Pass(
             startedAt: started, duration: ContinuousClock.now - began, commit: commit, result: result, message: message)
         ServiceMetrics.reconciled(result: result, duration: ContinuousClock.now - began)

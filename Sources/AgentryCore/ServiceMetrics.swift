@@ -41,6 +41,11 @@ public enum ServiceMetrics {
         Timer(label: reconcileDuration).recordNanoseconds(Int64(duration / .nanoseconds(1)))
     }
 
+    /// `result`: succeeded, failed, or timedOut (the pass went on without waiting longer).
+    static func fetched(_ result: String) {
+        Counter(label: "agentry_source_fetches_total", dimensions: [("result", result)]).increment()
+    }
+
     static func scheduled(_ outcome: ScheduleEvent.Outcome) {
         Counter(label: "agentry_schedule_events_total", dimensions: [("outcome", outcome.rawValue)]).increment()
     }

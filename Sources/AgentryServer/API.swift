@@ -132,6 +132,18 @@ enum API {
         ])
     }
 
+    /// The remote repository the service follows, as last fetched.
+    static func source(_ source: Reconciler.SourceStatus) -> JSON {
+        .object([
+            ("url", .string(source.upstream.url)), ("branch", .string(source.upstream.branch)),
+            ("commit", source.commit.map(JSON.string) ?? .null),
+            ("fetchedAt", source.fetchedAt.map { .string(time($0)) } ?? .null),
+            ("attemptedAt", source.attemptedAt.map { .string(time($0)) } ?? .null),
+            ("fetchingSince", source.fetchingSince.map { .string(time($0)) } ?? .null),
+            ("error", source.error.map(JSON.string) ?? .null),
+        ])
+    }
+
     /// `POST /v1/agents/{name}/runs`: `{"prompt"?: string, "timeout"?: "15m", "continue"?: bool}`.
     struct RunInput {
         var prompt: String?

@@ -881,12 +881,31 @@ public enum OpenAPIDocument {
                 changed: {type: boolean}
             ReconcileStatus:
               type: object
-              required: [passes, suspension, lastPass]
+              required: [passes, suspension, source, lastPass]
               additionalProperties: false
               properties:
                 passes: {type: integer, minimum: 0}
                 suspension:
                   oneOf: [{$ref: "#/components/schemas/Suspension"}, {type: "null"}]
+                source:
+                  description: >-
+                    The remote repository the service follows (`--repo URL`), as last fetched into its
+                    mirror; null when it reads a local repository. `commit` and `fetchedAt` are of the last
+                    fetch that worked; `error` is why the last attempt failed (null when it worked);
+                    `fetchingSince` is set while a fetch is under way.
+                  oneOf:
+                    - type: "null"
+                    - type: object
+                      required: [url, branch, commit, fetchedAt, attemptedAt, fetchingSince, error]
+                      additionalProperties: false
+                      properties:
+                        url: {type: string}
+                        branch: {type: string}
+                        commit: {$ref: "#/components/schemas/NullableString"}
+                        fetchedAt: {oneOf: [{$ref: "#/components/schemas/Time"}, {type: "null"}]}
+                        attemptedAt: {oneOf: [{$ref: "#/components/schemas/Time"}, {type: "null"}]}
+                        fetchingSince: {oneOf: [{$ref: "#/components/schemas/Time"}, {type: "null"}]}
+                        error: {$ref: "#/components/schemas/NullableString"}
                 lastPass:
                   oneOf:
                     - type: "null"
@@ -899,7 +918,7 @@ public enum OpenAPIDocument {
                         commit: {$ref: "#/components/schemas/NullableString"}
                         result:
                           type: string
-                          enum: [applied, noChanges, partlyFailed, invalid, refused, failed, suspended]
+                          enum: [applied, noChanges, partlyFailed, invalid, refused, failed, suspended, fetchFailed]
                         message: {type: string}
 
         """#

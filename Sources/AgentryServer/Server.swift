@@ -73,7 +73,7 @@ public struct APIServer: Sendable {
     public init(
         ports: Ports, store: any ServiceStore, runs: RunService.Settings, reconcileEvery interval: Duration?,
         hooks: Hooks = Hooks(secretKey: nil, branch: "main"), notify: Notify = Notify(urls: [], secretKey: nil),
-        metrics: PrometheusCollectorRegistry? = nil
+        metrics: PrometheusCollectorRegistry? = nil, upstream: Upstream? = nil
     ) throws {
         self.metrics = metrics
         var made: (WebhookDeliveries, HTTPClient)?
@@ -109,7 +109,7 @@ public struct APIServer: Sendable {
                 target: .init(repository: runs.repository, ref: "HEAD", path: runs.path),
                 // Without a loop, the unit of backoff after failures.
                 interval: interval ?? .seconds(60), historyBranch: runs.historyBranch,
-                parallelism: runs.maxConcurrent),
+                parallelism: runs.maxConcurrent, upstream: upstream),
             scheduler: scheduler, store: store,
             onStalled: { agent, condition in
                 await deliveries?.publish(
@@ -263,13 +263,17 @@ public struct APIServer: Sendable {
             ) { _ in
                 // Repository-wide: what it says may be about any agent.
                 let suspension = try self.store.suspensions().first { $0.agent == nil }.map(API.suspension) ?? .null
+                let source = await self.reconciler.source.map(API.source) ?? .null
                 guard let pass = await self.reconciler.lastPass else {
-                    return API.json(.object([("passes", .int(0)), ("suspension", suspension), ("lastPass", .null)]))
+                    return API.json(
+                        .object([
+                            ("passes", .int(0)), ("suspension", suspension), ("source", source), ("lastPass", .null),
+                        ]))
                 }
                 return API.json(
                     .object([
                         ("passes", .int(await self.reconciler.passes)),
-                        ("suspension", suspension),
+                        ("suspension", suspension), ("source", source),
                         (
                             "lastPass",
                             .object([
@@ -416,7 +420,11 @@ public struct APIServer: Sendable {
 
     func ready() async -> Response {
         do {
-            // Nothing applied yet is ready too: runs are refused per agent until applied.
+            // Nothing applied yet is ready too: runs are refused per agent until applied. A remote
+            // never fetched is not: there is no agent to say anything about.
+            if let why = await reconciler.notReady {
+                return API.error(.serviceUnavailable, "unavailable", "not ready: \(why)")
+            }
             if ports.state.exists { try ports.state.checkReadable() }
             _ = try store.queuedCount(agent: nil)
             return API.json(.object([("status", .string("ready"))]))

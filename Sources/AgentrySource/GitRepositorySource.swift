@@ -5,9 +5,12 @@ import Logging
 /// Agent repositories from git (libgit2: object database reads, no checkout) and plain folders.
 public struct GitRepositorySource: RepositorySource {
     let logger: Logger
+    /// What a fetch offers a remote that asks (never written anywhere).
+    let credentials: GitCredentials
 
-    public init(logger: Logger) {
+    public init(logger: Logger, credentials: GitCredentials = GitCredentials()) {
         self.logger = logger
+        self.credentials = credentials
     }
 
     public func reader(repository: String, path: String, cache: (any ParseCache)?) throws -> any RepositoryReader {
@@ -28,5 +31,15 @@ public struct GitRepositorySource: RepositorySource {
 
     public func scaffold(at path: String, owner: String) throws -> String {
         try Scaffold.create(at: path, owner: owner)
+    }
+
+    public func isRemote(_ location: String) -> Bool { GitMirror.isRemote(location) }
+
+    public func problem(following upstream: Upstream) -> String? {
+        GitMirror.problem(url: upstream.url, branch: upstream.branch)
+    }
+
+    public func fetch(_ upstream: Upstream, into mirror: String) throws -> String {
+        "\(try GitMirror.fetch(url: upstream.url, branch: upstream.branch, into: mirror, credentials: credentials))"
     }
 }

@@ -42,7 +42,11 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var webhookSecret: String?
 
-    @Option(name: .long, help: "The branch whose pushes (by webhook) reconcile.")
+    @Option(
+        name: .long,
+        help:
+            "The branch a remote --repo is followed on (fetched each pass into a mirror in the state directory); pushes to it (by webhook) reconcile."
+    )
     var branch: String = "main"
 
     @Option(
@@ -99,13 +103,35 @@ struct ServeCommand: AsyncParsableCommand {
         let ports = state.ports(try logging.makeLogger())
         let source = AgentRepository.resolve(repo: repo, path: path, ports: ports)
         let (host, port) = try address()
+        let history = historyBranch ?? ports.host.historyBranch
+        // A remote repository is followed through a mirror in the state directory: the agents are
+        // read there and the history recorded there (and pushed back to the remote).
+        let mirror = ports.host.absolute(state.directory) + "/mirror.git"
+        var repository = ports.host.absolute(source.repository)
+        var upstream: Upstream?
+        if ports.source.isRemote(source.repository) {
+            upstream = Upstream(url: source.repository, branch: branch)
+            if let problem = ports.source.problem(following: upstream!) {
+                throw CoreError(.invalidArgument, "--repo \(problem)")
+            }
+            guard branch != history else {
+                throw CoreError(
+                    .invalidArgument, "--branch \(branch) is the history branch; give the branch the agents are on")
+            }
+            repository = mirror
+        } else if repository == mirror {
+            throw CoreError(
+                .invalidArgument,
+                "\(mirror) is the mirror of a remote repository: give the remote's URL as --repo (from \(source.origin)) so that it is fetched"
+            )
+        }
         let settings = RunService.Settings(
-            repository: ports.host.absolute(source.repository), path: source.path,
-            historyBranch: historyBranch ?? ports.host.historyBranch, maxConcurrent: maxConcurrentRuns)
+            repository: repository, path: source.path, historyBranch: history, maxConcurrent: maxConcurrentRuns)
         try await Service.serve(
             ports: ports, stateDirectory: state.directory, runs: settings,
             reconcileEvery: interval == .zero ? nil : interval, webhookSecret: webhookSecret, branch: branch,
             notify: .init(urls: notifyUrl, secretKey: notifySecret), host: host, port: port, grace: grace,
+            upstream: upstream,
             onListening: { address in Output.progress("agentry serve: listening on http://\(address)") })
         Output.progress("agentry serve: stopped")
     }

@@ -59,6 +59,103 @@ import Testing
         #expect(told.withLock { $0 } == ["alpha ValidationFailed"])
     }
 
+    /// A loop that follows a remote (here a bare repository as a server keeps it) through a mirror.
+    func following(_ fixture: Fixture, _ url: String, patience: Duration = .seconds(60)) throws -> (
+        Reconciler, TemporaryDirectory
+    ) {
+        let home = try TemporaryDirectory("agentry-mirror")
+        let loop = Reconciler(
+            ports: fixture.ports,
+            settings: .init(
+                target: .init(repository: home.path + "/mirror.git", ref: "HEAD", path: ""), interval: .seconds(60),
+                historyBranch: "agentry/history", parallelism: 2, upstream: Upstream(url: url, branch: "main"),
+                fetchPatience: patience))
+        return (loop, home)
+    }
+
+    @Test func aRemoteIsFetchedEveryPassAndAFailedFetchLeavesTheMirrorAsItWas() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("alpha")
+        let first = try fixture.commit()
+        let remote = try TemporaryDirectory("agentry-remote")
+        try Shell.git(["init", "-q", "--bare", remote.path], in: remote.url)
+        func publish() throws {
+            try Shell.git(["push", "-q", "--force", remote.path, "HEAD:refs/heads/main"], in: fixture.repo.url)
+        }
+        let (loop, home) = try following(fixture, remote.path)
+        // Nothing pushed yet: nothing to reconcile, and the service is not ready.
+        await loop.pass()
+        #expect(await loop.lastPass?.result == "fetchFailed")
+        #expect(await loop.lastPass?.message.contains("has no branch main") == true)
+        #expect(await loop.notReady != nil)
+        #expect(await loop.source?.error?.contains("has no branch main") == true)
+
+        try publish()
+        await loop.pass()
+        let applied = await loop.lastPass
+        #expect(applied?.result == "applied", "\(String(describing: applied))")
+        #expect(await loop.notReady == nil)
+        let fetched = await loop.source
+        #expect(fetched?.commit == first && fetched?.error == nil)
+        #expect(fixture.fakes.machines.machine("alpha")?.running == true)
+        #expect(await condition(loop, "alpha", .ready)?.observedCommit == first)
+
+        // A push: the next pass fetches and applies it.
+        try fixture.agent("beta")
+        let second = try fixture.commit("beta")
+        try publish()
+        await loop.pass()
+        #expect(await loop.source?.commit == second)
+        #expect(fixture.fakes.machines.machine("beta")?.running == true)
+        #expect(await condition(loop, "beta", .ready)?.observedCommit == second)
+
+        // The remote is gone: the pass goes on from the mirror, and says why.
+        try FileManager.default.removeItem(at: remote.url)
+        await loop.pass()
+        let pass = await loop.lastPass
+        #expect(pass?.result == "noChanges" && pass?.commit == second, "\(String(describing: pass))")
+        #expect(pass?.message.contains("the mirror was read as it was") == true)
+        let failed = await loop.source
+        #expect(failed?.error != nil && failed?.commit == second)
+        #expect(await loop.notReady == nil)
+        withExtendedLifetime(home) {}
+    }
+
+    /// A remote that takes the connection and never answers: the pass waits `fetchPatience`, not
+    /// for ever, and no second fetch piles up behind the first.
+    @Test func aRemoteThatNeverAnswersHoldsNoPass() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("alpha")
+        _ = try fixture.commit()
+        let silent = try BackgroundProcess(
+            "python3",
+            [
+                "-c",
+                "import socket,time\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(8)\nprint(s.getsockname()[1], flush=True)\nheld=[]\nwhile True: held.append(s.accept())",
+            ])
+        let port = silent.firstLine()
+        let (loop, home) = try following(fixture, "http://127.0.0.1:\(port)/agents.git", patience: .seconds(1))
+        let clock = ContinuousClock()
+        let began = clock.now
+        await loop.pass()
+        #expect(clock.now - began < .seconds(30), "the pass did not wait on the remote")
+        #expect(await loop.lastPass?.result == "fetchFailed")
+        #expect(await loop.lastPass?.message.contains("did not end within 1s") == true)
+        #expect(await loop.source?.fetchingSince != nil)
+        await loop.pass()
+        #expect(await loop.lastPass?.message.contains("has not ended") == true, "one fetch at a time")
+        // The remote goes away: the fetch under way ends, and is recorded as it ended.
+        withExtendedLifetime(silent) {}
+        kill(silent.pid, SIGKILL)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while await loop.source?.fetchingSince != nil && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let ended = await loop.source
+        #expect(ended?.error != nil && ended?.commit == nil, "\(String(describing: ended))")
+        withExtendedLifetime(home) {}
+    }
+
     @Test func anAgentThatKeepsFailingWaitsWhileOthersConverge() async throws {
         let fixture = try Fixture()
         try fixture.agent("alpha")

@@ -18,6 +18,24 @@ public protocol RepositorySource: Sendable {
     func uncommittedChanges(_ repository: String, path: String) -> [String]
     /// Creates a git repository at `path` with the starter layout and commits it; returns the commit.
     func scaffold(at path: String, owner: String) throws -> String
+    /// Whether `location` names a remote repository (a URL, or `user@host:path`), not a folder.
+    func isRemote(_ location: String) -> Bool
+    /// Why `upstream` cannot be followed (a password in its URL, a bad branch name), or nil.
+    func problem(following upstream: Upstream) -> String?
+    /// Fetches `upstream`'s branch into the bare mirror at `mirror` (made on first use, its HEAD
+    /// the branch); returns the branch's commit.
+    func fetch(_ upstream: Upstream, into mirror: String) throws -> String
+}
+
+/// A remote agent repository the service follows: one branch of it, fetched into a mirror.
+public struct Upstream: Sendable, Equatable {
+    public var url: String
+    public var branch: String
+
+    public init(url: String, branch: String) {
+        self.url = url
+        self.branch = branch
+    }
 }
 
 /// Reads one agent repository at its commits. Not thread-safe: one reader per operation.
