@@ -14,7 +14,14 @@ public struct GitRepositorySource: RepositorySource {
     }
 
     public func reader(repository: String, path: String, cache: (any ParseCache)?) throws -> any RepositoryReader {
-        try CommitReader(repository: repository, path: path, cache: cache, logger: logger)
+        if GitMirror.isRemote(repository) && !isRepository(repository) {
+            throw GitError(
+                code: .notFound, operation: "open repository \(repository)",
+                message:
+                    "\(repository) is a remote repository: only agentry serve follows a URL (through a mirror in its state directory); give this command a clone of it"
+            )
+        }
+        return try CommitReader(repository: repository, path: path, cache: cache, logger: logger)
     }
 
     public func folder(_ path: String) throws -> LoadedRepository {

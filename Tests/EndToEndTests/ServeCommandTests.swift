@@ -25,15 +25,16 @@ extension ApplyCommandTests {
         server.serve_forever()
         """
 
-    /// Starts `agentry serve` on a free port; its base URL.
-    func serve(_ repo: TemporaryDirectory, notify: String? = nil) throws -> (RunningCommand, String) {
+    /// Starts `agentry serve` on a free port, following the repository at `url` with the git
+    /// token `gitToken`; its base URL.
+    func serve(_ url: String, gitToken: String, notify: String? = nil) throws -> (RunningCommand, String) {
         let server = try RunningCommand(
             Agentry.binary.path,
             [
-                "serve", "--state-dir", state.path, "--repo", repo.path, "--listen", "127.0.0.1:0", "--grace", "5s",
+                "serve", "--state-dir", state.path, "--repo", url, "--listen", "127.0.0.1:0", "--grace", "5s",
                 "--webhook-secret", "github/webhook",
             ] + (notify.map { ["--notify-url", $0, "--notify-secret", "notify/secret"] } ?? []),
-            environment: ["AGENTRY_ACCELERATOR": "tcg"])
+            environment: ["AGENTRY_ACCELERATOR": "tcg", "AGENTRY_GIT_TOKEN": gitToken])
         try server.waitForError("listening on http://", seconds: 60)
         let line = server.stderr.split(separator: "\n").first { $0.contains("listening on http://") } ?? ""
         guard let start = line.range(of: "http://") else { throw Shell.Failure(description: "no address: \(line)") }
@@ -67,7 +68,23 @@ extension ApplyCommandTests {
             script:
                 "mkdir -p out; echo \"$PROMPT\" > out/answer.txt; case \"$PROMPT\" in slow*) sleep 60;; esac; echo \"did $PROMPT\""
         )
-        let applied = try agentry(["apply"], in: repo)
+        // The repository lives on a git server that takes only a token, as GitHub does. The service
+        // follows it by URL (a mirror in its state directory) and pushes its history back there; CI
+        // applied it first from a clone of the same URL.
+        let remotes = try TemporaryDirectory("agentry-serve-remote")
+        let bare = remotes.path + "/agents.git"
+        try Shell.git(["init", "-q", "--bare", bare], in: remotes.url)
+        func publish() throws { try Shell.git(["push", "-q", bare, "HEAD:refs/heads/main"], in: repo.url) }
+        try publish()
+        let gitToken = "a-git-token-for-the-serve-test"
+        let gitServer = try GitHTTPServer(root: remotes.path, token: gitToken)
+        let url = gitServer.url("agents.git")
+        try Shell.git(["remote", "add", "origin", url], in: repo.url)
+        /// The history branch as the remote has it.
+        func remoteHistory(_ arguments: [String]) throws -> String {
+            try Shell.git(["--git-dir", bare] + arguments, in: remotes.url)
+        }
+        let applied = try agentry(["apply"], in: repo, environment: ["AGENTRY_GIT_TOKEN": gitToken])
         #expect(applied.status == 0, "\(applied.stderr)")
         let hookSecret = "a-webhook-secret-of-some-length"
         let stored = try Shell.run(
@@ -93,7 +110,7 @@ extension ApplyCommandTests {
         let notify = "http://127.0.0.1:\(hookPort)/agentry"
 
         // The first service sends no webhooks (none configured); the one started after the kill does.
-        var (server, base) = try serve(repo)
+        var (server, base) = try serve(url, gitToken: gitToken)
         var bases = [base]
         #expect(try HTTP.request("GET", base + "/healthz").status == 200)
         // The API's own OpenAPI document, as committed.
@@ -146,8 +163,9 @@ extension ApplyCommandTests {
         #expect(done["status"] as? String == "succeeded", "\(done)")
         #expect(done["exitStatus"] as? Int == 0)
         let record = try #require(done["recordId"] as? String)
-        // Recorded in history exactly once, with its artifact, readable with plain git.
-        let history = try git(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"], in: repo)
+        // Recorded in history exactly once, with its artifact, pushed to the remote, readable with
+        // plain git.
+        let history = try remoteHistory(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"])
         #expect(history.split(separator: "\n").filter { $0.hasSuffix("/record.yaml") }.count == 1, "\(history)")
         #expect(history.contains("\(record)/artifacts/answer.txt"))
         // Its events, replayed from history, and resumed from an event id; its artifact, by ETag.
@@ -185,7 +203,8 @@ extension ApplyCommandTests {
         let file = repo.url.appendingPathComponent("agents/greeter.yaml")
         let text = try String(contentsOf: file, encoding: .utf8)
         try repo.write("agents/greeter.yaml", text.replacingOccurrences(of: "Greet people.", with: "Greet everyone."))
-        _ = try repo.commitAll("friendlier", initialize: false)
+        let friendlier = try repo.commitAll("friendlier", initialize: false)
+        try publish()
         #expect(try HTTP.request("POST", base + "/v1/reconcile", token: runner).status == 403)
         // GitHub says so (signed with the store's secret); a forged signature is refused.
         let push = #"{"ref": "refs/heads/main", "after": "0000"}"#
@@ -221,6 +240,13 @@ extension ApplyCommandTests {
             pass = try HTTP.request("GET", base + "/v1/reconcile", token: admin).json["lastPass"] as? [String: Any]
             return pass?["result"] as? String == "applied"
         }
+        // Fetched from the remote into the mirror, with the token.
+        let source = try HTTP.request("GET", base + "/v1/reconcile", token: admin).json["source"] as? [String: Any]
+        #expect(
+            source?["url"] as? String == url && source?["commit"] as? String == friendlier,
+            "\(String(describing: source))")
+        #expect(source?["error"] is NSNull)
+        #expect(try HTTP.request("GET", base + "/readyz").status == 200)
         #expect(try HTTP.request("GET", base + "/v1/reconcile", token: elsewhere).status == 403)
         #expect(try HTTP.request("POST", base + "/v1/reconcile", token: admin).status == 202)
 
@@ -234,7 +260,7 @@ extension ApplyCommandTests {
         }
         server.signal(SIGKILL)
         _ = try server.wait(seconds: 30)
-        (server, base) = try serve(repo, notify: notify)
+        (server, base) = try serve(url, gitToken: gitToken, notify: notify)
         bases.append(base)
         runs = base + "/v1/agents/greeter/runs"
         let lost = try HTTP.request("GET", base + "/v1/runs/\(slowID)", token: reader).json
@@ -249,10 +275,10 @@ extension ApplyCommandTests {
         let afterDone = try await finished(base, afterID, token: reader)
         #expect(afterDone["status"] as? String == "succeeded", "\(afterDone)")
         // History holds all three, the killed service's run recorded as interrupted by the next.
-        let records = try git(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"], in: repo)
+        let records = try remoteHistory(["ls-tree", "-r", "--name-only", "agentry/history", "runs/greeter"])
             .split(separator: "\n").filter { $0.hasSuffix("/record.yaml") }
         #expect(records.count == 3, "\(records)")
-        let outcomes = try records.map { try git(["show", "agentry/history:\($0)"], in: repo) }
+        let outcomes = try records.map { try remoteHistory(["show", "agentry/history:\($0)"]) }
         #expect(outcomes.filter { $0.contains("outcome: \"interrupted\"") }.count == 1, "\(outcomes)")
 
         // The kill switch over HTTP (admin): runs are refused with 409 until it is lifted.
@@ -271,6 +297,7 @@ extension ApplyCommandTests {
             "agents/greeter.yaml",
             current.replacingOccurrences(of: "run: {prompt:", with: "run: {schedule: \"* * * * *\", prompt:"))
         _ = try repo.commitAll("every minute", initialize: false)
+        try publish()
         #expect(try HTTP.request("POST", base + "/v1/reconcile", token: admin).status == 202)
         var scheduled: [String: Any]?
         try await TestSupport.waitUntil("a scheduled run to end", seconds: 240) {
@@ -286,8 +313,9 @@ extension ApplyCommandTests {
             (schedule?["last"] as? [String: Any])?["runId"] as? String == scheduled?["id"] as? String, "\(withSchedule)"
         )
         #expect(schedule?["nextAt"] is String)
-        let scheduledRecord = try git(
-            ["show", "agentry/history:runs/greeter/\(scheduled?["recordId"] as? String ?? "?")/record.yaml"], in: repo)
+        let scheduledRecord = try remoteHistory([
+            "show", "agentry/history:runs/greeter/\(scheduled?["recordId"] as? String ?? "?")/record.yaml",
+        ])
         #expect(scheduledRecord.contains("kind: \"schedule\""), "\(scheduledRecord)")
 
         // Suspended (admin): the agent says by whom and why, the loop leaves it alone; resumed.
@@ -376,5 +404,6 @@ extension ApplyCommandTests {
         #expect(checked.status == 0, "\(checked.stdout)\(checked.stderr)")
         let pairs = checked.stdout.split(separator: "\n").filter { $0.hasPrefix("  ") }
         #expect(pairs.count >= 25, "the test covers most of the API: \(checked.stdout)")
+        withExtendedLifetime(gitServer) {}
     }
 }
