@@ -39,6 +39,10 @@ public actor RunService {
     /// By agent: the run it is carrying out.
     var active: [String: Active] = [:]
     var accepting = true
+    /// Runs submitted and not yet stored, each with its waiting request; whether a commit is under way.
+    var waitingToStore:
+        [(run: ServiceRun, continuation: CheckedContinuation<(run: ServiceRun, created: Bool)?, any Error>)] = []
+    var storing = false
 
     public init(
         ports: Ports, store: any ServiceStore, settings: Settings,
@@ -79,31 +83,35 @@ public actor RunService {
 
     /// Accepts a run: checked against the state (an applied agent, not killed, paused or revoked),
     /// stored as `queued`, then started when its turn comes. The same token and idempotency key
-    /// give back the run first accepted for them, not a new one. The checks read the databases
-    /// outside the queue's actor, side by side; only the bound, the insert and the scheduling are
-    /// carried out one at a time.
+    /// give back the run first accepted for them, not a new one. The checks and the insert (with
+    /// the agent's bound, in one transaction) run on blocking-work threads, side by side; only the
+    /// scheduling is the queue actor's.
     public nonisolated func submit(
         agent: String, prompt: String?, timeout: Duration?, continueSession: Bool, idempotencyKey: String?,
         token: APIToken?, actor: String, trigger: String = "api"
     ) async throws -> (run: ServiceRun, created: Bool) {
-        // A retry of an accepted run gets that run, whatever happened since (a kill, a stop).
-        if let idempotencyKey,
-            let earlier = try reporting(
-                .stateUnavailable,
-                {
-                    try store.run(idempotencyKey: idempotencyKey, tokenID: token?.id)
-                })
-        {
-            return (earlier, false)
-        }
         if let prompt, prompt.utf8.count > 1 << 20 {
             throw CoreError(.invalidArgument, "the prompt is over 1 MiB")
         }
         if let timeout, timeout <= .zero || timeout > Self.longestTimeout {
             throw CoreError(.invalidArgument, "timeout must be more than 0 and at most 24h")
         }
+        // The databases are read (and written) on threads of their own: a cooperative thread that
+        // waits on SQLite holds up every other request.
         let state = ports.state
-        let (record, kill) = try reporting(.stateUnavailable) { (try state.agent(agent), try state.killSwitch(agent)) }
+        let store = self.store
+        let tokenID = token?.id
+        let (earlier, record, kill) = try await BlockingWork.run {
+            // A retry of an accepted run gets that run, whatever happened since (a kill, a stop).
+            if let idempotencyKey,
+                let earlier = try reporting(
+                    .stateUnavailable, { try store.run(idempotencyKey: idempotencyKey, tokenID: tokenID) })
+            {
+                return (Optional(earlier), AgentRecord?.none, KillSwitch?.none)
+            }
+            return try reporting(.stateUnavailable) { (nil, try state.agent(agent), try state.killSwitch(agent)) }
+        }
+        if let earlier { return (earlier, false) }
         guard let record else {
             throw CoreError(.notFound, "the agent \(agent) is not applied here")
         }
@@ -124,15 +132,23 @@ public actor RunService {
         return try await enqueue(run)
     }
 
-    /// Stores a checked run, within the agent's bound, and starts it if there is room.
-    func enqueue(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool) {
+    /// Stores a checked run, within the agent's bound (checked in the insert's transaction), and
+    /// starts it if there is room. The answer waits for the commit to disk.
+    func enqueue(_ run: ServiceRun) async throws -> (run: ServiceRun, created: Bool) {
         guard accepting else { throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs") }
-        let queued = try reporting(.stateUnavailable) { try store.queuedCount(agent: run.agent) }
-        guard queued < Self.queuePerAgent else {
-            throw CoreError(
-                .stateLocked, "\(run.agent) has \(queued) runs waiting already; try again when some have run")
+        let stored = try await withCheckedThrowingContinuation { continuation in
+            waitingToStore.append((run, continuation))
+            if !storing {
+                storing = true
+                Task { await storeWaiting() }
+            }
         }
-        let stored = try reporting(.stateUnavailable) { try store.submit(run) }
+        guard let stored else {
+            throw CoreError(
+                .stateLocked,
+                "\(run.agent) has \(Self.queuePerAgent) runs waiting already; try again when some have run")
+        }
+        // (A stop that began meanwhile leaves it queued: the next start carries it out.)
         if stored.created { schedule() }
         return stored
     }
@@ -207,6 +223,25 @@ public actor RunService {
     }
 
     /// Starts queued runs while there is room: the oldest first, one per agent.
+    /// Group commit: the runs submitted while a commit is under way are stored together in the
+    /// next one, so that a burst of requests costs a few commits to disk, not one each. Off the
+    /// actor's thread (on a blocking-work thread), so the actor goes on meanwhile.
+    func storeWaiting() async {
+        while !waitingToStore.isEmpty {
+            let batch = waitingToStore
+            waitingToStore = []
+            let store = self.store
+            let runs = batch.map(\.run)
+            let stored = await BlockingWork.run {
+                Result { try reporting(.stateUnavailable) { try store.submit(runs, queueLimit: Self.queuePerAgent) } }
+            }
+            for (index, waiting) in batch.enumerated() {
+                waiting.continuation.resume(with: stored.map { $0[index] })
+            }
+        }
+        storing = false
+    }
+
     func schedule() {
         guard accepting, active.count < settings.maxConcurrent else { return }
         do {

@@ -123,6 +123,16 @@ public enum MachineSupervisor {
         return report(word.isEmpty ? "the machine supervisor ended before QEMU started (see \(log))" : word)
     }
 
+    /// Guests (and the supervisor relaying for them) run at a lower CPU priority than agentry's
+    /// own work: a busy guest, under TCG above all, must not slow the service's answers, other
+    /// agents' control channels or a CLI command. Nice 10 by default (a guest still gets every
+    /// cycle nobody else wants); `AGENTRY_MACHINE_NICE=0..19` sets it, 0 turning it off. Set before
+    /// QEMU starts and before any thread does, so that all of them inherit it.
+    static func yieldToTheHost(_ environment: [String: String]) {
+        let nice = environment["AGENTRY_MACHINE_NICE"].flatMap { Int32($0) }.map { min(19, max(0, $0)) } ?? 10
+        if nice > 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
+    }
+
     static func report(_ message: String) -> Int32 {
         FileHandle.standardError.write(Data((message + "\n").utf8))
         return 1
@@ -131,6 +141,7 @@ public enum MachineSupervisor {
     /// `agentry machine-supervisor run`: the supervisor itself. Returns its exit status when QEMU is gone.
     public static func run(directory: String, adopt: Bool, qemu: [String]) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
+        yieldToTheHost(ProcessInfo.processInfo.environment)
         // One supervisor per machine, for as long as it runs (the descriptor is never closed).
         let lock = open(lockFile(directory), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {

@@ -370,8 +370,12 @@ public struct APIServer: Sendable {
         _ body: (APIToken) async throws -> Response
     ) async -> Response {
         do {
-            // Authenticated before anything else is said about the request.
-            var verdict = try tokens.authorize(request.headers[.authorization], scope: scope, agent: nil)
+            // Authenticated before anything else is said about the request. (The token is read on a
+            // thread of its own, as every database read here: a cooperative thread that waits on
+            // SQLite holds up every other request.)
+            let tokens = self.tokens
+            let header = request.headers[.authorization]
+            var verdict = try await BlockingWork.run { try tokens.authorize(header, scope: scope, agent: nil) }
             if case .success(let token) = verdict, let agent {
                 guard ResourceName.isValid(agent) else {
                     return API.error(.badRequest, "invalidRequest", "\(agent) is not an agent name")
@@ -407,8 +411,9 @@ public struct APIServer: Sendable {
     ) async -> Response {
         // Authenticated before anything about the run is told.
         await handle(request, scope: scope, agent: nil) { token in
-            guard id.hasPrefix("run_"), id.utf8.count < 64, let run = try self.store.run(id: id),
-                token.covers(run.agent)
+            let store = self.store
+            guard id.hasPrefix("run_"), id.utf8.count < 64,
+                let run = try await BlockingWork.run({ try store.run(id: id) }), token.covers(run.agent)
             else {
                 return API.error(.notFound, "notFound", "there is no run \(id)")
             }
@@ -734,7 +739,11 @@ extension APIServer {
                     try await writer.finish(nil)
                     return
                 }
-                if current.status == .running, let bytes = try? state.liveLog(agent: run.agent, from: sent) {
+                // Each look reads on a thread of its own (a hundred streams look four times a second).
+                let offset = sent
+                if current.status == .running,
+                    let bytes = try? await BlockingWork.run({ try state.liveLog(agent: run.agent, from: offset) })
+                {
                     followed = true
                     try await output(bytes[...])
                 }
@@ -744,12 +753,15 @@ extension APIServer {
                 }
                 try await Task.sleep(for: .milliseconds(250))
                 let previous = current.status
-                current = (try? store.run(id: run.id)) ?? current
+                current = (try? await BlockingWork.run { try store.run(id: run.id) }) ?? current
                 if current.status != previous && !current.status.isFinal { try await send("status", API.run(current)) }
             }
             if followed {
                 // The tail the run printed after the last look.
-                if let bytes = try? state.liveLog(agent: run.agent, from: sent) { try await output(bytes[...]) }
+                let offset = sent
+                if let bytes = try? await BlockingWork.run({ try state.liveLog(agent: run.agent, from: offset) }) {
+                    try await output(bytes[...])
+                }
             } else if let (_, folder) = try? await server.record(of: current) {
                 let history = server.ports.history
                 let location = server.history

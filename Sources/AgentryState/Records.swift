@@ -58,7 +58,10 @@ extension SQLiteStateStore {
     }
 
     public func agent(_ name: String) throws -> AgentRecord? {
-        try reading(nil) { db in try AgentRecord.fetchOne(db, key: name) }
+        // A statement compiled once per connection: every run request reads its agent.
+        try reading(nil) { db in
+            try AgentRecord.fetchOne(db.cachedStatement(sql: "SELECT * FROM agents WHERE name = ?"), arguments: [name])
+        }
     }
 
     public func save(_ record: AgentRecord) throws {
@@ -77,7 +80,8 @@ extension SQLiteStateStore {
         try reading(nil) { db in
             guard
                 let row = try Row.fetchOne(
-                    db, sql: "SELECT reason, actor, time FROM kill_switch WHERE name = ?", arguments: [name])
+                    db.cachedStatement(sql: "SELECT reason, actor, time FROM kill_switch WHERE name = ?"),
+                    arguments: [name])
             else { return nil }
             return KillSwitch(reason: row["reason"], actor: row["actor"], time: row["time"])
         }

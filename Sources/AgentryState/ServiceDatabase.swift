@@ -195,7 +195,7 @@ public final class ServiceDatabase: ServiceStore {
 
     public func token(hash: String) throws -> APIToken? {
         try reading { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM tokens WHERE hash = ?", arguments: [hash]).flatMap(Self.token)
+            try Self.one(db, "SELECT * FROM tokens WHERE hash = ?", [hash]).flatMap(Self.token)
         }
     }
 
@@ -235,42 +235,50 @@ public final class ServiceDatabase: ServiceStore {
         return run
     }
 
-    public func submit(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool) {
-        try writing { db in
-            if let key = run.idempotencyKey,
-                let existing = try Row.fetchOne(
-                    db, sql: "SELECT * FROM runs WHERE token_id IS ? AND idempotency_key = ?",
-                    arguments: [run.tokenID, key]
-                ).flatMap(Self.run)
-            {
-                return (existing, false)
-            }
-            try db.execute(
-                sql: """
-                    INSERT INTO runs (id, agent, status, prompt, timeout_seconds, continue_session, idempotency_key,
-                        token_id, requested_by, created_at, trigger)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    run.id, run.agent, run.status.rawValue, run.prompt, run.timeoutSeconds, run.continueSession,
-                    run.idempotencyKey, run.tokenID, run.requestedBy, run.createdAt, run.trigger,
-                ])
-            return (run, true)
+    public func submit(_ runs: [ServiceRun], queueLimit: Int) throws -> [(run: ServiceRun, created: Bool)?] {
+        try writing { db in try runs.map { try Self.submit($0, queueLimit: queueLimit, db) } }
+    }
+
+    static func submit(_ run: ServiceRun, queueLimit: Int, _ db: Database) throws -> (run: ServiceRun, created: Bool)? {
+        if let key = run.idempotencyKey,
+            let existing = try Self.one(db, Self.runByKey, [run.tokenID, key]).flatMap(Self.run)
+        {
+            return (existing, false)
         }
+        if try Self.count(db, Self.queuedOfAgent, [run.agent, run.agent]) >= queueLimit { return nil }
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO runs (id, agent, status, prompt, timeout_seconds, continue_session, idempotency_key,
+                    token_id, requested_by, created_at, trigger)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(
+            arguments: [
+                run.id, run.agent, run.status.rawValue, run.prompt, run.timeoutSeconds, run.continueSession,
+                run.idempotencyKey, run.tokenID, run.requestedBy, run.createdAt, run.trigger,
+            ])
+        return (run, true)
     }
 
     public func run(id: String) throws -> ServiceRun? {
-        try reading { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id]).flatMap(Self.run)
-        }
+        try reading { db in try Self.one(db, "SELECT * FROM runs WHERE id = ?", [id]).flatMap(Self.run) }
     }
 
     public func run(idempotencyKey key: String, tokenID: String?) throws -> ServiceRun? {
-        try reading { db in
-            try Row.fetchOne(
-                db, sql: "SELECT * FROM runs WHERE token_id IS ? AND idempotency_key = ?", arguments: [tokenID, key]
-            ).flatMap(Self.run)
-        }
+        try reading { db in try Self.one(db, Self.runByKey, [tokenID, key]).flatMap(Self.run) }
+    }
+
+    static let runByKey = "SELECT * FROM runs WHERE token_id IS ? AND idempotency_key = ?"
+    static let queuedOfAgent = "SELECT COUNT(*) FROM runs WHERE status = 'queued' AND (? IS NULL OR agent = ?)"
+
+    /// The first row of a statement compiled once per connection: the queries every request and
+    /// every event stream's look make (GRDB authorizes each compilation, column by column).
+    static func one(_ db: Database, _ sql: String, _ arguments: StatementArguments) throws -> Row? {
+        try Row.fetchOne(db.cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    static func count(_ db: Database, _ sql: String, _ arguments: StatementArguments) throws -> Int {
+        try Int.fetchOne(db.cachedStatement(sql: sql), arguments: arguments) ?? 0
     }
 
     public func queuedHeads() throws -> [(id: String, agent: String)] {
@@ -288,9 +296,7 @@ public final class ServiceDatabase: ServiceStore {
 
     public func queuedCount(agent: String?) throws -> Int {
         try reading { db in
-            try Int.fetchOne(
-                db, sql: "SELECT COUNT(*) FROM runs WHERE status = 'queued' AND (? IS NULL OR agent = ?)",
-                arguments: [agent, agent]) ?? 0
+            try Self.count(db, Self.queuedOfAgent, [agent, agent])
         }
     }
 

@@ -132,11 +132,13 @@ import Testing
             id: "run_going", agent: "alpha", prompt: "alpha-1", timeoutSeconds: nil, continueSession: false,
             idempotencyKey: nil, tokenID: nil, requestedBy: "t", createdAt: Date())
         going.status = .running
-        _ = try store.submit(going)
         _ = try store.submit(
-            ServiceRun(
-                id: "run_waiting", agent: "alpha", prompt: "alpha-2", timeoutSeconds: nil, continueSession: false,
-                idempotencyKey: nil, tokenID: nil, requestedBy: "t", createdAt: Date()))
+            [
+                going,
+                ServiceRun(
+                    id: "run_waiting", agent: "alpha", prompt: "alpha-2", timeoutSeconds: nil, continueSession: false,
+                    idempotencyKey: nil, tokenID: nil, requestedBy: "t", createdAt: Date()),
+            ], queueLimit: 100)
         let runs = service(fixture, store: store)
         #expect(try await runs.recover() == 1)
         let done = try await finalRuns(store, count: 2)

@@ -13,17 +13,37 @@ import Testing
             tokenID: token, requestedBy: "token tok_1", createdAt: Date(timeIntervalSince1970: 1_800_000_000))
     }
 
+    /// One run stored alone, as its request would be when no other arrives meanwhile.
+    func submit(_ store: ServiceDatabase, _ run: ServiceRun) throws -> (run: ServiceRun, created: Bool) {
+        try #require(try store.submit([run], queueLimit: 100)[0])
+    }
+
+    /// Runs gathered into one commit are stored each in turn: a key sent twice in one batch gives
+    /// one run, and the agent's bound counts the batch's own runs.
+    @Test func aBatchIsStoredRunByRun() throws {
+        let folder = try TemporaryDirectory("agentry-service-db")
+        let store = ServiceDatabase(stateDirectory: folder.path)
+        let stored = try store.submit(
+            [run("run_1", key: "k"), run("run_2", key: "k"), run("run_3"), run("run_4"), run("run_5", agent: "b")],
+            queueLimit: 2)
+        #expect(stored.map { $0?.run.id } == ["run_1", "run_1", "run_3", nil, "run_5"])
+        #expect(stored.map { $0?.created } == [true, false, true, nil, true])
+        #expect(try store.queuedCount(agent: "a") == 2 && store.run(id: "run_4") == nil)
+    }
+
     @Test func runsSurviveARestartAndPagesFollowEachOther() throws {
         let folder = try TemporaryDirectory("agentry-service-db")
         do {
             let store = ServiceDatabase(stateDirectory: folder.path)
-            #expect(try store.submit(run("run_1", key: "k")).created)
-            #expect(try store.submit(run("run_2", key: "k")).run.id == "run_1", "the same key gives the first run")
-            #expect(try store.submit(run("run_3", key: "k", token: "tok_2")).created, "another token's key is its own")
-            for index in 4...7 { _ = try store.submit(run("run_\(index)", agent: index.isMultiple(of: 2) ? "a" : "b")) }
+            #expect(try submit(store, run("run_1", key: "k")).created)
+            #expect(try submit(store, run("run_2", key: "k")).run.id == "run_1", "the same key gives the first run")
+            #expect(try submit(store, run("run_3", key: "k", token: "tok_2")).created, "another token's key is its own")
+            for index in 4...7 {
+                _ = try submit(store, run("run_\(index)", agent: index.isMultiple(of: 2) ? "a" : "b"))
+            }
             var scheduled = run("run_8", agent: "c", token: nil)
             scheduled.trigger = "schedule"
-            _ = try store.submit(scheduled)
+            _ = try submit(store, scheduled)
             let due = Date(timeIntervalSince1970: 1_800_000_300)
             try store.recordScheduleEvent(
                 ScheduleEvent(agent: "c", dueAt: due, outcome: .started, runID: "run_8", message: "started"))

@@ -34,12 +34,19 @@ public final class InMemoryServiceStore: ServiceStore {
         }
     }
 
-    public func submit(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool) {
+    public func submit(_ runs: [ServiceRun], queueLimit: Int) throws -> [(run: ServiceRun, created: Bool)?] {
+        runs.map { submit($0, queueLimit: queueLimit) }
+    }
+
+    func submit(_ run: ServiceRun, queueLimit: Int) -> (run: ServiceRun, created: Bool)? {
         contents.withLock { contents in
             if let key = run.idempotencyKey,
                 let existing = contents.runs.first(where: { $0.idempotencyKey == key && $0.tokenID == run.tokenID })
             {
                 return (existing, false)
+            }
+            if contents.runs.count(where: { $0.agent == run.agent && $0.status == .queued }) >= queueLimit {
+                return nil
             }
             contents.runs.append(run)
             return (run, true)

@@ -175,9 +175,11 @@ public protocol ServiceStore: Sendable {
     /// False when there is no such token.
     func revokeToken(id: String, at time: Date) throws -> Bool
 
-    /// Stores `run`, unless a run with the same token and idempotency key exists: then that one,
-    /// and `created` false.
-    func submit(_ run: ServiceRun) throws -> (run: ServiceRun, created: Bool)
+    /// Stores `runs` in one transaction (one commit to disk for all: the service gathers the
+    /// requests that arrive while the last commit is under way), each in turn: unless a run with
+    /// the same token and idempotency key exists (an earlier one of `runs` included), then that
+    /// one and `created` false; nil, storing nothing, when its agent has `queueLimit` runs queued.
+    func submit(_ runs: [ServiceRun], queueLimit: Int) throws -> [(run: ServiceRun, created: Bool)?]
     func run(id: String) throws -> ServiceRun?
     /// The run `token` sent with `key`, if any.
     func run(idempotencyKey key: String, tokenID: String?) throws -> ServiceRun?
