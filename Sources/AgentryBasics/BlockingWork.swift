@@ -30,26 +30,30 @@ public enum BlockingWork {
         }
     }
 
-    /// The same, waiting at most `patience`: nil when `body` has not ended by then. It goes on, on
-    /// its thread, and its result is dropped: for work that cannot be stopped from outside (a
-    /// libgit2 fetch from a remote that stopped answering).
+    /// The same, waiting at most `patience` (or until the task is cancelled): nil when `body` has
+    /// not ended by then. It goes on, on its thread, and its result is dropped: for work that
+    /// cannot be stopped from outside.
     public static func run<T: Sendable>(waitingAtMost patience: Duration, _ body: @escaping @Sendable () -> T) async
         -> T?
     {
-        await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-            let resumed = Mutex(false)
-            let resume: @Sendable (T?) -> Void = { value in
-                if resumed.withLock({ done in
-                    defer { done = true }
-                    return !done
-                }) {
-                    continuation.resume(returning: value)
-                }
+        let waiting = Mutex<CheckedContinuation<T?, Never>?>(nil)
+        let resume: @Sendable (T?) -> Void = { value in
+            waiting.withLock { continuation in
+                defer { continuation = nil }
+                return continuation
+            }?.resume(returning: value)
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+                waiting.withLock { $0 = continuation }
+                threads.submit { resume(body()) }
+                let (seconds, attoseconds) = patience.components
+                let nanoseconds = max(0, seconds) * 1_000_000_000 + attoseconds / 1_000_000_000
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { resume(nil) }
+                if Task.isCancelled { resume(nil) }
             }
-            threads.submit { resume(body()) }
-            let (seconds, attoseconds) = patience.components
-            let nanoseconds = max(0, seconds) * 1_000_000_000 + attoseconds / 1_000_000_000
-            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { resume(nil) }
+        } onCancel: {
+            resume(nil)
         }
     }
 

@@ -55,7 +55,11 @@ public enum LocalHost {
             commands: HostCommands(environment: host.variables), environment: host.variables, progress: progress)
         let credentials = GitCredentials(environment: host.variables)
         return Ports(
-            source: GitRepositorySource(logger: logger, credentials: credentials), state: state,
+            source: GitRepositorySource(
+                logger: logger, credentials: credentials,
+                fetcher: .init(
+                    executable: currentExecutable, environment: host.variables.map { "\($0.key)=\($0.value)" })),
+            state: state,
             parseCache: parseCache
                 ? SQLiteParseCache(
                     directory: SQLiteParseCache.defaultDirectory(environment: host.variables), generation: build)
@@ -87,6 +91,13 @@ public enum LocalHost {
         let beside = (currentExecutable as NSString).deletingLastPathComponent + "/agentry-guest"
         let candidates = [beside] + (host["AGENTRY_GUEST"].map { [$0] } ?? []) + ["/usr/lib/agentry/agentry-guest"]
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? beside
+    }
+
+    /// `agentry mirror-fetch`: one fetch into the service's mirror, in this process; the commit.
+    public static func fetchMirror(url: String, branch: String, into path: String) throws -> String {
+        let host = environment()
+        return
+            "\(try GitMirror.fetch(url: url, branch: branch, into: path, credentials: GitCredentials(environment: host.variables)))"
     }
 
     /// `agentry machine-supervisor start|run`: a machine's supervisor (see `MachineSupervisor`).

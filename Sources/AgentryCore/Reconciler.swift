@@ -100,6 +100,8 @@ public actor Reconciler {
     var unfetched: String?
     /// Fetches started; each knows its number, so that a late end is recorded once, as its own.
     var fetches = 0
+    /// The fetch a pass stopped waiting for, if any.
+    var abandonedFetch: Int?
     var wake: AsyncStream<Void>.Continuation?
     var logger: Logger { ports.logger }
 
@@ -113,16 +115,20 @@ public actor Reconciler {
         self.store = store
         self.onStalled = onStalled
         self.source = settings.upstream.map { SourceStatus(upstream: $0) }
-        self.mirrorReady = settings.upstream == nil || ports.source.isRepository(settings.target.repository)
+        // The mirror is made by the first fetch that works (never half made): there or not.
+        self.mirrorReady =
+            settings.upstream == nil || FileManager.default.fileExists(atPath: settings.target.repository)
     }
 
     /// Why the service cannot serve its agents yet (nil: it can): a remote never fetched. (Short:
     /// `/readyz` says it to anyone; the fetch's error is in `source`.)
     public var notReady: String? {
         guard !mirrorReady, let source else { return nil }
-        return source.error == nil
-            ? "the repository's first fetch is under way"
-            : "the repository could not be fetched yet; GET /v1/reconcile (or the service's log) says why"
+        if source.fetchingSince != nil && source.error == nil { return "the repository's first fetch is under way" }
+        if source.attemptedAt == nil {
+            return "the repository has not been fetched yet (the service is suspended, or its first pass is to come)"
+        }
+        return "the repository could not be fetched yet; GET /v1/reconcile (or the service's log) says why"
     }
 
     /// Fetches the upstream branch into the mirror (nothing without one), waiting at most
@@ -145,10 +151,11 @@ public actor Reconciler {
         let upstream = status.upstream
         let result = await BlockingWork.run(waitingAtMost: settings.fetchPatience) {
             let result = Result { try ports.source.fetch(upstream, into: mirror) }
-            Task { await self.fetched(result, fetch: fetch) }
+            Task { await self.fetched(result, fetch: fetch, late: true) }
             return result
         }
         guard let result else {
+            abandonedFetch = fetch
             ServiceMetrics.fetched("timedOut")
             logger.warning("the fetch is still waiting on the remote", metadata: ["url": "\(upstream.url)"])
             return
@@ -158,14 +165,17 @@ public actor Reconciler {
         return source?.error
     }
 
-    /// Records the end of fetch number `fetch` (once, whether the pass waited for it or not).
-    func fetched(_ result: Result<String, any Error>, fetch: Int) {
+    /// Records the end of fetch number `fetch` (once, whether the pass waited for it or not);
+    /// `late`: the pass stopped waiting for it.
+    func fetched(_ result: Result<String, any Error>, fetch: Int, late: Bool = false) {
         guard fetch == fetches, var status = source, status.fetchingSince != nil else { return }
         status.fetchingSince = nil
         switch result {
         case .success(let commit):
             if status.commit != commit {
                 logger.info("fetched", metadata: ["url": "\(status.upstream.url)", "commit": "\(commit)"])
+                // A fetch that ended after its pass went on brought what that pass wanted: a pass now.
+                if late && abandonedFetch == fetch { trigger() }
             }
             status.commit = commit
             status.fetchedAt = ports.clock.now()

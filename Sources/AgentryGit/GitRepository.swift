@@ -122,10 +122,12 @@ public final class GitRepository {
 
     /// Opens the repository at `path` (a work tree, a `.git` folder or a bare repository), also from
     /// a subfolder of a work tree.
-    public static func open(_ path: String) throws -> GitRepository {
+    /// `searchingParents` false: only `path` itself.
+    public static func open(_ path: String, searchingParents: Bool = true) throws -> GitRepository {
         _ = Library.initialised
         var repository: OpaquePointer?
-        let result = git_repository_open_ext(&repository, path, 0, nil)
+        let result = git_repository_open_ext(
+            &repository, path, searchingParents ? 0 : GIT_REPOSITORY_OPEN_NO_SEARCH.rawValue, nil)
         guard result == 0, let repository else {
             var error = GitError.last(result, "open repository \(path)")
             if error.code == .notFound {

@@ -87,7 +87,9 @@ public struct GitCredentials: Sendable, Equatable {
         -> GitError
     {
         var error = GitError.last(result, doing)
-        if result == GIT_EAUTH.rawValue || status.asked != 0 {
+        // Refused: the remote said so, or asked again after the credential was offered (a failure
+        // after one offer, such as a redirect, is not the credential's).
+        if result == GIT_EAUTH.rawValue || status.attempts > 1 {
             error.message =
                 "origin (\(url)) refused agentry's credentials to \(doing) (\(error.message)); give a token that may \(needs) in $AGENTRY_GIT_TOKEN (with $AGENTRY_GIT_USERNAME when the host wants one) or through git's credential helper, or load a key into ssh-agent (SSH_AUTH_SOCK)"
                 + (needs == "push" ? "; a CI job needs write permission on the repository's contents" : "")
@@ -347,11 +349,12 @@ public final class HistoryBranch {
         )
     }
 
-    /// A remote URL as it may be shown: any `user:password@` part dropped.
+    /// A remote URL as it may be shown: any `user:password@` part dropped (up to the last `@` of the
+    /// authority, as URL parsers read it).
     static func withoutPassword(_ url: String) -> String {
-        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@"),
-            !url[scheme.upperBound..<at].contains("/")
-        else { return url }
+        guard let scheme = url.range(of: "://") else { return url }
+        let authority = url[scheme.upperBound...].prefix { $0 != "/" }
+        guard let at = authority.lastIndex(of: "@") else { return url }
         return String(url[..<scheme.upperBound]) + url[url.index(after: at)...]
     }
 

@@ -7,10 +7,27 @@ public struct GitRepositorySource: RepositorySource {
     let logger: Logger
     /// What a fetch offers a remote that asks (never written anywhere).
     let credentials: GitCredentials
+    /// Fetches into a mirror run as `executable mirror-fetch ...` with `environment`, killed after
+    /// `limit` (libgit2 1.5 has no network timeout: a remote that stops answering would hold an
+    /// in-process fetch for ever). Nil: in this process.
+    let fetcher: Fetcher?
 
-    public init(logger: Logger, credentials: GitCredentials = GitCredentials()) {
+    public struct Fetcher: Sendable {
+        public var executable: String
+        public var environment: [String]
+        public var limit: Duration
+
+        public init(executable: String, environment: [String], limit: Duration = .seconds(600)) {
+            self.executable = executable
+            self.environment = environment
+            self.limit = limit
+        }
+    }
+
+    public init(logger: Logger, credentials: GitCredentials = GitCredentials(), fetcher: Fetcher? = nil) {
         self.logger = logger
         self.credentials = credentials
+        self.fetcher = fetcher
     }
 
     public func reader(repository: String, path: String, cache: (any ParseCache)?) throws -> any RepositoryReader {
@@ -42,11 +59,37 @@ public struct GitRepositorySource: RepositorySource {
 
     public func isRemote(_ location: String) -> Bool { GitMirror.isRemote(location) }
 
-    public func problem(following upstream: Upstream) -> String? {
-        GitMirror.problem(url: upstream.url, branch: upstream.branch)
+    public func problem(following upstream: Upstream, historyBranch: String) -> String? {
+        GitMirror.problem(url: upstream.url, branch: upstream.branch, historyBranch: historyBranch)
     }
 
     public func fetch(_ upstream: Upstream, into mirror: String) throws -> String {
-        "\(try GitMirror.fetch(url: upstream.url, branch: upstream.branch, into: mirror, credentials: credentials))"
+        guard let fetcher else {
+            return
+                "\(try GitMirror.fetch(url: upstream.url, branch: upstream.branch, into: mirror, credentials: credentials))"
+        }
+        let done: HostProcess.Result
+        do {
+            done = try HostProcess.run(
+                fetcher.executable,
+                ["mirror-fetch", "--url", upstream.url, "--branch", upstream.branch, "--into", mirror],
+                environment: fetcher.environment, timeout: fetcher.limit)
+        } catch let failure as HostProcess.Failure where failure.code == .timedOut {
+            throw GitError(
+                code: .other(-1), operation: "fetch \(upstream.branch)",
+                message:
+                    "the fetch took longer than \(DurationText.format(milliseconds: UInt64(fetcher.limit / .milliseconds(1)))) and was stopped"
+            )
+        }
+        let said = { (bytes: [UInt8]) in
+            String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard done.status == 0, let commit = Optional(said(done.stdout)), commit.utf8.count == 40 else {
+            let message = said(done.stderr)
+            throw GitError(
+                code: .other(-1), operation: "fetch \(upstream.branch)",
+                message: message.isEmpty ? "the fetch ended with status \(done.status)" : String(message.prefix(2000)))
+        }
+        return commit
     }
 }

@@ -3,6 +3,7 @@
 
 #include <git2.h>
 #include <stdio.h>
+#include <string.h>
 
 /* git_libgit2_opts is variadic and cannot be called from Swift: one wrapper per option used. */
 
@@ -44,6 +45,26 @@ typedef struct {
     int asked;
 } agentry_push_status;
 
+/* Whether `url` is plain HTTP to this machine: its host (after any `user@`, up to the port, path
+ * or end) is exactly 127.0.0.1, localhost or [::1]. `http://localhost@elsewhere/` and
+ * `http://localhost.example/` are not. */
+static inline int agentry_url_is_loopback_http(const char *url) {
+    if (strncmp(url, "http://", 7) != 0) return 0;
+    const char *authority = url + 7;
+    size_t length = strcspn(authority, "/?#");
+    const char *host = authority;
+    for (size_t i = 0; i < length; i++) {
+        if (authority[i] == '@') host = authority + i + 1;
+    }
+    size_t host_length = (size_t)(authority + length - host);
+    const char *names[] = {"127.0.0.1", "localhost", "[::1]"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(names[i]);
+        if (host_length >= n && strncmp(host, names[i], n) == 0 && (host_length == n || host[n] == ':')) return 1;
+    }
+    return 0;
+}
+
 static inline int agentry_credentials(
     git_credential **out, const char *url, const char *username_from_url, unsigned int allowed_types, void *payload) {
     agentry_push_status *status = (agentry_push_status *)payload;
@@ -51,8 +72,7 @@ static inline int agentry_credentials(
     /* A credential the remote refused is not offered again and again. */
     if (status->attempts++ >= 2) return GIT_EAUTH;
     /* The token goes only over TLS, or to this machine itself (a test, a local mirror). */
-    int protected_url = url && (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://127.0.0.1", 16) == 0 ||
-                                strncmp(url, "http://localhost", 16) == 0 || strncmp(url, "http://[::1]", 12) == 0);
+    int protected_url = url && (strncmp(url, "https://", 8) == 0 || agentry_url_is_loopback_http(url));
     if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && status->token && status->token[0] && protected_url) {
         const char *user = status->username && status->username[0] ? status->username
                            : (username_from_url && username_from_url[0] ? username_from_url : "x-access-token");

@@ -27,7 +27,7 @@ struct Agentry: AsyncParsableCommand {
             DisksCommand.self,
             HistoryCommand.self, ShowCommand.self, LogsCommand.self, ImageCommand.self, HistoryBenchCommand.self,
             GatewayBenchCommand.self,
-            MachineSupervisorCommand.self, Schema.self, Init.self,
+            MachineSupervisorCommand.self, MirrorFetchCommand.self, Schema.self, Init.self,
         ]
     )
 

@@ -468,6 +468,32 @@ struct GatewayBenchCommand: ParsableCommand {
     }
 }
 
+/// Started by `agentry serve` for each fetch of a remote repository into its mirror, as a process of
+/// its own: one that hangs on a remote that stopped answering is killed at its deadline.
+struct MirrorFetchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mirror-fetch", abstract: "Fetch a remote branch into a mirror (run by agentry serve).",
+        shouldDisplay: false)
+
+    @Option(name: .long, help: "The remote's URL.")
+    var url: String
+
+    @Option(name: .long, help: "The branch.")
+    var branch: String
+
+    @Option(name: .long, help: "The mirror (a bare repository, made by the first fetch).")
+    var into: String
+
+    func run() throws {
+        do {
+            Output.standardOutput(try LocalHost.fetchMirror(url: url, branch: branch, into: into) + "\n")
+        } catch {
+            Output.error((error as? any AgentryFailure)?.description ?? "\(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
 /// Started by agentry for each machine: runs QEMU, records how it ends, and shares its control channel.
 struct MachineSupervisorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

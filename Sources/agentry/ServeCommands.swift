@@ -14,6 +14,10 @@ struct ServeCommand: AsyncParsableCommand {
             A run is stored before it is answered, and runs one at a time per agent, at most \
             --max-concurrent-runs at once, exactly as `agentry run` runs it.
 
+            --repo is a local repository (read as it is) or a remote's URL (https://, ssh://, \
+            git@host:path, file://): its --branch is fetched into a mirror in the state directory at \
+            the start of each pass, with $AGENTRY_GIT_TOKEN, git's credential helper or ssh-agent.
+
             SIGTERM or SIGINT: stop accepting, let runs finish for up to --grace, interrupt the rest \
             (recorded as interrupted), exit 0. Runs a killed service left going are marked interrupted \
             when it starts again, and queued runs start.
@@ -111,12 +115,8 @@ struct ServeCommand: AsyncParsableCommand {
         var upstream: Upstream?
         if ports.source.isRemote(source.repository) {
             upstream = Upstream(url: source.repository, branch: branch)
-            if let problem = ports.source.problem(following: upstream!) {
-                throw CoreError(.invalidArgument, "--repo \(problem)")
-            }
-            guard branch != history else {
-                throw CoreError(
-                    .invalidArgument, "--branch \(branch) is the history branch; give the branch the agents are on")
+            if let problem = ports.source.problem(following: upstream!, historyBranch: history) {
+                throw CoreError(.invalidArgument, problem.hasPrefix("--branch") ? problem : "--repo \(problem)")
             }
             repository = mirror
         } else if repository == mirror {

@@ -20,8 +20,9 @@ public protocol RepositorySource: Sendable {
     func scaffold(at path: String, owner: String) throws -> String
     /// Whether `location` names a remote repository (a URL, or `user@host:path`), not a folder.
     func isRemote(_ location: String) -> Bool
-    /// Why `upstream` cannot be followed (a password in its URL, a bad branch name), or nil.
-    func problem(following upstream: Upstream) -> String?
+    /// Why `upstream` cannot be followed (a user or password in an HTTP URL, a bad branch name, a
+    /// branch that clashes with `historyBranch`), or nil.
+    func problem(following upstream: Upstream, historyBranch: String) -> String?
     /// Fetches `upstream`'s branch into the bare mirror at `mirror` (made on first use, its HEAD
     /// the branch); returns the branch's commit.
     func fetch(_ upstream: Upstream, into mirror: String) throws -> String
