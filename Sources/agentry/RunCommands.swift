@@ -485,6 +485,9 @@ struct MirrorFetchCommand: ParsableCommand {
     var into: String
 
     func run() throws {
+        // It ends by itself soon after the service's own limit (10 minutes), even if the service
+        // that waits for it is gone.
+        alarm(660)
         do {
             Output.standardOutput(try LocalHost.fetchMirror(url: url, branch: branch, into: into) + "\n")
         } catch {
