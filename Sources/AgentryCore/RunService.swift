@@ -222,7 +222,6 @@ public actor RunService {
         return run
     }
 
-    /// Starts queued runs while there is room: the oldest first, one per agent.
     /// Group commit: the runs submitted while a commit is under way are stored together in the
     /// next one, so that a burst of requests costs a few commits to disk, not one each. Off the
     /// actor's thread (on a blocking-work thread), so the actor goes on meanwhile.
@@ -242,6 +241,7 @@ public actor RunService {
         storing = false
     }
 
+    /// Starts queued runs while there is room: the oldest first, one per agent.
     func schedule() {
         guard accepting, active.count < settings.maxConcurrent else { return }
         do {

@@ -58,10 +58,7 @@ extension SQLiteStateStore {
     }
 
     public func agent(_ name: String) throws -> AgentRecord? {
-        // A statement compiled once per connection: every run request reads its agent.
-        try reading(nil) { db in
-            try AgentRecord.fetchOne(db.cachedStatement(sql: "SELECT * FROM agents WHERE name = ?"), arguments: [name])
-        }
+        try reading(nil) { db in try AgentRecord.fetchOne(db, key: name) }
     }
 
     public func save(_ record: AgentRecord) throws {

@@ -148,6 +148,9 @@ public final class ServiceDatabase: ServiceStore {
                             "\(path) was written by a newer agentry; upgrade agentry, or point --state-dir elsewhere")
                 }
                 try Self.migrator.migrate(pool)
+                // Readers that saw the schema before the migration would prepare (and cache)
+                // statements against it: they start afresh.
+                pool.invalidateReadOnlyConnections()
                 opened = pool
                 return pool
             } catch let error as StateError {

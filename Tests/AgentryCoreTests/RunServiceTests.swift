@@ -151,7 +151,15 @@ import Testing
         try fixture.agent("alpha")
         _ = try fixture.commit()
         _ = try await fixture.apply()
-        let watch = watchedHarness(fixture)
+        // The first run is held until the second is cancelled (a deadline, not a guess).
+        let gate = DispatchSemaphore(value: 0)
+        let order = Mutex<[String]>([])
+        fixture.fakes.machines.setHarness { command in
+            let prompt = String((command.argv.last ?? "").split(separator: " ").last ?? "")
+            order.withLock { $0.append(prompt) }
+            if prompt == "alpha-1" { _ = gate.wait(timeout: .now() + 60) }
+            return .init(stdout: "ran \(prompt)\n")
+        }
         let store = InMemoryServiceStore()
         let runs = service(fixture, store: store, maxConcurrent: 1)
         var ids: [String] = []
@@ -163,10 +171,11 @@ import Testing
                 ).run.id)
         }
         let cancelled = try await runs.cancel(ids[1])
+        gate.signal()
         #expect(cancelled.status == .cancelled)
         let done = try await finalRuns(store, count: 2)
         #expect(done.first { $0.id == ids[1] }?.status == .cancelled)
-        #expect(watch.seen.withLock { $0.order } == ["alpha-1"], "the cancelled run never started")
+        #expect(order.withLock { $0 } == ["alpha-1"], "the cancelled run never started")
         await #expect(throws: CoreError.self) { try await runs.cancel(ids[0]) }
     }
 }
