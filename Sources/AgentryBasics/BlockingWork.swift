@@ -46,10 +46,18 @@ public enum BlockingWork {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
                 waiting.withLock { $0 = continuation }
-                threads.submit { resume(body()) }
+                let ended = DispatchSemaphore(value: 0)
+                threads.submit {
+                    resume(body())
+                    ended.signal()
+                }
+                // The deadline is kept by a thread of its own, not a Dispatch timer: Dispatch's
+                // global threads may all be busy (blocked) when it is due.
                 let (seconds, attoseconds) = patience.components
                 let nanoseconds = max(0, seconds) * 1_000_000_000 + attoseconds / 1_000_000_000
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { resume(nil) }
+                threads.submit {
+                    if ended.wait(timeout: .now() + .nanoseconds(Int(nanoseconds))) == .timedOut { resume(nil) }
+                }
                 if Task.isCancelled { resume(nil) }
             }
         } onCancel: {
