@@ -135,10 +135,10 @@ import Testing
             ])
         let port = silent.firstLine()
         let (loop, home) = try following(fixture, "http://127.0.0.1:\(port)/agents.git", patience: .seconds(1))
-        let clock = ContinuousClock()
-        let began = clock.now
+        // The remote never answers, so a pass that waited for the fetch would never end: that it
+        // ends, saying it stopped waiting while the fetch is still under way, is the behaviour.
+        // (No bound on its time: tests share two cooperative threads, and a busy suite delays it.)
         await loop.pass()
-        #expect(clock.now - began < .seconds(30), "the pass did not wait on the remote")
         #expect(await loop.lastPass?.result == "fetchFailed")
         #expect(await loop.lastPass?.message.contains("did not end within 1s") == true)
         #expect(await loop.source?.fetchingSince != nil)
