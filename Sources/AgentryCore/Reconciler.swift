@@ -151,7 +151,7 @@ public actor Reconciler {
         let upstream = status.upstream
         let result = await BlockingWork.run(waitingAtMost: settings.fetchPatience) {
             let result = Result { try ports.source.fetch(upstream, into: mirror) }
-            Task { await self.fetched(result, fetch: fetch, late: true) }
+            Task { await self.fetched(result, fetch: fetch) }
             return result
         }
         guard let result else {
@@ -165,9 +165,8 @@ public actor Reconciler {
         return source?.error
     }
 
-    /// Records the end of fetch number `fetch` (once, whether the pass waited for it or not);
-    /// `late`: the pass stopped waiting for it.
-    func fetched(_ result: Result<String, any Error>, fetch: Int, late: Bool = false) {
+    /// Records the end of fetch number `fetch` (once, whether the pass waited for it or not).
+    func fetched(_ result: Result<String, any Error>, fetch: Int) {
         guard fetch == fetches, var status = source, status.fetchingSince != nil else { return }
         status.fetchingSince = nil
         switch result {
@@ -175,7 +174,7 @@ public actor Reconciler {
             if status.commit != commit {
                 logger.info("fetched", metadata: ["url": "\(status.upstream.url)", "commit": "\(commit)"])
                 // A fetch that ended after its pass went on brought what that pass wanted: a pass now.
-                if late && abandonedFetch == fetch { trigger() }
+                if abandonedFetch == fetch { trigger() }
             }
             status.commit = commit
             status.fetchedAt = ports.clock.now()

@@ -303,14 +303,13 @@ public final class HistoryBranch {
         let url = Self.withoutPassword(rawURL)
         let offer = GitCredentials.Offer(credentials.withHelper(url: rawURL, directory: repository.gitDirectory))
         defer { withExtendedLifetime(offer) {} }
-        func fresh() -> agentry_push_status { offer.status() }
         func refused(_ result: Int32, _ status: agentry_push_status, _ doing: String) -> GitError {
             GitCredentials.refusal(result, status, url: url, doing: doing, needs: "push")
         }
         var lastError = ""
         for attempt in 1...maxAttempts {
             guard let local = try tip() else { return attempt }
-            var status = fresh()
+            var status = offer.status()
             result = agentry_git_push(remote, "\(reference):\(reference)", &status)
             if result != 0 && (result == GIT_EAUTH.rawValue || status.attempts > 1) {
                 throw refused(result, status, "push \(branch)")
@@ -331,7 +330,7 @@ public final class HistoryBranch {
             }
             lastError = rejection.isEmpty ? GitError.last(result, "push").message : rejection
             // Lost a race (or the remote refused a non-fast-forward): fetch and replay.
-            var fetching = fresh()
+            var fetching = offer.status()
             result = agentry_git_fetch(remote, "+\(reference):\(remoteTracking)", &fetching)
             guard result == 0 else {
                 throw fetching.asked != 0

@@ -84,7 +84,8 @@ public struct GitRepositorySource: RepositorySource {
         let said = { (bytes: [UInt8]) in
             String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        guard done.status == 0, let commit = Optional(said(done.stdout)), commit.utf8.count == 40 else {
+        let commit = said(done.stdout)
+        guard done.status == 0, commit.utf8.count == 40 else {
             let message = said(done.stderr)
             throw GitError(
                 code: .other(-1), operation: "fetch \(upstream.branch)",

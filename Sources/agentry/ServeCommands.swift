@@ -114,10 +114,11 @@ struct ServeCommand: AsyncParsableCommand {
         var repository = ports.host.absolute(source.repository)
         var upstream: Upstream?
         if ports.source.isRemote(source.repository) {
-            upstream = Upstream(url: source.repository, branch: branch)
-            if let problem = ports.source.problem(following: upstream!, historyBranch: history) {
+            let followed = Upstream(url: source.repository, branch: branch)
+            if let problem = ports.source.problem(following: followed, historyBranch: history) {
                 throw CoreError(.invalidArgument, problem.hasPrefix("--branch") ? problem : "--repo \(problem)")
             }
+            upstream = followed
             repository = mirror
         } else if repository == mirror {
             throw CoreError(
