@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plan_bench import commit_one_change, seed_actual_state, timed  # noqa: E402
+from plan_bench import applied_fields, commit_one_change, seed_actual_state, timed  # noqa: E402
 from validate_bench import generate  # noqa: E402
 
 
@@ -68,16 +68,18 @@ def main():
         timed([agentry, "kill", "agent-0", "--reason", "bench", "--repo", root], env)  # creates the state
         timed([agentry, "unkill", "agent-0", "--repo", root], env)
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], stdout=subprocess.PIPE, check=True)
-        seed_actual_state(state, plan_json, head.stdout.decode().strip())
+        head = head.stdout.decode().strip()
+        seed_actual_state(state, plan_json, head, applied_fields(agentry, root, state, plan_json, head, env))
         timed([agentry, "plan"] + repo, env)
         plan = None
         for serial in range(args.repeat):
             commit_one_change(root, serial)
             elapsed, output = timed([agentry, "plan"] + repo, env)
             actions = json.loads(output)["actions"]
-            changed = [a["agent"] for a in actions if a.get("fromRevision") != a.get("toRevision")]
-            if len(actions) != args.agents or changed != ["agent-7"]:
-                sys.exit(f"unexpected warm plan: {len(actions)} actions, revisions changed for {changed[:5]}")
+            changed = [a for a in actions if a.get("fromRevision") != a.get("toRevision")]
+            if len(actions) != args.agents or [a["agent"] for a in changed] != ["agent-7"] or \
+                    [r["field"] for r in changed[0]["reasons"] if r["field"] != "machine"] != ["description"]:
+                sys.exit(f"unexpected warm plan: {len(actions)} actions, changed: {json.dumps(changed[:3])[:1000]}")
             plan = elapsed if plan is None else min(plan, elapsed)
 
         print(f"agents: {args.agents}, sharing {args.shared or args.agents} harnesses, models and environments")

@@ -53,16 +53,31 @@ def commit_one_change(root, serial):
     subprocess.run(["git", "-C", root, "-c", "gc.auto=0", "commit", "-q", "-am", f"edit {serial}"], check=True, env=env)
 
 
-def seed_actual_state(state, plan_json, commit):
-    """Records every planned agent as applied, as `agentry apply` would."""
+def seed_actual_state(state, plan_json, commit, fields=None):
+    """Records every planned agent as applied, as `agentry apply` would; `fields` (by agent, from
+    `applied_fields`) are the resolved fields apply records."""
     plan = json.loads(plan_json)
     db = sqlite3.connect(os.path.join(state, "state.sqlite"))
     db.executemany(
         "INSERT OR REPLACE INTO agents (name, applied_revision, applied_fields, applied_commit, lifecycle,"
-        " deletion_policy, updated_at) VALUES (?, ?, '[]', ?, 'active', 'retain', CURRENT_TIMESTAMP)",
-        [(a["agent"], a["toRevision"], commit) for a in plan["actions"]])
+        " deletion_policy, updated_at) VALUES (?, ?, ?, ?, 'active', 'retain', CURRENT_TIMESTAMP)",
+        [(a["agent"], a["toRevision"], json.dumps((fields or {}).get(a["agent"], [])), commit)
+         for a in plan["actions"]])
     db.commit()
     db.close()
+
+
+def applied_fields(agentry, root, state, plan_json, commit, env):
+    """Each agent's resolved fields, as apply records them: read from a plan against a state that
+    has every agent applied at another revision with no fields (each reason is then a field)."""
+    stale = json.loads(plan_json)
+    for action in stale["actions"]:
+        action["toRevision"] = "0" * 64
+    seed_actual_state(state, json.dumps(stale), commit)
+    _, output = timed([agentry, "plan", "--repo", root, "-o", "json"], env)
+    # ("machine" is the drift of a machine that is not there, not a field.)
+    return {a["agent"]: [[r["field"], r["new"]] for r in a["reasons"] if r["new"] is not None and r["field"] != "machine"]
+            for a in json.loads(output)["actions"]}
 
 
 def main():
