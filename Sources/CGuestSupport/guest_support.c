@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -71,4 +72,8 @@ int agentry_switch_root(const char *newroot) {
 
 int agentry_move_mount(const char *from, const char *to) {
     return mount(from, to, NULL, MS_MOVE, NULL);
+}
+
+int agentry_heap_top_pad(int bytes) {
+    return mallopt(M_TOP_PAD, bytes);
 }

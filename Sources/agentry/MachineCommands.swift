@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryComposition
 import AgentryCore
 import ArgumentParser
@@ -73,6 +74,7 @@ struct ApplyCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        Heap.growInLargeSteps()
         let ports = state.ports(try logging.makeLogger())
         var status: Int32?
         try await format.run(kind: "apply") {

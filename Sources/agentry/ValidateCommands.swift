@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryComposition
 import AgentryCore
 import ArgumentParser
@@ -59,6 +60,7 @@ struct Validate: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        Heap.growInLargeSteps()
         let outcome = try await Validation.run(
             try source.location(), ports: defaultPorts(try logging.makeLogger(), parseCache: !cache.noCache))
         if !outcome.uncommitted.isEmpty {

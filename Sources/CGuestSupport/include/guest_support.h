@@ -39,6 +39,9 @@ int agentry_finit_module(int fd);
 /* Makes `newroot` (a mount point) the root: chdir, move it onto /, chroot. */
 int agentry_switch_root(const char *newroot);
 
+/* mallopt(M_TOP_PAD, bytes): the heap grows (and keeps, when trimmed) `bytes` more at a time. */
+int agentry_heap_top_pad(int bytes);
+
 /* mount --move. */
 int agentry_move_mount(const char *from, const char *to);
 
