@@ -75,7 +75,7 @@ public enum BlockingWork {
 
     /// Drops `value` on a blocking-work thread: freeing a large structure (a plan of 10,000 agents)
     /// takes time the caller need not wait for.
-    public static func discard<T: Sendable>(_ value: consuming T) {
+    public static func discard<T>(_ value: sending T) {
         let held = Discarded(value)
         threads.submit { held.drop() }
     }
@@ -103,11 +103,12 @@ public final class Pending<T: Sendable>: Sendable {
 }
 
 /// A value on its way to be freed on another thread.
-final class Discarded<T: Sendable>: @unchecked Sendable {
-    // Set once here, dropped once there: the submission orders the two.
+final class Discarded<T>: @unchecked Sendable {
+    // Set once here, dropped once there: the submission orders the two. (Sent, not shared: the
+    // caller gave it up.)
     private var value: T?
 
-    init(_ value: consuming T) { self.value = value }
+    init(_ value: sending T) { self.value = value }
 
     func drop() { value = nil }
 }

@@ -78,9 +78,16 @@ public struct JSONWriter {
     /// A key was written: its value follows on the same line.
     var afterKey = false
 
-    public init(pretty: Bool = true) { self.pretty = pretty }
+    /// `capacity`: the bytes expected, reserved at once (a large document then grows in place).
+    public init(pretty: Bool = true, capacity: Int = 0) {
+        self.pretty = pretty
+        bytes.reserveCapacity(capacity)
+    }
 
     public var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// Ends the document's line (after its last value).
+    public mutating func endLine() { bytes.append(UInt8(ascii: "\n")) }
 
     public mutating func beginObject() { open(UInt8(ascii: "{")) }
     public mutating func endObject() { close(UInt8(ascii: "}")) }

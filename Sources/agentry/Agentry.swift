@@ -127,6 +127,10 @@ enum Output {
         write(Array(text.utf8), to: 1)
     }
 
+    static func standardOutput(bytes: [UInt8]) {
+        write(bytes, to: 1)
+    }
+
     /// A message on standard error; at a terminal, with control sequences neutralised (messages
     /// quote what guests printed: an install's lines, a command's error output).
     static func error(_ line: String, newline: Bool = true) {

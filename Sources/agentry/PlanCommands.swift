@@ -1,3 +1,4 @@
+import AgentryBasics
 import AgentryComposition
 import AgentryCore
 import ArgumentParser
@@ -25,7 +26,7 @@ struct PlanOutputOptions: ParsableArguments {
         switch output {
         case .text: Output.standardOutput(PlanOutput.text(document, color: Terminal.colorsStandardOutput))
         case .markdown: Output.standardOutput(PlanOutput.markdown(document))
-        case .json: Output.standardOutput(PlanOutput.json(document))
+        case .json: Output.standardOutput(bytes: PlanOutput.jsonBytes(document))
         }
     }
 
@@ -151,6 +152,7 @@ struct PlanCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        Heap.growInLargeSteps()
         let ports = state.ports(try logging.makeLogger(), parseCache: !cache.noCache)
         var status: Int32?
         try await format.run {
@@ -162,7 +164,7 @@ struct PlanCommand: AsyncParsableCommand {
             status = try format.finish(outcome) { document in
                 guard let out else { return }
                 do {
-                    try Data(PlanOutput.json(document).utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
+                    try Data(PlanOutput.jsonBytes(document)).write(to: URL(fileURLWithPath: out), options: .atomic)
                 } catch {
                     throw CoreError(.io, "cannot write the plan to \(out): \(error.localizedDescription)")
                 }
@@ -176,6 +178,8 @@ struct PlanCommand: AsyncParsableCommand {
                     )
                 }
             }
+            // Freeing 10,000 planned actions need not hold up the exit.
+            BlockingWork.discard(consume outcome)
         }
         if let status { throw ExitCode(status) }
     }
@@ -209,6 +213,7 @@ struct DiffCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        Heap.growInLargeSteps()
         let ports = defaultPorts(try logging.makeLogger(), parseCache: !cache.noCache)
         var status: Int32?
         try await format.run(kind: "diff") {
