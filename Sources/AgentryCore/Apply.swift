@@ -272,8 +272,8 @@ public struct Apply: Sendable {
         let outcome = try Planning.plan(
             loaded, reader: reader, state: ports.state, machines: ports.machines, options: request.options.planOptions,
             target: request.target,
-            checkActual: { actual in
-                if let saved, saved.actualDigest != actual.digest {
+            checkActual: { digest in
+                if let saved, saved.actualDigest != digest {
                     throw CoreError(
                         .planStale,
                         "the actual state changed since the plan was made (another apply, a kill, a drift); plan again")

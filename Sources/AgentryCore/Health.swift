@@ -81,7 +81,8 @@ enum HealthCheck {
                 let detail = record.machineDetail ?? "the last apply failed"
                 return restart(.failed, detail, "failed (\(firstLine(detail)))")
             }
-            let fields = AgentRecord.decodeFields(record.fieldsJSON)
+            // (Read for every running machine: `Planning.measure`, `Status`.)
+            let fields = record.fieldsJSON.map(AgentRecord.decodeFields) ?? []
             let spec = MachineSpec(record.name, fields: fields)
             if let actual = observation.resources {
                 let wanted = MachineResources(spec)

@@ -49,43 +49,48 @@ public struct Planning: Sendable {
         let ports = ports
         return try await BlockingWork.run {
             if !emptyState { try reporting(.stateUnavailable) { try ports.state.checkReadable() } }
+            let state: any StateStore = emptyState ? NoState() : ports.state
+            // The state and the machines are measured while the repository is opened and read.
+            let measuring = BlockingWork.start {
+                Result { MeasuredState(try Self.measure(state, machines: ports.machines)) }
+            }
             let reader = try ports.reader(target.repository, path: target.path)
             if !emptyState && !adopt { try Self.checkOwner(ports.state, reader.identity) }
-            let state: any StateStore = emptyState ? NoState() : ports.state
-            // The state and the machines are measured while the repository is read.
-            let measuring = BlockingWork.start { Result { try Self.measure(state, machines: ports.machines) } }
             let loaded = try reporting(.repositoryUnavailable) { try reader.load(target.ref) }
             let measured = try measuring.wait().get()
             guard loaded.report.isValid else { return .invalid(loaded.report) }
             let outcome = try Self.plan(
                 loaded, reader: reader, state: state, machines: ports.machines, options: options, target: target,
                 measured: measured)
-            // Freeing 10,000 agents' structures need not hold up the answer.
+            // Freeing 10,000 agents' structures (the commit, and the snapshot the reader holds) need
+            // not hold up the answer.
             BlockingWork.discard(loaded)
+            BlockingWork.discard(reader)
             return outcome
         }
     }
 
     /// Plans a loaded, valid commit against the actual state in `state`; `checkActual` may refuse
-    /// that state first (a saved plan gone stale).
-    /// `measured`: the state and machines as `measure` found them, when already measured.
+    /// that state (by its digest) first: a saved plan gone stale.
+    /// `measured`: the state and machines as measured, when already measured.
     static func plan(
         _ loaded: LoadedCommit, reader: any RepositoryReader, state: any StateStore, machines: any MachineBackend,
         options: PlanOptions, target: Target,
-        checkActual: (ActualState) throws -> Void = { _ in }, measured: Measurement? = nil
+        checkActual: (_ digest: String) throws -> Void = { _ in }, measured: MeasuredState? = nil
     ) throws -> Outcome {
         let desired = loaded.desired
-        let actual = actualState(try measured ?? measure(state, machines: machines)) { name, revision, lifecycle in
-            guard let wanted = desired.agents[name] else { return false }
-            return wanted.revision != revision || wanted.lifecycle.rawValue != lifecycle
+        let measured = try measured ?? MeasuredState(measure(state, machines: machines))
+        try checkActual(measured.digest)
+        // Applied fields (and full fields, parsing the files involved) only for agents that exist
+        // and changed.
+        var changed = Set<String>()
+        for (name, existing) in measured.actual.agents {
+            guard let wanted = desired.agents[name] else { continue }
+            if existing.appliedRevision != wanted.revision || existing.lifecycle != wanted.lifecycle {
+                changed.insert(name)
+            }
         }
-        try checkActual(actual)
-        // Full fields (parsing the files involved) only for agents that exist and changed.
-        let changed = Set(
-            desired.agents.values.filter { wanted in
-                guard let existing = actual.agents[wanted.name] else { return false }
-                return existing.appliedRevision != wanted.revision || existing.lifecycle != wanted.lifecycle
-            }.map(\.name))
+        let actual = try measured.withFields(of: changed, from: state)
         let fields = try reporting(.repositoryUnavailable) { try reader.resolvedFields(of: changed, in: loaded) }
         switch Planner.plan(desired: desired, actual: actual, options: options, fields: { fields[$0.name] }) {
         case .failure(let refusal):
@@ -100,7 +105,7 @@ public struct Planning: Sendable {
             }
             var document = PlanDocument(
                 kind: .plan, plan: plan, commit: loaded.commit, repository: target.repository, ref: target.ref,
-                path: target.path, actualDigest: actual.digest)
+                path: target.path, actualDigest: measured.digest)
             document.textChanges = textChangesSinceApplied(plan, loaded: loaded, reader: reader, state: state)
             return .planned(document)
         }
@@ -113,35 +118,62 @@ public struct Planning: Sendable {
         var observations: [MachineObservation] = []
     }
 
+    /// The actual state as measured, without applied fields, and its digest: a plan reads the
+    /// applied fields of the agents that changed only.
+    struct MeasuredState: Sendable {
+        var actual: ActualState
+        var digest: String
+
+        init(_ measurement: Measurement) {
+            actual = Planning.actualState(measurement)
+            digest = actual.digest
+        }
+
+        /// The actual state with the applied fields of `names` read and decoded.
+        func withFields(of names: Set<String>, from state: any StateStore) throws -> ActualState {
+            guard !names.isEmpty else { return actual }
+            var actual = actual
+            for (name, stored) in try reporting(.stateUnavailable, { try state.appliedFields(of: names) }) {
+                actual.agents[name]?.appliedFields = Dictionary(
+                    AgentRecord.decodeFields(stored), uniquingKeysWith: { a, _ in a })
+            }
+            return actual
+        }
+    }
+
     static func measure(_ state: any StateStore, machines: any MachineBackend) throws -> Measurement {
         guard state.exists else { return Measurement() }
         var measurement = try reporting(.stateUnavailable) {
-            var measurement = Measurement(rows: try state.appliedAgents())
+            var measurement = Measurement(rows: try state.appliedAgents(fields: false))
             for name in try state.killedAgents() { measurement.kills[name] = try state.killSwitch(name) }
             return measurement
         }
         measurement.observations = measurement.rows.map { machines.observe($0.name) }
+        // Applied fields are read for running machines (whose resources are compared with them);
+        // a plan reads those of the agents that changed.
+        let running = Set(
+            zip(measurement.rows, measurement.observations).filter { $0.1.process == .running }.map(\.0.name))
+        if !running.isEmpty {
+            let fields = try reporting(.stateUnavailable) { try state.appliedFields(of: running) }
+            for index in measurement.rows.indices where running.contains(measurement.rows[index].name) {
+                measurement.rows[index].fieldsJSON = fields[measurement.rows[index].name]
+            }
+        }
         return measurement
     }
 
     /// The actual state: what the state database says was applied, each machine measured (a
     /// machine that died, is still starting or runs with other resources is drift), and the kill
-    /// switch. Applied fields are decoded only for the agents `needingFields` says, and for
-    /// running machines (whose resources are compared with them).
-    static func actualState(
-        _ measurement: Measurement,
-        needingFields: (_ name: String, _ revision: String, _ lifecycle: String) -> Bool = { _, _, _ in true }
-    ) -> ActualState {
+    /// switch. Without applied fields: `MeasuredState.withFields` reads those a plan needs.
+    static func actualState(_ measurement: Measurement) -> ActualState {
         let kills = measurement.kills
         var agents: [String: ActualAgent] = [:]
         agents.reserveCapacity(measurement.rows.count)
         for (row, observation) in zip(measurement.rows, measurement.observations) {
-            let fields =
-                needingFields(row.name, row.revision, row.lifecycle) ? AgentRecord.decodeFields(row.fieldsJSON) : []
             let status = HealthCheck.status(record: row, killed: kills[row.name], observation: observation)
             agents[row.name] = ActualAgent(
                 name: row.name, appliedRevision: row.revision,
-                appliedFields: Dictionary(fields, uniquingKeysWith: { a, _ in a }),
+                appliedFields: [:],
                 lifecycle: Lifecycle(rawValue: row.lifecycle) ?? .active,
                 deletionPolicy: DeletionPolicy(rawValue: row.deletionPolicy) ?? .retain,
                 machineState: row.machineState, health: status.health,
@@ -239,7 +271,8 @@ struct NoState: StateStore {
     func checkReadable() throws {}
     func agents() throws -> [AgentRecord] { [] }
     func agent(_ name: String) throws -> AgentRecord? { nil }
-    func appliedAgents() throws -> [AppliedAgent] { [] }
+    func appliedAgents(fields: Bool) throws -> [AppliedAgent] { [] }
+    func appliedFields(of names: Set<String>) throws -> [String: String] { [:] }
     func save(_ record: AgentRecord) throws {
         throw CoreError(.internalFailure, "internal: the empty state is not written")
     }

@@ -74,7 +74,7 @@ public struct StatusReport: Sendable {
             do {
                 try reporting(.stateUnavailable) {
                     for record in try ports.state.agents() { records[record.name] = record }
-                    for row in try ports.state.appliedAgents() { applied[row.name] = row }
+                    for row in try ports.state.appliedAgents(fields: true) { applied[row.name] = row }
                     for name in try ports.state.killedAgents() { kills[name] = try ports.state.killSwitch(name) }
                 }
             }

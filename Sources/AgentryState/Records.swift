@@ -37,24 +37,44 @@ extension SQLiteStateStore {
         return names
     }
 
-    public func appliedAgents() throws -> [AppliedAgent] {
+    public func appliedAgents(fields: Bool) throws -> [AppliedAgent] {
         let rows: [AppliedAgent] = try reading([]) { db in
             let cursor = try Row.fetchCursor(
                 db,
                 sql:
-                    "SELECT name, applied_revision, lifecycle, deletion_policy, machine_state, applied_fields FROM agents"
+                    "SELECT name, applied_revision, lifecycle, deletion_policy, machine_state\(fields ? ", applied_fields" : "") FROM agents"
             )
             var rows: [AppliedAgent] = []
             while let row = try cursor.next() {
                 rows.append(
                     AppliedAgent(
                         name: row[0], revision: row[1], lifecycle: row[2], deletionPolicy: row[3], machineState: row[4],
-                        fieldsJSON: row[5]))
+                        fieldsJSON: fields ? row[5] : nil))
             }
             return rows
         }
         try Self.checked(rows.map(\.name))
         return rows
+    }
+
+    public func appliedFields(of names: Set<String>) throws -> [String: String] {
+        try reading([:]) { db in
+            var fields: [String: String] = [:]
+            // A few are looked up; many are read in one pass.
+            if names.count <= 64 {
+                let select = try db.cachedStatement(sql: "SELECT applied_fields FROM agents WHERE name = ?")
+                for name in names {
+                    if let stored = try String.fetchOne(select, arguments: [name]) { fields[name] = stored }
+                }
+            } else {
+                let cursor = try Row.fetchCursor(db, sql: "SELECT name, applied_fields FROM agents")
+                while let row = try cursor.next() {
+                    let name: String = row[0]
+                    if names.contains(name) { fields[name] = row[1] }
+                }
+            }
+            return fields
+        }
     }
 
     public func agent(_ name: String) throws -> AgentRecord? {

@@ -40,6 +40,32 @@ import Testing
         #expect(mode == "wal")
     }
 
+    @Test func appliedFieldsAreReadForTheAgentsAskedFor() throws {
+        let directory = try TemporaryDirectory()
+        let store = SQLiteStateStore(directory: directory.path + "/state")
+        let lock = try store.lockForWriting()
+        let names = (0..<100).map { "agent-\($0)" }
+        for name in names {
+            try store.save(
+                AgentRecord(
+                    name: name, appliedRevision: "r1", appliedFields: [("model", "model-of-\(name)")],
+                    appliedCommit: "c1", lifecycle: "active", deletionPolicy: "retain", updatedAt: Date()))
+        }
+        lock.release()
+        #expect(try store.appliedAgents(fields: false).allSatisfy { $0.fieldsJSON == nil }, "a plan reads them later")
+        let all = try store.appliedAgents(fields: true)
+        #expect(all.count == 100 && all.allSatisfy { $0.fieldsJSON?.contains("model-of-\($0.name)") == true })
+        // A few are looked up one by one, many are read in one pass: the same answer, and names not
+        // in the state are left out.
+        for asked in [Set(["agent-3", "agent-42", "gone"]), Set(names.prefix(80) + ["gone"])] {
+            let fields = try store.appliedFields(of: asked)
+            #expect(Set(fields.keys) == asked.subtracting(["gone"]))
+            for (name, stored) in fields {
+                #expect(AgentRecord.decodeFields(stored).map(\.1) == ["model-of-\(name)"])
+            }
+        }
+    }
+
     @Test func aSecondWriterFailsAtOnceNamingTheHolder() throws {
         let directory = try TemporaryDirectory()
         try SQLiteStateStore(directory: directory.path).withWriterLockIfFree {}
@@ -173,7 +199,7 @@ import Testing
         } throws: { error in
             (error as? StateError)?.code == .corrupt && "\(error)".contains("\"../../etc\"")
         }
-        #expect(throws: StateError.self) { try SQLiteStateStore(directory: directory.path).appliedAgents() }
+        #expect(throws: StateError.self) { try SQLiteStateStore(directory: directory.path).appliedAgents(fields: true) }
     }
 
     /// A database written by the first schema (v1) migrates forward and keeps its rows.

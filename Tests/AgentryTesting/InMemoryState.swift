@@ -78,11 +78,20 @@ public final class InMemoryState: StateStore, ParseCache {
 
     public func agent(_ name: String) throws -> AgentRecord? { contents.withLock { $0.agents[name] } }
 
-    public func appliedAgents() throws -> [AppliedAgent] {
+    public func appliedAgents(fields: Bool) throws -> [AppliedAgent] {
         try agents().map {
             AppliedAgent(
                 name: $0.name, revision: $0.appliedRevision, lifecycle: $0.lifecycle, deletionPolicy: $0.deletionPolicy,
-                machineState: $0.machineState, machineDetail: $0.machineDetail, fieldsJSON: $0.appliedFields)
+                machineState: $0.machineState, machineDetail: $0.machineDetail,
+                fieldsJSON: fields ? $0.appliedFields : nil)
+        }
+    }
+
+    public func appliedFields(of names: Set<String>) throws -> [String: String] {
+        contents.withLock { contents in
+            Dictionary(
+                uniqueKeysWithValues: names.compactMap { name in contents.agents[name].map { (name, $0.appliedFields) }
+                })
         }
     }
 

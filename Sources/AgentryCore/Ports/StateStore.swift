@@ -15,8 +15,11 @@ public protocol StateStore: Sendable {
 
     func agents() throws -> [AgentRecord]
     func agent(_ name: String) throws -> AgentRecord?
-    /// What planning reads of every applied agent, without decoding whole records.
-    func appliedAgents() throws -> [AppliedAgent]
+    /// What planning reads of every applied agent, without decoding whole records; without
+    /// `fields`, each one's applied fields are left unread (`appliedFields(of:)` reads them).
+    func appliedAgents(fields: Bool) throws -> [AppliedAgent]
+    /// The applied fields (encoded) of the named agents that are in the state.
+    func appliedFields(of names: Set<String>) throws -> [String: String]
     /// Needs the writer lock.
     func save(_ record: AgentRecord) throws
     /// Needs the writer lock.
@@ -158,7 +161,7 @@ public struct AgentRecord: Sendable, Hashable, Codable {
     public var fields: Fields { Self.decodeFields(appliedFields) }
 }
 
-/// What planning needs of an applied agent; its fields stay encoded until asked for.
+/// What planning needs of an applied agent; its fields stay encoded until asked for (nil: not read).
 public struct AppliedAgent: Sendable {
     public var name: String
     public var revision: String
@@ -166,11 +169,11 @@ public struct AppliedAgent: Sendable {
     public var deletionPolicy: String
     public var machineState: String?
     public var machineDetail: String?
-    public var fieldsJSON: String
+    public var fieldsJSON: String?
 
     public init(
         name: String, revision: String, lifecycle: String, deletionPolicy: String, machineState: String?,
-        machineDetail: String? = nil, fieldsJSON: String
+        machineDetail: String? = nil, fieldsJSON: String?
     ) {
         self.name = name
         self.revision = revision
