@@ -37,7 +37,10 @@ enum API {
             var response = error(.tooManyRequests, "busy", failure.message)
             response.headers[.retryAfter] = "5"
             return response
-        case .unavailable, .timeout, .io: return error(.serviceUnavailable, "unavailable", failure.message)
+        case .unavailable, .timeout, .io:
+            var response = error(.serviceUnavailable, "unavailable", failure.message)
+            response.headers[.retryAfter] = "5"
+            return response
         case .internalFailure: return error(.internalServerError, "internal", failure.message)
         }
     }

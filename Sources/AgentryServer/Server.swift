@@ -439,7 +439,16 @@ public struct APIServer: Sendable {
         }
     }
 
+    /// Refuses (503, with Retry-After) what needs the agent repository while the service has none
+    /// to read: a remote not fetched yet.
+    func requireRepository() async throws {
+        if let why = await reconciler.notReady {
+            throw CoreError(.repositoryUnavailable, "the service is not ready: \(why)")
+        }
+    }
+
     func agents(token: APIToken) async throws -> Response {
+        try await requireRepository()
         let report = try await StatusReport.collect(
             repository: runSettings.repository, ref: "HEAD", path: runSettings.path, agent: nil, ports: ports)
         let rows = report.rows.filter { token.covers($0.name) }
@@ -451,6 +460,7 @@ public struct APIServer: Sendable {
     }
 
     func agent(_ name: String) async throws -> Response {
+        try await requireRepository()
         let report = try await StatusReport.collect(
             repository: runSettings.repository, ref: "HEAD", path: runSettings.path, agent: name, ports: ports)
         guard let row = report.rows.first(where: { $0.name == name }) else {
@@ -519,6 +529,7 @@ public struct APIServer: Sendable {
 
     func submit(_ agent: String, body: [UInt8], request: Request, token: APIToken) async throws -> Response {
         let input = try API.RunInput.parse(body)
+        try await requireRepository()
         let key = request.headers[API.idempotencyKey]
         if let key, key.isEmpty || key.utf8.count > 255 {
             throw API.BadRequest(message: "Idempotency-Key must be 1 to 255 bytes")

@@ -205,7 +205,12 @@ import Testing
         let record = try #require(stalled.close().calls.first)
         #expect(record.incomplete && record.error == "the answer stalled", "\(record)")
 
-        let long = try server.open(
+        // The slow reader is held to a limit it keeps with room to spare on a loaded machine (curl's
+        // rate limit reads in bursts, and CI once left it unscheduled past 1 s): what is checked is
+        // that reading slower than the upstream sends is not mistaken for a stall.
+        limits.idleRead = .seconds(10)
+        let patient = gateway(limits)
+        let long = try patient.open(
             GatewayRun(agent: "lg", runID: "r", routes: [route("bulk", model: "bulk-20000", api: "chat-completions")]))
         defer { _ = long.close() }
         let answer = try call(

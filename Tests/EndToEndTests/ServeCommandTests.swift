@@ -62,6 +62,46 @@ extension ApplyCommandTests {
         return last
     }
 
+    /// A service whose remote has not answered yet says so: it is not ready, and what needs the
+    /// repository is answered 503 with Retry-After, never a run accepted only to fail.
+    @Test func aServiceThatHasNotFetchedItsRepositorySaysSo() async throws {
+        let silent = try BackgroundProcess(
+            "python3",
+            [
+                "-c",
+                "import socket\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(8)\nprint(s.getsockname()[1], flush=True)\nheld=[]\nwhile True: held.append(s.accept())",
+            ])
+        let port = silent.firstLine()
+        let state = try TemporaryDirectory("agentry-unfetched")
+        let made = try Shell.run(
+            Agentry.binary.path, ["token", "create", "--scope", "admin", "--state-dir", state.path])
+        #expect(made.status == 0, "\(made.stderr)")
+        let admin = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let server = try RunningCommand(
+            Agentry.binary.path,
+            [
+                "serve", "--state-dir", state.path, "--repo", "http://127.0.0.1:\(port)/agents.git", "--listen",
+                "127.0.0.1:0",
+            ])
+        defer {
+            server.signal(SIGKILL)
+            _ = try? server.wait(seconds: 30)
+        }
+        try server.waitForError("listening on http://", seconds: 60)
+        let line = server.stderr.split(separator: "\n").first { $0.contains("listening on http://") } ?? ""
+        let base = String(line[try #require(line.range(of: "http://")).lowerBound...])
+        let ready = try HTTP.request("GET", base + "/readyz")
+        #expect(ready.status == 503 && ready.body.contains("not ready"), "\(ready)")
+        for (method, path) in [
+            ("POST", "/v1/agents/greeter/runs"), ("GET", "/v1/agents"), ("GET", "/v1/agents/greeter"),
+        ] {
+            let answer = try HTTP.request(method, base + path, token: admin, body: method == "POST" ? "{}" : nil)
+            #expect(answer.status == 503 && answer.headers["retry-after"] == "5", "\(method) \(path): \(answer)")
+            #expect(answer.body.contains("the service is not ready"), "\(answer.body)")
+        }
+        withExtendedLifetime(silent) {}
+    }
+
     @Test func serveAcceptsRunsOnceRefusesStrangersAndLosesNothingWhenKilled() async throws {
         defer { stopMachines() }
         let repo = try runRepository(
@@ -112,6 +152,11 @@ extension ApplyCommandTests {
         // The first service sends no webhooks (none configured); the one started after the kill does.
         var (server, base) = try serve(url, gitToken: gitToken)
         var bases = [base]
+        // Ready once the first fetch of the remote worked (until then what needs the repository is
+        // answered 503 with Retry-After).
+        try await TestSupport.waitUntil("the service's first fetch", seconds: 120) {
+            try HTTP.request("GET", base + "/readyz").status == 200
+        }
         #expect(try HTTP.request("GET", base + "/healthz").status == 200)
         // The API's own OpenAPI document, as committed.
         let openapi = try HTTP.request("GET", base + "/v1/openapi.yaml")
