@@ -17,12 +17,7 @@ import Testing
     }
 
     @Test func aHungFetchIsKilledAtItsDeadlineAndAGoodOneWorks() throws {
-        let silent = try BackgroundProcess(
-            "python3",
-            [
-                "-c",
-                "import socket\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(8)\nprint(s.getsockname()[1], flush=True)\nheld=[]\nwhile True: held.append(s.accept())",
-            ])
+        let silent = try BackgroundProcess.silentServer()
         let port = silent.firstLine()
         let state = try TemporaryDirectory("agentry-mirror-fetch")
         let began = ContinuousClock.now

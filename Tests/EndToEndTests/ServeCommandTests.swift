@@ -65,12 +65,7 @@ extension ApplyCommandTests {
     /// A service whose remote has not answered yet says so: it is not ready, and what needs the
     /// repository is answered 503 with Retry-After, never a run accepted only to fail.
     @Test func aServiceThatHasNotFetchedItsRepositorySaysSo() async throws {
-        let silent = try BackgroundProcess(
-            "python3",
-            [
-                "-c",
-                "import socket\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(8)\nprint(s.getsockname()[1], flush=True)\nheld=[]\nwhile True: held.append(s.accept())",
-            ])
+        let silent = try BackgroundProcess.silentServer()
         let port = silent.firstLine()
         let state = try TemporaryDirectory("agentry-unfetched")
         let made = try Shell.run(

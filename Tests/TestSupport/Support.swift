@@ -201,6 +201,17 @@ public final class BackgroundProcess {
         output = pipeFDs[0]
     }
 
+    /// A server on a free loopback port that accepts connections and never answers (a remote gone
+    /// quiet); its first line is the port.
+    public static func silentServer() throws -> BackgroundProcess {
+        try BackgroundProcess(
+            "python3",
+            [
+                "-c",
+                "import socket\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(8)\nprint(s.getsockname()[1], flush=True)\nheld=[]\nwhile True: held.append(s.accept())",
+            ])
+    }
+
     /// The first line the process prints (waiting for it).
     public func firstLine() -> String {
         var bytes: [UInt8] = []
