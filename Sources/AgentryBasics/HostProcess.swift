@@ -56,7 +56,7 @@ public enum HostProcess {
     /// may hold secrets (`AGENTRY_SECRET_*`) or credentials of the operator's shell.
     public static func helperEnvironment(_ variables: [String: String]) -> [String] {
         var kept = ["PATH=" + (variables["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")]
-        for name in ["LANG", "LC_ALL", "TZ", "TMPDIR", "AGENTRY_LOG_LEVEL"] {
+        for name in ["LANG", "LC_ALL", "TZ", "TMPDIR", "AGENTRY_LOG_LEVEL", "AGENTRY_MACHINE_NICE"] {
             if let value = variables[name] { kept.append(name + "=" + value) }
         }
         return kept

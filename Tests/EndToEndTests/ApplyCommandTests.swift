@@ -96,13 +96,25 @@ import Testing
         #expect(write.status == 0)
         #expect(write.stdout == "wrote\n")
 
+        // The guest runs below agentry's own work: nice 10 unless AGENTRY_MACHINE_NICE says.
+        func niceness() throws -> String {
+            let pid = try String(contentsOfFile: state.path + "/agents/keeper/vm.pid", encoding: .utf8)
+            let stat = try String(
+                contentsOfFile: "/proc/\(pid.trimmingCharacters(in: .whitespacesAndNewlines))/stat", encoding: .utf8)
+            // Fields after the command's closing parenthesis: state is the first, nice the 17th.
+            let fields = stat[stat.index(after: try #require(stat.lastIndex(of: ")")))...].split(separator: " ")
+            return String(fields[16])
+        }
+        #expect(try niceness() == "10")
+
         // Kill QEMU the hard way; status notices, apply restarts it, the file is still there.
         let pid = try String(contentsOfFile: state.path + "/agents/keeper/vm.pid", encoding: .utf8)
         try Shell.run("kill", ["-9", pid.trimmingCharacters(in: .whitespacesAndNewlines)])
         try waitUntil { try agentry(["status"], in: repo).stdout.contains("died") }
-        let again = try agentry(["apply"], in: repo)
+        let again = try agentry(["apply"], in: repo, environment: ["AGENTRY_MACHINE_NICE": "15"])
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stderr.contains("restart keeper: running"))
+        #expect(try niceness() == "15")
         let read = try agentry(["exec", "keeper", "--", "cat", "/agent/note.txt"], in: repo)
         #expect(read.stdout == "remembered\n")
 
