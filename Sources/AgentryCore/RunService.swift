@@ -39,9 +39,11 @@ public actor RunService {
     /// By agent: the run it is carrying out.
     var active: [String: Active] = [:]
     var accepting = true
-    /// Runs submitted and not yet stored, each with its waiting request; whether a commit is under way.
+    /// Runs submitted and not yet checked and stored, each with its waiting request; whether a
+    /// batch is under way.
     var waitingToStore:
-        [(run: ServiceRun, continuation: CheckedContinuation<(run: ServiceRun, created: Bool)?, any Error>)] = []
+        [(run: ServiceRun, continuation: CheckedContinuation<(run: ServiceRun, created: Bool), any Error>)] =
+            []
     var storing = false
 
     public init(
@@ -84,8 +86,8 @@ public actor RunService {
     /// Accepts a run: checked against the state (an applied agent, not killed, paused or revoked),
     /// stored as `queued`, then started when its turn comes. The same token and idempotency key
     /// give back the run first accepted for them, not a new one. The checks and the insert (with
-    /// the agent's bound, in one transaction) run on blocking-work threads, side by side; only the
-    /// scheduling is the queue actor's.
+    /// the agent's bound, in one transaction) are made on a blocking-work thread, for all the runs
+    /// submitted meanwhile at once (`checkAndStore`); only the scheduling is the queue actor's.
     public nonisolated func submit(
         agent: String, prompt: String?, timeout: Duration?, continueSession: Bool, idempotencyKey: String?,
         token: APIToken?, actor: String, trigger: String = "api"
@@ -96,33 +98,6 @@ public actor RunService {
         if let timeout, timeout <= .zero || timeout > Self.longestTimeout {
             throw CoreError(.invalidArgument, "timeout must be more than 0 and at most 24h")
         }
-        // The databases are read (and written) on threads of their own: a cooperative thread that
-        // waits on SQLite holds up every other request.
-        let state = ports.state
-        let store = self.store
-        let tokenID = token?.id
-        let (earlier, record, kill) = try await BlockingWork.run {
-            // A retry of an accepted run gets that run, whatever happened since (a kill, a stop).
-            if let idempotencyKey,
-                let earlier = try reporting(
-                    .stateUnavailable, { try store.run(idempotencyKey: idempotencyKey, tokenID: tokenID) })
-            {
-                return (Optional(earlier), AgentRecord?.none, KillSwitch?.none)
-            }
-            return try reporting(.stateUnavailable) { (nil, try state.agent(agent), try state.killSwitch(agent)) }
-        }
-        if let earlier { return (earlier, false) }
-        guard let record else {
-            throw CoreError(.notFound, "the agent \(agent) is not applied here")
-        }
-        if let kill {
-            throw CoreError(
-                .agentBlocked,
-                "the agent \(agent) is killed (\(kill.reason), by \(kill.actor)); agentry unkill lifts it")
-        }
-        if record.lifecycle != "active" {
-            throw CoreError(.agentBlocked, "the agent \(agent) is \(record.lifecycle); it takes no runs")
-        }
         var run = ServiceRun(
             id: "run_" + Hex.random(bytes: 10), agent: agent, prompt: prompt,
             timeoutSeconds: timeout.map { Int(($0 + .milliseconds(999)) / .seconds(1)) },
@@ -132,21 +107,15 @@ public actor RunService {
         return try await enqueue(run)
     }
 
-    /// Stores a checked run, within the agent's bound (checked in the insert's transaction), and
-    /// starts it if there is room. The answer waits for the commit to disk.
+    /// Checks and stores a run (`checkAndStore`), and starts it if there is room. The answer waits
+    /// for the commit.
     func enqueue(_ run: ServiceRun) async throws -> (run: ServiceRun, created: Bool) {
-        guard accepting else { throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs") }
         let stored = try await withCheckedThrowingContinuation { continuation in
             waitingToStore.append((run, continuation))
             if !storing {
                 storing = true
                 Task { await storeWaiting() }
             }
-        }
-        guard let stored else {
-            throw CoreError(
-                .stateLocked,
-                "\(run.agent) has \(Self.queuePerAgent) runs waiting already; try again when some have run")
         }
         // (A stop that began meanwhile leaves it queued: the next start carries it out.)
         if stored.created { schedule() }
@@ -222,23 +191,79 @@ public actor RunService {
         return run
     }
 
-    /// Group commit: the runs submitted while a commit is under way are stored together in the
-    /// next one, so that a burst of requests costs a few commits to disk, not one each. Off the
-    /// actor's thread (on a blocking-work thread), so the actor goes on meanwhile.
+    /// Group commit: the runs submitted while a batch is under way are checked and stored together
+    /// in the next one, so that a burst of requests costs a few commits, not one each, and one
+    /// trip to a blocking-work thread each (a cooperative thread that waits on SQLite holds up
+    /// every other request). The actor goes on meanwhile.
     func storeWaiting() async {
         while !waitingToStore.isEmpty {
             let batch = waitingToStore
             waitingToStore = []
-            let store = self.store
+            let (store, state, accepting) = (self.store, ports.state, self.accepting)
             let runs = batch.map(\.run)
-            let stored = await BlockingWork.run {
-                Result { try reporting(.stateUnavailable) { try store.submit(runs, queueLimit: Self.queuePerAgent) } }
+            let answers = await BlockingWork.run {
+                Self.checkAndStore(runs, store: store, state: state, accepting: accepting)
             }
-            for (index, waiting) in batch.enumerated() {
-                waiting.continuation.resume(with: stored.map { $0[index] })
-            }
+            for (waiting, answer) in zip(batch, answers) { waiting.continuation.resume(with: answer) }
         }
         storing = false
+    }
+
+    /// For each run: the run first accepted for its token and key, whatever happened since (a kill,
+    /// a stop); else why it is refused (the service stopping, the agent not applied, killed,
+    /// paused or revoked, its queue full); else the run, stored (in one transaction for all).
+    static func checkAndStore(
+        _ runs: [ServiceRun], store: any ServiceStore, state: any StateStore, accepting: Bool
+    ) -> [Result<(run: ServiceRun, created: Bool), any Error>] {
+        var answers = [Result<(run: ServiceRun, created: Bool), any Error>?](repeating: nil, count: runs.count)
+        var checked: [Int] = []
+        for (index, run) in runs.enumerated() {
+            answers[index] = Result {
+                if let key = run.idempotencyKey,
+                    let earlier = try reporting(
+                        .stateUnavailable, { try store.run(idempotencyKey: key, tokenID: run.tokenID) })
+                {
+                    return (earlier, false)
+                }
+                guard accepting else {
+                    throw CoreError(.stateUnavailable, "the service is stopping; it takes no new runs")
+                }
+                let (record, kill) = try reporting(.stateUnavailable) {
+                    (try state.agent(run.agent), try state.killSwitch(run.agent))
+                }
+                guard let record else { throw CoreError(.notFound, "the agent \(run.agent) is not applied here") }
+                if let kill {
+                    throw CoreError(
+                        .agentBlocked,
+                        "the agent \(run.agent) is killed (\(kill.reason), by \(kill.actor)); agentry unkill lifts it")
+                }
+                if record.lifecycle != "active" {
+                    throw CoreError(.agentBlocked, "the agent \(run.agent) is \(record.lifecycle); it takes no runs")
+                }
+                checked.append(index)
+                return (run, true)
+            }
+        }
+        let stored = Result {
+            checked.isEmpty
+                ? []
+                : try reporting(.stateUnavailable) {
+                    try store.submit(checked.map { runs[$0] }, queueLimit: Self.queuePerAgent)
+                }
+        }
+        for (position, index) in checked.enumerated() {
+            answers[index] = stored.flatMap { results in
+                guard let result = results[position] else {
+                    return .failure(
+                        CoreError(
+                            .stateLocked,
+                            "\(runs[index].agent) has \(Self.queuePerAgent) runs waiting already; try again when some have run"
+                        ))
+                }
+                return .success(result)
+            }
+        }
+        return answers.map { $0! }
     }
 
     /// Starts queued runs while there is room: the oldest first, one per agent.

@@ -1,12 +1,20 @@
 import AgentryBasics
 import AgentryModel
 import Foundation
+import Synchronization
 
 /// The service's bearer tokens: made here (printed once), kept only as their SHA-256, checked on
 /// every request, listed and revoked by id.
 public struct Tokens: Sendable {
     let store: any ServiceStore
     let clock: any WallClock
+    /// Tokens found good, by hash, since the store's `revocations()` last changed: a request with
+    /// one is checked without reading the database.
+    let known = Known()
+
+    final class Known: Sendable {
+        let entries = Mutex<(revocations: String?, tokens: [String: APIToken])>((nil, [:]))
+    }
 
     public init(store: any ServiceStore, clock: any WallClock) {
         self.store = store
@@ -64,9 +72,43 @@ public struct Tokens: Sendable {
             return .failure(.unauthenticated("send Authorization: Bearer <token> (agentry token create makes one)"))
         }
         let text = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
-        guard text.hasPrefix(Self.prefix), text.utf8.count < 200,
-            let token = try reporting(.stateUnavailable, { try store.token(hash: Self.hash(text)) })
-        else { return .failure(.unauthenticated("the token is not known")) }
+        guard text.hasPrefix(Self.prefix), text.utf8.count < 200 else {
+            return .failure(.unauthenticated("the token is not known"))
+        }
+        let hash = Self.hash(text)
+        // Read before the database: a revocation that lands meanwhile empties what is kept here.
+        let revocations = store.revocations()
+        guard let token = try reporting(.stateUnavailable, { try store.token(hash: hash) }) else {
+            return .failure(.unauthenticated("the token is not known"))
+        }
+        if token.revokedAt == nil {
+            known.entries.withLock { entries in
+                if entries.revocations != revocations { entries = (revocations, [:]) }
+                entries.tokens[hash] = token
+            }
+        }
+        return check(token, scope: scope, agent: agent)
+    }
+
+    /// The same answer for a token found good before and not revoked since, without reading the
+    /// database; nil when it must be read (`authorize`).
+    public func authorizeKnown(_ header: String?, scope: TokenScope, agent: String?) -> Result<APIToken, Refusal>? {
+        guard let header, header.hasPrefix("Bearer ") else { return nil }
+        let text = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        guard text.hasPrefix(Self.prefix), text.utf8.count < 200 else { return nil }
+        let hash = Self.hash(text)
+        let revocations = store.revocations()
+        let token = known.entries.withLock { entries -> APIToken? in
+            guard entries.revocations == revocations else {
+                entries = (revocations, [:])
+                return nil
+            }
+            return entries.tokens[hash]
+        }
+        return token.map { check($0, scope: scope, agent: agent) }
+    }
+
+    func check(_ token: APIToken, scope: TokenScope, agent: String?) -> Result<APIToken, Refusal> {
         if token.revokedAt != nil { return .failure(.unauthenticated("the token \(token.id) was revoked")) }
         if let expiry = token.expiresAt, expiry <= clock.now() {
             return .failure(.unauthenticated("the token \(token.id) expired"))

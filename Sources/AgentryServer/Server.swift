@@ -370,12 +370,17 @@ public struct APIServer: Sendable {
         _ body: (APIToken) async throws -> Response
     ) async -> Response {
         do {
-            // Authenticated before anything else is said about the request. (The token is read on a
-            // thread of its own, as every database read here: a cooperative thread that waits on
-            // SQLite holds up every other request.)
+            // Authenticated before anything else is said about the request. (A token not known good
+            // already is read on a thread of its own, as every database read here: a cooperative
+            // thread that waits on SQLite holds up every other request.)
             let tokens = self.tokens
             let header = request.headers[.authorization]
-            var verdict = try await BlockingWork.run { try tokens.authorize(header, scope: scope, agent: nil) }
+            var verdict: Result<APIToken, Tokens.Refusal>
+            if let known = tokens.authorizeKnown(header, scope: scope, agent: nil) {
+                verdict = known
+            } else {
+                verdict = try await BlockingWork.run { try tokens.authorize(header, scope: scope, agent: nil) }
+            }
             if case .success(let token) = verdict, let agent {
                 guard ResourceName.isValid(agent) else {
                     return API.error(.badRequest, "invalidRequest", "\(agent) is not an agent name")

@@ -44,6 +44,15 @@ public final class ServiceDatabase: ServiceStore {
         path = stateDirectory + "/" + Self.fileName
     }
 
+    /// Replaced (a new file) after each revocation: its identity is `revocations()`.
+    var revocationsPath: String { path + "-revocations" }
+
+    public func revocations() -> String? {
+        var status = stat()
+        guard stat(revocationsPath, &status) == 0 else { return nil }
+        return "\(status.st_ino).\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
+    }
+
     static let migrator: DatabaseMigrator = {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -209,7 +218,7 @@ public final class ServiceDatabase: ServiceStore {
     }
 
     public func revokeToken(id: String, at time: Date) throws -> Bool {
-        try writing { db in
+        let found = try writing { db in
             guard try Row.fetchOne(db, sql: "SELECT id FROM tokens WHERE id = ?", arguments: [id]) != nil else {
                 return false
             }
@@ -217,6 +226,18 @@ public final class ServiceDatabase: ServiceStore {
                 sql: "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [time, id])
             return true
         }
+        guard found else { return false }
+        // After the commit: a running service that sees the new file checks its tokens afresh.
+        do {
+            try Data(UUID().uuidString.utf8).write(to: URL(fileURLWithPath: revocationsPath), options: .atomic)
+        } catch {
+            throw StateError(
+                code: .io,
+                message:
+                    "the token is revoked, but a running agentry serve could not be told (\(revocationsPath): \(error.localizedDescription)); restart it"
+            )
+        }
+        return true
     }
 
     // MARK: Runs

@@ -31,6 +31,45 @@ import Testing
         #expect(try store.queuedCount(agent: "a") == 2 && store.run(id: "run_4") == nil)
     }
 
+    struct Now: WallClock {
+        func now() -> Date { Date() }
+        func sleep(for duration: Duration) async {}
+        func pause(for duration: Duration) {}
+    }
+
+    /// A token found good is checked from memory afterwards, until a revocation (by another process:
+    /// here another store on the same file, as `agentry token revoke`) is seen: then at once it is
+    /// read again, and refused.
+    @Test func aTokenKnownGoodIsRefusedAsSoonAsItIsRevoked() throws {
+        let folder = try TemporaryDirectory("agentry-service-db")
+        let service = Tokens(store: ServiceDatabase(stateDirectory: folder.path), clock: Now())
+        let cli = Tokens(store: ServiceDatabase(stateDirectory: folder.path), clock: Now())
+        let (token, text) = try cli.create(scope: .run, agents: ["a"], expiresIn: nil, by: "test")
+        let header = "Bearer " + text
+        func id(_ verdict: Result<APIToken, Tokens.Refusal>?) -> String? {
+            if case .success(let token)? = verdict { return token.id }
+            return nil
+        }
+        #expect(service.authorizeKnown(header, scope: .run, agent: nil) == nil, "not read yet")
+        #expect(id(try service.authorize(header, scope: .run, agent: nil)) == token.id)
+        #expect(id(service.authorizeKnown(header, scope: .run, agent: nil)) == token.id, "now from memory")
+        // From memory, the scope and the agents are checked as from the database.
+        if case .failure(.forbidden)? = service.authorizeKnown(header, scope: .admin, agent: nil) {
+        } else {
+            Issue.record("a run token passed as admin")
+        }
+        if case .failure(.forbidden)? = try? service.authorize(header, scope: .run, agent: "b") {
+        } else {
+            Issue.record("a token for a passed for b")
+        }
+        try cli.revoke(id: token.id)
+        #expect(service.authorizeKnown(header, scope: .run, agent: nil) == nil, "read again after a revocation")
+        #expect(
+            try service.authorize(header, scope: .run, agent: nil)
+                == .failure(.unauthenticated("the token \(token.id) was revoked")))
+        #expect(service.authorizeKnown(header, scope: .run, agent: nil) == nil, "a revoked token is not kept")
+    }
+
     @Test func runsSurviveARestartAndPagesFollowEachOther() throws {
         let folder = try TemporaryDirectory("agentry-service-db")
         do {

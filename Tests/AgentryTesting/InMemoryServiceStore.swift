@@ -10,6 +10,7 @@ public final class InMemoryServiceStore: ServiceStore {
         var scheduleEvents: [ScheduleEvent] = []
         var suspensions: [Suspension] = []
         var deliveries: [Delivery] = []
+        var revocations = 0
     }
 
     let contents = Mutex(Contents())
@@ -30,9 +31,12 @@ public final class InMemoryServiceStore: ServiceStore {
         contents.withLock { contents in
             guard let index = contents.tokens.firstIndex(where: { $0.token.id == id }) else { return false }
             if contents.tokens[index].token.revokedAt == nil { contents.tokens[index].token.revokedAt = time }
+            contents.revocations += 1
             return true
         }
     }
+
+    public func revocations() -> String? { contents.withLock { "\($0.revocations)" } }
 
     public func submit(_ runs: [ServiceRun], queueLimit: Int) throws -> [(run: ServiceRun, created: Bool)?] {
         runs.map { submit($0, queueLimit: queueLimit) }

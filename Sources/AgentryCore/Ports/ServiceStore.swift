@@ -174,6 +174,9 @@ public protocol ServiceStore: Sendable {
     func tokens() throws -> [APIToken]
     /// False when there is no such token.
     func revokeToken(id: String, at time: Date) throws -> Bool
+    /// Changes whenever a token is revoked, by this process or another; cheap enough to ask on
+    /// every request without touching the database (nil: none was ever revoked).
+    func revocations() -> String?
 
     /// Stores `runs` in one transaction (one commit to disk for all: the service gathers the
     /// requests that arrive while the last commit is under way), each in turn: unless a run with
