@@ -45,6 +45,9 @@ public actor RunService {
         [(run: ServiceRun, continuation: CheckedContinuation<(run: ServiceRun, created: Bool), any Error>)] =
             []
     var storing = false
+    /// Whether a scheduling pass is under way, and whether another was asked for meanwhile.
+    var scheduling = false
+    var scheduleAgain = false
 
     public init(
         ports: Ports, store: any ServiceStore, settings: Settings,
@@ -168,16 +171,22 @@ public actor RunService {
         guard var run = try reporting(.stateUnavailable, { try store.run(id: id) }) else {
             throw CoreError(.notFound, "there is no run \(id)")
         }
+        // A queued run is cancelled unless it is being started: then (as once it started) its
+        // process tree is stopped.
+        if run.status == .queued && active[run.agent]?.runID != id {
+            var cancelled = run
+            cancelled.status = .cancelled
+            cancelled.finishedAt = ports.clock.now()
+            cancelled.message = "cancelled before it started"
+            if try reporting(.stateUnavailable, { try store.update(cancelled, ifStatus: .queued) }) {
+                ServiceMetrics.runEnded(cancelled, usage: nil)
+                Task { await onEnded?(cancelled) }
+                return cancelled
+            }
+            run = try reporting(.stateUnavailable, { try store.run(id: id) }) ?? run
+        }
         switch run.status {
-        case .queued:
-            run.status = .cancelled
-            run.finishedAt = ports.clock.now()
-            run.message = "cancelled before it started"
-            try reporting(.stateUnavailable) { try store.update(run) }
-            ServiceMetrics.runEnded(run, usage: nil)
-            let ended = run
-            Task { await onEnded?(ended) }
-        case .starting, .running:
+        case .queued, .starting, .running:
             guard var current = active[run.agent], current.runID == id else {
                 throw CoreError(
                     .stateUnavailable, "the run \(id) is not carried out by this service; try again shortly")
@@ -266,31 +275,70 @@ public actor RunService {
         return answers.map { $0! }
     }
 
-    /// Starts queued runs while there is room: the oldest first, one per agent.
+    /// Starts queued runs while there is room: the oldest first, one per agent. Asked for at any
+    /// time; the passes go one at a time, reading and writing on blocking-work threads, so that
+    /// the actor takes submissions meanwhile.
     func schedule() {
-        guard accepting, active.count < settings.maxConcurrent else { return }
-        do {
-            for head in try store.queuedHeads() where active[head.agent] == nil {
-                guard active.count < settings.maxConcurrent else { return }
-                if let run = try store.run(id: head.id), run.status == .queued { start(run) }
-            }
-        } catch {
-            logger.error("cannot read the queued runs", metadata: ["error": "\(error)"])
+        guard !scheduling else {
+            scheduleAgain = true
+            return
+        }
+        scheduling = true
+        Task {
+            await self.schedulePasses()
         }
     }
 
-    func start(_ queued: ServiceRun) {
+    func schedulePasses() async {
+        repeat {
+            scheduleAgain = false
+            await schedulePass()
+        } while scheduleAgain
+        scheduling = false
+    }
+
+    func schedulePass() async {
+        guard accepting, active.count < settings.maxConcurrent else { return }
+        let (store, busy, room) = (self.store, Set(active.keys), settings.maxConcurrent - active.count)
+        let heads: [ServiceRun]
+        do {
+            heads = try await BlockingWork.run {
+                var heads: [ServiceRun] = []
+                for head in try store.queuedHeads() where !busy.contains(head.agent) && heads.count < room {
+                    if let run = try store.run(id: head.id), run.status == .queued { heads.append(run) }
+                }
+                return heads
+            }
+        } catch {
+            logger.error("cannot read the queued runs", metadata: ["error": "\(error)"])
+            return
+        }
+        for run in heads where accepting && active[run.agent] == nil && active.count < settings.maxConcurrent {
+            await start(run)
+        }
+    }
+
+    /// Starts a queued run, unless it stopped being queued meanwhile (cancelled).
+    func start(_ queued: ServiceRun) async {
         var run = queued
         run.status = .starting
         run.startedAt = ports.clock.now()
+        let interruption = Interruption()
+        // The agent is taken before the write: nothing else starts it meanwhile, and a cancel
+        // finds the run here.
+        active[run.agent] = Active(runID: run.id, interruption: interruption)
+        let (store, starting) = (self.store, run)
+        let started: Bool
         do {
-            try store.update(run)
+            started = try await BlockingWork.run { try store.update(starting, ifStatus: .queued) }
         } catch {
             logger.error("cannot start the run", metadata: ["run": "\(run.id)", "error": "\(error)"])
+            started = false
+        }
+        guard started else {
+            active[run.agent] = nil
             return
         }
-        let interruption = Interruption()
-        active[run.agent] = Active(runID: run.id, interruption: interruption)
         let task = Task { await self.execute(run, interruption: interruption) }
         active[run.agent]?.task = task
     }
@@ -339,9 +387,11 @@ public actor RunService {
         }
         run.finishedAt = ports.clock.now()
         // The end must be written, or the run would read as live forever: a busy database is waited for.
+        let store = self.store
         for attempt in 1...30 {
             do {
-                try store.update(run)
+                let ended = run
+                try await BlockingWork.run { try store.update(ended) }
                 break
             } catch {
                 logger.error(
@@ -358,14 +408,19 @@ public actor RunService {
     }
 
     /// `starting` becomes `running` once the harness runs (and the run is journalled), unless the
-    /// run already ended.
-    func harnessStarted(runID: String, recordID: String) {
-        guard active.values.contains(where: { $0.runID == runID }),
-            var run = try? store.run(id: runID), run.status == .starting
-        else { return }
-        run.status = .running
-        run.recordID = recordID
-        do { try store.update(run) } catch {
+    /// run already ended: the write is made only while the stored status is `starting`, so it may
+    /// land before or after the run's end.
+    func harnessStarted(runID: String, recordID: String) async {
+        guard active.values.contains(where: { $0.runID == runID }) else { return }
+        let store = self.store
+        do {
+            try await BlockingWork.run {
+                guard var run = try store.run(id: runID), run.status == .starting else { return }
+                run.status = .running
+                run.recordID = recordID
+                _ = try store.update(run, ifStatus: .starting)
+            }
+        } catch {
             logger.error("cannot record that the run started", metadata: ["run": "\(runID)", "error": "\(error)"])
         }
     }

@@ -351,17 +351,27 @@ public final class ServiceDatabase: ServiceStore {
     }
 
     public func update(_ run: ServiceRun) throws {
+        _ = try write(run, ifStatus: nil)
+    }
+
+    public func update(_ run: ServiceRun, ifStatus status: ServiceRunStatus) throws -> Bool {
+        try write(run, ifStatus: status)
+    }
+
+    /// The run's row, when its status is `status` (any, when nil); whether it was written.
+    func write(_ run: ServiceRun, ifStatus status: ServiceRunStatus?) throws -> Bool {
         try writing { db in
             try db.execute(
                 sql: """
                     UPDATE runs SET status = ?, started_at = ?, finished_at = ?, record_id = ?, history_commit = ?,
                         exit_status = ?, message = ?
-                    WHERE id = ?
+                    WHERE id = ? AND (? IS NULL OR status = ?)
                     """,
                 arguments: [
                     run.status.rawValue, run.startedAt, run.finishedAt, run.recordID, run.historyCommit,
-                    run.exitStatus, run.message, run.id,
+                    run.exitStatus, run.message, run.id, status?.rawValue, status?.rawValue,
                 ])
+            return db.changesCount > 0
         }
     }
 

@@ -97,6 +97,16 @@ public final class InMemoryServiceStore: ServiceStore {
         }
     }
 
+    public func update(_ run: ServiceRun, ifStatus status: ServiceRunStatus) throws -> Bool {
+        contents.withLock { contents in
+            guard let index = contents.runs.firstIndex(where: { $0.id == run.id }),
+                contents.runs[index].status == status
+            else { return false }
+            contents.runs[index] = run
+            return true
+        }
+    }
+
     public func recordScheduleEvent(_ event: ScheduleEvent) throws {
         contents.withLock { $0.scheduleEvents.append(event) }
     }

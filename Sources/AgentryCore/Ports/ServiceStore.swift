@@ -193,6 +193,9 @@ public protocol ServiceStore: Sendable {
     /// Newest first; `before`: a run id to continue after (a page's cursor).
     func runs(agent: String?, statuses: Set<ServiceRunStatus>?, limit: Int, before: String?) throws -> [ServiceRun]
     func update(_ run: ServiceRun) throws
+    /// Writes `run` only while its stored status is still `status` (compare and set: the service's
+    /// writers need not wait on each other); whether it did.
+    func update(_ run: ServiceRun, ifStatus status: ServiceRunStatus) throws -> Bool
 
     func recordScheduleEvent(_ event: ScheduleEvent) throws
     /// Newest first.
