@@ -31,6 +31,30 @@ import Testing
         #expect(try store.queuedCount(agent: "a") == 2 && store.run(id: "run_4") == nil)
     }
 
+    /// A status write made only while the stored status is the one expected: a start loses to a
+    /// cancel that came first, and a late "running" mark to the run's end.
+    @Test func statusWritesAreComparedAndSet() throws {
+        let folder = try TemporaryDirectory("agentry-service-db")
+        let store = ServiceDatabase(stateDirectory: folder.path)
+        var queued = try submit(store, run("run_1")).run
+        queued.status = .cancelled
+        #expect(try store.update(queued, ifStatus: .queued))
+        var starting = queued
+        starting.status = .starting
+        #expect(try !store.update(starting, ifStatus: .queued), "cancelled first: not started")
+        #expect(try store.run(id: "run_1")?.status == .cancelled)
+
+        var live = try submit(store, run("run_2")).run
+        live.status = .starting
+        #expect(try store.update(live, ifStatus: .queued))
+        live.status = .succeeded
+        try store.update(live)
+        var late = live
+        late.status = .running
+        #expect(try !store.update(late, ifStatus: .starting), "the end came first")
+        #expect(try store.run(id: "run_2")?.status == .succeeded)
+    }
+
     struct Now: WallClock {
         func now() -> Date { Date() }
         func sleep(for duration: Duration) async {}
