@@ -71,11 +71,7 @@ public struct Tokens: Sendable {
         guard let header, header.hasPrefix("Bearer ") else {
             return .failure(.unauthenticated("send Authorization: Bearer <token> (agentry token create makes one)"))
         }
-        let text = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
-        guard text.hasPrefix(Self.prefix), text.utf8.count < 200 else {
-            return .failure(.unauthenticated("the token is not known"))
-        }
-        let hash = Self.hash(text)
+        guard let hash = Self.hash(bearer: header) else { return .failure(.unauthenticated("the token is not known")) }
         // Read before the database: a revocation that lands meanwhile empties what is kept here.
         let revocations = store.revocations()
         guard let token = try reporting(.stateUnavailable, { try store.token(hash: hash) }) else {
@@ -93,10 +89,7 @@ public struct Tokens: Sendable {
     /// The same answer for a token found good before and not revoked since, without reading the
     /// database; nil when it must be read (`authorize`).
     public func authorizeKnown(_ header: String?, scope: TokenScope, agent: String?) -> Result<APIToken, Refusal>? {
-        guard let header, header.hasPrefix("Bearer ") else { return nil }
-        let text = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
-        guard text.hasPrefix(Self.prefix), text.utf8.count < 200 else { return nil }
-        let hash = Self.hash(text)
+        guard let header, let hash = Self.hash(bearer: header) else { return nil }
         let revocations = store.revocations()
         let token = known.entries.withLock { entries -> APIToken? in
             guard entries.revocations == revocations else {
@@ -106,6 +99,14 @@ public struct Tokens: Sendable {
             return entries.tokens[hash]
         }
         return token.map { check($0, scope: scope, agent: agent) }
+    }
+
+    /// The hash of the token in `Authorization: Bearer <token>`, when it has the form of one.
+    static func hash(bearer header: String) -> String? {
+        guard header.hasPrefix("Bearer ") else { return nil }
+        let text = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        guard text.hasPrefix(prefix), text.utf8.count < 200 else { return nil }
+        return hash(text)
     }
 
     func check(_ token: APIToken, scope: TokenScope, agent: String?) -> Result<APIToken, Refusal> {

@@ -33,16 +33,17 @@ enum API {
         case .invalidInput: return error(.unprocessableContent, "invalidRequest", failure.message)
         case .notFound: return error(.notFound, "notFound", failure.message)
         case .conflict: return error(.conflict, "conflict", failure.message)
-        case .locked:
-            var response = error(.tooManyRequests, "busy", failure.message)
-            response.headers[.retryAfter] = "5"
-            return response
-        case .unavailable, .timeout, .io:
-            var response = error(.serviceUnavailable, "unavailable", failure.message)
-            response.headers[.retryAfter] = "5"
-            return response
+        case .locked: return retryLater(error(.tooManyRequests, "busy", failure.message))
+        case .unavailable, .timeout, .io: return retryLater(error(.serviceUnavailable, "unavailable", failure.message))
         case .internalFailure: return error(.internalServerError, "internal", failure.message)
         }
+    }
+
+    /// A 429 or 503 says when to try again.
+    static func retryLater(_ response: Response) -> Response {
+        var response = response
+        response.headers[.retryAfter] = "5"
+        return response
     }
 
     struct BadRequest: Error {

@@ -124,7 +124,7 @@ enum ExitStatus {
 /// What commands print: standard output for results, standard error for messages.
 enum Output {
     static func standardOutput(_ text: String) {
-        write(Array(text.utf8), to: 1)
+        standardOutput(bytes: Array(text.utf8))
     }
 
     static func standardOutput(bytes: [UInt8]) {
