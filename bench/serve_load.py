@@ -6,8 +6,9 @@ harness runs `echo "did $PROMPT"`), a temporary state directory, `agentry apply`
 read token and a webhook secret; then `agentry serve --listen 127.0.0.1:0 --interval 0
 --max-concurrent-runs 4 --webhook-secret github/webhook`.
 
-  load          --runs POST /v1/agents/{name}/runs from --clients threads (each on its own
-                kept-alive connection), spread over the agents, each with an Idempotency-Key; half
+  load          --runs POST /v1/agents/{name}/runs from --clients clients (each on its own
+                kept-alive connection; asyncio in --client-processes processes, each request in
+                one write), spread over the agents, each with an Idempotency-Key; half
                 of the keys are sent twice (one half of those right after the first send, usually
                 at the same time from another client; the other half later). Accept latency is the
                 time to the 201/200 answer; 429s are retried after Retry-After and counted apart.
@@ -41,6 +42,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import multiprocessing
 import os
 import random
 import shlex
@@ -53,6 +55,91 @@ import tempfile
 import threading
 import time
 import urllib.parse
+
+def load_process(host, port, token, agents, clients, jobs, taken, results, ready, go, start):
+    """One of the load's client processes: `clients` connections kept alive, driven by one asyncio
+    loop, each taking the next send from `jobs` (shared, in order: `taken` counts those taken) and
+    putting a record per send in `results`.
+
+    Threads with http.client, as before, put client artifacts into the figures: http.client writes
+    a request's head and body apart, and between the two writes the thread queued for the
+    interpreter lock behind the bench's other 150 threads, so the body reached the service up to
+    70 ms after the head (its clock starts at the head); and an answer waited for the lock again.
+    Here a request goes in one write, as curl and most HTTP clients send it."""
+    import asyncio
+
+    def next_job():
+        with taken.get_lock():
+            if taken.value >= len(jobs):
+                return None
+            taken.value += 1
+            return jobs[taken.value - 1]
+
+    async def post(connection, agent, body, key):
+        reader, writer = connection
+        request = (f"POST /v1/agents/{agent}/runs HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                   f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                   f"Idempotency-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        writer.write(request)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        data = await reader.readexactly(int(headers.get("content-length", "0")))
+        return status, headers, data
+
+    async def client():
+        connection = await asyncio.open_connection(host, port)
+        ready.put(None)
+        while not go.is_set():
+            await asyncio.sleep(0.001)
+        while (job := next_job()) is not None:
+            i, send = job
+            agent = agents[i % len(agents)]
+            body = json.dumps({"prompt": f"p-{i}"}).encode()
+            record = {"i": i, "send": send, "agent": agent, "throttled": 0, "errors": []}
+            for attempt in range(30):
+                if connection is None:
+                    connection = await asyncio.open_connection(host, port)
+                t0 = time.perf_counter()
+                try:
+                    status, headers, data = await post(connection, agent, body, f"load-{i}")
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as error:
+                    record["errors"].append(f"{type(error).__name__}: {error}")
+                    connection[1].close()
+                    connection = None
+                    await asyncio.sleep(0.2)
+                    continue
+                t1 = time.perf_counter()
+                if status == 429:
+                    record["throttled"] += 1
+                    await asyncio.sleep(min(30.0, float(headers.get("retry-after", "1"))))
+                    continue
+                # (perf_counter is CLOCK_MONOTONIC here: the same clock in every process.)
+                record.update(status=status, latency=t1 - t0, at=t1 - start.value, body=data[:500])
+                if status in (200, 201):
+                    record["id"] = json.loads(data)["id"]
+                    record["location"] = headers.get("location")
+                if headers.get("connection", "").lower() == "close":
+                    connection[1].close()
+                    connection = None
+                break
+            else:
+                record["status"] = None
+            results.put(record)
+        if connection is not None:
+            connection[1].close()
+
+    async def main():
+        await asyncio.gather(*(client() for _ in range(clients)))
+
+    asyncio.run(main())
+
 
 FINAL = {"succeeded", "failed", "timedOut", "cancelled", "interrupted"}
 WEBHOOK_SECRET = "serve-load-bench-webhook-secret"
@@ -333,54 +420,33 @@ class Bench:
         submission_over = threading.Event()
         start = time.perf_counter()
 
-        def client():
-            conn = None
-            while True:
-                with lock:
-                    if not queue:
+        # The clients, in --client-processes processes (started and connected before the first send).
+        context = multiprocessing.get_context("spawn")
+        result_queue, ready, go = context.Queue(), context.Queue(), context.Event()
+        start_at, taken = context.Value("d", 0.0), context.Value("i", 0)
+        per_process = [args.clients // args.client_processes + (1 if p < args.clients % args.client_processes else 0)
+                       for p in range(args.client_processes)]
+        processes = [context.Process(target=load_process, daemon=True,
+                                     args=(self.host, self.port, self.run_token, self.agents, n, list(queue), taken,
+                                           result_queue, ready, go, start_at))
+                     for n in per_process if n > 0]
+        for process in processes:
+            process.start()
+
+        def collect():
+            # The records as they come: the followers wait for accepted runs.
+            while len(results) < len(jobs):
+                try:
+                    record = result_queue.get(timeout=1)
+                except Exception:
+                    if not any(process.is_alive() for process in processes):
                         break
-                    i, send = queue.popleft()
-                agent = self.agents[i % len(self.agents)]
-                body = json.dumps({"prompt": f"p-{i}"})
-                headers = {"Idempotency-Key": f"load-{i}"}
-                record = {"i": i, "send": send, "agent": agent, "throttled": 0, "errors": []}
-                for attempt in range(30):
-                    if conn is None:
-                        conn = self.connection(60)
-                    t0 = time.perf_counter()
-                    try:
-                        status, rheaders, data = self.request("POST", f"/v1/agents/{agent}/runs", self.run_token,
-                                                              body, headers, conn=conn)
-                    except (OSError, http.client.HTTPException) as error:
-                        record["errors"].append(f"{type(error).__name__}: {error}")
-                        conn.close()
-                        conn = None
-                        time.sleep(0.2)
-                        continue
-                    t1 = time.perf_counter()
-                    if status == 429:
-                        record["throttled"] += 1
-                        time.sleep(min(30.0, float(rheaders.get("retry-after", "1"))))
-                        continue
-                    record.update(status=status, latency=t1 - t0, at=t1 - start, body=data[:500])
-                    if status in (200, 201):
-                        run = json.loads(data)
-                        record["id"] = run["id"]
-                        record["location"] = rheaders.get("location")
-                        if status == 201:
-                            with accepted_cond:
-                                accepted.append(run["id"])
-                                accepted_cond.notify_all()
-                    if rheaders.get("connection", "").lower() == "close":
-                        conn.close()
-                        conn = None
-                    break
-                else:
-                    record["status"] = None
-                with lock:
+                    continue
+                with accepted_cond:
                     results.append(record)
-            if conn is not None:
-                conn.close()
+                    if record.get("status") == 201:
+                        accepted.append(record["id"])
+                        accepted_cond.notify_all()
 
         streams = []
 
@@ -444,18 +510,25 @@ class Bench:
         followers = [threading.Thread(target=follower, args=(j,), daemon=True) for j in range(args.streams)]
         for thread in followers:
             thread.start()
-        clients = [threading.Thread(target=client, daemon=True) for _ in range(args.clients)]
-        log(f"load: {len(jobs)} sends ({args.runs} keys, {len(retried)} sent twice) from {args.clients} clients, "
-            f"{args.streams} event streams")
-        for thread in clients:
-            thread.start()
-        for thread in clients:
-            thread.join(timeout=max(1, args.deadline - (time.perf_counter() - start)))
+        for _ in range(args.clients):
+            ready.get(timeout=120)
+        collector = threading.Thread(target=collect, daemon=True)
+        log(f"load: {len(jobs)} sends ({args.runs} keys, {len(retried)} sent twice) from {args.clients} clients "
+            f"in {len(processes)} processes, {args.streams} event streams")
+        start = time.perf_counter()
+        start_at.value = start
+        collector.start()
+        go.set()
+        collector.join(timeout=max(1, args.deadline))
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
         submission_over.set()
         with accepted_cond:
             accepted_cond.notify_all()
-        if any(thread.is_alive() for thread in clients):
-            check(False, "submission finished within the deadline", f"{args.deadline}s")
+        if collector.is_alive() or len(results) < len(jobs):
+            check(False, "submission finished within the deadline", f"{len(results)} of {len(jobs)} sends answered")
         window = max(r.get("at", 0) for r in results) if results else float("nan")
         log(f"submitted in {window:.1f}s; {len(accepted)} runs accepted; waiting for them to end")
         return results, accepted, streams, followers, window, start
@@ -666,6 +739,7 @@ def main():
     parser.add_argument("--agents", type=int, default=8)
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--client-processes", type=int, default=2, help="processes the clients are spread over")
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=20, help="sequential runs for the CLI/API overhead figure")
     parser.add_argument("--max-concurrent-runs", type=int, default=4)
