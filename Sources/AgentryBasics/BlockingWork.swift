@@ -1,3 +1,4 @@
+import CGuestSupport
 import Dispatch
 import Synchronization
 
@@ -14,7 +15,14 @@ import Synchronization
 /// other agent. Each piece of work gets a thread of its own at once (an idle one when there is one,
 /// a new one otherwise); callers bound how much they start (`--parallelism`, one run per agent).
 public enum BlockingWork {
-    static let threads = WorkerThreads()
+    static let foreground = WorkerThreads(name: "blocking-work", lowered: 0)
+    static let background = WorkerThreads(name: "background-work", lowered: 5)
+    static var threads: WorkerThreads { inBackground ? background : foreground }
+
+    /// True in a task whose blocking work gives way to others' (a service's runs, beside the
+    /// requests it answers): it runs on threads whose nice is 5 more than the process's, which get
+    /// a third of the CPU time of its other threads when both want it.
+    @TaskLocal public static var inBackground = false
 
     /// Runs `body` on a blocking-work thread and resumes the caller with its result.
     public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
@@ -73,6 +81,11 @@ public enum BlockingWork {
         return pending
     }
 
+    /// Starts `body` on a blocking-work thread, and returns: for work that reports by itself.
+    public static func detach(_ body: @escaping @Sendable () -> Void) {
+        threads.submit(body)
+    }
+
     /// Drops `value` on a blocking-work thread: freeing a large structure (a plan of 10,000 agents)
     /// takes time the caller need not wait for.
     public static func discard<T>(_ value: sending T) {
@@ -81,7 +94,7 @@ public enum BlockingWork {
     }
 
     /// How many threads do blocking work now, busy or idle (idle ones end after a while).
-    public static var threadCount: Int { threads.count }
+    public static var threadCount: Int { foreground.count + background.count }
 }
 
 /// The result of work started with `BlockingWork.start`.
@@ -132,8 +145,16 @@ final class WorkerThreads: Sendable {
 
     let pool = Mutex(Pool())
     let idleLimit: DispatchTimeInterval
+    /// Each thread's name (for `top -H` and perf: a new thread otherwise takes its creator's), and
+    /// how much higher its nice is than its creator's.
+    let name: String
+    let lowered: Int32
 
-    init(idleLimit: DispatchTimeInterval = .seconds(30)) { self.idleLimit = idleLimit }
+    init(name: String, lowered: Int32, idleLimit: DispatchTimeInterval = .seconds(30)) {
+        self.name = name
+        self.lowered = lowered
+        self.idleLimit = idleLimit
+    }
 
     var count: Int { pool.withLock { $0.count } }
 
@@ -159,7 +180,8 @@ final class WorkerThreads: Sendable {
             &thread, &attributes,
             { context in
                 let started = Unmanaged<Started>.fromOpaque(context!).takeRetainedValue()
-                started.threads.serve(started.worker)
+                _ = agentry_name_thread(started.threads.name)
+                started.threads.serve(started.worker, kept: started.threads.takeNice())
                 return nil
             }, context)
         if started != 0 {
@@ -182,13 +204,27 @@ final class WorkerThreads: Sendable {
         }
     }
 
-    /// A worker's life: its job, then idle until handed another or until `idleLimit` passes.
-    func serve(_ worker: Worker) {
+    /// Gives the calling (new) thread the pool's nice: the process's, plus `lowered`. False when it
+    /// cannot: a thread started by one with a higher nice (background work starting other work)
+    /// may not lower its own without privileges.
+    func takeNice() -> Bool {
+        let wanted = min(19, agentry_process_nice() + lowered)
+        if agentry_thread_nice() != wanted { _ = agentry_set_thread_nice(wanted) }
+        return agentry_thread_nice() == wanted
+    }
+
+    /// A worker's life: its job, then idle until handed another or until `idleLimit` passes. A
+    /// worker not `kept` (its nice is not the pool's) ends after its one job.
+    func serve(_ worker: Worker, kept: Bool = true) {
         while true {
             if let job = worker.job.withLock({ job in
                 defer { job = nil }; return job
             }) {
                 job()
+            }
+            if !kept {
+                pool.withLock { $0.count -= 1 }
+                return
             }
             pool.withLock { $0.idle.append(worker) }
             guard worker.wake.wait(timeout: .now() + idleLimit) == .timedOut else { continue }

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -76,4 +78,20 @@ int agentry_move_mount(const char *from, const char *to) {
 
 int agentry_heap_top_pad(int bytes) {
     return mallopt(M_TOP_PAD, bytes);
+}
+
+int agentry_name_thread(const char *name) {
+    return pthread_setname_np(pthread_self(), name);
+}
+
+int agentry_thread_nice(void) {
+    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+}
+
+int agentry_process_nice(void) {
+    return getpriority(PRIO_PROCESS, (id_t)getpid());
+}
+
+int agentry_set_thread_nice(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }

@@ -119,6 +119,37 @@ import Testing
         await #expect(throws: Refused.self) { try await BlockingWork.run { () throws -> Int in throw Refused() } }
     }
 
+    /// A task marked background has its blocking work run on threads that give way to the others:
+    /// named apart, at a nice 5 more than the ordinary ones'.
+    @Test func backgroundWorkGivesWayToTheRest() async throws {
+        @Sendable func thread() -> (name: String, nice: Int) {
+            let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+            let stat = (try? String(contentsOfFile: "/proc/thread-self/stat", encoding: .utf8)) ?? ""
+            // Fields after the command's closing parenthesis: state is the first, nice the 17th.
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            return (
+                name.trimmingCharacters(in: .whitespacesAndNewlines), fields.count > 16 ? Int(fields[16]) ?? -99 : -99
+            )
+        }
+        let ordinary = await BlockingWork.run { thread() }
+        let background = await BlockingWork.$inBackground.withValue(true) { await BlockingWork.run { thread() } }
+        #expect(ordinary.name == "blocking-work")
+        #expect(background.name == "background-work")
+        #expect(ordinary.nice != -99)
+        #expect(background.nice == min(19, ordinary.nice + 5))
+        // Work that the background work starts from its thread is ordinary again; a thread it had
+        // to start for that (with its own nice, which only privileges can lower) serves no more.
+        let started = await BlockingWork.$inBackground.withValue(true) {
+            await BlockingWork.run { (0..<3).map { _ in BlockingWork.start { thread() } }.map { $0.wait() } }
+        }
+        #expect(started.allSatisfy { $0.name == "blocking-work" })
+        let after = await withTaskGroup(of: (name: String, nice: Int).self) { group in
+            for _ in 0..<8 { group.addTask { await BlockingWork.run { thread() } } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(after.allSatisfy { $0.name == "blocking-work" && $0.nice == ordinary.nice })
+    }
+
     /// Work started from blocking work runs beside it: each side waits for the other to begin, which
     /// only finishes if both run at once; the result is handed back, to any number of waits.
     @Test func startedWorkRunsBesideItsCaller() async {

@@ -42,6 +42,16 @@ int agentry_switch_root(const char *newroot);
 /* mallopt(M_TOP_PAD, bytes): the heap grows (and keeps, when trimmed) `bytes` more at a time. */
 int agentry_heap_top_pad(int bytes);
 
+/* Names the calling thread (15 bytes at most), as `top -H` and perf show it. */
+int agentry_name_thread(const char *name);
+
+/* The nice of the calling thread (a thread's own, on Linux; a new thread starts with its
+   creator's), of the process's main thread, and a change of the calling thread's (lowering it
+   needs CAP_SYS_NICE). */
+int agentry_thread_nice(void);
+int agentry_process_nice(void);
+int agentry_set_thread_nice(int nice);
+
 /* mount --move. */
 int agentry_move_mount(const char *from, const char *to);
 
