@@ -2,6 +2,7 @@ import AgentryBasics
 import AgentryRender
 import Foundation
 import Logging
+import Synchronization
 
 /// The service's runs (`agentry serve`): each is stored before the request that asked for it is
 /// answered, then started in the order accepted, one at a time per agent and at most
@@ -38,13 +39,20 @@ public actor RunService {
     var logger: Logger { ports.logger }
     /// By agent: the run it is carrying out.
     var active: [String: Active] = [:]
-    var accepting = true
+    /// False once the service stops: no new runs, none started.
+    nonisolated var accepting: Bool { !stopping.load(ordering: .acquiring) }
+    let stopping = Atomic<Bool>(false)
     /// Runs submitted and not yet checked and stored, each with its waiting request; whether a
-    /// batch is under way.
-    var waitingToStore:
-        [(run: ServiceRun, continuation: CheckedContinuation<(run: ServiceRun, created: Bool), any Error>)] =
-            []
-    var storing = false
+    /// batch is under way. Outside the actor: a submission and its answer make no trip through it.
+    let submissions = Mutex(Submissions())
+
+    struct Submissions {
+        typealias Waiting = (
+            run: ServiceRun, continuation: CheckedContinuation<(run: ServiceRun, created: Bool), any Error>
+        )
+        var waiting: [Waiting] = []
+        var storing = false
+    }
     /// Whether a scheduling pass is under way, and whether another was asked for meanwhile.
     var scheduling = false
     var scheduleAgain = false
@@ -107,21 +115,14 @@ public actor RunService {
             continueSession: continueSession,
             idempotencyKey: idempotencyKey, tokenID: token?.id, requestedBy: actor, createdAt: ports.clock.now())
         run.trigger = trigger
-        return try await enqueue(run)
-    }
-
-    /// Checks and stores a run (`checkAndStore`), and starts it if there is room. The answer waits
-    /// for the commit.
-    func enqueue(_ run: ServiceRun) async throws -> (run: ServiceRun, created: Bool) {
         let stored = try await withCheckedThrowingContinuation { continuation in
-            waitingToStore.append((run, continuation))
-            if !storing {
-                storing = true
-                Task { await storeWaiting() }
+            let first = submissions.withLock { submissions in
+                submissions.waiting.append((run, continuation))
+                defer { submissions.storing = true }
+                return !submissions.storing
             }
+            if first { BlockingWork.detach { self.storeWaiting() } }
         }
-        // (A stop that began meanwhile leaves it queued: the next start carries it out.)
-        if stored.created { schedule() }
         return stored
     }
 
@@ -200,22 +201,26 @@ public actor RunService {
         return run
     }
 
-    /// Group commit: the runs submitted while a batch is under way are checked and stored together
-    /// in the next one, so that a burst of requests costs a few commits, not one each, and one
-    /// trip to a blocking-work thread each (a cooperative thread that waits on SQLite holds up
-    /// every other request). The actor goes on meanwhile.
-    func storeWaiting() async {
-        while !waitingToStore.isEmpty {
-            let batch = waitingToStore
-            waitingToStore = []
-            let (store, state, accepting) = (self.store, ports.state, self.accepting)
-            let runs = batch.map(\.run)
-            let answers = await BlockingWork.run {
-                Self.checkAndStore(runs, store: store, state: state, accepting: accepting)
+    /// Group commit, on a blocking-work thread: the runs submitted while a batch is under way are
+    /// checked and stored together in the next one, so that a burst of requests costs a few
+    /// commits, not one each (a cooperative thread that waits on SQLite would hold up every other
+    /// request). Each request is answered from here, and the actor told to start what it can.
+    nonisolated func storeWaiting() {
+        while true {
+            let batch = submissions.withLock { submissions -> [Submissions.Waiting] in
+                defer { submissions.waiting = [] }
+                if submissions.waiting.isEmpty { submissions.storing = false }
+                return submissions.waiting
             }
+            if batch.isEmpty { return }
+            let answers = Self.checkAndStore(
+                batch.map(\.run), store: store, state: ports.state, accepting: accepting)
             for (waiting, answer) in zip(batch, answers) { waiting.continuation.resume(with: answer) }
+            // (A stop that began meanwhile leaves them queued: the next start carries them out.)
+            if answers.contains(where: { (try? $0.get())?.created == true }) {
+                Task { await self.schedule() }
+            }
         }
-        storing = false
     }
 
     /// For each run: the run first accepted for its token and key, whatever happened since (a kill,
@@ -357,10 +362,11 @@ public actor RunService {
         var usage: ModelUsage?
         logger.info("run started", metadata: ["run": "\(runID)", "agent": "\(run.agent)"])
         do {
-            let outcome = try await Runner(
+            // Its work gives way to the requests': a run waits a little, an answer does not.
+            let runner = Runner(
                 ports, progress: { line in logger.info("\(line)", metadata: ["run": "\(runID)"]) },
-                output: { _, _ in }
-            ).run(request)
+                output: { _, _ in })
+            let outcome = try await BlockingWork.$inBackground.withValue(true) { try await runner.run(request) }
             let record = outcome.record
             usage = record.usage
             run.recordID = record.runID
@@ -428,7 +434,7 @@ public actor RunService {
     /// Stops taking runs, lets the live ones finish for up to `grace`, then interrupts the rest
     /// (each is recorded in history as interrupted) and waits for their records.
     public func shutdown(grace: Duration) async {
-        accepting = false
+        stopping.store(true, ordering: .releasing)
         guard !active.isEmpty else { return }
         logger.info("waiting for runs to finish", metadata: ["runs": "\(active.count)", "grace": "\(grace)"])
         let drained = await waitForIdle(upTo: grace)
