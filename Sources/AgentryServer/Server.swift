@@ -54,8 +54,9 @@ public struct APIServer: Sendable {
         }
     }
     let hooks: Hooks
-    /// Open event streams, bounded.
+    /// Open event streams, bounded, and what they follow.
     let streams = StreamCount(limit: 256)
+    let watch: RunWatch
     /// Passes every interval (the first at start); nil: only when asked (`POST /v1/reconcile`).
     let interval: Duration?
 
@@ -96,6 +97,7 @@ public struct APIServer: Sendable {
         self.hooks = hooks
         self.ports = ports
         self.store = store
+        self.watch = RunWatch(store: store, state: ports.state)
         self.runSettings = runs
         self.runs = RunService(
             ports: ports, store: store, settings: runs,
@@ -724,10 +726,9 @@ extension APIServer {
             return response
         }
         let resume = request.headers[API.lastEventID].flatMap { Int($0) }.map { max(0, $0) } ?? 0
-        let store = self.store
         let state = ports.state
         let server = self
-        let streams = self.streams
+        let (streams, watch) = (self.streams, self.watch)
         let body = ResponseBody { writer in
             defer { streams.leave() }
             var sent = resume
@@ -755,11 +756,12 @@ extension APIServer {
                     try await writer.finish(nil)
                     return
                 }
-                // Each look reads on a thread of its own (a hundred streams look four times a second).
-                let offset = sent
-                if current.status == .running,
-                    let bytes = try? await BlockingWork.run({ try state.liveLog(agent: run.agent, from: offset) })
-                {
+                // Looked at with every other stream's run, four times a second.
+                let look = await watch.next(current, offset: sent)
+                let previous = current.status
+                current = look.run ?? current
+                if current.status != previous && !current.status.isFinal { try await send("status", API.run(current)) }
+                if let bytes = look.output {
                     followed = true
                     try await output(bytes[...])
                 }
@@ -767,10 +769,6 @@ extension APIServer {
                     try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
                     beat = ContinuousClock.now
                 }
-                try await Task.sleep(for: .milliseconds(250))
-                let previous = current.status
-                current = (try? await BlockingWork.run { try store.run(id: run.id) }) ?? current
-                if current.status != previous && !current.status.isFinal { try await send("status", API.run(current)) }
             }
             if followed {
                 // The tail the run printed after the last look.

@@ -179,3 +179,44 @@ import Testing
         await #expect(throws: CoreError.self) { try await runs.cancel(ids[0]) }
     }
 }
+
+/// The event streams' looks at their runs, made together: each waiting stream gets its run as it
+/// is at the next look, and the live log of a run going on from where it left off.
+@Suite struct RunWatchTests {
+    func run(_ id: String, _ agent: String, _ status: ServiceRunStatus) -> ServiceRun {
+        ServiceRun(
+            id: id, agent: agent, status: status, prompt: nil, timeoutSeconds: nil, continueSession: false,
+            idempotencyKey: nil, tokenID: nil, requestedBy: "test", createdAt: Date())
+    }
+
+    @Test func waitingStreamsSeeTheirRunsAndTheOutputAfterWhatTheyHave() async throws {
+        let store = InMemoryServiceStore()
+        let state = InMemoryState()
+        var going = run("run_a", "alpha", .queued)
+        let waiting = run("run_b", "beta", .queued)
+        _ = try store.submit([going, waiting], queueLimit: 10)
+        going.status = .running
+        try store.update(going)
+        try state.appendLiveLog(agent: "alpha", Array("hello world\n".utf8))
+        let watch = RunWatch(store: store, state: state, interval: .milliseconds(10))
+
+        // Three streams waiting at once, one of them on a run that is not there.
+        async let first = watch.next(going, offset: 6)
+        async let second = watch.next(waiting, offset: 0)
+        async let third = watch.next(run("run_gone", "alpha", .queued), offset: 0)
+        let (a, b, c) = await (first, second, third)
+        #expect(a.run?.status == .running)
+        #expect(a.output.map { String(decoding: $0, as: UTF8.self) } == "world\n")
+        #expect(b.run?.status == .queued && b.output == nil, "a run not going on has no output to follow")
+        #expect(c.run == nil && c.output == nil)
+
+        // What changed since shows at the next look: more output, then the end.
+        try state.appendLiveLog(agent: "alpha", Array("more\n".utf8))
+        let later = await watch.next(going, offset: 12)
+        #expect(later.output.map { String(decoding: $0, as: UTF8.self) } == "more\n")
+        going.status = .succeeded
+        try store.update(going)
+        let ended = await watch.next(going, offset: 17)
+        #expect(ended.run?.status == .succeeded && ended.output == nil)
+    }
+}

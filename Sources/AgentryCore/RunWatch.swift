@@ -1,0 +1,72 @@
+import AgentryBasics
+import Synchronization
+
+/// What the event streams follow, looked at together: each tick, one trip to a blocking-work
+/// thread reads every followed run (and the live log of each one going on) for all the streams
+/// waiting, rather than a trip or two per stream. A hundred streams looking four times a second
+/// held up the requests answered beside them.
+public final class RunWatch: Sendable {
+    /// A run as the look found it (nil: not found), and its live log from the offset asked for
+    /// when it is going on (nil: it is not, or it has no log).
+    public struct Look: Sendable {
+        public var run: ServiceRun?
+        public var output: [UInt8]?
+    }
+
+    struct Waiting {
+        var run: ServiceRun
+        var offset: Int
+        var continuation: CheckedContinuation<Look, Never>
+    }
+
+    struct Pending {
+        var waiting: [Waiting] = []
+        var ticking = false
+    }
+
+    let store: any ServiceStore
+    let state: any StateStore
+    let interval: Duration
+    let pending = Mutex(Pending())
+
+    public init(store: any ServiceStore, state: any StateStore, interval: Duration = .milliseconds(250)) {
+        self.store = store
+        self.state = state
+        self.interval = interval
+    }
+
+    /// `run` at the next look (within `interval`), with its live log from `offset` if it is going on.
+    public func next(_ run: ServiceRun, offset: Int) async -> Look {
+        await withCheckedContinuation { continuation in
+            let first = pending.withLock { pending in
+                pending.waiting.append(Waiting(run: run, offset: offset, continuation: continuation))
+                defer { pending.ticking = true }
+                return !pending.ticking
+            }
+            if first { Task { await self.tick() } }
+        }
+    }
+
+    /// Looks every `interval` for as long as anyone waits.
+    func tick() async {
+        while true {
+            try? await Task.sleep(for: interval)
+            let batch = pending.withLock { pending -> [Waiting] in
+                defer { pending.waiting = [] }
+                if pending.waiting.isEmpty { pending.ticking = false }
+                return pending.waiting
+            }
+            if batch.isEmpty { return }
+            let (store, state) = (self.store, self.state)
+            let asked = batch.map { ($0.run, $0.offset) }
+            let looks = await BlockingWork.run {
+                asked.map { run, offset in
+                    guard let now = (try? store.run(id: run.id)) ?? nil else { return Look(run: nil, output: nil) }
+                    guard now.status == .running else { return Look(run: now, output: nil) }
+                    return Look(run: now, output: (try? state.liveLog(agent: run.agent, from: offset)) ?? nil)
+                }
+            }
+            for (waiting, look) in zip(batch, looks) { waiting.continuation.resume(returning: look) }
+        }
+    }
+}
