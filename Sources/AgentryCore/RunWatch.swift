@@ -16,6 +16,7 @@ public final class RunWatch: Sendable {
     struct Waiting {
         var run: ServiceRun
         var offset: Int
+        var since: ContinuousClock.Instant
         var continuation: CheckedContinuation<Look, Never>
     }
 
@@ -27,19 +28,26 @@ public final class RunWatch: Sendable {
     let store: any ServiceStore
     let state: any StateStore
     let interval: Duration
+    let patience: Duration
     let pending = Mutex(Pending())
 
-    public init(store: any ServiceStore, state: any StateStore, interval: Duration = .milliseconds(250)) {
+    public init(
+        store: any ServiceStore, state: any StateStore, interval: Duration = .milliseconds(250),
+        patience: Duration = .seconds(1)
+    ) {
         self.store = store
         self.state = state
         self.interval = interval
+        self.patience = patience
     }
 
-    /// `run` at the next look (within `interval`), with its live log from `offset` if it is going on.
+    /// `run` at the first look (one every `interval`) that finds it changed or with new output
+    /// from `offset` (while it is going on), or after `patience` as it is then.
     public func next(_ run: ServiceRun, offset: Int) async -> Look {
         await withCheckedContinuation { continuation in
             let first = pending.withLock { pending in
-                pending.waiting.append(Waiting(run: run, offset: offset, continuation: continuation))
+                pending.waiting.append(
+                    Waiting(run: run, offset: offset, since: .now, continuation: continuation))
                 defer { pending.ticking = true }
                 return !pending.ticking
             }
@@ -66,7 +74,19 @@ public final class RunWatch: Sendable {
                     return Look(run: now, output: (try? state.liveLog(agent: run.agent, from: offset)) ?? nil)
                 }
             }
-            for (waiting, look) in zip(batch, looks) { waiting.continuation.resume(returning: look) }
+            // A stream with nothing new waits on (a burst of streams woken together every tick held
+            // up the requests answered then), but at most `patience`: it has keepalives to send.
+            let now = ContinuousClock.now
+            var still: [Waiting] = []
+            for (waiting, look) in zip(batch, looks) {
+                let news = look.run?.status != waiting.run.status || look.output?.isEmpty == false
+                if news || now - waiting.since >= patience {
+                    waiting.continuation.resume(returning: look)
+                } else {
+                    still.append(waiting)
+                }
+            }
+            if !still.isEmpty { pending.withLock { $0.waiting += still } }
         }
     }
 }

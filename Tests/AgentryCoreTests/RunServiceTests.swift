@@ -180,8 +180,9 @@ import Testing
     }
 }
 
-/// The event streams' looks at their runs, made together: each waiting stream gets its run as it
-/// is at the next look, and the live log of a run going on from where it left off.
+/// The event streams' looks at their runs, made together: a waiting stream gets its run at the
+/// first look that finds it changed, with the live log of a run going on from where it left off,
+/// or as it is once it has waited long enough.
 @Suite struct RunWatchTests {
     func run(_ id: String, _ agent: String, _ status: ServiceRunStatus) -> ServiceRun {
         ServiceRun(
@@ -198,7 +199,7 @@ import Testing
         going.status = .running
         try store.update(going)
         try state.appendLiveLog(agent: "alpha", Array("hello world\n".utf8))
-        let watch = RunWatch(store: store, state: state, interval: .milliseconds(10))
+        let watch = RunWatch(store: store, state: state, interval: .milliseconds(10), patience: .milliseconds(200))
 
         // Three streams waiting at once, one of them on a run that is not there.
         async let first = watch.next(going, offset: 6)
@@ -218,5 +219,11 @@ import Testing
         try store.update(going)
         let ended = await watch.next(going, offset: 17)
         #expect(ended.run?.status == .succeeded && ended.output == nil)
+
+        // Nothing new: the stream is woken only once it has waited its patience out.
+        let asked = ContinuousClock.now
+        let unchanged = await watch.next(waiting, offset: 0)
+        #expect(unchanged.run?.status == .queued)
+        #expect(ContinuousClock.now - asked >= .milliseconds(200))
     }
 }
