@@ -3,8 +3,8 @@ import Synchronization
 
 /// What the event streams follow, looked at together: each tick, one trip to a blocking-work
 /// thread reads every followed run (and the live log of each one going on) for all the streams
-/// waiting, rather than a trip or two per stream. A hundred streams looking four times a second
-/// held up the requests answered beside them.
+/// waiting, rather than a trip or two per stream (a hundred streams made up to 800 trips a second,
+/// beside the requests being answered).
 public final class RunWatch: Sendable {
     /// A run as the look found it (nil: not found), and its live log from the offset asked for
     /// when it is going on (nil: it is not, or it has no log).
@@ -74,8 +74,8 @@ public final class RunWatch: Sendable {
                     return Look(run: now, output: (try? state.liveLog(agent: run.agent, from: offset)) ?? nil)
                 }
             }
-            // A stream with nothing new waits on (a burst of streams woken together every tick held
-            // up the requests answered then), but at most `patience`: it has keepalives to send.
+            // A stream with nothing new waits on (rather than a hundred woken together every tick
+            // for nothing), but at most `patience`: it has keepalives to send and a stop to see.
             let now = ContinuousClock.now
             var still: [Waiting] = []
             for (waiting, look) in zip(batch, looks) {
