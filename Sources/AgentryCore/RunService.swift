@@ -213,8 +213,7 @@ public actor RunService {
                 return submissions.waiting
             }
             if batch.isEmpty { return }
-            let answers = Self.checkAndStore(
-                batch.map(\.run), store: store, state: ports.state, accepting: accepting)
+            let answers = checkAndStore(batch.map(\.run))
             for (waiting, answer) in zip(batch, answers) { waiting.continuation.resume(with: answer) }
             // (A stop that began meanwhile leaves them queued: the next start carries them out.)
             if answers.contains(where: { (try? $0.get())?.created == true }) {
@@ -226,9 +225,8 @@ public actor RunService {
     /// For each run: the run first accepted for its token and key, whatever happened since (a kill,
     /// a stop); else why it is refused (the service stopping, the agent not applied, killed,
     /// paused or revoked, its queue full); else the run, stored (in one transaction for all).
-    static func checkAndStore(
-        _ runs: [ServiceRun], store: any ServiceStore, state: any StateStore, accepting: Bool
-    ) -> [Result<(run: ServiceRun, created: Bool), any Error>] {
+    nonisolated func checkAndStore(_ runs: [ServiceRun]) -> [Result<(run: ServiceRun, created: Bool), any Error>] {
+        let (state, accepting) = (ports.state, self.accepting)
         var answers = [Result<(run: ServiceRun, created: Bool), any Error>?](repeating: nil, count: runs.count)
         var checked: [Int] = []
         for (index, run) in runs.enumerated() {
