@@ -280,15 +280,20 @@ extension HistoryQueries {
         // A run holds its agent's run lock from start to record (released if its agentry dies).
         func inProgress() -> Bool { machines.runLockHolder(agent)?.kind == .run }
         guard inProgress() else { return false }
+        var following: String?
         var offset = 0
         while true {
             let running = inProgress()
-            if let bytes = try? state.liveLog(agent: agent, from: offset) {
-                if !bytes.isEmpty { emit(bytes) }
-                offset += bytes.count
-            } else {
-                // A new run started it afresh: from its beginning at the next look.
+            var live = (try? state.liveLog(agent: agent, from: offset)) ?? nil
+            if live?.run != following {
+                // A new run started it afresh: from its beginning.
+                live = (try? state.liveLog(agent: agent, from: 0)) ?? nil
+                following = live?.run
                 offset = 0
+            }
+            if let bytes = live?.bytes, !bytes.isEmpty {
+                emit(bytes)
+                offset += bytes.count
             }
             if !running || interruption?.isInterrupted == true { return true }
             await ports.clock.sleep(for: .milliseconds(200))

@@ -111,7 +111,7 @@ public struct Runner: Sendable {
         defer { lease?.release() }
         recordInterruptedRuns(of: request.agent)
         // The live log is this run's from here on (`logs -f` never shows an earlier run as current).
-        try? ports.state.resetLiveLog(agent: request.agent)
+        try? ports.state.resetLiveLog(agent: request.agent, run: attempt.runID)
         do {
             try attempt.prepare()
             try perform(&attempt)

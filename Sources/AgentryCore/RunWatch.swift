@@ -7,7 +7,7 @@ import Synchronization
 /// beside the requests being answered).
 public final class RunWatch: Sendable {
     /// A run as the look found it (nil: not found), and its live log from the offset asked for
-    /// when it is going on (nil: it is not, or it has no log).
+    /// when it is going on (nil: it is not, or the agent's live log is not this run's).
     public struct Look: Sendable {
         public var run: ServiceRun?
         public var output: [UInt8]?
@@ -70,8 +70,10 @@ public final class RunWatch: Sendable {
             let looks = await BlockingWork.run {
                 asked.map { run, offset in
                     guard let now = (try? store.run(id: run.id)) ?? nil else { return Look(run: nil, output: nil) }
-                    guard now.status == .running else { return Look(run: now, output: nil) }
-                    return Look(run: now, output: (try? state.liveLog(agent: run.agent, from: offset)) ?? nil)
+                    guard now.status == .running, let record = now.recordID,
+                        let live = (try? state.liveLog(agent: run.agent, from: offset)) ?? nil, live.run == record
+                    else { return Look(run: now, output: nil) }
+                    return Look(run: now, output: live.bytes)
                 }
             }
             // A stream with nothing new waits on (rather than a hundred woken together every tick

@@ -748,7 +748,6 @@ extension APIServer {
             var current = run
             try await send("status", API.run(current))
             var beat = ContinuousClock.now
-            var followed = false
             while !current.status.isFinal {
                 // A stopping service ends its streams (the client resumes with Last-Event-ID).
                 if Task.isShuttingDownGracefully || Task.isCancelled {
@@ -761,21 +760,19 @@ extension APIServer {
                 let previous = current.status
                 current = look.run ?? current
                 if current.status != previous && !current.status.isFinal { try await send("status", API.run(current)) }
-                if let bytes = look.output {
-                    followed = true
-                    try await output(bytes[...])
-                }
+                if let bytes = look.output { try await output(bytes[...]) }
                 if ContinuousClock.now - beat > .seconds(15) {
                     try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
                     beat = ContinuousClock.now
                 }
             }
-            if followed {
-                // The tail the run printed after the last look.
-                let offset = sent
-                if let bytes = try? await BlockingWork.run({ try state.liveLog(agent: run.agent, from: offset) }) {
-                    try await output(bytes[...])
-                }
+            // What the run printed after the last look (or all of it, for a run not followed): from
+            // its live log while that is still this run's, else from its log in history (the same
+            // bytes; the agent's next run starts the live log afresh).
+            let offset = sent
+            let live = try? await BlockingWork.run { try state.liveLog(agent: run.agent, from: offset) }
+            if let live = live ?? nil, current.recordID != nil, live.run == current.recordID {
+                try await output(live.bytes[...])
             } else if let (_, folder) = try? await server.record(of: current) {
                 let history = server.ports.history
                 let location = server.history

@@ -373,37 +373,63 @@ extension SQLiteStateStore {
         String(try journalFile(agent).dropLast(".json".count)) + ".log"
     }
 
+    /// Appended to the log `resetLiveLog` started (none is made here: a log without its run's
+    /// name could be taken for another run's).
     public func appendLiveLog(agent: String, _ bytes: [UInt8]) throws {
-        let descriptor = Glibc.open(
-            try liveLogFile(agent), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        let descriptor = Glibc.open(try liveLogFile(agent), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { return }
         defer { close(descriptor) }
         _ = bytes.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count) }
     }
 
-    public func resetLiveLog(agent: String) throws {
+    /// A new file, its first line the run's id, put in place of the last run's: a reader holding
+    /// the old one open reads on in the old run's, never half of each. When that fails, the last
+    /// run's is removed all the same, so that this run's output is never appended to it.
+    public func resetLiveLog(agent: String, run: String) throws {
         try makeDirectory()
         try FileManager.default.createDirectory(atPath: journalFolder, withIntermediateDirectories: true)
-        let descriptor = Glibc.open(
-            try liveLogFile(agent), O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        if descriptor >= 0 { close(descriptor) }
+        let file = try liveLogFile(agent)
+        let fresh = file + ".new"
+        unlink(fresh)
+        let descriptor = Glibc.open(fresh, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard descriptor >= 0 else {
+            let error = String(cString: strerror(errno))
+            unlink(file)
+            throw StateError(code: .io, message: "cannot write \(fresh): \(error)")
+        }
+        let header = Array((run + "\n").utf8)
+        let written = header.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count) }
+        close(descriptor)
+        guard written == header.count, rename(fresh, file) == 0 else {
+            let error = String(cString: strerror(errno))
+            unlink(fresh)
+            unlink(file)
+            throw StateError(code: .io, message: "cannot write \(file): \(error)")
+        }
     }
 
-    public func liveLog(agent: String, from offset: Int) throws -> [UInt8]? {
+    public func liveLog(agent: String, from offset: Int) throws -> LiveOutput? {
         let descriptor = Glibc.open(try liveLogFile(agent), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
+        // The first line names the run (an id of a few dozen bytes).
+        var header = [UInt8](repeating: 0, count: 256)
+        let headerCount = pread(descriptor, &header, header.count, 0)
+        guard headerCount > 0, let newline = header[0..<headerCount].firstIndex(of: UInt8(ascii: "\n")) else {
+            return nil
+        }
+        let run = String(decoding: header[0..<newline], as: UTF8.self)
         var status = stat()
-        guard fstat(descriptor, &status) == 0, status.st_size >= off_t(offset) else { return nil }
+        guard fstat(descriptor, &status) == 0, status.st_size >= off_t(newline + 1 + offset) else { return nil }
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
-        var position = off_t(offset)
+        var position = off_t(newline + 1 + offset)
         while true {
             let count = pread(descriptor, &buffer, buffer.count, position)
             guard count > 0 else { break }
             bytes += buffer[0..<count]
             position += off_t(count)
         }
-        return bytes
+        return LiveOutput(run: run, bytes: bytes)
     }
 }

@@ -197,7 +197,9 @@ import Testing
         let waiting = run("run_b", "beta", .queued)
         _ = try store.submit([going, waiting], queueLimit: 10)
         going.status = .running
+        going.recordID = "record-a"
         try store.update(going)
+        try state.resetLiveLog(agent: "alpha", run: "record-a")
         try state.appendLiveLog(agent: "alpha", Array("hello world\n".utf8))
         let watch = RunWatch(store: store, state: state, interval: .milliseconds(10), patience: .milliseconds(200))
 
@@ -215,6 +217,11 @@ import Testing
         try state.appendLiveLog(agent: "alpha", Array("more\n".utf8))
         let later = await watch.next(going, offset: 12)
         #expect(later.output.map { String(decoding: $0, as: UTF8.self) } == "more\n")
+        // The agent's live log is another run's (its next, started afresh): never taken for this one's.
+        try state.resetLiveLog(agent: "alpha", run: "record-b")
+        try state.appendLiveLog(agent: "alpha", Array("the next run prints more than this one did\n".utf8))
+        let elsewhere = await watch.next(going, offset: 17)
+        #expect(elsewhere.run?.status == .running && elsewhere.output == nil)
         going.status = .succeeded
         try store.update(going)
         let ended = await watch.next(going, offset: 17)

@@ -26,7 +26,7 @@ public final class InMemoryState: StateStore, ParseCache {
         var settings: [String: String] = [:]
         var audits: [String: PendingAudit] = [:]
         var runs: [String: RunJournal] = [:]
-        var liveLogs: [String: [UInt8]] = [:]
+        var liveLogs: [String: LiveOutput] = [:]
         var snapshots: [String: (String, Data)] = [:]
         var parses: [String: [String: CachedParse]] = [:]
         /// Writer locks held, by thread (as the real store: the lock is the thread's that took it).
@@ -141,14 +141,18 @@ public final class InMemoryState: StateStore, ParseCache {
     public func clearRunJournal(agent: String) throws { contents.withLock { $0.runs[agent] = nil } }
 
     public func appendLiveLog(agent: String, _ bytes: [UInt8]) throws {
-        contents.withLock { $0.liveLogs[agent, default: []] += bytes }
+        contents.withLock { $0.liveLogs[agent]?.bytes += bytes }
     }
 
-    public func resetLiveLog(agent: String) throws { contents.withLock { $0.liveLogs[agent] = [] } }
+    public func resetLiveLog(agent: String, run: String) throws {
+        contents.withLock { $0.liveLogs[agent] = LiveOutput(run: run, bytes: []) }
+    }
 
-    public func liveLog(agent: String, from offset: Int) throws -> [UInt8]? {
+    public func liveLog(agent: String, from offset: Int) throws -> LiveOutput? {
         contents.withLock { contents in
-            contents.liveLogs[agent].flatMap { $0.count < offset ? nil : Array($0.dropFirst(offset)) }
+            contents.liveLogs[agent].flatMap {
+                $0.bytes.count < offset ? nil : LiveOutput(run: $0.run, bytes: Array($0.bytes.dropFirst(offset)))
+            }
         }
     }
 

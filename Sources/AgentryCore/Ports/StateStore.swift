@@ -52,12 +52,13 @@ public protocol StateStore: Sendable {
     func runJournals() throws -> [RunJournal]
     func clearRunJournal(agent: String) throws
     /// The output of the agent's latest run as its terminal saw it (redacted), kept beside the
-    /// state for `logs -f` (not in the database); `resetLiveLog` starts it afresh for a new run.
+    /// state for `logs -f` and event streams (not in the database); `resetLiveLog` starts it afresh
+    /// for a new run, named by the run's id.
     func appendLiveLog(agent: String, _ bytes: [UInt8]) throws
-    func resetLiveLog(agent: String) throws
-    /// From `offset` on; nil when there is none, or it is shorter than `offset` (a new run started it
-    /// afresh).
-    func liveLog(agent: String, from offset: Int) throws -> [UInt8]?
+    func resetLiveLog(agent: String, run: String) throws
+    /// Whose it is and what it holds from `offset` on; nil when there is none, or it is shorter than
+    /// `offset`. Readers that follow one run check `run`: the agent's next run starts it afresh.
+    func liveLog(agent: String, from offset: Int) throws -> LiveOutput?
 
     /// The audit journal: an apply's record is kept here step by step as the steps are carried
     /// out, and committed to history at its end (or by the next apply, when it was killed).
@@ -317,5 +318,16 @@ public struct RunJournal: Sendable, Equatable, Codable {
         self.host = host
         self.historyRepository = historyRepository
         self.historyBranch = historyBranch
+    }
+}
+
+/// A live log as read: the run it is of (its record's id) and its output from the offset asked for.
+public struct LiveOutput: Sendable, Equatable {
+    public var run: String
+    public var bytes: [UInt8]
+
+    public init(run: String, bytes: [UInt8]) {
+        self.run = run
+        self.bytes = bytes
     }
 }
