@@ -43,6 +43,7 @@ import hmac
 import http.client
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import shlex
@@ -65,7 +66,10 @@ def load_process(host, port, token, agents, clients, jobs, taken, results, ready
     a request's head and body apart, and between the two writes the thread queued for the
     interpreter lock behind the bench's other 150 threads, so the body reached the service up to
     70 ms after the head (its clock starts at the head); and an answer waited for the lock again.
-    Here a request goes in one write, as curl and most HTTP clients send it."""
+    Here a request goes in one write, as curl and most HTTP clients send it. Records go to the
+    bench through a pipe written from the loop itself (a multiprocessing.Queue pickles and writes
+    on a feeder thread of its own, which takes the interpreter lock from the loop for up to the
+    5 ms switch interval at a time while answers wait to be read)."""
     import asyncio
 
     def next_job():
@@ -131,7 +135,7 @@ def load_process(host, port, token, agents, clients, jobs, taken, results, ready
                 break
             else:
                 record["status"] = None
-            results.put(record)
+            results.send(record)
         if connection is not None:
             connection[1].close()
 
@@ -434,32 +438,36 @@ class Bench:
 
         # The clients, in --client-processes processes (started and connected before the first send).
         context = multiprocessing.get_context("spawn")
-        result_queue, ready, go = context.Queue(), context.Queue(), context.Event()
+        ready, go = context.Queue(), context.Event()
         start_at, taken = context.Value("d", 0.0), context.Value("i", 0)
         per_process = [args.clients // args.client_processes + (1 if p < args.clients % args.client_processes else 0)
                        for p in range(args.client_processes)]
+        pipes = [context.Pipe(duplex=False) for n in per_process if n > 0]
         processes = [context.Process(target=load_process, daemon=True,
                                      args=(self.host, self.port, self.run_token, self.agents, n, list(queue), taken,
-                                           result_queue, ready, go, start_at))
-                     for n in per_process if n > 0]
+                                           writer, ready, go, start_at))
+                     for n, (_, writer) in zip([n for n in per_process if n > 0], pipes)]
         for process in processes:
             process.start()
+        for _, writer in pipes:
+            writer.close()  # the processes hold theirs: a pipe reads as ended once its process ended
 
         def collect():
             # The records as they come: the followers wait for accepted runs.
-            while len(results) < len(jobs):
-                try:
-                    record = result_queue.get(timeout=1)
-                except Exception:
-                    if not any(process.is_alive() for process in processes):
-                        break
-                    continue
-                with lock:
-                    results.append(record)
+            open_pipes = [reader for reader, _ in pipes]
+            while len(results) < len(jobs) and open_pipes:
+                for reader in multiprocessing.connection.wait(open_pipes, timeout=1):
+                    try:
+                        record = reader.recv()
+                    except (EOFError, OSError):
+                        open_pipes.remove(reader)
+                        continue
+                    with lock:
+                        results.append(record)
+                        if record.get("status") == 201:
+                            accepted.append(record["id"])
                     if record.get("status") == 201:
-                        accepted.append(record["id"])
-                if record.get("status") == 201:
-                    wake_reached()
+                        wake_reached()
 
         streams = []
 
