@@ -39,11 +39,11 @@ struct PlanOutputOptions: ParsableArguments {
         case .invalid(let report):
             Output.error(ValidationOutput.text(report).trimmingCharacters(in: .newlines))
             Output.error("error: the repository is invalid; nothing was planned")
-            printFailure(kind: kind, message: "the repository is invalid", report: report)
+            printFailure(kind: kind, message: "the repository is invalid", valid: false, report: report)
             return ExitStatus.invalid
         case .refused(let refusal):
             Output.error("error: refusing to plan: \(refusal)")
-            printFailure(kind: kind, message: "refusing to plan: \(refusal)", report: nil)
+            printFailure(kind: kind, message: "refusing to plan: \(refusal)", valid: true, report: nil)
             return ExitStatus.invalid
         case .planned(let document):
             try save?(document)
@@ -58,7 +58,8 @@ struct PlanOutputOptions: ParsableArguments {
         do {
             try await body()
         } catch let error as CoreError {
-            printFailure(kind: kind, message: error.message, report: nil)
+            // The repository may never have been read: whether it is valid is not known.
+            printFailure(kind: kind, message: error.message, valid: nil, report: nil)
             guard detailedExitcode else { throw error }
             Output.error("error: \(error.message)")
             throw ExitCode(ExitStatus.invalid)
@@ -72,7 +73,9 @@ struct PlanOutputOptions: ParsableArguments {
 
     /// `{"formatVersion": 1, "kind": "plan", "valid": false, "error": ..., "diagnostics": [...]}`, or
     /// a Markdown heading with the errors as a list; nothing for text (standard error says it).
-    func printFailure(kind: String, message: String, report: ValidationReport?) {
+    /// `valid`: true for a valid repository whose plan was refused, null when it is not known (the
+    /// command stopped before validating).
+    func printFailure(kind: String, message: String, valid: Bool?, report: ValidationReport?) {
         let diagnostics = report?.diagnostics ?? []
         switch output {
         case .text: return
@@ -80,7 +83,7 @@ struct PlanOutputOptions: ParsableArguments {
             let document = JSON.object([
                 ("formatVersion", .int(1)),
                 ("kind", .string(kind)),
-                ("valid", .bool(report == nil)),
+                ("valid", valid.map(JSON.bool) ?? .null),
                 ("error", .string(message)),
                 ("diagnostics", .array(diagnostics.map(ValidationOutput.diagnosticJSON))),
             ])

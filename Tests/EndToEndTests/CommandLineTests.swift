@@ -437,6 +437,8 @@ extension ApplyCommandTests {
         #expect(badRef.status == 2)
         let badRefDocument = try decodeJSON(badRef.stdout)
         #expect((badRefDocument["error"] as? String)?.contains("no-such-ref") == true, "\(badRef.stdout)")
+        #expect(
+            badRefDocument["valid"] is NSNull, "a ref that cannot be read is not known to be valid: \(badRef.stdout)")
     }
 }
 
