@@ -8,6 +8,9 @@ import Logging
 public struct AgentCondition: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         case ready = "Ready", reconciling = "Reconciling", stalled = "Stalled"
+
+        /// Where conditions of this kind come in a list.
+        public static func order(_ kind: Kind) -> Int { allCases.firstIndex(of: kind) ?? allCases.count }
     }
 
     public var kind: Kind
@@ -16,6 +19,15 @@ public struct AgentCondition: Sendable, Equatable {
     public var message: String
     public var observedCommit: String?
     public var since: Date
+
+    public init(kind: Kind, status: Bool, reason: String, message: String, observedCommit: String?, since: Date) {
+        self.kind = kind
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.observedCommit = observedCommit
+        self.since = since
+    }
 }
 
 /// The service's reconcile loop, level-triggered: every `interval` (and whenever asked), apply the
@@ -87,6 +99,9 @@ public actor Reconciler {
     let onStalled: (@Sendable (String, AgentCondition) async -> Void)?
     var newlyStalled: [(String, AgentCondition)] = []
     var conditions: [String: [AgentCondition]] = [:]
+    /// The conditions as the store holds them (those read at the start, then those last saved).
+    var saved: [String: [AgentCondition]] = [:]
+    var conditionsLoaded = false
     var backoff: [String: Backoff] = [:]
     /// The agents the last plan named (so that agents new in the repository are never left out).
     var desired: Set<String> = []
@@ -226,6 +241,7 @@ public actor Reconciler {
     public func run(passingFirst: Bool) async {
         var signal = WakeSignal()
         wake = signal.continuation
+        await loadConditions()
         if !passingFirst {
             _ = await fetchUpstream()
             await loadSchedules()
@@ -238,12 +254,51 @@ public actor Reconciler {
         }
     }
 
-    /// One pass: plan and apply; conditions from what happened; agents that turned `Stalled` told.
+    /// One pass: plan and apply; conditions from what happened; agents that turned `Stalled` told,
+    /// then the conditions stored (told first: after a crash in between, an agent is told again
+    /// rather than never).
     public func pass() async {
+        await loadConditions()
         await carryOut()
         let stalled = newlyStalled
         newlyStalled = []
         for (name, condition) in stalled { await onStalled?(name, condition) }
+        await saveConditions()
+    }
+
+    /// The conditions the last service left, of the agents the state still has (once).
+    func loadConditions() async {
+        guard !conditionsLoaded, let store else { return }
+        conditionsLoaded = true
+        let state = ports.state
+        do {
+            let (stored, applied) = try await BlockingWork.run {
+                (try store.conditions(), try? Set(state.agents().map(\.name)))
+            }
+            saved = stored
+            for (name, list) in stored where conditions[name] == nil && applied?.contains(name) != false {
+                conditions[name] = list
+            }
+        } catch {
+            logger.error("cannot read the agents' conditions", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Writes the conditions that changed since they were last written.
+    func saveConditions() async {
+        guard let store else { return }
+        var changed: [String: [AgentCondition]] = [:]
+        for name in Set(conditions.keys).union(saved.keys) where conditions[name] != saved[name] {
+            changed[name] = conditions[name] ?? []
+        }
+        guard !changed.isEmpty else { return }
+        let writing = changed
+        do {
+            try await BlockingWork.run { try store.saveConditions(writing) }
+            for (name, list) in changed { saved[name] = list.isEmpty ? nil : list }
+        } catch {
+            logger.error("cannot record the agents' conditions", metadata: ["error": "\(error)"])
+        }
     }
 
     func carryOut() async {
@@ -368,6 +423,9 @@ public actor Reconciler {
                 set(name, .reconciling, false, "Succeeded", detail, commit: commit, at: started)
                 set(name, .stalled, false, "Succeeded", detail, commit: commit, at: started)
             }
+            // An agent neither desired nor applied any more (deleted while no service ran) has none.
+            let planned = Set(document.plan.actions.map(\.agent))
+            for name in conditions.keys where !planned.contains(name) { conditions[name] = nil }
             let result = failed > 0 ? "partlyFailed" : (outcome.steps.isEmpty ? "noChanges" : "applied")
             let message =
                 failed > 0
@@ -410,10 +468,7 @@ public actor Reconciler {
             observedCommit: commit ?? list.first { $0.kind == kind }?.observedCommit, since: since)
         list.removeAll { $0.kind == kind }
         list.append(condition)
-        list.sort {
-            AgentCondition.Kind.allCases.firstIndex(of: $0.kind)! < AgentCondition.Kind.allCases.firstIndex(
-                of: $1.kind)!
-        }
+        list.sort { AgentCondition.Kind.order($0.kind) < AgentCondition.Kind.order($1.kind) }
         conditions[name] = list
     }
 }

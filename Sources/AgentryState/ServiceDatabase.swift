@@ -139,6 +139,21 @@ public final class ServiceDatabase: ServiceStore {
                     CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
                     """)
         }
+        migrator.registerMigration("v5: conditions") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE conditions (
+                        agent TEXT NOT NULL,
+                        kind TEXT NOT NULL,
+                        status INTEGER NOT NULL,
+                        reason TEXT NOT NULL,
+                        message TEXT NOT NULL,
+                        observed_commit TEXT,
+                        since DATETIME NOT NULL,
+                        PRIMARY KEY (agent, kind)
+                    );
+                    """)
+        }
         return migrator
     }()
 
@@ -451,6 +466,49 @@ public final class ServiceDatabase: ServiceStore {
     public func suspensions() throws -> [Suspension] {
         try reading { db in
             try Row.fetchAll(db, sql: "SELECT * FROM suspensions ORDER BY agent").map(Self.suspension)
+        }
+    }
+
+    // MARK: Conditions
+
+    public func conditions() throws -> [String: [AgentCondition]] {
+        try reading { db in
+            var conditions: [String: [AgentCondition]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM conditions ORDER BY agent") {
+                let agent: String = row["agent"]
+                // What the database says is checked like any other input: a row of no known kind,
+                // or of no agent name, is left out.
+                guard ResourceName.isValid(agent), let kind = AgentCondition.Kind(rawValue: row["kind"]) else {
+                    continue
+                }
+                conditions[agent, default: []].append(
+                    AgentCondition(
+                        kind: kind, status: row["status"], reason: row["reason"], message: row["message"],
+                        observedCommit: row["observed_commit"], since: row["since"]))
+            }
+            return conditions.mapValues { list in
+                list.sorted { AgentCondition.Kind.order($0.kind) < AgentCondition.Kind.order($1.kind) }
+            }
+        }
+    }
+
+    public func saveConditions(_ changed: [String: [AgentCondition]]) throws {
+        guard !changed.isEmpty else { return }
+        try writing { db in
+            for (agent, list) in changed {
+                try db.execute(sql: "DELETE FROM conditions WHERE agent = ?", arguments: [agent])
+                for condition in list {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO conditions (agent, kind, status, reason, message, observed_commit, since)
+                            VALUES (?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            agent, condition.kind.rawValue, condition.status, condition.reason, condition.message,
+                            condition.observedCommit, condition.since,
+                        ])
+                }
+            }
         }
     }
 

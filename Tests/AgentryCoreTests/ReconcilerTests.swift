@@ -59,6 +59,48 @@ import Testing
         #expect(told.withLock { $0 } == ["alpha ValidationFailed"])
     }
 
+    /// A service started again finds its agents' conditions as the last one left them: an agent still
+    /// Stalled is not announced again, and each condition keeps the time of its transition.
+    @Test func aRestartedLoopKeepsItsConditionsAndTellsOnlyNewStalls() async throws {
+        let fixture = try Fixture()
+        try fixture.agent("alpha")
+        _ = try fixture.commit()
+        let store = InMemoryServiceStore()
+        let told = Mutex<[String]>([])
+        func loop() -> Reconciler {
+            Reconciler(
+                ports: fixture.ports,
+                settings: .init(
+                    target: fixture.target, interval: .seconds(60), historyBranch: "agentry/history", parallelism: 2),
+                store: store,
+                onStalled: { agent, condition in told.withLock { $0.append("\(agent) \(condition.reason)") } })
+        }
+        let first = loop()
+        await first.pass()
+        try fixture.write(
+            "agents/alpha.yaml", "apiVersion: agentry/v1\nkind: Agent\nmetadata: {name: alpha}\nspec: {harness: 3}\n")
+        _ = try fixture.commit("broken")
+        await first.pass()
+        let stalled = await condition(first, "alpha", .stalled)
+        #expect(stalled?.status == true && told.withLock { $0 } == ["alpha ValidationFailed"])
+
+        let second = loop()
+        await second.pass()
+        #expect(await condition(second, "alpha", .stalled) == stalled, "the same condition, since the same time")
+        #expect(told.withLock { $0 } == ["alpha ValidationFailed"], "not announced again")
+
+        // Mended, then broken again: a new transition, told.
+        try fixture.agent("alpha")
+        _ = try fixture.commit("mended")
+        await second.pass()
+        #expect(await condition(second, "alpha", .ready)?.status == true)
+        try fixture.write(
+            "agents/alpha.yaml", "apiVersion: agentry/v1\nkind: Agent\nmetadata: {name: alpha}\nspec: {harness: 4}\n")
+        _ = try fixture.commit("broken again")
+        await loop().pass()
+        #expect(told.withLock { $0 } == ["alpha ValidationFailed", "alpha ValidationFailed"])
+    }
+
     /// A loop that follows a remote (here a bare repository as a server keeps it) through a mirror.
     func following(_ fixture: Fixture, _ url: String, patience: Duration = .seconds(60)) throws -> (
         Reconciler, TemporaryDirectory

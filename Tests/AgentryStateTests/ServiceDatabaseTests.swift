@@ -1,6 +1,7 @@
 import AgentryCore
 import AgentryState
 import Foundation
+import GRDB
 import TestSupport
 import Testing
 
@@ -143,6 +144,49 @@ import Testing
         let second = try store.runs(agent: "a", statuses: nil, limit: 2, before: first.last?.id)
         #expect(second.map(\.id) == ["run_3", "run_1"])
         #expect(try store.runs(agent: "a", statuses: nil, limit: 2, before: second.last?.id).isEmpty)
+    }
+
+    /// The reconcile loop's conditions outlive the service: read back as written (the time of each
+    /// transition to the millisecond), replaced agent by agent, removed with an empty list; a row
+    /// the database should not hold (no agent name, no known kind) is left out.
+    @Test func conditionsSurviveARestartAgentByAgent() throws {
+        let folder = try TemporaryDirectory("agentry-service-db")
+        let since = Date(timeIntervalSince1970: 1_800_000_000.125)
+        func conditions(_ reason: String, stalled: Bool) -> [AgentCondition] {
+            [
+                AgentCondition(
+                    kind: .ready, status: !stalled, reason: reason, message: "said \(reason)", observedCommit: "c1",
+                    since: since),
+                AgentCondition(
+                    kind: .stalled, status: stalled, reason: reason, message: "said \(reason)", observedCommit: nil,
+                    since: since + 1),
+            ]
+        }
+        do {
+            let store = ServiceDatabase(stateDirectory: folder.path)
+            #expect(try store.conditions().isEmpty)
+            try store.saveConditions([
+                "a": conditions("Applied", stalled: false), "b": conditions("ApplyFailed", stalled: true),
+            ])
+            try store.saveConditions(["a": conditions("ValidationFailed", stalled: true)])
+        }
+        let store = ServiceDatabase(stateDirectory: folder.path)
+        let read = try store.conditions()
+        #expect(read["a"] == conditions("ValidationFailed", stalled: true), "\(read)")
+        #expect(read["b"] == conditions("ApplyFailed", stalled: true))
+        try store.saveConditions(["b": []])
+        #expect(try store.conditions().keys.sorted() == ["a"])
+
+        let pool = try DatabaseQueue(path: folder.path + "/service.sqlite")
+        try pool.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO conditions (agent, kind, status, reason, message, since) VALUES
+                    ('../x', 'Ready', 1, 'r', 'm', '2027-01-01 00:00:00.000'),
+                    ('c', 'Sleepy', 1, 'r', 'm', '2027-01-01 00:00:00.000')
+                    """)
+        }
+        #expect(try store.conditions().keys.sorted() == ["a"])
     }
 
     @Test func tokensAreFoundByHashAndRevokedById() throws {

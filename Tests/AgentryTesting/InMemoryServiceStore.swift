@@ -9,6 +9,7 @@ public final class InMemoryServiceStore: ServiceStore {
         var runs: [ServiceRun] = []
         var scheduleEvents: [ScheduleEvent] = []
         var suspensions: [Suspension] = []
+        var conditions: [String: [AgentCondition]] = [:]
         var deliveries: [Delivery] = []
         var revocations = 0
     }
@@ -138,6 +139,14 @@ public final class InMemoryServiceStore: ServiceStore {
     }
 
     public func suspensions() throws -> [Suspension] { contents.withLock { $0.suspensions } }
+
+    public func conditions() throws -> [String: [AgentCondition]] { contents.withLock { $0.conditions } }
+
+    public func saveConditions(_ changed: [String: [AgentCondition]]) throws {
+        contents.withLock { contents in
+            for (agent, list) in changed { contents.conditions[agent] = list.isEmpty ? nil : list }
+        }
+    }
 
     public func enqueue(_ deliveries: [Delivery]) throws { contents.withLock { $0.deliveries += deliveries } }
 

@@ -210,6 +210,12 @@ public protocol ServiceStore: Sendable {
     func resume(agent: String?) throws -> Bool
     func suspensions() throws -> [Suspension]
 
+    /// The agents' conditions as the reconcile loop last left them: they outlive a restart, so that
+    /// an agent still Stalled is not announced again and each condition keeps its transition's time.
+    func conditions() throws -> [String: [AgentCondition]]
+    /// Replaces the conditions of each agent named, in one transaction (an empty list: it has none).
+    func saveConditions(_ changed: [String: [AgentCondition]]) throws
+
     func enqueue(_ deliveries: [Delivery]) throws
     /// Pending deliveries due at `time`, the oldest first.
     func dueDeliveries(at time: Date, limit: Int) throws -> [Delivery]
