@@ -7,7 +7,8 @@ import Logging
 /// POSTed with the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 /// `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`) and retried with backoff
 /// until a 2xx answer or the attempts run out (410 Gone stops at once). Deliveries survive a
-/// restart: pending ones carry on when the service starts again.
+/// restart: pending ones carry on when the service starts again, to the URLs it is still given
+/// (one taken off the list is never POSTed to again: its pending deliveries fail, saying so).
 public actor WebhookDeliveries {
     /// What one attempt got: an HTTP status, or why there was none.
     public enum Answer: Sendable, Equatable {
@@ -92,7 +93,21 @@ public actor WebhookDeliveries {
     @discardableResult
     public func deliverDue(now given: Date?) async -> [Delivery] {
         let now = given ?? clock.now()
-        guard let due = try? store.dueDeliveries(at: now, limit: Self.parallel), !due.isEmpty else { return [] }
+        guard let found = try? store.dueDeliveries(at: now, limit: Self.parallel), !found.isEmpty else { return [] }
+        writeFailed = false
+        let due = found.filter { urls.contains($0.url) }
+        var updated = found.filter { !urls.contains($0.url) }.map { unsent in
+            var delivery = unsent
+            delivery.status = .failed
+            delivery.nextAttemptAt = nil
+            delivery.lastError = "not sent: its URL is no longer one the service notifies (--notify-url)"
+            logger.warning(
+                "a webhook to a URL no longer configured is dropped",
+                metadata: ["id": "\(delivery.id)", "url": "\(Self.shown(delivery.url))"])
+            ServiceMetrics.delivery("failed")
+            record(delivery)
+            return delivery
+        }
         let timestamp = Int(now.timeIntervalSince1970)
         let results = await withTaskGroup(of: (Delivery, Answer).self) { group in
             for delivery in due {
@@ -110,10 +125,8 @@ public actor WebhookDeliveries {
             for await result in group { results.append(result) }
             return results
         }
-        var updated: [Delivery] = []
         // Backoff counts from the end of the attempt, not its start.
         let ended = max(now, clock.now())
-        writeFailed = false
         for (sent, answer) in results {
             if Task.isCancelled, case .failure = answer { continue }
             var delivery = sent
@@ -148,14 +161,17 @@ public actor WebhookDeliveries {
                 result = "retrying"
             }
             ServiceMetrics.delivery(result)
-            do { try store.update(delivery) } catch {
-                writeFailed = true
-                logger.error(
-                    "cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
-            }
+            record(delivery)
             updated.append(delivery)
         }
         return updated
+    }
+
+    func record(_ delivery: Delivery) {
+        do { try store.update(delivery) } catch {
+            writeFailed = true
+            logger.error("cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
+        }
     }
 
     static func signature(key: [UInt8], id: String, timestamp: Int, body: [UInt8]) -> String {

@@ -79,6 +79,34 @@ import Testing
         #expect((body["data"] as? [String: Any])?["id"] as? String == "run_1")
     }
 
+    /// A service started again with other URLs never POSTs to one taken off its list: what was
+    /// pending for it fails, saying why; what was pending for a URL still listed is sent.
+    @Test func aURLTakenOffTheListIsNeverPostedToAgain() async throws {
+        let store = InMemoryServiceStore()
+        let clock = ManualClock()
+        let down = Receiver([.status(503)])
+        let before = WebhookDeliveries(
+            store: store, urls: ["http://kept.example/", "http://removed.example/"], secret: "k", clock: clock,
+            logger: .init(label: "test"), send: down.send)
+        await before.publish(type: "run.completed", data: .object([]))
+        #expect(await before.deliverDue(now: clock.now()).allSatisfy { $0.status == .pending })
+
+        let up = Receiver([.status(204)])
+        let after = WebhookDeliveries(
+            store: store, urls: ["http://kept.example/"], secret: "k", clock: clock, logger: .init(label: "test"),
+            send: up.send)
+        clock.advance(by: 5)
+        await after.deliverDue(now: clock.now())
+        #expect(up.seen.withLock { $0.map(\.url) } == ["http://kept.example/"])
+        let outcomes = Dictionary(
+            try store.deliveries(limit: 10, before: nil).map { ($0.url, $0) }, uniquingKeysWith: { $1 })
+        #expect(outcomes["http://kept.example/"]?.status == .delivered)
+        let dropped = outcomes["http://removed.example/"]
+        #expect(dropped?.status == .failed && dropped?.nextAttemptAt == nil)
+        #expect(dropped?.lastError?.contains("no longer") == true, "\(String(describing: dropped))")
+        #expect(try store.nextDeliveryTime() == nil, "nothing left pending")
+    }
+
     @Test func goneStopsAtOnceAndAttemptsRunOut() async throws {
         let store = InMemoryServiceStore()
         let clock = ManualClock()
