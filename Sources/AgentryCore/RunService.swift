@@ -34,8 +34,8 @@ public actor RunService {
     let ports: Ports
     let store: any ServiceStore
     let settings: Settings
-    /// Told each run that ends (webhooks out).
-    let onEnded: (@Sendable (ServiceRun) async -> Void)?
+    /// What announces each run's end (webhooks out), stored with it.
+    let announcer: RunAnnouncer?
     var logger: Logger { ports.logger }
     /// By agent: the run it is carrying out.
     var active: [String: Active] = [:]
@@ -59,12 +59,18 @@ public actor RunService {
 
     public init(
         ports: Ports, store: any ServiceStore, settings: Settings,
-        onEnded: (@Sendable (ServiceRun) async -> Void)? = nil
+        announcer: RunAnnouncer? = nil
     ) {
         self.ports = ports
         self.store = store
         self.settings = settings
-        self.onEnded = onEnded
+        self.announcer = announcer
+    }
+
+    /// Writes a run's end (while its stored status is `status`, when given) with what announces
+    /// it, in one transaction; whether it was written.
+    nonisolated func storeEnd(_ run: ServiceRun, ifStatus status: ServiceRunStatus? = nil) throws -> Bool {
+        try store.end(run, ifStatus: status, announcing: announcer?.deliveries(run) ?? [])
     }
 
     /// Runs waiting per agent, at most; past it a submission is refused (429) until some have run.
@@ -86,10 +92,10 @@ public actor RunService {
             run.status = .interrupted
             run.finishedAt = ports.clock.now()
             run.message = "the service stopped while the run was going on; the agent's next run records it"
-            try reporting(.stateUnavailable) { try store.update(run) }
+            _ = try reporting(.stateUnavailable) { try storeEnd(run) }
             ServiceMetrics.runEnded(run, usage: nil)
-            await onEnded?(run)
         }
+        if !live.isEmpty { await announcer?.stored() }
         schedule()
         return live.count
     }
@@ -179,9 +185,9 @@ public actor RunService {
             cancelled.status = .cancelled
             cancelled.finishedAt = ports.clock.now()
             cancelled.message = "cancelled before it started"
-            if try reporting(.stateUnavailable, { try store.update(cancelled, ifStatus: .queued) }) {
+            if try reporting(.stateUnavailable, { try storeEnd(cancelled, ifStatus: .queued) }) {
                 ServiceMetrics.runEnded(cancelled, usage: nil)
-                Task { await onEnded?(cancelled) }
+                if let announcer { Task { await announcer.stored() } }
                 return cancelled
             }
             run = try reporting(.stateUnavailable, { try store.run(id: id) }) ?? run
@@ -391,11 +397,10 @@ public actor RunService {
         }
         run.finishedAt = ports.clock.now()
         // The end must be written, or the run would read as live forever: a busy database is waited for.
-        let store = self.store
         for attempt in 1...30 {
             do {
                 let ended = run
-                try await BlockingWork.run { try store.update(ended) }
+                _ = try await BlockingWork.run { try self.storeEnd(ended) }
                 break
             } catch {
                 logger.error(
@@ -406,7 +411,7 @@ public actor RunService {
         }
         logger.info("run ended", metadata: ["run": "\(runID)", "status": "\(run.status.rawValue)"])
         ServiceMetrics.runEnded(run, usage: usage)
-        await onEnded?(run)
+        await announcer?.stored()
         active[run.agent] = nil
         schedule()
     }
@@ -449,5 +454,19 @@ public actor RunService {
             try? await Task.sleep(for: .milliseconds(100))
         }
         return active.isEmpty
+    }
+}
+
+/// What announces a run's end (webhooks out): its deliveries, stored in the same transaction as
+/// the end (both or neither, whatever stops the service), then `stored` is told (to send them).
+public struct RunAnnouncer: Sendable {
+    public var deliveries: @Sendable (ServiceRun) -> [Delivery]
+    public var stored: @Sendable () async -> Void
+
+    public init(
+        deliveries: @escaping @Sendable (ServiceRun) -> [Delivery], stored: @escaping @Sendable () async -> Void
+    ) {
+        self.deliveries = deliveries
+        self.stored = stored
     }
 }

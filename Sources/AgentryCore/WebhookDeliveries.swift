@@ -60,18 +60,27 @@ public actor WebhookDeliveries {
         signature(key: key(secret), id: id, timestamp: timestamp, body: body)
     }
 
-    /// Stores `type` with `data` for every URL, and wakes the sender. The body is
-    /// `{"type", "timestamp", "data"}`.
-    public func publish(type: String, data: JSON) {
-        guard !urls.isEmpty else { return }
+    /// `type` with `data`, one delivery for every URL, to be stored (`publish`, or with what they
+    /// announce: see `RunAnnouncer`). The body is `{"type", "timestamp", "data"}`.
+    public nonisolated func deliveries(type: String, data: JSON) -> [Delivery] {
+        guard !urls.isEmpty else { return [] }
         let now = clock.now()
         let body = JSON.object([
             ("type", .string(type)), ("timestamp", .string(Timestamp.rfc3339(now.timeIntervalSince1970))),
             ("data", data),
         ]).rendered(pretty: false)
-        let deliveries = urls.map { url in
+        return urls.map { url in
             Delivery(id: "msg_" + Hex.random(bytes: 12), url: url, type: type, payload: body, createdAt: now)
         }
+    }
+
+    /// Deliveries were stored: send what is due.
+    public func wakeUp() { wake?.yield() }
+
+    /// Stores `type` with `data` for every URL, and wakes the sender.
+    public func publish(type: String, data: JSON) {
+        let deliveries = deliveries(type: type, data: data)
+        guard !deliveries.isEmpty else { return }
         do { try store.enqueue(deliveries) } catch {
             logger.error("cannot store a webhook", metadata: ["type": "\(type)", "error": "\(error)"])
             return

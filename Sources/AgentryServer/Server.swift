@@ -101,7 +101,11 @@ public struct APIServer: Sendable {
         self.runSettings = runs
         self.runs = RunService(
             ports: ports, store: store, settings: runs,
-            onEnded: { run in await deliveries?.publish(type: "run.completed", data: API.run(run)) })
+            announcer: deliveries.map { deliveries in
+                RunAnnouncer(
+                    deliveries: { deliveries.deliveries(type: "run.completed", data: API.run($0)) },
+                    stored: { await deliveries.wakeUp() })
+            })
         self.tokens = Tokens(store: store, clock: ports.clock)
         self.interval = interval
         self.scheduler = Scheduler(runs: self.runs, clock: ports.clock, logger: ports.logger)

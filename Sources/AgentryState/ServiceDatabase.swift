@@ -366,28 +366,36 @@ public final class ServiceDatabase: ServiceStore {
     }
 
     public func update(_ run: ServiceRun) throws {
-        _ = try write(run, ifStatus: nil)
+        _ = try writing { try Self.write(run, ifStatus: nil, $0) }
     }
 
     public func update(_ run: ServiceRun, ifStatus status: ServiceRunStatus) throws -> Bool {
-        try write(run, ifStatus: status)
+        try writing { try Self.write(run, ifStatus: status, $0) }
+    }
+
+    public func end(_ run: ServiceRun, ifStatus status: ServiceRunStatus?, announcing deliveries: [Delivery]) throws
+        -> Bool
+    {
+        try writing { db in
+            guard try Self.write(run, ifStatus: status, db) else { return false }
+            try Self.insert(deliveries, db)
+            return true
+        }
     }
 
     /// The run's row, when its status is `status` (any, when nil); whether it was written.
-    func write(_ run: ServiceRun, ifStatus status: ServiceRunStatus?) throws -> Bool {
-        try writing { db in
-            try db.execute(
-                sql: """
-                    UPDATE runs SET status = ?, started_at = ?, finished_at = ?, record_id = ?, history_commit = ?,
-                        exit_status = ?, message = ?
-                    WHERE id = ? AND (? IS NULL OR status = ?)
-                    """,
-                arguments: [
-                    run.status.rawValue, run.startedAt, run.finishedAt, run.recordID, run.historyCommit,
-                    run.exitStatus, run.message, run.id, status?.rawValue, status?.rawValue,
-                ])
-            return db.changesCount > 0
-        }
+    static func write(_ run: ServiceRun, ifStatus status: ServiceRunStatus?, _ db: Database) throws -> Bool {
+        try db.execute(
+            sql: """
+                UPDATE runs SET status = ?, started_at = ?, finished_at = ?, record_id = ?, history_commit = ?,
+                    exit_status = ?, message = ?
+                WHERE id = ? AND (? IS NULL OR status = ?)
+                """,
+            arguments: [
+                run.status.rawValue, run.startedAt, run.finishedAt, run.recordID, run.historyCommit,
+                run.exitStatus, run.message, run.id, status?.rawValue, status?.rawValue,
+            ])
+        return db.changesCount > 0
     }
 
     // MARK: Schedules
@@ -528,25 +536,29 @@ public final class ServiceDatabase: ServiceStore {
     }
 
     public func enqueue(_ deliveries: [Delivery]) throws {
-        try writing { db in
+        try writing { try Self.insert(deliveries, $0) }
+    }
+
+    /// Stores `deliveries`, and lets the oldest finished ones beyond `keptDeliveries` go.
+    static func insert(_ deliveries: [Delivery], _ db: Database) throws {
+        guard !deliveries.isEmpty else { return }
+        try db.execute(
+            sql: """
+                DELETE FROM deliveries WHERE status != 'pending' AND seq <=
+                    (SELECT seq FROM deliveries WHERE status != 'pending' ORDER BY seq DESC LIMIT 1 OFFSET ?)
+                """, arguments: [Self.keptDeliveries])
+        for delivery in deliveries {
             try db.execute(
                 sql: """
-                    DELETE FROM deliveries WHERE status != 'pending' AND seq <=
-                        (SELECT seq FROM deliveries WHERE status != 'pending' ORDER BY seq DESC LIMIT 1 OFFSET ?)
-                    """, arguments: [Self.keptDeliveries])
-            for delivery in deliveries {
-                try db.execute(
-                    sql: """
-                        INSERT INTO deliveries (id, url, type, payload, status, attempts, last_status, last_error,
-                            created_at, next_attempt_at, delivered_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        delivery.id, delivery.url, delivery.type, delivery.payload, delivery.status.rawValue,
-                        delivery.attempts, delivery.lastStatus, delivery.lastError, delivery.createdAt,
-                        delivery.nextAttemptAt, delivery.deliveredAt,
-                    ])
-            }
+                    INSERT INTO deliveries (id, url, type, payload, status, attempts, last_status, last_error,
+                        created_at, next_attempt_at, delivered_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    delivery.id, delivery.url, delivery.type, delivery.payload, delivery.status.rawValue,
+                    delivery.attempts, delivery.lastStatus, delivery.lastError, delivery.createdAt,
+                    delivery.nextAttemptAt, delivery.deliveredAt,
+                ])
         }
     }
 

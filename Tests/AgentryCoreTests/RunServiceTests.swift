@@ -12,8 +12,21 @@ import Testing
         RunService(
             ports: fixture.ports, store: store,
             settings: .init(
-                repository: fixture.repo.path, path: "", historyBranch: "agentry/history", maxConcurrent: maxConcurrent)
-        )
+                repository: fixture.repo.path, path: "", historyBranch: "agentry/history", maxConcurrent: maxConcurrent),
+            // Each end announced to one URL, the payload saying which run ended how.
+            announcer: RunAnnouncer(
+                deliveries: { run in
+                    [
+                        Delivery(
+                            id: "msg_\(run.id)", url: "http://hook.example/", type: "run.completed",
+                            payload: "\(run.id) \(run.status.rawValue)", createdAt: Date())
+                    ]
+                }, stored: {}))
+    }
+
+    /// The ends announced (stored as deliveries), by payload.
+    func announced(_ store: InMemoryServiceStore) throws -> [String] {
+        try store.deliveries(limit: 100, before: nil).map(\.payload).sorted()
     }
 
     func finalRuns(_ store: InMemoryServiceStore, count: Int) async throws -> [ServiceRun] {
@@ -144,6 +157,7 @@ import Testing
         let done = try await finalRuns(store, count: 2)
         #expect(done.first { $0.id == "run_going" }?.status == .interrupted)
         #expect(done.first { $0.id == "run_waiting" }?.status == .succeeded)
+        #expect(try announced(store) == ["run_going interrupted", "run_waiting succeeded"], "each end announced once")
     }
 
     @Test func aQueuedRunIsCancelledBeforeItStarts() async throws {
@@ -176,6 +190,7 @@ import Testing
         let done = try await finalRuns(store, count: 2)
         #expect(done.first { $0.id == ids[1] }?.status == .cancelled)
         #expect(order.withLock { $0 } == ["alpha-1"], "the cancelled run never started")
+        #expect(try announced(store) == ["\(ids[0]) succeeded", "\(ids[1]) cancelled"].sorted())
         await #expect(throws: CoreError.self) { try await runs.cancel(ids[0]) }
     }
 }

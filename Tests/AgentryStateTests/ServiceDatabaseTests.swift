@@ -189,6 +189,34 @@ import Testing
         #expect(try store.conditions().keys.sorted() == ["a"])
     }
 
+    /// A run's end and what announces it are stored together or not at all.
+    @Test func aRunsEndAndItsAnnouncementAreOneTransaction() throws {
+        let folder = try TemporaryDirectory("agentry-service-db")
+        let store = ServiceDatabase(stateDirectory: folder.path)
+        var run = ServiceRun(
+            id: "run_1", agent: "a", prompt: nil, timeoutSeconds: nil, continueSession: false, idempotencyKey: nil,
+            tokenID: nil, requestedBy: "t", createdAt: Date())
+        _ = try store.submit([run], queueLimit: 10)
+        func delivery(_ id: String) -> Delivery {
+            Delivery(id: id, url: "http://hook.example/", type: "run.completed", payload: "{}", createdAt: Date())
+        }
+        try store.enqueue([delivery("msg_taken")])
+        run.status = .cancelled
+        // The announcement cannot be stored (its id is taken): the end is not written either.
+        #expect(throws: (any Error).self) {
+            try store.end(run, ifStatus: .queued, announcing: [delivery("msg_new"), delivery("msg_taken")])
+        }
+        #expect(try store.run(id: "run_1")?.status == .queued)
+        #expect(try store.deliveries(limit: 10, before: nil).map(\.id) == ["msg_taken"])
+        // Not in the status asked for: neither.
+        #expect(try !store.end(run, ifStatus: .running, announcing: [delivery("msg_new")]))
+        #expect(try store.deliveries(limit: 10, before: nil).count == 1)
+        // Both.
+        #expect(try store.end(run, ifStatus: .queued, announcing: [delivery("msg_new")]))
+        #expect(try store.run(id: "run_1")?.status == .cancelled)
+        #expect(try store.deliveries(limit: 10, before: nil).map(\.id) == ["msg_new", "msg_taken"])
+    }
+
     @Test func tokensAreFoundByHashAndRevokedById() throws {
         let folder = try TemporaryDirectory("agentry-service-db")
         let store = ServiceDatabase(stateDirectory: folder.path)

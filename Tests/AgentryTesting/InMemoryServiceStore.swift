@@ -108,6 +108,19 @@ public final class InMemoryServiceStore: ServiceStore {
         }
     }
 
+    public func end(_ run: ServiceRun, ifStatus status: ServiceRunStatus?, announcing deliveries: [Delivery]) throws
+        -> Bool
+    {
+        contents.withLock { contents in
+            guard let index = contents.runs.firstIndex(where: { $0.id == run.id }),
+                status == nil || contents.runs[index].status == status
+            else { return false }
+            contents.runs[index] = run
+            contents.deliveries += deliveries
+            return true
+        }
+    }
+
     public func recordScheduleEvent(_ event: ScheduleEvent) throws {
         contents.withLock { $0.scheduleEvents.append(event) }
     }

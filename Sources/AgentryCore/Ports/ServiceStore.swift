@@ -196,6 +196,10 @@ public protocol ServiceStore: Sendable {
     /// Writes `run` only while its stored status is still `status` (compare and set: the service's
     /// writers need not wait on each other); whether it did.
     func update(_ run: ServiceRun, ifStatus status: ServiceRunStatus) throws -> Bool
+    /// Writes a run's end (only while its stored status is `status`, when one is given) and stores
+    /// `deliveries`, what announces it, in the same transaction: both or neither, whatever stops
+    /// the service. Whether it was written.
+    func end(_ run: ServiceRun, ifStatus status: ServiceRunStatus?, announcing deliveries: [Delivery]) throws -> Bool
 
     func recordScheduleEvent(_ event: ScheduleEvent) throws
     /// Newest first.
