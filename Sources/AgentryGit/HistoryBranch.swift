@@ -121,6 +121,8 @@ public struct RecordFile: Sendable {
 public final class HistoryBranch {
     public let repository: GitRepository
     public let branch: String
+    /// When the repository's objects are packed after a record (see `GitRepository.packIfDue`).
+    public var packing = GitRepository.PackingLimits()
     var reference: String { "refs/heads/" + branch }
     var remoteTracking: String { "refs/remotes/origin/" + branch }
 
@@ -159,7 +161,7 @@ public final class HistoryBranch {
             guard result == 0 else { throw GitError.last(result, "write \(file.path)") }
             blobs.append((file.path, oid))
         }
-        return try whileWriting {
+        let recorded = try whileWriting {
             for _ in 0..<50 {
                 let parent = try tip()
                 let commit = try makeCommit(blobs, parent: parent, message: message, author: author, date: date)
@@ -168,6 +170,9 @@ public final class HistoryBranch {
             throw GitError(
                 code: .conflict, operation: "record", message: "\(branch) kept moving under 50 attempts to record")
         }
+        // Packed as `git gc --auto` would, outside the writer lock: a failure costs files, never the record.
+        _ = try? repository.packIfDue(packing)
+        return recorded
     }
 
     /// Runs `body` holding this host's history writer lock on the repository (an flock on

@@ -130,3 +130,57 @@ final class ErrorBox: Sendable {
     func add(_ error: String) { errors.withLock { $0.append(error) } }
     var all: [String] { errors.withLock { $0 } }
 }
+
+/// The history writer packs what it writes, as `git gc --auto` would: loose objects into a pack
+/// once there are enough, all packs into one once there are too many; git reads the result, and a
+/// reader that opened the repository before sees every record all the same.
+@Suite struct HistoryPackingTests {
+    let author = Signature(name: "tester", email: "tester@localhost")
+
+    func objects(_ directory: TemporaryDirectory) throws -> (loose: Int, packs: Int) {
+        let counted = try Shell.git(["count-objects", "-v"], in: directory.url)
+        var values: [String: Int] = [:]
+        for line in counted.split(separator: "\n") {
+            let parts = line.split(separator: ":").map { $0.trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2 { values[parts[0]] = Int(parts[1]) }
+        }
+        return (values["count"] ?? -1, values["packs"] ?? -1)
+    }
+
+    @Test func recordsArePackedAndPacksMadeOne() throws {
+        let directory = try TemporaryDirectory()
+        try directory.write("agents/a.yaml", "a: 1\n")
+        try directory.commitAll("desired state")
+        // A reader from before any packing, which has read the first record.
+        let writer = HistoryBranch(repository: try GitRepository.open(directory.path))
+        try writer.append(
+            [RecordFile(path: "runs/a/0/log.txt", bytes: Array("run 0\n".utf8))], message: "run 0\n", author: author)
+        let reader = HistoryBranch(repository: try GitRepository.open(directory.path))
+        #expect(try reader.read("runs/a/0/log.txt") == Array("run 0\n".utf8))
+
+        // Not due: the loose objects stay (git's own threshold is thousands).
+        #expect(try objects(directory).loose > 0)
+
+        // Due after every record, and all packs made one past three.
+        writer.packing = GitRepository.PackingLimits(looseInSample: -1, packs: 3)
+        for index in 1...12 {
+            try writer.append(
+                [
+                    RecordFile(path: "runs/a/\(index)/record.yaml", bytes: Array("runId: \(index)\n".utf8)),
+                    RecordFile(path: "runs/a/\(index)/log.txt", bytes: Array("run \(index)\n".utf8)),
+                ], message: "run \(index)\n", author: author)
+        }
+        let after = try objects(directory)
+        #expect(after.loose == 0, "every loose object was packed")
+        #expect(after.packs >= 1 && after.packs <= 4, "packs were made one: \(after.packs)")
+        #expect(
+            try Shell.git(["count-objects", "-v"], in: directory.url).contains("garbage: 0"),
+            "nothing else left in objects/")
+        _ = try Shell.git(["fsck", "--strict", "--no-dangling"], in: directory.url)
+        #expect(try Shell.git(["rev-list", "--count", "agentry/history"], in: directory.url) == "13\n")
+        for index in [0, 1, 7, 12] {
+            #expect(try reader.read("runs/a/\(index)/log.txt") == Array("run \(index)\n".utf8), "record \(index)")
+        }
+        #expect(try reader.files(under: "runs/a")?.filter { $0.path.hasSuffix("/log.txt") }.count == 13)
+    }
+}
