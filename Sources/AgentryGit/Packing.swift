@@ -38,9 +38,16 @@ extension GitRepository {
     var gitFolder: String { gitDirectory.hasSuffix("/") ? gitDirectory : gitDirectory + "/" }
 
     /// Packs when `limits` say it is due (one folder read when it is not); nil when it was not due,
-    /// or another process is packing this repository now.
+    /// or another process is packing this repository now. The repository's own `gc.auto` and
+    /// `gc.autoPackLimit` count over `limits`, as git reads them (0: never).
     @discardableResult
-    public func packIfDue(_ limits: PackingLimits = PackingLimits()) throws -> Packed? {
+    public func packIfDue(_ given: PackingLimits = PackingLimits()) throws -> Packed? {
+        var limits = given
+        if let loose = configuredInt("gc.auto") {
+            guard loose > 0 else { return nil }
+            limits.looseInSample = (loose + 255) / 256
+        }
+        if let packs = configuredInt("gc.autoPackLimit") { limits.packs = packs > 0 ? packs : Int.max }
         let sample = (try? FileManager.default.contentsOfDirectory(atPath: objectsFolder + "/17")) ?? []
         let looseDue = sample.filter(Self.isLooseName).count > limits.looseInSample
         let packsDue = packNames().count > limits.packs
@@ -107,6 +114,15 @@ extension GitRepository {
             git_odb_free(odb)
         }
         return Packed(looseRemoved: loose.count, packsRemoved: removedPacks)
+    }
+
+    /// A number from the repository's configuration, if it has one.
+    func configuredInt(_ name: String) -> Int? {
+        var config: OpaquePointer?
+        guard git_repository_config_snapshot(&config, handle) == 0, let config else { return nil }
+        defer { git_config_free(config) }
+        var value: Int64 = 0
+        return git_config_get_int64(&value, config, name) == 0 ? Int(value) : nil
     }
 
     /// `pack-<hash>` of each pack, by its index.

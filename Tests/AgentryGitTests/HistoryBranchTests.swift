@@ -182,5 +182,10 @@ final class ErrorBox: Sendable {
             #expect(try reader.read("runs/a/\(index)/log.txt") == Array("run \(index)\n".utf8), "record \(index)")
         }
         #expect(try reader.files(under: "runs/a")?.filter { $0.path.hasSuffix("/log.txt") }.count == 13)
+
+        // A repository whose owner turned git's automatic packing off is left as it is.
+        _ = try Shell.git(["config", "gc.auto", "0"], in: directory.url)
+        try writer.append([RecordFile(path: "runs/a/13/log.txt", bytes: [0x31])], message: "run 13\n", author: author)
+        #expect(try objects(directory).loose > 0)
     }
 }
