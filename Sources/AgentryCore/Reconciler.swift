@@ -102,6 +102,8 @@ public actor Reconciler {
     /// The conditions as the store holds them (those read at the start, then those last saved).
     var saved: [String: [AgentCondition]] = [:]
     var conditionsLoaded = false
+    /// A compaction of the history repository is under way.
+    var compacting = false
     var backoff: [String: Backoff] = [:]
     /// The agents the last plan named (so that agents new in the repository are never left out).
     var desired: Set<String> = []
@@ -264,21 +266,44 @@ public actor Reconciler {
         newlyStalled = []
         for (name, condition) in stalled { await onStalled?(name, condition) }
         await saveConditions()
+        compactHistory()
     }
 
-    /// The conditions the last service left, of the agents the state still has (once).
+    /// The history repository's packs made one when there are too many (a fetch adds one, and
+    /// records a pack every few thousand objects), in the background without holding up the loop,
+    /// one at a time.
+    func compactHistory() {
+        guard !compacting, mirrorReady else { return }
+        compacting = true
+        let history = ports.history
+        let location = HistoryLocation(repository: settings.target.repository, branch: settings.historyBranch)
+        let logger = self.logger
+        Task {
+            do {
+                let compacted = try await BlockingWork.$inBackground.withValue(true) {
+                    try await BlockingWork.run { try history.compact(in: location) }
+                }
+                if compacted {
+                    logger.info("history packs made one", metadata: ["repository": "\(location.repository)"])
+                }
+            } catch {
+                logger.warning("cannot pack the history repository", metadata: ["error": "\(error)"])
+            }
+            self.compactingEnded()
+        }
+    }
+
+    func compactingEnded() { compacting = false }
+
+    /// The conditions the last service left (once read; those of agents no plan names any more go
+    /// at the first pass that plans).
     func loadConditions() async {
         guard !conditionsLoaded, let store else { return }
-        conditionsLoaded = true
-        let state = ports.state
         do {
-            let (stored, applied) = try await BlockingWork.run {
-                (try store.conditions(), try? Set(state.agents().map(\.name)))
-            }
+            let stored = try await BlockingWork.run { try store.conditions() }
+            conditionsLoaded = true
             saved = stored
-            for (name, list) in stored where conditions[name] == nil && applied?.contains(name) != false {
-                conditions[name] = list
-            }
+            for (name, list) in stored where conditions[name] == nil { conditions[name] = list }
         } catch {
             logger.error("cannot read the agents' conditions", metadata: ["error": "\(error)"])
         }

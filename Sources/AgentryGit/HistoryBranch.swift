@@ -170,7 +170,8 @@ public final class HistoryBranch {
             throw GitError(
                 code: .conflict, operation: "record", message: "\(branch) kept moving under 50 attempts to record")
         }
-        // Packed as `git gc --auto` would, outside the writer lock: a failure costs files, never the record.
+        // Loose objects packed as `git gc --auto` would, outside the writer lock (quick: packs are
+        // made one elsewhere, in the background); a failure costs files, never the record.
         _ = try? repository.packIfDue(packing)
         return recorded
     }

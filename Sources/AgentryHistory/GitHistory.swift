@@ -69,4 +69,8 @@ public struct GitHistory: HistoryStore {
     public func read(_ path: String, in location: HistoryLocation) throws -> [UInt8]? {
         try branch(location).read(path)
     }
+
+    public func compact(in location: HistoryLocation) throws -> Bool {
+        try GitRepository.open(location.repository).packIfDue(consolidating: true) != nil
+    }
 }

@@ -337,6 +337,8 @@ public final class InMemoryHistory: HistoryStore {
 
     public var all: [Commit] { commits.withLock { $0 } }
 
+    public func compact(in location: HistoryLocation) throws -> Bool { false }
+
     public func record(
         _ files: [HistoryFile], message: String, actor: String, at date: Date, in location: HistoryLocation
     )

@@ -17,6 +17,10 @@ public protocol HistoryStore: Sendable {
     func paths(under folder: String, in location: HistoryLocation) throws -> [String]?
     /// One file's bytes; nil when it does not exist.
     func read(_ path: String, in location: HistoryLocation) throws -> [UInt8]?
+    /// Makes the repository's packs one when there are too many, as `git gc --auto` would (the
+    /// loose objects records leave are packed as they are recorded); slow on a large repository,
+    /// so the service does it in the background. Whether anything was done.
+    func compact(in location: HistoryLocation) throws -> Bool
 }
 
 /// Which repository and branch.
