@@ -479,8 +479,7 @@ class Bench:
             with lock:
                 if not accepted:
                     outcome["error"] = "no run accepted"
-                    with lock:
-                        streams.append(outcome)
+                    streams.append(outcome)  # (the lock is held)
                     return
                 run_id = accepted[min(target, len(accepted) - 1)]
             outcome["run"] = run_id

@@ -87,3 +87,24 @@ public struct TerminalFilter {
         return filter.feed(bytes) + filter.finish()
     }
 }
+
+public enum UTF8Text {
+    /// How many of `bytes` end on a whole UTF-8 character: all but the first bytes of a multi-byte
+    /// character cut short at the end (at most 3). Bytes that are no UTF-8 at all count as whole
+    /// (they are sent as U+FFFD either way).
+    public static func wholeCharacters(_ bytes: ArraySlice<UInt8>) -> Int {
+        var index = bytes.endIndex
+        var continuation = 0
+        while index > bytes.startIndex, continuation < 4 {
+            let byte = bytes[index - 1]
+            if byte & 0xC0 == 0x80 {
+                continuation += 1
+                index -= 1
+                continue
+            }
+            let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
+            return length > continuation + 1 ? bytes.count - (continuation + 1) : bytes.count
+        }
+        return bytes.count
+    }
+}

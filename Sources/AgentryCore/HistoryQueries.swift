@@ -284,16 +284,20 @@ extension HistoryQueries {
         var offset = 0
         while true {
             let running = inProgress()
-            var live = (try? state.liveLog(agent: agent, from: offset)) ?? nil
-            if live?.run != following {
-                // A new run started it afresh: from its beginning.
-                live = (try? state.liveLog(agent: agent, from: 0)) ?? nil
-                following = live?.run
-                offset = 0
-            }
-            if let bytes = live?.bytes, !bytes.isEmpty {
+            // What the followed run printed since the last look (its last lines too, when the next
+            // run has started meanwhile).
+            if following != nil,
+                let bytes = ((try? state.liveLog(agent: agent, run: following, from: offset)) ?? nil)?.bytes,
+                !bytes.isEmpty
+            {
                 emit(bytes)
                 offset += bytes.count
+            }
+            // A new run started it afresh: followed from its beginning.
+            if let latest = (try? state.liveLog(agent: agent, run: nil, from: 0)) ?? nil, latest.run != following {
+                following = latest.run
+                offset = latest.bytes.count
+                if !latest.bytes.isEmpty { emit(latest.bytes) }
             }
             if !running || interruption?.isInterrupted == true { return true }
             await ports.clock.sleep(for: .milliseconds(200))

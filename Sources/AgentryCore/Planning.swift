@@ -294,7 +294,7 @@ struct NoState: StateStore {
     func clearRunJournal(agent: String) throws {}
     func appendLiveLog(agent: String, _ bytes: [UInt8]) throws {}
     func resetLiveLog(agent: String, run: String) throws {}
-    func liveLog(agent: String, from offset: Int) throws -> LiveOutput? { nil }
+    func liveLog(agent: String, run: String?, from offset: Int) throws -> LiveOutput? { nil }
     func appendAudit(_ id: String, step: String) throws {}
     func pendingAudits() throws -> [PendingAudit] { [] }
     func finishAudit(_ id: String) throws {}

@@ -71,7 +71,7 @@ public final class RunWatch: Sendable {
                 asked.map { run, offset in
                     guard let now = (try? store.run(id: run.id)) ?? nil else { return Look(run: nil, output: nil) }
                     guard now.status == .running, let record = now.recordID,
-                        let live = (try? state.liveLog(agent: run.agent, from: offset)) ?? nil, live.run == record
+                        let live = (try? state.liveLog(agent: run.agent, run: record, from: offset)) ?? nil
                     else { return Look(run: now, output: nil) }
                     return Look(run: now, output: live.bytes)
                 }

@@ -740,10 +740,17 @@ extension APIServer {
                 try await writer.write(
                     ByteBuffer(string: "event: \(name)\nid: \(sent)\ndata: \(data.rendered(pretty: false))\n\n"))
             }
-            func output(_ bytes: ArraySlice<UInt8>) async throws {
+            // In events of 16 KiB at most, each of whole characters: a character the run has not
+            // finished printing waits for the next look (which reads from `sent`), unless `final`.
+            func output(_ bytes: ArraySlice<UInt8>, final: Bool = false) async throws {
                 var rest = bytes
                 while !rest.isEmpty {
-                    let chunk = rest.prefix(16 << 10)
+                    var chunk = rest.prefix(16 << 10)
+                    let whole = UTF8Text.wholeCharacters(chunk)
+                    if whole < chunk.count && !(final && chunk.count == rest.count) {
+                        guard whole > 0 else { return }
+                        chunk = chunk.prefix(whole)
+                    }
                     rest = rest.dropFirst(chunk.count)
                     sent += chunk.count
                     try await send("output", .object([("text", .string(String(decoding: chunk, as: UTF8.self)))]))
@@ -771,17 +778,20 @@ extension APIServer {
                 }
             }
             // What the run printed after the last look (or all of it, for a run not followed): from
-            // its live log while that is still this run's, else from its log in history (the same
-            // bytes; the agent's next run starts the live log afresh).
+            // its live log (the agent's latest or the one before), else from its log in history
+            // (the same bytes up to 1 MiB, past which history keeps its head and tail).
             let offset = sent
-            let live = try? await BlockingWork.run { try state.liveLog(agent: run.agent, from: offset) }
-            if let live = live ?? nil, current.recordID != nil, live.run == current.recordID {
-                try await output(live.bytes[...])
+            let record = current.recordID
+            let live = try? await BlockingWork.run {
+                try record.flatMap { try state.liveLog(agent: run.agent, run: $0, from: offset) }
+            }
+            if let live = live ?? nil {
+                try await output(live.bytes[...], final: true)
             } else if let (_, folder) = try? await server.record(of: current) {
                 let history = server.ports.history
                 let location = server.history
                 let log = try? await BlockingWork.run { try history.read(folder + "/log.txt", in: location) }
-                if let log = log ?? nil, log.count > sent { try await output(log[sent...]) }
+                if let log = log ?? nil, log.count > sent { try await output(log[sent...], final: true) }
             }
             try await send("end", API.run(current))
             try await writer.finish(nil)

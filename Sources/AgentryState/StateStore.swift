@@ -382,8 +382,9 @@ extension SQLiteStateStore {
         _ = bytes.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count) }
     }
 
-    /// A new file, its first line the run's id, put in place of the last run's: a reader holding
-    /// the old one open reads on in the old run's, never half of each. When that fails, the last
+    /// A new file, its first line the run's id, put in place of the last run's, which is kept (as
+    /// `.previous`, in place of the one before) for readers still after its last lines: a reader
+    /// holding a file open reads on in its run's, never half of each. When that fails, the last
     /// run's is removed all the same, so that this run's output is never appended to it.
     public func resetLiveLog(agent: String, run: String) throws {
         try makeDirectory()
@@ -400,6 +401,7 @@ extension SQLiteStateStore {
         let header = Array((run + "\n").utf8)
         let written = header.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count) }
         close(descriptor)
+        rename(file, file + ".previous")
         guard written == header.count, rename(fresh, file) == 0 else {
             let error = String(cString: strerror(errno))
             unlink(fresh)
@@ -408,8 +410,16 @@ extension SQLiteStateStore {
         }
     }
 
-    public func liveLog(agent: String, from offset: Int) throws -> LiveOutput? {
-        let descriptor = Glibc.open(try liveLogFile(agent), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    public func liveLog(agent: String, run: String?, from offset: Int) throws -> LiveOutput? {
+        let file = try liveLogFile(agent)
+        let current = Self.readLiveLog(file, from: offset)
+        guard let run, current?.run != run else { return current }
+        let previous = Self.readLiveLog(file + ".previous", from: offset)
+        return previous?.run == run ? previous : nil
+    }
+
+    static func readLiveLog(_ file: String, from offset: Int) -> LiveOutput? {
+        let descriptor = Glibc.open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         // The first line names the run (an id of a few dozen bytes).

@@ -24,6 +24,25 @@ import Testing
     }
 }
 
+/// Output is cut into events of whole characters: a character cut short at the end waits.
+@Suite struct UTF8TextTests {
+    @Test func aCharacterCutShortAtTheEndIsHeldBack() {
+        func whole(_ bytes: [UInt8]) -> Int { UTF8Text.wholeCharacters(bytes[...]) }
+        let text = Array("a é € 𝄞".utf8)  // 1, 2, 3 and 4 bytes
+        #expect(whole(text) == text.count)
+        #expect(whole(Array(text.dropLast(1))) == text.count - 4, "𝄞 cut after 3 of its 4 bytes")
+        #expect(whole(Array(text.dropLast(3))) == text.count - 4, "𝄞 cut after its first byte")
+        #expect(whole(Array("€".utf8).dropLast(1)) == 0)
+        #expect(whole(Array("é".utf8)) == 2)
+        #expect(whole([]) == 0)
+        // Not UTF-8 at all: nothing held back (it is sent as U+FFFD either way).
+        #expect(whole([0x80, 0x80, 0x80, 0x80, 0x80]) == 5)
+        #expect(whole([0x41, 0xFF]) == 1, "a lone 0xFF may be the start of nothing: held back only up to 3 bytes")
+        let slice = Array("xx€".utf8)[2...]
+        #expect(UTF8Text.wholeCharacters(slice.dropLast(1)) == 0, "a slice's own indices")
+    }
+}
+
 @Suite struct DurationTests {
     @Test func parsesAndFormatsGoStyleDurations() {
         #expect(DurationText.parse("1h30m") == 5_400_000)

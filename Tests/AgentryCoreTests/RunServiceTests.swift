@@ -232,14 +232,19 @@ import Testing
         try state.appendLiveLog(agent: "alpha", Array("more\n".utf8))
         let later = await watch.next(going, offset: 12)
         #expect(later.output.map { String(decoding: $0, as: UTF8.self) } == "more\n")
-        // The agent's live log is another run's (its next, started afresh): never taken for this one's.
+        // The agent's next run started the live log afresh: this run's last lines are still its own,
+        // and the next run's output is never taken for more of them.
+        try state.appendLiveLog(agent: "alpha", Array("last\n".utf8))
         try state.resetLiveLog(agent: "alpha", run: "record-b")
         try state.appendLiveLog(agent: "alpha", Array("the next run prints more than this one did\n".utf8))
-        let elsewhere = await watch.next(going, offset: 17)
+        let last = await watch.next(going, offset: 17)
+        #expect(last.output.map { String(decoding: $0, as: UTF8.self) } == "last\n")
+        try state.resetLiveLog(agent: "alpha", run: "record-c")
+        let elsewhere = await watch.next(going, offset: 22)
         #expect(elsewhere.run?.status == .running && elsewhere.output == nil)
         going.status = .succeeded
         try store.update(going)
-        let ended = await watch.next(going, offset: 17)
+        let ended = await watch.next(going, offset: 22)
         #expect(ended.run?.status == .succeeded && ended.output == nil)
 
         // Nothing new: the stream is woken only once it has waited its patience out.

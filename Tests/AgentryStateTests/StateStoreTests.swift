@@ -67,29 +67,41 @@ import Testing
     }
 
     /// The live log names its run: a reader following one run is never handed the next run's
-    /// output as more of it, even when the next run has printed more.
+    /// output as more of it, even when the next run has printed more; and the run before the
+    /// latest is kept for a reader still after its last lines.
     @Test func theLiveLogNamesItsRunAndANewRunStartsItAfresh() throws {
         let directory = try TemporaryDirectory()
         let store = SQLiteStateStore(directory: directory.path + "/state")
         func text(_ live: LiveOutput?) -> String? { live.map { String(decoding: $0.bytes, as: UTF8.self) } }
-        #expect(try store.liveLog(agent: "triage", from: 0) == nil)
+        let (first, second, third) = ("20261204T100000Z-aaaa", "20261204T100001Z-bbbb", "20261204T100002Z-cccc")
+        #expect(try store.liveLog(agent: "triage", run: nil, from: 0) == nil)
         try store.appendLiveLog(agent: "triage", Array("before any run\n".utf8))
-        #expect(try store.liveLog(agent: "triage", from: 0) == nil, "output is kept only for a run that started one")
+        #expect(
+            try store.liveLog(agent: "triage", run: nil, from: 0) == nil,
+            "output is kept only for a run that started one")
 
-        try store.resetLiveLog(agent: "triage", run: "20261204T100000Z-aaaa")
+        try store.resetLiveLog(agent: "triage", run: first)
         try store.appendLiveLog(agent: "triage", Array("first\n".utf8))
         try store.appendLiveLog(agent: "triage", Array("second\n".utf8))
-        #expect(try store.liveLog(agent: "triage", from: 0)?.run == "20261204T100000Z-aaaa")
-        #expect(try text(store.liveLog(agent: "triage", from: 6)) == "second\n", "offsets count the output alone")
-        #expect(try text(store.liveLog(agent: "triage", from: 13)) == "")
-        #expect(try store.liveLog(agent: "triage", from: 14) == nil)
+        #expect(try store.liveLog(agent: "triage", run: nil, from: 0)?.run == first)
+        #expect(
+            try text(store.liveLog(agent: "triage", run: first, from: 6)) == "second\n",
+            "offsets count the output alone")
+        #expect(try text(store.liveLog(agent: "triage", run: first, from: 13)) == "")
+        #expect(try store.liveLog(agent: "triage", run: first, from: 14) == nil)
+        #expect(try store.liveLog(agent: "triage", run: second, from: 0) == nil, "no such run")
 
-        try store.resetLiveLog(agent: "triage", run: "20261204T100001Z-bbbb")
+        try store.resetLiveLog(agent: "triage", run: second)
         try store.appendLiveLog(agent: "triage", Array("the next run, longer than the first\n".utf8))
-        let next = try store.liveLog(agent: "triage", from: 13)
-        #expect(next?.run == "20261204T100001Z-bbbb", "the reader at offset 13 of the first run sees it is another's")
-        #expect(try text(store.liveLog(agent: "triage", from: 0)) == "the next run, longer than the first\n")
-        #expect(try text(store.liveLog(agent: "other", from: 0)) == nil)
+        #expect(try store.liveLog(agent: "triage", run: nil, from: 13)?.run == second, "the latest is another run's")
+        #expect(try text(store.liveLog(agent: "triage", run: first, from: 6)) == "second\n", "the one before is kept")
+        #expect(
+            try text(store.liveLog(agent: "triage", run: second, from: 0)) == "the next run, longer than the first\n")
+
+        try store.resetLiveLog(agent: "triage", run: third)
+        #expect(try store.liveLog(agent: "triage", run: first, from: 0) == nil, "two runs back: gone")
+        #expect(try text(store.liveLog(agent: "triage", run: second, from: 4)) == "next run, longer than the first\n")
+        #expect(try text(store.liveLog(agent: "other", run: nil, from: 0)) == nil)
     }
 
     @Test func aSecondWriterFailsAtOnceNamingTheHolder() throws {

@@ -27,6 +27,7 @@ public final class InMemoryState: StateStore, ParseCache {
         var audits: [String: PendingAudit] = [:]
         var runs: [String: RunJournal] = [:]
         var liveLogs: [String: LiveOutput] = [:]
+        var previousLiveLogs: [String: LiveOutput] = [:]
         var snapshots: [String: (String, Data)] = [:]
         var parses: [String: [String: CachedParse]] = [:]
         /// Writer locks held, by thread (as the real store: the lock is the thread's that took it).
@@ -145,12 +146,22 @@ public final class InMemoryState: StateStore, ParseCache {
     }
 
     public func resetLiveLog(agent: String, run: String) throws {
-        contents.withLock { $0.liveLogs[agent] = LiveOutput(run: run, bytes: []) }
+        contents.withLock {
+            $0.previousLiveLogs[agent] = $0.liveLogs[agent]
+            $0.liveLogs[agent] = LiveOutput(run: run, bytes: [])
+        }
     }
 
-    public func liveLog(agent: String, from offset: Int) throws -> LiveOutput? {
+    public func liveLog(agent: String, run: String?, from offset: Int) throws -> LiveOutput? {
         contents.withLock { contents in
-            contents.liveLogs[agent].flatMap {
+            let latest = contents.liveLogs[agent]
+            let found =
+                run == nil || latest?.run == run
+                ? latest
+                : contents.previousLiveLogs[agent].flatMap {
+                    $0.run == run ? $0 : nil
+                }
+            return found.flatMap {
                 $0.bytes.count < offset ? nil : LiveOutput(run: $0.run, bytes: Array($0.bytes.dropFirst(offset)))
             }
         }

@@ -57,8 +57,9 @@ public protocol StateStore: Sendable {
     func appendLiveLog(agent: String, _ bytes: [UInt8]) throws
     func resetLiveLog(agent: String, run: String) throws
     /// Whose it is and what it holds from `offset` on; nil when there is none, or it is shorter than
-    /// `offset`. Readers that follow one run check `run`: the agent's next run starts it afresh.
-    func liveLog(agent: String, from offset: Int) throws -> LiveOutput?
+    /// `offset`. With a `run`, that run's: the agent's latest, or the one before (the agent's next
+    /// run may have started it afresh before a reader read the last lines); nil when neither is.
+    func liveLog(agent: String, run: String?, from offset: Int) throws -> LiveOutput?
 
     /// The audit journal: an apply's record is kept here step by step as the steps are carried
     /// out, and committed to history at its end (or by the next apply, when it was killed).
