@@ -106,14 +106,7 @@ public actor WebhookDeliveries {
         writeFailed = false
         let due = found.filter { urls.contains($0.url) }
         var updated = found.filter { !urls.contains($0.url) }.map { unsent in
-            var delivery = unsent
-            delivery.status = .failed
-            delivery.nextAttemptAt = nil
-            delivery.lastError = "not sent: its URL is no longer one the service notifies (--notify-url)"
-            logger.warning(
-                "a webhook to a URL no longer configured is dropped",
-                metadata: ["id": "\(delivery.id)", "url": "\(Self.shown(delivery.url))"])
-            ServiceMetrics.delivery("failed")
+            let delivery = Self.unlisted(unsent, logger: logger)
             record(delivery)
             return delivery
         }
@@ -174,6 +167,31 @@ public actor WebhookDeliveries {
             updated.append(delivery)
         }
         return updated
+    }
+
+    /// A pending delivery to a URL the service is not given, failed (and said so in the log).
+    static func unlisted(_ pending: Delivery, logger: Logger) -> Delivery {
+        var delivery = pending
+        delivery.status = .failed
+        delivery.nextAttemptAt = nil
+        delivery.lastError = "not sent: its URL is no longer one the service notifies (--notify-url)"
+        logger.warning(
+            "a webhook to a URL no longer configured is dropped",
+            metadata: ["id": "\(delivery.id)", "url": "\(Self.shown(delivery.url))"])
+        ServiceMetrics.delivery("failed")
+        return delivery
+    }
+
+    /// At a service's start: what is pending for URLs it is not given (taken off `--notify-url`,
+    /// or none given at all) fails, rather than wait for a URL that may never be given again.
+    public static func failUnlisted(in store: any ServiceStore, keeping urls: [String], logger: Logger) {
+        guard let pending = try? store.dueDeliveries(at: .distantFuture, limit: 1_000_000) else { return }
+        for delivery in pending where !urls.contains(delivery.url) {
+            do { try store.update(unlisted(delivery, logger: logger)) } catch {
+                logger.error(
+                    "cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
+            }
+        }
     }
 
     func record(_ delivery: Delivery) {

@@ -92,6 +92,7 @@ public struct APIServer: Sendable {
             )
         }
         let deliveries = made?.0
+        WebhookDeliveries.failUnlisted(in: store, keeping: deliveries == nil ? [] : notify.urls, logger: ports.logger)
         self.deliveries = deliveries
         self.deliveryClient = made?.1
         self.hooks = hooks

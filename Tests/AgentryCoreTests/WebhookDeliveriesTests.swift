@@ -105,6 +105,16 @@ import Testing
         #expect(dropped?.status == .failed && dropped?.nextAttemptAt == nil)
         #expect(dropped?.lastError?.contains("no longer") == true, "\(String(describing: dropped))")
         #expect(try store.nextDeliveryTime() == nil, "nothing left pending")
+
+        // A service started with no URL at all: what is pending fails at its start.
+        let again = InMemoryServiceStore()
+        let earlier = WebhookDeliveries(
+            store: again, urls: ["http://kept.example/"], secret: "k", clock: clock, logger: .init(label: "test"),
+            send: down.send)
+        await earlier.publish(type: "run.completed", data: .object([]))
+        WebhookDeliveries.failUnlisted(in: again, keeping: [], logger: .init(label: "test"))
+        #expect(try again.deliveries(limit: 10, before: nil).map(\.status) == [.failed])
+        #expect(try again.nextDeliveryTime() == nil)
     }
 
     @Test func goneStopsAtOnceAndAttemptsRunOut() async throws {
