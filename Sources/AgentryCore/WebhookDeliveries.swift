@@ -8,7 +8,7 @@ import Logging
 /// `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`) and retried with backoff
 /// until a 2xx answer or the attempts run out (410 Gone stops at once). Deliveries survive a
 /// restart: pending ones carry on when the service starts again, to the URLs it is still given
-/// (one taken off the list is never POSTed to again: its pending deliveries fail, saying so).
+/// (one taken off the list is never POSTed to again: `failUnlisted`, at the start).
 public actor WebhookDeliveries {
     /// What one attempt got: an HTTP status, or why there was none.
     public enum Answer: Sendable, Equatable {
@@ -102,14 +102,9 @@ public actor WebhookDeliveries {
     @discardableResult
     public func deliverDue(now given: Date?) async -> [Delivery] {
         let now = given ?? clock.now()
-        guard let found = try? store.dueDeliveries(at: now, limit: Self.parallel), !found.isEmpty else { return [] }
+        guard let due = try? store.dueDeliveries(at: now, limit: Self.parallel), !due.isEmpty else { return [] }
         writeFailed = false
-        let due = found.filter { urls.contains($0.url) }
-        var updated = found.filter { !urls.contains($0.url) }.map { unsent in
-            let delivery = Self.unlisted(unsent, logger: logger)
-            record(delivery)
-            return delivery
-        }
+        var updated: [Delivery] = []
         let timestamp = Int(now.timeIntervalSince1970)
         let results = await withTaskGroup(of: (Delivery, Answer).self) { group in
             for delivery in due {
@@ -163,41 +158,33 @@ public actor WebhookDeliveries {
                 result = "retrying"
             }
             ServiceMetrics.delivery(result)
-            record(delivery)
+            do { try store.update(delivery) } catch {
+                writeFailed = true
+                logger.error(
+                    "cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
+            }
             updated.append(delivery)
         }
         return updated
     }
 
-    /// A pending delivery to a URL the service is not given, failed (and said so in the log).
-    static func unlisted(_ pending: Delivery, logger: Logger) -> Delivery {
-        var delivery = pending
-        delivery.status = .failed
-        delivery.nextAttemptAt = nil
-        delivery.lastError = "not sent: its URL is no longer one the service notifies (--notify-url)"
-        logger.warning(
-            "a webhook to a URL no longer configured is dropped",
-            metadata: ["id": "\(delivery.id)", "url": "\(Self.shown(delivery.url))"])
-        ServiceMetrics.delivery("failed")
-        return delivery
-    }
-
     /// At a service's start: what is pending for URLs it is not given (taken off `--notify-url`,
-    /// or none given at all) fails, rather than wait for a URL that may never be given again.
+    /// or none given at all) fails, saying so, rather than wait for a URL that may never be given
+    /// again (the URLs do not change while it runs).
     public static func failUnlisted(in store: any ServiceStore, keeping urls: [String], logger: Logger) {
         guard let pending = try? store.dueDeliveries(at: .distantFuture, limit: 1_000_000) else { return }
-        for delivery in pending where !urls.contains(delivery.url) {
-            do { try store.update(unlisted(delivery, logger: logger)) } catch {
+        for var delivery in pending where !urls.contains(delivery.url) {
+            delivery.status = .failed
+            delivery.nextAttemptAt = nil
+            delivery.lastError = "not sent: its URL is no longer one the service notifies (--notify-url)"
+            logger.warning(
+                "a webhook to a URL no longer configured is dropped",
+                metadata: ["id": "\(delivery.id)", "url": "\(Self.shown(delivery.url))"])
+            ServiceMetrics.delivery("failed")
+            do { try store.update(delivery) } catch {
                 logger.error(
                     "cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
             }
-        }
-    }
-
-    func record(_ delivery: Delivery) {
-        do { try store.update(delivery) } catch {
-            writeFailed = true
-            logger.error("cannot record a webhook's delivery", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
         }
     }
 

@@ -92,6 +92,8 @@ import Testing
         #expect(await before.deliverDue(now: clock.now()).allSatisfy { $0.status == .pending })
 
         let up = Receiver([.status(204)])
+        // Started again, as the service starts: with one URL fewer.
+        WebhookDeliveries.failUnlisted(in: store, keeping: ["http://kept.example/"], logger: .init(label: "test"))
         let after = WebhookDeliveries(
             store: store, urls: ["http://kept.example/"], secret: "k", clock: clock, logger: .init(label: "test"),
             send: up.send)
